@@ -1,0 +1,80 @@
+// Registers the mix dialect's ops and attributes and verifies the `mix.name` argument and
+// result attributes the runtime binds tensors by.
+#include "dialect/MixDialect.h"
+#include "dialect/MixOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::mix;
+
+#include "dialect/MixDialect.cpp.inc"
+#include "dialect/MixEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "dialect/MixAttrs.cpp.inc"
+
+void MixDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "dialect/MixOps.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "dialect/MixAttrs.cpp.inc"
+      >();
+}
+
+/// A `mix.name` must be a non-empty string, unique among the function's arguments and
+/// results: the runtime binds tensors by it, so two tensors cannot share one.
+static LogicalResult verifyTensorName(Operation *op, unsigned index, bool isResult,
+                                      NamedAttribute attribute) {
+  if (attribute.getName() != MixDialect::kNameAttr)
+    return op->emitError() << "unknown mix dialect attribute '" << attribute.getName()
+                           << "' on a function " << (isResult ? "result" : "argument");
+  auto name = dyn_cast<StringAttr>(attribute.getValue());
+  if (!name || name.getValue().empty())
+    return op->emitError() << "'mix.name' of " << (isResult ? "result" : "argument") << " #"
+                           << index << " must be a non-empty string";
+  auto function = dyn_cast<FunctionOpInterface>(op);
+  if (!function)
+    return success();
+  auto clash = [&](ArrayAttr all, bool allAreResults) -> std::optional<unsigned> {
+    if (!all)
+      return std::nullopt;
+    for (auto [i, dict] : llvm::enumerate(all.getAsRange<DictionaryAttr>())) {
+      if (allAreResults == isResult && i == index)
+        continue;
+      if (auto other = dict ? dict.getAs<StringAttr>(MixDialect::kNameAttr) : StringAttr())
+        if (other == name)
+          return i;
+    }
+    return std::nullopt;
+  };
+  // Arguments and results may not share names either; a result may reuse no input name.
+  if (auto i = clash(function.getArgAttrsAttr(), /*allAreResults=*/false))
+    return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of "
+                           << (isResult ? "result" : "argument") << " #" << index
+                           << " is already the name of argument #" << *i;
+  if (auto i = clash(function.getResAttrsAttr(), /*allAreResults=*/true))
+    return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of "
+                           << (isResult ? "result" : "argument") << " #" << index
+                           << " is already the name of result #" << *i;
+  return success();
+}
+
+LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*regionIndex*/,
+                                                   unsigned argIndex,
+                                                   NamedAttribute attribute) {
+  return verifyTensorName(op, argIndex, /*isResult=*/false, attribute);
+}
+
+LogicalResult MixDialect::verifyRegionResultAttribute(Operation *op, unsigned /*regionIndex*/,
+                                                      unsigned resultIndex,
+                                                      NamedAttribute attribute) {
+  return verifyTensorName(op, resultIndex, /*isResult=*/true, attribute);
+}

@@ -1,0 +1,98 @@
+// The `mix` dialect: its definition, enums and type constraints. Owns IR only; no scheduling
+// or emission decisions live here (those belong to passes/ and codegen/).
+#ifndef MIX_DIALECT_TD
+#define MIX_DIALECT_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+
+def Mix_Dialect : Dialect {
+  let name = "mix";
+  let cppNamespace = "::mlir::mix";
+  let summary = "What a sparse neural-network layer computes";
+  let description = [{
+    The `mix` dialect describes sparse layers: Mixture-of-Experts with token-choice or
+    expert-choice routing, capacity and dropped tokens, shared experts, Mixture of Tokens,
+    and lightweight experts (MoV, MoLoRA). Its exact math is `shared/spec/layers.md`.
+
+    Two levels of ops live here. Layer ops (`mix.token_choice_moe`, `mix.expert_choice_moe`,
+    `mix.mixture_of_tokens`, `mix.mov`, `mix.molora`) say what a whole layer computes in the
+    vocabulary of a model config. Primitive ops (`mix.route`, `mix.dispatch`,
+    `mix.expert_ffn`, `mix.combine`, `mix.token_mix`, ...) are the composable steps that
+    layer ops decompose into and that passes fuse and tile.
+
+    Conventions: activations are f32 tensors whose token dimension is dynamic (`?`) wherever
+    it varies at run time; weights are static-shaped f32, bf16 or f16 tensors in the
+    `[out, in]` layout of `torch.nn.Linear`, stacked `[E, out, in]` or one tensor per expert;
+    routing math is f32. Function arguments and results carry a `mix.name` string attribute:
+    the name the runtime binds tensors by.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+  let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
+  let extraClassDeclaration = [{
+    /// The argument/result attribute naming the tensor the runtime binds.
+    static constexpr llvm::StringLiteral kNameAttr = "mix.name";
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def Mix_Scoring : I32EnumAttr<"Scoring", "router score function", [
+    I32EnumAttrCase<"softmax", 0>,
+    I32EnumAttrCase<"sigmoid", 1>]> {
+  let cppNamespace = "::mlir::mix";
+  let genSpecializedAttr = 0;
+}
+def Mix_ScoringAttr : EnumAttr<Mix_Dialect, Mix_Scoring, "scoring"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+def Mix_GroupScore : I32EnumAttr<"GroupScore", "score of an expert group", [
+    I32EnumAttrCase<"max", 0>,
+    I32EnumAttrCase<"top2_sum", 1>]> {
+  let cppNamespace = "::mlir::mix";
+  let genSpecializedAttr = 0;
+}
+def Mix_GroupScoreAttr : EnumAttr<Mix_Dialect, Mix_GroupScore, "group_score"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+def Mix_Activation : I32EnumAttr<"Activation", "expert activation function", [
+    I32EnumAttrCase<"silu", 0>,
+    I32EnumAttrCase<"gelu", 1>,
+    I32EnumAttrCase<"gelu_tanh", 2>,
+    I32EnumAttrCase<"relu", 3>]> {
+  let cppNamespace = "::mlir::mix";
+  let genSpecializedAttr = 0;
+}
+def Mix_ActivationAttr : EnumAttr<Mix_Dialect, Mix_Activation, "activation"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+def Mix_EmitWeights : I32EnumAttr<"EmitWeights", "Mixture-of-Tokens emit weights", [
+    I32EnumAttrCase<"merge", 0>,
+    I32EnumAttrCase<"expert_softmax", 1>]> {
+  let cppNamespace = "::mlir::mix";
+  let genSpecializedAttr = 0;
+}
+def Mix_EmitWeightsAttr : EnumAttr<Mix_Dialect, Mix_EmitWeights, "emit"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+def Mix_Activations : RankedTensorOf<[F32]>;
+def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
+def Mix_Indices : RankedTensorOf<[I32]>;
+def Mix_Scalar : 0DTensorOf<[F32]>;
+
+class Mix_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Mix_Dialect, mnemonic, traits>;
+
+#endif // MIX_DIALECT_TD

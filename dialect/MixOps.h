@@ -1,0 +1,43 @@
+// Ops, enums and attributes of the mix dialect (generated from MixOps.td) and the few
+// helpers other layers use to read them. Owns IR only.
+#ifndef MIXTILE_DIALECT_MIXOPS_H
+#define MIXTILE_DIALECT_MIXOPS_H
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Dialect.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "dialect/MixDialect.h"
+#include "dialect/MixEnums.h.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "dialect/MixAttrs.h.inc"
+
+#define GET_OP_CLASSES
+#include "dialect/MixOps.h.inc"
+
+namespace mlir::mix {
+
+/// The shapes an expert FFN's weights describe, however they are stored.
+struct ExpertWeightShape {
+  int64_t numExperts = 0;
+  int64_t hidden = 0;       // D: the model dimension the FFN reads and writes.
+  int64_t intermediate = 0; // F: the expert's hidden width.
+  bool gated = false;       // gate weights present (SwiGLU, GeGLU).
+  bool stacked = false;     // one [E, out, in] tensor per role, else E tensors [out, in].
+  Type elementType;
+};
+
+/// Checks the gate/up/down weights of E experts against the model dimension D and fills
+/// `shape`. Emits an error on `op` naming the operand and rule on failure.
+LogicalResult verifyExpertWeights(Operation *op, ValueRange gate, ValueRange up,
+                                  ValueRange down, int64_t numExperts, int64_t hidden,
+                                  ExpertWeightShape &shape);
+
+} // namespace mlir::mix
+
+#endif // MIXTILE_DIALECT_MIXOPS_H

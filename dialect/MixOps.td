@@ -1,0 +1,644 @@
+// Ops of the `mix` dialect: primitives that passes fuse and tile, and layer ops that
+// decompose into them. Shapes, dtypes and attribute ranges are checked in MixVerify.cpp.
+#ifndef MIX_OPS_TD
+#define MIX_OPS_TD
+
+include "dialect/MixDialect.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+defvar Mix_Positive = ConfinedAttr<I64Attr, [IntPositive]>;
+defvar Mix_NonNegative = ConfinedAttr<I64Attr, [IntNonNegative]>;
+
+//===----------------------------------------------------------------------===//
+// Routing primitives
+//===----------------------------------------------------------------------===//
+
+def Mix_RouteOp : Mix_Op<"route", [Pure, AttrSizedOperandSegments]> {
+  let summary = "token-choice routing: router scores, top-k selection and weights";
+  let description = [{
+    Computes `logits = x · routerᵀ (+ router_bias)`, scores `s = softmax(logits)` or
+    `sigmoid(logits)` over the E experts, and for each token the `k` chosen experts
+    (descending, ties to the lower index) with their weights (layers.md §1-2).
+
+    - `selection_bias` (DeepSeek-V3 `e_score_correction_bias`): experts are chosen by
+      `s + selection_bias` but weighed by the unbiased `s`.
+    - `n_group`/`topk_group` (group-limited selection): the experts form `n_group` groups of
+      consecutive experts, each scored by the max of its scores (`group_score = max`,
+      DeepSeek-V2) or the sum of its two best (biased) scores (`top2_sum`, DeepSeek-V3); only
+      the `topk_group` best groups stay selectable.
+    - `normalize`: `w ← w / (Σw + norm_epsilon)`; then `w ← w · scale`.
+
+    Results: the weights `[T, k]` (f32), the chosen experts `[T, k]` (i32) and the router
+    logits `[T, E]` (f32, for auxiliary losses).
+
+    Example (Mixtral):
+    ```mlir
+    %w, %idx, %logits = mix.route %x, %router {k = 2, normalize}
+        : tensor<?x4096xf32>, tensor<8x4096xbf16>
+        -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins
+    Mix_Activations:$x,
+    Mix_Weight:$router,
+    Optional<Mix_Weight>:$router_bias,
+    Optional<Mix_Weight>:$selection_bias,
+    Mix_Positive:$k,
+    DefaultValuedAttr<Mix_ScoringAttr, "::mlir::mix::Scoring::softmax">:$scoring,
+    UnitAttr:$normalize,
+    DefaultValuedAttr<F64Attr, "0.0">:$norm_epsilon,
+    DefaultValuedAttr<F64Attr, "1.0">:$scale,
+    DefaultValuedAttr<Mix_Positive, "1">:$n_group,
+    DefaultValuedAttr<Mix_Positive, "1">:$topk_group,
+    DefaultValuedAttr<Mix_GroupScoreAttr, "::mlir::mix::GroupScore::max">:$group_score
+  );
+  let results = (outs Mix_Activations:$weights, Mix_Indices:$experts,
+                      Mix_Activations:$logits);
+  let assemblyFormat = [{
+    $x `,` $router
+    (`bias` `(` $router_bias^ `:` type($router_bias) `)`)?
+    (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
+    attr-dict `:` type($x) `,` type($router) `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_CapacityOp : Mix_Op<"capacity", [Pure]> {
+  let summary = "drop token-choice assignments beyond each expert's capacity";
+  let description = [{
+    Each expert accepts at most `C` assignments: a fixed `capacity`, or
+    `C = ceil(capacity_factor · T · k / E)` (Switch Transformers, GShard). Assignments claim
+    slots in token order (then in order of choice); one beyond C is dropped: its expert
+    index becomes -1, so `mix.dispatch` skips it and it contributes 0 (layers.md §4).
+    Exactly one of `capacity` and `capacity_factor` is given.
+
+    Example (Switch, capacity factor 1.25):
+    ```mlir
+    %kept = mix.capacity %idx {num_experts = 8, capacity_factor = 1.25}
+        : tensor<?x1xi32> -> tensor<?x1xi32>
+    ```
+  }];
+  let arguments = (ins Mix_Indices:$experts, Mix_Positive:$num_experts,
+                       OptionalAttr<Mix_NonNegative>:$capacity,
+                       OptionalAttr<F64Attr>:$capacity_factor);
+  let results = (outs Mix_Indices:$kept);
+  let assemblyFormat = "$experts attr-dict `:` type($experts) `->` type($kept)";
+  let hasVerifier = 1;
+}
+
+def Mix_ExpertChoiceOp : Mix_Op<"expert_choice", [Pure]> {
+  let summary = "expert-choice routing: each expert picks its top-C tokens";
+  let description = [{
+    Zhou et al., 2022 (layers.md §5). `s = softmax(x · routerᵀ)` over experts; capacity
+    `C = min(T, ceil(capacity_factor · T / E))`; expert e takes the C tokens with the largest
+    `s[:, e]` (ties to the lower token index). The result is a set of expert segments, the
+    same form `mix.dispatch` produces: `offsets [E+1]` (segment e is
+    `[offsets[e], offsets[e+1])`), the `tokens` of each assignment and its `gates` (the score
+    `s[t, e]`), plus the router logits.
+
+    ```mlir
+    %off, %tok, %gate, %logits = mix.expert_choice %x, %router {capacity_factor = 2.0}
+        : tensor<?x1024xf32>, tensor<64x1024xf32>
+        -> tensor<65xi32>, tensor<?xi32>, tensor<?xf32>, tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$router, F64Attr:$capacity_factor);
+  let results = (outs Mix_Indices:$offsets, Mix_Indices:$tokens, Mix_Activations:$gates,
+                      Mix_Activations:$logits);
+  let assemblyFormat = [{
+    $x `,` $router attr-dict `:` type($x) `,` type($router) `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_DispatchOp : Mix_Op<"dispatch", [Pure]> {
+  let summary = "group token-choice assignments into expert segments";
+  let description = [{
+    Sorts the `[T, k]` assignments by expert, stably (token order within an expert), and
+    returns the expert segments: `offsets [E+1]` (segment e is `[offsets[e], offsets[e+1])`),
+    the token of each assignment and its gate (routing weight). Assignments whose expert is
+    negative (dropped by `mix.capacity`) are left out. No token is copied: later ops gather
+    tokens through `tokens`.
+
+    ```mlir
+    %off, %tok, %gate = mix.dispatch %w, %idx {num_experts = 8}
+        : tensor<?x2xf32>, tensor<?x2xi32> -> tensor<9xi32>, tensor<?xi32>, tensor<?xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$weights, Mix_Indices:$experts,
+                       Mix_Positive:$num_experts);
+  let results = (outs Mix_Indices:$offsets, Mix_Indices:$tokens, Mix_Activations:$gates);
+  let assemblyFormat = [{
+    $weights `,` $experts attr-dict `:` type($weights) `,` type($experts) `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Expert computation primitives
+//===----------------------------------------------------------------------===//
+
+def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
+  let summary = "grouped expert FFN over expert segments";
+  let description = [{
+    For every assignment a in segment e, `h[a] = FFN_e(x[tokens[a]])` (layers.md §3): gated
+    `down · (act(gate · x) ⊙ (up · x))` when `gate` weights are given (SwiGLU, GeGLU), plain
+    `down · act(up · x)` otherwise. Weights are stacked (`[E, F, D]`, `[E, D, F]`, one tensor
+    each) or one tensor per expert (`E` tensors `[F, D]`, `[D, F]`), all of one dtype.
+
+    ```mlir
+    %h = mix.expert_ffn %x, %off, %tok
+        gate(%w1 : tensor<8x14336x4096xbf16>) up(%w3 : tensor<8x14336x4096xbf16>)
+        down(%w2 : tensor<8x4096x14336xbf16>) {activation = #mix.activation<silu>}
+        : tensor<?x4096xf32>, tensor<9xi32>, tensor<?xi32> -> tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Indices:$offsets, Mix_Indices:$tokens,
+                       Variadic<Mix_Weight>:$gate, Variadic<Mix_Weight>:$up,
+                       Variadic<Mix_Weight>:$down, Mix_ActivationAttr:$activation);
+  let results = (outs Mix_Activations:$h);
+  let assemblyFormat = [{
+    $x `,` $offsets `,` $tokens
+    (`gate` `(` $gate^ `:` type($gate) `)`)?
+    `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    attr-dict `:` type($x) `,` type($offsets) `,` type($tokens) `->` type($h)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_CombineOp : Mix_Op<"combine", [Pure, AllTypesMatch<["init", "y"]>]> {
+  let summary = "weighted scatter-add of expert outputs back to token order";
+  let description = [{
+    `y = init; y[tokens[a]] += gates[a] · h[a]` for every assignment a. `init` is the
+    starting value (zeros, or the shared experts' output that routed experts add to).
+
+    ```mlir
+    %y = mix.combine %h, %tok, %gate into %zeros
+        : tensor<?x4096xf32>, tensor<?xi32>, tensor<?xf32> into tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$h, Mix_Indices:$tokens, Mix_Activations:$gates,
+                       Mix_Activations:$init);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $h `,` $tokens `,` $gates `into` $init attr-dict `:` type($h) `,` type($tokens) `,`
+    type($gates) `into` type($init)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_ZerosLikeOp : Mix_Op<"zeros_like", [Pure, SameOperandsAndResultType]> {
+  let summary = "a zero tensor of the same (run-time) shape as its operand";
+  let description = [{
+    The starting value of a `mix.combine` with nothing to add to.
+
+    ```mlir
+    %z = mix.zeros_like %x : tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$like);
+  let results = (outs Mix_Activations:$zeros);
+  let assemblyFormat = "$like attr-dict `:` type($like)";
+}
+
+def Mix_FFNOp : Mix_Op<"ffn", [Pure]> {
+  let summary = "a dense FFN applied to every token (shared experts)";
+  let description = [{
+    `y = down · (act(gate · x) ⊙ (up · x))`, or `down · act(up · x)` without `gate`. Shared
+    experts (Qwen2-MoE, DeepSeek) are one such FFN; DeepSeek's `n_shared_experts` are one
+    FFN of width `n_shared · F`.
+
+    ```mlir
+    %s = mix.ffn %x gate(%g : tensor<2816x2048xbf16>) up(%u : tensor<2816x2048xbf16>)
+        down(%d : tensor<2048x2816xbf16>) {activation = #mix.activation<silu>}
+        : tensor<?x2048xf32> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Optional<Mix_Weight>:$gate, Mix_Weight:$up,
+                       Mix_Weight:$down, Mix_ActivationAttr:$activation);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x (`gate` `(` $gate^ `:` type($gate) `)`)? `up` `(` $up `:` type($up) `)`
+    `down` `(` $down `:` type($down) `)` attr-dict `:` type($x) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_SigmoidGateOp : Mix_Op<"sigmoid_gate", [Pure]> {
+  let summary = "scale each token's row of y by sigmoid(x · gate_weightᵀ)";
+  let description = [{
+    Qwen2-MoE's `shared_expert_gate`: `y[t] · sigmoid(x[t] · gate_weight[0])`, with
+    `gate_weight` of shape `[1, D]`.
+
+    ```mlir
+    %g = mix.sigmoid_gate %x, %w_sg, %s
+        : tensor<?x2048xf32>, tensor<1x2048xbf16>, tensor<?x2048xf32> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$gate_weight, Mix_Activations:$y);
+  let results = (outs Mix_Activations:$gated);
+  let assemblyFormat = [{
+    $x `,` $gate_weight `,` $y attr-dict `:` type($x) `,` type($gate_weight) `,` type($y)
+    `->` type($gated)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_LinearOp : Mix_Op<"linear", [Pure]> {
+  let summary = "a dense linear map: x · weightᵀ (+ bias)";
+  let description = [{
+    `torch.nn.Linear`: `weight` is `[out, in]`, the optional `bias` is `[out]`. Used for
+    the frozen base weight of MoLoRA.
+
+    ```mlir
+    %y = mix.linear %x, %w0 : tensor<?x768xf32>, tensor<768x768xf32> -> tensor<?x768xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$weight, Optional<Mix_Weight>:$bias);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x `,` $weight (`bias` `(` $bias^ `:` type($bias) `)`)? attr-dict `:` type($x) `,`
+    type($weight) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Lightweight-expert primitives (Zadouri et al., 2023)
+//===----------------------------------------------------------------------===//
+
+def Mix_SoftRouteOp : Mix_Op<"soft_route", [Pure]> {
+  let summary = "dense router probabilities, optionally masked to the top-k";
+  let description = [{
+    `p = softmax(x · routerᵀ)` over the E experts, `[T, E]`. With `k`, entries outside each
+    token's top-k are set to 0 and the rest are not renormalized (layers.md §7).
+
+    ```mlir
+    %p = mix.soft_route %x, %router {k = 2}
+        : tensor<?x768xf32>, tensor<10x768xf32> -> tensor<?x10xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$router, OptionalAttr<Mix_Positive>:$k);
+  let results = (outs Mix_Activations:$probs);
+  let assemblyFormat = [{
+    $x `,` $router attr-dict `:` type($x) `,` type($router) `->` type($probs)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_MixVectorsOp : Mix_Op<"mix_vectors", [Pure]> {
+  let summary = "MoV: scale an activation by a mixture of (IA)3 vectors";
+  let description = [{
+    `y = h ⊙ (probs · vectors)` with `vectors [E, H]` a stack of (IA)3 scaling vectors.
+
+    ```mlir
+    %y = mix.mix_vectors %h, %p, %v
+        : tensor<?x2048xf32>, tensor<?x10xf32>, tensor<10x2048xf32> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$h, Mix_Activations:$probs, Mix_Weight:$vectors);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $h `,` $probs `,` $vectors attr-dict `:` type($h) `,` type($probs) `,` type($vectors)
+    `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_MixLoRAOp : Mix_Op<"mix_lora", [Pure, AllTypesMatch<["init", "y"]>]> {
+  let summary = "MoLoRA: add a probability-weighted mixture of LoRA adapters";
+  let description = [{
+    `y = init + (alpha / r) · Σ_e probs[:, e] · (x · lora_a[e]ᵀ) · lora_b[e]ᵀ`, with
+    `lora_a [E, r, D_in]` and `lora_b [E, D_out, r]`.
+
+    ```mlir
+    %y = mix.mix_lora %x, %p, %a, %b into %base {alpha = 16.0}
+        : tensor<?x768xf32>, tensor<?x10xf32>, tensor<10x4x768xf32>, tensor<10x768x4xf32>
+        into tensor<?x768xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Activations:$probs, Mix_Weight:$lora_a,
+                       Mix_Weight:$lora_b, Mix_Activations:$init, F64Attr:$alpha);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x `,` $probs `,` $lora_a `,` $lora_b `into` $init attr-dict `:` type($x) `,`
+    type($probs) `,` type($lora_a) `,` type($lora_b) `into` type($init)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture-of-Tokens primitives (Antoniak et al., 2023)
+//===----------------------------------------------------------------------===//
+
+def Mix_TokenMixOp : Mix_Op<"token_mix", [Pure]> {
+  let summary = "Mixture of Tokens: mix each group's tokens per expert";
+  let description = [{
+    `x [B, S, D]`; for every position s the B examples form B/G groups of `group_size` G
+    consecutive examples. `logits = x · controllerᵀ`; merge weights
+    `m = softmax over the group of (logits / temperature)`, per expert; the mixed token of
+    expert e in a group is `Σ_i m[i, e] · x_i` (layers.md §6).
+
+    Results: `mixed [E, N, D]` with `N = (B / G) · S` (row `g · S + s` is group g at position
+    s), and the emit weights `[B, S, E]`: the merge weights (`emit = merge`) or the softmax
+    over experts of `logits / temperature` (`emit = expert_softmax`).
+
+    ```mlir
+    %z, %m = mix.token_mix %x, %c {group_size = 32, temperature = 1.0}
+        : tensor<?x?x256xf32>, tensor<512x256xf32> -> tensor<512x?x256xf32>, tensor<?x?x512xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$controller, Mix_Positive:$group_size,
+                       F64Attr:$temperature,
+                       DefaultValuedAttr<Mix_EmitWeightsAttr,
+                                         "::mlir::mix::EmitWeights::merge">:$emit);
+  let results = (outs Mix_Activations:$mixed, Mix_Activations:$emit_weights);
+  let assemblyFormat = [{
+    $x `,` $controller attr-dict `:` type($x) `,` type($controller) `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_BatchedExpertFFNOp : Mix_Op<"batched_expert_ffn", [Pure, AttrSizedOperandSegments]> {
+  let summary = "apply expert e's FFN to every row of z[e]";
+  let description = [{
+    `h[e, n] = FFN_e(z[e, n])` for `z [E, N, D]`; weights as in `mix.expert_ffn`.
+
+    ```mlir
+    %h = mix.batched_expert_ffn %z up(%wi : tensor<512x16x256xf32>)
+        down(%wo : tensor<512x256x16xf32>) {activation = #mix.activation<relu>}
+        : tensor<512x?x256xf32> -> tensor<512x?x256xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$z, Variadic<Mix_Weight>:$gate,
+                       Variadic<Mix_Weight>:$up, Variadic<Mix_Weight>:$down,
+                       Mix_ActivationAttr:$activation);
+  let results = (outs Mix_Activations:$h);
+  let assemblyFormat = [{
+    $z (`gate` `(` $gate^ `:` type($gate) `)`)?
+    `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    attr-dict `:` type($z) `->` type($h)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_TokenEmitOp : Mix_Op<"token_emit", [Pure]> {
+  let summary = "Mixture of Tokens: redistribute expert outputs to the group's tokens";
+  let description = [{
+    `out[b, s] = Σ_e emit_weights[b, s, e] · h[e, (b / G) · S + s]`, the inverse of
+    `mix.token_mix`'s grouping.
+
+    ```mlir
+    %y = mix.token_emit %h, %m {group_size = 32}
+        : tensor<512x?x256xf32>, tensor<?x?x512xf32> -> tensor<?x?x256xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$h, Mix_Activations:$emit_weights,
+                       Mix_Positive:$group_size);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $h `,` $emit_weights attr-dict `:` type($h) `,` type($emit_weights) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Auxiliary results
+//===----------------------------------------------------------------------===//
+
+def Mix_LoadBalancingLossOp : Mix_Op<"load_balancing_loss", [Pure]> {
+  let summary = "Switch load-balancing loss E · Σ_e f_e · P_e";
+  let description = [{
+    Hugging Face's `load_balancing_loss_func`: `f_e` is the fraction of the T·k assignments
+    in `experts` that went to e, `P_e` the mean over tokens of `softmax(logits)[:, e]`.
+    Dropped assignments (-1) count in the denominator but for no expert. 0 when T = 0.
+
+    ```mlir
+    %l = mix.load_balancing_loss %logits, %idx
+        : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$logits, Mix_Indices:$experts);
+  let results = (outs Mix_Scalar:$loss);
+  let assemblyFormat = [{
+    $logits `,` $experts attr-dict `:` type($logits) `,` type($experts) `->` type($loss)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_ZLossOp : Mix_Op<"z_loss", [Pure]> {
+  let summary = "router z-loss: mean_t (logsumexp_e logits)²";
+  let description = [{
+    ST-MoE's router z-loss. 0 when T = 0.
+
+    ```mlir
+    %z = mix.z_loss %logits : tensor<?x8xf32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$logits);
+  let results = (outs Mix_Scalar:$loss);
+  let assemblyFormat = "$logits attr-dict `:` type($logits) `->` type($loss)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Layer ops
+//===----------------------------------------------------------------------===//
+
+def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
+    [Pure, AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "a token-choice Mixture-of-Experts layer (Mixtral, Qwen-MoE, OLMoE, "
+                "DeepSeek, Switch)";
+  let description = [{
+    `y_t = Σ_j w_{t,j} · FFN_{idx_{t,j}}(x_t) (+ shared(x_t))` with routing as `mix.route`
+    (all its attributes apply), optional capacity as `mix.capacity` (`capacity` or
+    `capacity_factor`; neither means dropless), experts as `mix.expert_ffn` and optional
+    shared experts as `mix.ffn`, optionally scaled by `sigmoid(x · shared_expert_gateᵀ)`.
+
+    Optional results, in this order when present: `router_logits [T, E]`,
+    `aux_loss` (`mix.load_balancing_loss`) and `z_loss` (`mix.z_loss`).
+
+    Example (Mixtral-8x7B):
+    ```mlir
+    %y = mix.token_choice_moe %x router(%wr : tensor<8x4096xbf16>)
+        experts gate(%w1 : tensor<8x14336x4096xbf16>) up(%w3 : tensor<8x14336x4096xbf16>)
+        down(%w2 : tensor<8x4096x14336xbf16>)
+        {k = 2, normalize, activation = #mix.activation<silu>}
+        : tensor<?x4096xf32> -> tensor<?x4096xf32>
+    ```
+  }];
+  let arguments = (ins
+    Mix_Activations:$x,
+    Mix_Weight:$router,
+    Optional<Mix_Weight>:$router_bias,
+    Optional<Mix_Weight>:$selection_bias,
+    Variadic<Mix_Weight>:$gate,
+    Variadic<Mix_Weight>:$up,
+    Variadic<Mix_Weight>:$down,
+    Optional<Mix_Weight>:$shared_gate,
+    Optional<Mix_Weight>:$shared_up,
+    Optional<Mix_Weight>:$shared_down,
+    Optional<Mix_Weight>:$shared_expert_gate,
+    Mix_Positive:$k,
+    DefaultValuedAttr<Mix_ScoringAttr, "::mlir::mix::Scoring::softmax">:$scoring,
+    UnitAttr:$normalize,
+    DefaultValuedAttr<F64Attr, "0.0">:$norm_epsilon,
+    DefaultValuedAttr<F64Attr, "1.0">:$scale,
+    DefaultValuedAttr<Mix_Positive, "1">:$n_group,
+    DefaultValuedAttr<Mix_Positive, "1">:$topk_group,
+    DefaultValuedAttr<Mix_GroupScoreAttr, "::mlir::mix::GroupScore::max">:$group_score,
+    OptionalAttr<Mix_NonNegative>:$capacity,
+    OptionalAttr<F64Attr>:$capacity_factor,
+    Mix_ActivationAttr:$activation
+  );
+  let results = (outs Mix_Activations:$output,
+                      Optional<Mix_Activations>:$router_logits,
+                      Optional<Mix_Scalar>:$aux_loss,
+                      Optional<Mix_Scalar>:$z_loss);
+  let assemblyFormat = [{
+    $x `router` `(` $router `:` type($router) `)`
+    (`router_bias` `(` $router_bias^ `:` type($router_bias) `)`)?
+    (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
+    `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
+    `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    (`shared` `gate` `(` $shared_gate^ `:` type($shared_gate) `)`)?
+    (`shared` `up` `(` $shared_up^ `:` type($shared_up) `)`)?
+    (`shared` `down` `(` $shared_down^ `:` type($shared_down) `)`)?
+    (`shared_expert_gate` `(` $shared_expert_gate^ `:` type($shared_expert_gate) `)`)?
+    attr-dict `:` type($x) `->` type($output)
+    (`router_logits` type($router_logits)^)?
+    (`aux_loss` type($aux_loss)^)?
+    (`z_loss` type($z_loss)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_ExpertChoiceMoEOp : Mix_Op<"expert_choice_moe",
+    [Pure, AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "an expert-choice Mixture-of-Experts layer (Zhou et al., 2022)";
+  let description = [{
+    `mix.expert_choice` routing with `capacity_factor`, experts as `mix.expert_ffn`, the
+    outputs combined with the chosen scores. Optional results: `router_logits` and `z_loss`.
+    Not causal: for training and non-autoregressive use.
+
+    ```mlir
+    %y = mix.expert_choice_moe %x router(%wr : tensor<64x1024xf32>)
+        experts up(%wi : tensor<64x4096x1024xf32>) down(%wo : tensor<64x1024x4096xf32>)
+        {capacity_factor = 2.0, activation = #mix.activation<gelu>}
+        : tensor<?x1024xf32> -> tensor<?x1024xf32>
+    ```
+  }];
+  let arguments = (ins
+    Mix_Activations:$x,
+    Mix_Weight:$router,
+    Variadic<Mix_Weight>:$gate,
+    Variadic<Mix_Weight>:$up,
+    Variadic<Mix_Weight>:$down,
+    F64Attr:$capacity_factor,
+    Mix_ActivationAttr:$activation
+  );
+  let results = (outs Mix_Activations:$output,
+                      Optional<Mix_Activations>:$router_logits,
+                      Optional<Mix_Scalar>:$z_loss);
+  let assemblyFormat = [{
+    $x `router` `(` $router `:` type($router) `)`
+    `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
+    `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    attr-dict `:` type($x) `->` type($output)
+    (`router_logits` type($router_logits)^)?
+    (`z_loss` type($z_loss)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_MixtureOfTokensOp : Mix_Op<"mixture_of_tokens", [Pure, AttrSizedOperandSegments]> {
+  let summary = "a Mixture-of-Tokens layer (Antoniak et al., 2023)";
+  let description = [{
+    On `x [B, S, D]`: `mix.token_mix` with `group_size`, `temperature` and `emit`, the
+    experts as `mix.batched_expert_ffn`, and `mix.token_emit` (layers.md §6). `B` must be a
+    multiple of `group_size` at run time.
+
+    With `transition`, the same controller and experts run as a token-choice top-`k` layer
+    (softmax over experts, plain selection, renormalized) on each token: the decoding mode,
+    valid for any B.
+
+    ```mlir
+    %y = mix.mixture_of_tokens %x controller(%c : tensor<512x256xf32>)
+        experts up(%wi : tensor<512x16x256xf32>) down(%wo : tensor<512x256x16xf32>)
+        {group_size = 32, temperature = 1.0, activation = #mix.activation<relu>}
+        : tensor<?x?x256xf32> -> tensor<?x?x256xf32>
+    ```
+  }];
+  let arguments = (ins
+    Mix_Activations:$x,
+    Mix_Weight:$controller,
+    Variadic<Mix_Weight>:$gate,
+    Variadic<Mix_Weight>:$up,
+    Variadic<Mix_Weight>:$down,
+    Mix_Positive:$group_size,
+    F64Attr:$temperature,
+    DefaultValuedAttr<Mix_EmitWeightsAttr, "::mlir::mix::EmitWeights::merge">:$emit,
+    UnitAttr:$transition,
+    OptionalAttr<Mix_Positive>:$k,
+    Mix_ActivationAttr:$activation
+  );
+  let results = (outs Mix_Activations:$output);
+  let assemblyFormat = [{
+    $x `controller` `(` $controller `:` type($controller) `)`
+    `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
+    `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    attr-dict `:` type($x) `->` type($output)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_MoVOp : Mix_Op<"mov", [Pure]> {
+  let summary = "a Mixture-of-Vectors layer (MoV, Zadouri et al., 2023)";
+  let description = [{
+    `y = h ⊙ (softmax(x · routerᵀ) · vectors)`, the router optionally masked to its top-`k`
+    without renormalization. `x [T, D]` is the router's input, `h [T, H]` the activation the
+    (IA)3 vectors `[E, H]` scale.
+
+    ```mlir
+    %y = mix.mov %x, %h router(%wr : tensor<10x768xf32>) vectors(%v : tensor<10x2048xf32>)
+        : tensor<?x768xf32>, tensor<?x2048xf32> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Activations:$h, Mix_Weight:$router,
+                       Mix_Weight:$vectors, OptionalAttr<Mix_Positive>:$k);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x `,` $h `router` `(` $router `:` type($router) `)`
+    `vectors` `(` $vectors `:` type($vectors) `)` attr-dict `:` type($x) `,` type($h)
+    `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_MoLoRAOp : Mix_Op<"molora", [Pure]> {
+  let summary = "a Mixture-of-LoRA layer (MoLoRA, Zadouri et al., 2023)";
+  let description = [{
+    `y = x · baseᵀ + (alpha / r) · Σ_e p_e · B_e · (A_e · x)` with
+    `p = softmax(x · routerᵀ)` (optionally masked to its top-`k`), `lora_a [E, r, D_in]`,
+    `lora_b [E, D_out, r]` and the frozen `base [D_out, D_in]`.
+
+    ```mlir
+    %y = mix.molora %x base(%w0 : tensor<768x768xf32>) router(%wr : tensor<10x768xf32>)
+        lora_a(%a : tensor<10x4x768xf32>) lora_b(%b : tensor<10x768x4xf32>) {alpha = 16.0}
+        : tensor<?x768xf32> -> tensor<?x768xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$base, Mix_Weight:$router,
+                       Mix_Weight:$lora_a, Mix_Weight:$lora_b, F64Attr:$alpha,
+                       OptionalAttr<Mix_Positive>:$k);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x `base` `(` $base `:` type($base) `)` `router` `(` $router `:` type($router) `)`
+    `lora_a` `(` $lora_a `:` type($lora_a) `)` `lora_b` `(` $lora_b `:` type($lora_b) `)`
+    attr-dict `:` type($x) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MIX_OPS_TD

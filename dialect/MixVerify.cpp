@@ -1,0 +1,785 @@
+// Verifiers of the mix ops: shapes, dtypes and attribute ranges. Every message names the
+// operand, result or attribute at fault and the rule it broke. Owns IR checks only.
+#include "dialect/MixOps.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::mix;
+
+namespace {
+
+std::string shapeString(Type type) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  auto shaped = dyn_cast<ShapedType>(type);
+  if (!shaped || !shaped.hasRank())
+    return "unranked";
+  os << "[";
+  llvm::interleaveComma(shaped.getShape(), os, [&](int64_t d) {
+    if (ShapedType::isDynamic(d))
+      os << "?";
+    else
+      os << d;
+  });
+  os << "]";
+  return text;
+}
+
+bool compatible(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+/// Checks the shape of one named operand or result against a layout such as "[T, D]".
+/// Expected dims are given as values: kDynamic for "anything", a number for "this size".
+class ShapeChecker {
+public:
+  explicit ShapeChecker(Operation *op) : op(op) {}
+
+  /// `kind` is "operand" or "result"; `layout` names the dims, e.g. "[E, D]".
+  LogicalResult rank(Value value, StringRef kind, StringRef name, StringRef layout) {
+    auto type = cast<RankedTensorType>(value.getType());
+    int64_t expectedRank = llvm::count(layout, ',') + (layout == "[]" ? 0 : 1);
+    if (type.getRank() != expectedRank)
+      return op->emitOpError() << kind << " '" << name << "' must have rank " << expectedRank
+                               << " " << layout << ", got " << shapeString(type);
+    return success();
+  }
+
+  /// A weight: the right rank and a static shape (weights are bound once, at compile time).
+  LogicalResult weight(Value value, StringRef name, StringRef layout) {
+    if (failed(rank(value, "operand", name, layout)))
+      return failure();
+    if (!cast<RankedTensorType>(value.getType()).hasStaticShape())
+      return op->emitOpError() << "weight '" << name << "' must have a static shape " << layout
+                               << ", got " << shapeString(value.getType());
+    return success();
+  }
+
+  /// Requires dim `index` (called `symbol`) of `name` to be `expected`, where both are
+  /// known. `why` says where the expected size comes from.
+  LogicalResult dim(Value value, StringRef kind, StringRef name, unsigned index,
+                    StringRef symbol, int64_t expected, StringRef why) {
+    int64_t actual = cast<RankedTensorType>(value.getType()).getDimSize(index);
+    if (compatible(actual, expected))
+      return success();
+    return op->emitOpError() << kind << " '" << name << "' dim " << index << " (" << symbol
+                             << ") must be " << expected << ", " << why << "; got "
+                             << shapeString(value.getType());
+  }
+
+  /// Like `dim`, but the size is a compile-time constant the result must state exactly.
+  LogicalResult staticDim(Value value, StringRef kind, StringRef name, unsigned index,
+                          StringRef symbol, int64_t expected, StringRef why) {
+    int64_t actual = cast<RankedTensorType>(value.getType()).getDimSize(index);
+    if (actual == expected)
+      return success();
+    return op->emitOpError() << kind << " '" << name << "' dim " << index << " (" << symbol
+                             << ") must be " << expected << ", " << why << "; got "
+                             << shapeString(value.getType());
+  }
+
+  Operation *op;
+};
+
+int64_t dimOf(Value value, unsigned index) {
+  return cast<RankedTensorType>(value.getType()).getDimSize(index);
+}
+
+LogicalResult positiveFinite(Operation *op, StringRef name, double value) {
+  if (!(value > 0.0) || !std::isfinite(value))
+    return op->emitOpError() << "attribute '" << name << "' must be a finite number > 0, got "
+                             << value;
+  return success();
+}
+
+/// Token-choice selection attributes shared by mix.route and mix.token_choice_moe.
+LogicalResult verifySelection(Operation *op, int64_t numExperts, int64_t k, int64_t nGroup,
+                              int64_t topkGroup, GroupScore groupScore, double normEpsilon,
+                              double scale) {
+  if (k > numExperts)
+    return op->emitOpError() << "attribute 'k' (" << k
+                             << ") must not exceed the number of experts E = " << numExperts;
+  if (numExperts % nGroup != 0)
+    return op->emitOpError() << "attribute 'n_group' (" << nGroup
+                             << ") must divide the number of experts E = " << numExperts;
+  if (topkGroup > nGroup)
+    return op->emitOpError() << "attribute 'topk_group' (" << topkGroup
+                             << ") must not exceed 'n_group' (" << nGroup << ")";
+  int64_t groupWidth = numExperts / nGroup;
+  if (nGroup > 1 && groupScore == GroupScore::top2_sum && groupWidth < 2)
+    return op->emitOpError() << "group_score top2_sum needs at least 2 experts per group, but "
+                             << "E / n_group = " << groupWidth;
+  if (k > topkGroup * groupWidth)
+    return op->emitOpError() << "attribute 'k' (" << k << ") must not exceed the "
+                             << topkGroup * groupWidth
+                             << " experts selectable in 'topk_group' groups of E / n_group = "
+                             << groupWidth;
+  if (!(normEpsilon >= 0.0) || !std::isfinite(normEpsilon))
+    return op->emitOpError() << "attribute 'norm_epsilon' must be a finite number >= 0, got "
+                             << normEpsilon;
+  return positiveFinite(op, "scale", scale);
+}
+
+/// x [T, D] and router [E, D]; returns E and D.
+LogicalResult verifyRouter(ShapeChecker &check, Value x, Value router, StringRef routerName,
+                           int64_t &numExperts, int64_t &hidden) {
+  if (failed(check.rank(x, "operand", "x", "[T, D]")) ||
+      failed(check.weight(router, routerName, "[E, D]")))
+    return failure();
+  numExperts = dimOf(router, 0);
+  hidden = dimOf(router, 1);
+  return check.dim(x, "operand", "x", 1, "D", hidden,
+                   (Twine("the input size of '") + routerName + "'").str());
+}
+
+/// A [E] vector beside a router.
+LogicalResult verifyPerExpertVector(ShapeChecker &check, Value vector, StringRef name,
+                                    int64_t numExperts) {
+  if (!vector)
+    return success();
+  if (failed(check.weight(vector, name, "[E]")))
+    return failure();
+  return check.staticDim(vector, "operand", name, 0, "E", numExperts,
+                         "the number of router rows");
+}
+
+/// A [T, ...] result whose other dims are compile-time constants.
+LogicalResult verifyTokenResult(ShapeChecker &check, Value result, StringRef name,
+                                StringRef layout, int64_t tokens, ArrayRef<int64_t> rest,
+                                ArrayRef<StringRef> symbols) {
+  if (failed(check.rank(result, "result", name, layout)) ||
+      failed(check.dim(result, "result", name, 0, "T", tokens, "the token count of 'x'")))
+    return failure();
+  for (auto [i, size] : llvm::enumerate(rest))
+    if (failed(check.staticDim(result, "result", name, i + 1, symbols[i], size,
+                               "fixed by the operands")))
+      return failure();
+  return success();
+}
+
+LogicalResult verifyCapacityAttrs(Operation *op, std::optional<uint64_t> capacity,
+                                  std::optional<APFloat> capacityFactor, bool required) {
+  if (capacity && capacityFactor)
+    return op->emitOpError()
+           << "attributes 'capacity' and 'capacity_factor' are exclusive: give one";
+  if (required && !capacity && !capacityFactor)
+    return op->emitOpError() << "needs one of the attributes 'capacity' or 'capacity_factor'";
+  if (capacityFactor)
+    return positiveFinite(op, "capacity_factor", capacityFactor->convertToDouble());
+  return success();
+}
+
+/// Shared experts of a token-choice layer: an optional FFN [Fs, D] / [D, Fs] and its gate.
+LogicalResult verifySharedExperts(ShapeChecker &check, Value gate, Value up, Value down,
+                                  Value expertGate, int64_t hidden) {
+  Operation *op = check.op;
+  if (bool(up) != bool(down))
+    return op->emitOpError() << "shared experts need both 'shared_up' and 'shared_down'";
+  if (gate && !up)
+    return op->emitOpError() << "operand 'shared_gate' needs 'shared_up' and 'shared_down'";
+  if (expertGate && !up)
+    return op->emitOpError() << "operand 'shared_expert_gate' needs shared experts "
+                                "('shared_up' and 'shared_down')";
+  if (up) {
+    if (failed(check.weight(up, "shared_up", "[F, D]")) ||
+        failed(check.weight(down, "shared_down", "[D, F]")) ||
+        failed(check.staticDim(up, "operand", "shared_up", 1, "D", hidden,
+                               "the hidden size of 'x'")) ||
+        failed(check.staticDim(down, "operand", "shared_down", 0, "D", hidden,
+                               "the hidden size of 'x'")) ||
+        failed(check.staticDim(down, "operand", "shared_down", 1, "F", dimOf(up, 0),
+                               "the width of 'shared_up'")))
+      return failure();
+    if (gate && (failed(check.weight(gate, "shared_gate", "[F, D]")) ||
+                 failed(check.staticDim(gate, "operand", "shared_gate", 0, "F", dimOf(up, 0),
+                                        "the width of 'shared_up'")) ||
+                 failed(check.staticDim(gate, "operand", "shared_gate", 1, "D", hidden,
+                                        "the hidden size of 'x'"))))
+      return failure();
+  }
+  if (expertGate &&
+      (failed(check.weight(expertGate, "shared_expert_gate", "[1, D]")) ||
+       failed(check.staticDim(expertGate, "operand", "shared_expert_gate", 0, "rows", 1,
+                              "one gate logit per token")) ||
+       failed(check.staticDim(expertGate, "operand", "shared_expert_gate", 1, "D", hidden,
+                              "the hidden size of 'x'"))))
+    return failure();
+  return success();
+}
+
+LogicalResult verifyOptionalK(Operation *op, std::optional<uint64_t> k, int64_t numExperts) {
+  if (k && static_cast<int64_t>(*k) > numExperts)
+    return op->emitOpError() << "attribute 'k' (" << *k
+                             << ") must not exceed the number of experts E = " << numExperts;
+  return success();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Expert weights
+//===----------------------------------------------------------------------===//
+
+LogicalResult mlir::mix::verifyExpertWeights(Operation *op, ValueRange gate, ValueRange up,
+                                             ValueRange down, int64_t numExperts,
+                                             int64_t hidden, ExpertWeightShape &shape) {
+  ShapeChecker check(op);
+  if (up.empty() || down.empty())
+    return op->emitOpError() << "expert weights need 'up' and 'down' tensors";
+  if (down.size() != up.size())
+    return op->emitOpError() << "operand group 'down' must hold as many tensors as 'up' ("
+                             << up.size() << "), got " << down.size();
+  if (!gate.empty() && gate.size() != up.size())
+    return op->emitOpError() << "operand group 'gate' must be empty or hold as many tensors "
+                             << "as 'up' (" << up.size() << "), got " << gate.size();
+  shape.numExperts = numExperts;
+  shape.hidden = hidden;
+  shape.gated = !gate.empty();
+  shape.stacked = up.size() == 1 && cast<RankedTensorType>(up[0].getType()).getRank() == 3;
+  shape.elementType = cast<RankedTensorType>(up[0].getType()).getElementType();
+
+  for (ValueRange group : {gate, up, down})
+    for (Value v : group)
+      if (cast<RankedTensorType>(v.getType()).getElementType() != shape.elementType)
+        return op->emitOpError() << "expert weights must share one dtype: 'up' is "
+                                 << shape.elementType << " but another weight is "
+                                 << cast<RankedTensorType>(v.getType()).getElementType();
+
+  if (shape.stacked) {
+    if (failed(check.weight(up[0], "up", "[E, F, D]")) ||
+        failed(check.weight(down[0], "down", "[E, D, F]")) ||
+        (shape.gated && failed(check.weight(gate[0], "gate", "[E, F, D]"))))
+      return failure();
+    shape.intermediate = dimOf(up[0], 1);
+    auto expectDims = [&](Value v, StringRef name, int64_t out, StringRef outSymbol,
+                          int64_t in, StringRef inSymbol) -> LogicalResult {
+      if (failed(check.staticDim(v, "operand", name, 0, "E", numExperts,
+                                 "the number of experts")) ||
+          failed(check.staticDim(v, "operand", name, 1, outSymbol, out,
+                                 outSymbol == "D" ? "the hidden size" : "the width of 'up'")) ||
+          failed(check.staticDim(v, "operand", name, 2, inSymbol, in,
+                                 inSymbol == "D" ? "the hidden size" : "the width of 'up'")))
+        return failure();
+      return success();
+    };
+    if (failed(expectDims(up[0], "up", shape.intermediate, "F", hidden, "D")) ||
+        failed(expectDims(down[0], "down", hidden, "D", shape.intermediate, "F")) ||
+        (shape.gated &&
+         failed(expectDims(gate[0], "gate", shape.intermediate, "F", hidden, "D"))))
+      return failure();
+    return success();
+  }
+
+  if (static_cast<int64_t>(up.size()) != numExperts)
+    return op->emitOpError() << "operand group 'up' must hold one stacked [E, F, D] tensor or "
+                             << "E = " << numExperts << " tensors [F, D], got " << up.size()
+                             << " tensors";
+  for (auto [i, u] : llvm::enumerate(up)) {
+    std::string upName = "up #" + std::to_string(i), downName = "down #" + std::to_string(i);
+    if (failed(check.weight(u, upName, "[F, D]")) ||
+        failed(check.weight(down[i], downName, "[D, F]")))
+      return failure();
+    if (i == 0)
+      shape.intermediate = dimOf(u, 0);
+    if (failed(check.staticDim(u, "operand", upName, 0, "F", shape.intermediate,
+                               "the width of 'up #0'")) ||
+        failed(check.staticDim(u, "operand", upName, 1, "D", hidden, "the hidden size")) ||
+        failed(check.staticDim(down[i], "operand", downName, 0, "D", hidden,
+                               "the hidden size")) ||
+        failed(check.staticDim(down[i], "operand", downName, 1, "F", shape.intermediate,
+                               "the width of 'up #0'")))
+      return failure();
+    if (shape.gated) {
+      std::string gateName = "gate #" + std::to_string(i);
+      if (failed(check.weight(gate[i], gateName, "[F, D]")) ||
+          failed(check.staticDim(gate[i], "operand", gateName, 0, "F", shape.intermediate,
+                                 "the width of 'up #0'")) ||
+          failed(check.staticDim(gate[i], "operand", gateName, 1, "D", hidden,
+                                 "the hidden size")))
+        return failure();
+    }
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Routing primitives
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouteOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(verifyPerExpertVector(check, getRouterBias(), "router_bias", numExperts)) ||
+      failed(verifyPerExpertVector(check, getSelectionBias(), "selection_bias", numExperts)))
+    return failure();
+  int64_t k = getK();
+  if (failed(verifySelection(*this, numExperts, k, getNGroup(), getTopkGroup(),
+                             getGroupScore(), getNormEpsilon().convertToDouble(),
+                             getScale().convertToDouble())))
+    return failure();
+  int64_t tokens = dimOf(getX(), 0);
+  return failure(
+      failed(verifyTokenResult(check, getWeights(), "weights", "[T, k]", tokens, {k}, {"k"})) ||
+      failed(verifyTokenResult(check, getExperts(), "experts", "[T, k]", tokens, {k}, {"k"})) ||
+      failed(verifyTokenResult(check, getLogits(), "logits", "[T, E]", tokens, {numExperts},
+                               {"E"})));
+}
+
+LogicalResult CapacityOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getExperts(), "operand", "experts", "[T, k]")))
+    return failure();
+  if (getKept().getType() != getExperts().getType())
+    return emitOpError() << "result 'kept' must have the type of operand 'experts' ("
+                         << getExperts().getType() << "), got " << getKept().getType();
+  return verifyCapacityAttrs(*this, getCapacity(), getCapacityFactor(), /*required=*/true);
+}
+
+/// The expert segments form shared by mix.dispatch and mix.expert_choice.
+static LogicalResult verifySegments(ShapeChecker &check, Value offsets, Value tokens,
+                                    Value gates, int64_t numExperts) {
+  if (failed(check.rank(offsets, "result", "offsets", "[E+1]")) ||
+      failed(check.staticDim(offsets, "result", "offsets", 0, "E+1", numExperts + 1,
+                             "one more than the number of experts")) ||
+      failed(check.rank(tokens, "result", "tokens", "[A]")) ||
+      failed(check.rank(gates, "result", "gates", "[A]")) ||
+      failed(check.dim(gates, "result", "gates", 0, "A", dimOf(tokens, 0),
+                       "the length of 'tokens'")))
+    return failure();
+  return success();
+}
+
+LogicalResult ExpertChoiceOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(positiveFinite(*this, "capacity_factor",
+                            getCapacityFactor().convertToDouble())) ||
+      failed(verifySegments(check, getOffsets(), getTokens(), getGates(), numExperts)))
+    return failure();
+  return verifyTokenResult(check, getLogits(), "logits", "[T, E]", dimOf(getX(), 0),
+                           {numExperts}, {"E"});
+}
+
+LogicalResult DispatchOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getWeights(), "operand", "weights", "[T, k]")) ||
+      failed(check.rank(getExperts(), "operand", "experts", "[T, k]")))
+    return failure();
+  for (unsigned d = 0; d < 2; ++d)
+    if (failed(check.dim(getExperts(), "operand", "experts", d, d ? "k" : "T",
+                         dimOf(getWeights(), d), "as in 'weights'")))
+      return failure();
+  return verifySegments(check, getOffsets(), getTokens(), getGates(), getNumExperts());
+}
+
+//===----------------------------------------------------------------------===//
+// Expert computation primitives
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertFFNOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
+      failed(check.rank(getOffsets(), "operand", "offsets", "[E+1]")) ||
+      failed(check.rank(getTokens(), "operand", "tokens", "[A]")))
+    return failure();
+  int64_t segments = dimOf(getOffsets(), 0);
+  if (ShapedType::isDynamic(segments) || segments < 2)
+    return emitOpError() << "operand 'offsets' must have a static size E+1 >= 2, got "
+                         << shapeString(getOffsets().getType());
+  ExpertWeightShape shape;
+  if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), segments - 1,
+                                 dimOf(getX(), 1), shape)))
+    return failure();
+  if (failed(check.rank(getH(), "result", "h", "[A, D]")) ||
+      failed(check.dim(getH(), "result", "h", 0, "A", dimOf(getTokens(), 0),
+                       "the length of 'tokens'")) ||
+      failed(check.staticDim(getH(), "result", "h", 1, "D", shape.hidden,
+                             "the hidden size of 'x'")))
+    return failure();
+  return success();
+}
+
+LogicalResult CombineOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getH(), "operand", "h", "[A, D]")) ||
+      failed(check.rank(getTokens(), "operand", "tokens", "[A]")) ||
+      failed(check.rank(getGates(), "operand", "gates", "[A]")) ||
+      failed(check.rank(getInit(), "operand", "init", "[T, D]")) ||
+      failed(check.dim(getTokens(), "operand", "tokens", 0, "A", dimOf(getH(), 0),
+                       "the row count of 'h'")) ||
+      failed(check.dim(getGates(), "operand", "gates", 0, "A", dimOf(getH(), 0),
+                       "the row count of 'h'")) ||
+      failed(check.dim(getInit(), "operand", "init", 1, "D", dimOf(getH(), 1),
+                       "the row size of 'h'")))
+    return failure();
+  return success();
+}
+
+/// One FFN [F, D] / [D, F] with an optional gate [F, D].
+static LogicalResult verifyDenseFFN(ShapeChecker &check, Value gate, Value up, Value down,
+                                    int64_t hidden) {
+  if (failed(check.weight(up, "up", "[F, D]")) ||
+      failed(check.weight(down, "down", "[D, F]")) ||
+      failed(check.staticDim(up, "operand", "up", 1, "D", hidden, "the hidden size of 'x'")) ||
+      failed(check.staticDim(down, "operand", "down", 0, "D", hidden,
+                             "the hidden size of 'x'")) ||
+      failed(check.staticDim(down, "operand", "down", 1, "F", dimOf(up, 0),
+                             "the width of 'up'")))
+    return failure();
+  if (gate && (failed(check.weight(gate, "gate", "[F, D]")) ||
+               failed(check.staticDim(gate, "operand", "gate", 0, "F", dimOf(up, 0),
+                                      "the width of 'up'")) ||
+               failed(check.staticDim(gate, "operand", "gate", 1, "D", hidden,
+                                      "the hidden size of 'x'"))))
+    return failure();
+  return success();
+}
+
+LogicalResult FFNOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
+      failed(verifyDenseFFN(check, getGate(), getUp(), getDown(), dimOf(getX(), 1))))
+    return failure();
+  return verifyTokenResult(check, getY(), "y", "[T, D]", dimOf(getX(), 0), {dimOf(getX(), 1)},
+                           {"D"});
+}
+
+LogicalResult SigmoidGateOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
+      failed(check.weight(getGateWeight(), "gate_weight", "[1, D]")) ||
+      failed(check.staticDim(getGateWeight(), "operand", "gate_weight", 0, "rows", 1,
+                             "one gate logit per token")) ||
+      failed(check.staticDim(getGateWeight(), "operand", "gate_weight", 1, "D",
+                             dimOf(getX(), 1), "the hidden size of 'x'")) ||
+      failed(check.rank(getY(), "operand", "y", "[T, H]")) ||
+      failed(check.dim(getY(), "operand", "y", 0, "T", dimOf(getX(), 0),
+                       "the token count of 'x'")))
+    return failure();
+  if (getGated().getType() != getY().getType())
+    return emitOpError() << "result 'gated' must have the type of operand 'y' ("
+                         << getY().getType() << "), got " << getGated().getType();
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[T, D_in]")) ||
+      failed(check.weight(getWeight(), "weight", "[D_out, D_in]")) ||
+      failed(check.dim(getX(), "operand", "x", 1, "D_in", dimOf(getWeight(), 1),
+                       "the input size of 'weight'")))
+    return failure();
+  int64_t out = dimOf(getWeight(), 0);
+  if (getBias() && (failed(check.weight(getBias(), "bias", "[D_out]")) ||
+                    failed(check.staticDim(getBias(), "operand", "bias", 0, "D_out", out,
+                                           "the output size of 'weight'"))))
+    return failure();
+  return verifyTokenResult(check, getY(), "y", "[T, D_out]", dimOf(getX(), 0), {out},
+                           {"D_out"});
+}
+
+//===----------------------------------------------------------------------===//
+// Lightweight experts
+//===----------------------------------------------------------------------===//
+
+LogicalResult SoftRouteOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(verifyOptionalK(*this, getK(), numExperts)))
+    return failure();
+  return verifyTokenResult(check, getProbs(), "probs", "[T, E]", dimOf(getX(), 0),
+                           {numExperts}, {"E"});
+}
+
+LogicalResult MixVectorsOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getH(), "operand", "h", "[T, H]")) ||
+      failed(check.rank(getProbs(), "operand", "probs", "[T, E]")) ||
+      failed(check.weight(getVectors(), "vectors", "[E, H]")) ||
+      failed(check.dim(getProbs(), "operand", "probs", 0, "T", dimOf(getH(), 0),
+                       "the token count of 'h'")) ||
+      failed(check.dim(getProbs(), "operand", "probs", 1, "E", dimOf(getVectors(), 0),
+                       "the number of rows of 'vectors'")) ||
+      failed(check.staticDim(getVectors(), "operand", "vectors", 1, "H", dimOf(getH(), 1),
+                             "the row size of 'h'")))
+    return failure();
+  if (getY().getType() != getH().getType())
+    return emitOpError() << "result 'y' must have the type of operand 'h' (" << getH().getType()
+                         << "), got " << getY().getType();
+  return success();
+}
+
+/// lora_a [E, r, D_in] and lora_b [E, D_out, r].
+static LogicalResult verifyLoRA(ShapeChecker &check, Value loraA, Value loraB,
+                                int64_t numExperts, int64_t in, int64_t out) {
+  if (failed(check.weight(loraA, "lora_a", "[E, r, D_in]")) ||
+      failed(check.weight(loraB, "lora_b", "[E, D_out, r]")) ||
+      failed(check.staticDim(loraA, "operand", "lora_a", 0, "E", numExperts,
+                             "the number of experts")) ||
+      failed(check.staticDim(loraA, "operand", "lora_a", 2, "D_in", in, "the input size")) ||
+      failed(check.staticDim(loraB, "operand", "lora_b", 0, "E", numExperts,
+                             "the number of experts")) ||
+      failed(check.staticDim(loraB, "operand", "lora_b", 1, "D_out", out,
+                             "the output size")) ||
+      failed(check.staticDim(loraB, "operand", "lora_b", 2, "r", dimOf(loraA, 1),
+                             "the rank of 'lora_a'")))
+    return failure();
+  return success();
+}
+
+static LogicalResult finiteAttr(Operation *op, StringRef name, double value) {
+  if (!std::isfinite(value))
+    return op->emitOpError() << "attribute '" << name << "' must be finite, got " << value;
+  return success();
+}
+
+LogicalResult MixLoRAOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[T, D_in]")) ||
+      failed(check.rank(getProbs(), "operand", "probs", "[T, E]")) ||
+      failed(check.rank(getInit(), "operand", "init", "[T, D_out]")) ||
+      failed(check.dim(getProbs(), "operand", "probs", 0, "T", dimOf(getX(), 0),
+                       "the token count of 'x'")) ||
+      failed(check.dim(getInit(), "operand", "init", 0, "T", dimOf(getX(), 0),
+                       "the token count of 'x'")))
+    return failure();
+  if (failed(check.rank(getLoraA(), "operand", "lora_a", "[E, r, D_in]")))
+    return failure();
+  int64_t numExperts = dimOf(getLoraA(), 0);
+  if (failed(check.dim(getProbs(), "operand", "probs", 1, "E", numExperts,
+                       "the number of adapters in 'lora_a'")) ||
+      failed(verifyLoRA(check, getLoraA(), getLoraB(), numExperts, dimOf(getX(), 1),
+                        dimOf(getInit(), 1))))
+    return failure();
+  return finiteAttr(*this, "alpha", getAlpha().convertToDouble());
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of Tokens
+//===----------------------------------------------------------------------===//
+
+/// B must be a multiple of the group size where B is known; returns N = (B / G) · S.
+static LogicalResult verifyGrouping(Operation *op, Value x, StringRef name, int64_t groupSize,
+                                    int64_t &mixedRows) {
+  int64_t batch = dimOf(x, 0), seq = dimOf(x, 1);
+  if (!ShapedType::isDynamic(batch) && batch % groupSize != 0)
+    return op->emitOpError() << "attribute 'group_size' (" << groupSize
+                             << ") must divide the batch size B = " << batch << " of '" << name
+                             << "'";
+  mixedRows = ShapedType::isDynamic(batch) || ShapedType::isDynamic(seq)
+                  ? ShapedType::kDynamic
+                  : batch / groupSize * seq;
+  return success();
+}
+
+LogicalResult TokenMixOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[B, S, D]")) ||
+      failed(check.weight(getController(), "controller", "[E, D]")) ||
+      failed(check.dim(getX(), "operand", "x", 2, "D", dimOf(getController(), 1),
+                       "the input size of 'controller'")) ||
+      failed(positiveFinite(*this, "temperature", getTemperature().convertToDouble())))
+    return failure();
+  int64_t numExperts = dimOf(getController(), 0), hidden = dimOf(getController(), 1), rows;
+  if (failed(verifyGrouping(*this, getX(), "x", getGroupSize(), rows)))
+    return failure();
+  if (failed(check.rank(getMixed(), "result", "mixed", "[E, N, D]")) ||
+      failed(check.staticDim(getMixed(), "result", "mixed", 0, "E", numExperts,
+                             "the number of experts")) ||
+      failed(check.dim(getMixed(), "result", "mixed", 1, "N", rows, "(B / group_size) * S")) ||
+      failed(check.staticDim(getMixed(), "result", "mixed", 2, "D", hidden,
+                             "the hidden size")) ||
+      failed(check.rank(getEmitWeights(), "result", "emit_weights", "[B, S, E]")) ||
+      failed(check.dim(getEmitWeights(), "result", "emit_weights", 0, "B", dimOf(getX(), 0),
+                       "the batch size of 'x'")) ||
+      failed(check.dim(getEmitWeights(), "result", "emit_weights", 1, "S", dimOf(getX(), 1),
+                       "the sequence length of 'x'")) ||
+      failed(check.staticDim(getEmitWeights(), "result", "emit_weights", 2, "E", numExperts,
+                             "the number of experts")))
+    return failure();
+  return success();
+}
+
+LogicalResult BatchedExpertFFNOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getZ(), "operand", "z", "[E, N, D]")))
+    return failure();
+  int64_t numExperts = dimOf(getZ(), 0);
+  if (ShapedType::isDynamic(numExperts))
+    return emitOpError() << "operand 'z' must have a static expert count E, got "
+                         << shapeString(getZ().getType());
+  ExpertWeightShape shape;
+  if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts,
+                                 dimOf(getZ(), 2), shape)))
+    return failure();
+  if (getH().getType() != getZ().getType())
+    return emitOpError() << "result 'h' must have the type of operand 'z' (" << getZ().getType()
+                         << "), got " << getH().getType();
+  return success();
+}
+
+LogicalResult TokenEmitOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getH(), "operand", "h", "[E, N, D]")) ||
+      failed(check.rank(getEmitWeights(), "operand", "emit_weights", "[B, S, E]")) ||
+      failed(check.dim(getEmitWeights(), "operand", "emit_weights", 2, "E", dimOf(getH(), 0),
+                       "the expert count of 'h'")))
+    return failure();
+  int64_t rows;
+  if (failed(verifyGrouping(*this, getEmitWeights(), "emit_weights", getGroupSize(), rows)) ||
+      failed(check.dim(getH(), "operand", "h", 1, "N", rows, "(B / group_size) * S")) ||
+      failed(check.rank(getY(), "result", "y", "[B, S, D]")) ||
+      failed(check.dim(getY(), "result", "y", 0, "B", dimOf(getEmitWeights(), 0),
+                       "the batch size of 'emit_weights'")) ||
+      failed(check.dim(getY(), "result", "y", 1, "S", dimOf(getEmitWeights(), 1),
+                       "the sequence length of 'emit_weights'")) ||
+      failed(check.staticDim(getY(), "result", "y", 2, "D", dimOf(getH(), 2),
+                             "the row size of 'h'")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Auxiliary results
+//===----------------------------------------------------------------------===//
+
+LogicalResult LoadBalancingLossOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getLogits(), "operand", "logits", "[T, E]")) ||
+      failed(check.rank(getExperts(), "operand", "experts", "[T, k]")) ||
+      failed(check.dim(getExperts(), "operand", "experts", 0, "T", dimOf(getLogits(), 0),
+                       "the token count of 'logits'")))
+    return failure();
+  if (ShapedType::isDynamic(dimOf(getLogits(), 1)))
+    return emitOpError() << "operand 'logits' must have a static expert count E, got "
+                         << shapeString(getLogits().getType());
+  return success();
+}
+
+LogicalResult ZLossOp::verify() {
+  ShapeChecker check(*this);
+  return check.rank(getLogits(), "operand", "logits", "[T, E]");
+}
+
+//===----------------------------------------------------------------------===//
+// Layer ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult TokenChoiceMoEOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(verifyPerExpertVector(check, getRouterBias(), "router_bias", numExperts)) ||
+      failed(verifyPerExpertVector(check, getSelectionBias(), "selection_bias", numExperts)) ||
+      failed(verifySelection(*this, numExperts, getK(), getNGroup(), getTopkGroup(),
+                             getGroupScore(), getNormEpsilon().convertToDouble(),
+                             getScale().convertToDouble())) ||
+      failed(verifyCapacityAttrs(*this, getCapacity(), getCapacityFactor(),
+                                 /*required=*/false)))
+    return failure();
+  ExpertWeightShape shape;
+  if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
+                                 shape)) ||
+      failed(verifySharedExperts(check, getSharedGate(), getSharedUp(), getSharedDown(),
+                                 getSharedExpertGate(), hidden)))
+    return failure();
+  int64_t tokens = dimOf(getX(), 0);
+  if (failed(verifyTokenResult(check, getOutput(), "output", "[T, D]", tokens, {hidden},
+                               {"D"})) ||
+      (getRouterLogits() &&
+       failed(verifyTokenResult(check, getRouterLogits(), "router_logits", "[T, E]", tokens,
+                                {numExperts}, {"E"}))))
+    return failure();
+  return success();
+}
+
+LogicalResult ExpertChoiceMoEOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(positiveFinite(*this, "capacity_factor",
+                            getCapacityFactor().convertToDouble())))
+    return failure();
+  ExpertWeightShape shape;
+  if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
+                                 shape)))
+    return failure();
+  int64_t tokens = dimOf(getX(), 0);
+  if (failed(verifyTokenResult(check, getOutput(), "output", "[T, D]", tokens, {hidden},
+                               {"D"})) ||
+      (getRouterLogits() &&
+       failed(verifyTokenResult(check, getRouterLogits(), "router_logits", "[T, E]", tokens,
+                                {numExperts}, {"E"}))))
+    return failure();
+  return success();
+}
+
+LogicalResult MixtureOfTokensOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getX(), "operand", "x", "[B, S, D]")) ||
+      failed(check.weight(getController(), "controller", "[E, D]")) ||
+      failed(check.dim(getX(), "operand", "x", 2, "D", dimOf(getController(), 1),
+                       "the input size of 'controller'")) ||
+      failed(positiveFinite(*this, "temperature", getTemperature().convertToDouble())))
+    return failure();
+  int64_t numExperts = dimOf(getController(), 0), hidden = dimOf(getController(), 1), rows;
+  if (!getTransition() && failed(verifyGrouping(*this, getX(), "x", getGroupSize(), rows)))
+    return failure();
+  if (getTransition() && !getK())
+    return emitOpError() << "transition mode needs attribute 'k', the experts per token";
+  if (!getTransition() && getK())
+    return emitOpError() << "attribute 'k' applies only in transition mode ('transition')";
+  if (failed(verifyOptionalK(*this, getK(), numExperts)))
+    return failure();
+  ExpertWeightShape shape;
+  if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
+                                 shape)))
+    return failure();
+  if (getOutput().getType() != getX().getType())
+    return emitOpError() << "result 'output' must have the type of operand 'x' ("
+                         << getX().getType() << "), got " << getOutput().getType();
+  return success();
+}
+
+LogicalResult MoVOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(verifyOptionalK(*this, getK(), numExperts)) ||
+      failed(check.rank(getH(), "operand", "h", "[T, H]")) ||
+      failed(check.dim(getH(), "operand", "h", 0, "T", dimOf(getX(), 0),
+                       "the token count of 'x'")) ||
+      failed(check.weight(getVectors(), "vectors", "[E, H]")) ||
+      failed(check.staticDim(getVectors(), "operand", "vectors", 0, "E", numExperts,
+                             "the number of router rows")) ||
+      failed(check.dim(getH(), "operand", "h", 1, "H", dimOf(getVectors(), 1),
+                       "the row size of 'vectors'")))
+    return failure();
+  if (getY().getType() != getH().getType())
+    return emitOpError() << "result 'y' must have the type of operand 'h' (" << getH().getType()
+                         << "), got " << getY().getType();
+  return success();
+}
+
+LogicalResult MoLoRAOp::verify() {
+  ShapeChecker check(*this);
+  int64_t numExperts, hidden;
+  if (failed(verifyRouter(check, getX(), getRouter(), "router", numExperts, hidden)) ||
+      failed(verifyOptionalK(*this, getK(), numExperts)) ||
+      failed(check.weight(getBase(), "base", "[D_out, D_in]")) ||
+      failed(check.staticDim(getBase(), "operand", "base", 1, "D_in", hidden,
+                             "the input size of 'router'")) ||
+      failed(verifyLoRA(check, getLoraA(), getLoraB(), numExperts, hidden,
+                        dimOf(getBase(), 0))) ||
+      failed(finiteAttr(*this, "alpha", getAlpha().convertToDouble())))
+    return failure();
+  return verifyTokenResult(check, getY(), "y", "[T, D_out]", dimOf(getX(), 0),
+                           {dimOf(getBase(), 0)}, {"D_out"});
+}
