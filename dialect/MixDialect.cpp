@@ -34,7 +34,7 @@ void MixDialect::initialize() {
 static LogicalResult verifyTensorName(Operation *op, unsigned index, bool isResult,
                                       NamedAttribute attribute) {
   if (attribute.getName() != MixDialect::kNameAttr)
-    return op->emitError() << "unknown mix dialect attribute '" << attribute.getName()
+    return op->emitError() << "unknown mix dialect attribute '" << attribute.getName().getValue()
                            << "' on a function " << (isResult ? "result" : "argument");
   auto name = dyn_cast<StringAttr>(attribute.getValue());
   if (!name || name.getValue().empty())
@@ -43,27 +43,27 @@ static LogicalResult verifyTensorName(Operation *op, unsigned index, bool isResu
   auto function = dyn_cast<FunctionOpInterface>(op);
   if (!function)
     return success();
+  // Report a clash on the later of the two: arguments come before results.
   auto clash = [&](ArrayAttr all, bool allAreResults) -> std::optional<unsigned> {
     if (!all)
       return std::nullopt;
     for (auto [i, dict] : llvm::enumerate(all.getAsRange<DictionaryAttr>())) {
-      if (allAreResults == isResult && i == index)
-        continue;
+      if (allAreResults == isResult && i >= index)
+        break;
       if (auto other = dict ? dict.getAs<StringAttr>(MixDialect::kNameAttr) : StringAttr())
         if (other == name)
           return i;
     }
     return std::nullopt;
   };
-  // Arguments and results may not share names either; a result may reuse no input name.
   if (auto i = clash(function.getArgAttrsAttr(), /*allAreResults=*/false))
     return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of "
                            << (isResult ? "result" : "argument") << " #" << index
                            << " is already the name of argument #" << *i;
-  if (auto i = clash(function.getResAttrsAttr(), /*allAreResults=*/true))
-    return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of "
-                           << (isResult ? "result" : "argument") << " #" << index
-                           << " is already the name of result #" << *i;
+  if (isResult)
+    if (auto i = clash(function.getResAttrsAttr(), /*allAreResults=*/true))
+      return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of result #" << index
+                             << " is already the name of result #" << *i;
   return success();
 }
 

@@ -502,9 +502,9 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
     `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
     `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
-    (`shared` `gate` `(` $shared_gate^ `:` type($shared_gate) `)`)?
-    (`shared` `up` `(` $shared_up^ `:` type($shared_up) `)`)?
-    (`shared` `down` `(` $shared_down^ `:` type($shared_down) `)`)?
+    (`shared_gate` `(` $shared_gate^ `:` type($shared_gate) `)`)?
+    (`shared_up` `(` $shared_up^ `:` type($shared_up) `)`)?
+    (`shared_down` `(` $shared_down^ `:` type($shared_down) `)`)?
     (`shared_expert_gate` `(` $shared_expert_gate^ `:` type($shared_expert_gate) `)`)?
     attr-dict `:` type($x) `->` type($output)
     (`router_logits` type($router_logits)^)?

@@ -17,8 +17,8 @@ func.func @deepseek_v3_moe(
       selection_bias(%bias : tensor<32xf32>)
       experts gate(%gate : tensor<32x64x256xbf16>) up(%up : tensor<32x64x256xbf16>)
       down(%down : tensor<32x256x64xbf16>)
-      shared gate(%s_gate : tensor<64x256xbf16>) shared up(%s_up : tensor<64x256xbf16>)
-      shared down(%s_down : tensor<256x64xbf16>)
+      shared_gate(%s_gate : tensor<64x256xbf16>) shared_up(%s_up : tensor<64x256xbf16>)
+      shared_down(%s_down : tensor<256x64xbf16>)
       {k = 8, scoring = #mix.scoring<sigmoid>, n_group = 4, topk_group = 2,
        group_score = #mix.group_score<top2_sum>, normalize, norm_epsilon = 1.0e-20,
        scale = 2.5, activation = #mix.activation<silu>}

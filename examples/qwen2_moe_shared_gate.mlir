@@ -29,8 +29,8 @@ func.func @qwen2_moe(
       gate(%g0, %g1, %g2, %g3 : tensor<32x128xf32>, tensor<32x128xf32>, tensor<32x128xf32>, tensor<32x128xf32>)
       up(%u0, %u1, %u2, %u3 : tensor<32x128xf32>, tensor<32x128xf32>, tensor<32x128xf32>, tensor<32x128xf32>)
       down(%d0, %d1, %d2, %d3 : tensor<128x32xf32>, tensor<128x32xf32>, tensor<128x32xf32>, tensor<128x32xf32>)
-      shared gate(%sg : tensor<64x128xf32>) shared up(%su : tensor<64x128xf32>)
-      shared down(%sd : tensor<128x64xf32>) shared_expert_gate(%seg : tensor<1x128xf32>)
+      shared_gate(%sg : tensor<64x128xf32>) shared_up(%su : tensor<64x128xf32>)
+      shared_down(%sd : tensor<128x64xf32>) shared_expert_gate(%seg : tensor<1x128xf32>)
       {k = 2, activation = #mix.activation<silu>}
       : tensor<?x128xf32> -> tensor<?x128xf32> router_logits tensor<?x4xf32>
         aux_loss tensor<f32> z_loss tensor<f32>
