@@ -6,6 +6,7 @@
 include "dialect/MixDialect.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
 
 defvar Mix_Positive = ConfinedAttr<I64Attr, [IntPositive]>;
 defvar Mix_NonNegative = ConfinedAttr<I64Attr, [IntNonNegative]>;
@@ -639,6 +640,54 @@ def Mix_MoLoRAOp : Mix_Op<"molora", [Pure]> {
     attr-dict `:` type($x) `->` type($y)
   }];
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Fusion groups
+//===----------------------------------------------------------------------===//
+
+def Mix_KernelOp : Mix_Op<"kernel", [SingleBlock, RecursiveMemoryEffects]> {
+  let summary = "a group of mix ops fused into one generated kernel";
+  let description = [{
+    Made by `mix-fuse`: the ops in the body run as one kernel, and only the values the
+    body yields are materialized; values that stay inside (an expert FFN's per-assignment
+    outputs consumed by the combine, a shared expert's output the routed experts add to)
+    never reach memory as whole tensors. `kind` names the fusion pattern codegen emits;
+    `tiles` (set by `mix-tile` from the target's tuning table) lists the tile
+    configurations by token-count bucket, chosen at run time.
+
+    ```mlir
+    %y = mix.kernel "moe_experts" -> tensor<?x64xf32> {
+      %z = mix.zeros_like %x : tensor<?x64xf32>
+      %h = mix.expert_ffn %x, %off, %tok up(%u : tensor<8x32x64xf32>)
+          down(%d : tensor<8x64x32xf32>) {activation = #mix.activation<relu>}
+          : tensor<?x64xf32>, tensor<9xi32>, tensor<?xi32> -> tensor<?x64xf32>
+      %c = mix.combine %h, %tok, %gate into %z
+          : tensor<?x64xf32>, tensor<?xi32>, tensor<?xf32> into tensor<?x64xf32>
+      mix.yield %c : tensor<?x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, OptionalAttr<ArrayAttr>:$tiles);
+  let results = (outs Variadic<AnyType>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $kind (`->` type($results)^)? $body attr-dict-with-keyword
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_YieldOp : Mix_Op<"yield", [Pure, Terminator, ReturnLike, HasParent<"KernelOp">]> {
+  let summary = "the values a fused kernel materializes";
+  let description = [{
+    Terminates a `mix.kernel`; its operands become the kernel's results.
+
+    ```mlir
+    mix.yield %y : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "attr-dict ($values^ `:` type($values))?";
 }
 
 #endif // MIX_OPS_TD

@@ -783,3 +783,21 @@ LogicalResult MoLoRAOp::verify() {
   return verifyTokenResult(check, getY(), "y", "[T, D_out]", dimOf(getX(), 0),
                            {dimOf(getBase(), 0)}, {"D_out"});
 }
+
+//===----------------------------------------------------------------------===//
+// Fusion groups
+//===----------------------------------------------------------------------===//
+
+LogicalResult KernelOp::verify() {
+  Block &body = getBody().front();
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield)
+    return emitOpError() << "body must end in 'mix.yield'";
+  if (yield.getValues().getTypes() != getResultTypes())
+    return emitOpError() << "yields " << yield.getValues().size()
+                         << " values whose types must match the kernel's "
+                         << getNumResults() << " results";
+  if (getKind().empty())
+    return emitOpError() << "attribute 'kind' must name the fusion pattern";
+  return success();
+}

@@ -2,6 +2,7 @@
 // pipeline, and the upstream dialects they use; holds no logic of its own.
 #include "dialect/MixDialect.h"
 #include "dialect/MixOps.h"
+#include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -15,6 +16,7 @@ int main(int argc, char **argv) {
   registry.insert<mlir::mix::MixDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
                   mlir::tensor::TensorDialect>();
   mlir::registerTransformsPasses();
+  mlir::mix::registerMixtilePassesAndPipelines();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "Mixtile optimizer driver\n", registry));
 }
