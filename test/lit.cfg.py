@@ -15,6 +15,7 @@ config.test_exec_root = os.path.join(config.mixtile_obj_root, "test")
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%mixtile_src", config.mixtile_src_root))
+config.substitutions.append(("%mixtile_obj", config.mixtile_obj_root))
 config.substitutions.append(("%examples", os.path.join(config.mixtile_src_root, "examples")))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
@@ -24,6 +25,8 @@ tool_dirs = [config.mixtile_tools_dir, config.llvm_tools_dir]
 tools = ["mixtile-opt"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.mixtile_tools_dir, append_path=True)
+# `not` and `count` ship with Debian's llvm-22-tools beside FileCheck.
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 # cuda-toolkit: nvcc is present (compile-only tests); cuda-gpu: a device is present.
 nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)

@@ -1,0 +1,38 @@
+// RUN: mixtile-opt %s --mix-tile="table=%S/Inputs/tiny-table.json" | FileCheck %s
+// RUN: mixtile-opt %s --mix-tile | FileCheck %s --check-prefix=BUILTIN
+// RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/bounded-table.json" 2>&1 | FileCheck %s --check-prefix=BOUNDED
+// RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/no-default-table.json" 2>&1 | FileCheck %s --check-prefix=NODEFAULT
+// RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/bad-value-table.json" 2>&1 | FileCheck %s --check-prefix=BADVALUE
+// RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/malformed-table.json" 2>&1 | FileCheck %s --check-prefix=MALFORMED
+// RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/missing.json" 2>&1 | FileCheck %s --check-prefix=MISSING
+// RUN: not mixtile-opt %s --mix-tile="target=tpu" 2>&1 | FileCheck %s --check-prefix=TARGET
+
+// CHECK-LABEL: func.func @kernels
+// CHECK: mix.kernel "moe_experts"
+// CHECK: } attributes {tiles = [{kc = 32 : i64, max_tokens = 4 : i64, mc = 4 : i64, nc = 64 : i64}, {kc = 64 : i64, max_tokens = -1 : i64, mc = 32 : i64, nc = 128 : i64}]}
+// CHECK: mix.kernel "zeros"
+// CHECK: } attributes {tiles = [{kc = 8 : i64, max_tokens = -1 : i64, mc = 8 : i64, nc = 8 : i64}]}
+
+// The built-in CPU table ends in an unbounded bucket for every kernel.
+// BUILTIN: mix.kernel "moe_experts"
+// BUILTIN: attributes {tiles = [{{.*}}max_tokens = -1 : i64{{.*}}]}
+// BUILTIN: mix.kernel "zeros"
+// BUILTIN: attributes {tiles = [{{.*}}max_tokens = -1 : i64{{.*}}]}
+
+// BOUNDED: error: the last tuning bucket of kernel 'moe_experts' must have "max_tokens": null so every token count has one
+// NODEFAULT: error: tuning table ({{.*}}) has no buckets for kernel 'zeros' and no 'default'
+// BADVALUE: error: tuning table entry 'mc' must be an integer
+// MALFORMED: error: tuning table ({{.*}}malformed-table.json) is not valid JSON
+// MISSING: error: cannot read tuning table '{{.*}}missing.json'
+// TARGET: error: no built-in tuning table for target 'tpu'
+func.func @kernels(%x: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %a = mix.kernel "moe_experts" -> tensor<?x64xf32> {
+    %z = mix.zeros_like %x : tensor<?x64xf32>
+    mix.yield %z : tensor<?x64xf32>
+  }
+  %b = mix.kernel "zeros" -> tensor<?x64xf32> {
+    %z = mix.zeros_like %x : tensor<?x64xf32>
+    mix.yield %z : tensor<?x64xf32>
+  }
+  return %a, %b : tensor<?x64xf32>, tensor<?x64xf32>
+}
