@@ -1,0 +1,51 @@
+// What codegen hands the driver: the text of an artifact (header, kernels source, manifest)
+// and the writer that puts it in OUTDIR and builds the library. Codegen decides no fusion;
+// it emits what the passes scheduled.
+#ifndef MIXTILE_CODEGEN_ARTIFACT_H
+#define MIXTILE_CODEGEN_ARTIFACT_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/JSON.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::mix::codegen {
+
+struct EmittedArtifact {
+  std::string name;           // C identifier; files are <name>.h, <name>.<ext>, lib<name>.so
+  std::string target;         // "cpu" or "cuda"
+  std::string header;         // the C ABI
+  std::string source;         // readable generated kernels
+  std::string sourceFile;     // "<name>.cpp" or "<name>.cu"
+  llvm::json::Object manifest;
+  /// Support files the source includes, relative to OUTDIR (the kernel library).
+  std::vector<std::pair<std::string, std::string>> supportFiles;
+};
+
+/// Emits the CPU artifact of a module that went through the cpu pipeline (mix.kernel ops).
+/// Reports unsupported IR as errors on the offending op.
+FailureOr<EmittedArtifact> emitCpuArtifact(ModuleOp module, StringRef name);
+
+/// Adds the CPU kernel library headers to the artifact's support files.
+void addCpuKernelLibrary(EmittedArtifact &artifact);
+
+/// Writes the artifact into `outdir` atomically: everything is produced in a temporary
+/// directory beside it and renamed into place only when complete (and, with
+/// `buildLibrary`, when the library compiled). On failure nothing is left behind and
+/// `error` says why.
+LogicalResult writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
+                            bool buildLibrary, std::string &error);
+
+/// Turns an arbitrary string (a file stem, a tensor name) into a C identifier.
+std::string cIdentifier(StringRef text);
+
+/// The dtype vocabulary of manifests and the C types behind it: the one home of that mapping.
+StringRef dtypeName(Type element);    // "f32", "bf16", "f16", "i32"
+StringRef cTypeName(Type element);    // "float", "uint16_t", "int32_t"
+int64_t dtypeBytes(Type element);
+
+} // namespace mlir::mix::codegen
+
+#endif // MIXTILE_CODEGEN_ARTIFACT_H

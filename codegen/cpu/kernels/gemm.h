@@ -1,0 +1,448 @@
+// The GEMM engine of the CPU kernel library: C[m, n] = sum_k A[row(m), k] * W[n, k] for one thread's
+// range of output columns, with the row gather in the A-packing prologue and a caller-supplied
+// epilogue per finished output row segment. It never spawns threads; callers (expert_ffn.h,
+// linear) own the OpenMP region and hand each thread disjoint columns or rows.
+//
+// Two paths:
+//  * blocked (M > TileConfig::small_m_max): BLIS-style. W panels of NR columns are packed k-major
+//    (bf16/f16 widened to f32 while packing), gathered A rows are packed MR-interleaved, and an
+//    MR x NR register-blocked microkernel runs over kc-deep slices. Partial sums between kc slices
+//    live in a per-thread buffer; the epilogue runs once per output element after the last slice.
+//  * small-M (GEMV-shaped, decode): each weight row is streamed once from memory against up to
+//    kSmallRows token rows with independent vector accumulators, reduced horizontally at the end.
+// Gated (SwiGLU/GeGLU) mode packs gate rows into the first half of each NR panel and up rows into
+// the second half, so one pass produces both projections of the same output columns.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "simd.h"
+
+namespace mixtile::cpu {
+
+// Register tile of the blocked microkernel, fixed per ISA at build time.
+#if defined(__AVX512F__)
+constexpr int kMicroRows = 14;    // MR
+constexpr int kMicroVectors = 2;  // NR = 2 x 16 = 32 columns
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kMicroRows = 6;
+constexpr int kMicroVectors = 2;  // NR = 16
+#else
+constexpr int kMicroRows = 4;
+constexpr int kMicroVectors = 2;  // NR = 8
+#endif
+constexpr int kMicroCols = kMicroVectors * detail::kVecWidth;  // NR
+// Threads split output columns in multiples of this (a whole microkernel panel).
+constexpr int kColumnUnit = kMicroCols;
+
+// Cache blocking of the GEMM engine. The compiler picks one per token-count bucket.
+struct TileConfig {
+  int mc = 14 * 8;        // A rows packed per block (rounded down to a multiple of MR); ~L2
+  int kc = 256;           // depth of one packed slice; B micro-panel kc x NR stays in L1
+  int nc = 1024;          // packed B columns per block (rounded to NR); kc x nc stays in L2/L3
+  int small_m_max = 8;    // segments with at most this many rows take the GEMV-shaped path
+};
+
+// Defaults per ISA; `rows_hint` is the expected rows per GEMM (tokens per expert), 0 if unknown.
+inline TileConfig default_tile_config(int64_t rows_hint = 0) {
+  TileConfig c;
+#if defined(__AVX512F__)
+  c.mc = 14 * 8;
+  c.kc = 256;
+  c.nc = 1024;
+  c.small_m_max = 8;
+#elif defined(__AVX2__) && defined(__FMA__)
+  c.mc = 6 * 16;
+  c.kc = 256;
+  c.nc = 768;
+  c.small_m_max = 6;
+#else
+  c.mc = 4 * 16;
+  c.kc = 256;
+  c.nc = 256;
+  c.small_m_max = 4;
+#endif
+  (void)rows_hint;
+  return c;
+}
+
+namespace detail {
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+inline size_t align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Rows of the A operand: row i is base + (index ? index[first + i] : first + i) * ld.
+struct RowSource {
+  const float *base;
+  int64_t ld;
+  const int32_t *index;
+  int64_t first;
+  const float *row(int64_t i) const {
+    const int64_t r = index != nullptr ? static_cast<int64_t>(index[first + i]) : first + i;
+    return base + r * ld;
+  }
+};
+
+// Per-thread buffers of the blocked path, carved out of the caller's workspace.
+struct GemmScratch {
+  float *a_pack;     // round_up(mc, MR) x kc
+  float *b_pack;     // kc x round_up(nc, NR)
+  float *c_partial;  // round_up(max rows, MR) x round_up(nc, NR), only when K > kc
+  float *tile;       // MR x NR
+};
+
+struct ScratchShape {
+  int mc, kc, nc;
+};
+inline ScratchShape scratch_shape(const TileConfig &cfg) {
+  ScratchShape s;
+  s.mc = std::max<int>(kMicroRows, cfg.mc / kMicroRows * kMicroRows);
+  s.kc = std::max(1, cfg.kc);
+  s.nc = static_cast<int>(round_up(std::max(1, cfg.nc), kMicroCols));
+  return s;
+}
+
+// Bytes of one thread's GemmScratch for GEMMs with at most max_rows rows and depth max_depth.
+inline size_t gemm_scratch_bytes(const TileConfig &cfg, int64_t max_rows, int64_t max_depth) {
+  const ScratchShape s = scratch_shape(cfg);
+  size_t bytes = align64(sizeof(float) * s.mc * s.kc) + align64(sizeof(float) * s.kc * s.nc) +
+                 align64(sizeof(float) * kMicroRows * kMicroCols);
+  if (max_depth > s.kc)
+    bytes += align64(sizeof(float) * round_up(std::max<int64_t>(max_rows, 1), kMicroRows) * s.nc);
+  return bytes;
+}
+
+inline GemmScratch carve_scratch(char *p, const TileConfig &cfg, int64_t max_depth) {
+  const ScratchShape s = scratch_shape(cfg);
+  GemmScratch g;
+  g.a_pack = reinterpret_cast<float *>(p);
+  p += align64(sizeof(float) * s.mc * s.kc);
+  g.b_pack = reinterpret_cast<float *>(p);
+  p += align64(sizeof(float) * s.kc * s.nc);
+  g.tile = reinterpret_cast<float *>(p);
+  p += align64(sizeof(float) * kMicroRows * kMicroCols);
+  g.c_partial = max_depth > s.kc ? reinterpret_cast<float *>(p) : nullptr;
+  return g;
+}
+
+// ---- packing --------------------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+// In-register transpose: on return r[k] holds element k of the 16 input rows r[0..15].
+inline void transpose16x16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // r[4i + j], 128-bit lane L, now holds rows 4i..4i+3 of column 4L + j.
+  for (int j = 0; j < 4; ++j) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int k = 0; k < 16; ++k) r[k] = t[k];
+}
+#endif
+
+// dst[k * NR + lane0 + j] = W[row0 + j][k0 + k] for j < nvalid, 0 for nvalid <= j < nlanes.
+// Weights usually come straight from DRAM here (each is packed once per call), so rows are read
+// as sequential streams of whole cache lines with a software prefetch ahead, then transposed in
+// registers; bf16/f16 are widened on the way.
+template <WeightType W>
+inline void pack_b_lanes(float *__restrict dst, int lane0, int nlanes, int nvalid,
+                         const WeightStorage<W> *__restrict w, int64_t ldw, int64_t k0, int kc) {
+  constexpr int NR = kMicroCols;
+  int kdone = 0;
+#if defined(__AVX512F__)
+  if (nlanes == 16 && nvalid == 16) {
+    constexpr int kPrefetchBytes = 1024;  // per row, ahead of the current 16 weights
+    constexpr int kAhead = kPrefetchBytes / sizeof(WeightStorage<W>);
+    const WeightStorage<W> *src = w + k0;
+    for (; kdone + 16 <= kc; kdone += 16) {
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) {
+        const WeightStorage<W> *row = src + j * ldw + kdone;
+        _mm_prefetch(reinterpret_cast<const char *>(row + kAhead), _MM_HINT_T0);
+        r[j] = vload_weight<W>(row).v;
+      }
+      transpose16x16(r);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(dst + (kdone + k) * NR + lane0, r[k]);
+    }
+  }
+#endif
+  for (int j = 0; j < nvalid; ++j) {
+    const WeightStorage<W> *src = w + j * ldw + k0;
+    for (int k = kdone; k < kc; ++k) dst[k * NR + lane0 + j] = load_weight_scalar<W>(src + k);
+  }
+  for (int j = nvalid; j < nlanes; ++j)
+    for (int k = kdone; k < kc; ++k) dst[k * NR + lane0 + j] = 0.0f;
+}
+
+// Packs A rows [i0, i0 + mcur), depth [k0, k0 + kc) MR-interleaved: block b, dst[b*MR*kc + k*MR + i].
+// Rows past mcur are zero so the microkernel always runs full tiles.
+inline void pack_a(float *__restrict dst, const RowSource &a, int64_t i0, int mcur, int64_t k0, int kc) {
+  constexpr int MR = kMicroRows;
+  for (int ib = 0; ib < mcur; ib += MR) {
+    float *blk = dst + static_cast<int64_t>(ib) * kc;
+    const int rows = std::min(MR, mcur - ib);
+    const float *src[MR];
+    for (int i = 0; i < MR; ++i) src[i] = i < rows ? a.row(i0 + ib + i) + k0 : nullptr;
+    if (rows == MR) {
+      for (int k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) blk[k * MR + i] = src[i][k];
+    } else {
+      for (int k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) blk[k * MR + i] = i < rows ? src[i][k] : 0.0f;
+    }
+  }
+}
+
+// ---- microkernel ----------------------------------------------------------------------------------
+
+// acc[i][v] += sum_k a[k*MR + i] * b[k*NR + v*W .. ]
+template <int MR, int NV>
+inline void microkernel(int kc, const float *__restrict a, const float *__restrict b, VecF (&acc)[MR][NV]) {
+  constexpr int NR = NV * kVecWidth;
+  for (int k = 0; k < kc; ++k) {
+    VecF bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * NR + v * kVecWidth);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const VecF ai = vset1(a[k * MR + i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = vfma(ai, bv[v], acc[i][v]);
+    }
+  }
+}
+
+// ---- blocked path ---------------------------------------------------------------------------------
+
+// Epilogue concept: ep.row(int64_t i, int64_t col, int n, const float *v, const float *u) receives
+// n finished sums of local row i for output columns [col, col + n); u is the up projection of the
+// same columns in gated mode, nullptr otherwise.
+template <WeightType W, bool Gated, class Epilogue>
+void gemm_blocked(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
+                  const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1,
+                  const TileConfig &cfg, const GemmScratch &s, Epilogue &ep) {
+  constexpr int MR = kMicroRows, NV = kMicroVectors, NR = kMicroCols;
+  constexpr int NRo = Gated ? NR / 2 : NR;  // output columns per panel
+  static_assert(!Gated || NV % 2 == 0, "gated panels split the vectors in halves");
+  const ScratchShape sh = scratch_shape(cfg);
+  const int64_t panels_per_block = sh.nc / NR;
+  const int64_t cols_per_block = panels_per_block * NRo;
+  const int64_t ldc = sh.nc;
+  for (int64_t jc = c0; jc < c1; jc += cols_per_block) {
+    const int64_t ncur = std::min(cols_per_block, c1 - jc);
+    const int np = static_cast<int>((ncur + NRo - 1) / NRo);
+    for (int64_t pc = 0; pc < K; pc += sh.kc) {
+      const int kcur = static_cast<int>(std::min<int64_t>(sh.kc, K - pc));
+      const bool first = pc == 0, last = pc + kcur >= K;
+      for (int p = 0; p < np; ++p) {
+        const int64_t col = jc + static_cast<int64_t>(p) * NRo;
+        const int nvalid = static_cast<int>(std::min<int64_t>(NRo, c1 - col));
+        float *dst = s.b_pack + static_cast<int64_t>(p) * kcur * NR;
+        pack_b_lanes<W>(dst, 0, NRo, nvalid, b + col * ldb, ldb, pc, kcur);
+        if constexpr (Gated) pack_b_lanes<W>(dst, NRo, NRo, nvalid, b2 + col * ldb, ldb, pc, kcur);
+      }
+      for (int64_t ic = 0; ic < M; ic += sh.mc) {
+        const int mcur = static_cast<int>(std::min<int64_t>(sh.mc, M - ic));
+        pack_a(s.a_pack, a, ic, mcur, pc, kcur);
+        for (int p = 0; p < np; ++p) {
+          const float *bp = s.b_pack + static_cast<int64_t>(p) * kcur * NR;
+          const int64_t col = jc + static_cast<int64_t>(p) * NRo;
+          const int nvalid = static_cast<int>(std::min<int64_t>(NRo, c1 - col));
+          for (int ir = 0; ir < mcur; ir += MR) {
+            VecF acc[MR][NV];
+            for (int i = 0; i < MR; ++i)
+              for (int v = 0; v < NV; ++v) acc[i][v] = vzero();
+            microkernel<MR, NV>(kcur, s.a_pack + static_cast<int64_t>(ir) * kcur, bp, acc);
+            float *cp = s.c_partial + (ic + ir) * ldc + static_cast<int64_t>(p) * NR;
+            if (!first) {
+              for (int i = 0; i < MR; ++i)
+                for (int v = 0; v < NV; ++v) acc[i][v] = vadd(acc[i][v], vload(cp + i * ldc + v * kVecWidth));
+            }
+            if (!last) {
+              for (int i = 0; i < MR; ++i)
+                for (int v = 0; v < NV; ++v) vstore(cp + i * ldc + v * kVecWidth, acc[i][v]);
+              continue;
+            }
+            for (int i = 0; i < MR; ++i)
+              for (int v = 0; v < NV; ++v) vstore(s.tile + i * NR + v * kVecWidth, acc[i][v]);
+            const int rows = std::min(MR, mcur - ir);
+            for (int i = 0; i < rows; ++i)
+              ep.row(ic + ir + i, col, nvalid, s.tile + i * NR, Gated ? s.tile + i * NR + NRo : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- small-M (GEMV-shaped) path -------------------------------------------------------------------
+
+// Keeps a loaded vector in a register: without it GCC folds the load into every FMA that uses it,
+// which makes the small-M kernel load-bound instead of FMA-bound.
+inline void keep_in_register(VecF &v) {
+#if defined(__AVX512F__)
+  __asm__("" : "+v"(v.v));
+#elif defined(__AVX2__) && defined(__FMA__)
+  __asm__("" : "+x"(v.v));
+#else
+  (void)v;
+#endif
+}
+
+constexpr int kSmallMaxTokens = 8;   // token rows per small-M block
+constexpr int kSmallAccumulators = 16;  // MT x (gate+up) x R vector accumulators per block
+
+// MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
+template <WeightType W, bool Gated, int MT, int R, class Epilogue>
+inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
+                        const WeightStorage<W> *const *wu, int64_t row0, int64_t col, Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1;
+  VecF acc[G][MT][R];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) acc[g][t][r] = vzero();
+  int64_t k = 0;
+  for (; k + kVecWidth <= K; k += kVecWidth) {
+    VecF wv[G][R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      wv[0][r] = vload_weight<W>(wg[r] + k);
+      keep_in_register(wv[0][r]);
+      if constexpr (Gated) {
+        wv[G - 1][r] = vload_weight<W>(wu[r] + k);
+        keep_in_register(wv[G - 1][r]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; ++t) {
+      VecF xv = vload(x[t] + k);
+      keep_in_register(xv);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[g][t][r] = vfma(xv, wv[g][r], acc[g][t][r]);
+    }
+  }
+  float sums[G][MT][R];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) sums[g][t][r] = vhsum(acc[g][t][r]);
+  for (; k < K; ++k) {
+    for (int r = 0; r < R; ++r) {
+      const float w0 = load_weight_scalar<W>(wg[r] + k);
+      const float w1 = Gated ? load_weight_scalar<W>(wu[r] + k) : 0.0f;
+      for (int t = 0; t < MT; ++t) {
+        sums[0][t][r] += x[t][k] * w0;
+        if constexpr (Gated) sums[G - 1][t][r] += x[t][k] * w1;
+      }
+    }
+  }
+  for (int t = 0; t < MT; ++t) ep.row(row0 + t, col, R, sums[0][t], Gated ? sums[G - 1][t] : nullptr);
+}
+
+// Runtime token count -> template MT, for MT <= MaxMT.
+template <WeightType W, bool Gated, int R, int MaxMT, class Epilogue>
+inline void small_block_dispatch(int mt, int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
+                                 const WeightStorage<W> *const *wu, int64_t row0, int64_t col, Epilogue &ep) {
+  if constexpr (MaxMT >= 1) {
+    if (mt >= MaxMT) {
+      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, row0, col, ep);
+    } else {
+      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, row0, col, ep);
+    }
+  }
+}
+
+// Columns [c0, c1) with R weight rows per block and token groups of at most MaxMT rows.
+template <WeightType W, bool Gated, int R, class Epilogue>
+void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
+                     const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1;
+  constexpr int MaxMT = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / (G * R)));
+  for (int64_t n = c0; n < c1; n += R) {
+    const int rcur = static_cast<int>(std::min<int64_t>(R, c1 - n));
+    const WeightStorage<W> *wg[R], *wu[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t nn = n + std::min(r, rcur - 1);
+      wg[r] = b + nn * ldb;
+      wu[r] = Gated ? b2 + nn * ldb : nullptr;
+    }
+    for (int64_t m = 0; m < M; m += MaxMT) {
+      const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
+      const float *x[MaxMT];
+      for (int t = 0; t < MaxMT; ++t) x[t] = a.row(m + std::min(t, mt - 1));
+      if (rcur == R) {
+        small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, m, n, ep);
+      } else {
+        // Column remainder: one weight row at a time.
+        constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
+        for (int r = 0; r < rcur; ++r) {
+          for (int t0 = 0; t0 < mt; t0 += MaxMT1)
+            small_block_dispatch<W, Gated, 1, MaxMT1>(std::min(MaxMT1, mt - t0), K, x + t0, wg + r,
+                                                      Gated ? wu + r : wu, m + t0, n + r, ep);
+        }
+      }
+    }
+  }
+}
+
+// Picks the weight rows per block so that the whole token group fits the accumulator budget:
+// decode (1-2 tokens) streams 8 weight rows at once, 8 tokens stream each weight row exactly once.
+template <WeightType W, bool Gated, class Epilogue>
+void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
+                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1;
+  const int64_t mt = std::min<int64_t>(M, kSmallMaxTokens);
+  if (mt * G * 8 <= kSmallAccumulators && !Gated) {
+    gemm_small_rows<W, Gated, 8>(M, K, a, b, b2, ldb, c0, c1, ep);
+  } else if (mt * G * 4 <= kSmallAccumulators) {
+    gemm_small_rows<W, Gated, 4>(M, K, a, b, b2, ldb, c0, c1, ep);
+  } else if (mt * G * 2 <= kSmallAccumulators) {
+    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, ep);
+  } else {
+    gemm_small_rows<W, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, ep);
+  }
+}
+
+// One thread's share of C = A · Wᵀ restricted to output columns [c0, c1).
+template <WeightType W, bool Gated, class Epilogue>
+void gemm_columns(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
+                  const WeightStorage<W> *b2, int64_t c0, int64_t c1, const TileConfig &cfg,
+                  const GemmScratch &s, Epilogue &ep) {
+  if (M <= 0 || c0 >= c1) return;
+  if (M <= cfg.small_m_max || K <= 0) {
+    gemm_small<W, Gated>(M, K, a, b, b2, K, c0, c1, ep);
+  } else {
+    gemm_blocked<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg, s, ep);
+  }
+}
+
+// Splits [0, n) into `parts` ranges aligned to kColumnUnit; returns part `i`.
+inline void split_columns(int64_t n, int parts, int i, int64_t &begin, int64_t &end) {
+  const int64_t units = (n + kColumnUnit - 1) / kColumnUnit;
+  begin = std::min(n, units * i / parts * kColumnUnit);
+  end = std::min(n, units * (i + 1) / parts * kColumnUnit);
+}
+
+}  // namespace detail
+}  // namespace mixtile::cpu

@@ -1,0 +1,300 @@
+// Routing kernels of the CPU kernel library: router logits and scores, token-choice top-k
+// selection (plain, biased, group-limited), capacity drops, dispatch into expert segments,
+// expert-choice selection and the dense soft router. The expert FFNs are expert_ffn.h's.
+// Math: shared/spec/layers.md §1, §2, §4, §5, §7. Routing is computed in f32.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "simd.h"
+#include "threads.h"
+
+namespace mixtile::cpu {
+
+/// A small per-expert vector (router or selection bias) of any weight dtype.
+struct ExpertVector {
+  const void *data = nullptr;
+  WeightType type = WeightType::f32;
+  float at(int64_t i) const {
+    switch (type) {
+    case WeightType::f32: return static_cast<const float *>(data)[i];
+    case WeightType::bf16: return detail::bf16_to_f32(static_cast<const uint16_t *>(data)[i]);
+    default: return detail::f16_to_f32(static_cast<const uint16_t *>(data)[i]);
+    }
+  }
+};
+
+namespace detail {
+
+/// x · w over n elements, f32 accumulation, weights widened on load.
+template <WeightType W>
+inline float dot(const float *x, const WeightStorage<W> *w, int64_t n) {
+  VecF a0 = vzero(), a1 = vzero();
+  int64_t i = 0;
+  for (; i + 2 * kVecWidth <= n; i += 2 * kVecWidth) {
+    a0 = vfma(vload(x + i), vload_weight<W>(w + i), a0);
+    a1 = vfma(vload(x + i + kVecWidth), vload_weight<W>(w + i + kVecWidth), a1);
+  }
+  for (; i + kVecWidth <= n; i += kVecWidth)
+    a0 = vfma(vload(x + i), vload_weight<W>(w + i), a0);
+  float sum = vhsum(vadd(a0, a1));
+  for (; i < n; ++i)
+    sum += x[i] * load_weight_scalar<W>(w + i);
+  return sum;
+}
+
+/// logits[e] = x · router[e] (+ bias[e]) for one token.
+template <WeightType W>
+inline void router_logits(const float *x, const WeightStorage<W> *router, ExpertVector bias,
+                          int64_t experts, int64_t hidden, float *logits) {
+  for (int64_t e = 0; e < experts; ++e) {
+    logits[e] = dot<W>(x, router + e * hidden, hidden);
+    if (bias.data)
+      logits[e] += bias.at(e);
+  }
+}
+
+inline void softmax(const float *in, float *out, int64_t n, float inverse_temperature = 1.0f) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i)
+    m = std::max(m, in[i] * inverse_temperature);
+  // An all -inf or NaN row: let NaN propagate rather than divide 0 by 0 silently.
+  if (!std::isfinite(m))
+    m = 0.0f;
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = std::exp(in[i] * inverse_temperature - m);
+    sum += out[i];
+  }
+  for (int64_t i = 0; i < n; ++i)
+    out[i] /= sum;
+}
+
+/// Index of the largest value among those not yet taken; ties (and NaN) go to the lower
+/// index, as torch.topk's stable order does for the first occurrence.
+inline int64_t argmax_untaken(const float *v, const uint8_t *taken, int64_t n) {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (taken[i])
+      continue;
+    if (best < 0 || v[i] > v[best])
+      best = i;
+  }
+  return best;
+}
+
+} // namespace detail
+
+struct RouteConfig {
+  int64_t experts = 0, hidden = 0, k = 1;
+  bool sigmoid = false;     // scores = sigmoid(logits), else softmax over experts
+  bool normalize = false;   // w /= (Σw + norm_epsilon)
+  float norm_epsilon = 0.0f;
+  float scale = 1.0f;       // routed_scaling_factor
+  int64_t n_group = 1, topk_group = 1;
+  bool group_top2_sum = false;  // group score: sum of its 2 best (DeepSeek-V3), else max (V2)
+};
+
+/// Token-choice routing for T tokens: weights [T, k], experts [T, k], logits [T, E].
+template <WeightType W>
+void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightStorage<W> *router,
+           ExpertVector router_bias, ExpertVector selection_bias, float *weights,
+           int32_t *experts, float *logits, int num_threads) {
+  const int64_t E = c.experts, group_width = E / c.n_group;
+#pragma omp parallel num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
+  {
+    std::vector<float> scores(E), choice(E), group_scores(c.n_group);
+    std::vector<uint8_t> taken(E), group_taken(c.n_group);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      float *row_logits = logits + t * E;
+      detail::router_logits<W>(x + t * c.hidden, router, router_bias, E, c.hidden, row_logits);
+      if (c.sigmoid)
+        for (int64_t e = 0; e < E; ++e)
+          scores[e] = 1.0f / (1.0f + std::exp(-row_logits[e]));
+      else
+        detail::softmax(row_logits, scores.data(), E);
+      for (int64_t e = 0; e < E; ++e)
+        choice[e] = scores[e] + (selection_bias.data ? selection_bias.at(e) : 0.0f);
+
+      if (c.n_group > 1) {
+        // Keep the topk_group best groups; experts of the others are masked to 0 (not -inf),
+        // exactly as DeepSeek's Hugging Face code does.
+        for (int64_t g = 0; g < c.n_group; ++g) {
+          const float *v = choice.data() + g * group_width;
+          float first = -INFINITY, second = -INFINITY;
+          for (int64_t i = 0; i < group_width; ++i) {
+            if (v[i] > first) {
+              second = first;
+              first = v[i];
+            } else if (v[i] > second) {
+              second = v[i];
+            }
+          }
+          group_scores[g] = c.group_top2_sum ? first + second : first;
+        }
+        std::fill(group_taken.begin(), group_taken.end(), 0);
+        for (int64_t j = 0; j < c.topk_group; ++j)
+          group_taken[detail::argmax_untaken(group_scores.data(), group_taken.data(), c.n_group)] = 1;
+        for (int64_t g = 0; g < c.n_group; ++g)
+          if (!group_taken[g])
+            std::fill(choice.begin() + g * group_width, choice.begin() + (g + 1) * group_width,
+                      0.0f);
+      }
+
+      std::fill(taken.begin(), taken.end(), 0);
+      float *w = weights + t * c.k;
+      int32_t *idx = experts + t * c.k;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < c.k; ++j) {
+        int64_t e = detail::argmax_untaken(choice.data(), taken.data(), E);
+        taken[e] = 1;
+        idx[j] = static_cast<int32_t>(e);
+        w[j] = scores[e];
+        sum += w[j];
+      }
+      const float factor = (c.normalize ? 1.0f / (sum + c.norm_epsilon) : 1.0f) * c.scale;
+      for (int64_t j = 0; j < c.k; ++j)
+        w[j] *= factor;
+    }
+  }
+}
+
+/// The capacity of each expert: a fixed one (>= 0), or ceil(factor · T · k / E).
+inline int64_t expert_capacity(int64_t fixed, double factor, int64_t tokens, int64_t k,
+                               int64_t experts) {
+  if (fixed >= 0)
+    return fixed;
+  // Evaluated left to right in double, as the float64 reference does.
+  return static_cast<int64_t>(std::ceil(factor * static_cast<double>(tokens) *
+                                        static_cast<double>(k) / static_cast<double>(experts)));
+}
+
+/// Drops assignments beyond each expert's capacity: slots are claimed in token order, and
+/// within a token in order of choice; a dropped assignment's expert becomes -1.
+inline void apply_capacity(int64_t tokens, int64_t k, int64_t experts, int64_t capacity,
+                           int32_t *choice) {
+  std::vector<int64_t> used(experts, 0);
+  for (int64_t a = 0; a < tokens * k; ++a) {
+    int32_t e = choice[a];
+    if (e < 0)
+      continue;
+    if (used[e] < capacity)
+      ++used[e];
+    else
+      choice[a] = -1;
+  }
+}
+
+/// Groups [T, k] assignments into expert segments (counting sort, stable in token order).
+/// Returns the number of assignments kept (offsets[E]).
+inline int64_t dispatch(int64_t tokens, int64_t k, int64_t experts, const float *weights,
+                        const int32_t *choice, int32_t *offsets, int32_t *token_of,
+                        float *gate_of) {
+  std::vector<int32_t> next(experts + 1, 0);
+  for (int64_t a = 0; a < tokens * k; ++a)
+    if (choice[a] >= 0)
+      ++next[choice[a] + 1];
+  for (int64_t e = 0; e < experts; ++e)
+    next[e + 1] += next[e];
+  std::memcpy(offsets, next.data(), sizeof(int32_t) * (experts + 1));
+  for (int64_t a = 0; a < tokens * k; ++a) {
+    int32_t e = choice[a];
+    if (e < 0)
+      continue;
+    int32_t slot = next[e]++;
+    token_of[slot] = static_cast<int32_t>(a / k);
+    gate_of[slot] = weights[a];
+  }
+  return offsets[experts];
+}
+
+/// Expert-choice capacity C = min(T, ceil(factor · T / E)).
+inline int64_t expert_choice_capacity(int64_t tokens, int64_t experts, double factor) {
+  return std::min<int64_t>(
+      tokens, static_cast<int64_t>(std::ceil(factor * static_cast<double>(tokens) /
+                                             static_cast<double>(experts))));
+}
+
+/// Expert-choice routing (Zhou et al., 2022): each expert takes the C tokens with the largest
+/// softmax score (ties to the lower token index), C = min(T, ceil(factor · T / E)). Writes
+/// segments (offsets[e] = e·C, tokens in ascending order within a segment) and the logits.
+/// `scores` is scratch of T·E floats.
+template <WeightType W>
+void expert_choice(int64_t tokens, int64_t experts, int64_t hidden, double capacity_factor,
+                   const float *x, const WeightStorage<W> *router, int32_t *offsets,
+                   int32_t *token_of, float *gate_of, float *logits, float *scores,
+                   int num_threads) {
+  const int64_t capacity = expert_choice_capacity(tokens, experts, capacity_factor);
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    detail::router_logits<W>(x + t * hidden, router, ExpertVector{}, experts, hidden,
+                             logits + t * experts);
+    detail::softmax(logits + t * experts, scores + t * experts, experts);
+  }
+  for (int64_t e = 0; e <= experts; ++e)
+    offsets[e] = static_cast<int32_t>(e * capacity);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int32_t> order(tokens);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t e = 0; e < experts; ++e) {
+      for (int64_t t = 0; t < tokens; ++t)
+        order[t] = static_cast<int32_t>(t);
+      auto better = [&](int32_t a, int32_t b) {
+        float sa = scores[a * experts + e], sb = scores[b * experts + e];
+        // NaN sorts last; ties go to the lower token index.
+        if (sa == sb || (sa != sa && sb != sb))
+          return a < b;
+        if (sa != sa)
+          return false;
+        if (sb != sb)
+          return true;
+        return sa > sb;
+      };
+      std::partial_sort(order.begin(), order.begin() + capacity, order.end(), better);
+      std::sort(order.begin(), order.begin() + capacity);
+      for (int64_t i = 0; i < capacity; ++i) {
+        int32_t t = order[i];
+        token_of[e * capacity + i] = t;
+        gate_of[e * capacity + i] = scores[t * experts + e];
+      }
+    }
+  }
+}
+
+/// Dense router probabilities p = softmax(x · routerᵀ), optionally masked to each token's
+/// top-k without renormalization (MoV, MoLoRA). k <= 0 keeps all.
+template <WeightType W>
+void soft_route(int64_t tokens, int64_t experts, int64_t hidden, int64_t k, const float *x,
+                const WeightStorage<W> *router, float *probs, int num_threads) {
+#pragma omp parallel num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
+  {
+    std::vector<float> logits(experts);
+    std::vector<uint8_t> taken(experts);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      float *p = probs + t * experts;
+      detail::router_logits<W>(x + t * hidden, router, ExpertVector{}, experts, hidden,
+                               logits.data());
+      detail::softmax(logits.data(), p, experts);
+      if (k > 0 && k < experts) {
+        std::fill(taken.begin(), taken.end(), 0);
+        for (int64_t j = 0; j < k; ++j)
+          taken[detail::argmax_untaken(p, taken.data(), experts)] = 1;
+        for (int64_t e = 0; e < experts; ++e)
+          if (!taken[e])
+            p[e] = 0.0f;
+      }
+    }
+  }
+}
+
+} // namespace mixtile::cpu

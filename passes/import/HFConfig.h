@@ -1,0 +1,23 @@
+// The Hugging Face front door: builds the mix IR of one layer's sparse block from a model's
+// config.json, with every weight argument named after the checkpoint tensor it binds to.
+#ifndef MIXTILE_PASSES_IMPORT_HFCONFIG_H
+#define MIXTILE_PASSES_IMPORT_HFCONFIG_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+
+namespace mlir::mix {
+
+/// Reads `configPath` and returns a module with one function, `sparse_block`, computing
+/// layer `layer`'s sparse block (the first sparse layer when `layer` < 0) with weights of
+/// `dtype` ("f32", "bf16", "f16"; empty: the config's torch_dtype, else f32). On a config it
+/// cannot honour, returns null and sets `error` to one line naming the field. `name` is set
+/// to `<model_type>_layer<N>`.
+OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath, int layer,
+                                     StringRef dtype, std::string &name, std::string &error);
+
+} // namespace mlir::mix
+
+#endif // MIXTILE_PASSES_IMPORT_HFCONFIG_H

@@ -1,0 +1,345 @@
+#!/usr/bin/python3
+"""Maps a Hugging Face MoE config.json and layer index to one sparse block (layers.md §2
+table) and computes its float64 reference output straight from the checkpoint's own tensors.
+
+Owns the family -> (attributes, checkpoint tensor names) mapping, which hf_fixtures.py reuses
+to write checkpoints; the math itself is reference.py's. Refuses what layers.md refuses.
+Usage: hf_reference.py CONFIG.json CHECKPOINT INPUTS.safetensors [--layer N] [-o REF.safetensors]
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference  # noqa: E402
+import safetensors_io  # noqa: E402
+
+# transformers' ACT2FN names -> layers.md activations (gelu_new/gelu_fast/gelu_pytorch_tanh
+# are all the tanh approximation; "gelu" is the exact erf form).
+HF_ACTIVATIONS = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
+UNIT_ROUNDOFF = {"F32": 0.0, "BF16": 2.0**-8, "F16": 2.0**-11}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def field(config, name, default=None, required=True):
+    if name in config and config[name] is not None:
+        return config[name]
+    if not required:
+        return default
+    raise ConfigError(
+        f"config.json: missing field '{name}' for model_type '{config.get('model_type')}'"
+    )
+
+
+def activation(config, name, default="silu"):
+    act = field(config, name, default, required=False)
+    if act not in HF_ACTIVATIONS:
+        raise ConfigError(
+            f"config.json: field '{name}' = '{act}' is not one of {sorted(HF_ACTIVATIONS)}"
+        )
+    return HF_ACTIVATIONS[act]
+
+
+def sparse_layers(config):
+    """The layer indices holding a sparse block, by each family's rule in transformers."""
+    family = config.get("model_type")
+    if family in ("mixtral", "olmoe"):
+        return list(range(field(config, "num_hidden_layers")))
+    if family in ("qwen2_moe", "qwen3_moe"):
+        step, dense = field(config, "decoder_sparse_step", 1, False), field(
+            config, "mlp_only_layers", [], False
+        )
+        experts = field(config, "num_experts")
+        return [
+            i
+            for i in range(field(config, "num_hidden_layers"))
+            if i not in dense and experts > 0 and (i + 1) % step == 0
+        ]
+    if family in ("deepseek_v2", "deepseek_v3"):
+        first = field(config, "first_k_dense_replace", 0, False)
+        return list(range(first, field(config, "num_hidden_layers")))
+    if family == "switch_transformers":
+        # SwitchTransformersStack: block i is sparse iff i % step == 1 (every block when step
+        # is 1, none when 0); --layer names encoder blocks. SwitchTransformersConfig derives
+        # the step from num_sparse_encoder_layers, but a stored encoder_sparse_step wins.
+        layers = field(config, "num_layers")
+        sparse = field(config, "num_sparse_encoder_layers", 3, False)
+        step = field(config, "encoder_sparse_step", layers // sparse if sparse > 0 else 0, False)
+        return [i for i in range(layers) if step > 0 and (i % step == 1 or step == 1)]
+    raise ConfigError(
+        f"config.json: model_type '{family}' is not a supported MoE family "
+        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, switch_transformers)"
+    )
+
+
+def _gated_experts(prefix, num_experts, names):
+    gate, up, down = names
+    return {
+        "gate": [f"{prefix}experts.{e}.{gate}.weight" for e in range(num_experts)],
+        "up": [f"{prefix}experts.{e}.{up}.weight" for e in range(num_experts)],
+        "down": [f"{prefix}experts.{e}.{down}.weight" for e in range(num_experts)],
+    }
+
+
+def block_spec(config, layer):
+    """Layer `layer`'s sparse block: {kind, attrs, tensors: {role: name or [names]},
+    shapes: {role: shape per tensor}, hidden, experts, ffn}."""
+    family = config.get("model_type")
+    layers = sparse_layers(config)
+    if layer not in layers:
+        raise ConfigError(
+            f"layer {layer} of this {family} config is dense; the sparse layers are {layers}"
+        )
+    attrs = {
+        "scoring": "softmax",
+        "normalize": False,
+        "norm_epsilon": 0.0,
+        "scale": 1.0,
+        "n_group": 1,
+        "topk_group": 1,
+        "group_score": "max",
+    }
+    tensors = {}
+    if family == "switch_transformers":
+        hidden, num_experts, ffn = (
+            field(config, "d_model"),
+            field(config, "num_experts"),
+            field(config, "d_ff"),
+        )
+        prefix = f"encoder.block.{layer}.layer.1.mlp."
+        tensors["router"] = prefix + "router.classifier.weight"
+        if field(config, "router_bias", False, False):
+            tensors["router_bias"] = prefix + "router.classifier.bias"
+        tensors["up"] = [f"{prefix}experts.expert_{e}.wi.weight" for e in range(num_experts)]
+        tensors["down"] = [f"{prefix}experts.expert_{e}.wo.weight" for e in range(num_experts)]
+        attrs.update(
+            k=1,
+            capacity=field(config, "expert_capacity", 64, False),
+            activation=activation(config, "dense_act_fn", "relu"),
+        )
+    else:
+        hidden, k = field(config, "hidden_size"), field(config, "num_experts_per_tok")
+        act = activation(config, "hidden_act")
+        attrs.update(k=k, activation=act)
+        if family == "mixtral":
+            num_experts, ffn = field(config, "num_local_experts"), field(
+                config, "intermediate_size"
+            )
+            prefix = f"model.layers.{layer}.block_sparse_moe."
+            tensors.update(_gated_experts(prefix, num_experts, ("w1", "w3", "w2")))
+            attrs["normalize"] = True
+        elif family in ("qwen2_moe", "qwen3_moe", "olmoe"):
+            num_experts = field(config, "num_experts")
+            ffn = field(
+                config, "intermediate_size" if family == "olmoe" else "moe_intermediate_size"
+            )
+            prefix = f"model.layers.{layer}.mlp."
+            tensors.update(
+                _gated_experts(prefix, num_experts, ("gate_proj", "up_proj", "down_proj"))
+            )
+            attrs["normalize"] = bool(field(config, "norm_topk_prob", False, False))
+            shared_width = (
+                field(config, "shared_expert_intermediate_size", 0, False)
+                if family == "qwen2_moe"
+                else 0
+            )
+            if shared_width:
+                for role, proj in (
+                    ("shared_gate", "gate_proj"),
+                    ("shared_up", "up_proj"),
+                    ("shared_down", "down_proj"),
+                ):
+                    tensors[role] = f"{prefix}shared_expert.{proj}.weight"
+                tensors["shared_expert_gate"] = prefix + "shared_expert_gate.weight"
+        elif family in ("deepseek_v2", "deepseek_v3"):
+            num_experts, ffn = field(config, "n_routed_experts"), field(
+                config, "moe_intermediate_size"
+            )
+            prefix = f"model.layers.{layer}.mlp."
+            tensors.update(
+                _gated_experts(prefix, num_experts, ("gate_proj", "up_proj", "down_proj"))
+            )
+            attrs["scale"] = float(field(config, "routed_scaling_factor", 1.0, False))
+            method = field(config, "topk_method", "greedy", False)
+            scoring = field(config, "scoring_func", "softmax", False)
+            if family == "deepseek_v2":
+                # Hugging Face and DeepSeek's own modeling code disagree on these (layers.md §2).
+                if field(config, "norm_topk_prob", False, False):
+                    raise ConfigError(
+                        "config.json: field 'norm_topk_prob' = true is not supported for deepseek_v2"
+                    )
+                if field(config, "moe_layer_freq", 1, False) != 1:
+                    raise ConfigError(
+                        "config.json: field 'moe_layer_freq' other than 1 is not supported for deepseek_v2"
+                    )
+                if scoring != "softmax":
+                    raise ConfigError(
+                        f"config.json: field 'scoring_func' = '{scoring}' is not supported for deepseek_v2"
+                    )
+                if method == "group_limited_greedy":
+                    attrs.update(
+                        n_group=field(config, "n_group"), topk_group=field(config, "topk_group")
+                    )
+                elif method != "greedy":
+                    raise ConfigError(
+                        f"config.json: field 'topk_method' = '{method}' is not supported for deepseek_v2"
+                    )
+            else:
+                if scoring != "sigmoid":
+                    raise ConfigError(
+                        f"config.json: field 'scoring_func' = '{scoring}' is not supported for deepseek_v3"
+                    )
+                if method != "noaux_tc":
+                    raise ConfigError(
+                        f"config.json: field 'topk_method' = '{method}' is not supported for deepseek_v3"
+                    )
+                attrs.update(
+                    scoring="sigmoid",
+                    n_group=field(config, "n_group"),
+                    topk_group=field(config, "topk_group"),
+                    group_score="top2_sum",
+                    normalize=bool(field(config, "norm_topk_prob", False, False)),
+                    norm_epsilon=1e-20,
+                )
+                tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
+            shared = field(config, "n_shared_experts", 0, False)
+            if shared:
+                for role, proj in (
+                    ("shared_gate", "gate_proj"),
+                    ("shared_up", "up_proj"),
+                    ("shared_down", "down_proj"),
+                ):
+                    tensors[role] = f"{prefix}shared_experts.{proj}.weight"
+                shared_width = shared * ffn
+        tensors["router"] = prefix + "gate.weight"
+    shapes = {
+        "router": (num_experts, hidden),
+        "router_bias": (num_experts,),
+        "selection_bias": (num_experts,),
+        "gate": (ffn, hidden),
+        "up": (ffn, hidden),
+        "down": (hidden, ffn),
+        "shared_expert_gate": (1, hidden),
+    }
+    if "shared_up" in tensors:
+        shapes.update(
+            shared_gate=(shared_width, hidden),
+            shared_up=(shared_width, hidden),
+            shared_down=(hidden, shared_width),
+        )
+    return {
+        "kind": "token_choice",
+        "family": family,
+        "layer": layer,
+        "attrs": attrs,
+        "tensors": tensors,
+        "shapes": {r: shapes[r] for r in tensors},
+        "hidden": hidden,
+        "experts": num_experts,
+        "ffn": ffn,
+    }
+
+
+def pick_layer(config, checkpoint_names):
+    """The first sparse layer whose router tensor is in the checkpoint (else the first)."""
+    layers = sparse_layers(config)
+    for layer in layers:
+        if block_spec(config, layer)["tensors"]["router"] in checkpoint_names:
+            return layer
+    if not layers:
+        raise ConfigError("config.json: this config has no sparse layer")
+    return layers[0]
+
+
+def checkpoint_names(checkpoint):
+    if os.path.isdir(checkpoint):
+        index = os.path.join(checkpoint, safetensors_io.INDEX_NAME)
+        if os.path.exists(index):
+            with open(index) as f:
+                return set(json.load(f)["weight_map"])
+        files = [
+            os.path.join(checkpoint, p)
+            for p in os.listdir(checkpoint)
+            if p.endswith(".safetensors")
+        ]
+    else:
+        files = [checkpoint]
+    names = set()
+    for path in files:
+        header, _ = safetensors_io.read_header(path)
+        names.update(n for n in header if n != "__metadata__")
+    return names
+
+
+def compute(config_path, checkpoint, inputs_path, layer=None):
+    """Returns (results {"output": [T, hidden]}, near_tie [T], info with spec, router dtype
+    and the unit roundoff the near-tie bound used)."""
+    with open(config_path) as f:
+        config = json.load(f)
+    if layer is None:
+        layer = pick_layer(config, checkpoint_names(checkpoint))
+    spec = block_spec(config, layer)
+    wanted = {n for v in spec["tensors"].values() for n in (v if isinstance(v, list) else [v])}
+    weights, dtypes = safetensors_io.load(checkpoint, names=wanted)
+    missing = sorted(wanted - set(weights))
+    if missing:
+        raise ConfigError(
+            f"{checkpoint}: missing tensor(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}"
+        )
+    tensors = {}
+    for role, names in spec["tensors"].items():
+        tensors[role] = (
+            np.stack([weights[n] for n in names]) if isinstance(names, list) else weights[names]
+        )
+    inputs, _ = safetensors_io.load(inputs_path)
+    x = inputs["hidden_states"]
+    router_dtype = dtypes[spec["tensors"]["router"]]
+    unit = UNIT_ROUNDOFF[router_dtype]
+    results, near, info = reference.token_choice(x, tensors, spec["attrs"], unit)
+    info.update(spec=spec, router_dtype=router_dtype, weight_dtypes=sorted(set(dtypes.values())))
+    return {"output": results["output"]}, near, info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("config")
+    p.add_argument("checkpoint", help="a .safetensors file or a (sharded) checkpoint directory")
+    p.add_argument("inputs", help="safetensors file holding hidden_states [T, hidden]")
+    p.add_argument("--layer", type=int, help="default: the sparse layer present in the checkpoint")
+    p.add_argument("-o", "--output", help="write the reference (f32) under the name 'output'")
+    args = p.parse_args(argv)
+    try:
+        results, near, info = compute(args.config, args.checkpoint, args.inputs, args.layer)
+    except (ConfigError, safetensors_io.SafetensorsError) as e:
+        print(f"hf_reference.py: error: {e}", file=sys.stderr)
+        return 1
+    spec = info["spec"]
+    print(f"{spec['family']} layer {spec['layer']}: {spec['attrs']}")
+    print(
+        f"output {list(results['output'].shape)}, {int(near.sum())} near-tie tokens "
+        f"(router {info['router_dtype']})"
+    )
+    if args.output:
+        safetensors_io.write_file(args.output, {"output": results["output"].astype(np.float32)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,675 @@
+#!/usr/bin/python3
+"""Self-tests of the test helpers: safetensors/bf16 round trips, the top-k tie rule,
+capacity drops, group-limited masking, Mixture of Tokens at G=1 and G=B, the HF mapping,
+and that check.py rejects wrong results. Runs in a few seconds; exit 1 on any failure.
+
+Where it can, it checks reference.py against a slow per-token loop written separately here.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check  # noqa: E402
+import hf_fixtures  # noqa: E402
+import hf_reference  # noqa: E402
+import make_case  # noqa: E402
+import reference as ref  # noqa: E402
+import safetensors_io as st  # noqa: E402
+
+FAILURES = []
+
+
+def expect(condition, what):
+    if not condition:
+        FAILURES.append(what)
+        print(f"FAIL: {what}")
+
+
+def close(a, b, tol=1e-12):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bf16_and_files(tmp):
+    one = np.float32(1.0)
+    ulp = np.float32(2.0**-7)  # bf16 spacing at 1.0
+    values = np.array(
+        [
+            1.0,
+            one + ulp / 2,
+            one + 3 * ulp / 2,
+            one + ulp / 2 + 2**-20,
+            -2.5,
+            np.inf,
+            -np.inf,
+            np.nan,
+            3.4028235e38,
+            0.0,
+            -0.0,
+            1e-40,
+        ],
+        np.float32,
+    )
+    bits = st.f32_to_bf16_bits(values)
+    # Ties go to even: 1 + ulp/2 -> 1.0 (0x3F80), 1 + 3ulp/2 -> 1 + 2ulp (0x3F82); above the
+    # tie rounds up; the largest f32 overflows to +inf; NaN stays NaN.
+    expect(
+        list(bits[:7]) == [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0xC020, 0x7F80, 0xFF80],
+        f"bf16 rounding bits {[hex(b) for b in bits[:7]]}",
+    )
+    widened = st.bf16_bits_to_f32(bits)
+    expect(
+        np.isnan(widened[7])
+        and widened[8] == np.inf
+        and widened[10] == 0.0
+        and np.signbit(widened[10]),
+        "bf16 NaN/overflow/-0 handling",
+    )
+    rng = np.random.default_rng(1)
+    tensors = {
+        "w_bf16": rng.standard_normal((3, 5)).astype(np.float32),
+        "w_f16": rng.standard_normal(7).astype(np.float32),
+        "w_f32": rng.standard_normal((2, 0, 3)).astype(np.float32),
+        "i32": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "i64": np.array([-(2**40), 5], dtype=np.int64),
+        "scalar": np.array(2.5, np.float32),
+    }
+    dtypes = {"w_bf16": "BF16", "w_f16": "F16", "w_f32": "F32", "i32": "I32", "i64": "I64"}
+    path = os.path.join(tmp, "t.safetensors")
+    st.write_file(path, tensors, dtypes)
+    back, back_dtypes = st.read_file(path)
+    expect(back_dtypes == {**dtypes, "scalar": "F32"}, f"dtypes round trip {back_dtypes}")
+    expect(
+        back["w_bf16"].dtype == np.float64
+        and np.array_equal(back["w_bf16"], st.round_to_dtype(tensors["w_bf16"], "BF16"))
+        and np.abs(back["w_bf16"] - tensors["w_bf16"]).max()
+        <= 2.0**-8 * np.abs(tensors["w_bf16"]).max(),
+        "bf16 file holds the rounded values",
+    )
+    expect(np.array_equal(back["w_f16"], tensors["w_f16"].astype(np.float16)), "f16 round trip")
+    expect(
+        back["w_f32"].shape == (2, 0, 3) and back["scalar"].shape == () and back["scalar"] == 2.5,
+        "empty and 0-d tensors",
+    )
+    expect(np.array_equal(back["i64"], tensors["i64"]) and back["i32"].dtype == np.int32, "ints")
+    raw, _ = st.read_file(path, raw=True)
+    expect(raw["w_bf16"].dtype == np.uint16, "raw BF16 is uint16 bits")
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+    expect(header_len % 8 == 0, "header padded to 8 bytes")
+    shard_dir = os.path.join(tmp, "sharded")
+    st.write_sharded(shard_dir, tensors, dtypes, max_shard_bytes=64)
+    with open(os.path.join(shard_dir, st.INDEX_NAME)) as f:
+        files = set(json.load(f)["weight_map"].values())
+    loaded, _ = st.load(shard_dir)
+    expect(
+        len(files) > 1 and all(np.array_equal(loaded[n], back[n]) for n in back),
+        f"sharded round trip over {len(files)} shards",
+    )
+    truncated = os.path.join(tmp, "truncated.safetensors")
+    with open(path, "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read()[:-4])
+    try:
+        st.read_file(truncated)
+        expect(False, "a truncated file is rejected")
+    except st.SafetensorsError:
+        pass
+
+
+def test_topk_ties():
+    expect(ref.topk(np.array([[1.0, 3.0, 3.0, 2.0]]), 2).tolist() == [[1, 2]], "tie to lower index")
+    expect(ref.topk(np.zeros((1, 5)), 3).tolist() == [[0, 1, 2]], "all-equal ties")
+    expect(ref.topk(np.array([[0.1, 0.5, 0.5, 0.5]]), 4).tolist() == [[1, 2, 3, 0]], "k = E")
+    # Expert choice: identical tokens tie on every column; each expert takes the lowest ones.
+    x = np.ones((5, 3))
+    t = {
+        "router": np.random.default_rng(0).standard_normal((2, 3)),
+        "up": np.ones((2, 4, 3)),
+        "down": np.ones((2, 3, 4)),
+    }
+    _, _, info = ref.expert_choice(x, t, {"capacity_factor": 2.0, "activation": "relu"})
+    # C = min(T, ceil(2 * 5 / 2)) = 5 -> everyone; with cf 0.8: ceil(2.0) = 2 -> tokens 0, 1.
+    expect(info["capacity"] == 5 and info["chosen"].all(), "expert-choice capacity clamps to T")
+    _, _, info = ref.expert_choice(x, t, {"capacity_factor": 0.8, "activation": "relu"})
+    expect(
+        info["capacity"] == 2 and info["chosen"][:2].all() and not info["chosen"][2:].any(),
+        "expert-choice ties go to the lower token index",
+    )
+
+
+def test_capacity():
+    experts = np.array([[0, 1], [0, 2], [0, 1], [1, 0]])
+    kept, slot = ref.apply_capacity(experts, 3, 2)
+    expect(kept.tolist() == [[0, 1], [0, 2], [-1, 1], [-1, -1]], f"capacity drops {kept.tolist()}")
+    expect(slot.tolist() == [[0, 0], [1, 0], [2, 1], [2, 3]], f"slots {slot.tolist()}")
+    expect(ref.capacity_of(10, 2, 8, capacity_factor=1.25) == 4, "ceil(cf*T*k/E)")
+    expect(
+        ref.capacity_of(10, 2, 8) is None and ref.capacity_of(10, 2, 8, capacity=0) == 0,
+        "dropless/0",
+    )
+    # All tokens to expert 0 with capacity 3: only the first three tokens get an output.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4))
+    router = np.zeros((3, 4))
+    t = {
+        "router": router,
+        "router_bias": np.array([5.0, 0.0, 0.0]),
+        "up": rng.standard_normal((3, 8, 4)),
+        "down": rng.standard_normal((3, 4, 8)),
+    }
+    a = {"k": 1, "capacity": 3, "activation": "relu"}
+    results, near, _ = ref.token_choice(x, t, a)
+    rows = np.linalg.norm(results["output"], axis=-1)
+    expect((rows[:3] > 0).all() and (rows[3:] == 0).all(), "dropped tokens contribute 0")
+    # 3 of the 6 assignments were dropped: f_0 = 3/6, P_0 = softmax([5,0,0])[0].
+    p0 = math.exp(5) / (math.exp(5) + 2)
+    expect(
+        close(results["aux_loss"], 3 * 0.5 * p0),
+        "dropped assignments count in the denominator only",
+    )
+    expect(not near.any(), "no near ties here")
+    # A near-tie token before the capacity boundary makes later boundary tokens uncertain too.
+    near_tie = np.array([True, False, False, False])
+    expect(
+        ref.capacity_near_ties(near_tie, slot, 2).tolist() == [True, True, True, True],
+        "capacity near-tie propagation",
+    )
+
+
+def test_group_limited_masking():
+    # One token, logits chosen directly (x = [1], router = logits column).
+    def route(logits, **kw):
+        return ref.route(np.ones((1, 1)), np.array(logits, float)[:, None], **kw)
+
+    # DeepSeek-V3 style: sigmoid scores, a bias pushes expert 1 negative inside the kept group.
+    logits = [2.0, 0.0, -1.0, -1.5]
+    bias = np.array([0.0, -1.0, 0.0, 0.0])
+    r = route(
+        logits,
+        k=2,
+        scoring="sigmoid",
+        selection_bias=bias,
+        n_group=2,
+        topk_group=1,
+        group_score="top2_sum",
+    )
+    # Groups {0,1}: s0 + (s1 - 1) = 0.88 + (-0.5) = 0.38; {2,3}: 0.27 + 0.18 = 0.45 -> keep {2,3}.
+    s = ref.sigmoid(np.array(logits))
+    expect(r["experts"].tolist() == [[2, 3]], f"top2_sum keeps the better group {r['experts']}")
+    expect(close(r["weights"], s[[2, 3]][None]), "weights use the unbiased scores")
+    # Now group max (DeepSeek-V2): group {0,1} has the max (0.88) and is kept; expert 1's
+    # biased score is -0.5 < 0, so a masked expert (0) beats it: choose 0, then 2 (tie 2/3
+    # at 0 goes to the lower index).
+    r = route(
+        logits,
+        k=2,
+        scoring="sigmoid",
+        selection_bias=bias,
+        n_group=2,
+        topk_group=1,
+        group_score="max",
+    )
+    expect(r["experts"].tolist() == [[0, 2]], f"masked experts score 0, not -inf {r['experts']}")
+    # Renormalize with DeepSeek-V3's epsilon and scale.
+    r = route(logits, k=2, scoring="sigmoid", normalize=True, norm_epsilon=1e-20, scale=2.5)
+    expect(close(r["weights"], 2.5 * s[[0, 1]][None] / s[[0, 1]].sum()), "normalize + scale")
+    # Cross-check the vectorized router against a per-token loop on random data.
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((40, 8)), rng.standard_normal((12, 8))
+    b = rng.standard_normal(12) * 0.3
+    for kw in [
+        dict(k=3, n_group=4, topk_group=2, group_score="max"),
+        dict(
+            k=4,
+            scoring="sigmoid",
+            selection_bias=b,
+            n_group=3,
+            topk_group=2,
+            group_score="top2_sum",
+            normalize=True,
+            norm_epsilon=1e-20,
+            scale=2.5,
+        ),
+        dict(k=2, router_bias=b, normalize=True),
+    ]:
+        expect(_close_routes(x, w, ref.route(x, w, **kw), kw), f"route vs loop {kw}")
+
+
+def loop_route(
+    x,
+    w,
+    k,
+    scoring="softmax",
+    router_bias=None,
+    selection_bias=None,
+    n_group=1,
+    topk_group=1,
+    group_score="max",
+    normalize=False,
+    norm_epsilon=0.0,
+    scale=1.0,
+):
+    """layers.md §2 for one token, written with Python lists and sorted()."""
+    logits = [float(np.dot(row, x)) for row in w]
+    if router_bias is not None:
+        logits = [l + b for l, b in zip(logits, router_bias)]
+    if scoring == "softmax":
+        m = max(logits)
+        z = sum(math.exp(l - m) for l in logits)
+        scores = [math.exp(l - m) / z for l in logits]
+    else:
+        scores = [1 / (1 + math.exp(-l)) for l in logits]
+    choice = [
+        s + (selection_bias[e] if selection_bias is not None else 0.0) for e, s in enumerate(scores)
+    ]
+    width = len(scores) // n_group
+    groups = []
+    for g in range(n_group):
+        members = sorted(choice[g * width : (g + 1) * width], reverse=True)
+        groups.append(members[0] if group_score == "max" else members[0] + members[1])
+    kept = sorted(range(n_group), key=lambda g: (-groups[g], g))[:topk_group]
+    masked = [c if e // width in kept else 0.0 for e, c in enumerate(choice)]
+    idx = sorted(range(len(masked)), key=lambda e: (-masked[e], e))[:k]
+    weights = [scores[e] for e in idx]
+    if normalize:
+        total = sum(weights) + norm_epsilon
+        weights = [v / total for v in weights]
+    return idx, [v * scale for v in weights]
+
+
+def _close_routes(x, w, r, kw):
+    for t in range(x.shape[0]):
+        idx, weights = loop_route(x[t], w, **kw)
+        if idx != r["experts"][t].tolist() or not close(weights, r["weights"][t], 1e-12):
+            return False
+    return True
+
+
+def loop_moe(x, t, a):
+    """A token-choice layer with the routing loop above and a per-token FFN sum."""
+    y = np.zeros((x.shape[0], t["down"].shape[1]))
+    counts = {}
+    kw = {
+        k: a[k]
+        for k in (
+            "k",
+            "scoring",
+            "normalize",
+            "norm_epsilon",
+            "scale",
+            "n_group",
+            "topk_group",
+            "group_score",
+        )
+        if k in a
+    }
+    capacity = ref.capacity_of(
+        x.shape[0], a["k"], t["router"].shape[0], a.get("capacity"), a.get("capacity_factor")
+    )
+    for i in range(x.shape[0]):
+        idx, weights = loop_route(
+            x[i],
+            t["router"],
+            router_bias=t.get("router_bias"),
+            selection_bias=t.get("selection_bias"),
+            **kw,
+        )
+        for e, wt in zip(idx, weights):
+            counts[e] = counts.get(e, 0) + 1
+            if capacity is not None and counts[e] > capacity:
+                continue
+            gate = t["gate"][e] if t.get("gate") is not None else None
+            y[i] += wt * ref.ffn(x[i : i + 1], t["up"][e], t["down"][e], gate, a["activation"])[0]
+    if t.get("shared_up") is not None:
+        s = ref.ffn(x, t["shared_up"], t["shared_down"], t.get("shared_gate"), a["activation"])
+        if t.get("shared_expert_gate") is not None:
+            s *= 1 / (1 + np.exp(-(x @ t["shared_expert_gate"].T)))
+        y += s
+    return y
+
+
+def test_layers_against_loops(tmp):
+    for name, argv in {
+        "deepseek_v3": ["--preset", "deepseek_v3"],
+        "qwen2_per_expert": ["--preset", "qwen2_moe", "--per-expert", "--dtype", "bf16"],
+        "switch_gelu": ["--preset", "switch", "--activation", "gelu", "--capacity", "5"],
+        "deepseek_v2_tanh": [
+            "--preset",
+            "deepseek_v2",
+            "--activation",
+            "gelu_tanh",
+            "--router-bias",
+        ],
+        "all_to_one": ["--preset", "mixtral", "--all-to-one-expert", "--capacity-factor", "1.0"],
+        "idle": ["--preset", "olmoe", "--idle-experts", "--aux"],
+    }.items():
+        case_dir = os.path.join(tmp, name)
+        with contextlib.redirect_stdout(io.StringIO()):
+            make_case.main([case_dir, *argv, "--tokens", "24"])
+        with open(os.path.join(case_dir, "case.json")) as f:
+            case = json.load(f)
+        weights, _ = st.load(os.path.join(case_dir, "weights.safetensors"))
+        inputs, _ = st.load(os.path.join(case_dir, "inputs.safetensors"))
+        t = {
+            r: np.stack([weights[n] for n in v]) if isinstance(v, list) else weights[v]
+            for r, v in case["weights"].items()
+        }
+        x = inputs["hidden_states"]
+        results, _, info = ref.token_choice(x, t, case["attrs"])
+        expect(
+            close(results["output"], loop_moe(x, t, case["attrs"]), 1e-10), f"{name}: layer vs loop"
+        )
+        used = set(info["kept"][info["kept"] >= 0].ravel().tolist())
+        if name == "all_to_one":
+            expect(
+                info["routing"]["experts"][:, 0].tolist() == [0] * 24 and info["capacity"] == 6,
+                "all tokens pick expert 0 first",
+            )
+        if name == "idle":
+            expect(len(used) < case["sizes"]["experts"], f"idle experts exist ({sorted(used)})")
+
+
+def test_mixture_of_tokens():
+    rng = np.random.default_rng(4)
+    B, S, D, E, F = 4, 3, 5, 3, 6
+    x = rng.standard_normal((B, S, D))
+    t = {
+        "controller": rng.standard_normal((E, D)),
+        "up": rng.standard_normal((E, F, D)),
+        "down": rng.standard_normal((E, D, F)),
+    }
+    a = {"group_size": 1, "temperature": 0.7, "activation": "relu"}
+    # G = 1: every merge weight is 1, so each token goes through every expert unweighted.
+    out, _, _ = ref.mixture_of_tokens(x, t, a)
+    direct = sum(
+        ref.ffn(x.reshape(-1, D), t["up"][e], t["down"][e], None, "relu") for e in range(E)
+    )
+    expect(close(out["output"].reshape(-1, D), direct, 1e-12), "MoT with G = 1")
+    # G = B, both emit modes, against a loop over positions and experts.
+    for emit in ("merge", "expert_softmax"):
+        a = {"group_size": B, "temperature": 0.7, "emit": emit, "activation": "relu"}
+        out, _, _ = ref.mixture_of_tokens(x, t, a)
+        expected = np.zeros_like(x)
+        for s in range(S):
+            logits = x[:, s] @ t["controller"].T / 0.7  # [B, E]
+            merge = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)
+            emit_w = (
+                merge
+                if emit == "merge"
+                else np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            )
+            for e in range(E):
+                h = ref.ffn(
+                    (merge[:, e : e + 1] * x[:, s]).sum(axis=0, keepdims=True),
+                    t["up"][e],
+                    t["down"][e],
+                    None,
+                    "relu",
+                )
+                expected[:, s] += emit_w[:, e : e + 1] * h
+        expect(close(out["output"], expected, 1e-12), f"MoT with G = B, emit {emit}")
+    # B = 0 and transition mode (token-choice top-k over the controller, renormalized).
+    out, _, _ = ref.mixture_of_tokens(
+        np.zeros((0, S, D)), t, {"group_size": 2, "temperature": 1.0, "activation": "relu"}
+    )
+    expect(out["output"].shape == (0, S, D), "MoT with B = 0")
+    out, _, _ = ref.mixture_of_tokens(
+        x,
+        t,
+        {"group_size": 2, "temperature": 1.0, "transition": True, "k": 2, "activation": "relu"},
+    )
+    tc, _, _ = ref.token_choice(
+        x.reshape(-1, D),
+        {"router": t["controller"], "up": t["up"], "down": t["down"]},
+        {"k": 2, "normalize": True, "activation": "relu"},
+    )
+    expect(close(out["output"].reshape(-1, D), tc["output"]), "MoT transition mode")
+
+
+def test_edge_cases_and_lightweight():
+    rng = np.random.default_rng(5)
+    t = {
+        "router": rng.standard_normal((4, 3)),
+        "up": rng.standard_normal((4, 5, 3)),
+        "down": rng.standard_normal((4, 3, 5)),
+        "gate": rng.standard_normal((4, 5, 3)),
+    }
+    results, near, _ = ref.token_choice(
+        np.zeros((0, 3)), t, {"k": 2, "activation": "silu", "capacity_factor": 1.0}
+    )
+    expect(
+        results["output"].shape == (0, 3)
+        and results["aux_loss"] == 0
+        and results["z_loss"] == 0
+        and near.shape == (0,),
+        "T = 0",
+    )
+    x = rng.standard_normal((3, 3))
+    x[1, 0] = np.nan
+    results, _, _ = ref.token_choice(x, t, {"k": 4, "activation": "silu"})
+    finite = np.isfinite(results["output"]).all(axis=-1)
+    expect(finite.tolist() == [True, False, True], "NaN propagates to its token only")
+    # MoV / MoLoRA with a top-k mask: masked, not renormalized.
+    x = rng.standard_normal((6, 3))
+    p, _ = ref.soft_route(x, t["router"], 2)
+    full = ref.softmax(x @ t["router"].T)
+    expect(
+        ((p > 0).sum(axis=-1) == 2).all() and close(p.max(axis=-1), full.max(axis=-1)),
+        "top-k mask, no renorm",
+    )
+    h = rng.standard_normal((6, 7))
+    v = rng.standard_normal((4, 7))
+    out, _, _ = ref.mov(x, h, {"router": t["router"], "vectors": v}, {})
+    expect(close(out["output"], h * (full @ v)), "MoV")
+    a_, b_ = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 5, 2))
+    w0 = rng.standard_normal((5, 3))
+    out, _, _ = ref.molora(
+        x, {"router": t["router"], "base": w0, "lora_a": a_, "lora_b": b_}, {"alpha": 8.0}
+    )
+    loop = np.array(
+        [
+            w0 @ x[i] + 4.0 * sum(full[i, e] * b_[e] @ (a_[e] @ x[i]) for e in range(4))
+            for i in range(6)
+        ]
+    )
+    expect(close(out["output"], loop), "MoLoRA")
+    # z-loss and activations at known points.
+    expect(close(ref.z_loss(np.zeros((2, 4))), math.log(4) ** 2), "z-loss")
+    z = np.array([-1.0, 0.0, 2.0])
+    expect(close(ref.gelu(z), [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in z]), "gelu(erf)")
+    expect(close(ref.gelu_tanh(np.array([1.0])), [0.8411919906082768]), "gelu_tanh")
+    # An exact tie is a near-tie at any dtype; a clear gap is not, even in bf16.
+    r = ref.route(np.ones((2, 1)), np.array([[1.0], [1.0], [0.0]]), k=1)
+    near = ref.token_choice_near_ties(
+        r, ref.logit_error_bound(np.ones((2, 1)), np.ones((3, 1)), 0.0), "softmax"
+    )
+    expect(near.tolist() == [True, True], "exact tie is a near-tie")
+    r = ref.route(np.ones((1, 1)), np.array([[1.0], [0.0]]), k=1)
+    near = ref.token_choice_near_ties(
+        r, ref.logit_error_bound(np.ones((1, 1)), np.ones((2, 1)), 2.0**-8), "softmax"
+    )
+    expect(near.tolist() == [False], "clear gap is not a near-tie")
+
+
+def test_hf(tmp):
+    for family in hf_fixtures.FAMILIES:
+        out = os.path.join(tmp, "hf", family)
+        dtype, sharded = ("bf16", True) if family in ("mixtral", "deepseek_v3") else ("f32", False)
+        layer = hf_fixtures.write_fixture(out, family, dtype, sharded, tokens=16, seed=7)
+        checkpoint = (
+            os.path.join(out, "model")
+            if sharded
+            else os.path.join(out, "model", "model.safetensors")
+        )
+        results, near, info = hf_reference.compute(
+            os.path.join(out, "model", "config.json"),
+            checkpoint,
+            os.path.join(out, "inputs.safetensors"),
+        )
+        spec = info["spec"]
+        expect(
+            spec["layer"] == layer and results["output"].shape == (16, spec["hidden"]),
+            f"{family}: layer {spec['layer']} output {results['output'].shape}",
+        )
+        # The same block through the independent loop, from the raw checkpoint tensors.
+        weights, _ = st.load(checkpoint)
+        t = {
+            r: np.stack([weights[n] for n in v]) if isinstance(v, list) else weights[v]
+            for r, v in spec["tensors"].items()
+        }
+        x, _ = st.load(os.path.join(out, "inputs.safetensors"))
+        expect(
+            close(results["output"], loop_moe(x["hidden_states"], t, spec["attrs"]), 1e-10),
+            f"{family}: hf_reference vs loop",
+        )
+    with open(os.path.join(tmp, "hf", "qwen2_moe", "model", "config.json")) as f:
+        qwen = json.load(f)
+    expect(hf_reference.sparse_layers(qwen) == [1, 2, 3], "qwen2_moe mlp_only_layers")
+    qwen.update(decoder_sparse_step=2, mlp_only_layers=[3])
+    expect(hf_reference.sparse_layers(qwen) == [1], "qwen decoder_sparse_step")
+    switch = hf_fixtures.make_config("switch_transformers", "f32")
+    expect(hf_reference.sparse_layers(switch) == [1, 3], "switch encoder_sparse_step")
+    del switch["encoder_sparse_step"]
+    switch.update(num_layers=12, num_sparse_encoder_layers=6)
+    expect(hf_reference.sparse_layers(switch) == [1, 3, 5, 7, 9, 11], "switch-base-8 sparse blocks")
+    for family, change, needle in [
+        ("deepseek_v2", {"norm_topk_prob": True}, "norm_topk_prob"),
+        ("deepseek_v2", {"moe_layer_freq": 2}, "moe_layer_freq"),
+        ("deepseek_v3", {"topk_method": "greedy"}, "topk_method"),
+        ("mixtral", {"model_type": "llama"}, "model_type"),
+        ("mixtral", {}, "dense"),
+    ]:
+        config = {**hf_fixtures.make_config(family, "f32"), **change}
+        try:
+            hf_reference.block_spec(config, 0 if needle != "dense" else 5)
+            expect(False, f"{family} {change} refused")
+        except hf_reference.ConfigError as e:
+            expect(needle in str(e) or "sparse layers" in str(e), f"refusal names '{needle}': {e}")
+
+
+def test_nan_token_and_ir(tmp):
+    """A NaN token reaches exactly its own outputs (its whole group in Mixture of Tokens), and
+    every generated layer.mlir parses with mixtile-opt when one is built ($MIXTILE_OPT)."""
+    opt = os.environ.get("MIXTILE_OPT") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin", "mixtile-opt"
+    )
+    for name, argv, bad_rows in [
+        ("tc", ["--preset", "qwen2_moe", "--aux", "--nan-token", "2"], [2]),
+        (
+            "mot",
+            [
+                "--kind",
+                "mixture_of_tokens",
+                "--batch",
+                "4",
+                "--seq",
+                "3",
+                "--group-size",
+                "2",
+                "--nan-token",
+                "4",
+            ],
+            [1, 4],
+        ),
+        ("molora", ["--kind", "molora", "--k", "2", "--per-expert"], []),
+        ("mov", ["--kind", "mov", "--out-dim", "40"], []),
+        ("ec", ["--kind", "expert_choice", "--plain", "--aux", "--dtype", "f16"], []),
+        (
+            "v3",
+            [
+                "--preset",
+                "deepseek_v3",
+                "--dtype",
+                "bf16",
+                "--router-dtype",
+                "f32",
+                "--per-expert",
+                "--aux",
+            ],
+            [],
+        ),
+    ]:
+        case_dir = os.path.join(tmp, "ir_" + name)
+        make_case.main([case_dir, *argv])
+        expected, _, _, _ = check.case_reference(case_dir)
+        rows = np.flatnonzero(
+            ~np.isfinite(expected["output"].reshape(-1, expected["output"].shape[-1])).all(axis=-1)
+        )
+        expect(rows.tolist() == bad_rows, f"{name}: NaN rows {rows.tolist()} (expected {bad_rows})")
+        if os.path.exists(opt):
+            parsed = subprocess.run(
+                [opt, os.path.join(case_dir, "layer.mlir")], capture_output=True, text=True
+            )
+            expect(parsed.returncode == 0, f"{name}: layer.mlir does not parse:\n{parsed.stderr}")
+
+
+def test_check_cli(tmp):
+    case_dir = os.path.join(tmp, "cli")
+    with contextlib.redirect_stdout(io.StringIO()):
+        make_case.main([case_dir, "--preset", "qwen2_moe", "--aux", "--tokens", "20"])
+    good = os.path.join(tmp, "good.safetensors")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = check.main([case_dir, good, "--write-reference", good])
+    expect(
+        status == 0 and "output: rel_l2=" in out.getvalue(),
+        f"check.py accepts the reference:\n{out.getvalue()}",
+    )
+    tensors, _ = st.load(good)
+    tensors["router_logits"] = tensors["router_logits"] + 1e-3
+    bad = os.path.join(tmp, "bad.safetensors")
+    st.write_file(bad, tensors)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = check.main([case_dir, bad])
+    expect(
+        status == 1 and "router_logits" in out.getvalue() and "FAIL" in out.getvalue(),
+        "check.py rejects perturbed logits",
+    )
+    hf_dir = os.path.join(tmp, "hf", "switch_transformers")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = check.main(
+            [
+                "--hf",
+                os.path.join(hf_dir, "model", "config.json"),
+                os.path.join(hf_dir, "model", "model.safetensors"),
+                "--inputs",
+                os.path.join(hf_dir, "inputs.safetensors"),
+                good,
+                "--write-reference",
+                good,
+            ]
+        )
+    expect(status == 0, f"check.py --hf accepts the reference:\n{out.getvalue()}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        expect(check.self_test(verbose=False) == 0, "check.py --self-test")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        test_bf16_and_files(tmp)
+        test_topk_ties()
+        test_capacity()
+        test_group_limited_masking()
+        test_layers_against_loops(tmp)
+        test_mixture_of_tokens()
+        test_edge_cases_and_lightweight()
+        test_hf(tmp)
+        test_nan_token_and_ir(tmp)
+        test_check_cli(tmp)
+    print(f"selftest: {'FAILED ' + str(len(FAILURES)) if FAILURES else 'all passed'}")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+// mixtilec: the compiler driver. Reads mix IR (or a Hugging Face config through the importer),
+// runs the target pipeline and writes the artifact. It owns the command line and the order of
+// stages only; every decision is made by passes/ and codegen/.
+#include "codegen/Artifact.h"
+#include "dialect/MixDialect.h"
+#include "dialect/MixOps.h"
+#include "passes/Passes.h"
+#include "passes/import/HFConfig.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<layer.mlir>"), cl::init(""));
+static cl::opt<std::string> hfConfig("hf-config",
+                                     cl::desc("Hugging Face config.json of an MoE model"),
+                                     cl::value_desc("config.json"), cl::init(""));
+static cl::opt<int> layerIndex("layer", cl::desc("Layer whose sparse block to compile"),
+                               cl::init(-1));
+static cl::opt<std::string> dtype("dtype",
+                                  cl::desc("Weight dtype of the checkpoint: f32, bf16 or f16"),
+                                  cl::init(""));
+static cl::opt<std::string> target("target", cl::desc("Target: cpu or cuda"), cl::init("cpu"));
+static cl::opt<std::string> emit("emit", cl::desc("What to emit: mlir, source or lib"),
+                                 cl::init("lib"));
+static cl::opt<std::string> outputDir("o", cl::desc("Output directory"),
+                                      cl::value_desc("OUTDIR"), cl::init(""));
+static cl::opt<std::string> tuningTable("tuning-table",
+                                        cl::desc("Tuning table JSON instead of the built-in one"),
+                                        cl::init(""));
+
+static int fail(const Twine &message) {
+  llvm::errs() << "mixtilec: error: " << message << "\n";
+  return 1;
+}
+
+/// The IR after each stage, as `mlir` emits it: (file name, text).
+using Stages = std::vector<std::pair<std::string, std::string>>;
+
+static std::string print(ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return text;
+}
+
+static LogicalResult runStage(ModuleOp module, StringRef name, Stages &stages,
+                              function_ref<void(OpPassManager &)> addPasses) {
+  PassManager pm(module.getContext());
+  addPasses(pm.nest<func::FuncOp>());
+  if (failed(pm.run(module)))
+    return failure();
+  stages.emplace_back(name.str(), print(module));
+  return success();
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::ParseCommandLineOptions(argc, argv,
+                              "mixtilec: compile a sparse layer (mix IR or a Hugging Face "
+                              "config) into a header, readable kernels and a library\n");
+  if (inputFile.empty() == hfConfig.empty())
+    return fail("give exactly one input: LAYER.mlir or --hf-config CONFIG.json");
+  if (outputDir.empty())
+    return fail("missing -o OUTDIR");
+  if (target != "cpu" && target != "cuda")
+    return fail("unknown --target '" + target + "' (expected cpu or cuda)");
+  if (emit != "mlir" && emit != "source" && emit != "lib")
+    return fail("unknown --emit '" + emit + "' (expected mlir, source or lib)");
+  if (!hfConfig.empty() || layerIndex >= 0 || !dtype.empty()) {
+    if (hfConfig.empty())
+      return fail("--layer and --dtype apply only with --hf-config");
+  }
+  if (!dtype.empty() && dtype != "f32" && dtype != "bf16" && dtype != "f16")
+    return fail("unknown --dtype '" + dtype + "' (expected f32, bf16 or f16)");
+
+  DialectRegistry registry;
+  registry.insert<mix::MixDialect, func::FuncDialect, arith::ArithDialect,
+                  tensor::TensorDialect>();
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+
+  OwningOpRef<ModuleOp> module;
+  std::string name;
+  if (!hfConfig.empty()) {
+    std::string error;
+    module = mix::importHFConfig(&context, hfConfig, layerIndex, dtype, name, error);
+    if (!module)
+      return fail(error);
+  } else {
+    std::string error;
+    auto file = openInputFile(inputFile, &error);
+    if (!file)
+      return fail(error);
+    sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
+    module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+    if (!module)
+      return 1;
+    name = llvm::sys::path::stem(inputFile).str();
+  }
+  if (failed(verify(*module)))
+    return 1;
+
+  Stages stages;
+  stages.emplace_back("0-input", print(*module));
+  if (failed(runStage(*module, "1-decompose", stages,
+                      [](OpPassManager &pm) {
+                        pm.addPass(mix::createDecomposeLayers());
+                        pm.addPass(createCSEPass());
+                      })) ||
+      failed(runStage(*module, "2-fuse", stages,
+                      [](OpPassManager &pm) { pm.addPass(mix::createFuseKernels()); })) ||
+      failed(runStage(*module, "3-tile", stages, [](OpPassManager &pm) {
+        mix::TileKernelsOptions options;
+        options.target = target;
+        options.table = tuningTable;
+        pm.addPass(mix::createTileKernels(options));
+      })))
+    return 1;
+
+  std::string error;
+  if (emit == "mlir") {
+    // The IR after each stage, for reading; written all at once like any artifact.
+    mix::codegen::EmittedArtifact artifact;
+    artifact.name = mix::codegen::cIdentifier(name);
+    for (auto &[stage, text] : stages)
+      artifact.supportFiles.emplace_back(artifact.name + "." + stage + ".mlir", text);
+    artifact.manifest = llvm::json::Object{{"format", 1}, {"target", target.getValue()},
+                                           {"name", artifact.name}, {"emit", "mlir"}};
+    if (failed(mix::codegen::writeArtifact(artifact, outputDir, /*build=*/false, error)))
+      return fail(error);
+    return 0;
+  }
+  if (target == "cuda")
+    return fail("the cuda target is not implemented yet: use --target cpu");
+  FailureOr<mix::codegen::EmittedArtifact> artifact =
+      mix::codegen::emitCpuArtifact(*module, name);
+  if (failed(artifact))
+    return 1;
+  if (failed(mix::codegen::writeArtifact(*artifact, outputDir, emit == "lib", error)))
+    return fail(error);
+  return 0;
+}
