@@ -88,13 +88,16 @@ private:
     return allocate(v, dimsOf(v));
   }
   Buffer &allocate(Value v, std::vector<std::string> dims) {
-    std::string name = "t" + std::to_string(slots.size());
-    Type element = elementOf(v);
-    slots.push_back({name, element, product(dims)});
-    Buffer buffer{name, std::move(dims), element};
-    return buffers[v] = buffer;
+    std::string name = newSlot(elementOf(v), product(dims));
+    return buffers[v] = Buffer{name, std::move(dims), elementOf(v)};
   }
   void alias(Value to, Value from) { buffers[to] = bufferFor(from); }
+  /// A workspace buffer no SSA value names (a kernel's own scratch tensor); returns its name.
+  std::string newSlot(Type element, std::string count) {
+    std::string name = "t" + std::to_string(slots.size());
+    slots.push_back({name, element, std::move(count)});
+    return name;
+  }
   std::string ptr(Value v) { return bufferFor(v).pointer; }
   std::string dim(Value v, unsigned i) {
     int64_t d = staticDim(v, i);
@@ -448,16 +451,15 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
   if (auto choice = dyn_cast<ExpertChoiceOp>(op)) {
     int64_t experts = staticDim(choice.getRouter(), 0), hidden = staticDim(choice.getRouter(), 1);
     std::string t = dim(choice.getX(), 0);
-    Slot &scores = slots.emplace_back(
-        Slot{"t" + std::to_string(slots.size()), Float32Type::get(op->getContext()),
-             llvm::formatv("{0} * {1}", t, experts).str()});
+    std::string scores = newSlot(Float32Type::get(op->getContext()),
+                                 llvm::formatv("{0} * {1}", t, experts).str());
     line(llvm::formatv("mixtile::cpu::expert_choice<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
                        "{9}, {10}, {11}, threads);",
                        weightType(elementOf(choice.getRouter())), t, experts, hidden,
                        floatLiteral(choice.getCapacityFactor().convertToDouble()),
                        ptr(choice.getX()), ptr(choice.getRouter()), ptr(choice.getOffsets()),
                        ptr(choice.getTokens()), ptr(choice.getGates()), ptr(choice.getLogits()),
-                       scores.name)
+                       scores)
              .str());
     flopsPerToken += 2.0 * experts * hidden;
     denseWeightBytes += experts * hidden * dtypeBytes(elementOf(choice.getRouter()));
@@ -474,6 +476,7 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
                            std::string tokenCountExpr) -> void {
     ExpertWeightShape shape;
     (void)verifyExpertWeights(op, gate, up, down, experts, hidden, shape);
+    line("{");
     line(expertWeightArrays(op, gate, up, down, experts, hidden, shape.intermediate).substr(4));
     line(llvm::formatv(
              "mixtile::cpu::ExpertFFNProblem p;\n    p.num_experts = {0}; p.hidden = {1}; p.inter "
@@ -489,6 +492,7 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
                        weightType(shape.elementType), activationName(activation.getValue()),
                        shape.gated ? "true" : "false", tiles, tokenCountExpr)
              .str());
+    line("}");
     scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {1}, {2}, "
                                     "max_threads, {3}({4}))",
                                     assignments, hidden, shape.intermediate, tiles,
@@ -540,10 +544,10 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
       gate.push_back(ffn.getGate());
     std::string t = dim(x, 0);
     line(llvm::formatv("// Dense FFN over every token: one expert owning rows [0, T).\n    const "
-                       "int32_t offsets[2] = {0, (int32_t)({0})};",
+                       "int32_t dense_offsets[2] = {{0, (int32_t)({0})};",
                        t)
              .str());
-    emitExpertFFN(x, "offsets", "nullptr", "nullptr", "nullptr", ptr(y), "0", gate,
+    emitExpertFFN(x, "dense_offsets", "nullptr", "nullptr", "nullptr", ptr(y), "0", gate,
                   ValueRange(ffn.getUp()), ValueRange(ffn.getDown()), 1, hidden, t,
                   ffn.getActivationAttr(), t);
     auto [flops, bytes] = ffnCost(gate, ValueRange(ffn.getUp()));
@@ -649,16 +653,15 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
     int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
     int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
     std::string t = dim(lora.getX(), 0);
-    Slot &u = slots.emplace_back(Slot{"t" + std::to_string(slots.size()),
-                                      Float32Type::get(op->getContext()),
-                                      llvm::formatv("{0} * {1}", t, experts * rank).str()});
+    std::string u = newSlot(Float32Type::get(op->getContext()),
+                            llvm::formatv("{0} * {1}", t, experts * rank).str());
     line(llvm::formatv("// MoLoRA as one rank-{0} LoRA with a per-token block scale.\n    "
                        "mixtile::cpu::mix_lora<{1}>({2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, "
                        "{11}, {12}, {13}, threads);",
                        experts * rank, weightType(elementOf(lora.getLoraA())), t, experts, rank,
                        in, out, floatLiteral(lora.getAlpha().convertToDouble()), ptr(lora.getX()),
                        ptr(lora.getProbs()), ptr(lora.getLoraA()), ptr(lora.getLoraB()),
-                       ptr(lora.getY()), u.name)
+                       ptr(lora.getY()), u)
              .str());
     flopsPerToken += 2.0 * experts * rank * (in + out);
     denseWeightBytes += experts * rank * (in + out) * dtypeBytes(elementOf(lora.getLoraA()));
@@ -698,16 +701,15 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
                             .str());
     line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, mix.getGroupSize(), code)
              .str());
-    Slot &logits = slots.emplace_back(
-        Slot{"t" + std::to_string(slots.size()), Float32Type::get(op->getContext()),
-             llvm::formatv("{0} * {1}", product({b, s}), experts).str()});
+    std::string logits = newSlot(Float32Type::get(op->getContext()),
+                                 llvm::formatv("{0} * {1}", product({b, s}), experts).str());
     line(llvm::formatv("mixtile::cpu::token_mix<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, "
                        "{10}, {11}, {12}, threads);",
                        weightType(elementOf(mix.getController())), b, s, hidden, experts,
                        mix.getGroupSize(), floatLiteral(mix.getTemperature().convertToDouble()),
                        mix.getEmit() == EmitWeights::expert_softmax ? "true" : "false",
                        ptr(mix.getX()), ptr(mix.getController()), ptr(mix.getMixed()),
-                       ptr(mix.getEmitWeights()), logits.name)
+                       ptr(mix.getEmitWeights()), logits)
              .str());
     flopsPerToken += 4.0 * experts * hidden;
     denseWeightBytes += experts * hidden * dtypeBytes(elementOf(mix.getController()));
@@ -716,12 +718,11 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
   if (auto batched = dyn_cast<BatchedExpertFFNOp>(op)) {
     int64_t experts = staticDim(batched.getZ(), 0), hidden = staticDim(batched.getZ(), 2);
     std::string rows = dim(batched.getZ(), 1);
-    Slot &offsets = slots.emplace_back(Slot{"t" + std::to_string(slots.size()),
-                                            IntegerType::get(op->getContext(), 32),
-                                            std::to_string(experts + 1)});
+    std::string offsets =
+        newSlot(IntegerType::get(op->getContext(), 32), std::to_string(experts + 1));
     line(llvm::formatv("int32_t *offsets = {0};\n    for (int64_t e = 0; e <= {1}; ++e)\n      "
                        "offsets[e] = (int32_t)(e * ({2}));",
-                       offsets.name, experts, rows)
+                       offsets, experts, rows)
              .str());
     std::string assignments = llvm::formatv("{0} * ({1})", experts, rows).str();
     emitExpertFFN(batched.getZ(), "offsets", "nullptr", "nullptr", "nullptr", ptr(batched.getH()),

@@ -311,11 +311,13 @@ inline void keep_in_register(VecF &v) {
 
 constexpr int kSmallMaxTokens = 8;   // token rows per small-M block
 constexpr int kSmallAccumulators = 16;  // MT x (gate+up) x R vector accumulators per block
+constexpr int kSmallChunk = 16;         // output columns buffered per epilogue call
 
 // MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
-template <WeightType W, bool Gated, int MT, int R, class Epilogue>
+// Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r].
+template <WeightType W, bool Gated, int MT, int R>
 inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                        const WeightStorage<W> *const *wu, int64_t row0, int64_t col, Epilogue &ep) {
+                        const WeightStorage<W> *const *wu, float *out) {
   constexpr int G = Gated ? 2 : 1;
   VecF acc[G][MT][R];
   for (int g = 0; g < G; ++g)
@@ -357,51 +359,56 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
       }
     }
   }
-  for (int t = 0; t < MT; ++t) ep.row(row0 + t, col, R, sums[0][t], Gated ? sums[G - 1][t] : nullptr);
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = sums[g][t][r];
 }
 
 // Runtime token count -> template MT, for MT <= MaxMT.
-template <WeightType W, bool Gated, int R, int MaxMT, class Epilogue>
+template <WeightType W, bool Gated, int R, int MaxMT>
 inline void small_block_dispatch(int mt, int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                                 const WeightStorage<W> *const *wu, int64_t row0, int64_t col, Epilogue &ep) {
+                                 const WeightStorage<W> *const *wu, float *out) {
   if constexpr (MaxMT >= 1) {
     if (mt >= MaxMT) {
-      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, row0, col, ep);
+      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out);
     } else {
-      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, row0, col, ep);
+      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out);
     }
   }
 }
 
-// Columns [c0, c1) with R weight rows per block and token groups of at most MaxMT rows.
+// Columns [c0, c1) in chunks of kSmallChunk columns, token groups of at most MaxMT rows, R weight
+// rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors.
 template <WeightType W, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
                      const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int MaxMT = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / (G * R)));
-  for (int64_t n = c0; n < c1; n += R) {
-    const int rcur = static_cast<int>(std::min<int64_t>(R, c1 - n));
-    const WeightStorage<W> *wg[R], *wu[R];
-    for (int r = 0; r < R; ++r) {
-      const int64_t nn = n + std::min(r, rcur - 1);
-      wg[r] = b + nn * ldb;
-      wu[r] = Gated ? b2 + nn * ldb : nullptr;
-    }
+  constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
+  static_assert(kSmallChunk % R == 0, "a chunk holds whole blocks");
+  alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
+  for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
+    const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
     for (int64_t m = 0; m < M; m += MaxMT) {
       const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
-      const float *x[MaxMT];
-      for (int t = 0; t < MaxMT; ++t) x[t] = a.row(m + std::min(t, mt - 1));
-      if (rcur == R) {
-        small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, m, n, ep);
-      } else {
-        // Column remainder: one weight row at a time.
-        constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
-        for (int r = 0; r < rcur; ++r) {
-          for (int t0 = 0; t0 < mt; t0 += MaxMT1)
-            small_block_dispatch<W, Gated, 1, MaxMT1>(std::min(MaxMT1, mt - t0), K, x + t0, wg + r,
-                                                      Gated ? wu + r : wu, m + t0, n + r, ep);
+      const float *x[MaxMT1];
+      for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
+      for (int j = 0; j < ncols; j += R) {
+        const WeightStorage<W> *wg[R], *wu[R];
+        for (int r = 0; r < R; ++r) {
+          wg[r] = b + (n0 + j + r) * ldb;
+          wu[r] = Gated ? b2 + (n0 + j + r) * ldb : nullptr;
+        }
+        if (j + R <= ncols) {
+          small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j);
+        } else {
+          for (int r = 0; j + r < ncols; ++r)  // column remainder: one weight row at a time
+            small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r);
         }
       }
+      for (int t = 0; t < mt; ++t)
+        ep.row(m + t, n0, ncols, buf + t * kSmallChunk,
+               Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
     }
   }
 }
@@ -413,8 +420,8 @@ void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W>
                 const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
   constexpr int G = Gated ? 2 : 1;
   const int64_t mt = std::min<int64_t>(M, kSmallMaxTokens);
-  if (mt * G * 8 <= kSmallAccumulators && !Gated) {
-    gemm_small_rows<W, Gated, 8>(M, K, a, b, b2, ldb, c0, c1, ep);
+  if (mt <= 2) {
+    gemm_small_rows<W, Gated, Gated ? 2 : 4>(M, K, a, b, b2, ldb, c0, c1, ep);
   } else if (mt * G * 4 <= kSmallAccumulators) {
     gemm_small_rows<W, Gated, 4>(M, K, a, b, b2, ldb, c0, c1, ep);
   } else if (mt * G * 2 <= kSmallAccumulators) {
