@@ -411,7 +411,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
       sharedGateWeight = argValue(firstShared + 3);
   }
   auto layerOp = TokenChoiceMoEOp::create(
-      builder, loc, TypeRange{outputType}, argValue(0), argValue(1), routerBiasValue,
+      builder, loc, outputType, Type(), Type(), Type(), argValue(0), argValue(1), routerBiasValue,
       selectionBiasValue, gate, up, down, sharedGate, sharedUp, sharedDown, sharedGateWeight,
       builder.getI64IntegerAttr(k),
       ScoringAttr::get(context, sigmoid ? Scoring::sigmoid : Scoring::softmax),
