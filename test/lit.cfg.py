@@ -22,7 +22,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.mixtile_tools_dir, config.llvm_tools_dir]
-tools = ["mixtile-opt"]
+tools = ["mixtile-opt", "mixtilec"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.mixtile_tools_dir, append_path=True)
 # `not` and `count` ship with Debian's llvm-22-tools beside FileCheck.

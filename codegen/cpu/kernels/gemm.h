@@ -314,41 +314,59 @@ constexpr int kSmallAccumulators = 16;  // MT x (gate+up) x R vector accumulator
 constexpr int kSmallChunk = 16;         // output columns buffered per epilogue call
 
 // MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
+// Blocks with few accumulators unroll k into U independent chains to hide the FMA latency.
 // Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r].
 template <WeightType W, bool Gated, int MT, int R>
 inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
                         const WeightStorage<W> *const *wu, float *out) {
   constexpr int G = Gated ? 2 : 1;
-  VecF acc[G][MT][R];
-  for (int g = 0; g < G; ++g)
-    for (int t = 0; t < MT; ++t)
-      for (int r = 0; r < R; ++r) acc[g][t][r] = vzero();
+  constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));
+  VecF acc[U][G][MT][R];
+  for (int u = 0; u < U; ++u)
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < R; ++r) acc[u][g][t][r] = vzero();
   int64_t k = 0;
-  for (; k + kVecWidth <= K; k += kVecWidth) {
-    VecF wv[G][R];
+  for (; k + U * kVecWidth <= K; k += U * kVecWidth) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const int64_t ku = k + u * kVecWidth;
+      VecF wv[G][R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      wv[0][r] = vload_weight<W>(wg[r] + k);
-      keep_in_register(wv[0][r]);
-      if constexpr (Gated) {
-        wv[G - 1][r] = vload_weight<W>(wu[r] + k);
-        keep_in_register(wv[G - 1][r]);
+      for (int r = 0; r < R; ++r) {
+        wv[0][r] = vload_weight<W>(wg[r] + ku);
+        keep_in_register(wv[0][r]);
+        if constexpr (Gated) {
+          wv[G - 1][r] = vload_weight<W>(wu[r] + ku);
+          keep_in_register(wv[G - 1][r]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < MT; ++t) {
+        VecF xv = vload(x[t] + ku);
+        keep_in_register(xv);
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) acc[u][g][t][r] = vfma(xv, wv[g][r], acc[u][g][t][r]);
       }
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < MT; ++t) {
-      VecF xv = vload(x[t] + k);
-      keep_in_register(xv);
-#pragma GCC unroll 8
-      for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[g][t][r] = vfma(xv, wv[g][r], acc[g][t][r]);
-    }
+  }
+  for (; k + kVecWidth <= K; k += kVecWidth) {
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) {
+        const VecF wv = vload_weight<W>((g == 0 ? wg[r] : wu[r]) + k);
+        for (int t = 0; t < MT; ++t) acc[0][g][t][r] = vfma(vload(x[t] + k), wv, acc[0][g][t][r]);
+      }
   }
   float sums[G][MT][R];
   for (int g = 0; g < G; ++g)
     for (int t = 0; t < MT; ++t)
-      for (int r = 0; r < R; ++r) sums[g][t][r] = vhsum(acc[g][t][r]);
+      for (int r = 0; r < R; ++r) {
+        VecF v = acc[0][g][t][r];
+        for (int u = 1; u < U; ++u) v = vadd(v, acc[u][g][t][r]);
+        sums[g][t][r] = vhsum(v);
+      }
   for (; k < K; ++k) {
     for (int r = 0; r < R; ++r) {
       const float w0 = load_weight_scalar<W>(wg[r] + k);
@@ -413,21 +431,17 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
   }
 }
 
-// Picks the weight rows per block so that the whole token group fits the accumulator budget:
-// decode (1-2 tokens) streams 8 weight rows at once, 8 tokens stream each weight row exactly once.
+// Picks the weight rows per block. Few concurrent DRAM streams keep the hardware prefetcher
+// effective (measured on Zen 5: one gate + one up row streams at full bandwidth, eight do not),
+// so gated blocks take one row of each matrix and plain blocks one or two rows; reuse comes from
+// the token dimension (up to kSmallMaxTokens rows share every weight vector loaded).
 template <WeightType W, bool Gated, class Epilogue>
 void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
                 const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
-  constexpr int G = Gated ? 2 : 1;
-  const int64_t mt = std::min<int64_t>(M, kSmallMaxTokens);
-  if (mt <= 2) {
-    gemm_small_rows<W, Gated, Gated ? 2 : 4>(M, K, a, b, b2, ldb, c0, c1, ep);
-  } else if (mt * G * 4 <= kSmallAccumulators) {
-    gemm_small_rows<W, Gated, 4>(M, K, a, b, b2, ldb, c0, c1, ep);
-  } else if (mt * G * 2 <= kSmallAccumulators) {
-    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, ep);
-  } else {
+  if (Gated || M <= 2) {
     gemm_small_rows<W, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, ep);
+  } else {
+    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, ep);
   }
 }
 
