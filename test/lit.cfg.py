@@ -17,12 +17,17 @@ config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%mixtile_src", config.mixtile_src_root))
 config.substitutions.append(("%mixtile_obj", config.mixtile_obj_root))
 config.substitutions.append(("%examples", os.path.join(config.mixtile_src_root, "examples")))
+helpers = os.path.join(config.mixtile_src_root, "test", "helpers")
+config.substitutions.append(("%run_cases", os.path.join(helpers, "run_cases.sh")))
+config.substitutions.append(("%helpers", helpers))
+# The float64 reference runs on Debian's Python with numpy (scripts/setup.sh installs it).
+config.substitutions.append(("%python", "/usr/bin/python3"))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.mixtile_tools_dir, config.llvm_tools_dir]
-tools = ["mixtile-opt", "mixtilec"]
+tools = ["mixtile-opt", "mixtilec", "mixtile-run"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.mixtile_tools_dir, append_path=True)
 # `not` and `count` ship with Debian's llvm-22-tools beside FileCheck.
