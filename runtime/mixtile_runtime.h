@@ -1,0 +1,160 @@
+/* The Mixtile runtime's C API: load an artifact (OUTDIR of mixtilec), bind safetensors
+ * weights and inputs by name, run an entry point, read or write the results.
+ * C linkage and opaque handles only; no C++ type and no exception ever crosses this API. */
+#ifndef MIXTILE_RUNTIME_H
+#define MIXTILE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define MIXTILE_API __attribute__((visibility("default")))
+#else
+#define MIXTILE_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. Every function that can fail returns one; on failure the calling thread's
+ * mixtile_last_error() holds a one-line message naming the file or tensor at fault. */
+typedef enum mixtile_status {
+  MIXTILE_OK = 0,
+  MIXTILE_ERROR_INVALID_ARGUMENT = 1, /* a null handle or pointer, an unknown name */
+  MIXTILE_ERROR_IO = 2,               /* a file cannot be opened, mapped, written */
+  MIXTILE_ERROR_FORMAT = 3,           /* malformed safetensors file, index or manifest */
+  MIXTILE_ERROR_BINDING = 4,          /* missing tensor, wrong dtype or shape, symbol clash */
+  MIXTILE_ERROR_UNSUPPORTED = 5,      /* a device or target this runtime was not built with */
+  MIXTILE_ERROR_KERNEL = 6,           /* the entry point returned a non-zero code */
+  MIXTILE_ERROR_OUT_OF_MEMORY = 7,
+  MIXTILE_ERROR_INTERNAL = 8
+} mixtile_status;
+
+/* Element types of the artifact ABI: f32 = float, bf16 and f16 = uint16_t bits,
+ * i32 = int32_t. (Checkpoints may hold other dtypes; they cannot be bound.) */
+typedef enum mixtile_dtype {
+  MIXTILE_DTYPE_F32 = 0,
+  MIXTILE_DTYPE_BF16 = 1,
+  MIXTILE_DTYPE_F16 = 2,
+  MIXTILE_DTYPE_I32 = 3
+} mixtile_dtype;
+
+typedef enum mixtile_device {
+  MIXTILE_DEVICE_CPU = 0,
+  MIXTILE_DEVICE_CUDA = 1 /* refused until a CUDA backend is built in */
+} mixtile_device;
+
+/* Threads: artifacts and tensor sets are read-only once built and may be shared between
+ * threads (adding to a set is not). A session holds the buffers of one run at a time:
+ * use one session per thread; sessions of one artifact and weights share the mappings. */
+typedef struct mixtile_artifact mixtile_artifact; /* a loaded OUTDIR */
+typedef struct mixtile_tensors mixtile_tensors;   /* a named set of tensors */
+typedef struct mixtile_session mixtile_session;   /* one entry point with weights bound */
+
+/* What one run cost, from the manifest's "cost" object and the symbols of the last run
+ * (see docs/artifact-abi.md). has_cost is 0 when the manifest has no "cost". */
+typedef struct mixtile_run_cost {
+  int has_cost;
+  int64_t tokens;            /* T of the last run (B*S, or 1, for layers without T) */
+  double flops;              /* flops_per_token * tokens */
+  double weight_bytes_read;  /* dense + expert bytes * E * (1 - (1 - k/E)^T) */
+} mixtile_run_cost;
+
+/* ---- Errors ------------------------------------------------------------------------ */
+
+/* The message of the calling thread's last failed call ("" if none yet). Successful calls
+ * leave it unchanged; it stays valid until the next failure on this thread. */
+MIXTILE_API const char *mixtile_last_error(void);
+
+/* "f32", "bf16", "f16", "i32" (the manifest's spelling); "?" for an unknown value. */
+MIXTILE_API const char *mixtile_dtype_name(mixtile_dtype dtype);
+
+/* ---- Artifacts --------------------------------------------------------------------- */
+
+/* Parses OUTDIR/manifest.json, loads lib<name>.so (RTLD_NOW | RTLD_LOCAL) and resolves
+ * every entry point's packed and workspace symbols and the error-message symbol.
+ * A cuda-target artifact is parsed but its library is not loaded (no CUDA backend). */
+MIXTILE_API int mixtile_artifact_open(const char *outdir, mixtile_artifact **artifact);
+/* Sessions keep the loaded library alive themselves, so the artifact may be closed
+ * before them. NULL is ignored. */
+MIXTILE_API void mixtile_artifact_close(mixtile_artifact *artifact);
+MIXTILE_API const char *mixtile_artifact_target(const mixtile_artifact *artifact);
+MIXTILE_API size_t mixtile_artifact_entry_count(const mixtile_artifact *artifact);
+/* The function name of entry point `index` (manifest order); NULL if out of range. */
+MIXTILE_API const char *mixtile_artifact_entry_name(const mixtile_artifact *artifact,
+                                                    size_t index);
+
+/* ---- Tensor sets ------------------------------------------------------------------- */
+
+/* Opens a .safetensors file, or a directory: a sharded checkpoint with
+ * model.safetensors.index.json, or every *.safetensors file in it (a tensor name present
+ * in two files is an error). Files are memory-mapped read-only and validated strictly;
+ * tensors are used in place. */
+MIXTILE_API int mixtile_tensors_open(const char *path, mixtile_tensors **tensors);
+/* An empty set for tensors in the caller's memory (see mixtile_tensors_add). */
+MIXTILE_API int mixtile_tensors_create(mixtile_tensors **tensors);
+/* Adds a dense row-major tensor living in caller memory. It is borrowed, not copied: the
+ * memory must stay valid and unchanged while a run uses it (and, for a weights set,
+ * while any session created from the set lives). */
+MIXTILE_API int mixtile_tensors_add(mixtile_tensors *tensors, const char *name,
+                                    mixtile_dtype dtype, int rank, const int64_t *shape,
+                                    const void *data);
+/* Sessions keep what they bound from a weights set alive themselves, so a weights set may
+ * be closed after mixtile_session_create. NULL is ignored. */
+MIXTILE_API void mixtile_tensors_close(mixtile_tensors *tensors);
+
+/* ---- Sessions ---------------------------------------------------------------------- */
+
+/* Prepares entry point `entry` (NULL: the artifact's only one; refused if it has several)
+ * on `device`, binding and checking once every weight-kind argument found in `weights`
+ * (which may be NULL). A weight not in `weights` is looked up in each run's inputs. */
+MIXTILE_API int mixtile_session_create(mixtile_artifact *artifact, const char *entry,
+                                       const mixtile_tensors *weights, mixtile_device device,
+                                       mixtile_session **session);
+/* Runs the entry point once: binds the remaining arguments (inputs looked up in `inputs`
+ * first, then in the weights set; `inputs` may be NULL), checks dtypes and shapes, binds
+ * the dynamic symbols from the inputs' shapes, allocates the results (64-byte aligned;
+ * buffers are reused across runs when large enough) and the workspace (grown, never
+ * shrunk), and calls the packed entry point. num_threads <= 0 means all cores.
+ * On failure the previous results are no longer valid. */
+MIXTILE_API int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
+                                    int num_threads);
+
+/* Results of the last successful run, in manifest order. Pointers stay valid until the
+ * next run or mixtile_session_close. Out-of-range indices give NULL / 0 / -1. */
+MIXTILE_API size_t mixtile_session_result_count(const mixtile_session *session);
+/* The index of the result called `name`, or -1. */
+MIXTILE_API int64_t mixtile_session_result_index(const mixtile_session *session,
+                                                 const char *name);
+MIXTILE_API const char *mixtile_session_result_name(const mixtile_session *session,
+                                                    size_t index);
+MIXTILE_API mixtile_dtype mixtile_session_result_dtype(const mixtile_session *session,
+                                                       size_t index);
+MIXTILE_API int mixtile_session_result_rank(const mixtile_session *session, size_t index);
+MIXTILE_API const int64_t *mixtile_session_result_shape(const mixtile_session *session,
+                                                        size_t index);
+MIXTILE_API void *mixtile_session_result_data(mixtile_session *session, size_t index);
+MIXTILE_API size_t mixtile_session_result_bytes(const mixtile_session *session,
+                                                size_t index);
+
+/* The value the last run bound to dynamic symbol `symbol` ("T", "B", "S"), or -1 if the
+ * entry point has no such symbol or nothing has run yet. */
+MIXTILE_API int64_t mixtile_session_symbol_value(const mixtile_session *session,
+                                                 const char *symbol);
+/* The cost of the last run (for --bench). */
+MIXTILE_API int mixtile_session_run_cost(const mixtile_session *session,
+                                         mixtile_run_cost *cost);
+
+/* Writes the results of the last run to a safetensors file under their result names,
+ * atomically (temporary file in the same directory, fsync, rename). */
+MIXTILE_API int mixtile_session_write_results(const mixtile_session *session,
+                                              const char *path);
+/* NULL is ignored. */
+MIXTILE_API void mixtile_session_close(mixtile_session *session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIXTILE_RUNTIME_H */

@@ -1,0 +1,771 @@
+// The runtime behind mixtile_runtime.h: manifest parsing, loading lib<name>.so, binding
+// tensors by name with dtype/shape/symbol checks, buffers, and calling packed entry points.
+// Exceptions are used inside and stop at the C boundary (see `guarded`); no MLIR here.
+#include "runtime/mixtile_runtime.h"
+#include "runtime/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fstream>
+#include <memory>
+#include <new>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace mixtile::runtime;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Errors: one exception type carrying the C status, converted once in `guarded`.
+
+struct Error : std::runtime_error {
+  Error(mixtile_status code, const std::string &message)
+      : std::runtime_error(message), code(code) {}
+  mixtile_status code;
+};
+
+thread_local std::string lastError;
+
+template <typename Body>
+int guarded(Body &&body) {
+  try {
+    body();
+    return MIXTILE_OK;
+  } catch (const Error &error) {
+    lastError = error.what();
+    return error.code;
+  } catch (const IoError &error) {
+    lastError = error.what();
+    return MIXTILE_ERROR_IO;
+  } catch (const std::bad_alloc &) {
+    lastError = "out of memory";
+    return MIXTILE_ERROR_OUT_OF_MEMORY;
+  } catch (const std::logic_error &error) {
+    lastError = std::string("internal error: ") + error.what();
+    return MIXTILE_ERROR_INTERNAL;
+  } catch (const std::exception &error) {
+    // safetensors.cpp reports malformed files as plain runtime_errors.
+    lastError = error.what();
+    return MIXTILE_ERROR_FORMAT;
+  } catch (...) {
+    lastError = "internal error: unknown exception";
+    return MIXTILE_ERROR_INTERNAL;
+  }
+}
+
+[[noreturn]] void fail(mixtile_status code, const std::string &message) {
+  throw Error(code, message);
+}
+
+void requireArgument(const void *pointer, const char *what) {
+  if (!pointer)
+    fail(MIXTILE_ERROR_INVALID_ARGUMENT, std::string(what) + " must not be null");
+}
+
+// ---------------------------------------------------------------------------------------
+// 64-byte aligned, grow-only buffers for results, workspaces and staged tensors.
+
+class AlignedBuffer {
+public:
+  static constexpr size_t kAlignment = 64;
+  AlignedBuffer() = default;
+  AlignedBuffer(AlignedBuffer &&other) noexcept
+      : pointer(other.pointer), capacity(other.capacity) {
+    other.pointer = nullptr;
+    other.capacity = 0;
+  }
+  AlignedBuffer &operator=(AlignedBuffer &&) = delete;
+  ~AlignedBuffer() { std::free(pointer); }
+
+  /// At least `bytes` bytes (never a null pointer, even for 0 bytes). Grows, never shrinks,
+  /// so repeated runs (and --bench) allocate only when T grows.
+  void *ensure(size_t bytes) {
+    if (pointer && bytes <= capacity)
+      return pointer;
+    size_t rounded = ((bytes < kAlignment ? kAlignment : bytes) + kAlignment - 1) /
+                     kAlignment * kAlignment;
+    void *grown = std::aligned_alloc(kAlignment, rounded);
+    if (!grown)
+      throw std::bad_alloc();
+    std::free(pointer);
+    pointer = grown;
+    capacity = rounded;
+    return pointer;
+  }
+  void *data() const { return pointer; }
+
+private:
+  void *pointer = nullptr;
+  size_t capacity = 0;
+};
+
+// ---------------------------------------------------------------------------------------
+// The manifest (docs/artifact-abi.md), parsed once and validated.
+
+using PackedFn = int (*)(void *const *tensors, const int64_t *dims, void *workspace,
+                         int numThreads);
+using WorkspaceFn = size_t (*)(const int64_t *dims);
+using ErrorMessageFn = const char *(*)(int code);
+
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;        // -1 where dynamic
+  std::vector<std::string> symbols;  // "" where static
+  bool isWeight = false;             // kind "weight" (results: false)
+  bool hasSymbols() const {
+    for (const std::string &symbol : symbols)
+      if (!symbol.empty())
+        return true;
+    return false;
+  }
+};
+
+std::string describeShape(const TensorSpec &spec) {
+  std::string text = "[";
+  for (size_t i = 0; i < spec.shape.size(); ++i)
+    text += (i ? ", " : "") +
+            (spec.symbols[i].empty() ? std::to_string(spec.shape[i]) : spec.symbols[i]);
+  return text + "]";
+}
+
+std::string describeExpected(const TensorSpec &spec) {
+  return std::string(manifestDTypeName(spec.dtype)) + " " + describeShape(spec);
+}
+
+// In the manifest's spelling where the dtype has one ("bf16"), so it reads against the
+// expectation; other dtypes keep their safetensors name ("I64").
+std::string describeActual(const TensorView &view) {
+  return std::string(manifestDTypeName(view.dtype)) + " " + formatShape(view.shape);
+}
+
+struct Cost {
+  double flopsPerToken = 0, denseWeightBytes = 0, expertWeightBytes = 0;
+  double numExperts = 0, expertsPerToken = 0;
+};
+
+struct EntryPoint {
+  std::string function, packedSymbol, workspaceSymbol;
+  std::vector<std::string> dynamicDims;
+  std::vector<TensorSpec> arguments, results;
+  bool hasCost = false;
+  Cost cost;
+  PackedFn packed = nullptr;
+  WorkspaceFn workspaceSize = nullptr;
+
+  int symbolIndex(const std::string &symbol) const {
+    for (size_t i = 0; i < dynamicDims.size(); ++i)
+      if (dynamicDims[i] == symbol)
+        return static_cast<int>(i);
+    return -1;
+  }
+};
+
+struct Artifact {
+  std::string outdir, manifestPath, target, name, library;
+  void *handle = nullptr;
+  ErrorMessageFn errorMessage = nullptr;
+  std::vector<EntryPoint> entries;
+  ~Artifact() {
+    if (handle)
+      ::dlclose(handle);
+  }
+};
+
+// Field accessors that fail with the JSON path of the offending field.
+class ManifestReader {
+public:
+  explicit ManifestReader(std::string file) : file(std::move(file)) {}
+
+  [[noreturn]] void bad(const std::string &where, const std::string &what) const {
+    fail(MIXTILE_ERROR_FORMAT, file + ": " + where + ": " + what);
+  }
+  const nlohmann::json &field(const nlohmann::json &object, const char *key,
+                              const std::string &where) const {
+    if (!object.is_object())
+      bad(where, "expected an object");
+    auto found = object.find(key);
+    if (found == object.end())
+      bad(where, std::string("missing field \"") + key + "\"");
+    return *found;
+  }
+  std::string string(const nlohmann::json &object, const char *key,
+                     const std::string &where) const {
+    const nlohmann::json &value = field(object, key, where);
+    if (!value.is_string())
+      bad(where + "." + key, "expected a string, got " + value.dump());
+    return value.get<std::string>();
+  }
+  const nlohmann::json &array(const nlohmann::json &object, const char *key,
+                              const std::string &where) const {
+    const nlohmann::json &value = field(object, key, where);
+    if (!value.is_array())
+      bad(where + "." + key, "expected an array, got " + value.dump());
+    return value;
+  }
+  double number(const nlohmann::json &object, const char *key, const std::string &where) const {
+    const nlohmann::json &value = field(object, key, where);
+    if (!value.is_number() || value.get<double>() < 0)
+      bad(where + "." + key, "expected a non-negative number, got " + value.dump());
+    return value.get<double>();
+  }
+
+  TensorSpec tensor(const nlohmann::json &json, const std::string &where,
+                    const EntryPoint &entry, bool isArgument) const {
+    TensorSpec spec;
+    spec.name = string(json, "name", where);
+    const std::string named = where + " ('" + spec.name + "')";
+    std::string dtype = string(json, "dtype", named);
+    if (!parseManifestDType(dtype, spec.dtype))
+      bad(named, "unknown dtype '" + dtype + "' (expected f32, bf16, f16 or i32)");
+    const nlohmann::json &shape = array(json, "shape", named);
+    const nlohmann::json &symbols = array(json, "symbols", named);
+    if (symbols.size() != shape.size())
+      bad(named, "\"symbols\" has " + std::to_string(symbols.size()) + " entries but \"shape\" has " +
+                     std::to_string(shape.size()));
+    for (size_t i = 0; i < shape.size(); ++i) {
+      const std::string dim = named + ".shape[" + std::to_string(i) + "]";
+      if (shape[i].is_null()) {
+        if (!symbols[i].is_string() || entry.symbolIndex(symbols[i].get<std::string>()) < 0)
+          bad(dim, "a dynamic dimension needs a symbol listed in dynamic_dims, got " +
+                       symbols[i].dump());
+        spec.shape.push_back(-1);
+        spec.symbols.push_back(symbols[i].get<std::string>());
+      } else {
+        if (!shape[i].is_number_integer() || shape[i].get<int64_t>() < 0)
+          bad(dim, "expected a non-negative integer or null, got " + shape[i].dump());
+        if (!symbols[i].is_null())
+          bad(dim, "a static dimension must have a null symbol, got " + symbols[i].dump());
+        spec.shape.push_back(shape[i].get<int64_t>());
+        spec.symbols.push_back("");
+      }
+    }
+    if (isArgument) {
+      std::string kind = string(json, "kind", named);
+      if (kind != "weight" && kind != "input")
+        bad(named, "kind must be \"weight\" or \"input\", got \"" + kind + "\"");
+      spec.isWeight = kind == "weight";
+    }
+    return spec;
+  }
+
+private:
+  std::string file;
+};
+
+std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
+  auto artifact = std::make_unique<Artifact>();
+  artifact->outdir = outdir;
+  artifact->manifestPath = outdir + (outdir.empty() || outdir.back() != '/' ? "/" : "") +
+                           "manifest.json";
+  std::ifstream stream(artifact->manifestPath, std::ios::binary);
+  if (!stream)
+    fail(MIXTILE_ERROR_IO, artifact->manifestPath + ": cannot open (is " + outdir +
+                               " an artifact directory written by mixtilec?)");
+  std::stringstream text;
+  text << stream.rdbuf();
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception &error) {
+    fail(MIXTILE_ERROR_FORMAT, artifact->manifestPath + ": malformed JSON: " + error.what());
+  }
+
+  ManifestReader reader(artifact->manifestPath);
+  const nlohmann::json &format = reader.field(manifest, "format", "manifest");
+  if (format != 1)
+    reader.bad("format", "this runtime reads format 1, got " + format.dump());
+  artifact->target = reader.string(manifest, "target", "manifest");
+  if (artifact->target != "cpu" && artifact->target != "cuda")
+    reader.bad("target", "expected \"cpu\" or \"cuda\", got \"" + artifact->target + "\"");
+  artifact->name = reader.string(manifest, "name", "manifest");
+  artifact->library = reader.string(manifest, "library", "manifest");
+  if (artifact->library.find('/') != std::string::npos)
+    reader.bad("library", "must be a file name inside the artifact directory");
+  std::string errorSymbol = reader.string(manifest, "error_message_symbol", "manifest");
+
+  const nlohmann::json &entries = reader.array(manifest, "entry_points", "manifest");
+  if (entries.empty())
+    reader.bad("entry_points", "the artifact has no entry point");
+  for (size_t e = 0; e < entries.size(); ++e) {
+    std::string where = "entry_points[" + std::to_string(e) + "]";
+    EntryPoint entry;
+    entry.function = reader.string(entries[e], "function", where);
+    where += " ('" + entry.function + "')";
+    for (const EntryPoint &other : artifact->entries)
+      if (other.function == entry.function)
+        reader.bad(where, "entry point listed twice");
+    entry.packedSymbol = reader.string(entries[e], "packed_symbol", where);
+    entry.workspaceSymbol = reader.string(entries[e], "workspace_symbol", where);
+    for (const nlohmann::json &symbol : reader.array(entries[e], "dynamic_dims", where)) {
+      if (!symbol.is_string())
+        reader.bad(where + ".dynamic_dims", "expected symbol names, got " + symbol.dump());
+      entry.dynamicDims.push_back(symbol.get<std::string>());
+    }
+    const nlohmann::json &arguments = reader.array(entries[e], "arguments", where);
+    for (size_t i = 0; i < arguments.size(); ++i)
+      entry.arguments.push_back(reader.tensor(
+          arguments[i], where + ".arguments[" + std::to_string(i) + "]", entry, true));
+    const nlohmann::json &results = reader.array(entries[e], "results", where);
+    for (size_t i = 0; i < results.size(); ++i)
+      entry.results.push_back(reader.tensor(
+          results[i], where + ".results[" + std::to_string(i) + "]", entry, false));
+    // Symbols are bound from the arguments' shapes only; a symbol no argument carries could
+    // never get a value.
+    for (const std::string &symbol : entry.dynamicDims) {
+      bool bound = false;
+      for (const TensorSpec &argument : entry.arguments)
+        for (const std::string &used : argument.symbols)
+          bound = bound || used == symbol;
+      if (!bound)
+        reader.bad(where, "dynamic dim " + symbol + " appears in no argument's shape");
+    }
+    auto cost = entries[e].find("cost");
+    if (cost != entries[e].end() && !cost->is_null()) {
+      const std::string at = where + ".cost";
+      entry.hasCost = true;
+      entry.cost.flopsPerToken = reader.number(*cost, "flops_per_token", at);
+      entry.cost.denseWeightBytes = reader.number(*cost, "dense_weight_bytes", at);
+      entry.cost.expertWeightBytes = reader.number(*cost, "expert_weight_bytes", at);
+      entry.cost.numExperts = reader.number(*cost, "num_experts", at);
+      entry.cost.expertsPerToken = reader.number(*cost, "experts_per_token", at);
+    }
+    artifact->entries.push_back(std::move(entry));
+  }
+
+  // A cuda library links the CUDA runtime; without a CUDA backend there is nothing that
+  // could call it, so it is not loaded (sessions on it are refused in selectBackend).
+  if (artifact->target != "cpu")
+    return artifact;
+  const std::string libraryPath =
+      outdir + (outdir.back() == '/' ? "" : "/") + artifact->library; // has a '/': no search
+  artifact->handle = ::dlopen(libraryPath.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!artifact->handle)
+    fail(MIXTILE_ERROR_IO, libraryPath + ": cannot load: " + ::dlerror());
+  auto resolve = [&](const std::string &symbol) {
+    ::dlerror();
+    void *address = ::dlsym(artifact->handle, symbol.c_str());
+    if (!address)
+      fail(MIXTILE_ERROR_FORMAT, libraryPath + ": symbol '" + symbol +
+                                     "' named by the manifest is not defined");
+    return address;
+  };
+  artifact->errorMessage = reinterpret_cast<ErrorMessageFn>(resolve(errorSymbol));
+  for (EntryPoint &entry : artifact->entries) {
+    entry.packed = reinterpret_cast<PackedFn>(resolve(entry.packedSymbol));
+    entry.workspaceSize = reinterpret_cast<WorkspaceFn>(resolve(entry.workspaceSymbol));
+  }
+  return artifact;
+}
+
+// The one place that decides which backend runs a session. A CUDA backend would hook in
+// here (and loadArtifact would load cuda-target libraries through it).
+void selectBackend(const Artifact &artifact, mixtile_device device) {
+  if (device == MIXTILE_DEVICE_CUDA)
+    fail(MIXTILE_ERROR_UNSUPPORTED, "the cuda backend is not built in this runtime");
+  if (device != MIXTILE_DEVICE_CPU)
+    fail(MIXTILE_ERROR_INVALID_ARGUMENT, "unknown device " + std::to_string(device));
+  if (artifact.target != "cpu")
+    fail(MIXTILE_ERROR_UNSUPPORTED, artifact.outdir + " was built for target " +
+                                        artifact.target + " and cannot run on the cpu");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+struct Result {
+  AlignedBuffer buffer;
+  std::vector<int64_t> shape;
+  size_t bytes = 0;
+};
+
+struct Session {
+  std::shared_ptr<const Artifact> artifact;
+  const EntryPoint *entry = nullptr;
+  std::shared_ptr<const TensorSet> weights; // keeps the mapped weight files alive
+  // Per argument: the bound data pointer when fixed at create time (a weight with a static
+  // shape, checked once), else nullptr: resolved and checked on every run.
+  std::vector<const void *> fixedArguments;
+  std::vector<AlignedBuffer> stagedWeights;
+  std::vector<AlignedBuffer> stagedInputs; // one slot per argument, reused across runs
+  std::vector<Result> results;
+  AlignedBuffer workspace;
+  std::vector<int64_t> symbolValues;
+  bool hasRun = false;
+};
+
+const char *sourceOf(const TensorView &view) { return view.source.c_str(); }
+
+// Checks dtype, rank and static dims of `view` against `spec`; symbols are checked by
+// the caller. Fails with "tensor 'x' (file): expected f32 [T, 4], got BF16 [3, 4]".
+void checkTensor(const TensorSpec &spec, const TensorView &view) {
+  bool matches = view.dtype == spec.dtype && view.shape.size() == spec.shape.size();
+  for (size_t i = 0; matches && i < spec.shape.size(); ++i)
+    matches = spec.symbols[i].empty() ? view.shape[i] == spec.shape[i] : true;
+  if (!matches)
+    fail(MIXTILE_ERROR_BINDING, "tensor '" + spec.name + "' (" + sourceOf(view) +
+                                    "): expected " + describeExpected(spec) + ", got " +
+                                    describeActual(view));
+}
+
+// Tensors are used in place, but the generated kernels may assume element alignment
+// (vectorized loops peel to an aligned address). A file whose header length is not a
+// multiple of the element size leaves data misaligned; only then is the tensor copied.
+const void *alignedData(const TensorView &view, AlignedBuffer &staging) {
+  if (reinterpret_cast<uintptr_t>(view.data) % dtypeBytes(view.dtype) == 0)
+    return view.data;
+  void *copy = staging.ensure(view.bytes);
+  std::memcpy(copy, view.data, view.bytes);
+  return copy;
+}
+
+std::string describeSet(const TensorSet *set) { return set ? set->description() : "(none)"; }
+
+void runSession(Session &session, const TensorSet *inputs, int numThreads) {
+  const EntryPoint &entry = *session.entry;
+  session.hasRun = false;
+  const size_t symbolCount = entry.dynamicDims.size();
+  std::vector<int64_t> values(symbolCount, -1);
+  std::vector<std::string> boundBy(symbolCount);
+  std::vector<void *> pointers(entry.arguments.size() + entry.results.size());
+
+  for (size_t i = 0; i < entry.arguments.size(); ++i) {
+    const TensorSpec &spec = entry.arguments[i];
+    if (session.fixedArguments[i]) {
+      pointers[i] = const_cast<void *>(session.fixedArguments[i]);
+      continue;
+    }
+    const TensorSet *first = spec.isWeight ? session.weights.get() : inputs;
+    const TensorSet *second = spec.isWeight ? inputs : session.weights.get();
+    const TensorView *view = first ? first->find(spec.name) : nullptr;
+    if (!view && second)
+      view = second->find(spec.name);
+    if (!view)
+      fail(MIXTILE_ERROR_BINDING,
+           "missing tensor '" + spec.name + "' (" + (spec.isWeight ? "weight" : "input") +
+               ", expected " + describeExpected(spec) + "): not in the inputs " +
+               describeSet(inputs) + " nor in the weights " + describeSet(session.weights.get()));
+    checkTensor(spec, *view);
+    for (size_t d = 0; d < spec.symbols.size(); ++d) {
+      if (spec.symbols[d].empty())
+        continue;
+      int s = entry.symbolIndex(spec.symbols[d]);
+      std::string here = "'" + spec.name + "' (" + view->source + ")";
+      if (values[s] < 0) {
+        values[s] = view->shape[d];
+        boundBy[s] = here;
+      } else if (values[s] != view->shape[d]) {
+        fail(MIXTILE_ERROR_BINDING,
+             "symbol " + spec.symbols[d] + " has two values: " + std::to_string(values[s]) +
+                 " from tensor " + boundBy[s] + " and " + std::to_string(view->shape[d]) +
+                 " from tensor " + here);
+      }
+    }
+    pointers[i] = const_cast<void *>(alignedData(*view, session.stagedInputs[i]));
+  }
+
+  for (size_t r = 0; r < entry.results.size(); ++r) {
+    const TensorSpec &spec = entry.results[r];
+    Result &result = session.results[r];
+    result.shape.clear();
+    for (size_t d = 0; d < spec.shape.size(); ++d)
+      result.shape.push_back(spec.symbols[d].empty()
+                                 ? spec.shape[d]
+                                 : values[entry.symbolIndex(spec.symbols[d])]);
+    result.bytes = tensorByteSize(spec.dtype, result.shape, "result '" + spec.name + "'");
+    pointers[entry.arguments.size() + r] = result.buffer.ensure(result.bytes);
+  }
+
+  int64_t noSymbols = 0;
+  const int64_t *dims = symbolCount ? values.data() : &noSymbols;
+  void *workspace = session.workspace.ensure(entry.workspaceSize(dims));
+  int code = entry.packed(pointers.data(), dims, workspace, numThreads);
+  if (code != 0) {
+    const char *message = session.artifact->errorMessage(code);
+    fail(MIXTILE_ERROR_KERNEL, "entry point '" + entry.function + "' failed with code " +
+                                   std::to_string(code) + ": " +
+                                   (message ? message : "(no message)"));
+  }
+  session.symbolValues = values;
+  session.hasRun = true;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------
+// The C API: handles wrap shared C++ objects so closing order does not matter.
+
+// mixtile_dtype mirrors the first values of DType, so the two convert by value.
+static_assert(static_cast<int>(DType::F32) == MIXTILE_DTYPE_F32 &&
+                  static_cast<int>(DType::BF16) == MIXTILE_DTYPE_BF16 &&
+                  static_cast<int>(DType::F16) == MIXTILE_DTYPE_F16 &&
+                  static_cast<int>(DType::I32) == MIXTILE_DTYPE_I32,
+              "mixtile_dtype and DType must agree");
+
+struct mixtile_artifact {
+  std::shared_ptr<const Artifact> impl;
+};
+struct mixtile_tensors {
+  std::shared_ptr<TensorSet> impl;
+};
+struct mixtile_session {
+  Session impl;
+};
+
+extern "C" {
+
+const char *mixtile_last_error(void) { return lastError.c_str(); }
+
+const char *mixtile_dtype_name(mixtile_dtype dtype) {
+  switch (dtype) {
+  case MIXTILE_DTYPE_F32:
+  case MIXTILE_DTYPE_BF16:
+  case MIXTILE_DTYPE_F16:
+  case MIXTILE_DTYPE_I32:
+    return manifestDTypeName(static_cast<DType>(dtype));
+  }
+  return "?";
+}
+
+int mixtile_artifact_open(const char *outdir, mixtile_artifact **artifact) {
+  return guarded([&] {
+    requireArgument(outdir, "outdir");
+    requireArgument(artifact, "artifact");
+    *artifact = nullptr;
+    std::shared_ptr<const Artifact> loaded = loadArtifact(outdir);
+    *artifact = new mixtile_artifact{std::move(loaded)};
+  });
+}
+
+void mixtile_artifact_close(mixtile_artifact *artifact) { delete artifact; }
+
+const char *mixtile_artifact_target(const mixtile_artifact *artifact) {
+  return artifact ? artifact->impl->target.c_str() : nullptr;
+}
+
+size_t mixtile_artifact_entry_count(const mixtile_artifact *artifact) {
+  return artifact ? artifact->impl->entries.size() : 0;
+}
+
+const char *mixtile_artifact_entry_name(const mixtile_artifact *artifact, size_t index) {
+  if (!artifact || index >= artifact->impl->entries.size())
+    return nullptr;
+  return artifact->impl->entries[index].function.c_str();
+}
+
+int mixtile_tensors_open(const char *path, mixtile_tensors **tensors) {
+  return guarded([&] {
+    requireArgument(path, "path");
+    requireArgument(tensors, "tensors");
+    *tensors = nullptr;
+    std::shared_ptr<TensorSet> set = TensorSet::open(path);
+    *tensors = new mixtile_tensors{std::move(set)};
+  });
+}
+
+int mixtile_tensors_create(mixtile_tensors **tensors) {
+  return guarded([&] {
+    requireArgument(tensors, "tensors");
+    *tensors = new mixtile_tensors{TensorSet::empty("<memory>")};
+  });
+}
+
+int mixtile_tensors_add(mixtile_tensors *tensors, const char *name, mixtile_dtype dtype,
+                        int rank, const int64_t *shape, const void *data) {
+  return guarded([&] {
+    requireArgument(tensors, "tensors");
+    requireArgument(name, "name");
+    if (rank < 0 || (rank > 0 && !shape))
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           std::string("tensor '") + name + "': rank must be >= 0 with a shape array");
+    if (std::strcmp(mixtile_dtype_name(dtype), "?") == 0)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           std::string("tensor '") + name + "': unknown dtype " + std::to_string(dtype));
+    std::vector<int64_t> dims(shape, shape + rank);
+    for (int64_t dim : dims)
+      if (dim < 0)
+        fail(MIXTILE_ERROR_INVALID_ARGUMENT, std::string("tensor '") + name +
+                                                 "': negative dimension in " +
+                                                 formatShape(dims));
+    if (tensors->impl->find(name))
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           std::string("tensor '") + name + "' is already in this set");
+    tensors->impl->addBorrowed(name, static_cast<DType>(dtype), dims, data);
+  });
+}
+
+void mixtile_tensors_close(mixtile_tensors *tensors) { delete tensors; }
+
+int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
+                           const mixtile_tensors *weights, mixtile_device device,
+                           mixtile_session **session) {
+  return guarded([&] {
+    requireArgument(artifact, "artifact");
+    requireArgument(session, "session");
+    *session = nullptr;
+    const Artifact &loaded = *artifact->impl;
+    const EntryPoint *entry = nullptr;
+    if (entryName) {
+      for (const EntryPoint &candidate : loaded.entries)
+        if (candidate.function == entryName)
+          entry = &candidate;
+      if (!entry) {
+        std::string names;
+        for (const EntryPoint &candidate : loaded.entries)
+          names += (names.empty() ? "" : ", ") + candidate.function;
+        fail(MIXTILE_ERROR_INVALID_ARGUMENT, loaded.outdir + " has no entry point '" +
+                                                 entryName + "' (it has: " + names + ")");
+      }
+    } else if (loaded.entries.size() == 1) {
+      entry = &loaded.entries.front();
+    } else {
+      std::string names;
+      for (const EntryPoint &candidate : loaded.entries)
+        names += (names.empty() ? "" : ", ") + candidate.function;
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           loaded.outdir + " has several entry points (" + names + "); name one");
+    }
+    selectBackend(loaded, device);
+
+    auto created = std::make_unique<mixtile_session>();
+    Session &state = created->impl;
+    state.artifact = artifact->impl;
+    state.entry = entry;
+    if (weights)
+      state.weights = weights->impl;
+    state.fixedArguments.assign(entry->arguments.size(), nullptr);
+    state.stagedInputs.resize(entry->arguments.size());
+    state.results.resize(entry->results.size());
+    // Weights with static shapes do not depend on the inputs: bind and check them once.
+    state.stagedWeights.resize(entry->arguments.size());
+    for (size_t i = 0; i < entry->arguments.size(); ++i) {
+      const TensorSpec &spec = entry->arguments[i];
+      if (!spec.isWeight || spec.hasSymbols() || !state.weights)
+        continue;
+      const TensorView *view = state.weights->find(spec.name);
+      if (!view)
+        continue; // may come with the inputs; run() names it if it does not
+      checkTensor(spec, *view);
+      state.fixedArguments[i] = alignedData(*view, state.stagedWeights[i]);
+    }
+    *session = created.release();
+  });
+}
+
+int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
+                        int numThreads) {
+  return guarded([&] {
+    requireArgument(session, "session");
+    runSession(session->impl, inputs ? inputs->impl.get() : nullptr, numThreads);
+  });
+}
+
+size_t mixtile_session_result_count(const mixtile_session *session) {
+  return session && session->impl.hasRun ? session->impl.results.size() : 0;
+}
+
+static bool validResult(const mixtile_session *session, size_t index) {
+  return session && session->impl.hasRun && index < session->impl.results.size();
+}
+
+int64_t mixtile_session_result_index(const mixtile_session *session, const char *name) {
+  if (!session || !name || !session->impl.hasRun)
+    return -1;
+  const std::vector<TensorSpec> &results = session->impl.entry->results;
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i].name == name)
+      return static_cast<int64_t>(i);
+  return -1;
+}
+
+const char *mixtile_session_result_name(const mixtile_session *session, size_t index) {
+  return validResult(session, index) ? session->impl.entry->results[index].name.c_str()
+                                     : nullptr;
+}
+
+mixtile_dtype mixtile_session_result_dtype(const mixtile_session *session, size_t index) {
+  return validResult(session, index)
+             ? static_cast<mixtile_dtype>(session->impl.entry->results[index].dtype)
+             : static_cast<mixtile_dtype>(-1);
+}
+
+int mixtile_session_result_rank(const mixtile_session *session, size_t index) {
+  return validResult(session, index)
+             ? static_cast<int>(session->impl.results[index].shape.size())
+             : -1;
+}
+
+const int64_t *mixtile_session_result_shape(const mixtile_session *session, size_t index) {
+  return validResult(session, index) ? session->impl.results[index].shape.data() : nullptr;
+}
+
+void *mixtile_session_result_data(mixtile_session *session, size_t index) {
+  return validResult(session, index) ? session->impl.results[index].buffer.data() : nullptr;
+}
+
+size_t mixtile_session_result_bytes(const mixtile_session *session, size_t index) {
+  return validResult(session, index) ? session->impl.results[index].bytes : 0;
+}
+
+int64_t mixtile_session_symbol_value(const mixtile_session *session, const char *symbol) {
+  if (!session || !symbol || !session->impl.hasRun)
+    return -1;
+  int index = session->impl.entry->symbolIndex(symbol);
+  return index < 0 ? -1 : session->impl.symbolValues[index];
+}
+
+int mixtile_session_run_cost(const mixtile_session *session, mixtile_run_cost *cost) {
+  return guarded([&] {
+    requireArgument(session, "session");
+    requireArgument(cost, "cost");
+    const Session &state = session->impl;
+    if (!state.hasRun)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT, "the session has not run yet");
+    // Tokens are T; layers batched as [B, S] count B*S; otherwise one "token" per run.
+    int64_t t = mixtile_session_symbol_value(session, "T");
+    int64_t b = mixtile_session_symbol_value(session, "B");
+    int64_t s = mixtile_session_symbol_value(session, "S");
+    int64_t tokens = t >= 0 ? t : (b >= 0 && s >= 0 ? b * s : 1);
+    *cost = mixtile_run_cost{};
+    cost->tokens = tokens;
+    const EntryPoint &entry = *state.entry;
+    if (!entry.hasCost)
+      return;
+    const Cost &c = entry.cost;
+    cost->has_cost = 1;
+    cost->flops = c.flopsPerToken * static_cast<double>(tokens);
+    // Experts a batch touches under uniform routing: E * (1 - (1 - k/E)^T); exactly k at
+    // T = 1 and 0 at T = 0 (docs/artifact-abi.md).
+    double touched = 0;
+    if (c.numExperts > 0)
+      touched = c.numExperts *
+                (1.0 - std::pow(1.0 - c.expertsPerToken / c.numExperts,
+                                static_cast<double>(tokens)));
+    cost->weight_bytes_read = c.denseWeightBytes + c.expertWeightBytes * touched;
+  });
+}
+
+int mixtile_session_write_results(const mixtile_session *session, const char *path) {
+  return guarded([&] {
+    requireArgument(session, "session");
+    requireArgument(path, "path");
+    const Session &state = session->impl;
+    if (!state.hasRun)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT, "the session has no results to write");
+    std::vector<TensorToWrite> tensors;
+    for (size_t r = 0; r < state.results.size(); ++r)
+      tensors.push_back({state.entry->results[r].name, state.entry->results[r].dtype,
+                         state.results[r].shape, state.results[r].buffer.data()});
+    writeSafetensors(path, tensors);
+  });
+}
+
+void mixtile_session_close(mixtile_session *session) { delete session; }
+
+} // extern "C"

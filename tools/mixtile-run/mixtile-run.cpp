@@ -1,0 +1,200 @@
+// mixtile-run: runs a compiled artifact on safetensors weights and inputs (shared/spec/tools.md).
+// A thin client of the runtime's C API: it parses the command line, reports errors as one
+// line and times --bench runs; binding, checking and running all live in runtime/.
+#include "runtime/mixtile_runtime.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sched.h>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+const char *const kUsage =
+    "usage: mixtile-run OUTDIR --weights W.safetensors|DIR [--inputs X.safetensors]\n"
+    "                   [-o Y.safetensors] [--device cpu|cuda] [--threads N] [--bench N]\n"
+    "                   [--entry NAME]\n";
+
+struct Options {
+  std::string outdir, weights, inputs, output, entry;
+  std::string device = "cpu";
+  int threads = 0; // 0: all cores available to this process
+  int bench = 0;   // 0: a single run
+};
+
+[[noreturn]] void die(const std::string &message) {
+  std::fprintf(stderr, "mixtile-run: error: %s\n", message.c_str());
+  std::exit(1);
+}
+
+// Exits with the runtime's message when a C API call failed.
+void check(int status) {
+  if (status != MIXTILE_OK)
+    die(mixtile_last_error());
+}
+
+int parsePositive(const std::string &option, const std::string &text) {
+  char *end = nullptr;
+  errno = 0;
+  long value = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || value < 1 || value > 1000000000)
+    die(option + " expects a positive integer, got '" + text + "'");
+  return static_cast<int>(value);
+}
+
+Options parseOptions(int argc, char **argv) {
+  Options options;
+  bool sawOutdir = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (arg.size() > 1 && arg[0] == '-') {
+      std::string name = arg, value;
+      bool hasValue = false;
+      size_t equals = arg.find('=');
+      if (arg.rfind("--", 0) == 0 && equals != std::string::npos) {
+        name = arg.substr(0, equals);
+        value = arg.substr(equals + 1);
+        hasValue = true;
+      }
+      static const char *const kValued[] = {"--weights", "--inputs", "-o",    "--device",
+                                            "--threads", "--bench",  "--entry"};
+      if (std::find_if(std::begin(kValued), std::end(kValued), [&](const char *known) {
+            return name == known;
+          }) == std::end(kValued))
+        die("unknown option '" + arg + "'\n" + kUsage);
+      if (!hasValue) {
+        if (i + 1 >= argc)
+          die(name + " expects a value");
+        value = argv[++i];
+      }
+      if (name == "--weights")
+        options.weights = value;
+      else if (name == "--inputs")
+        options.inputs = value;
+      else if (name == "-o")
+        options.output = value;
+      else if (name == "--entry")
+        options.entry = value;
+      else if (name == "--device")
+        options.device = value;
+      else if (name == "--threads")
+        options.threads = parsePositive(name, value);
+      else if (name == "--bench")
+        options.bench = parsePositive(name, value);
+      continue;
+    }
+    if (sawOutdir)
+      die("more than one OUTDIR given ('" + options.outdir + "' and '" + arg + "')");
+    options.outdir = arg;
+    sawOutdir = true;
+  }
+  if (!sawOutdir)
+    die(std::string("no OUTDIR given\n") + kUsage);
+  if (options.weights.empty())
+    die("--weights W.safetensors|DIR is required");
+  if (options.device != "cpu" && options.device != "cuda")
+    die("--device expects cpu or cuda, got '" + options.device + "'");
+  return options;
+}
+
+int allCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+std::string shapeText(const mixtile_session *session, size_t index) {
+  std::string text = "[";
+  const int64_t *shape = mixtile_session_result_shape(session, index);
+  for (int d = 0; d < mixtile_session_result_rank(session, index); ++d)
+    text += (d ? ", " : "") + std::to_string(shape[d]);
+  return text + "]";
+}
+
+void printBench(mixtile_session *session, std::vector<double> seconds) {
+  std::sort(seconds.begin(), seconds.end());
+  size_t n = seconds.size();
+  double median = n % 2 ? seconds[n / 2] : (seconds[n / 2 - 1] + seconds[n / 2]) / 2;
+  double minimum = seconds.front();
+  mixtile_run_cost cost;
+  check(mixtile_session_run_cost(session, &cost));
+  std::printf("median latency: %.4f ms\n", median * 1e3);
+  std::printf("min latency: %.4f ms\n", minimum * 1e3);
+  // Rates use the median: one slow outlier should not move them, unlike a mean.
+  std::printf("tokens/s: %.1f\n", static_cast<double>(cost.tokens) / median);
+  if (cost.has_cost) {
+    std::printf("GFLOP/s: %.3f\n", cost.flops / median / 1e9);
+    std::printf("GB/s of weights read: %.3f\n", cost.weight_bytes_read / median / 1e9);
+  } else {
+    std::printf("GFLOP/s: n/a (the manifest has no cost)\n");
+    std::printf("GB/s of weights read: n/a (the manifest has no cost)\n");
+  }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options options = parseOptions(argc, argv);
+
+  mixtile_artifact *artifact = nullptr;
+  check(mixtile_artifact_open(options.outdir.c_str(), &artifact));
+  size_t entries = mixtile_artifact_entry_count(artifact);
+  if (options.entry.empty() && entries > 1) {
+    std::string names;
+    for (size_t i = 0; i < entries; ++i)
+      names += std::string(i ? ", " : "") + mixtile_artifact_entry_name(artifact, i);
+    die(options.outdir + " has " + std::to_string(entries) + " entry points (" + names +
+        "); choose one with --entry NAME");
+  }
+  mixtile_device device = options.device == "cuda" ? MIXTILE_DEVICE_CUDA : MIXTILE_DEVICE_CPU;
+
+  mixtile_tensors *weights = nullptr, *inputs = nullptr;
+  check(mixtile_tensors_open(options.weights.c_str(), &weights));
+  if (!options.inputs.empty())
+    check(mixtile_tensors_open(options.inputs.c_str(), &inputs));
+
+  mixtile_session *session = nullptr;
+  check(mixtile_session_create(artifact, options.entry.empty() ? nullptr : options.entry.c_str(),
+                               weights, device, &session));
+  int threads = options.threads > 0 ? options.threads : allCores();
+
+  // The first run is the warm-up of --bench (page faults on the mapped weights, workspace
+  // allocation, thread pool start-up); without --bench it is the run.
+  check(mixtile_session_run(session, inputs, threads));
+  std::vector<double> seconds;
+  for (int i = 0; i < options.bench; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    check(mixtile_session_run(session, inputs, threads));
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+
+  if (!options.output.empty())
+    check(mixtile_session_write_results(session, options.output.c_str()));
+  if (options.bench > 0) {
+    printBench(session, seconds);
+  } else if (options.output.empty()) {
+    // Nothing to write: say what was computed, so a bare run is not silent.
+    for (size_t r = 0; r < mixtile_session_result_count(session); ++r)
+      std::printf("%s: %s %s\n", mixtile_session_result_name(session, r),
+                  mixtile_dtype_name(mixtile_session_result_dtype(session, r)),
+                  shapeText(session, r).c_str());
+  }
+
+  mixtile_session_close(session);
+  mixtile_tensors_close(inputs);
+  mixtile_tensors_close(weights);
+  mixtile_artifact_close(artifact);
+  return 0;
+}
