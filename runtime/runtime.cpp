@@ -345,7 +345,9 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
     return artifact;
   const std::string libraryPath =
       outdir + (outdir.back() == '/' ? "" : "/") + artifact->library; // has a '/': no search
-  artifact->handle = ::dlopen(libraryPath.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // RTLD_NODELETE: the library's OpenMP runtime keeps worker threads alive after a call;
+  // unmapping it under them at dlclose() would crash the process on exit.
+  artifact->handle = ::dlopen(libraryPath.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (!artifact->handle)
     fail(MIXTILE_ERROR_IO, libraryPath + ": cannot load: " + ::dlerror());
   auto resolve = [&](const std::string &symbol) {

@@ -1,0 +1,351 @@
+// Benchmark of the CPU kernel library against the machine's own limits: streaming read bandwidth
+// (1 GiB buffer), OpenBLAS sgemm GFLOP/s, and expert_ffn (Mixtral-like shape, top-2 of 8, gated
+// SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights. Timings only; correctness lives in
+// test_expert_ffn.cpp. Usage: bench_expert_ffn [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048]
+// [dtypes=f32,bf16]
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codegen/cpu/kernels/kernels.h"
+
+using namespace mixtile::cpu;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+template <class T>
+T *alloc_array(size_t n) {
+  return static_cast<T *>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
+}
+
+// Sums [begin, end) with `streams` concurrent sequential streams and 8 accumulators per stream.
+float read_streams(const float *buf, size_t begin, size_t end, int streams) {
+  const int W = detail::kVecWidth;
+  const size_t chunk = (end - begin) / streams / (8 * W) * (8 * W);
+  detail::VecF acc[2][8];
+  for (auto &row : acc)
+    for (auto &a : row) a = detail::vzero();
+  for (size_t i = 0; i < chunk; i += 8 * W)
+    for (int s = 0; s < streams; ++s)
+      for (int j = 0; j < 8; ++j)
+        acc[s][j] = detail::vadd(acc[s][j], detail::vload(buf + begin + s * chunk + i + j * W));
+  for (int s = 0; s < 2; ++s)
+    for (int j = 0; j < 8; ++j) acc[0][0] = detail::vadd(acc[0][0], acc[s][j]);
+  return detail::vhsum(acc[0][0]);
+}
+
+// Multi-threaded streaming read (sum) over a 1 GiB buffer: best over passes and over one or two
+// sequential streams per thread, in GB/s.
+double measure_read_bandwidth(int threads) {
+  const size_t n = (size_t(1) << 30) / sizeof(float);
+  float *buf = alloc_array<float>(n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; ++i) buf[i] = 1.0f;
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    const int streams = 1 + rep % 2;
+    auto t0 = Clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      total += read_streams(buf, n * tid / nt, n * (tid + 1) / nt, streams);
+    }
+    const double s = seconds_since(t0);
+    sink = sink + total;
+    best = std::max(best, n * sizeof(float) / s / 1e9);
+  }
+  std::free(buf);
+  return best;
+}
+
+// Reads 64 MiB (twice the L3) so the next call finds no expert weights in cache.
+void evict_caches(int threads) {
+  static float *junk = nullptr;
+  const size_t n = (size_t(64) << 20) / sizeof(float);
+  if (junk == nullptr) {
+    junk = alloc_array<float>(n);
+    for (size_t i = 0; i < n; ++i) junk[i] = 0.0f;
+  }
+  volatile float sink = 0;
+  float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    total += read_streams(junk, n * tid / nt, n * (tid + 1) / nt, 1);
+  }
+  sink = sink + total;
+}
+
+double measure_sgemm(int threads, int M, int N, int K, double *seconds) {
+  openblas_set_num_threads(threads);
+  float *a = alloc_array<float>(size_t(M) * K), *b = alloc_array<float>(size_t(N) * K),
+        *c = alloc_array<float>(size_t(M) * N);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (size_t i = 0; i < size_t(M) * K; ++i) a[i] = u(rng);
+  for (size_t i = 0; i < size_t(N) * K; ++i) b[i] = u(rng);
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    auto t0 = Clock::now();
+    // C = A · Bᵀ with B stored [N, K]: the layout of a torch.nn.Linear weight.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+    best = std::min(best, seconds_since(t0));
+  }
+  std::free(a);
+  std::free(b);
+  std::free(c);
+  *seconds = best;
+  return 2.0 * M * N * K / best / 1e9;
+}
+
+struct Routing {
+  std::vector<int32_t> offsets, tokens;
+  std::vector<float> gates;
+  int active_experts = 0;
+};
+
+// Fixed pseudo-random top-2: token t picks two distinct experts from an LCG stream seeded by `seed`.
+Routing route(int64_t T, int E, int k, uint32_t seed) {
+  std::vector<std::vector<std::pair<int32_t, float>>> per(E);
+  uint32_t s = seed * 2654435761u + 12345u;
+  auto next = [&] { s = s * 1664525u + 1013904223u; return s >> 8; };
+  for (int64_t t = 0; t < T; ++t) {
+    int chosen[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    float wsum = 0;
+    float w[8];
+    for (int j = 0; j < k; ++j) {
+      int e;
+      do {
+        e = next() % E;
+      } while (std::find(chosen, chosen + j, e) != chosen + j);
+      chosen[j] = e;
+      w[j] = 0.5f + (next() % 1000) / 1000.0f;
+      wsum += w[j];
+    }
+    for (int j = 0; j < k; ++j) per[chosen[j]].push_back({static_cast<int32_t>(t), w[j] / wsum});
+  }
+  Routing r;
+  r.offsets.assign(E + 1, 0);
+  for (int e = 0; e < E; ++e) {
+    for (auto &p : per[e]) r.tokens.push_back(p.first), r.gates.push_back(p.second);
+    r.offsets[e + 1] = static_cast<int32_t>(r.tokens.size());
+    r.active_experts += per[e].empty() ? 0 : 1;
+  }
+  return r;
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+struct Experts {
+  std::vector<const void *> gate, up, down;
+  std::vector<void *> owned;
+};
+
+Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
+  Experts ex;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const float sd = 1.0f / std::sqrt(static_cast<float>(D)), sf = 1.0f / std::sqrt(static_cast<float>(F));
+  auto make = [&](int64_t n, float scale) -> const void * {
+    void *p;
+    if (w == WeightType::f32) {
+      float *f = alloc_array<float>(n);
+      for (int64_t i = 0; i < n; ++i) f[i] = u(rng) * scale;
+      p = f;
+    } else {
+      uint16_t *h = alloc_array<uint16_t>(n);
+      for (int64_t i = 0; i < n; ++i) h[i] = to_bf16(u(rng) * scale);
+      p = h;
+    }
+    ex.owned.push_back(p);
+    return p;
+  };
+  for (int e = 0; e < E; ++e) {
+    ex.gate.push_back(make(F * D, sd));
+    ex.up.push_back(make(F * D, sd));
+    ex.down.push_back(make(D * F, sf));
+  }
+  return ex;
+}
+
+struct Result {
+  double seconds, best, weight_bytes, flops;  // seconds: median per call
+};
+
+template <WeightType W>
+Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int threads, int reps) {
+  const int k = 2;
+  // Several routings, cycled through, so decode reads different experts call after call instead of
+  // re-reading what the previous call left in the 32 MiB L3.
+  const int nroutes = T == 1 ? 16 : 2;
+  std::vector<Routing> routes;
+  for (int i = 0; i < nroutes; ++i) routes.push_back(route(T, E, k, 1000 + i));
+  std::vector<float> x(std::max<int64_t>(T, 1) * D), y(std::max<int64_t>(T, 1) * D);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto &v : x) v = u(rng);
+  TileConfig tiles = default_tile_config(T * k / E);
+  // Tuning override: MIXTILE_TILES=mc,kc,nc,small_m_max
+  if (const char *env = std::getenv("MIXTILE_TILES"))
+    std::sscanf(env, "%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max);
+  const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles);
+  void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
+  std::memset(ws, 0, ws_bytes);
+  std::vector<double> times;
+  double bytes = 0, flops = 0;
+  int calls = 0;
+  for (int rep = -1; rep < reps; ++rep) {
+    const Routing &r = routes[(rep + 1) % nroutes];
+    ExpertFFNProblem p;
+    p.num_experts = E;
+    p.hidden = D;
+    p.inter = F;
+    p.x = x.data();
+    p.offsets = r.offsets.data();
+    p.tokens = r.tokens.data();
+    p.gates = r.gates.data();
+    p.gate_w = ex.gate.data();
+    p.up_w = ex.up.data();
+    p.down_w = ex.down.data();
+    p.y = y.data();
+    p.out_rows = r.tokens.data();
+    p.zero_rows = T;
+    p.workspace = ws;
+    p.num_threads = threads;
+    if (T <= 32) evict_caches(threads);  // decode-like calls: expert weights come from DRAM
+    auto t0 = Clock::now();
+    expert_ffn<W, Activation::silu, true>(p, tiles);
+    const double s = seconds_since(t0);
+    if (rep < 0) continue;  // warm-up (page faults of the workspace, thread pool start)
+    times.push_back(s);
+    ++calls;
+    bytes += 3.0 * D * F * (W == WeightType::f32 ? 4 : 2) * r.active_experts;
+    flops += 2.0 * 3.0 * D * F * static_cast<double>(r.tokens.size());
+  }
+  std::free(ws);
+  // Median: robust against the occasional descheduled call on a shared 2-core VM.
+  std::sort(times.begin(), times.end());
+  if (std::getenv("MIXTILE_BENCH_VERBOSE"))
+    std::printf("  T=%ld min %.3f ms median %.3f ms max %.3f ms\n", (long)T, times.front() * 1e3,
+                times[times.size() / 2] * 1e3, times.back() * 1e3);
+  return {times[times.size() / 2], times.front(), bytes / calls, flops / calls};
+}
+
+// The loop a compiler would emit without this library: gather, dot products, scatter-add.
+double naive_ffn_seconds(const Experts &ex, int E, int64_t T, int64_t D, int64_t F) {
+  Routing r = route(T, E, 2, 1000);
+  std::vector<float> x(T * D, 0.5f), y(T * D, 0.0f), h(F);
+  auto t0 = Clock::now();
+  for (int e = 0; e < E; ++e) {
+    const float *g = static_cast<const float *>(ex.gate[e]), *u = static_cast<const float *>(ex.up[e]),
+                *d = static_cast<const float *>(ex.down[e]);
+    for (int32_t a = r.offsets[e]; a < r.offsets[e + 1]; ++a) {
+      const float *xr = x.data() + int64_t(r.tokens[a]) * D;
+      for (int64_t f = 0; f < F; ++f) {
+        float sg = 0, su = 0;
+        for (int64_t j = 0; j < D; ++j) sg += xr[j] * g[f * D + j], su += xr[j] * u[f * D + j];
+        h[f] = sg / (1.0f + std::exp(-sg)) * su;
+      }
+      float *yr = y.data() + int64_t(r.tokens[a]) * D;
+      for (int64_t j = 0; j < D; ++j) {
+        float s = 0;
+        for (int64_t f = 0; f < F; ++f) s += h[f] * d[j * F + f];
+        yr[j] += r.gates[a] * s;
+      }
+    }
+  }
+  return seconds_since(t0);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int64_t D = argc > 2 ? std::atoll(argv[2]) : 1024, F = argc > 3 ? std::atoll(argv[3]) : 3584;
+  const int E = 8;
+  std::vector<int64_t> Ts;
+  for (const char *c = argc > 4 ? argv[4] : "1,32,512,2048"; *c;) {
+    Ts.push_back(std::strtoll(c, const_cast<char **>(&c), 10));
+    if (*c == ',') ++c;
+  }
+  const std::string dtypes = argc > 5 ? argv[5] : "f32,bf16";
+  std::vector<WeightType> wts;
+  if (dtypes.find("f32") != std::string::npos) wts.push_back(WeightType::f32);
+  if (dtypes.find("bf16") != std::string::npos) wts.push_back(WeightType::bf16);
+
+  // Bandwidth before and after the kernels (best of both): the host may be shared.
+  double bw = measure_read_bandwidth(threads);
+  struct Row {
+    WeightType w;
+    int64_t T;
+    Result r;
+  };
+  std::vector<Row> rows;
+  double naive_s = 0;
+  for (WeightType w : wts) {
+    Experts ex = make_experts(E, D, F, w);
+    for (int64_t T : Ts) {
+      const int reps = T == 1 ? 64 : T <= 32 ? 16 : T <= 512 ? 7 : 5;
+      rows.push_back({w, T,
+                      w == WeightType::f32 ? bench_ffn<WeightType::f32>(ex, E, T, D, F, threads, reps)
+                                           : bench_ffn<WeightType::bf16>(ex, E, T, D, F, threads, reps)});
+    }
+    if (w == WeightType::f32 && std::find(Ts.begin(), Ts.end(), 32) != Ts.end())
+      naive_s = naive_ffn_seconds(ex, E, 32, D, F);
+    for (void *p : ex.owned) std::free(p);
+  }
+  bw = std::max(bw, measure_read_bandwidth(threads));
+  // OpenBLAS last: its worker threads keep spinning after a call and would steal our cores.
+  double sgemm_s = 1;
+  const double sgemm = measure_sgemm(threads, 512, static_cast<int>(F), static_cast<int>(D), &sgemm_s);
+
+  const TileConfig t = default_tile_config();
+  std::printf("threads %d, D %ld, F %ld, E %d, top-2, gated SiLU, scatter-add with gates\n", threads, (long)D,
+              (long)F, E);
+  std::printf("tiles: MR %d NR %d mc %d kc %d nc %d small_m_max %d\n", kMicroRows, kMicroCols, t.mc, t.kc, t.nc,
+              t.small_m_max);
+  std::printf("read bandwidth (1 GiB, %d threads): %.1f GB/s\n", threads, bw);
+  std::printf("%s, core %s\n", openblas_get_config(), openblas_get_corename());
+  std::printf("OpenBLAS sgemm M=512 N=%ld K=%ld (C = A·Bᵀ): %.1f GFLOP/s (%.2f ms)\n", (long)F, (long)D, sgemm,
+              sgemm_s * 1e3);
+  std::printf("\n%-5s %-5s %9s %9s %11s %9s %9s %9s %8s\n", "dtype", "T", "median ms", "best ms", "weight GB/s",
+              "BW ratio", "GFLOP/s", "vs sgemm", "experts");
+  double f32_decode = 0, bf16_decode = 0;
+  for (const Row &row : rows) {
+    const Result &r = row.r;
+    const bool f32 = row.w == WeightType::f32;
+    if (row.T == 1) (f32 ? f32_decode : bf16_decode) = r.seconds;
+    const double gbs = r.weight_bytes / r.seconds / 1e9, gf = r.flops / r.seconds / 1e9;
+    std::printf("%-5s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", f32 ? "f32" : "bf16", (long)row.T,
+                r.seconds * 1e3, r.best * 1e3, gbs, gbs / bw, gf, gf / sgemm,
+                r.weight_bytes / (3.0 * D * F * (f32 ? 4 : 2)));
+  }
+  if (naive_s > 0) std::printf("naive single-thread loop, f32 T=32: %.1f ms\n", naive_s * 1e3);
+  if (f32_decode > 0 && bf16_decode > 0)
+    std::printf("bf16 / f32 decode time: %.2f\n", bf16_decode / f32_decode);
+  std::printf("(BW ratio: active experts' weight bytes / median time / read bandwidth; vs sgemm: GFLOP/s at\n"
+              " the median over OpenBLAS sgemm GFLOP/s)\n");
+  return 0;
+}

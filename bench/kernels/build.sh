@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the CPU kernel library's benchmark and correctness test (native ISA, AVX2 and the scalar
+# fallback). Usage: bench/kernels/build.sh [OUTDIR=build/bench-kernels]; needs libopenblas-dev.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${1:-$ROOT/build/bench-kernels}"
+mkdir -p "$OUT"
+CXX="${CXX:-g++}"
+# -Wno-*uninitialized: GCC 12 false positives inside avx512fintrin.h (_mm512_undefined_*, GCC PR 105593).
+FLAGS=(-std=c++17 -O3 -fopenmp -I"$ROOT" -Wall -Wextra -Wno-maybe-uninitialized -Wno-uninitialized)
+"$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/bench_expert_ffn.cpp" -o "$OUT/bench_expert_ffn" -lopenblas &
+"$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn" &
+"$CXX" "${FLAGS[@]}" -march=haswell "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_avx2" &
+"$CXX" "${FLAGS[@]}" -march=x86-64 -mno-avx "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_scalar" &
+wait
+echo "built in $OUT: bench_expert_ffn test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar"

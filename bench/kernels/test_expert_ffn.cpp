@@ -1,0 +1,450 @@
+// Correctness test of the CPU kernel library (codegen/cpu/kernels/) against a naive float64 loop:
+// expert_ffn over every activation, gated/plain, f32/bf16/f16 weights, every nullptr combination
+// of tokens/gates/out_rows, empty experts, T = 0/1, odd sizes and forced tile shapes; and linear.
+// Built with the native ISA and with -march=x86-64 -mno-avx (scalar fallback) by build.sh.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codegen/cpu/kernels/kernels.h"
+
+using namespace mixtile::cpu;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+double g_max_rel[3] = {0, 0, 0};  // worst relative L2 error of expert_ffn per weight dtype
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+uint16_t f32_to_f16(float f) {
+  // Round-to-nearest conversion for values in the normal f16 range (all this test produces).
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  int32_t exp = static_cast<int32_t>((u >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = u & 0x7fffffu;
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+double act_ref(Activation a, double x) {
+  switch (a) {
+    case Activation::silu: return x / (1.0 + std::exp(-x));
+    case Activation::gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Activation::gelu_tanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case Activation::relu: return x > 0 ? x : 0.0;
+  }
+  return 0;
+}
+
+const char *act_name(Activation a) {
+  switch (a) {
+    case Activation::silu: return "silu";
+    case Activation::gelu: return "gelu";
+    case Activation::gelu_tanh: return "gelu_tanh";
+    case Activation::relu: return "relu";
+  }
+  return "?";
+}
+
+const char *wt_name(WeightType w) { return w == WeightType::f32 ? "f32" : w == WeightType::bf16 ? "bf16" : "f16"; }
+
+// Weights of one matrix in the storage dtype plus their exact f32 values for the reference.
+struct Matrix {
+  std::vector<float> f32;      // storage when WeightType::f32, and the dequantized values always
+  std::vector<uint16_t> bits;  // storage for bf16/f16
+  const void *data(WeightType w) const {
+    return w == WeightType::f32 ? static_cast<const void *>(f32.data()) : static_cast<const void *>(bits.data());
+  }
+};
+
+Matrix make_matrix(std::mt19937 &rng, int64_t rows, int64_t cols, WeightType w, float scale) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  Matrix m;
+  m.f32.resize(rows * cols);
+  if (w != WeightType::f32) m.bits.resize(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    float v = dist(rng);
+    if (w == WeightType::bf16) {
+      m.bits[i] = f32_to_bf16(v);
+      v = mixtile::cpu::detail::bf16_to_f32(m.bits[i]);
+    } else if (w == WeightType::f16) {
+      m.bits[i] = f32_to_f16(v);
+      v = mixtile::cpu::detail::f16_to_f32(m.bits[i]);
+    }
+    m.f32[i] = v;
+  }
+  return m;
+}
+
+template <WeightType W, Activation Act, bool Gated>
+void call_expert_ffn(const ExpertFFNProblem &p, const TileConfig &t) {
+  expert_ffn<W, Act, Gated>(p, t);
+}
+
+using FfnFn = void (*)(const ExpertFFNProblem &, const TileConfig &);
+
+template <WeightType W, bool Gated>
+FfnFn pick_act(Activation a) {
+  switch (a) {
+    case Activation::silu: return call_expert_ffn<W, Activation::silu, Gated>;
+    case Activation::gelu: return call_expert_ffn<W, Activation::gelu, Gated>;
+    case Activation::gelu_tanh: return call_expert_ffn<W, Activation::gelu_tanh, Gated>;
+    default: return call_expert_ffn<W, Activation::relu, Gated>;
+  }
+}
+
+FfnFn pick(WeightType w, Activation a, bool gated) {
+  if (w == WeightType::f32) return gated ? pick_act<WeightType::f32, true>(a) : pick_act<WeightType::f32, false>(a);
+  if (w == WeightType::bf16) return gated ? pick_act<WeightType::bf16, true>(a) : pick_act<WeightType::bf16, false>(a);
+  return gated ? pick_act<WeightType::f16, true>(a) : pick_act<WeightType::f16, false>(a);
+}
+
+struct Case {
+  int64_t T, D, F, E, k;
+  WeightType w;
+  Activation act;
+  bool gated, use_tokens, use_gates, use_out_rows, zero_in_kernel;
+  int threads;
+  TileConfig tiles;
+  std::string tile_name;
+};
+
+void run_case(const Case &c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  const int64_t T = c.T, D = c.D, F = c.F, E = c.E;
+  // Routing: each token picks k distinct experts out of E, never expert 1 nor the last (so those
+  // experts have zero assignments whenever E > 3). Without tokens (contiguous mode), the x rows
+  // are the assignments themselves, split over experts in the same way.
+  std::vector<std::vector<std::pair<int32_t, float>>> per_expert(E);  // (token, gate)
+  std::vector<int> allowed;
+  for (int e = 0; e < E; ++e)
+    if (E <= 3 || (e != 1 && e != E - 1)) allowed.push_back(e);
+  const int64_t k = std::min<int64_t>(c.k, static_cast<int64_t>(allowed.size()));
+  const int64_t picks = c.use_tokens ? k : 1;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int> pool = allowed;
+    for (int64_t j = 0; j < picks; ++j) {
+      const size_t at = rng() % pool.size();
+      per_expert[pool[at]].push_back({static_cast<int32_t>(t), 0.25f + 0.75f * std::fabs(unit(rng))});
+      pool.erase(pool.begin() + at);
+    }
+  }
+  std::vector<int32_t> offsets(E + 1, 0), tokens, out_rows;
+  std::vector<float> gates;
+  for (int64_t e = 0; e < E; ++e) {
+    for (auto &tg : per_expert[e]) {
+      tokens.push_back(tg.first);
+      gates.push_back(tg.second);
+    }
+    offsets[e + 1] = static_cast<int32_t>(tokens.size());
+  }
+  const int64_t A = static_cast<int64_t>(tokens.size());
+  // x rows: T token rows when gathering, otherwise the A assignment rows in expert order.
+  const int64_t x_rows = c.use_tokens ? T : A;
+  std::vector<float> x(std::max<int64_t>(x_rows, 1) * D);
+  for (auto &v : x) v = unit(rng) * 1.5f;
+  // out_rows: scatter into token rows when gathering, otherwise a permutation of assignment rows.
+  const int64_t y_rows = c.use_out_rows ? (c.use_tokens ? T : A) : A;
+  if (c.use_out_rows) {
+    if (c.use_tokens) {
+      out_rows = tokens;
+    } else {
+      out_rows.resize(A);
+      for (int64_t a = 0; a < A; ++a) out_rows[a] = static_cast<int32_t>(A - 1 - a);
+    }
+  }
+  std::vector<Matrix> gw(E), uw(E), dw(E);
+  std::vector<const void *> gp(E), up(E), dp(E);
+  for (int64_t e = 0; e < E; ++e) {
+    if (c.gated) gw[e] = make_matrix(rng, F, D, c.w, 1.0f / std::sqrt(static_cast<float>(D)));
+    uw[e] = make_matrix(rng, F, D, c.w, 1.0f / std::sqrt(static_cast<float>(D)));
+    dw[e] = make_matrix(rng, D, F, c.w, 1.0f / std::sqrt(static_cast<float>(std::max<int64_t>(F, 1))));
+    gp[e] = c.gated ? gw[e].data(c.w) : nullptr;
+    up[e] = uw[e].data(c.w);
+    dp[e] = dw[e].data(c.w);
+  }
+  // Experts with no assignment get a null weight pointer: proves they are never read.
+  for (int64_t e = 0; e < E; ++e)
+    if (offsets[e + 1] == offsets[e]) gp[e] = up[e] = dp[e] = nullptr;
+
+  // Reference in float64.
+  std::vector<double> ref(std::max<int64_t>(y_rows, 1) * D, 0.0);
+  std::vector<float> y(std::max<int64_t>(y_rows, 1) * D);
+  if (c.use_out_rows && !c.zero_in_kernel) {
+    for (int64_t i = 0; i < y_rows * D; ++i) y[i] = unit(rng), ref[i] = y[i];  // accumulate onto
+  } else {
+    for (auto &v : y) v = std::numeric_limits<float>::quiet_NaN();  // poison: must be overwritten
+  }
+  std::vector<double> hrow(F);
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t a = offsets[e]; a < offsets[e + 1]; ++a) {
+      const float *xr = x.data() + (c.use_tokens ? tokens[a] : a) * D;
+      for (int64_t f = 0; f < F; ++f) {
+        double su = 0, sg = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          su += static_cast<double>(xr[d]) * uw[e].f32[f * D + d];
+          if (c.gated) sg += static_cast<double>(xr[d]) * gw[e].f32[f * D + d];
+        }
+        hrow[f] = c.gated ? act_ref(c.act, sg) * su : act_ref(c.act, su);
+      }
+      const double g = c.use_gates ? gates[a] : 1.0;
+      const int64_t orow = c.use_out_rows ? out_rows[a] : a;
+      for (int64_t d = 0; d < D; ++d) {
+        double s = 0;
+        for (int64_t f = 0; f < F; ++f) s += hrow[f] * dw[e].f32[d * F + f];
+        if (c.use_out_rows) ref[orow * D + d] += g * s;
+        else ref[orow * D + d] = g * s;
+      }
+    }
+  }
+
+  ExpertFFNProblem p;
+  p.num_experts = E;
+  p.hidden = D;
+  p.inter = F;
+  p.x = x.data();
+  p.offsets = offsets.data();
+  p.tokens = c.use_tokens ? tokens.data() : nullptr;
+  p.gates = c.use_gates ? gates.data() : nullptr;
+  p.gate_w = c.gated ? gp.data() : nullptr;
+  p.up_w = up.data();
+  p.down_w = dp.data();
+  p.y = y.data();
+  p.out_rows = c.use_out_rows ? out_rows.data() : nullptr;
+  p.zero_rows = (c.use_out_rows && c.zero_in_kernel) ? y_rows : 0;
+  const size_t ws = expert_ffn_workspace_size(A, D, F, c.threads, c.tiles);
+  void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
+  p.workspace = workspace;
+  p.num_threads = c.threads;
+  pick(c.w, c.act, c.gated)(p, c.tiles);
+  std::free(workspace);
+
+  double num = 0, den = 0;
+  bool finite = true;
+  for (int64_t i = 0; i < y_rows * D; ++i) {
+    if (!std::isfinite(y[i])) finite = false;
+    const double d = y[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const double tol = 1e-5;
+  g_max_rel[static_cast<int>(c.w)] = std::max(g_max_rel[static_cast<int>(c.w)], rel);
+  ++g_checks;
+  if (!finite || !(rel <= tol)) {
+    ++g_failures;
+    std::printf("FAIL T=%ld D=%ld F=%ld E=%ld k=%ld %s %s %s tokens=%d gates=%d out_rows=%d zero=%d thr=%d tiles=%s: "
+                "rel_l2=%.3g finite=%d\n",
+                (long)T, (long)D, (long)F, (long)E, (long)c.k, wt_name(c.w), act_name(c.act),
+                c.gated ? "gated" : "plain", c.use_tokens, c.use_gates, c.use_out_rows, c.zero_in_kernel,
+                c.threads, c.tile_name.c_str(), rel, finite);
+  }
+}
+
+void test_linear(WeightType w, int64_t rows, int64_t in, int64_t out, bool gather, bool bias, int threads,
+                 const TileConfig &t, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  const int64_t x_rows = gather ? rows + 3 : rows;
+  std::vector<float> x(std::max<int64_t>(x_rows, 1) * in), b(out), y(std::max<int64_t>(rows, 1) * out,
+                                                                        std::numeric_limits<float>::quiet_NaN());
+  for (auto &v : x) v = unit(rng);
+  for (auto &v : b) v = unit(rng);
+  std::vector<int32_t> idx(rows);
+  for (int64_t r = 0; r < rows; ++r) idx[r] = static_cast<int32_t>((r * 7 + 2) % x_rows);
+  Matrix m = make_matrix(rng, out, in, w, 1.0f / std::sqrt(static_cast<float>(in)));
+  LinearProblem p;
+  p.rows = rows;
+  p.in = in;
+  p.out = out;
+  p.x = x.data();
+  p.row_index = gather ? idx.data() : nullptr;
+  p.w = m.data(w);
+  p.bias = bias ? b.data() : nullptr;
+  p.y = y.data();
+  p.num_threads = threads;
+  const size_t ws = linear_workspace_size(rows, in, out, threads, t);
+  void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
+  p.workspace = workspace;
+  if (w == WeightType::f32) linear<WeightType::f32>(p, t);
+  else if (w == WeightType::bf16) linear<WeightType::bf16>(p, t);
+  else linear<WeightType::f16>(p, t);
+  std::free(workspace);
+  double num = 0, den = 0;
+  bool finite = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x.data() + (gather ? idx[r] : r) * in;
+    for (int64_t n = 0; n < out; ++n) {
+      double s = bias ? b[n] : 0.0;
+      for (int64_t k = 0; k < in; ++k) s += static_cast<double>(xr[k]) * m.f32[n * in + k];
+      if (!std::isfinite(y[r * out + n])) finite = false;
+      num += (y[r * out + n] - s) * (y[r * out + n] - s);
+      den += s * s;
+    }
+  }
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  ++g_checks;
+  if (!finite || !(rel <= 1e-5)) {
+    ++g_failures;
+    std::printf("FAIL linear %s rows=%ld in=%ld out=%ld gather=%d bias=%d thr=%d: rel_l2=%.3g finite=%d\n",
+                wt_name(w), (long)rows, (long)in, (long)out, gather, bias, threads, rel, finite);
+  }
+}
+
+// A NaN in one token row must poison exactly that token's output row (spec: edge cases).
+void test_nan_propagation(const TileConfig &tiles, const char *name) {
+  const int64_t T = 40, D = 100, F = 37, E = 4;
+  std::mt19937 rng(99);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::vector<float> x(T * D), y(T * D);
+  for (auto &v : x) v = unit(rng);
+  x[7 * D + 13] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<int32_t> offsets(E + 1), tokens;
+  std::vector<float> gates;
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t t = 0; t < T; ++t)
+      if ((t + e) % 2 == 0) tokens.push_back(static_cast<int32_t>(t)), gates.push_back(0.5f);
+    offsets[e + 1] = static_cast<int32_t>(tokens.size());
+  }
+  std::vector<Matrix> w;
+  std::vector<const void *> g(E), u(E), d(E);
+  for (int64_t e = 0; e < E; ++e) {
+    w.push_back(make_matrix(rng, F, D, WeightType::f32, 0.1f));
+    w.push_back(make_matrix(rng, F, D, WeightType::f32, 0.1f));
+    w.push_back(make_matrix(rng, D, F, WeightType::f32, 0.1f));
+  }
+  for (int64_t e = 0; e < E; ++e) g[e] = w[3 * e].data(WeightType::f32), u[e] = w[3 * e + 1].data(WeightType::f32),
+                                  d[e] = w[3 * e + 2].data(WeightType::f32);
+  ExpertFFNProblem p;
+  p.num_experts = E;
+  p.hidden = D;
+  p.inter = F;
+  p.x = x.data();
+  p.offsets = offsets.data();
+  p.tokens = tokens.data();
+  p.gates = gates.data();
+  p.gate_w = g.data();
+  p.up_w = u.data();
+  p.down_w = d.data();
+  p.y = y.data();
+  p.out_rows = tokens.data();
+  p.zero_rows = T;
+  p.num_threads = 2;
+  const size_t ws = expert_ffn_workspace_size(static_cast<int64_t>(tokens.size()), D, F, 2, tiles);
+  void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
+  p.workspace = workspace;
+  expert_ffn<WeightType::f32, Activation::silu, true>(p, tiles);
+  std::free(workspace);
+  bool ok = true;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < D; ++i) ok &= (t == 7) == std::isnan(y[t * D + i]);
+  ++g_checks;
+  if (!ok) {
+    ++g_failures;
+    std::printf("FAIL NaN propagation (%s): a NaN in token 7 must make exactly row 7 NaN\n", name);
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::vector<std::pair<std::string, TileConfig>> tile_sets;
+  tile_sets.push_back({"default", default_tile_config()});
+  TileConfig tiny;  // many kc slices, nc blocks and mc blocks; blocked path even for 1 row
+  tiny.mc = 2 * kMicroRows;
+  tiny.kc = 16;
+  tiny.nc = kMicroCols;
+  tiny.small_m_max = 0;
+  tile_sets.push_back({"tiny-blocked", tiny});
+  TileConfig all_small = default_tile_config();
+  all_small.small_m_max = 1 << 30;
+  tile_sets.push_back({"all-small", all_small});
+
+  const WeightType wts[] = {WeightType::f32, WeightType::bf16, WeightType::f16};
+  const Activation acts[] = {Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::relu};
+  struct Shape {
+    int64_t T, D, F, E, k;
+  };
+  const Shape shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
+                          {40, 100, 37, 6, 2}, {9, 64, 96, 4, 2},   {50, 33, 70, 3, 3},
+                          {3, 17, 5, 1, 1},    {30, 130, 300, 5, 2}};
+  uint32_t seed = 1;
+  // Full cross product on the small shapes for the routing/pointer options; the activations and
+  // dtypes cycle through the combinations so every pairing is covered without a huge run.
+  int combo = 0;
+  for (const auto &ts : tile_sets) {
+    for (const Shape &s : shapes) {
+      for (int opts = 0; opts < 16; ++opts) {
+        for (int gated = 0; gated < 2; ++gated) {
+          Case c;
+          c.T = s.T;
+          c.D = s.D;
+          c.F = s.F;
+          c.E = s.E;
+          c.k = s.k;
+          c.use_tokens = opts & 1;
+          c.use_gates = (opts >> 1) & 1;
+          c.use_out_rows = (opts >> 2) & 1;
+          c.zero_in_kernel = (opts >> 3) & 1;
+          if (!c.use_out_rows && c.zero_in_kernel) continue;
+          c.gated = gated;
+          c.w = wts[combo % 3];
+          c.act = acts[(combo / 3) % 4];
+          ++combo;
+          c.threads = 1 + combo % 3;
+          c.tiles = ts.second;
+          c.tile_name = ts.first;
+          run_case(c, seed++);
+        }
+      }
+    }
+  }
+  // Every dtype x activation x gated at one shape that takes both paths, 2 threads.
+  for (WeightType w : wts)
+    for (Activation a : acts)
+      for (int gated = 0; gated < 2; ++gated)
+        for (int64_t T : {int64_t(2), int64_t(25)}) {
+          Case c{T, 100, 37, 5, 2, w, a, bool(gated), true, true, true, false, 2, default_tile_config(), "default"};
+          run_case(c, seed++);
+        }
+  // Linear: all dtypes, gather/bias, both paths and both thread splits.
+  for (WeightType w : wts)
+    for (int64_t rows : {int64_t(0), int64_t(1), int64_t(5), int64_t(37)})
+      for (int64_t out : {int64_t(8), int64_t(100)})
+        for (int gb = 0; gb < 4; ++gb)
+          for (const auto &ts : tile_sets) test_linear(w, rows, 70, out, gb & 1, gb & 2, 2, ts.second, seed++);
+
+  for (const auto &ts : tile_sets) test_nan_propagation(ts.second, ts.first.c_str());
+
+  std::printf("worst relative L2 error vs float64: f32 %.2g, bf16 %.2g, f16 %.2g (tolerance 1e-5)\n", g_max_rel[0],
+              g_max_rel[1], g_max_rel[2]);
+  std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
+#if defined(__AVX512F__)
+              "AVX-512"
+#elif defined(__AVX2__) && defined(__FMA__)
+              "AVX2+FMA"
+#else
+              "scalar"
+#endif
+  );
+  return g_failures ? 1 : 0;
+}
