@@ -9,8 +9,8 @@ CXX="${CXX:-g++}"
 # -Wno-*uninitialized: GCC 12 false positives inside avx512fintrin.h (_mm512_undefined_*, GCC PR 105593).
 FLAGS=(-std=c++17 -O3 -fopenmp -I"$ROOT" -Wall -Wextra -Wno-maybe-uninitialized -Wno-uninitialized)
 "$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/bench_expert_ffn.cpp" -o "$OUT/bench_expert_ffn" -lopenblas &
-"$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn" &
-"$CXX" "${FLAGS[@]}" -march=haswell "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_avx2" &
-"$CXX" "${FLAGS[@]}" -march=x86-64 -mno-avx "$ROOT/bench/kernels/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_scalar" &
+"$CXX" "${FLAGS[@]}" -march=native "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn" &
+"$CXX" "${FLAGS[@]}" -march=haswell "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_avx2" &
+"$CXX" "${FLAGS[@]}" -march=x86-64 -mno-avx "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_scalar" &
 wait
 echo "built in $OUT: bench_expert_ffn test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar"
