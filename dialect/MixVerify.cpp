@@ -790,7 +790,7 @@ LogicalResult MoLoRAOp::verify() {
 
 LogicalResult KernelOp::verify() {
   Block &body = getBody().front();
-  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(&body.back());
   if (!yield)
     return emitOpError() << "body must end in 'mix.yield'";
   if (yield.getValues().getTypes() != getResultTypes())

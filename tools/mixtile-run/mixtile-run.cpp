@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <string>
 #include <unistd.h>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -19,13 +20,41 @@ namespace {
 const char *const kUsage =
     "usage: mixtile-run OUTDIR --weights W.safetensors|DIR [--inputs X.safetensors]\n"
     "                   [-o Y.safetensors] [--device cpu|cuda] [--threads N] [--bench N]\n"
-    "                   [--entry NAME]\n";
+    "                   [--entry NAME] [--cold]\n"
+    "  --cold  with --bench: evict the CPU caches before each timed run, as a layer in a\n"
+    "          model sees them (its weights were pushed out by the layers before it)\n";
 
 struct Options {
   std::string outdir, weights, inputs, output, entry;
   std::string device = "cpu";
   int threads = 0; // 0: all cores available to this process
   int bench = 0;   // 0: a single run
+  bool cold = false;
+};
+
+/// Streams through a buffer several times the last-level cache, so the next run reads its
+/// weights from memory rather than from cache.
+class CacheEvictor {
+public:
+  CacheEvictor() {
+    long llc = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+    // 4x the reported last-level cache, at least 256 MiB, at most 512 MiB (a VM may report
+    // its host's whole cache).
+    bytes = std::clamp<size_t>(llc > 0 ? 4 * static_cast<size_t>(llc) : 0, size_t(256) << 20,
+                               size_t(512) << 20);
+    buffer.assign(bytes / sizeof(uint64_t), 1);
+  }
+  void evict() {
+    uint64_t sum = 0;
+    for (uint64_t &word : buffer)
+      sum += ++word;
+    sink += sum;
+  }
+  size_t bytes = 0;
+
+private:
+  std::vector<uint64_t> buffer;
+  volatile uint64_t sink = 0;
 };
 
 [[noreturn]] void die(const std::string &message) {
@@ -56,6 +85,10 @@ Options parseOptions(int argc, char **argv) {
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       std::exit(0);
+    }
+    if (arg == "--cold") {
+      options.cold = true;
+      continue;
     }
     if (arg.size() > 1 && arg[0] == '-') {
       std::string name = arg, value;
@@ -173,7 +206,12 @@ int main(int argc, char **argv) {
   // allocation, thread pool start-up); without --bench it is the run.
   check(mixtile_session_run(session, inputs, threads));
   std::vector<double> seconds;
+  std::unique_ptr<CacheEvictor> evictor;
+  if (options.cold && options.bench > 0)
+    evictor = std::make_unique<CacheEvictor>();
   for (int i = 0; i < options.bench; ++i) {
+    if (evictor)
+      evictor->evict();
     auto start = std::chrono::steady_clock::now();
     check(mixtile_session_run(session, inputs, threads));
     seconds.push_back(
@@ -183,6 +221,8 @@ int main(int argc, char **argv) {
   if (!options.output.empty())
     check(mixtile_session_write_results(session, options.output.c_str()));
   if (options.bench > 0) {
+    if (evictor)
+      std::printf("caches: evicted (%zu MiB streamed) before each run\n", evictor->bytes >> 20);
     printBench(session, seconds);
   } else if (options.output.empty()) {
     // Nothing to write: say what was computed, so a bare run is not silent.
