@@ -40,7 +40,7 @@ func.func @yield_outside(%x: tensor<?x64xf32>) {
 // -----
 
 func.func @empty_body() {
-  // expected-error @+1 {{'mix.kernel' op body must end in 'mix.yield'}}
+  // expected-error @+1 {{'mix.kernel' op expects a non-empty block}}
   "mix.kernel"() <{kind = "k"}> ({
   ^bb0:
   }) : () -> ()
