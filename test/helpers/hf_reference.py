@@ -286,7 +286,7 @@ def checkpoint_names(checkpoint):
     return names
 
 
-def compute(config_path, checkpoint, inputs_path, layer=None):
+def compute(config_path, checkpoint, inputs_path, layer=None, router_precision="weights"):
     """Returns (results {"output": [T, hidden]}, near_tie [T], info with spec, router dtype
     and the unit roundoff the near-tie bound used)."""
     with open(config_path) as f:
@@ -309,7 +309,8 @@ def compute(config_path, checkpoint, inputs_path, layer=None):
     inputs, _ = safetensors_io.load(inputs_path)
     x = inputs["hidden_states"]
     router_dtype = dtypes[spec["tensors"]["router"]]
-    unit = UNIT_ROUNDOFF[router_dtype]
+    # "f32": the implementation keeps tokens in f32 (only accumulation error remains).
+    unit = UNIT_ROUNDOFF[router_dtype] if router_precision == "weights" else 0.0
     results, near, info = reference.token_choice(x, tensors, spec["attrs"], unit)
     info.update(spec=spec, router_dtype=router_dtype, weight_dtypes=sorted(set(dtypes.values())))
     return {"output": results["output"]}, near, info
