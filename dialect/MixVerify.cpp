@@ -211,6 +211,16 @@ LogicalResult verifySharedExperts(ShapeChecker &check, Value gate, Value up, Val
   return success();
 }
 
+/// The output [T, D] of a routed layer and its optional router logits [T, E].
+LogicalResult verifyLayerResults(ShapeChecker &check, Value output, Value routerLogits,
+                                 int64_t tokens, int64_t hidden, int64_t numExperts) {
+  if (failed(verifyTokenResult(check, output, "output", "[T, D]", tokens, {hidden}, {"D"})) ||
+      (routerLogits && failed(verifyTokenResult(check, routerLogits, "router_logits", "[T, E]",
+                                                tokens, {numExperts}, {"E"}))))
+    return failure();
+  return success();
+}
+
 LogicalResult verifyOptionalK(Operation *op, std::optional<uint64_t> k, int64_t numExperts) {
   if (k && static_cast<int64_t>(*k) > numExperts)
     return op->emitOpError() << "attribute 'k' (" << *k
@@ -690,14 +700,8 @@ LogicalResult TokenChoiceMoEOp::verify() {
       failed(verifySharedExperts(check, getSharedGate(), getSharedUp(), getSharedDown(),
                                  getSharedExpertGate(), hidden)))
     return failure();
-  int64_t tokens = dimOf(getX(), 0);
-  if (failed(verifyTokenResult(check, getOutput(), "output", "[T, D]", tokens, {hidden},
-                               {"D"})) ||
-      (getRouterLogits() &&
-       failed(verifyTokenResult(check, getRouterLogits(), "router_logits", "[T, E]", tokens,
-                                {numExperts}, {"E"}))))
-    return failure();
-  return success();
+  return verifyLayerResults(check, getOutput(), getRouterLogits(), dimOf(getX(), 0), hidden,
+                            numExperts);
 }
 
 LogicalResult ExpertChoiceMoEOp::verify() {
@@ -711,14 +715,8 @@ LogicalResult ExpertChoiceMoEOp::verify() {
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
                                  shape)))
     return failure();
-  int64_t tokens = dimOf(getX(), 0);
-  if (failed(verifyTokenResult(check, getOutput(), "output", "[T, D]", tokens, {hidden},
-                               {"D"})) ||
-      (getRouterLogits() &&
-       failed(verifyTokenResult(check, getRouterLogits(), "router_logits", "[T, E]", tokens,
-                                {numExperts}, {"E"}))))
-    return failure();
-  return success();
+  return verifyLayerResults(check, getOutput(), getRouterLogits(), dimOf(getX(), 0), hidden,
+                            numExperts);
 }
 
 LogicalResult MixtureOfTokensOp::verify() {

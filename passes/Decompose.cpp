@@ -171,13 +171,16 @@ void decompose(MixtureOfTokensOp op) {
   op.erase();
 }
 
+/// The dense router probabilities a lightweight-expert layer mixes its experts by.
+Value softRoute(OpBuilder &b, Location loc, Value x, Value router, IntegerAttr k) {
+  auto type = tensorOf({dimOf(x, 0), dimOf(router, 0)}, b.getF32Type());
+  return SoftRouteOp::create(b, loc, type, x, router, k);
+}
+
 void decompose(MoVOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
-  int64_t numExperts = dimOf(op.getRouter(), 0);
-  Value probs = SoftRouteOp::create(b, loc,
-                                    tensorOf({dimOf(op.getX(), 0), numExperts}, b.getF32Type()),
-                                    op.getX(), op.getRouter(), op.getKAttr());
+  Value probs = softRoute(b, loc, op.getX(), op.getRouter(), op.getKAttr());
   Value y = MixVectorsOp::create(b, loc, op.getY().getType(), op.getH(), probs, op.getVectors());
   op.getY().replaceAllUsesWith(y);
   op.erase();
@@ -186,10 +189,7 @@ void decompose(MoVOp op) {
 void decompose(MoLoRAOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
-  int64_t numExperts = dimOf(op.getRouter(), 0);
-  Value probs = SoftRouteOp::create(b, loc,
-                                    tensorOf({dimOf(op.getX(), 0), numExperts}, b.getF32Type()),
-                                    op.getX(), op.getRouter(), op.getKAttr());
+  Value probs = softRoute(b, loc, op.getX(), op.getRouter(), op.getKAttr());
   Value base = LinearOp::create(b, loc, op.getY().getType(), op.getX(), op.getBase(), Value());
   Value y = MixLoRAOp::create(b, loc, op.getX(), probs, op.getLoraA(), op.getLoraB(), base,
                               op.getAlphaAttr());
