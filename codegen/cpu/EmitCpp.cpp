@@ -454,13 +454,17 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
     std::string scores = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", t, experts).str());
     line(llvm::formatv("mixtile::cpu::expert_choice<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
-                       "{9}, {10}, {11}, threads);",
+                       "{9}, {10}, {11}, scratch, threads);",
                        weightType(elementOf(choice.getRouter())), t, experts, hidden,
                        floatLiteral(choice.getCapacityFactor().convertToDouble()),
                        ptr(choice.getX()), ptr(choice.getRouter()), ptr(choice.getOffsets()),
                        ptr(choice.getTokens()), ptr(choice.getGates()), ptr(choice.getLogits()),
                        scores)
              .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::expert_choice_workspace_size({0}, {1}, {2}, "
+                                    "max_threads)",
+                                    t, experts, hidden)
+                          .str());
     flopsPerToken += 2.0 * experts * hidden;
     denseWeightBytes += experts * hidden * dtypeBytes(elementOf(choice.getRouter()));
     return success();
@@ -704,13 +708,17 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel, std::strin
     std::string logits = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", product({b, s}), experts).str());
     line(llvm::formatv("mixtile::cpu::token_mix<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, "
-                       "{10}, {11}, {12}, threads);",
+                       "{10}, {11}, {12}, scratch, threads);",
                        weightType(elementOf(mix.getController())), b, s, hidden, experts,
                        mix.getGroupSize(), floatLiteral(mix.getTemperature().convertToDouble()),
                        mix.getEmit() == EmitWeights::expert_softmax ? "true" : "false",
                        ptr(mix.getX()), ptr(mix.getController()), ptr(mix.getMixed()),
                        ptr(mix.getEmitWeights()), logits)
              .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::token_mix_workspace_size({0}, {1}, {2}, {3}, "
+                                    "max_threads)",
+                                    b, s, hidden, experts)
+                          .str());
     flopsPerToken += 4.0 * experts * hidden;
     denseWeightBytes += experts * hidden * dtypeBytes(elementOf(mix.getController()));
     return success();

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "linear.h"
 #include "routing.h"
 
 namespace mixtile::cpu {
@@ -159,69 +160,250 @@ void mix_lora(int64_t tokens, int64_t experts, int64_t rank, int64_t in, int64_t
     }
 }
 
-/// Mixture of Tokens (Antoniak et al., 2023): for each group of G consecutive examples at
-/// position s, merge weights m = softmax over the group of logits / τ per expert; the mixed
-/// token of expert e is Σ_i m_i x_i, stored at mixed[e, g·S + s]. emit [B, S, E] gets the
-/// merge weights, or softmax over experts of logits / τ. `logits` is scratch of B·S·E floats.
-template <WeightType W>
-void token_mix(int64_t batch, int64_t seq, int64_t hidden, int64_t experts, int64_t group,
-               double temperature, bool emit_expert_softmax, const float *x,
-               const WeightStorage<W> *controller, float *mixed, float *emit, float *logits,
-               int num_threads) {
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-  const int64_t tokens = batch * seq, groups = batch / group;
-  const float inv_t = static_cast<float>(1.0 / temperature);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t t = 0; t < tokens; ++t)
-    detail::router_logits<W>(x + t * hidden, controller, ExpertVector{}, experts, hidden,
-                             logits + t * experts);
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> column(group), weights(group);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t s = 0; s < seq; ++s) {
-        for (int64_t e = 0; e < experts; ++e) {
-          for (int64_t i = 0; i < group; ++i)
-            column[i] = logits[((g * group + i) * seq + s) * experts + e];
-          detail::softmax(column.data(), weights.data(), group, inv_t);
-          float *z = mixed + (e * groups * seq + g * seq + s) * hidden;
-          std::fill(z, z + hidden, 0.0f);
-          for (int64_t i = 0; i < group; ++i) {
-            const float *xi = x + ((g * group + i) * seq + s) * hidden;
-            const float m = weights[i];
-            for (int64_t d = 0; d < hidden; ++d)
-              z[d] += m * xi[d];
-            if (!emit_expert_softmax)
-              emit[((g * group + i) * seq + s) * experts + e] = m;
-          }
-        }
-        if (emit_expert_softmax)
-          for (int64_t i = 0; i < group; ++i) {
-            const int64_t row = (g * group + i) * seq + s;
-            detail::softmax(logits + row * experts, emit + row * experts, experts, inv_t);
-          }
+namespace detail {
+
+/// acc[i][v] += Σ_k a[k·MR + i] · b[k·ldb + v·W ...]: the register tile of gemm.h's
+/// microkernel, with B read in place (rows of activations at any stride) instead of packed.
+template <int MR, int NV>
+inline void strided_microkernel(int64_t depth, const float *__restrict a, const float *__restrict b,
+                                int64_t ldb, VecF (&acc)[MR][NV]) {
+  for (int64_t k = 0; k < depth; ++k) {
+    VecF bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * ldb + v * kVecWidth);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const VecF ai = vset1(a[k * MR + i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = vfma(ai, bv[v], acc[i][v]);
+    }
+  }
+}
+
+/// Stores a vector, bypassing the caches when `Stream` and the address allows it: for outputs
+/// far larger than the last-level cache, which would otherwise be read before being written.
+template <bool Stream>
+inline void vstore_maybe_stream(float *p, VecF a) {
+#if defined(__AVX512F__)
+  if (Stream && (reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+    _mm512_stream_ps(p, a.v);
+    return;
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  if (Stream && (reinterpret_cast<uintptr_t>(p) & 31) == 0) {
+    _mm256_stream_ps(p, a.v);
+    return;
+  }
+#endif
+  vstore(p, a);
+}
+
+/// Orders this thread's streaming stores before what follows (a barrier, the next kernel).
+inline void stream_fence() {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  _mm_sfence();
+#endif
+}
+
+/// C[r, 0:n] = Σ_k A[r, k] · B[k, 0:n] for `rows` rows, one thread. A is packed by
+/// pack_rows_interleaved (blocks of kMicroRows rows, k-major); B rows lie at stride ldb;
+/// row r of C starts at out_row(r). Whole tiles use the GEMM microkernel's register shape.
+template <bool Stream, class OutRow>
+inline void gemm_packed_a(int64_t rows, int64_t depth, int64_t n, const float *apack, const float *b,
+                          int64_t ldb, OutRow out_row) {
+  constexpr int MR = kMicroRows, NV = kMicroVectors, W = kVecWidth;
+  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+    const float *a = apack + r0 * depth;
+    const int valid = static_cast<int>(std::min<int64_t>(MR, rows - r0));
+    float *dst[MR];
+    for (int i = 0; i < MR; ++i) dst[i] = i < valid ? out_row(r0 + i) : nullptr;
+    int64_t c = 0;
+    for (; c + NV * W <= n; c += NV * W) {
+      VecF acc[MR][NV];
+      for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[i][v] = vzero();
+      strided_microkernel<MR, NV>(depth, a, b + c, ldb, acc);
+      for (int i = 0; i < valid; ++i)
+        for (int v = 0; v < NV; ++v) vstore_maybe_stream<Stream>(dst[i] + c + v * W, acc[i][v]);
+    }
+    for (; c + W <= n; c += W) {
+      VecF acc[MR][1];
+      for (int i = 0; i < MR; ++i) acc[i][0] = vzero();
+      strided_microkernel<MR, 1>(depth, a, b + c, ldb, acc);
+      for (int i = 0; i < valid; ++i) vstore_maybe_stream<Stream>(dst[i] + c, acc[i][0]);
+    }
+    for (; c < n; ++c)
+      for (int i = 0; i < valid; ++i) {
+        float s = 0.0f;
+        for (int64_t k = 0; k < depth; ++k) s += a[k * MR + i] * b[k * ldb + c];
+        dst[i][c] = s;
       }
   }
 }
 
-/// out[b, s] = Σ_e emit[b, s, e] · h[e, (b / G)·S + s].
+/// Packs A[r, k] = value(r, k) for r < rows, k < depth into blocks of kMicroRows rows,
+/// k-major (dst[block · MR · depth + k · MR + i]); rows past `rows` are zero.
+template <class Value>
+inline void pack_rows_interleaved(int64_t rows, int64_t depth, float *dst, Value value) {
+  constexpr int MR = kMicroRows;
+  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+    float *blk = dst + r0 * depth;
+    const int valid = static_cast<int>(std::min<int64_t>(MR, rows - r0));
+    for (int64_t k = 0; k < depth; ++k)
+      for (int i = 0; i < MR; ++i) blk[k * MR + i] = i < valid ? value(r0 + i, k) : 0.0f;
+  }
+}
+
+/// True when every v[0..n) is finite (v · 0 is NaN exactly for NaN and ±Inf).
+inline bool all_finite(const float *v, int64_t n) {
+  VecF acc = vzero();
+  int64_t i = 0;
+  for (; i + kVecWidth <= n; i += kVecWidth) acc = vfma(vload(v + i), vzero(), acc);
+  float s = vhsum(acc);
+  for (; i < n; ++i) s += v[i] * 0.0f;
+  return s == 0.0f;
+}
+
+/// out[j] = exp(in[j] · inverse_temperature - shift[j]), or - shift_scalar when shift is
+/// null; vectorized. The caller guarantees finite inputs, so every argument is <= 0.
+inline void exp_shifted(const float *in, const float *shift, float shift_scalar, float inverse_temperature,
+                        float *out, int64_t n) {
+  const VecF it = vset1(inverse_temperature);
+  int64_t j = 0;
+  for (; j + kVecWidth <= n; j += kVecWidth) {
+    const VecF m = shift ? vload(shift + j) : vset1(shift_scalar);
+    // x·(1/τ) + (−m), rounded as the scalar softmax rounds it.
+    vstore(out + j, vexp(vadd(vmul(vload(in + j), it), vmul(m, vset1(-1.0f)))));
+  }
+  for (; j < n; ++j) out[j] = std::exp(in[j] * inverse_temperature - (shift ? shift[j] : shift_scalar));
+}
+
+/// softmax(in · inverse_temperature) of one row, vectorized; a row holding NaN or Inf takes
+/// the scalar softmax, whose NaN propagation the layer semantics rely on.
+inline void softmax_row(const float *in, float *out, int64_t n, float inverse_temperature) {
+  if (!all_finite(in, n)) {
+    softmax(in, out, n, inverse_temperature);
+    return;
+  }
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, in[i] * inverse_temperature);
+  exp_shifted(in, nullptr, m, inverse_temperature, out, n);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += out[i];
+  for (int64_t i = 0; i < n; ++i) out[i] /= sum;
+}
+
+}  // namespace detail
+
+/// Workspace of token_mix: the controller GEMM's (linear.h) scratch.
+inline size_t token_mix_workspace_size(int64_t batch, int64_t seq, int64_t hidden, int64_t experts,
+                                       int num_threads) {
+  return linear_workspace_size(batch * seq, hidden, experts, num_threads);
+}
+
+/// Mixture of Tokens (Antoniak et al., 2023): for each group of G consecutive examples at
+/// position s, merge weights m = softmax over the group of logits / τ per expert; the mixed
+/// token of expert e is Σ_i m_i x_i, stored at mixed[e, g·S + s]. emit [B, S, E] gets the
+/// merge weights, or softmax over experts of logits / τ. `logits` is scratch of B·S·E floats,
+/// `workspace` token_mix_workspace_size(...) bytes, 64-byte aligned.
+///
+/// Schedule: the controller logits are one GEMM [B·S, D] x [D, E] (linear.h). Then each
+/// thread takes whole group positions (g, s): merge weights vectorized over experts, written
+/// in place of the logits (or straight into emit), and the mixing Z[E, D] = Mᵀ[E, G] · X[G, D]
+/// as a G-deep GEMM on the microkernel tile, X read in place. No two threads share an output.
+template <WeightType W>
+void token_mix(int64_t batch, int64_t seq, int64_t hidden, int64_t experts, int64_t group,
+               double temperature, bool emit_expert_softmax, const float *x,
+               const WeightStorage<W> *controller, float *mixed, float *emit, float *logits,
+               void *workspace, int num_threads) {
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const int64_t tokens = batch * seq, groups = batch / group, positions = groups * seq;
+  const int64_t D = hidden, E = experts, G = group;
+  const float inv_t = static_cast<float>(1.0 / temperature);
+  if (tokens <= 0) return;
+  LinearProblem lp;
+  lp.rows = tokens;
+  lp.in = D;
+  lp.out = E;
+  lp.x = x;
+  lp.w = controller;
+  lp.y = logits;
+  lp.workspace = workspace;
+  lp.num_threads = threads;
+  linear<W>(lp);
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> column_max(E), column_sum(E), column(G), weights(G);
+    std::vector<float> apack(detail::round_up(E, kMicroRows) * G);
+#pragma omp for schedule(static)
+    for (int64_t gs = 0; gs < positions; ++gs) {
+      const int64_t g = gs / seq, s = gs % seq;
+      const int64_t first_row = g * G * seq + s;  // row of example (g·G + i, s) is first_row + i·S
+      const int64_t ld = seq * E;                 // between the group's rows of logits / emit
+      float *l0 = logits + first_row * E;
+      float *e0 = emit + first_row * E;
+      bool finite = true;
+      for (int64_t i = 0; i < G && finite; ++i) finite = detail::all_finite(l0 + i * ld, E);
+      if (emit_expert_softmax)
+        for (int64_t i = 0; i < G; ++i) detail::softmax_row(l0 + i * ld, e0 + i * ld, E, inv_t);
+      // Merge weights m[i, e]: into emit (emit = merge) or over the logits (no longer needed).
+      float *m0 = emit_expert_softmax ? l0 : e0;
+      if (finite) {
+        for (int64_t e = 0; e < E; ++e) column_max[e] = l0[e] * inv_t;
+        for (int64_t i = 1; i < G; ++i) {
+          const float *l = l0 + i * ld;
+          for (int64_t e = 0; e < E; ++e) column_max[e] = std::max(column_max[e], l[e] * inv_t);
+        }
+        std::fill(column_sum.begin(), column_sum.end(), 0.0f);
+        for (int64_t i = 0; i < G; ++i) {
+          float *m = m0 + i * ld;
+          detail::exp_shifted(l0 + i * ld, column_max.data(), 0.0f, inv_t, m, E);
+          for (int64_t e = 0; e < E; ++e) column_sum[e] += m[e];
+        }
+        for (int64_t i = 0; i < G; ++i) {
+          float *m = m0 + i * ld;
+          for (int64_t e = 0; e < E; ++e) m[e] /= column_sum[e];
+        }
+      } else {
+        // NaN or Inf among the logits: the scalar softmax per expert, as the semantics define.
+        for (int64_t e = 0; e < E; ++e) {
+          for (int64_t i = 0; i < G; ++i) column[i] = l0[i * ld + e];
+          detail::softmax(column.data(), weights.data(), G, inv_t);
+          for (int64_t i = 0; i < G; ++i) m0[i * ld + e] = weights[i];
+        }
+      }
+      // Z[e, :] = Σ_i m[i, e] · x_i: A = Mᵀ [E, G], B = the group's tokens [G, D].
+      detail::pack_rows_interleaved(E, G, apack.data(),
+                                    [&](int64_t e, int64_t i) { return m0[i * ld + e]; });
+      detail::gemm_packed_a<true>(E, G, D, apack.data(), x + first_row * D, seq * D,
+                                  [&](int64_t e) { return mixed + (e * positions + gs) * D; });
+    }
+    detail::stream_fence();
+  }
+}
+
+/// out[b, s] = Σ_e emit[b, s, e] · h[e, (b / G)·S + s]: per group position (g, s) the
+/// E-deep GEMM Y[G, D] = W[G, E] · H[E, D], threads over group positions.
 inline void token_emit(int64_t batch, int64_t seq, int64_t hidden, int64_t experts,
                        int64_t group, const float *h, const float *emit, float *out,
                        int num_threads) {
-  const int64_t rows_per_expert = batch / group * seq;
-#pragma omp parallel for collapse(2) num_threads(num_threads > 0 ? num_threads : omp_get_max_threads()) schedule(static)
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t s = 0; s < seq; ++s) {
-      float *y = out + (b * seq + s) * hidden;
-      std::fill(y, y + hidden, 0.0f);
-      for (int64_t e = 0; e < experts; ++e) {
-        const float w = emit[(b * seq + s) * experts + e];
-        const float *src = h + (e * rows_per_expert + (b / group) * seq + s) * hidden;
-        for (int64_t d = 0; d < hidden; ++d)
-          y[d] += w * src[d];
-      }
+  const int64_t groups = batch / group, positions = groups * seq;
+  const int64_t D = hidden, E = experts, G = group;
+#pragma omp parallel num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
+  {
+    std::vector<float> apack(detail::round_up(G, kMicroRows) * E);
+#pragma omp for schedule(static)
+    for (int64_t gs = 0; gs < positions; ++gs) {
+      const int64_t g = gs / seq, s = gs % seq;
+      const int64_t first_row = g * G * seq + s;
+      const float *w0 = emit + first_row * E;
+      detail::pack_rows_interleaved(G, E, apack.data(),
+                                    [&](int64_t i, int64_t e) { return w0[i * seq * E + e]; });
+      detail::gemm_packed_a<false>(G, E, D, apack.data(), h + gs * D, positions * D,
+                            [&](int64_t i) { return out + (first_row + i * seq) * D; });
     }
+  }
 }
 
 } // namespace mixtile::cpu

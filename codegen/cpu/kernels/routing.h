@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "linear.h"
 #include "simd.h"
 #include "threads.h"
 
@@ -222,49 +223,68 @@ inline int64_t expert_choice_capacity(int64_t tokens, int64_t experts, double fa
                                              static_cast<double>(experts))));
 }
 
+/// Workspace of expert_choice: the router GEMM's (linear.h) scratch.
+inline size_t expert_choice_workspace_size(int64_t tokens, int64_t experts, int64_t hidden,
+                                           int num_threads) {
+  return linear_workspace_size(tokens, hidden, experts, num_threads);
+}
+
 /// Expert-choice routing (Zhou et al., 2022): each expert takes the C tokens with the largest
 /// softmax score (ties to the lower token index), C = min(T, ceil(factor · T / E)). Writes
 /// segments (offsets[e] = e·C, tokens in ascending order within a segment) and the logits.
-/// `scores` is scratch of T·E floats.
+/// `scores` is scratch of T·E floats, `workspace` expert_choice_workspace_size(...) bytes,
+/// 64-byte aligned. The logits are one GEMM (linear.h); each expert's selection is a
+/// selection (nth_element) on a contiguous copy of its score column, experts over threads.
 template <WeightType W>
 void expert_choice(int64_t tokens, int64_t experts, int64_t hidden, double capacity_factor,
                    const float *x, const WeightStorage<W> *router, int32_t *offsets,
                    int32_t *token_of, float *gate_of, float *logits, float *scores,
-                   int num_threads) {
+                   void *workspace, int num_threads) {
   const int64_t capacity = expert_choice_capacity(tokens, experts, capacity_factor);
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+  LinearProblem lp;
+  lp.rows = tokens;
+  lp.in = hidden;
+  lp.out = experts;
+  lp.x = x;
+  lp.w = router;
+  lp.y = logits;
+  lp.workspace = workspace;
+  lp.num_threads = threads;
+  linear<W>(lp);
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t t = 0; t < tokens; ++t) {
-    detail::router_logits<W>(x + t * hidden, router, ExpertVector{}, experts, hidden,
-                             logits + t * experts);
+  for (int64_t t = 0; t < tokens; ++t)
     detail::softmax(logits + t * experts, scores + t * experts, experts);
-  }
   for (int64_t e = 0; e <= experts; ++e)
     offsets[e] = static_cast<int32_t>(e * capacity);
+  struct Candidate {
+    float score;
+    int32_t token;
+  };
+  // NaN sorts last; ties go to the lower token index (a strict total order).
+  auto better = [](const Candidate &a, const Candidate &b) {
+    const bool a_nan = a.score != a.score, b_nan = b.score != b.score;
+    if (a.score == b.score || (a_nan && b_nan))
+      return a.token < b.token;
+    if (a_nan)
+      return false;
+    if (b_nan)
+      return true;
+    return a.score > b.score;
+  };
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<int32_t> order(tokens);
+    std::vector<Candidate> column(tokens);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t e = 0; e < experts; ++e) {
       for (int64_t t = 0; t < tokens; ++t)
-        order[t] = static_cast<int32_t>(t);
-      auto better = [&](int32_t a, int32_t b) {
-        float sa = scores[a * experts + e], sb = scores[b * experts + e];
-        // NaN sorts last; ties go to the lower token index.
-        if (sa == sb || (sa != sa && sb != sb))
-          return a < b;
-        if (sa != sa)
-          return false;
-        if (sb != sb)
-          return true;
-        return sa > sb;
-      };
-      std::partial_sort(order.begin(), order.begin() + capacity, order.end(), better);
-      std::sort(order.begin(), order.begin() + capacity);
+        column[t] = {scores[t * experts + e], static_cast<int32_t>(t)};
+      std::nth_element(column.begin(), column.begin() + capacity, column.end(), better);
+      std::sort(column.begin(), column.begin() + capacity,
+                [](const Candidate &a, const Candidate &b) { return a.token < b.token; });
       for (int64_t i = 0; i < capacity; ++i) {
-        int32_t t = order[i];
-        token_of[e * capacity + i] = t;
-        gate_of[e * capacity + i] = scores[t * experts + e];
+        token_of[e * capacity + i] = column[i].token;
+        gate_of[e * capacity + i] = column[i].score;
       }
     }
   }
