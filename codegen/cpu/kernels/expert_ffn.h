@@ -34,7 +34,8 @@
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ
 //
 // Schedule: phase 1 computes h [A, F] into the workspace, each thread owning a disjoint range of
-// F columns for every expert; one barrier; phase 2 computes the down projection, each thread
+// F columns for every expert (or, when F is narrower than a column panel per thread, whole
+// experts); one barrier; phase 2 computes the down projection, each thread
 // owning a disjoint range of D columns, so the scatter-add into y never races and needs no atomics.
 // An expert without assignments is skipped and its weights are never read. Segments with at most
 // tiles.small_m_max rows use the weight-streaming GEMV path (decode), larger ones the blocked GEMM.
@@ -149,8 +150,17 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
     int64_t c0, c1;
 
     // Phase 1: h = act(x · Wgᵀ) ⊙ (x · Wuᵀ)  or  act(x · Wuᵀ), this thread's F columns.
-    detail::split_columns(F, nthreads, tid, c0, c1);
-    for (int64_t e = 0; e < E && A > 0; ++e) {
+    // Narrow experts (Mixture of Tokens' F = 16) leave threads without a whole column panel:
+    // then each thread takes whole experts instead. h rows belong to one expert each, so
+    // either split is race-free.
+    const bool by_expert = F < static_cast<int64_t>(nthreads) * kColumnUnit && E >= nthreads;
+    if (by_expert) {
+      c0 = 0;
+      c1 = F;
+    } else {
+      detail::split_columns(F, nthreads, tid, c0, c1);
+    }
+    for (int64_t e = by_expert ? tid : 0; e < E && A > 0; e += by_expert ? nthreads : 1) {
       const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
       if (rows <= 0) continue;
       const detail::RowSource src{p.x, D, p.tokens, begin};
