@@ -1,4 +1,4 @@
-// Writes an emitted artifact into OUTDIR and builds its library with the system compiler.
+// Writes an emitted artifact into OUTDIR and builds its library (g++ for cpu, nvcc for cuda).
 // All or nothing: files are produced in a temporary directory and renamed into place.
 #include "codegen/Artifact.h"
 
@@ -70,29 +70,64 @@ LogicalResult writeFile(const std::string &path, StringRef text, std::string &er
   return success();
 }
 
-/// Compiles the generated source into lib<name>.so with the system C++ compiler (or
-/// $MIXTILE_CXX), for the host it runs on.
+/// The nvcc that builds CUDA artifacts: $MIXTILE_NVCC, else nvcc on PATH, else the
+/// toolkit's default location.
+std::optional<std::string> findNvcc() {
+  if (std::optional<std::string> chosen = llvm::sys::Process::GetEnv("MIXTILE_NVCC"))
+    return *chosen;
+  if (llvm::ErrorOr<std::string> onPath = llvm::sys::findProgramByName("nvcc"))
+    return *onPath;
+  if (llvm::sys::fs::can_execute("/usr/local/cuda/bin/nvcc"))
+    return std::string("/usr/local/cuda/bin/nvcc");
+  return std::nullopt;
+}
+
+/// Compiles the generated source into lib<name>.so: with the system C++ compiler (or
+/// $MIXTILE_CXX) for the host it runs on, or with nvcc for sm_80 and sm_90 (target cuda).
 LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::string &error) {
+  const bool cuda = artifact.target == "cuda";
   std::string compiler = "g++";
   if (std::optional<std::string> chosen = llvm::sys::Process::GetEnv("MIXTILE_CXX"))
     compiler = *chosen;
-  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(compiler);
+  llvm::ErrorOr<std::string> program = std::make_error_code(std::errc::no_such_file_or_directory);
+  if (cuda) {
+    std::optional<std::string> nvcc = findNvcc();
+    if (!nvcc) {
+      error = "cannot find nvcc (the CUDA toolkit) to build the cuda library: install it, put "
+              "it on PATH or set MIXTILE_NVCC; --emit source needs no compiler";
+      return failure();
+    }
+    compiler = *nvcc;
+    program = llvm::sys::findProgramByName(compiler);
+    if (program && !llvm::sys::fs::can_execute(*program))
+      program = std::make_error_code(std::errc::no_such_file_or_directory);
+  } else {
+    program = llvm::sys::findProgramByName(compiler);
+  }
   if (!program) {
-    error = "cannot find the C++ compiler '" + compiler + "' to build the library";
+    error = "cannot find the " + std::string(cuda ? "CUDA" : "C++") + " compiler '" + compiler +
+            "' to build the library";
     return failure();
   }
   std::string source = (dir + "/" + artifact.sourceFile).str();
   std::string library = (dir + "/lib" + artifact.name + ".so").str();
   std::string log = (dir + "/build.log").str();
   std::string include = "-I" + dir.str();
-  SmallVector<StringRef> args = {*program, "-std=c++17", "-O3", "-march=native", "-fopenmp",
-                                 "-fPIC", "-shared", "-w", include, source, "-o", library};
+  SmallVector<StringRef> args;
+  if (cuda)
+    args = {*program, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
+            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+            include, "-o", library, source, "-lcudart"};
+  else
+    args = {*program, "-std=c++17", "-O3", "-march=native", "-fopenmp",
+            "-fPIC", "-shared", "-w", include, source, "-o", library};
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);
   if (status != 0) {
     auto buffer = llvm::MemoryBuffer::getFile(log);
-    error = "the C++ compiler failed to build lib" + artifact.name + ".so" +
+    error = std::string(cuda ? "nvcc" : "the C++ compiler") + " failed to build lib" +
+            artifact.name + ".so" +
             (message.empty() ? "" : ": " + message) +
             (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
     return failure();

@@ -31,9 +31,17 @@ FailureOr<EmittedArtifact> emitCpuArtifact(ModuleOp module, StringRef name);
 /// Adds the CPU kernel library headers to the artifact's support files.
 void addCpuKernelLibrary(EmittedArtifact &artifact);
 
+/// Emits the CUDA artifact of a module that went through the cuda pipeline: the CPU target's
+/// C ABI and manifest (target "cuda"), with device pointers and a `void *stream`; nothing in
+/// it synchronizes with the host. Reports unsupported IR as errors on the offending op.
+FailureOr<EmittedArtifact> emitCudaArtifact(ModuleOp module, StringRef name);
+
+/// Adds the CUDA kernel library headers (codegen/cuda/kernels/*.cuh) to the support files.
+void addCudaKernelLibrary(EmittedArtifact &artifact);
+
 /// Writes the artifact into `outdir` atomically: everything is produced in a temporary
 /// directory beside it and renamed into place only when complete (and, with
-/// `buildLibrary`, when the library compiled). On failure nothing is left behind and
+/// `buildLibrary`, when the library compiled: g++ for target "cpu", nvcc for "cuda"). On failure nothing is left behind and
 /// `error` says why.
 LogicalResult writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
                             bool buildLibrary, std::string &error);

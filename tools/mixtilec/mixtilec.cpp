@@ -149,10 +149,9 @@ int main(int argc, char **argv) {
       return fail(error);
     return 0;
   }
-  if (target == "cuda")
-    return fail("the cuda target is not implemented yet: use --target cpu");
   FailureOr<mix::codegen::EmittedArtifact> artifact =
-      mix::codegen::emitCpuArtifact(*module, name);
+      target == "cuda" ? mix::codegen::emitCudaArtifact(*module, name)
+                       : mix::codegen::emitCpuArtifact(*module, name);
   if (failed(artifact))
     return 1;
   if (failed(mix::codegen::writeArtifact(*artifact, outputDir, emit == "lib", error)))

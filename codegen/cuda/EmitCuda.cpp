@@ -1,0 +1,1202 @@
+// CUDA codegen: turns a scheduled module (functions of mix.kernel ops) into readable CUDA C++
+// that launches the kernel library in codegen/cuda/kernels/ on the caller's stream, plus the C
+// header and the manifest (the CPU target's ABI with device pointers and a stream). It follows
+// the fusion and tiles the passes chose; it decides none. Nothing it emits synchronizes with
+// the host: run-time sizes (the assignments a dispatch keeps) stay on the device.
+#include "codegen/Artifact.h"
+#include "dialect/MixOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+
+using namespace mlir;
+using namespace mlir::mix;
+using namespace mlir::mix::codegen;
+
+namespace {
+
+constexpr const char *kVersion = "0.1.0";
+/// Error code every artifact reserves for a failed launch (cudaGetLastError != success).
+constexpr int kLaunchError = 1;
+
+/// A materialized tensor: a C pointer expression and its dims as C expressions.
+struct Buffer {
+  std::string pointer;
+  std::vector<std::string> dims;
+  Type element;
+};
+
+/// One slot of a function's workspace.
+struct Slot {
+  std::string name;
+  Type element;
+  std::string count; // elements, a C expression in the dynamic symbols
+};
+
+/// One token-count bucket of a kernel's tiles attribute, as the CUDA kernels take it.
+struct CudaTile {
+  int64_t maxTokens = -1; // -1: no bound (the last bucket)
+  int64_t blockM = 64, blockN = 64, blockK = 32, warps = 4;
+};
+
+std::string weightType(Type element) {
+  if (element.isF32())
+    return "mixtile::cuda::WeightType::f32";
+  if (element.isBF16())
+    return "mixtile::cuda::WeightType::bf16";
+  return "mixtile::cuda::WeightType::f16";
+}
+
+std::string activationName(Activation activation) {
+  return ("mixtile::cuda::Activation::" + stringifyActivation(activation)).str();
+}
+
+std::string product(ArrayRef<std::string> dims) {
+  if (dims.empty())
+    return "1";
+  std::string text;
+  for (const std::string &d : dims)
+    text += (text.empty() ? "" : " * ") + ("(int64_t)(" + d + ")");
+  return text;
+}
+
+std::string floatLiteral(double value) {
+  if (std::isinf(value))
+    return value > 0 ? "INFINITY" : "-INFINITY";
+  return llvm::formatv("{0:e}", value).str();
+}
+
+int64_t staticDim(Value v, unsigned i) {
+  return cast<RankedTensorType>(v.getType()).getDimSize(i);
+}
+
+Type elementOf(Value v) { return cast<RankedTensorType>(v.getType()).getElementType(); }
+
+/// Why a tile cannot run on the grouped GEMM kernels, or "" when it can. Mirrors the
+/// static_asserts of codegen/cuda/kernels/expert_ffn.cuh so a bad tuning table is reported
+/// by mixtilec on the kernel, not by nvcc.
+std::string tileProblem(const CudaTile &t) {
+  if (t.blockM < 16 || t.blockN < 16 || t.blockK < 16 || t.blockM % 16 || t.blockN % 16 ||
+      t.blockK % 16)
+    return "block_m, block_n and block_k must be positive multiples of 16";
+  if (t.warps < 1 || t.warps > 16 || (t.warps & (t.warps - 1)))
+    return "warps must be 1, 2, 4, 8 or 16";
+  bool warpGrid = false;
+  for (int64_t wm = 1; wm <= t.warps; wm *= 2)
+    if (t.blockM % (16 * wm) == 0 && t.blockN % (16 * (t.warps / wm)) == 0)
+      warpGrid = true;
+  if (!warpGrid)
+    return "no grid of 16x16 warp tiles covers block_m x block_n with that many warps";
+  const int64_t threads = 32 * t.warps;
+  if ((t.blockM * t.blockN) % threads)
+    return "block_m x block_n must be a multiple of 32 x warps (the f32 path)";
+  const int64_t perThread = t.blockM * t.blockN / threads;
+  const int64_t tn = perThread >= 8 && t.blockN % 8 == 0 ? 8
+                     : perThread >= 4 && t.blockN % 4 == 0 ? 4
+                                                           : 1;
+  const int64_t tm = perThread / tn;
+  if (tm * tn != perThread || t.blockM % tm || (t.blockM / tm) * (t.blockN / tn) != threads)
+    return "no register tiling of block_m x block_n over the threads (the f32 path)";
+  const int64_t tensorCoreBytes =
+      2 * (t.blockM * (t.blockK + 8) + 2 * t.blockN * (t.blockK + 8)) + t.warps * 1024 + 8 * t.blockM;
+  const int64_t simtBytes = 4 * (16 * t.blockM + 2 * 16 * (t.blockN + 1)) + 8 * t.blockM;
+  if (std::max(tensorCoreBytes, simtBytes) > 48 * 1024)
+    return "the tiles need more than 48 KiB of shared memory";
+  return "";
+}
+
+class FunctionEmitter {
+public:
+  FunctionEmitter(func::FuncOp func, StringRef artifactName, std::vector<std::string> &errors)
+      : func(func), artifactName(artifactName), errorMessages(errors) {}
+
+  LogicalResult emit(std::string &declarations, std::string &definitions,
+                     llvm::json::Object &entry);
+
+private:
+  // ---- buffers -------------------------------------------------------------------------
+  Buffer &bufferFor(Value v) {
+    auto it = buffers.find(v);
+    if (it != buffers.end())
+      return it->second;
+    return allocate(v, dimsOf(v));
+  }
+  Buffer &allocate(Value v, std::vector<std::string> dims) {
+    std::string name = newSlot(elementOf(v), product(dims));
+    return buffers[v] = Buffer{name, std::move(dims), elementOf(v)};
+  }
+  void alias(Value to, Value from) { buffers[to] = bufferFor(from); }
+  /// A workspace buffer no SSA value names (a kernel's own scratch tensor); returns its name.
+  std::string newSlot(Type element, std::string count) {
+    std::string name = "t" + std::to_string(slots.size());
+    slots.push_back({name, element, std::move(count)});
+    return name;
+  }
+  std::string ptr(Value v) { return bufferFor(v).pointer; }
+  std::string dim(Value v, unsigned i) {
+    int64_t d = staticDim(v, i);
+    if (!ShapedType::isDynamic(d))
+      return std::to_string(d);
+    auto it = buffers.find(v);
+    if (it != buffers.end())
+      return it->second.dims[i];
+    return dimsOf(v)[i];
+  }
+  /// The dims of a value not yet materialized, from the op that defines it: dynamic sizes
+  /// become expressions in the function's symbols (an upper bound where only the run
+  /// decides, e.g. the assignments a dispatch keeps).
+  std::vector<std::string> dimsOf(Value v);
+
+  // ---- kernels -------------------------------------------------------------------------
+  LogicalResult emitKernel(KernelOp kernel, unsigned index);
+  LogicalResult emitOp(Operation *op, KernelOp kernel);
+  /// `call` with the template arguments of each tile bucket, chosen by `tokens` at run time.
+  void emitTiledCall(const std::string &tokens,
+                     const std::function<std::string(const CudaTile &)> &call);
+  std::string expertPointers(ValueRange weights, StringRef role, int64_t experts,
+                             int64_t perExpert);
+  int addError(std::string message) {
+    errorMessages.push_back(std::move(message));
+    return static_cast<int>(errorMessages.size()) + 1; // 0 success, 1 launch failure
+  }
+  void line(const std::string &text) { body += "    " + text + "\n"; }
+  /// A launch whose cudaError_t is checked: the artifact returns kLaunchError on failure.
+  void launch(const std::string &call) { line("MIXTILE_CHECK(" + call + ");"); }
+
+  func::FuncOp func;
+  std::string artifactName;
+  std::vector<std::string> &errorMessages;
+  llvm::DenseMap<Value, Buffer> buffers;
+  llvm::DenseMap<Value, std::string> scalars;
+  std::vector<Slot> slots;
+  std::vector<std::string> scratch; // bytes each kernel needs; the plan keeps the maximum
+  std::vector<std::string> symbols; // dynamic dims, in argument order
+  std::string tokenCount;           // what tile buckets are chosen by
+  std::string body;                 // the entry point's statements
+  std::vector<CudaTile> tiles;      // the current kernel's buckets
+  llvm::json::Array kernelManifest;
+  llvm::DenseSet<Operation *> fusedCombines;
+  double flopsPerToken = 0, denseWeightBytes = 0, expertWeightBytes = 0;
+  double mixtureExpertFlops = 0;
+  int64_t costExperts = 0, costExpertsPerToken = 0;
+
+  /// The op inside a kernel that produced `v`, looking through the kernel's results.
+  static Operation *innerDefiningOp(Value v) {
+    Operation *def = v.getDefiningOp();
+    if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
+      auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
+      return yield.getValues()[cast<OpResult>(v).getResultNumber()].getDefiningOp();
+    }
+    return def;
+  }
+  /// Expert evaluations per token of a routed expert FFN (for the cost model).
+  double routedPerToken(ExpertFFNOp ffn) {
+    Operation *def = innerDefiningOp(ffn.getTokens());
+    if (auto dispatch = dyn_cast_or_null<DispatchOp>(def)) {
+      costExpertsPerToken = staticDim(dispatch.getExperts(), 1);
+      return static_cast<double>(costExpertsPerToken);
+    }
+    if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
+      costExpertsPerToken = staticDim(choice.getRouter(), 0);
+      return choice.getCapacityFactor().convertToDouble();
+    }
+    costExpertsPerToken = costExperts;
+    return 1.0;
+  }
+  /// A DEVICE pointer to the run-time number of assignments in the segments `tokens` belongs
+  /// to (the last offset of the dispatch or expert choice that made them), or "nullptr" when
+  /// every row counts. The kernels read it; the host never does.
+  std::string assignmentCountPointer(Value tokens) {
+    Operation *def = innerDefiningOp(tokens);
+    Value offsets;
+    if (auto dispatch = dyn_cast_or_null<DispatchOp>(def))
+      offsets = dispatch.getOffsets();
+    else if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def))
+      offsets = choice.getOffsets();
+    if (offsets && buffers.count(offsets))
+      return llvm::formatv("{0} + {1}", buffers[offsets].pointer, staticDim(offsets, 0) - 1).str();
+    return "nullptr";
+  }
+};
+
+std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  std::vector<std::string> dims;
+  auto fallback = [&](unsigned i) -> std::string {
+    int64_t d = type.getDimSize(i);
+    return ShapedType::isDynamic(d) ? std::string() : std::to_string(d);
+  };
+  for (unsigned i = 0; i < type.getRank(); ++i)
+    dims.push_back(fallback(i));
+  Operation *def = v.getDefiningOp();
+  auto setDynamic = [&](unsigned i, std::string expr) {
+    if (dims[i].empty())
+      dims[i] = std::move(expr);
+  };
+  if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
+    auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
+    Value inner = yield.getValues()[cast<OpResult>(v).getResultNumber()];
+    return dimsOf(inner);
+  }
+  if (auto route = dyn_cast_or_null<RouteOp>(def))
+    setDynamic(0, dim(route.getX(), 0));
+  else if (auto capacity = dyn_cast_or_null<CapacityOp>(def))
+    setDynamic(0, dim(capacity.getExperts(), 0));
+  else if (auto dispatch = dyn_cast_or_null<DispatchOp>(def))
+    setDynamic(0, dim(dispatch.getExperts(), 0) + " * " + dim(dispatch.getExperts(), 1));
+  else if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
+    std::string t = dim(choice.getX(), 0);
+    int64_t experts = staticDim(choice.getRouter(), 0);
+    setDynamic(0, cast<OpResult>(v).getResultNumber() == 3
+                      ? t
+                      : llvm::formatv("{0} * mixtile::cuda::expert_choice_capacity({1}, {2}, {3})",
+                                      experts, t, experts,
+                                      floatLiteral(choice.getCapacityFactor().convertToDouble()))
+                            .str());
+  } else if (auto ffn = dyn_cast_or_null<ExpertFFNOp>(def))
+    setDynamic(0, dim(ffn.getTokens(), 0));
+  else if (auto combine = dyn_cast_or_null<CombineOp>(def))
+    return {dim(combine.getInit(), 0), dim(combine.getInit(), 1)};
+  else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
+    setDynamic(0, dim(def->getOperand(0), 0));
+  else if (auto vectors = dyn_cast_or_null<MixVectorsOp>(def))
+    setDynamic(0, dim(vectors.getH(), 0));
+  else if (auto lora = dyn_cast_or_null<MixLoRAOp>(def))
+    setDynamic(0, dim(lora.getX(), 0));
+  else if (auto mix = dyn_cast_or_null<TokenMixOp>(def)) {
+    std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
+    if (cast<OpResult>(v).getResultNumber() == 0)
+      setDynamic(1, llvm::formatv("({0}) / {1} * ({2})", b, mix.getGroupSize(), s).str());
+    else {
+      setDynamic(0, b);
+      setDynamic(1, s);
+    }
+  } else if (auto batched = dyn_cast_or_null<BatchedExpertFFNOp>(def))
+    setDynamic(1, dim(batched.getZ(), 1));
+  else if (auto emit = dyn_cast_or_null<TokenEmitOp>(def)) {
+    setDynamic(0, dim(emit.getEmitWeights(), 0));
+    setDynamic(1, dim(emit.getEmitWeights(), 1));
+  } else if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def)) {
+    std::vector<std::string> source;
+    for (unsigned i = 0; i < collapse.getSrcType().getRank(); ++i)
+      source.push_back(dim(collapse.getSrc(), i));
+    for (auto [i, group] : llvm::enumerate(collapse.getReassociationIndices())) {
+      std::vector<std::string> parts;
+      for (int64_t d : group)
+        parts.push_back(source[d]);
+      setDynamic(i, product(parts));
+    }
+  } else if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def)) {
+    for (auto [i, size] : llvm::enumerate(expand.getMixedOutputShape())) {
+      if (auto attr = dyn_cast<Attribute>(size))
+        setDynamic(i, std::to_string(cast<IntegerAttr>(attr).getInt()));
+      else
+        setDynamic(i, scalars.lookup(cast<Value>(size)));
+    }
+  }
+  return dims;
+}
+
+
+std::string FunctionEmitter::expertPointers(ValueRange weights, StringRef role, int64_t experts,
+                                            int64_t perExpert) {
+  std::string text = llvm::formatv("const mixtile::cuda::ExpertPointers<{0}> {1} = {{{{", experts,
+                                   role)
+                         .str();
+  for (int64_t e = 0; e < experts; ++e) {
+    if (e)
+      text += ", ";
+    if (weights.size() == 1 && experts > 1)
+      text += llvm::formatv("{0} + {1}", ptr(weights[0]), e * perExpert).str();
+    else if (weights.size() == 1)
+      text += ptr(weights[0]);
+    else
+      text += ptr(weights[e]);
+  }
+  return text + "}};";
+}
+
+void FunctionEmitter::emitTiledCall(const std::string &tokens,
+                                    const std::function<std::string(const CudaTile &)> &call) {
+  for (auto [i, tile] : llvm::enumerate(tiles)) {
+    bool last = i + 1 == tiles.size() || tile.maxTokens < 0;
+    std::string guard = i == 0 ? "" : "else ";
+    if (!last)
+      guard += llvm::formatv("if ({0} <= {1}) ", tokens, tile.maxTokens).str();
+    line(guard + "MIXTILE_CHECK((" + call(tile) + "));");
+    if (last)
+      break;
+  }
+}
+
+LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
+  Block &block = kernel.getBody().front();
+  auto yield = cast<YieldOp>(block.getTerminator());
+  // The kernel's results live where the function's results (or the workspace) put them;
+  // the yielded inner values share those buffers.
+  for (auto [inner, outer] : llvm::zip(yield.getValues(), kernel.getResults()))
+    buffers[inner] = bufferFor(outer);
+
+  std::string fused;
+  llvm::json::Array fusedOps;
+  for (Operation &op : block.without_terminator()) {
+    fused += (fused.empty() ? "" : " + ") + op.getName().getStringRef().str();
+    fusedOps.push_back(op.getName().getStringRef().str());
+  }
+  // The tile buckets, validated against what the CUDA kernels can instantiate.
+  tiles.clear();
+  std::string tileText;
+  llvm::json::Array tileManifest;
+  if (ArrayAttr attr = kernel.getTilesAttr())
+    for (Attribute bucket : attr) {
+      auto dict = dyn_cast<DictionaryAttr>(bucket);
+      if (!dict)
+        return kernel.emitError() << "the cuda target needs each tile bucket to be a dictionary";
+      CudaTile tile;
+      llvm::json::Object object;
+      std::string summary;
+      for (NamedAttribute field : dict) {
+        auto value = dyn_cast<IntegerAttr>(field.getValue());
+        if (!value)
+          return kernel.emitError() << "tile field '" << field.getName().getValue()
+                                    << "' must be an integer";
+        int64_t v = value.getInt();
+        StringRef name = field.getName().getValue();
+        if (name == "max_tokens")
+          tile.maxTokens = v;
+        else if (name == "block_m")
+          tile.blockM = v;
+        else if (name == "block_n")
+          tile.blockN = v;
+        else if (name == "block_k")
+          tile.blockK = v;
+        else if (name == "warps")
+          tile.warps = v;
+        if (name == "max_tokens" && v < 0)
+          object["max_tokens"] = nullptr;
+        else
+          object[name] = v;
+        summary += llvm::formatv("{0}{1}={2}", summary.empty() ? "" : " ", name,
+                                 v < 0 ? std::string("inf") : std::to_string(v))
+                       .str();
+      }
+      if (std::string problem = tileProblem(tile); !problem.empty())
+        return kernel.emitError() << "the cuda target cannot use the tiles {" << summary
+                                  << "}: " << problem;
+      tiles.push_back(tile);
+      tileText += "\n  //   " + summary;
+      tileManifest.push_back(std::move(object));
+    }
+  if (tiles.empty())
+    tiles.push_back(CudaTile{});
+  body += llvm::formatv("\n  // Kernel {0} '{1}': {2}.\n  // Tiles by token count:{3}\n  {{\n",
+                        index, kernel.getKind(), fused, tileText.empty() ? " default" : tileText)
+              .str();
+  std::string kernelName = llvm::formatv("k{0}_{1}", index, kernel.getKind()).str();
+  kernelManifest.push_back(llvm::json::Object{{"name", kernelName},
+                                              {"kind", kernel.getKind().str()},
+                                              {"fused_ops", std::move(fusedOps)},
+                                              {"tiles", std::move(tileManifest)}});
+  for (Operation &op : block.without_terminator())
+    if (failed(emitOp(&op, kernel)))
+      return failure();
+  body += "  }\n";
+  return success();
+}
+
+LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel) {
+  Block &block = kernel.getBody().front();
+  auto inKernel = [&](Value v) {
+    Operation *def = v.getDefiningOp();
+    return def && def->getBlock() == &block;
+  };
+  // Whether `v` is consumed only by `user` inside this kernel: then it need not exist alone.
+  auto onlyFeeds = [&](Value v, Operation *user) {
+    return inKernel(v) && v.hasOneUse() && *v.getUsers().begin() == user;
+  };
+  auto tileArgs = [](const CudaTile &t) {
+    return llvm::formatv("{0}, {1}, {2}, {3}", t.blockM, t.blockN, t.blockK, t.warps).str();
+  };
+  auto copyFloats = [&](Value to, Value from) {
+    if (ptr(to) != ptr(from))
+      launch(llvm::formatv("mixtile::cuda::copy_elements({0}, {1}, {2}, cuda_stream)", ptr(to),
+                           ptr(from), product({dim(from, 0), dim(from, 1)}))
+                 .str());
+  };
+
+  if (auto route = dyn_cast<RouteOp>(op)) {
+    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
+    // A capacity drop fused after the router works in place on the router's choices.
+    for (Operation *user : route.getExperts().getUsers())
+      if (auto capacity = dyn_cast<CapacityOp>(user); capacity && capacity->getBlock() == &block)
+        if (buffers.count(capacity.getKept()))
+          alias(route.getExperts(), capacity.getKept());
+    auto bias = [&](Value v) {
+      return v ? llvm::formatv("mixtile::cuda::ExpertVector{{{0}, {1}}", ptr(v),
+                               weightType(elementOf(v)))
+                     .str()
+               : std::string("mixtile::cuda::ExpertVector{}");
+    };
+    line("// One warp per token: logits, scores, selection, top-k (ties to the lower index).");
+    line(llvm::formatv("mixtile::cuda::RouteConfig config;\n    config.experts = {0}; "
+                       "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
+                       "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
+                       "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
+                       "config.group_top2_sum = {9};",
+                       experts, hidden, route.getK(),
+                       route.getScoring() == Scoring::sigmoid ? "true" : "false",
+                       route.getNormalize() ? "true" : "false",
+                       floatLiteral(route.getNormEpsilon().convertToDouble()),
+                       floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
+                       route.getTopkGroup(),
+                       route.getGroupScore() == GroupScore::top2_sum ? "true" : "false")
+             .str());
+    launch(llvm::formatv("mixtile::cuda::route<{0}>(config, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "{8}, cuda_stream)",
+                         weightType(elementOf(route.getRouter())), dim(route.getX(), 0),
+                         ptr(route.getX()), ptr(route.getRouter()), bias(route.getRouterBias()),
+                         bias(route.getSelectionBias()), ptr(route.getWeights()),
+                         ptr(route.getExperts()), ptr(route.getLogits()))
+               .str());
+    flopsPerToken += 2.0 * experts * hidden;
+    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(route.getRouter()));
+    return success();
+  }
+  if (auto capacity = dyn_cast<CapacityOp>(op)) {
+    Value in = capacity.getExperts();
+    if (bufferFor(in).pointer != bufferFor(capacity.getKept()).pointer)
+      launch(llvm::formatv("mixtile::cuda::copy_elements({0}, {1}, {2}, cuda_stream)",
+                           ptr(capacity.getKept()), ptr(in), product({dim(in, 0), dim(in, 1)}))
+                 .str());
+    std::string fixed = capacity.getCapacity() ? std::to_string(*capacity.getCapacity()) : "-1";
+    std::string factor = capacity.getCapacityFactor()
+                             ? floatLiteral(capacity.getCapacityFactor()->convertToDouble())
+                             : "0.0";
+    line(llvm::formatv("// Each expert keeps at most C assignments, claimed in token order (a "
+                       "scan on the device).\n    const int64_t capacity = "
+                       "mixtile::cuda::expert_capacity({0}, {1}, {2}, {3}, {4});",
+                       fixed, factor, dim(in, 0), dim(in, 1), capacity.getNumExperts())
+             .str());
+    launch(llvm::formatv("mixtile::cuda::apply_capacity({0}, {1}, {2}, capacity, {3}, cuda_stream)",
+                         dim(in, 0), dim(in, 1), capacity.getNumExperts(), ptr(capacity.getKept()))
+               .str());
+    return success();
+  }
+  if (auto dispatch = dyn_cast<DispatchOp>(op)) {
+    line("// Histogram (atomics), prefix sum and a stable fill in token order; offsets stay on "
+         "the device.");
+    launch(llvm::formatv("mixtile::cuda::dispatch({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "scratch, cuda_stream)",
+                         dim(dispatch.getExperts(), 0), dim(dispatch.getExperts(), 1),
+                         dispatch.getNumExperts(), ptr(dispatch.getWeights()),
+                         ptr(dispatch.getExperts()), ptr(dispatch.getOffsets()),
+                         ptr(dispatch.getTokens()), ptr(dispatch.getGates()))
+               .str());
+    scratch.push_back(
+        llvm::formatv("mixtile::cuda::dispatch_workspace_size({0})", dispatch.getNumExperts())
+            .str());
+    return success();
+  }
+  if (auto choice = dyn_cast<ExpertChoiceOp>(op)) {
+    int64_t experts = staticDim(choice.getRouter(), 0), hidden = staticDim(choice.getRouter(), 1);
+    std::string t = dim(choice.getX(), 0);
+    std::string scores = newSlot(Float32Type::get(op->getContext()),
+                                 llvm::formatv("{0} * {1}", t, experts).str());
+    line("// Scores one warp per token; each expert's top-C tokens by a radix select.");
+    launch(llvm::formatv("mixtile::cuda::expert_choice<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "{8}, {9}, {10}, {11}, cuda_stream)",
+                         weightType(elementOf(choice.getRouter())), t, experts, hidden,
+                         floatLiteral(choice.getCapacityFactor().convertToDouble()),
+                         ptr(choice.getX()), ptr(choice.getRouter()), ptr(choice.getOffsets()),
+                         ptr(choice.getTokens()), ptr(choice.getGates()),
+                         ptr(choice.getLogits()), scores)
+               .str());
+    flopsPerToken += 2.0 * experts * hidden;
+    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(choice.getRouter()));
+    return success();
+  }
+
+  // Expert FFNs: one call of the grouped-FFN engine; how its output leaves (scatter-add into
+  // the combine's output, or a plain per-assignment store) depends on what it was fused with.
+  auto emitExpertFFN = [&](Value x, std::string segments, std::string tokensPtr,
+                           std::string gatesPtr, std::string outRows, std::string y,
+                           std::string zeroRows, ValueRange gate, ValueRange up,
+                           ValueRange down, int64_t experts, int64_t hidden,
+                           std::string assignments, ActivationAttr activation,
+                           std::string tokenCountExpr) -> void {
+    ExpertWeightShape shape;
+    (void)verifyExpertWeights(op, gate, up, down, experts, hidden, shape);
+    int64_t size = hidden * shape.intermediate;
+    line("{");
+    line(expertPointers(shape.gated ? gate : up, "gate_w", experts, size));
+    line(expertPointers(up, "up_w", experts, size));
+    line(expertPointers(down, "down_w", experts, size));
+    line(llvm::formatv(
+             "mixtile::cuda::ExpertFFNProblem p;\n    p.num_experts = {0}; p.hidden = {1}; "
+             "p.inter = {2};\n    p.segments = {3}; p.max_assignments = {4};\n    p.x = {5}; "
+             "p.tokens = {6}; p.gates = {7};\n    p.y = {8}; p.out_rows = {9}; p.zero_rows = {10};",
+             experts, hidden, shape.intermediate, segments, assignments, ptr(x), tokensPtr,
+             gatesPtr, y, outRows, zeroRows)
+             .str());
+    std::string weight = weightType(shape.elementType);
+    std::string act = activationName(activation.getValue());
+    emitTiledCall(tokenCountExpr, [&](const CudaTile &t) {
+      return llvm::formatv("mixtile::cuda::expert_ffn<{0}, {1}, {2}, {3}, {4}>(p, gate_w, up_w, "
+                           "down_w, scratch, cuda_stream)",
+                           weight, act, shape.gated ? "true" : "false", tileArgs(t), experts)
+          .str();
+    });
+    line("}");
+    scratch.push_back(llvm::formatv("mixtile::cuda::expert_ffn_workspace_size<{0}>({1}, {2})",
+                                    weight, assignments, shape.intermediate)
+                          .str());
+  };
+  auto ffnCost = [&](ValueRange gate, ValueRange up) {
+    auto type = cast<RankedTensorType>(up[0].getType());
+    int64_t size = type.getRank() == 3 ? type.getDimSize(1) * type.getDimSize(2)
+                                       : type.getDimSize(0) * type.getDimSize(1);
+    int64_t matrices = gate.empty() ? 2 : 3;
+    return std::make_pair(2.0 * size * matrices,
+                          static_cast<double>(size) * matrices * dtypeBytes(type.getElementType()));
+  };
+
+  if (auto zeros = dyn_cast<ZerosLikeOp>(op)) {
+    // The zeros a combine starts from are its own output buffer; when fused with the expert
+    // FFN, the FFN zeroes the rows itself before its scatter.
+    for (Operation *user : zeros->getUsers())
+      if (auto combine = dyn_cast<CombineOp>(user);
+          combine && combine->getBlock() == &block && onlyFeeds(zeros.getZeros(), user)) {
+        alias(zeros.getZeros(), combine.getY());
+        Operation *producer = combine.getH().getDefiningOp();
+        if (producer && isa<ExpertFFNOp>(producer) && onlyFeeds(combine.getH(), combine))
+          return success();
+        break;
+      }
+    launch(llvm::formatv("mixtile::cuda::zero_floats({0}, {1}, cuda_stream)",
+                         ptr(zeros.getZeros()), product(dimsOf(zeros.getZeros())))
+               .str());
+    return success();
+  }
+  if (auto ffn = dyn_cast<FFNOp>(op)) {
+    // A shared expert writes straight into the buffer the routed experts add to.
+    Value y = ffn.getY();
+    for (Operation *user : y.getUsers())
+      if (onlyFeeds(y, user)) {
+        if (auto gate = dyn_cast<SigmoidGateOp>(user))
+          for (Operation *next : gate->getUsers())
+            if (auto combine = dyn_cast<CombineOp>(next); combine && onlyFeeds(gate.getGated(), combine))
+              alias(y, combine.getY());
+        if (auto combine = dyn_cast<CombineOp>(user))
+          alias(y, combine.getY());
+      }
+    Value x = ffn.getX();
+    int64_t hidden = staticDim(x, 1);
+    SmallVector<Value> gate;
+    if (ffn.getGate())
+      gate.push_back(ffn.getGate());
+    std::string t = dim(x, 0);
+    line("// Dense FFN over every token: one expert owning rows [0, T).");
+    emitExpertFFN(x, llvm::formatv("mixtile::cuda::SegmentTable{{nullptr, {0}}", t).str(),
+                  "nullptr", "nullptr", "nullptr", ptr(y), "0", gate, ValueRange(ffn.getUp()),
+                  ValueRange(ffn.getDown()), 1, hidden, t, ffn.getActivationAttr(), t);
+    auto [flops, bytes] = ffnCost(gate, ValueRange(ffn.getUp()));
+    flopsPerToken += flops;
+    denseWeightBytes += bytes;
+    return success();
+  }
+  if (auto gate = dyn_cast<SigmoidGateOp>(op)) {
+    Value out = gate.getGated();
+    for (Operation *user : out.getUsers())
+      if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(out, combine))
+        alias(out, combine.getY());
+    copyFloats(out, gate.getY());
+    launch(llvm::formatv("mixtile::cuda::sigmoid_gate_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, "
+                         "cuda_stream)",
+                         weightType(elementOf(gate.getGateWeight())), dim(gate.getX(), 0),
+                         staticDim(gate.getX(), 1), staticDim(gate.getY(), 1), ptr(gate.getX()),
+                         ptr(gate.getGateWeight()), ptr(out))
+               .str());
+    flopsPerToken += 2.0 * staticDim(gate.getX(), 1);
+    denseWeightBytes += staticDim(gate.getX(), 1) * dtypeBytes(elementOf(gate.getGateWeight()));
+    return success();
+  }
+  if (auto ffn = dyn_cast<ExpertFFNOp>(op)) {
+    int64_t experts = staticDim(ffn.getOffsets(), 0) - 1, hidden = staticDim(ffn.getX(), 1);
+    std::string assignments = dim(ffn.getTokens(), 0);
+    auto combine = dyn_cast<CombineOp>(*ffn->getUsers().begin());
+    auto [flops, bytes] = ffnCost(ffn.getGate(), ffn.getUp());
+    expertWeightBytes += bytes;
+    costExperts = experts;
+    std::string segments =
+        llvm::formatv("mixtile::cuda::SegmentTable{{{0}, 0}", ptr(ffn.getOffsets())).str();
+    if (combine && onlyFeeds(ffn.getH(), combine)) {
+      // Fused with its combine: gather in the prologue, gate scale and scatter-add into the
+      // output rows in the second GEMM's epilogue; h never leaves the workspace.
+      Value init = combine.getInit();
+      bool zeroInit = inKernel(init) && isa<ZerosLikeOp>(init.getDefiningOp());
+      if (!inKernel(init))
+        copyFloats(combine.getY(), init);
+      emitExpertFFN(ffn.getX(), segments, ptr(ffn.getTokens()), ptr(combine.getGates()),
+                    ptr(combine.getTokens()), ptr(combine.getY()),
+                    zeroInit ? dim(combine.getY(), 0) : std::string("0"), ffn.getGate(),
+                    ffn.getUp(), ffn.getDown(), experts, hidden, assignments,
+                    ffn.getActivationAttr(), tokenCount);
+      alias(ffn.getH(), combine.getY());
+      fusedCombines.insert(combine);
+      flopsPerToken += flops * routedPerToken(ffn);
+      return success();
+    }
+    emitExpertFFN(ffn.getX(), segments, ptr(ffn.getTokens()), "nullptr", "nullptr",
+                  ptr(ffn.getH()), "0", ffn.getGate(), ffn.getUp(), ffn.getDown(), experts,
+                  hidden, assignments, ffn.getActivationAttr(), tokenCount);
+    flopsPerToken += flops * routedPerToken(ffn);
+    return success();
+  }
+  if (auto combine = dyn_cast<CombineOp>(op)) {
+    if (fusedCombines.contains(combine))
+      return success();
+    copyFloats(combine.getY(), combine.getInit());
+    // The number of assignments is known only on the device for dispatch and expert choice:
+    // the kernel reads it from the last offset.
+    launch(llvm::formatv("mixtile::cuda::combine_rows({0}, {1}, {2}, {3}, {4}, {5}, {6}, "
+                         "cuda_stream)",
+                         dim(combine.getTokens(), 0), assignmentCountPointer(combine.getTokens()),
+                         staticDim(combine.getH(), 1), ptr(combine.getH()),
+                         ptr(combine.getTokens()), ptr(combine.getGates()), ptr(combine.getY()))
+               .str());
+    return success();
+  }
+  if (auto linear = dyn_cast<LinearOp>(op)) {
+    Value y = linear.getY();
+    for (Operation *user : y.getUsers())
+      if (auto lora = dyn_cast<MixLoRAOp>(user); lora && onlyFeeds(y, lora))
+        alias(y, lora.getY());
+    int64_t out = staticDim(linear.getWeight(), 0), in = staticDim(linear.getWeight(), 1);
+    std::string bias = linear.getBias()
+                           ? llvm::formatv("mixtile::cuda::ExpertVector{{{0}, {1}}",
+                                           ptr(linear.getBias()),
+                                           weightType(elementOf(linear.getBias())))
+                                 .str()
+                           : "mixtile::cuda::ExpertVector{}";
+    std::string weight = weightType(elementOf(linear.getWeight()));
+    std::string rows = dim(linear.getX(), 0);
+    emitTiledCall(tokenCount, [&](const CudaTile &t) {
+      return llvm::formatv("mixtile::cuda::linear<{0}, {1}>({2}, {3}, {4}, {5}, {6}, {7}, {8}, "
+                           "cuda_stream)",
+                           weight, tileArgs(t), rows, in, out, ptr(linear.getX()),
+                           ptr(linear.getWeight()), bias, ptr(y))
+          .str();
+    });
+    flopsPerToken += 2.0 * in * out;
+    denseWeightBytes += in * out * dtypeBytes(elementOf(linear.getWeight()));
+    return success();
+  }
+  if (auto lora = dyn_cast<MixLoRAOp>(op)) {
+    copyFloats(lora.getY(), lora.getInit());
+    int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
+    int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
+    std::string t = dim(lora.getX(), 0);
+    std::string u = newSlot(Float32Type::get(op->getContext()),
+                            llvm::formatv("{0} * {1}", t, experts * rank).str());
+    line(llvm::formatv("// MoLoRA as one rank-{0} LoRA with a per-token block scale.", experts * rank)
+             .str());
+    launch(llvm::formatv("mixtile::cuda::mix_lora<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
+                         "{9}, {10}, {11}, {12}, cuda_stream)",
+                         weightType(elementOf(lora.getLoraA())), t, experts, rank, in, out,
+                         floatLiteral(lora.getAlpha().convertToDouble()), ptr(lora.getX()),
+                         ptr(lora.getProbs()), ptr(lora.getLoraA()), ptr(lora.getLoraB()),
+                         ptr(lora.getY()), u)
+               .str());
+    flopsPerToken += 2.0 * experts * rank * (in + out);
+    denseWeightBytes += experts * rank * (in + out) * dtypeBytes(elementOf(lora.getLoraA()));
+    return success();
+  }
+  if (auto soft = dyn_cast<SoftRouteOp>(op)) {
+    int64_t experts = staticDim(soft.getRouter(), 0), hidden = staticDim(soft.getRouter(), 1);
+    launch(llvm::formatv("mixtile::cuda::soft_route<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "cuda_stream)",
+                         weightType(elementOf(soft.getRouter())), dim(soft.getX(), 0), experts,
+                         hidden, soft.getK() ? static_cast<int64_t>(*soft.getK()) : 0,
+                         ptr(soft.getX()), ptr(soft.getRouter()), ptr(soft.getProbs()))
+               .str());
+    flopsPerToken += 2.0 * experts * hidden;
+    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(soft.getRouter()));
+    return success();
+  }
+  if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
+    int64_t experts = staticDim(vectors.getVectors(), 0),
+            width = staticDim(vectors.getVectors(), 1);
+    launch(llvm::formatv("mixtile::cuda::mix_vectors<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "cuda_stream)",
+                         weightType(elementOf(vectors.getVectors())), dim(vectors.getH(), 0),
+                         experts, width, ptr(vectors.getH()), ptr(vectors.getProbs()),
+                         ptr(vectors.getVectors()), ptr(vectors.getY()))
+               .str());
+    flopsPerToken += 2.0 * experts * width;
+    denseWeightBytes += experts * width * dtypeBytes(elementOf(vectors.getVectors()));
+    return success();
+  }
+  if (auto mix = dyn_cast<TokenMixOp>(op)) {
+    int64_t experts = staticDim(mix.getController(), 0), hidden = staticDim(mix.getX(), 2);
+    std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
+    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
+                                      "group_size = {0}",
+                                      mix.getGroupSize())
+                            .str());
+    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, mix.getGroupSize(), code)
+             .str());
+    std::string logits = newSlot(Float32Type::get(op->getContext()),
+                                 llvm::formatv("{0} * {1}", product({b, s}), experts).str());
+    std::string weight = weightType(elementOf(mix.getController()));
+    emitTiledCall(tokenCount, [&](const CudaTile &t) {
+      return llvm::formatv("mixtile::cuda::token_mix<{0}, {1}>({2}, {3}, {4}, {5}, {6}, {7}, "
+                           "{8}, {9}, {10}, {11}, {12}, {13}, cuda_stream)",
+                           weight, tileArgs(t), b, s, hidden, experts, mix.getGroupSize(),
+                           floatLiteral(mix.getTemperature().convertToDouble()),
+                           mix.getEmit() == EmitWeights::expert_softmax ? "true" : "false",
+                           ptr(mix.getX()), ptr(mix.getController()), ptr(mix.getMixed()),
+                           ptr(mix.getEmitWeights()), logits)
+          .str();
+    });
+    flopsPerToken += 4.0 * experts * hidden;
+    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(mix.getController()));
+    return success();
+  }
+  if (auto batched = dyn_cast<BatchedExpertFFNOp>(op)) {
+    int64_t experts = staticDim(batched.getZ(), 0), hidden = staticDim(batched.getZ(), 2);
+    std::string rows = dim(batched.getZ(), 1);
+    std::string assignments = llvm::formatv("{0} * ({1})", experts, rows).str();
+    line("// Every expert owns the same number of rows: uniform segments, no offsets.");
+    emitExpertFFN(batched.getZ(),
+                  llvm::formatv("mixtile::cuda::SegmentTable{{nullptr, {0}}", rows).str(),
+                  "nullptr", "nullptr", "nullptr", ptr(batched.getH()), "0", batched.getGate(),
+                  batched.getUp(), batched.getDown(), experts, hidden, assignments,
+                  batched.getActivationAttr(), rows);
+    auto [flops, bytes] = ffnCost(batched.getGate(), batched.getUp());
+    denseWeightBytes += bytes * experts;
+    mixtureExpertFlops = flops * experts;
+    return success();
+  }
+  if (auto emit = dyn_cast<TokenEmitOp>(op)) {
+    int64_t experts = staticDim(emit.getH(), 0), hidden = staticDim(emit.getH(), 2);
+    std::string b = dim(emit.getEmitWeights(), 0), s = dim(emit.getEmitWeights(), 1);
+    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
+                                      "group_size = {0}",
+                                      emit.getGroupSize())
+                            .str());
+    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, emit.getGroupSize(), code)
+             .str());
+    launch(llvm::formatv("mixtile::cuda::token_emit({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                         "cuda_stream)",
+                         b, s, hidden, experts, emit.getGroupSize(), ptr(emit.getH()),
+                         ptr(emit.getEmitWeights()), ptr(emit.getY()))
+               .str());
+    flopsPerToken += 2.0 * experts * hidden;
+    if (mixtureExpertFlops > 0)
+      flopsPerToken += mixtureExpertFlops / emit.getGroupSize();
+    return success();
+  }
+  if (auto loss = dyn_cast<LoadBalancingLossOp>(op)) {
+    launch(llvm::formatv("mixtile::cuda::load_balancing_loss({0}, {1}, {2}, {3}, {4}, {5}, "
+                         "cuda_stream)",
+                         dim(loss.getLogits(), 0), staticDim(loss.getLogits(), 1),
+                         staticDim(loss.getExperts(), 1), ptr(loss.getLogits()),
+                         ptr(loss.getExperts()), ptr(loss.getLoss()))
+               .str());
+    return success();
+  }
+  if (auto loss = dyn_cast<ZLossOp>(op)) {
+    launch(llvm::formatv("mixtile::cuda::z_loss({0}, {1}, {2}, {3}, cuda_stream)",
+                         dim(loss.getLogits(), 0), staticDim(loss.getLogits(), 1),
+                         ptr(loss.getLogits()), ptr(loss.getLoss()))
+               .str());
+    return success();
+  }
+  return op->emitError() << "the cuda target cannot emit '" << op->getName()
+                         << "' inside kernel '" << kernel.getKind() << "'";
+}
+
+} // namespace
+
+namespace {
+
+/// The symbols that bind an argument's dynamic dims: tokens are T for [T, D] inputs and B, S
+/// for [B, S, D] inputs (Mixture of Tokens).
+FailureOr<std::vector<std::string>> symbolsOf(func::FuncOp func, unsigned index, Type type) {
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor)
+    return func.emitError() << "argument #" << index << " must be a ranked tensor, got " << type;
+  std::vector<std::string> names(tensor.getRank());
+  for (unsigned d = 0; d < tensor.getRank(); ++d) {
+    if (!tensor.isDynamicDim(d))
+      continue;
+    if (tensor.getRank() == 2 && d == 0)
+      names[d] = "T";
+    else if (tensor.getRank() == 3 && d < 2)
+      names[d] = d == 0 ? "B" : "S";
+    else
+      return func.emitError() << "argument #" << index << " has a dynamic dim " << d
+                              << "; only token dims may be dynamic ([T, D] or [B, S, D])";
+  }
+  return names;
+}
+
+llvm::json::Value shapeJson(RankedTensorType type, ArrayRef<std::string> dims,
+                            llvm::json::Array &symbols) {
+  llvm::json::Array shape;
+  for (unsigned d = 0; d < type.getRank(); ++d) {
+    if (type.isDynamicDim(d)) {
+      shape.push_back(nullptr);
+      symbols.push_back(dims[d]);
+    } else {
+      shape.push_back(type.getDimSize(d));
+      symbols.push_back(nullptr);
+    }
+  }
+  return shape;
+}
+
+} // namespace
+
+LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &definitions,
+                                    llvm::json::Object &entry) {
+  std::string fname = func.getSymName().str();
+  if (cIdentifier(fname) != fname)
+    return func.emitError() << "function name '" << fname << "' is not a C identifier";
+
+  // ---- arguments, results and the symbols that size them -----------------------------------
+  std::vector<std::string> argNames, resultNames;
+  std::set<std::string> usedNames = {"workspace", "stream", "cuda_stream", "plan", "scratch",
+                                     "config", "capacity", "p", "gate_w", "up_w", "down_w",
+                                     "ws", "T", "B", "S"};
+  auto uniqueName = [&](std::string name) {
+    std::string base = name;
+    for (int i = 2; usedNames.count(name); ++i)
+      name = base + "_" + std::to_string(i);
+    usedNames.insert(name);
+    return name;
+  };
+  auto tensorName = [&](DictionaryAttr attrs, std::string fallback) {
+    if (attrs)
+      if (auto name = attrs.getAs<StringAttr>(MixDialect::kNameAttr))
+        return name.getValue().str();
+    return fallback;
+  };
+  llvm::json::Array argsJson, resultsJson;
+  std::string params;
+  for (auto [i, arg] : llvm::enumerate(func.getArguments())) {
+    FailureOr<std::vector<std::string>> names = symbolsOf(func, i, arg.getType());
+    if (failed(names))
+      return failure();
+    auto type = cast<RankedTensorType>(arg.getType());
+    std::string tensor = tensorName(func.getArgAttrDict(i), "arg" + std::to_string(i));
+    std::string cname = uniqueName(cIdentifier(tensor));
+    std::vector<std::string> dims;
+    bool dynamic = false;
+    for (unsigned d = 0; d < type.getRank(); ++d) {
+      if (type.isDynamicDim(d)) {
+        dynamic = true;
+        if (llvm::find(symbols, (*names)[d]) == symbols.end())
+          symbols.push_back((*names)[d]);
+        dims.push_back((*names)[d]);
+      } else {
+        dims.push_back(std::to_string(type.getDimSize(d)));
+      }
+    }
+    buffers[arg] = Buffer{cname, dims, type.getElementType()};
+    params += llvm::formatv(", const {0} *{1}", cTypeName(type.getElementType()), cname).str();
+    llvm::json::Array symbolJson;
+    llvm::json::Value shape = shapeJson(type, dims, symbolJson);
+    argsJson.push_back(llvm::json::Object{{"name", tensor},
+                                          {"c_name", cname},
+                                          {"dtype", dtypeName(type.getElementType())},
+                                          {"shape", std::move(shape)},
+                                          {"symbols", std::move(symbolJson)},
+                                          {"kind", dynamic ? "input" : "weight"}});
+  }
+  tokenCount = llvm::is_contained(symbols, "T") ? "T"
+               : llvm::is_contained(symbols, "B") && llvm::is_contained(symbols, "S")
+                   ? "B * S"
+                   : "1";
+
+  auto returnOp = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  std::vector<std::string> resultPointers;
+  std::string resultParams;
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    auto type = dyn_cast<RankedTensorType>(value.getType());
+    if (!type)
+      return func.emitError() << "result #" << i << " must be a ranked tensor";
+    std::string tensor = tensorName(func.getResultAttrDict(i), "result" + std::to_string(i));
+    std::string cname = uniqueName(cIdentifier(tensor));
+    resultParams +=
+        llvm::formatv(", {0} *{1}", cTypeName(type.getElementType()), cname).str();
+    resultPointers.push_back(cname);
+    resultNames.push_back(tensor);
+    // A kernel result returned once is computed straight into the caller's buffer.
+    if (isa_and_nonnull<KernelOp>(value.getDefiningOp()) && !buffers.count(value))
+      buffers[value] = Buffer{cname, {}, type.getElementType()};
+  }
+
+  // ---- the body ---------------------------------------------------------------------------
+  unsigned kernelIndex = 0;
+  for (Operation &op : func.getBody().front().without_terminator()) {
+    if (auto kernel = dyn_cast<KernelOp>(op)) {
+      // Fill in the dims of results bound to the caller's buffers now that operands exist.
+      for (Value result : kernel.getResults())
+        if (buffers.count(result) && buffers[result].dims.empty())
+          buffers[result].dims = dimsOf(result);
+      if (failed(emitKernel(kernel, kernelIndex++)))
+        return failure();
+      continue;
+    }
+    if (auto constant = dyn_cast<arith::ConstantIndexOp>(op)) {
+      scalars[constant] = std::to_string(constant.value());
+      continue;
+    }
+    if (auto dimOp = dyn_cast<tensor::DimOp>(op)) {
+      std::optional<int64_t> index = dimOp.getConstantIndex();
+      if (!index)
+        return op.emitError() << "the cuda target needs a constant dimension index";
+      scalars[dimOp.getResult()] = dim(dimOp.getSource(), *index);
+      continue;
+    }
+    if (isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp>(op)) {
+      // Row-major reshapes are views of the same bytes.
+      Value source = op.getOperand(0), result = op.getResult(0);
+      Buffer view = bufferFor(source);
+      view.dims = dimsOf(result);
+      buffers[result] = view;
+      continue;
+    }
+    return op.emitError() << "the cuda target cannot emit '" << op.getName()
+                          << "' outside a mix.kernel (run the cuda pipeline first)";
+  }
+  // Results not computed in place (an argument, a view, a value returned twice) are copied.
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    Buffer &source = bufferFor(value);
+    if (source.pointer == resultPointers[i])
+      continue;
+    body += llvm::formatv("\n  MIXTILE_CHECK(mixtile::cuda::copy_elements({0}, {1}, {2}, "
+                          "cuda_stream));\n",
+                          resultPointers[i], source.pointer, product(source.dims))
+                .str();
+  }
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    auto type = cast<RankedTensorType>(value.getType());
+    llvm::json::Array symbolJson;
+    llvm::json::Value shape = shapeJson(type, bufferFor(value).dims, symbolJson);
+    for (const llvm::json::Value &symbol : symbolJson)
+      if (auto text = symbol.getAsString(); text && !llvm::is_contained(symbols, text->str()))
+        return func.emitError() << "result #" << i << " has a dynamic size '" << *text
+                                << "' that is not one of the input symbols";
+    resultsJson.push_back(llvm::json::Object{{"name", resultNames[i]},
+                                             {"c_name", resultPointers[i]},
+                                             {"dtype", dtypeName(type.getElementType())},
+                                             {"shape", std::move(shape)},
+                                             {"symbols", std::move(symbolJson)}});
+  }
+
+  // ---- the workspace plan -----------------------------------------------------------------
+  std::string dimParams, dimArgs, dimsFromArray;
+  for (auto [i, symbol] : llvm::enumerate(symbols)) {
+    dimParams += (i ? ", " : "") + ("int64_t " + symbol);
+    dimArgs += (i ? ", " : "") + symbol;
+    dimsFromArray += llvm::formatv("{0}dims[{1}]", i ? ", " : "", i).str();
+  }
+  std::string planParams = dimParams;
+  std::string plan = llvm::formatv("// Workspace of {0}: every intermediate tensor, then the "
+                                   "scratch of the kernel that needs most (device memory, offsets from T only).\nstruct {0}_plan {{\n",
+                                   fname)
+                         .str();
+  for (const Slot &slot : slots)
+    plan += "  size_t " + slot.name + ";\n";
+  plan += "  size_t scratch, total;\n};\n\n";
+  plan += llvm::formatv("static {0}_plan plan_{0}({1}) {{\n  {0}_plan p{{};\n  size_t at = 0;\n",
+                        fname, planParams)
+              .str();
+  for (const Slot &slot : slots)
+    plan += llvm::formatv("  p.{0} = at;\n  at += mixtile::cuda::detail::align256(sizeof({1}) * "
+                          "(size_t)({2}));\n",
+                          slot.name, cTypeName(slot.element), slot.count)
+                .str();
+  plan += "  p.scratch = at;\n  size_t scratch = 0;\n";
+  for (const std::string &bytes : scratch)
+    plan += "  scratch = std::max(scratch, (size_t)(" + bytes + "));\n";
+  plan += "  p.total = at + mixtile::cuda::detail::align256(scratch);\n  return p;\n}\n\n";
+
+  std::string slotPointers;
+  for (const Slot &slot : slots)
+    slotPointers += llvm::formatv("  {0} *{1} = reinterpret_cast<{0} *>(ws + plan.{1});\n",
+                                  cTypeName(slot.element), slot.name)
+                        .str();
+  std::string typedParams = dimParams + params + resultParams;
+  if (!dimParams.empty() || !params.empty() || !resultParams.empty())
+    typedParams += ", ";
+  if (!typedParams.empty() && typedParams.rfind(", ", 0) == 0)
+    typedParams = typedParams.substr(2);
+  typedParams += "void *workspace, void *stream";
+
+  std::string unusedSymbols;
+  for (const std::string &symbol : symbols)
+    unusedSymbols += "  (void)" + symbol + ";\n";
+  definitions += plan;
+  definitions += llvm::formatv(
+      "extern \"C\" size_t {0}_workspace_size({1}) {{\n  return plan_{0}({2}).total;\n}\n\n",
+      fname, dimParams.empty() ? "void" : dimParams, dimArgs);
+  definitions += llvm::formatv(
+      "extern \"C\" int {0}({1}) {{\n"
+      "  // Pointers are device pointers; every launch goes to `stream`, none waits for it.\n"
+      "  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);\n"
+      "  const {0}_plan plan = plan_{0}({2});\n"
+      "  char *ws = static_cast<char *>(workspace);\n  void *scratch = ws + plan.scratch;\n"
+      "  (void)scratch;\n  (void)ws;\n  (void)cuda_stream;\n{3}{4}{5}\n  return 0;\n}\n\n",
+      fname, typedParams, dimArgs, unusedSymbols, slotPointers, body);
+
+  // The packed form the runtime calls: tensors in manifest order, then the dims.
+  std::string packedArgs = dimsFromArray;
+  unsigned tensorIndex = 0;
+  for (BlockArgument arg : func.getArguments())
+    packedArgs += llvm::formatv("{0}static_cast<const {1} *>(tensors[{2}])",
+                                packedArgs.empty() ? "" : ", ",
+                                cTypeName(cast<RankedTensorType>(arg.getType()).getElementType()),
+                                tensorIndex++)
+                      .str();
+  for (Value value : returnOp.getOperands())
+    packedArgs += llvm::formatv("{0}static_cast<{1} *>(tensors[{2}])", packedArgs.empty() ? "" : ", ",
+                                cTypeName(cast<RankedTensorType>(value.getType()).getElementType()),
+                                tensorIndex++)
+                      .str();
+  definitions += llvm::formatv(
+      "extern \"C\" int {0}_packed(void *const *tensors, const int64_t *dims, void *workspace, "
+      "void *stream) {{\n  (void)tensors;\n  (void)dims;\n  return {0}({1}{2}workspace, "
+      "stream);\n}\n\n"
+      "extern \"C\" size_t {0}_packed_workspace_size(const int64_t *dims) {{\n  (void)dims;\n"
+      "  return {0}_workspace_size({3});\n}\n\n",
+      fname, packedArgs, packedArgs.empty() ? "" : ", ", dimsFromArray);
+
+  // ---- header and manifest ----------------------------------------------------------------
+  std::string doc = "/* " + fname + ": dynamic dims " +
+                    (symbols.empty() ? std::string("none") : llvm::join(symbols, ", ")) + ".\n";
+  for (const llvm::json::Value &a : argsJson) {
+    const llvm::json::Object &o = *a.getAsObject();
+    std::string shape;
+    llvm::raw_string_ostream os(shape);
+    os << *o.get("shape");
+    doc += llvm::formatv(" *   in  {0} ({1}): {2} {3}\n", *o.getString("c_name"),
+                         *o.getString("name"), *o.getString("dtype"), shape)
+               .str();
+  }
+  for (const llvm::json::Value &r : resultsJson) {
+    const llvm::json::Object &o = *r.getAsObject();
+    std::string shape;
+    llvm::raw_string_ostream os(shape);
+    os << *o.get("shape");
+    doc += llvm::formatv(" *   out {0} ({1}): {2} {3}\n", *o.getString("c_name"),
+                         *o.getString("name"), *o.getString("dtype"), shape)
+               .str();
+  }
+  doc += " * Returns 0, or an error code for " + artifactName + "_error_message(). */\n";
+  declarations += doc;
+  declarations += llvm::formatv("int {0}({1});\nsize_t {0}_workspace_size({2});\n"
+                                "int {0}_packed(void *const *tensors, const int64_t *dims, void "
+                                "*workspace, void *stream);\nsize_t "
+                                "{0}_packed_workspace_size(const int64_t *dims);\n\n",
+                                fname, typedParams, dimParams.empty() ? "void" : dimParams)
+                      .str();
+
+  llvm::json::Array symbolList;
+  for (const std::string &s : symbols)
+    symbolList.push_back(s);
+  entry = llvm::json::Object{
+      {"function", fname},
+      {"symbol", fname},
+      {"packed_symbol", fname + "_packed"},
+      {"workspace_symbol", fname + "_packed_workspace_size"},
+      {"dynamic_dims", std::move(symbolList)},
+      {"arguments", std::move(argsJson)},
+      {"results", std::move(resultsJson)},
+      {"cost", llvm::json::Object{{"flops_per_token", flopsPerToken},
+                                  {"dense_weight_bytes", denseWeightBytes},
+                                  {"expert_weight_bytes", expertWeightBytes},
+                                  {"num_experts", costExperts},
+                                  {"experts_per_token", costExpertsPerToken}}},
+      {"kernels", std::move(kernelManifest)}};
+  return success();
+}
+
+FailureOr<EmittedArtifact> mlir::mix::codegen::emitCudaArtifact(ModuleOp module, StringRef name) {
+  EmittedArtifact artifact;
+  artifact.name = cIdentifier(name);
+  artifact.target = "cuda";
+  artifact.sourceFile = artifact.name + ".cu";
+  std::string declarations, definitions;
+  std::vector<std::string> errors;
+  llvm::json::Array entries;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    FunctionEmitter emitter(func, artifact.name, errors);
+    llvm::json::Object entry;
+    if (failed(emitter.emit(declarations, definitions, entry)))
+      return failure();
+    entries.push_back(std::move(entry));
+  }
+  if (entries.empty())
+    return module.emitError() << "nothing to compile: the module defines no function";
+
+  std::string guard = "MIXTILE_" + llvm::StringRef(artifact.name).upper() + "_H";
+  artifact.header = llvm::formatv(
+      "/* {0}.h: the C ABI of a Mixtile artifact (mixtilec {1}, target cuda).\n"
+      " * Tensors are dense row-major DEVICE buffers; bf16/f16 tensors are passed as uint16_t\n"
+      " * bits. Every call needs a device workspace of at least *_workspace_size() bytes,\n"
+      " * 256-byte aligned (cudaMalloc's alignment), and a cudaStream_t passed as void *stream.\n"
+      " * A call only enqueues work on the stream: results are ready when the stream is. */\n"
+      "#ifndef {2}\n#define {2}\n\n#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\n"
+      "extern \"C\" {{\n#endif\n\n{3}const char *{0}_error_message(int code);\n\n"
+      "#ifdef __cplusplus\n}\n#endif\n\n#endif /* {2} */\n",
+      artifact.name, kVersion, guard, declarations);
+
+  std::string errorTable = "static const char *const kErrors[] = {\n  \"success\",\n"
+                           "  \"a CUDA kernel launch failed (cudaGetLastError)\",\n";
+  for (const std::string &message : errors)
+    errorTable += "  \"" + message + "\",\n";
+  errorTable += "};\n\n";
+  artifact.source = llvm::formatv(
+      "// {0}.cu: generated by mixtilec {1} for the cuda target. Each entry point launches the\n"
+      "// kernels the passes scheduled, in order, on the caller's stream; each kernel block says\n"
+      "// which ops were fused into it and the tile sizes it picks by token count. Nothing here\n"
+      "// synchronizes with the host, so a call can be captured in a CUDA graph. The kernel\n"
+      "// library it launches is in mixtile_kernels/, beside this file.\n"
+      "#include \"{0}.h\"\n\n#include \"mixtile_kernels/kernels.cuh\"\n\n#include <algorithm>\n\n"
+      "// A launch that failed makes the entry point return {3} (see {0}_error_message).\n"
+      "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    if ((call) != cudaSuccess) \\\n      return {3}; \\\n"
+      "  } while (0)\n\nnamespace {{\n\n{2}}  // namespace\n\n"
+      "extern \"C\" const char *{0}_error_message(int code) {{\n"
+      "  if (code < 0 || code >= (int)(sizeof(kErrors) / sizeof(kErrors[0])))\n"
+      "    return \"unknown error\";\n  return kErrors[code];\n}\n",
+      artifact.name, kVersion, errorTable, kLaunchError);
+  // Definitions use extern "C" linkage; helpers inside them are static.
+  artifact.source += "\n" + definitions;
+
+  addCudaKernelLibrary(artifact);
+  artifact.manifest = llvm::json::Object{{"format", 1},
+                                         {"mixtile_version", kVersion},
+                                         {"target", "cuda"},
+                                         {"name", artifact.name},
+                                         {"library", "lib" + artifact.name + ".so"},
+                                         {"header", artifact.name + ".h"},
+                                         {"source", artifact.sourceFile},
+                                         {"error_message_symbol",
+                                          artifact.name + "_error_message"},
+                                         {"entry_points", std::move(entries)}};
+  return artifact;
+}
