@@ -1,0 +1,577 @@
+// The target-independent half of emitting an artifact (see FunctionEmitter.h).
+#include "codegen/FunctionEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <set>
+
+using namespace mlir;
+using namespace mlir::mix;
+using namespace mlir::mix::codegen;
+
+const char *const mlir::mix::codegen::kMixtileVersion = "0.1.0";
+
+std::string mlir::mix::codegen::product(ArrayRef<std::string> dims) {
+  if (dims.empty())
+    return "1";
+  std::string text;
+  for (const std::string &d : dims)
+    text += (text.empty() ? "" : " * ") + ("(int64_t)(" + d + ")");
+  return text;
+}
+
+std::string mlir::mix::codegen::floatLiteral(double value) {
+  if (std::isinf(value))
+    return value > 0 ? "INFINITY" : "-INFINITY";
+  return llvm::formatv("{0:e}", value).str();
+}
+
+int64_t mlir::mix::codegen::staticDim(Value v, unsigned i) {
+  return cast<RankedTensorType>(v.getType()).getDimSize(i);
+}
+
+Type mlir::mix::codegen::elementOf(Value v) {
+  return cast<RankedTensorType>(v.getType()).getElementType();
+}
+
+Operation *FunctionEmitter::innerDefiningOp(Value v) {
+  Operation *def = v.getDefiningOp();
+  if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
+    auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
+    return yield.getValues()[cast<OpResult>(v).getResultNumber()].getDefiningOp();
+  }
+  return def;
+}
+
+double FunctionEmitter::routedPerToken(ExpertFFNOp ffn) {
+  Operation *def = innerDefiningOp(ffn.getTokens());
+  if (auto dispatch = dyn_cast_or_null<DispatchOp>(def)) {
+    costExpertsPerToken = staticDim(dispatch.getExperts(), 1);
+    return static_cast<double>(costExpertsPerToken);
+  }
+  if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
+    costExpertsPerToken = staticDim(choice.getRouter(), 0);
+    return choice.getCapacityFactor().convertToDouble();
+  }
+  costExpertsPerToken = costExperts;
+  return 1.0;
+}
+
+std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  std::vector<std::string> dims;
+  auto fallback = [&](unsigned i) -> std::string {
+    int64_t d = type.getDimSize(i);
+    return ShapedType::isDynamic(d) ? std::string() : std::to_string(d);
+  };
+  for (unsigned i = 0; i < type.getRank(); ++i)
+    dims.push_back(fallback(i));
+  Operation *def = v.getDefiningOp();
+  auto setDynamic = [&](unsigned i, std::string expr) {
+    if (dims[i].empty())
+      dims[i] = std::move(expr);
+  };
+  if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
+    auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
+    Value inner = yield.getValues()[cast<OpResult>(v).getResultNumber()];
+    return dimsOf(inner);
+  }
+  if (auto route = dyn_cast_or_null<RouteOp>(def))
+    setDynamic(0, dim(route.getX(), 0));
+  else if (auto capacity = dyn_cast_or_null<CapacityOp>(def))
+    setDynamic(0, dim(capacity.getExperts(), 0));
+  else if (auto dispatch = dyn_cast_or_null<DispatchOp>(def))
+    setDynamic(0, dim(dispatch.getExperts(), 0) + " * " + dim(dispatch.getExperts(), 1));
+  else if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
+    std::string t = dim(choice.getX(), 0);
+    int64_t experts = staticDim(choice.getRouter(), 0);
+    setDynamic(0, cast<OpResult>(v).getResultNumber() == 3
+                      ? t
+                      : llvm::formatv("{0} * {4}::expert_choice_capacity({1}, {2}, {3})",
+                                      experts, t, experts,
+                                      floatLiteral(choice.getCapacityFactor().convertToDouble()),
+                                      conventions.kernelNamespace)
+                            .str());
+  } else if (auto ffn = dyn_cast_or_null<ExpertFFNOp>(def))
+    setDynamic(0, dim(ffn.getTokens(), 0));
+  else if (auto combine = dyn_cast_or_null<CombineOp>(def))
+    return {dim(combine.getInit(), 0), dim(combine.getInit(), 1)};
+  else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
+    setDynamic(0, dim(def->getOperand(0), 0));
+  else if (auto vectors = dyn_cast_or_null<MixVectorsOp>(def))
+    setDynamic(0, dim(vectors.getH(), 0));
+  else if (auto lora = dyn_cast_or_null<MixLoRAOp>(def))
+    setDynamic(0, dim(lora.getX(), 0));
+  else if (auto mix = dyn_cast_or_null<TokenMixOp>(def)) {
+    std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
+    if (cast<OpResult>(v).getResultNumber() == 0)
+      setDynamic(1, llvm::formatv("({0}) / {1} * ({2})", b, mix.getGroupSize(), s).str());
+    else {
+      setDynamic(0, b);
+      setDynamic(1, s);
+    }
+  } else if (auto batched = dyn_cast_or_null<BatchedExpertFFNOp>(def))
+    setDynamic(1, dim(batched.getZ(), 1));
+  else if (auto emit = dyn_cast_or_null<TokenEmitOp>(def)) {
+    setDynamic(0, dim(emit.getEmitWeights(), 0));
+    setDynamic(1, dim(emit.getEmitWeights(), 1));
+  } else if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def)) {
+    std::vector<std::string> source;
+    for (unsigned i = 0; i < collapse.getSrcType().getRank(); ++i)
+      source.push_back(dim(collapse.getSrc(), i));
+    for (auto [i, group] : llvm::enumerate(collapse.getReassociationIndices())) {
+      std::vector<std::string> parts;
+      for (int64_t d : group)
+        parts.push_back(source[d]);
+      setDynamic(i, product(parts));
+    }
+  } else if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def)) {
+    for (auto [i, size] : llvm::enumerate(expand.getMixedOutputShape())) {
+      if (auto attr = dyn_cast<Attribute>(size))
+        setDynamic(i, std::to_string(cast<IntegerAttr>(attr).getInt()));
+      else
+        setDynamic(i, scalars.lookup(cast<Value>(size)));
+    }
+  }
+  return dims;
+}
+
+
+LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
+  Block &block = kernel.getBody().front();
+  auto yield = cast<YieldOp>(block.getTerminator());
+  // The kernel's results live where the function's results (or the workspace) put them;
+  // the yielded inner values share those buffers.
+  for (auto [inner, outer] : llvm::zip(yield.getValues(), kernel.getResults()))
+    buffers[inner] = bufferFor(outer);
+
+  std::string fused;
+  llvm::json::Array fusedOps;
+  for (Operation &op : block.without_terminator()) {
+    fused += (fused.empty() ? "" : " + ") + op.getName().getStringRef().str();
+    fusedOps.push_back(op.getName().getStringRef().str());
+  }
+  if (failed(beginKernel(kernel, index)))
+    return failure();
+  std::string tileText;
+  llvm::json::Array tileManifest;
+  if (ArrayAttr attr = kernel.getTilesAttr())
+    for (Attribute bucket : attr) {
+      llvm::json::Object object;
+      std::string summary;
+      for (NamedAttribute field : cast<DictionaryAttr>(bucket)) {
+        int64_t value = cast<IntegerAttr>(field.getValue()).getInt();
+        if (field.getName() == "max_tokens" && value < 0)
+          object["max_tokens"] = nullptr;
+        else
+          object[field.getName().getValue()] = value;
+        summary += llvm::formatv("{0}{1}={2}", summary.empty() ? "" : " ",
+                                 field.getName().getValue(),
+                                 value < 0 ? std::string("inf") : std::to_string(value))
+                       .str();
+      }
+      tileText += "\n  //   " + summary;
+      tileManifest.push_back(std::move(object));
+    }
+  body += llvm::formatv("\n  // Kernel {0} '{1}': {2}.\n  // Tiles by token count:{3}\n  {{\n",
+                        index, kernel.getKind(), fused, tileText.empty() ? " default" : tileText)
+              .str();
+  std::string kernelName = llvm::formatv("k{0}_{1}", index, kernel.getKind()).str();
+  kernelManifest.push_back(llvm::json::Object{{"name", kernelName},
+                                              {"kind", kernel.getKind().str()},
+                                              {"fused_ops", std::move(fusedOps)},
+                                              {"tiles", std::move(tileManifest)}});
+  for (Operation &op : block.without_terminator())
+    if (failed(emitOp(&op, kernel)))
+      return failure();
+  body += "  }\n";
+  return success();
+}
+
+
+namespace {
+
+/// The symbols that bind an argument's dynamic dims: tokens are T for [T, D] inputs and B, S
+/// for [B, S, D] inputs (Mixture of Tokens).
+FailureOr<std::vector<std::string>> symbolsOf(func::FuncOp func, unsigned index, Type type) {
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor)
+    return func.emitError() << "argument #" << index << " must be a ranked tensor, got " << type;
+  std::vector<std::string> names(tensor.getRank());
+  for (unsigned d = 0; d < tensor.getRank(); ++d) {
+    if (!tensor.isDynamicDim(d))
+      continue;
+    if (tensor.getRank() == 2 && d == 0)
+      names[d] = "T";
+    else if (tensor.getRank() == 3 && d < 2)
+      names[d] = d == 0 ? "B" : "S";
+    else
+      return func.emitError() << "argument #" << index << " has a dynamic dim " << d
+                              << "; only token dims may be dynamic ([T, D] or [B, S, D])";
+  }
+  return names;
+}
+
+llvm::json::Value shapeJson(RankedTensorType type, ArrayRef<std::string> dims,
+                            llvm::json::Array &symbols) {
+  llvm::json::Array shape;
+  for (unsigned d = 0; d < type.getRank(); ++d) {
+    if (type.isDynamicDim(d)) {
+      shape.push_back(nullptr);
+      symbols.push_back(dims[d]);
+    } else {
+      shape.push_back(type.getDimSize(d));
+      symbols.push_back(nullptr);
+    }
+  }
+  return shape;
+}
+
+} // namespace
+
+LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &definitions,
+                                    llvm::json::Object &entry) {
+  std::string fname = func.getSymName().str();
+  if (cIdentifier(fname) != fname)
+    return func.emitError() << "function name '" << fname << "' is not a C identifier";
+
+  // ---- arguments, results and the symbols that size them -----------------------------------
+  std::vector<std::string> argNames, resultNames;
+  std::set<std::string> usedNames(conventions.reservedNames.begin(),
+                                  conventions.reservedNames.end());
+  usedNames.insert({"workspace", "plan", "scratch", "ws", "T", "B", "S"});
+  auto uniqueName = [&](std::string name) {
+    std::string base = name;
+    for (int i = 2; usedNames.count(name); ++i)
+      name = base + "_" + std::to_string(i);
+    usedNames.insert(name);
+    return name;
+  };
+  auto tensorName = [&](DictionaryAttr attrs, std::string fallback) {
+    if (attrs)
+      if (auto name = attrs.getAs<StringAttr>(MixDialect::kNameAttr))
+        return name.getValue().str();
+    return fallback;
+  };
+  llvm::json::Array argsJson, resultsJson;
+  std::string params;
+  for (auto [i, arg] : llvm::enumerate(func.getArguments())) {
+    FailureOr<std::vector<std::string>> names = symbolsOf(func, i, arg.getType());
+    if (failed(names))
+      return failure();
+    auto type = cast<RankedTensorType>(arg.getType());
+    std::string tensor = tensorName(func.getArgAttrDict(i), "arg" + std::to_string(i));
+    std::string cname = uniqueName(cIdentifier(tensor));
+    std::vector<std::string> dims;
+    bool dynamic = false;
+    for (unsigned d = 0; d < type.getRank(); ++d) {
+      if (type.isDynamicDim(d)) {
+        dynamic = true;
+        if (llvm::find(symbols, (*names)[d]) == symbols.end())
+          symbols.push_back((*names)[d]);
+        dims.push_back((*names)[d]);
+      } else {
+        dims.push_back(std::to_string(type.getDimSize(d)));
+      }
+    }
+    buffers[arg] = Buffer{cname, dims, type.getElementType()};
+    params += llvm::formatv(", const {0} *{1}", cTypeName(type.getElementType()), cname).str();
+    llvm::json::Array symbolJson;
+    llvm::json::Value shape = shapeJson(type, dims, symbolJson);
+    argsJson.push_back(llvm::json::Object{{"name", tensor},
+                                          {"c_name", cname},
+                                          {"dtype", dtypeName(type.getElementType())},
+                                          {"shape", std::move(shape)},
+                                          {"symbols", std::move(symbolJson)},
+                                          {"kind", dynamic ? "input" : "weight"}});
+  }
+  tokenCount = llvm::is_contained(symbols, "T") ? "T"
+               : llvm::is_contained(symbols, "B") && llvm::is_contained(symbols, "S")
+                   ? "B * S"
+                   : "1";
+
+  auto returnOp = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  std::vector<std::string> resultPointers;
+  std::string resultParams;
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    auto type = dyn_cast<RankedTensorType>(value.getType());
+    if (!type)
+      return func.emitError() << "result #" << i << " must be a ranked tensor";
+    std::string tensor = tensorName(func.getResultAttrDict(i), "result" + std::to_string(i));
+    std::string cname = uniqueName(cIdentifier(tensor));
+    resultParams +=
+        llvm::formatv(", {0} *{1}", cTypeName(type.getElementType()), cname).str();
+    resultPointers.push_back(cname);
+    resultNames.push_back(tensor);
+    // A kernel result returned once is computed straight into the caller's buffer.
+    if (isa_and_nonnull<KernelOp>(value.getDefiningOp()) && !buffers.count(value))
+      buffers[value] = Buffer{cname, {}, type.getElementType()};
+  }
+
+  // ---- the body ---------------------------------------------------------------------------
+  unsigned kernelIndex = 0;
+  for (Operation &op : func.getBody().front().without_terminator()) {
+    if (auto kernel = dyn_cast<KernelOp>(op)) {
+      // Fill in the dims of results bound to the caller's buffers now that operands exist.
+      for (Value result : kernel.getResults())
+        if (buffers.count(result) && buffers[result].dims.empty())
+          buffers[result].dims = dimsOf(result);
+      if (failed(emitKernel(kernel, kernelIndex++)))
+        return failure();
+      continue;
+    }
+    if (auto constant = dyn_cast<arith::ConstantIndexOp>(op)) {
+      scalars[constant] = std::to_string(constant.value());
+      continue;
+    }
+    if (auto dimOp = dyn_cast<tensor::DimOp>(op)) {
+      std::optional<int64_t> index = dimOp.getConstantIndex();
+      if (!index)
+        return op.emitError() << "the " << conventions.target
+                              << " target needs a constant dimension index";
+      scalars[dimOp.getResult()] = dim(dimOp.getSource(), *index);
+      continue;
+    }
+    if (isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp>(op)) {
+      // Row-major reshapes are views of the same bytes.
+      Value source = op.getOperand(0), result = op.getResult(0);
+      Buffer view = bufferFor(source);
+      view.dims = dimsOf(result);
+      buffers[result] = view;
+      continue;
+    }
+    return op.emitError() << "the " << conventions.target << " target cannot emit '"
+                          << op.getName() << "' outside a mix.kernel (run the "
+                          << conventions.target << " pipeline first)";
+  }
+  // Results not computed in place (an argument, a view, a value returned twice) are copied.
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    Buffer &source = bufferFor(value);
+    if (source.pointer == resultPointers[i])
+      continue;
+    body += "\n  " +
+            llvm::formatv(conventions.copyStatement.c_str(), resultPointers[i], source.pointer,
+                          cTypeName(source.element), product(source.dims))
+                .str() +
+            "\n";
+  }
+  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
+    auto type = cast<RankedTensorType>(value.getType());
+    llvm::json::Array symbolJson;
+    llvm::json::Value shape = shapeJson(type, bufferFor(value).dims, symbolJson);
+    for (const llvm::json::Value &symbol : symbolJson)
+      if (auto text = symbol.getAsString(); text && !llvm::is_contained(symbols, text->str()))
+        return func.emitError() << "result #" << i << " has a dynamic size '" << *text
+                                << "' that is not one of the input symbols";
+    resultsJson.push_back(llvm::json::Object{{"name", resultNames[i]},
+                                             {"c_name", resultPointers[i]},
+                                             {"dtype", dtypeName(type.getElementType())},
+                                             {"shape", std::move(shape)},
+                                             {"symbols", std::move(symbolJson)}});
+  }
+
+  // ---- the workspace plan -----------------------------------------------------------------
+  std::string dimParams, dimArgs, dimsFromArray;
+  for (auto [i, symbol] : llvm::enumerate(symbols)) {
+    dimParams += (i ? ", " : "") + ("int64_t " + symbol);
+    dimArgs += (i ? ", " : "") + symbol;
+    dimsFromArray += llvm::formatv("{0}dims[{1}]", i ? ", " : "", i).str();
+  }
+  std::string planParams = dimParams;
+  if (!conventions.planParam.empty())
+    planParams += (dimParams.empty() ? "" : ", ") + conventions.planParam;
+  std::string plan = llvm::formatv("// Workspace of {0}: every intermediate tensor, then the "
+                                   "scratch of the kernel that needs most.\nstruct {0}_plan {{\n",
+                                   fname)
+                         .str();
+  for (const Slot &slot : slots)
+    plan += "  size_t " + slot.name + ";\n";
+  plan += "  size_t scratch, total;\n};\n\n";
+  plan += llvm::formatv("static {0}_plan plan_{0}({1}) {{\n  {0}_plan p{{};\n  size_t at = 0;\n",
+                        fname, planParams)
+              .str();
+  for (const Slot &slot : slots)
+    plan += llvm::formatv("  p.{0} = at;\n  at += {3}(sizeof({1}) * (size_t)({2}));\n", slot.name,
+                          cTypeName(slot.element), slot.count, conventions.align)
+                .str();
+  plan += "  p.scratch = at;\n  size_t scratch = 0;\n";
+  for (const std::string &bytes : scratch)
+    plan += "  scratch = std::max(scratch, (size_t)(" + bytes + "));\n";
+  plan += "  p.total = at + " + conventions.align + "(scratch);\n" +
+          (conventions.planParam.empty() ? "" : "  (void)" + conventions.planArg + ";\n") +
+          "  return p;\n}\n\n";
+
+  std::string slotPointers;
+  for (const Slot &slot : slots)
+    slotPointers += llvm::formatv("  {0} *{1} = reinterpret_cast<{0} *>(ws + plan.{1});\n",
+                                  cTypeName(slot.element), slot.name)
+                        .str();
+  std::string typedParams = dimParams + params + resultParams;
+  if (!dimParams.empty() || !params.empty() || !resultParams.empty())
+    typedParams += ", ";
+  if (!typedParams.empty() && typedParams.rfind(", ", 0) == 0)
+    typedParams = typedParams.substr(2);
+  typedParams += "void *workspace, " + conventions.executionParam;
+
+  std::string unusedSymbols;
+  for (const std::string &symbol : symbols)
+    unusedSymbols += "  (void)" + symbol + ";\n";
+  definitions += helpers + plan;
+  auto planCall = [&](StringRef extra) {
+    std::string args = dimArgs;
+    if (!extra.empty())
+      args += (dimArgs.empty() ? "" : ", ") + extra.str();
+    return "plan_" + fname + "(" + args + ")";
+  };
+  definitions += llvm::formatv(
+      "extern \"C\" size_t {0}_workspace_size({1}) {{\n  return {2}.total;\n}\n\n", fname,
+      dimParams.empty() ? "void" : dimParams, planCall(conventions.planArgForQuery));
+  definitions += llvm::formatv(
+      "extern \"C\" int {0}({1}) {{\n{2}  const {0}_plan plan = {3};\n"
+      "  char *ws = static_cast<char *>(workspace);\n  void *scratch = ws + plan.scratch;\n"
+      "  (void)scratch;\n  (void)ws;\n{4}{5}{6}\n  return 0;\n}\n\n",
+      fname, typedParams, conventions.entryPreamble, planCall(conventions.planArg),
+      unusedSymbols, slotPointers, body);
+
+  // The packed form the runtime calls: tensors in manifest order, then the dims.
+  std::string packedArgs = dimsFromArray;
+  unsigned tensorIndex = 0;
+  for (BlockArgument arg : func.getArguments())
+    packedArgs += llvm::formatv("{0}static_cast<const {1} *>(tensors[{2}])",
+                                packedArgs.empty() ? "" : ", ",
+                                cTypeName(cast<RankedTensorType>(arg.getType()).getElementType()),
+                                tensorIndex++)
+                      .str();
+  for (Value value : returnOp.getOperands())
+    packedArgs += llvm::formatv("{0}static_cast<{1} *>(tensors[{2}])", packedArgs.empty() ? "" : ", ",
+                                cTypeName(cast<RankedTensorType>(value.getType()).getElementType()),
+                                tensorIndex++)
+                      .str();
+  definitions += llvm::formatv(
+      "extern \"C\" int {0}_packed(void *const *tensors, const int64_t *dims, void *workspace, "
+      "{4}) {{\n  (void)tensors;\n  (void)dims;\n  return {0}({1}{2}workspace, "
+      "{5});\n}\n\n"
+      "extern \"C\" size_t {0}_packed_workspace_size(const int64_t *dims) {{\n  (void)dims;\n"
+      "  return {0}_workspace_size({3});\n}\n\n",
+      fname, packedArgs, packedArgs.empty() ? "" : ", ", dimsFromArray, conventions.executionParam,
+      conventions.executionArg);
+
+  // ---- header and manifest ----------------------------------------------------------------
+  std::string doc = "/* " + fname + ": dynamic dims " +
+                    (symbols.empty() ? std::string("none") : llvm::join(symbols, ", ")) + ".\n";
+  for (const llvm::json::Value &a : argsJson) {
+    const llvm::json::Object &o = *a.getAsObject();
+    std::string shape;
+    llvm::raw_string_ostream os(shape);
+    os << *o.get("shape");
+    doc += llvm::formatv(" *   in  {0} ({1}): {2} {3}\n", *o.getString("c_name"),
+                         *o.getString("name"), *o.getString("dtype"), shape)
+               .str();
+  }
+  for (const llvm::json::Value &r : resultsJson) {
+    const llvm::json::Object &o = *r.getAsObject();
+    std::string shape;
+    llvm::raw_string_ostream os(shape);
+    os << *o.get("shape");
+    doc += llvm::formatv(" *   out {0} ({1}): {2} {3}\n", *o.getString("c_name"),
+                         *o.getString("name"), *o.getString("dtype"), shape)
+               .str();
+  }
+  doc += " * Returns 0, or an error code for " + artifactName + "_error_message(). */\n";
+  declarations += doc;
+  declarations += llvm::formatv("int {0}({1});\nsize_t {0}_workspace_size({2});\n"
+                                "int {0}_packed(void *const *tensors, const int64_t *dims, void "
+                                "*workspace, {3});\nsize_t "
+                                "{0}_packed_workspace_size(const int64_t *dims);\n\n",
+                                fname, typedParams, dimParams.empty() ? "void" : dimParams,
+                                conventions.executionParam)
+                      .str();
+
+  llvm::json::Array symbolList;
+  for (const std::string &s : symbols)
+    symbolList.push_back(s);
+  entry = llvm::json::Object{
+      {"function", fname},
+      {"symbol", fname},
+      {"packed_symbol", fname + "_packed"},
+      {"workspace_symbol", fname + "_packed_workspace_size"},
+      {"dynamic_dims", std::move(symbolList)},
+      {"arguments", std::move(argsJson)},
+      {"results", std::move(resultsJson)},
+      {"cost", llvm::json::Object{{"flops_per_token", flopsPerToken},
+                                  {"dense_weight_bytes", denseWeightBytes},
+                                  {"expert_weight_bytes", expertWeightBytes},
+                                  {"num_experts", costExperts},
+                                  {"experts_per_token", costExpertsPerToken}}},
+      {"kernels", std::move(kernelManifest)}};
+  return success();
+}
+
+
+FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, StringRef name,
+                                                            const TargetConventions &conventions,
+                                                            const EmitterFactory &makeEmitter) {
+  EmittedArtifact artifact;
+  artifact.name = cIdentifier(name);
+  artifact.target = conventions.target;
+  artifact.sourceFile = artifact.name + conventions.sourceExtension;
+  std::string declarations, definitions;
+  std::vector<std::string> errors;
+  llvm::json::Array entries;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    std::unique_ptr<FunctionEmitter> emitter = makeEmitter(func, artifact.name, errors);
+    llvm::json::Object entry;
+    if (failed(emitter->emit(declarations, definitions, entry)))
+      return failure();
+    entries.push_back(std::move(entry));
+  }
+  if (entries.empty())
+    return module.emitError() << "nothing to compile: the module defines no function";
+
+  std::string guard = "MIXTILE_" + llvm::StringRef(artifact.name).upper() + "_H";
+  artifact.header = llvm::formatv(
+      "/* {0}.h: the C ABI of a Mixtile artifact (mixtilec {1}, target {4}).\n{5}"
+      "#ifndef {2}\n#define {2}\n\n#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\n"
+      "extern \"C\" {{\n#endif\n\n{3}const char *{0}_error_message(int code);\n\n"
+      "#ifdef __cplusplus\n}\n#endif\n\n#endif /* {2} */\n",
+      artifact.name, kMixtileVersion, guard, declarations, conventions.target,
+      conventions.headerIntro);
+
+  std::string errorTable = "static const char *const kErrors[] = {\n  \"success\",\n";
+  for (const std::string &message : conventions.builtinErrors)
+    errorTable += "  \"" + message + "\",\n";
+  for (const std::string &message : errors)
+    errorTable += "  \"" + message + "\",\n";
+  errorTable += "};\n\n";
+  artifact.source = llvm::formatv(conventions.sourceIntro.c_str(), artifact.name, kMixtileVersion)
+                        .str();
+  artifact.source += llvm::formatv(
+      "namespace {{\n\n{1}}  // namespace\n\n"
+      "extern \"C\" const char *{0}_error_message(int code) {{\n"
+      "  if (code < 0 || code >= (int)(sizeof(kErrors) / sizeof(kErrors[0])))\n"
+      "    return \"unknown error\";\n  return kErrors[code];\n}\n",
+      artifact.name, errorTable);
+  // Definitions use extern "C" linkage; helpers inside them are static.
+  artifact.source += "\n" + definitions;
+
+  conventions.addKernelLibrary(artifact);
+  artifact.manifest = llvm::json::Object{{"format", 1},
+                                         {"mixtile_version", kMixtileVersion},
+                                         {"target", conventions.target},
+                                         {"name", artifact.name},
+                                         {"library", "lib" + artifact.name + ".so"},
+                                         {"header", artifact.name + ".h"},
+                                         {"source", artifact.sourceFile},
+                                         {"error_message_symbol",
+                                          artifact.name + "_error_message"},
+                                         {"entry_points", std::move(entries)}};
+  return artifact;
+}
+

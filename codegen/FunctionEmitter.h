@@ -1,0 +1,155 @@
+// The target-independent half of emitting an artifact: where every tensor lives (function
+// arguments, results, workspace slots), the symbolic sizes, the workspace plan, the entry
+// points' C ABI, the header and the manifest. Targets (cpu/EmitCpp.cpp, cuda/EmitCuda.cpp)
+// subclass FunctionEmitter and emit only their kernels; none of this decides fusion.
+#ifndef MIXTILE_CODEGEN_FUNCTIONEMITTER_H
+#define MIXTILE_CODEGEN_FUNCTIONEMITTER_H
+
+#include "codegen/Artifact.h"
+#include "dialect/MixOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/Support/JSON.h"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mlir::mix::codegen {
+
+extern const char *const kMixtileVersion;
+
+/// A materialized tensor: a C pointer expression and its dims as C expressions.
+struct Buffer {
+  std::string pointer;
+  std::vector<std::string> dims;
+  Type element;
+};
+
+/// One slot of a function's workspace.
+struct Slot {
+  std::string name;
+  Type element;
+  std::string count; // elements, a C expression in the dynamic symbols
+};
+
+/// The product of C expressions, as int64_t.
+std::string product(ArrayRef<std::string> dims);
+/// A double as a C literal.
+std::string floatLiteral(double value);
+int64_t staticDim(Value v, unsigned i);
+Type elementOf(Value v);
+
+/// What differs between targets in the code around the kernels.
+struct TargetConventions {
+  std::string target;           // "cpu", "cuda"
+  std::string sourceExtension;  // ".cpp", ".cu"
+  std::string kernelNamespace;  // the kernel library's C++ namespace
+  std::string executionParam;   // the entry points' last parameter: "int num_threads", ...
+  std::string executionArg;     // its name
+  std::string align;            // the workspace slot alignment function
+  std::string planParam;        // an extra parameter of the workspace plan ("" for none)
+  std::string planArg;          // what the entry point passes for it
+  std::string planArgForQuery;  // what the workspace-size query passes for it
+  std::string entryPreamble;    // statements opening every entry point
+  std::string copyStatement;    // formatv: {0} destination, {1} source, {2} C type, {3} count
+  std::vector<std::string> reservedNames;  // names the emitted body uses for itself
+  std::vector<std::string> builtinErrors;  // error codes 1.. before the layers' own
+  std::string headerIntro;      // the header comment after its first line
+  std::string sourceIntro;      // formatv: {0} name, {1} version; opens the source file
+  std::function<void(EmittedArtifact &)> addKernelLibrary;
+};
+
+/// Emits one function: the shared bookkeeping; subclasses emit each kernel's body.
+class FunctionEmitter {
+public:
+  FunctionEmitter(func::FuncOp func, StringRef artifactName, std::vector<std::string> &errors,
+                  const TargetConventions &conventions)
+      : func(func), artifactName(artifactName), errorMessages(errors), conventions(conventions) {}
+  virtual ~FunctionEmitter() = default;
+
+  /// Appends the function's declarations (header) and definitions (source); fills its
+  /// manifest entry.
+  LogicalResult emit(std::string &declarations, std::string &definitions,
+                     llvm::json::Object &entry);
+
+protected:
+  /// Called once per kernel before its ops, with the kernel's tile buckets.
+  virtual LogicalResult beginKernel(KernelOp kernel, unsigned index) = 0;
+  virtual LogicalResult emitOp(Operation *op, KernelOp kernel) = 0;
+  LogicalResult emitKernel(KernelOp kernel, unsigned index);
+
+  // ---- buffers -------------------------------------------------------------------------
+  Buffer &bufferFor(Value v) {
+    auto it = buffers.find(v);
+    if (it != buffers.end())
+      return it->second;
+    return allocate(v, dimsOf(v));
+  }
+  Buffer &allocate(Value v, std::vector<std::string> dims) {
+    std::string name = newSlot(elementOf(v), product(dims));
+    return buffers[v] = Buffer{name, std::move(dims), elementOf(v)};
+  }
+  void alias(Value to, Value from) { buffers[to] = bufferFor(from); }
+  /// A workspace buffer no SSA value names (a kernel's own scratch tensor); returns its name.
+  std::string newSlot(Type element, std::string count) {
+    std::string name = "t" + std::to_string(slots.size());
+    slots.push_back({name, element, std::move(count)});
+    return name;
+  }
+  std::string ptr(Value v) { return bufferFor(v).pointer; }
+  std::string dim(Value v, unsigned i) {
+    int64_t d = staticDim(v, i);
+    if (!ShapedType::isDynamic(d))
+      return std::to_string(d);
+    auto it = buffers.find(v);
+    if (it != buffers.end())
+      return it->second.dims[i];
+    return dimsOf(v)[i];
+  }
+  /// The dims of a value not yet materialized, from the op that defines it: dynamic sizes
+  /// become expressions in the function's symbols (an upper bound where only the run
+  /// decides, e.g. the assignments a dispatch keeps).
+  std::vector<std::string> dimsOf(Value v);
+  /// Registers a run-time error of the layer; returns its code.
+  int addError(std::string message) {
+    errorMessages.push_back(std::move(message));
+    return static_cast<int>(conventions.builtinErrors.size() + errorMessages.size());
+  }
+  /// The op inside a kernel that produced `v`, looking through the kernel's results.
+  static Operation *innerDefiningOp(Value v);
+  /// Expert evaluations per token of a routed expert FFN (for the cost model).
+  double routedPerToken(ExpertFFNOp ffn);
+
+  func::FuncOp func;
+  std::string artifactName;
+  std::vector<std::string> &errorMessages;
+  const TargetConventions &conventions;
+  llvm::DenseMap<Value, Buffer> buffers;
+  llvm::DenseMap<Value, std::string> scalars;
+  std::vector<Slot> slots;
+  std::vector<std::string> scratch; // bytes each kernel needs; the plan keeps the maximum
+  std::vector<std::string> symbols; // dynamic dims, in argument order
+  std::string tokenCount;           // what tile buckets are chosen by
+  std::string body;                 // the entry point's statements
+  std::string helpers;              // definitions placed before the entry points
+  llvm::json::Array kernelManifest;
+  llvm::DenseSet<Operation *> fusedCombines;
+  double flopsPerToken = 0, denseWeightBytes = 0, expertWeightBytes = 0;
+  double mixtureExpertFlops = 0;
+  int64_t costExperts = 0, costExpertsPerToken = 0;
+};
+
+using EmitterFactory = std::function<std::unique_ptr<FunctionEmitter>(
+    func::FuncOp, StringRef artifactName, std::vector<std::string> &errors)>;
+
+/// The artifact of every function in `module`, each emitted by `makeEmitter`.
+FailureOr<EmittedArtifact> emitArtifact(ModuleOp module, StringRef name,
+                                        const TargetConventions &conventions,
+                                        const EmitterFactory &makeEmitter);
+
+} // namespace mlir::mix::codegen
+
+#endif // MIXTILE_CODEGEN_FUNCTIONEMITTER_H
