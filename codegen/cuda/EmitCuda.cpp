@@ -4,6 +4,7 @@
 // the fusion and tiles the passes chose; it decides none. Nothing it emits synchronizes with
 // the host: run-time sizes (the assignments a dispatch keeps) stay on the device.
 #include "codegen/Artifact.h"
+#include "codegen/FunctionEmitter.h"
 #include "dialect/MixOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,23 +25,8 @@ using namespace mlir::mix::codegen;
 
 namespace {
 
-constexpr const char *kVersion = "0.1.0";
 /// Error code every artifact reserves for a failed launch (cudaGetLastError != success).
 constexpr int kLaunchError = 1;
-
-/// A materialized tensor: a C pointer expression and its dims as C expressions.
-struct Buffer {
-  std::string pointer;
-  std::vector<std::string> dims;
-  Type element;
-};
-
-/// One slot of a function's workspace.
-struct Slot {
-  std::string name;
-  Type element;
-  std::string count; // elements, a C expression in the dynamic symbols
-};
 
 /// One token-count bucket of a kernel's tiles attribute, as the CUDA kernels take it.
 struct CudaTile {
@@ -60,26 +46,9 @@ std::string activationName(Activation activation) {
   return ("mixtile::cuda::Activation::" + stringifyActivation(activation)).str();
 }
 
-std::string product(ArrayRef<std::string> dims) {
-  if (dims.empty())
-    return "1";
-  std::string text;
-  for (const std::string &d : dims)
-    text += (text.empty() ? "" : " * ") + ("(int64_t)(" + d + ")");
-  return text;
-}
 
-std::string floatLiteral(double value) {
-  if (std::isinf(value))
-    return value > 0 ? "INFINITY" : "-INFINITY";
-  return llvm::formatv("{0:e}", value).str();
-}
 
-int64_t staticDim(Value v, unsigned i) {
-  return cast<RankedTensorType>(v.getType()).getDimSize(i);
-}
 
-Type elementOf(Value v) { return cast<RankedTensorType>(v.getType()).getElementType(); }
 
 /// Why a tile cannot run on the grouped GEMM kernels, or "" when it can. Mirrors the
 /// static_asserts of codegen/cuda/kernels/expert_ffn.cuh so a bad tuning table is reported
@@ -114,104 +83,22 @@ std::string tileProblem(const CudaTile &t) {
   return "";
 }
 
-class FunctionEmitter {
+class CudaEmitter : public FunctionEmitter {
 public:
-  FunctionEmitter(func::FuncOp func, StringRef artifactName, std::vector<std::string> &errors)
-      : func(func), artifactName(artifactName), errorMessages(errors) {}
-
-  LogicalResult emit(std::string &declarations, std::string &definitions,
-                     llvm::json::Object &entry);
+  using FunctionEmitter::FunctionEmitter;
 
 private:
-  // ---- buffers -------------------------------------------------------------------------
-  Buffer &bufferFor(Value v) {
-    auto it = buffers.find(v);
-    if (it != buffers.end())
-      return it->second;
-    return allocate(v, dimsOf(v));
-  }
-  Buffer &allocate(Value v, std::vector<std::string> dims) {
-    std::string name = newSlot(elementOf(v), product(dims));
-    return buffers[v] = Buffer{name, std::move(dims), elementOf(v)};
-  }
-  void alias(Value to, Value from) { buffers[to] = bufferFor(from); }
-  /// A workspace buffer no SSA value names (a kernel's own scratch tensor); returns its name.
-  std::string newSlot(Type element, std::string count) {
-    std::string name = "t" + std::to_string(slots.size());
-    slots.push_back({name, element, std::move(count)});
-    return name;
-  }
-  std::string ptr(Value v) { return bufferFor(v).pointer; }
-  std::string dim(Value v, unsigned i) {
-    int64_t d = staticDim(v, i);
-    if (!ShapedType::isDynamic(d))
-      return std::to_string(d);
-    auto it = buffers.find(v);
-    if (it != buffers.end())
-      return it->second.dims[i];
-    return dimsOf(v)[i];
-  }
-  /// The dims of a value not yet materialized, from the op that defines it: dynamic sizes
-  /// become expressions in the function's symbols (an upper bound where only the run
-  /// decides, e.g. the assignments a dispatch keeps).
-  std::vector<std::string> dimsOf(Value v);
-
-  // ---- kernels -------------------------------------------------------------------------
-  LogicalResult emitKernel(KernelOp kernel, unsigned index);
-  LogicalResult emitOp(Operation *op, KernelOp kernel);
+  /// Reads and validates the kernel's tile buckets against what the kernels instantiate.
+  LogicalResult beginKernel(KernelOp kernel, unsigned index) override;
+  LogicalResult emitOp(Operation *op, KernelOp kernel) override;
   /// `call` with the template arguments of each tile bucket, chosen by `tokens` at run time.
   void emitTiledCall(const std::string &tokens,
                      const std::function<std::string(const CudaTile &)> &call);
   std::string expertPointers(ValueRange weights, StringRef role, int64_t experts,
                              int64_t perExpert);
-  int addError(std::string message) {
-    errorMessages.push_back(std::move(message));
-    return static_cast<int>(errorMessages.size()) + 1; // 0 success, 1 launch failure
-  }
   void line(const std::string &text) { body += "    " + text + "\n"; }
   /// A launch whose cudaError_t is checked: the artifact returns kLaunchError on failure.
   void launch(const std::string &call) { line("MIXTILE_CHECK(" + call + ");"); }
-
-  func::FuncOp func;
-  std::string artifactName;
-  std::vector<std::string> &errorMessages;
-  llvm::DenseMap<Value, Buffer> buffers;
-  llvm::DenseMap<Value, std::string> scalars;
-  std::vector<Slot> slots;
-  std::vector<std::string> scratch; // bytes each kernel needs; the plan keeps the maximum
-  std::vector<std::string> symbols; // dynamic dims, in argument order
-  std::string tokenCount;           // what tile buckets are chosen by
-  std::string body;                 // the entry point's statements
-  std::vector<CudaTile> tiles;      // the current kernel's buckets
-  llvm::json::Array kernelManifest;
-  llvm::DenseSet<Operation *> fusedCombines;
-  double flopsPerToken = 0, denseWeightBytes = 0, expertWeightBytes = 0;
-  double mixtureExpertFlops = 0;
-  int64_t costExperts = 0, costExpertsPerToken = 0;
-
-  /// The op inside a kernel that produced `v`, looking through the kernel's results.
-  static Operation *innerDefiningOp(Value v) {
-    Operation *def = v.getDefiningOp();
-    if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
-      auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
-      return yield.getValues()[cast<OpResult>(v).getResultNumber()].getDefiningOp();
-    }
-    return def;
-  }
-  /// Expert evaluations per token of a routed expert FFN (for the cost model).
-  double routedPerToken(ExpertFFNOp ffn) {
-    Operation *def = innerDefiningOp(ffn.getTokens());
-    if (auto dispatch = dyn_cast_or_null<DispatchOp>(def)) {
-      costExpertsPerToken = staticDim(dispatch.getExperts(), 1);
-      return static_cast<double>(costExpertsPerToken);
-    }
-    if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
-      costExpertsPerToken = staticDim(choice.getRouter(), 0);
-      return choice.getCapacityFactor().convertToDouble();
-    }
-    costExpertsPerToken = costExperts;
-    return 1.0;
-  }
   /// A DEVICE pointer to the run-time number of assignments in the segments `tokens` belongs
   /// to (the last offset of the dispatch or expert choice that made them), or "nullptr" when
   /// every row counts. The kernels read it; the host never does.
@@ -226,88 +113,13 @@ private:
       return llvm::formatv("{0} + {1}", buffers[offsets].pointer, staticDim(offsets, 0) - 1).str();
     return "nullptr";
   }
+
+  std::vector<CudaTile> tiles; // the current kernel's buckets
 };
 
-std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
-  auto type = cast<RankedTensorType>(v.getType());
-  std::vector<std::string> dims;
-  auto fallback = [&](unsigned i) -> std::string {
-    int64_t d = type.getDimSize(i);
-    return ShapedType::isDynamic(d) ? std::string() : std::to_string(d);
-  };
-  for (unsigned i = 0; i < type.getRank(); ++i)
-    dims.push_back(fallback(i));
-  Operation *def = v.getDefiningOp();
-  auto setDynamic = [&](unsigned i, std::string expr) {
-    if (dims[i].empty())
-      dims[i] = std::move(expr);
-  };
-  if (auto kernel = dyn_cast_or_null<KernelOp>(def)) {
-    auto yield = cast<YieldOp>(kernel.getBody().front().getTerminator());
-    Value inner = yield.getValues()[cast<OpResult>(v).getResultNumber()];
-    return dimsOf(inner);
-  }
-  if (auto route = dyn_cast_or_null<RouteOp>(def))
-    setDynamic(0, dim(route.getX(), 0));
-  else if (auto capacity = dyn_cast_or_null<CapacityOp>(def))
-    setDynamic(0, dim(capacity.getExperts(), 0));
-  else if (auto dispatch = dyn_cast_or_null<DispatchOp>(def))
-    setDynamic(0, dim(dispatch.getExperts(), 0) + " * " + dim(dispatch.getExperts(), 1));
-  else if (auto choice = dyn_cast_or_null<ExpertChoiceOp>(def)) {
-    std::string t = dim(choice.getX(), 0);
-    int64_t experts = staticDim(choice.getRouter(), 0);
-    setDynamic(0, cast<OpResult>(v).getResultNumber() == 3
-                      ? t
-                      : llvm::formatv("{0} * mixtile::cuda::expert_choice_capacity({1}, {2}, {3})",
-                                      experts, t, experts,
-                                      floatLiteral(choice.getCapacityFactor().convertToDouble()))
-                            .str());
-  } else if (auto ffn = dyn_cast_or_null<ExpertFFNOp>(def))
-    setDynamic(0, dim(ffn.getTokens(), 0));
-  else if (auto combine = dyn_cast_or_null<CombineOp>(def))
-    return {dim(combine.getInit(), 0), dim(combine.getInit(), 1)};
-  else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
-    setDynamic(0, dim(def->getOperand(0), 0));
-  else if (auto vectors = dyn_cast_or_null<MixVectorsOp>(def))
-    setDynamic(0, dim(vectors.getH(), 0));
-  else if (auto lora = dyn_cast_or_null<MixLoRAOp>(def))
-    setDynamic(0, dim(lora.getX(), 0));
-  else if (auto mix = dyn_cast_or_null<TokenMixOp>(def)) {
-    std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
-    if (cast<OpResult>(v).getResultNumber() == 0)
-      setDynamic(1, llvm::formatv("({0}) / {1} * ({2})", b, mix.getGroupSize(), s).str());
-    else {
-      setDynamic(0, b);
-      setDynamic(1, s);
-    }
-  } else if (auto batched = dyn_cast_or_null<BatchedExpertFFNOp>(def))
-    setDynamic(1, dim(batched.getZ(), 1));
-  else if (auto emit = dyn_cast_or_null<TokenEmitOp>(def)) {
-    setDynamic(0, dim(emit.getEmitWeights(), 0));
-    setDynamic(1, dim(emit.getEmitWeights(), 1));
-  } else if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def)) {
-    std::vector<std::string> source;
-    for (unsigned i = 0; i < collapse.getSrcType().getRank(); ++i)
-      source.push_back(dim(collapse.getSrc(), i));
-    for (auto [i, group] : llvm::enumerate(collapse.getReassociationIndices())) {
-      std::vector<std::string> parts;
-      for (int64_t d : group)
-        parts.push_back(source[d]);
-      setDynamic(i, product(parts));
-    }
-  } else if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def)) {
-    for (auto [i, size] : llvm::enumerate(expand.getMixedOutputShape())) {
-      if (auto attr = dyn_cast<Attribute>(size))
-        setDynamic(i, std::to_string(cast<IntegerAttr>(attr).getInt()));
-      else
-        setDynamic(i, scalars.lookup(cast<Value>(size)));
-    }
-  }
-  return dims;
-}
 
 
-std::string FunctionEmitter::expertPointers(ValueRange weights, StringRef role, int64_t experts,
+std::string CudaEmitter::expertPointers(ValueRange weights, StringRef role, int64_t experts,
                                             int64_t perExpert) {
   std::string text = llvm::formatv("const mixtile::cuda::ExpertPointers<{0}> {1} = {{{{", experts,
                                    role)
@@ -325,7 +137,7 @@ std::string FunctionEmitter::expertPointers(ValueRange weights, StringRef role, 
   return text + "}};";
 }
 
-void FunctionEmitter::emitTiledCall(const std::string &tokens,
+void CudaEmitter::emitTiledCall(const std::string &tokens,
                                     const std::function<std::string(const CudaTile &)> &call) {
   for (auto [i, tile] : llvm::enumerate(tiles)) {
     bool last = i + 1 == tiles.size() || tile.maxTokens < 0;
@@ -338,31 +150,15 @@ void FunctionEmitter::emitTiledCall(const std::string &tokens,
   }
 }
 
-LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
-  Block &block = kernel.getBody().front();
-  auto yield = cast<YieldOp>(block.getTerminator());
-  // The kernel's results live where the function's results (or the workspace) put them;
-  // the yielded inner values share those buffers.
-  for (auto [inner, outer] : llvm::zip(yield.getValues(), kernel.getResults()))
-    buffers[inner] = bufferFor(outer);
-
-  std::string fused;
-  llvm::json::Array fusedOps;
-  for (Operation &op : block.without_terminator()) {
-    fused += (fused.empty() ? "" : " + ") + op.getName().getStringRef().str();
-    fusedOps.push_back(op.getName().getStringRef().str());
-  }
+LogicalResult CudaEmitter::beginKernel(KernelOp kernel, unsigned index) {
   // The tile buckets, validated against what the CUDA kernels can instantiate.
   tiles.clear();
-  std::string tileText;
-  llvm::json::Array tileManifest;
   if (ArrayAttr attr = kernel.getTilesAttr())
     for (Attribute bucket : attr) {
       auto dict = dyn_cast<DictionaryAttr>(bucket);
       if (!dict)
         return kernel.emitError() << "the cuda target needs each tile bucket to be a dictionary";
       CudaTile tile;
-      llvm::json::Object object;
       std::string summary;
       for (NamedAttribute field : dict) {
         auto value = dyn_cast<IntegerAttr>(field.getValue());
@@ -381,10 +177,6 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
           tile.blockK = v;
         else if (name == "warps")
           tile.warps = v;
-        if (name == "max_tokens" && v < 0)
-          object["max_tokens"] = nullptr;
-        else
-          object[name] = v;
         summary += llvm::formatv("{0}{1}={2}", summary.empty() ? "" : " ", name,
                                  v < 0 ? std::string("inf") : std::to_string(v))
                        .str();
@@ -393,27 +185,14 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
         return kernel.emitError() << "the cuda target cannot use the tiles {" << summary
                                   << "}: " << problem;
       tiles.push_back(tile);
-      tileText += "\n  //   " + summary;
-      tileManifest.push_back(std::move(object));
     }
   if (tiles.empty())
     tiles.push_back(CudaTile{});
-  body += llvm::formatv("\n  // Kernel {0} '{1}': {2}.\n  // Tiles by token count:{3}\n  {{\n",
-                        index, kernel.getKind(), fused, tileText.empty() ? " default" : tileText)
-              .str();
-  std::string kernelName = llvm::formatv("k{0}_{1}", index, kernel.getKind()).str();
-  kernelManifest.push_back(llvm::json::Object{{"name", kernelName},
-                                              {"kind", kernel.getKind().str()},
-                                              {"fused_ops", std::move(fusedOps)},
-                                              {"tiles", std::move(tileManifest)}});
-  for (Operation &op : block.without_terminator())
-    if (failed(emitOp(&op, kernel)))
-      return failure();
-  body += "  }\n";
+  (void)index;
   return success();
 }
 
-LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel) {
+LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
   Block &block = kernel.getBody().front();
   auto inKernel = [&](Value v) {
     Operation *def = v.getDefiningOp();
@@ -827,376 +606,47 @@ LogicalResult FunctionEmitter::emitOp(Operation *op, KernelOp kernel) {
 
 } // namespace
 
-namespace {
-
-/// The symbols that bind an argument's dynamic dims: tokens are T for [T, D] inputs and B, S
-/// for [B, S, D] inputs (Mixture of Tokens).
-FailureOr<std::vector<std::string>> symbolsOf(func::FuncOp func, unsigned index, Type type) {
-  auto tensor = dyn_cast<RankedTensorType>(type);
-  if (!tensor)
-    return func.emitError() << "argument #" << index << " must be a ranked tensor, got " << type;
-  std::vector<std::string> names(tensor.getRank());
-  for (unsigned d = 0; d < tensor.getRank(); ++d) {
-    if (!tensor.isDynamicDim(d))
-      continue;
-    if (tensor.getRank() == 2 && d == 0)
-      names[d] = "T";
-    else if (tensor.getRank() == 3 && d < 2)
-      names[d] = d == 0 ? "B" : "S";
-    else
-      return func.emitError() << "argument #" << index << " has a dynamic dim " << d
-                              << "; only token dims may be dynamic ([T, D] or [B, S, D])";
-  }
-  return names;
-}
-
-llvm::json::Value shapeJson(RankedTensorType type, ArrayRef<std::string> dims,
-                            llvm::json::Array &symbols) {
-  llvm::json::Array shape;
-  for (unsigned d = 0; d < type.getRank(); ++d) {
-    if (type.isDynamicDim(d)) {
-      shape.push_back(nullptr);
-      symbols.push_back(dims[d]);
-    } else {
-      shape.push_back(type.getDimSize(d));
-      symbols.push_back(nullptr);
-    }
-  }
-  return shape;
-}
-
-} // namespace
-
-LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &definitions,
-                                    llvm::json::Object &entry) {
-  std::string fname = func.getSymName().str();
-  if (cIdentifier(fname) != fname)
-    return func.emitError() << "function name '" << fname << "' is not a C identifier";
-
-  // ---- arguments, results and the symbols that size them -----------------------------------
-  std::vector<std::string> argNames, resultNames;
-  std::set<std::string> usedNames = {"workspace", "stream", "cuda_stream", "plan", "scratch",
-                                     "config", "capacity", "p", "gate_w", "up_w", "down_w",
-                                     "ws", "T", "B", "S"};
-  auto uniqueName = [&](std::string name) {
-    std::string base = name;
-    for (int i = 2; usedNames.count(name); ++i)
-      name = base + "_" + std::to_string(i);
-    usedNames.insert(name);
-    return name;
-  };
-  auto tensorName = [&](DictionaryAttr attrs, std::string fallback) {
-    if (attrs)
-      if (auto name = attrs.getAs<StringAttr>(MixDialect::kNameAttr))
-        return name.getValue().str();
-    return fallback;
-  };
-  llvm::json::Array argsJson, resultsJson;
-  std::string params;
-  for (auto [i, arg] : llvm::enumerate(func.getArguments())) {
-    FailureOr<std::vector<std::string>> names = symbolsOf(func, i, arg.getType());
-    if (failed(names))
-      return failure();
-    auto type = cast<RankedTensorType>(arg.getType());
-    std::string tensor = tensorName(func.getArgAttrDict(i), "arg" + std::to_string(i));
-    std::string cname = uniqueName(cIdentifier(tensor));
-    std::vector<std::string> dims;
-    bool dynamic = false;
-    for (unsigned d = 0; d < type.getRank(); ++d) {
-      if (type.isDynamicDim(d)) {
-        dynamic = true;
-        if (llvm::find(symbols, (*names)[d]) == symbols.end())
-          symbols.push_back((*names)[d]);
-        dims.push_back((*names)[d]);
-      } else {
-        dims.push_back(std::to_string(type.getDimSize(d)));
-      }
-    }
-    buffers[arg] = Buffer{cname, dims, type.getElementType()};
-    params += llvm::formatv(", const {0} *{1}", cTypeName(type.getElementType()), cname).str();
-    llvm::json::Array symbolJson;
-    llvm::json::Value shape = shapeJson(type, dims, symbolJson);
-    argsJson.push_back(llvm::json::Object{{"name", tensor},
-                                          {"c_name", cname},
-                                          {"dtype", dtypeName(type.getElementType())},
-                                          {"shape", std::move(shape)},
-                                          {"symbols", std::move(symbolJson)},
-                                          {"kind", dynamic ? "input" : "weight"}});
-  }
-  tokenCount = llvm::is_contained(symbols, "T") ? "T"
-               : llvm::is_contained(symbols, "B") && llvm::is_contained(symbols, "S")
-                   ? "B * S"
-                   : "1";
-
-  auto returnOp = cast<func::ReturnOp>(func.getBody().front().getTerminator());
-  std::vector<std::string> resultPointers;
-  std::string resultParams;
-  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
-    auto type = dyn_cast<RankedTensorType>(value.getType());
-    if (!type)
-      return func.emitError() << "result #" << i << " must be a ranked tensor";
-    std::string tensor = tensorName(func.getResultAttrDict(i), "result" + std::to_string(i));
-    std::string cname = uniqueName(cIdentifier(tensor));
-    resultParams +=
-        llvm::formatv(", {0} *{1}", cTypeName(type.getElementType()), cname).str();
-    resultPointers.push_back(cname);
-    resultNames.push_back(tensor);
-    // A kernel result returned once is computed straight into the caller's buffer.
-    if (isa_and_nonnull<KernelOp>(value.getDefiningOp()) && !buffers.count(value))
-      buffers[value] = Buffer{cname, {}, type.getElementType()};
-  }
-
-  // ---- the body ---------------------------------------------------------------------------
-  unsigned kernelIndex = 0;
-  for (Operation &op : func.getBody().front().without_terminator()) {
-    if (auto kernel = dyn_cast<KernelOp>(op)) {
-      // Fill in the dims of results bound to the caller's buffers now that operands exist.
-      for (Value result : kernel.getResults())
-        if (buffers.count(result) && buffers[result].dims.empty())
-          buffers[result].dims = dimsOf(result);
-      if (failed(emitKernel(kernel, kernelIndex++)))
-        return failure();
-      continue;
-    }
-    if (auto constant = dyn_cast<arith::ConstantIndexOp>(op)) {
-      scalars[constant] = std::to_string(constant.value());
-      continue;
-    }
-    if (auto dimOp = dyn_cast<tensor::DimOp>(op)) {
-      std::optional<int64_t> index = dimOp.getConstantIndex();
-      if (!index)
-        return op.emitError() << "the cuda target needs a constant dimension index";
-      scalars[dimOp.getResult()] = dim(dimOp.getSource(), *index);
-      continue;
-    }
-    if (isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp>(op)) {
-      // Row-major reshapes are views of the same bytes.
-      Value source = op.getOperand(0), result = op.getResult(0);
-      Buffer view = bufferFor(source);
-      view.dims = dimsOf(result);
-      buffers[result] = view;
-      continue;
-    }
-    return op.emitError() << "the cuda target cannot emit '" << op.getName()
-                          << "' outside a mix.kernel (run the cuda pipeline first)";
-  }
-  // Results not computed in place (an argument, a view, a value returned twice) are copied.
-  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
-    Buffer &source = bufferFor(value);
-    if (source.pointer == resultPointers[i])
-      continue;
-    body += llvm::formatv("\n  MIXTILE_CHECK(mixtile::cuda::copy_elements({0}, {1}, {2}, "
-                          "cuda_stream));\n",
-                          resultPointers[i], source.pointer, product(source.dims))
-                .str();
-  }
-  for (auto [i, value] : llvm::enumerate(returnOp.getOperands())) {
-    auto type = cast<RankedTensorType>(value.getType());
-    llvm::json::Array symbolJson;
-    llvm::json::Value shape = shapeJson(type, bufferFor(value).dims, symbolJson);
-    for (const llvm::json::Value &symbol : symbolJson)
-      if (auto text = symbol.getAsString(); text && !llvm::is_contained(symbols, text->str()))
-        return func.emitError() << "result #" << i << " has a dynamic size '" << *text
-                                << "' that is not one of the input symbols";
-    resultsJson.push_back(llvm::json::Object{{"name", resultNames[i]},
-                                             {"c_name", resultPointers[i]},
-                                             {"dtype", dtypeName(type.getElementType())},
-                                             {"shape", std::move(shape)},
-                                             {"symbols", std::move(symbolJson)}});
-  }
-
-  // ---- the workspace plan -----------------------------------------------------------------
-  std::string dimParams, dimArgs, dimsFromArray;
-  for (auto [i, symbol] : llvm::enumerate(symbols)) {
-    dimParams += (i ? ", " : "") + ("int64_t " + symbol);
-    dimArgs += (i ? ", " : "") + symbol;
-    dimsFromArray += llvm::formatv("{0}dims[{1}]", i ? ", " : "", i).str();
-  }
-  std::string planParams = dimParams;
-  std::string plan = llvm::formatv("// Workspace of {0}: every intermediate tensor, then the "
-                                   "scratch of the kernel that needs most (device memory, offsets from T only).\nstruct {0}_plan {{\n",
-                                   fname)
-                         .str();
-  for (const Slot &slot : slots)
-    plan += "  size_t " + slot.name + ";\n";
-  plan += "  size_t scratch, total;\n};\n\n";
-  plan += llvm::formatv("static {0}_plan plan_{0}({1}) {{\n  {0}_plan p{{};\n  size_t at = 0;\n",
-                        fname, planParams)
-              .str();
-  for (const Slot &slot : slots)
-    plan += llvm::formatv("  p.{0} = at;\n  at += mixtile::cuda::detail::align256(sizeof({1}) * "
-                          "(size_t)({2}));\n",
-                          slot.name, cTypeName(slot.element), slot.count)
-                .str();
-  plan += "  p.scratch = at;\n  size_t scratch = 0;\n";
-  for (const std::string &bytes : scratch)
-    plan += "  scratch = std::max(scratch, (size_t)(" + bytes + "));\n";
-  plan += "  p.total = at + mixtile::cuda::detail::align256(scratch);\n  return p;\n}\n\n";
-
-  std::string slotPointers;
-  for (const Slot &slot : slots)
-    slotPointers += llvm::formatv("  {0} *{1} = reinterpret_cast<{0} *>(ws + plan.{1});\n",
-                                  cTypeName(slot.element), slot.name)
-                        .str();
-  std::string typedParams = dimParams + params + resultParams;
-  if (!dimParams.empty() || !params.empty() || !resultParams.empty())
-    typedParams += ", ";
-  if (!typedParams.empty() && typedParams.rfind(", ", 0) == 0)
-    typedParams = typedParams.substr(2);
-  typedParams += "void *workspace, void *stream";
-
-  std::string unusedSymbols;
-  for (const std::string &symbol : symbols)
-    unusedSymbols += "  (void)" + symbol + ";\n";
-  definitions += plan;
-  definitions += llvm::formatv(
-      "extern \"C\" size_t {0}_workspace_size({1}) {{\n  return plan_{0}({2}).total;\n}\n\n",
-      fname, dimParams.empty() ? "void" : dimParams, dimArgs);
-  definitions += llvm::formatv(
-      "extern \"C\" int {0}({1}) {{\n"
-      "  // Pointers are device pointers; every launch goes to `stream`, none waits for it.\n"
-      "  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);\n"
-      "  const {0}_plan plan = plan_{0}({2});\n"
-      "  char *ws = static_cast<char *>(workspace);\n  void *scratch = ws + plan.scratch;\n"
-      "  (void)scratch;\n  (void)ws;\n  (void)cuda_stream;\n{3}{4}{5}\n  return 0;\n}\n\n",
-      fname, typedParams, dimArgs, unusedSymbols, slotPointers, body);
-
-  // The packed form the runtime calls: tensors in manifest order, then the dims.
-  std::string packedArgs = dimsFromArray;
-  unsigned tensorIndex = 0;
-  for (BlockArgument arg : func.getArguments())
-    packedArgs += llvm::formatv("{0}static_cast<const {1} *>(tensors[{2}])",
-                                packedArgs.empty() ? "" : ", ",
-                                cTypeName(cast<RankedTensorType>(arg.getType()).getElementType()),
-                                tensorIndex++)
-                      .str();
-  for (Value value : returnOp.getOperands())
-    packedArgs += llvm::formatv("{0}static_cast<{1} *>(tensors[{2}])", packedArgs.empty() ? "" : ", ",
-                                cTypeName(cast<RankedTensorType>(value.getType()).getElementType()),
-                                tensorIndex++)
-                      .str();
-  definitions += llvm::formatv(
-      "extern \"C\" int {0}_packed(void *const *tensors, const int64_t *dims, void *workspace, "
-      "void *stream) {{\n  (void)tensors;\n  (void)dims;\n  return {0}({1}{2}workspace, "
-      "stream);\n}\n\n"
-      "extern \"C\" size_t {0}_packed_workspace_size(const int64_t *dims) {{\n  (void)dims;\n"
-      "  return {0}_workspace_size({3});\n}\n\n",
-      fname, packedArgs, packedArgs.empty() ? "" : ", ", dimsFromArray);
-
-  // ---- header and manifest ----------------------------------------------------------------
-  std::string doc = "/* " + fname + ": dynamic dims " +
-                    (symbols.empty() ? std::string("none") : llvm::join(symbols, ", ")) + ".\n";
-  for (const llvm::json::Value &a : argsJson) {
-    const llvm::json::Object &o = *a.getAsObject();
-    std::string shape;
-    llvm::raw_string_ostream os(shape);
-    os << *o.get("shape");
-    doc += llvm::formatv(" *   in  {0} ({1}): {2} {3}\n", *o.getString("c_name"),
-                         *o.getString("name"), *o.getString("dtype"), shape)
-               .str();
-  }
-  for (const llvm::json::Value &r : resultsJson) {
-    const llvm::json::Object &o = *r.getAsObject();
-    std::string shape;
-    llvm::raw_string_ostream os(shape);
-    os << *o.get("shape");
-    doc += llvm::formatv(" *   out {0} ({1}): {2} {3}\n", *o.getString("c_name"),
-                         *o.getString("name"), *o.getString("dtype"), shape)
-               .str();
-  }
-  doc += " * Returns 0, or an error code for " + artifactName + "_error_message(). */\n";
-  declarations += doc;
-  declarations += llvm::formatv("int {0}({1});\nsize_t {0}_workspace_size({2});\n"
-                                "int {0}_packed(void *const *tensors, const int64_t *dims, void "
-                                "*workspace, void *stream);\nsize_t "
-                                "{0}_packed_workspace_size(const int64_t *dims);\n\n",
-                                fname, typedParams, dimParams.empty() ? "void" : dimParams)
-                      .str();
-
-  llvm::json::Array symbolList;
-  for (const std::string &s : symbols)
-    symbolList.push_back(s);
-  entry = llvm::json::Object{
-      {"function", fname},
-      {"symbol", fname},
-      {"packed_symbol", fname + "_packed"},
-      {"workspace_symbol", fname + "_packed_workspace_size"},
-      {"dynamic_dims", std::move(symbolList)},
-      {"arguments", std::move(argsJson)},
-      {"results", std::move(resultsJson)},
-      {"cost", llvm::json::Object{{"flops_per_token", flopsPerToken},
-                                  {"dense_weight_bytes", denseWeightBytes},
-                                  {"expert_weight_bytes", expertWeightBytes},
-                                  {"num_experts", costExperts},
-                                  {"experts_per_token", costExpertsPerToken}}},
-      {"kernels", std::move(kernelManifest)}};
-  return success();
-}
-
-FailureOr<EmittedArtifact> mlir::mix::codegen::emitCudaArtifact(ModuleOp module, StringRef name) {
-  EmittedArtifact artifact;
-  artifact.name = cIdentifier(name);
-  artifact.target = "cuda";
-  artifact.sourceFile = artifact.name + ".cu";
-  std::string declarations, definitions;
-  std::vector<std::string> errors;
-  llvm::json::Array entries;
-  for (auto func : module.getOps<func::FuncOp>()) {
-    if (func.isExternal())
-      continue;
-    FunctionEmitter emitter(func, artifact.name, errors);
-    llvm::json::Object entry;
-    if (failed(emitter.emit(declarations, definitions, entry)))
-      return failure();
-    entries.push_back(std::move(entry));
-  }
-  if (entries.empty())
-    return module.emitError() << "nothing to compile: the module defines no function";
-
-  std::string guard = "MIXTILE_" + llvm::StringRef(artifact.name).upper() + "_H";
-  artifact.header = llvm::formatv(
-      "/* {0}.h: the C ABI of a Mixtile artifact (mixtilec {1}, target cuda).\n"
-      " * Tensors are dense row-major DEVICE buffers; bf16/f16 tensors are passed as uint16_t\n"
-      " * bits. Every call needs a device workspace of at least *_workspace_size() bytes,\n"
-      " * 256-byte aligned (cudaMalloc's alignment), and a cudaStream_t passed as void *stream.\n"
-      " * A call only enqueues work on the stream: results are ready when the stream is. */\n"
-      "#ifndef {2}\n#define {2}\n\n#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\n"
-      "extern \"C\" {{\n#endif\n\n{3}const char *{0}_error_message(int code);\n\n"
-      "#ifdef __cplusplus\n}\n#endif\n\n#endif /* {2} */\n",
-      artifact.name, kVersion, guard, declarations);
-
-  std::string errorTable = "static const char *const kErrors[] = {\n  \"success\",\n"
-                           "  \"a CUDA kernel launch failed (cudaGetLastError)\",\n";
-  for (const std::string &message : errors)
-    errorTable += "  \"" + message + "\",\n";
-  errorTable += "};\n\n";
-  artifact.source = llvm::formatv(
-      "// {0}.cu: generated by mixtilec {1} for the cuda target. Each entry point launches the\n"
-      "// kernels the passes scheduled, in order, on the caller's stream; each kernel block says\n"
-      "// which ops were fused into it and the tile sizes it picks by token count. Nothing here\n"
-      "// synchronizes with the host, so a call can be captured in a CUDA graph. The kernel\n"
-      "// library it launches is in mixtile_kernels/, beside this file.\n"
-      "#include \"{0}.h\"\n\n#include \"mixtile_kernels/kernels.cuh\"\n\n#include <algorithm>\n\n"
-      "// A launch that failed makes the entry point return {3} (see {0}_error_message).\n"
-      "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    if ((call) != cudaSuccess) \\\n      return {3}; \\\n"
-      "  } while (0)\n\nnamespace {{\n\n{2}}  // namespace\n\n"
-      "extern \"C\" const char *{0}_error_message(int code) {{\n"
-      "  if (code < 0 || code >= (int)(sizeof(kErrors) / sizeof(kErrors[0])))\n"
-      "    return \"unknown error\";\n  return kErrors[code];\n}\n",
-      artifact.name, kVersion, errorTable, kLaunchError);
-  // Definitions use extern "C" linkage; helpers inside them are static.
-  artifact.source += "\n" + definitions;
-
-  addCudaKernelLibrary(artifact);
-  artifact.manifest = llvm::json::Object{{"format", 1},
-                                         {"mixtile_version", kVersion},
-                                         {"target", "cuda"},
-                                         {"name", artifact.name},
-                                         {"library", "lib" + artifact.name + ".so"},
-                                         {"header", artifact.name + ".h"},
-                                         {"source", artifact.sourceFile},
-                                         {"error_message_symbol",
-                                          artifact.name + "_error_message"},
-                                         {"entry_points", std::move(entries)}};
-  return artifact;
+FailureOr<EmittedArtifact> mlir::mix::codegen::emitCudaArtifact(ModuleOp module,
+                                                                StringRef name) {
+  static const TargetConventions conventions = [] {
+    TargetConventions c;
+    c.target = "cuda";
+    c.sourceExtension = ".cu";
+    c.kernelNamespace = "mixtile::cuda";
+    c.executionParam = "void *stream";
+    c.executionArg = "stream";
+    c.align = "mixtile::cuda::detail::align256";
+    c.entryPreamble =
+        "  // Pointers are device pointers; every launch goes to `stream`, none waits for it.\n"
+        "  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);\n"
+        "  (void)cuda_stream;\n";
+    c.copyStatement = "MIXTILE_CHECK(mixtile::cuda::copy_elements({0}, {1}, {3}, cuda_stream));";
+    c.reservedNames = {"stream", "cuda_stream", "config", "capacity", "p",
+                       "gate_w", "up_w",   "down_w"};
+    c.builtinErrors = {"a CUDA kernel launch failed (cudaGetLastError)"};
+    c.headerIntro =
+        " * Tensors are dense row-major DEVICE buffers; bf16/f16 tensors are passed as uint16_t\n"
+        " * bits. Every call needs a device workspace of at least *_workspace_size() bytes,\n"
+        " * 256-byte aligned (cudaMalloc's alignment), and a cudaStream_t passed as void *stream.\n"
+        " * A call only enqueues work on the stream: results are ready when the stream is. */\n";
+    static_assert(kLaunchError == 1, "the launch error is the first built-in error code");
+    c.sourceIntro =
+        "// {0}.cu: generated by mixtilec {1} for the cuda target. Each entry point launches the\n"
+        "// kernels the passes scheduled, in order, on the caller's stream; each kernel block says\n"
+        "// which ops were fused into it and the tile sizes it picks by token count. Nothing here\n"
+        "// synchronizes with the host, so a call can be captured in a CUDA graph. The kernel\n"
+        "// library it launches is in mixtile_kernels/, beside this file.\n"
+        "#include \"{0}.h\"\n\n#include \"mixtile_kernels/kernels.cuh\"\n\n#include <algorithm>\n\n"
+        "// A launch that failed makes the entry point return 1 (see {0}_error_message).\n"
+        "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    if ((call) != cudaSuccess) \\\n      return 1; \\\n"
+        "  } while (0)\n\n";
+    c.addKernelLibrary = addCudaKernelLibrary;
+    return c;
+  }();
+  return emitArtifact(module, name, conventions,
+                      [](func::FuncOp func, StringRef artifactName,
+                         std::vector<std::string> &errors) -> std::unique_ptr<FunctionEmitter> {
+                        return std::make_unique<CudaEmitter>(func, artifactName, errors,
+                                                             conventions);
+                      });
 }
