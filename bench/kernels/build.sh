@@ -12,5 +12,8 @@ FLAGS=(-std=c++17 -O3 -fopenmp -I"$ROOT" -Wall -Wextra -Wno-maybe-uninitialized 
 "$CXX" "${FLAGS[@]}" -march=native "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn" &
 "$CXX" "${FLAGS[@]}" -march=haswell "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_avx2" &
 "$CXX" "${FLAGS[@]}" -march=x86-64 -mno-avx "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_scalar" &
+# The test's shapes are too small for the k-blocked small path; a tiny L1 budget forces it.
+"$CXX" "${FLAGS[@]}" -march=native -DMIXTILE_SMALL_X_BYTES=256 -DMIXTILE_SMALL_KB_MIN=1 "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_kblock" &
+"$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/bench_small.cpp" -o "$OUT/bench_small" &
 wait
-echo "built in $OUT: bench_expert_ffn test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar"
+echo "built in $OUT: bench_expert_ffn bench_small test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar test_expert_ffn_kblock"

@@ -11,6 +11,8 @@
 //  * small-M (GEMV-shaped, decode, M <= small_m_max): weight rows are read unpacked, each loaded
 //    vector feeding up to kSmallMaxTokens token rows with independent vector accumulators, reduced
 //    horizontally at the end; sums are buffered per 16 columns so the epilogue runs on vectors.
+//    When a token group's rows exceed the L1 budget (down projection, K = F), the depth is split
+//    into k-slices and per-row partial sums of 64-column panels are carried across the slices.
 // Gated (SwiGLU/GeGLU) mode packs gate rows into the first half of each NR panel and up rows into
 // the second half, so one pass produces both projections of the same output columns.
 #pragma once
@@ -312,28 +314,76 @@ inline void keep_in_register(VecF &v) {
 #endif
 }
 
-// Software prefetch of a weight stream, kPrefetchDistance bytes ahead of the current load. It pays
-// off when several tokens share each weight (compute between loads hides less of the DRAM
-// latency); pure decode streams faster on the hardware prefetcher alone.
-constexpr int kPrefetchDistance = 2048;
-constexpr int kPrefetchMinTokens = 4;
-template <class T>
+// Software prefetch of the weight streams into L2 (prefetcht1), `pf` elements ahead of the current
+// load. It pays off when several tokens share each weight: the loop then runs too slowly for the
+// L1 prefetcher to keep enough misses in flight, and fetching into L1 (prefetcht0) ties up the
+// few L1 miss buffers. Measured on Zen 5 (D=1024/F=3584, 8 rows per expert): prefetcht0 2 KB
+// ahead streams ~28 GB/s, prefetcht1 4 KB ahead ~38 GB/s; with 4-6 rows prefetcht0 2 KB ahead was
+// the faster one, so blocks of fewer than kPrefetchL2MinTokens rows keep it. Pure decode (one to
+// three tokens) streams faster on the hardware prefetcher alone. The MIXTILE_* macros here are
+// tuning/test hooks (bench/kernels/build.sh forces the k-blocked path in one test build).
+#ifndef MIXTILE_PF_DIST
+#define MIXTILE_PF_DIST 2048
+#endif
+#ifndef MIXTILE_PF_MIN
+#define MIXTILE_PF_MIN 4
+#endif
+constexpr int kPrefetchDistance = MIXTILE_PF_DIST;  // bytes, full-depth streams, into L1
+constexpr int kPrefetchDistanceL2 = 4096;           // bytes, full-depth streams, into L2
+constexpr int kPrefetchMinTokens = MIXTILE_PF_MIN;
+#ifndef MIXTILE_PF_L2_MIN
+#define MIXTILE_PF_L2_MIN 8
+#endif
+constexpr int kPrefetchL2MinTokens = MIXTILE_PF_L2_MIN;
+template <bool L2, class T>
 inline void prefetch_weights(const T *p) {
-  __builtin_prefetch(reinterpret_cast<const char *>(p) + kPrefetchDistance, 0, 3);
+  if constexpr (L2) {
+    __builtin_prefetch(p, 0, 2);
+  } else {
+    __builtin_prefetch(p, 0, 3);
+  }
 }
 
 constexpr int kSmallMaxTokens = 8;   // token rows per small-M block
 constexpr int kSmallAccumulators = 16;  // MT x (gate+up) x R vector accumulators per block
 constexpr int kSmallChunk = 16;         // output columns buffered per epilogue call
+// k-blocking of the small path: when the token rows of one block (MT rows x K floats) exceed this
+// many bytes they no longer stay in L1 next to the weight streams (the down projection, K = F =
+// 3584: 8 rows = 114 KB), every x load misses to L2 and the miss buffers the weight streams need
+// are taken. Then the depth is split into slices of at most this many bytes of x per block, and
+// per-row partial sums of kSmallPanel columns are carried across the slices in a small buffer.
+#ifndef MIXTILE_SMALL_X_BYTES
+#define MIXTILE_SMALL_X_BYTES 32768
+#endif
+#ifndef MIXTILE_SMALL_PANEL
+#define MIXTILE_SMALL_PANEL 64
+#endif
+#ifndef MIXTILE_SMALL_PF_BLOCKS
+#define MIXTILE_SMALL_PF_BLOCKS 2
+#endif
+constexpr int64_t kSmallXBytes = MIXTILE_SMALL_X_BYTES;
+#ifndef MIXTILE_SMALL_KB_MIN
+#define MIXTILE_SMALL_KB_MIN 3
+#endif
+constexpr int kSmallKBlockMinTokens = MIXTILE_SMALL_KB_MIN;
+constexpr int kSmallPanel = MIXTILE_SMALL_PANEL;    // output columns per k-blocked panel
+constexpr int kSmallPanelRows = 32;                 // token rows whose partial sums a panel holds
+constexpr int kSmallPrefetchBlocks = MIXTILE_SMALL_PF_BLOCKS;  // k-blocked: prefetch this many blocks ahead
+static_assert(kSmallPanel % kSmallChunk == 0, "a panel holds whole chunks");
+static_assert(kSmallPanelRows % kSmallMaxTokens == 0, "a panel holds whole token groups");
 
 // MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
 // Blocks with few accumulators unroll k into U independent chains to hide the FMA latency.
-// Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r].
+// Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r]. `pf`: weight elements
+// between a load and its prefetch (used when MT >= kPrefetchMinTokens).
 template <WeightType W, bool Gated, int MT, int R>
 inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                        const WeightStorage<W> *const *wu, float *out) {
+                        const WeightStorage<W> *const *wu, float *out, int64_t pf, bool blocked) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));
+  constexpr bool kL2 = MT >= kPrefetchL2MinTokens;
+  if (MT < kPrefetchMinTokens && !blocked) pf = 0;
+  else if (!blocked) pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(WeightStorage<W>));
   VecF acc[U][G][MT][R];
   for (int u = 0; u < U; ++u)
     for (int g = 0; g < G; ++g)
@@ -347,9 +397,9 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
       VecF wv[G][R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        if constexpr (MT >= kPrefetchMinTokens) {
-          prefetch_weights(wg[r] + ku);
-          if constexpr (Gated) prefetch_weights(wu[r] + ku);
+        if (pf != 0) {  // loop-invariant: GCC unswitches the loop on it
+          prefetch_weights<kL2>(wg[r] + ku + pf);
+          if constexpr (Gated) prefetch_weights<kL2>(wu[r] + ku + pf);
         }
         wv[0][r] = vload_weight<W>(wg[r] + ku);
         keep_in_register(wv[0][r]);
@@ -402,18 +452,50 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
 // Runtime token count -> template MT, for MT <= MaxMT.
 template <WeightType W, bool Gated, int R, int MaxMT>
 inline void small_block_dispatch(int mt, int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                                 const WeightStorage<W> *const *wu, float *out) {
+                                 const WeightStorage<W> *const *wu, float *out, int64_t pf, bool blocked) {
   if constexpr (MaxMT >= 1) {
     if (mt >= MaxMT) {
-      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out);
+      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out, pf, blocked);
     } else {
-      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out);
+      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out, pf, blocked);
+    }
+  }
+}
+
+// Depth of one k-slice of the small path for segments of M rows, a multiple of the vector width;
+// K itself when the rows of a token group fit the L1 budget.
+inline int64_t small_k_block(int64_t M, int64_t K, int max_mt) {
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(M, max_mt));
+  if (rows < kSmallKBlockMinTokens || rows * K * static_cast<int64_t>(sizeof(float)) <= kSmallXBytes) return K;
+  const int64_t limit = std::max<int64_t>(kVecWidth, kSmallXBytes / (rows * static_cast<int64_t>(sizeof(float))));
+  const int64_t slices = (K + limit - 1) / limit;
+  return std::min(K, round_up((K + slices - 1) / slices, kVecWidth));  // equal slices
+}
+
+// One block of R weight rows (or the column remainder one row at a time) at columns n0 + j.
+template <WeightType W, bool Gated, int R, int MaxMT, int MaxMT1>
+inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const float *const *x,
+                                  const WeightStorage<W> *b, const WeightStorage<W> *b2, int64_t ldb,
+                                  int64_t n0, int64_t k0, float *buf, int64_t pf) {
+  for (int j = 0; j < ncols; j += R) {
+    const WeightStorage<W> *wg[R], *wu[R];
+    for (int r = 0; r < R; ++r) {
+      wg[r] = b + (n0 + j + r) * ldb + k0;
+      wu[r] = Gated ? b2 + (n0 + j + r) * ldb + k0 : nullptr;
+    }
+    if (j + R <= ncols) {
+      small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j, pf, pf != 0);
+    } else {
+      for (int r = 0; j + r < ncols; ++r)  // column remainder: one weight row at a time
+        small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r, pf, pf != 0);
     }
   }
 }
 
 // Columns [c0, c1) in chunks of kSmallChunk columns, token groups of at most MaxMT rows, R weight
-// rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors.
+// rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors. When the
+// token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
+// computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
 template <WeightType W, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
                      const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
@@ -422,28 +504,56 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
   constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
   static_assert(kSmallChunk % R == 0, "a chunk holds whole blocks");
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
-  for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
-    const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
-    for (int64_t m = 0; m < M; m += MaxMT) {
-      const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
-      const float *x[MaxMT1];
-      for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
-      for (int j = 0; j < ncols; j += R) {
-        const WeightStorage<W> *wg[R], *wu[R];
-        for (int r = 0; r < R; ++r) {
-          wg[r] = b + (n0 + j + r) * ldb;
-          wu[r] = Gated ? b2 + (n0 + j + r) * ldb : nullptr;
-        }
-        if (j + R <= ncols) {
-          small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j);
-        } else {
-          for (int r = 0; j + r < ncols; ++r)  // column remainder: one weight row at a time
-            small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r);
+  const int64_t kb = small_k_block(M, K, MaxMT);
+  if (kb >= K) {
+    const int64_t pf = 0;  // small_block picks the distance by token count
+    for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
+      const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
+      for (int64_t m = 0; m < M; m += MaxMT) {
+        const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
+        const float *x[MaxMT1];
+        for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
+        small_blocks_of_chunk<W, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
+        for (int t = 0; t < mt; ++t)
+          ep.row(m + t, n0, ncols, buf + t * kSmallChunk,
+                 Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
+      }
+    }
+    return;
+  }
+  // k-blocked: the prefetch runs kSmallPrefetchBlocks blocks of R rows ahead at the same depth.
+  const int64_t pf = kSmallPrefetchBlocks * R * ldb;
+  alignas(64) float part[G][kSmallPanelRows][kSmallPanel];
+  for (int64_t p0 = c0; p0 < c1; p0 += kSmallPanel) {
+    const int pcols = static_cast<int>(std::min<int64_t>(kSmallPanel, c1 - p0));
+    for (int64_t m0 = 0; m0 < M; m0 += kSmallPanelRows) {
+      const int mrows = static_cast<int>(std::min<int64_t>(kSmallPanelRows, M - m0));
+      for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t kcur = std::min(kb, K - k0);
+        for (int mg = 0; mg < mrows; mg += MaxMT) {
+          const int mt = std::min(MaxMT, mrows - mg);
+          const float *x[MaxMT1];
+          for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m0 + mg + std::min(t, mt - 1)) + k0;
+          for (int n = 0; n < pcols; n += kSmallChunk) {
+            const int ncols = std::min(kSmallChunk, pcols - n);
+            small_blocks_of_chunk<W, Gated, R, MaxMT, MaxMT1>(mt, ncols, kcur, x, b, b2, ldb, p0 + n, k0, buf, pf);
+            for (int g = 0; g < G; ++g)
+              for (int t = 0; t < mt; ++t) {
+                float *dst = &part[g][mg + t][n];
+                const float *src = buf + (g * kSmallMaxTokens + t) * kSmallChunk;
+                if (k0 == 0) {
+                  for (int c = 0; c < ncols; ++c) dst[c] = src[c];
+                } else {
+                  for (int c = 0; c < ncols; ++c) dst[c] += src[c];
+                }
+              }
+          }
         }
       }
-      for (int t = 0; t < mt; ++t)
-        ep.row(m + t, n0, ncols, buf + t * kSmallChunk,
-               Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
+      for (int t = 0; t < mrows; ++t)
+        for (int n = 0; n < pcols; n += kSmallChunk)
+          ep.row(m0 + t, p0 + n, std::min(kSmallChunk, pcols - n), &part[0][t][n],
+                 Gated ? &part[G - 1][t][n] : nullptr);
     }
   }
 }
