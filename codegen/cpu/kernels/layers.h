@@ -321,16 +321,7 @@ void token_mix(int64_t batch, int64_t seq, int64_t hidden, int64_t experts, int6
   const int64_t D = hidden, E = experts, G = group;
   const float inv_t = static_cast<float>(1.0 / temperature);
   if (tokens <= 0) return;
-  LinearProblem lp;
-  lp.rows = tokens;
-  lp.in = D;
-  lp.out = E;
-  lp.x = x;
-  lp.w = controller;
-  lp.y = logits;
-  lp.workspace = workspace;
-  lp.num_threads = threads;
-  linear<W>(lp);
+  router_logits_gemm<W>(tokens, D, E, x, controller, logits, workspace, threads);
 
 #pragma omp parallel num_threads(threads)
   {

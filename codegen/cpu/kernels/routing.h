@@ -216,6 +216,25 @@ inline int64_t dispatch(int64_t tokens, int64_t k, int64_t experts, const float 
   return offsets[experts];
 }
 
+/// logits [rows, out] = x [rows, in] · weightᵀ on the GEMM engine: the router or controller
+/// matmul of every token at once (expert choice and Mixture of Tokens need all of them).
+/// `workspace` holds linear_workspace_size(rows, in, out, threads) bytes.
+template <WeightType W>
+inline void router_logits_gemm(int64_t rows, int64_t in, int64_t out, const float *x,
+                               const WeightStorage<W> *weight, float *logits, void *workspace,
+                               int threads) {
+  LinearProblem lp;
+  lp.rows = rows;
+  lp.in = in;
+  lp.out = out;
+  lp.x = x;
+  lp.w = weight;
+  lp.y = logits;
+  lp.workspace = workspace;
+  lp.num_threads = threads;
+  linear<W>(lp);
+}
+
 /// Expert-choice capacity C = min(T, ceil(factor · T / E)).
 inline int64_t expert_choice_capacity(int64_t tokens, int64_t experts, double factor) {
   return std::min<int64_t>(
@@ -242,16 +261,7 @@ void expert_choice(int64_t tokens, int64_t experts, int64_t hidden, double capac
                    void *workspace, int num_threads) {
   const int64_t capacity = expert_choice_capacity(tokens, experts, capacity_factor);
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-  LinearProblem lp;
-  lp.rows = tokens;
-  lp.in = hidden;
-  lp.out = experts;
-  lp.x = x;
-  lp.w = router;
-  lp.y = logits;
-  lp.workspace = workspace;
-  lp.num_threads = threads;
-  linear<W>(lp);
+  router_logits_gemm<W>(tokens, hidden, experts, x, router, logits, workspace, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < tokens; ++t)
     detail::softmax(logits + t * experts, scores + t * experts, experts);
