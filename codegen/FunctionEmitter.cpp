@@ -186,11 +186,80 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
                                               {"kind", kernel.getKind().str()},
                                               {"fused_ops", std::move(fusedOps)},
                                               {"tiles", std::move(tileManifest)}});
-  for (Operation &op : block.without_terminator())
+  for (Operation &op : block.without_terminator()) {
+    accountCost(&op);
     if (failed(emitOp(&op, kernel)))
       return failure();
+  }
   body += "  }\n";
   return success();
+}
+
+/// Multiply-adds of one FFN per token, and the bytes of its weights.
+static std::pair<double, double> ffnCost(ValueRange gate, ValueRange up) {
+  auto type = cast<RankedTensorType>(up[0].getType());
+  int64_t size = type.getRank() == 3 ? type.getDimSize(1) * type.getDimSize(2)
+                                     : type.getDimSize(0) * type.getDimSize(1);
+  int64_t matrices = gate.empty() ? 2 : 3;
+  return {2.0 * size * matrices,
+          static_cast<double>(size) * matrices * dtypeBytes(type.getElementType())};
+}
+
+void FunctionEmitter::accountCost(Operation *op) {
+  auto dense = [&](double flops, Value weight, int64_t elements) {
+    flopsPerToken += flops;
+    denseWeightBytes += static_cast<double>(elements) * dtypeBytes(elementOf(weight));
+  };
+  if (auto route = dyn_cast<RouteOp>(op)) {
+    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
+    dense(2.0 * experts * hidden, route.getRouter(), experts * hidden);
+  } else if (auto choice = dyn_cast<ExpertChoiceOp>(op)) {
+    int64_t experts = staticDim(choice.getRouter(), 0), hidden = staticDim(choice.getRouter(), 1);
+    dense(2.0 * experts * hidden, choice.getRouter(), experts * hidden);
+  } else if (auto ffn = dyn_cast<FFNOp>(op)) {
+    SmallVector<Value> gate;
+    if (ffn.getGate())
+      gate.push_back(ffn.getGate());
+    auto [flops, bytes] = ffnCost(gate, ValueRange(ffn.getUp()));
+    flopsPerToken += flops;
+    denseWeightBytes += bytes;
+  } else if (auto gate = dyn_cast<SigmoidGateOp>(op)) {
+    int64_t hidden = staticDim(gate.getX(), 1);
+    dense(2.0 * hidden, gate.getGateWeight(), hidden);
+  } else if (auto ffn = dyn_cast<ExpertFFNOp>(op)) {
+    auto [flops, bytes] = ffnCost(ffn.getGate(), ffn.getUp());
+    expertWeightBytes += bytes;
+    costExperts = staticDim(ffn.getOffsets(), 0) - 1;
+    flopsPerToken += flops * routedPerToken(ffn);
+  } else if (auto linear = dyn_cast<LinearOp>(op)) {
+    int64_t out = staticDim(linear.getWeight(), 0), in = staticDim(linear.getWeight(), 1);
+    dense(2.0 * in * out, linear.getWeight(), in * out);
+  } else if (auto lora = dyn_cast<MixLoRAOp>(op)) {
+    int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
+    int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
+    dense(2.0 * experts * rank * (in + out), lora.getLoraA(), experts * rank * (in + out));
+  } else if (auto soft = dyn_cast<SoftRouteOp>(op)) {
+    int64_t experts = staticDim(soft.getRouter(), 0), hidden = staticDim(soft.getRouter(), 1);
+    dense(2.0 * experts * hidden, soft.getRouter(), experts * hidden);
+  } else if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
+    int64_t experts = staticDim(vectors.getVectors(), 0),
+            width = staticDim(vectors.getVectors(), 1);
+    dense(2.0 * experts * width, vectors.getVectors(), experts * width);
+  } else if (auto mix = dyn_cast<TokenMixOp>(op)) {
+    int64_t experts = staticDim(mix.getController(), 0), hidden = staticDim(mix.getX(), 2);
+    // Controller logits and mixing: E·D multiply-adds each per token.
+    dense(4.0 * experts * hidden, mix.getController(), experts * hidden);
+  } else if (auto batched = dyn_cast<BatchedExpertFFNOp>(op)) {
+    int64_t experts = staticDim(batched.getZ(), 0);
+    auto [flops, bytes] = ffnCost(batched.getGate(), batched.getUp());
+    denseWeightBytes += bytes * experts;
+    mixtureExpertFlops = flops * experts;
+  } else if (auto emit = dyn_cast<TokenEmitOp>(op)) {
+    int64_t experts = staticDim(emit.getH(), 0), hidden = staticDim(emit.getH(), 2);
+    flopsPerToken += 2.0 * experts * hidden;
+    // Each mixed token stands for a group of G tokens.
+    flopsPerToken += mixtureExpertFlops / emit.getGroupSize();
+  }
 }
 
 

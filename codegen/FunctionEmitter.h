@@ -120,6 +120,8 @@ protected:
   }
   /// The op inside a kernel that produced `v`, looking through the kernel's results.
   static Operation *innerDefiningOp(Value v);
+  /// Adds `op` to the manifest's cost model (FLOPs per token, weight bytes read).
+  void accountCost(Operation *op);
   /// Expert evaluations per token of a routed expert FFN (for the cost model).
   double routedPerToken(ExpertFFNOp ffn);
 

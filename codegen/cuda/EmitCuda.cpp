@@ -246,8 +246,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          bias(route.getSelectionBias()), ptr(route.getWeights()),
                          ptr(route.getExperts()), ptr(route.getLogits()))
                .str());
-    flopsPerToken += 2.0 * experts * hidden;
-    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(route.getRouter()));
     return success();
   }
   if (auto capacity = dyn_cast<CapacityOp>(op)) {
@@ -299,8 +297,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          ptr(choice.getTokens()), ptr(choice.getGates()),
                          ptr(choice.getLogits()), scores)
                .str());
-    flopsPerToken += 2.0 * experts * hidden;
-    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(choice.getRouter()));
     return success();
   }
 
@@ -338,14 +334,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     scratch.push_back(llvm::formatv("mixtile::cuda::expert_ffn_workspace_size<{0}>({1}, {2})",
                                     weight, assignments, shape.intermediate)
                           .str());
-  };
-  auto ffnCost = [&](ValueRange gate, ValueRange up) {
-    auto type = cast<RankedTensorType>(up[0].getType());
-    int64_t size = type.getRank() == 3 ? type.getDimSize(1) * type.getDimSize(2)
-                                       : type.getDimSize(0) * type.getDimSize(1);
-    int64_t matrices = gate.empty() ? 2 : 3;
-    return std::make_pair(2.0 * size * matrices,
-                          static_cast<double>(size) * matrices * dtypeBytes(type.getElementType()));
   };
 
   if (auto zeros = dyn_cast<ZerosLikeOp>(op)) {
@@ -387,9 +375,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     emitExpertFFN(x, llvm::formatv("mixtile::cuda::SegmentTable{{nullptr, {0}}", t).str(),
                   "nullptr", "nullptr", "nullptr", ptr(y), "0", gate, ValueRange(ffn.getUp()),
                   ValueRange(ffn.getDown()), 1, hidden, t, ffn.getActivationAttr(), t);
-    auto [flops, bytes] = ffnCost(gate, ValueRange(ffn.getUp()));
-    flopsPerToken += flops;
-    denseWeightBytes += bytes;
     return success();
   }
   if (auto gate = dyn_cast<SigmoidGateOp>(op)) {
@@ -404,17 +389,12 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          staticDim(gate.getX(), 1), staticDim(gate.getY(), 1), ptr(gate.getX()),
                          ptr(gate.getGateWeight()), ptr(out))
                .str());
-    flopsPerToken += 2.0 * staticDim(gate.getX(), 1);
-    denseWeightBytes += staticDim(gate.getX(), 1) * dtypeBytes(elementOf(gate.getGateWeight()));
     return success();
   }
   if (auto ffn = dyn_cast<ExpertFFNOp>(op)) {
     int64_t experts = staticDim(ffn.getOffsets(), 0) - 1, hidden = staticDim(ffn.getX(), 1);
     std::string assignments = dim(ffn.getTokens(), 0);
     auto combine = dyn_cast<CombineOp>(*ffn->getUsers().begin());
-    auto [flops, bytes] = ffnCost(ffn.getGate(), ffn.getUp());
-    expertWeightBytes += bytes;
-    costExperts = experts;
     std::string segments =
         llvm::formatv("mixtile::cuda::SegmentTable{{{0}, 0}", ptr(ffn.getOffsets())).str();
     if (combine && onlyFeeds(ffn.getH(), combine)) {
@@ -431,13 +411,11 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                     ffn.getActivationAttr(), tokenCount);
       alias(ffn.getH(), combine.getY());
       fusedCombines.insert(combine);
-      flopsPerToken += flops * routedPerToken(ffn);
       return success();
     }
     emitExpertFFN(ffn.getX(), segments, ptr(ffn.getTokens()), "nullptr", "nullptr",
                   ptr(ffn.getH()), "0", ffn.getGate(), ffn.getUp(), ffn.getDown(), experts,
                   hidden, assignments, ffn.getActivationAttr(), tokenCount);
-    flopsPerToken += flops * routedPerToken(ffn);
     return success();
   }
   if (auto combine = dyn_cast<CombineOp>(op)) {
@@ -475,8 +453,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                            ptr(linear.getWeight()), bias, ptr(y))
           .str();
     });
-    flopsPerToken += 2.0 * in * out;
-    denseWeightBytes += in * out * dtypeBytes(elementOf(linear.getWeight()));
     return success();
   }
   if (auto lora = dyn_cast<MixLoRAOp>(op)) {
@@ -495,8 +471,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          ptr(lora.getProbs()), ptr(lora.getLoraA()), ptr(lora.getLoraB()),
                          ptr(lora.getY()), u)
                .str());
-    flopsPerToken += 2.0 * experts * rank * (in + out);
-    denseWeightBytes += experts * rank * (in + out) * dtypeBytes(elementOf(lora.getLoraA()));
     return success();
   }
   if (auto soft = dyn_cast<SoftRouteOp>(op)) {
@@ -507,8 +481,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          hidden, soft.getK() ? static_cast<int64_t>(*soft.getK()) : 0,
                          ptr(soft.getX()), ptr(soft.getRouter()), ptr(soft.getProbs()))
                .str());
-    flopsPerToken += 2.0 * experts * hidden;
-    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(soft.getRouter()));
     return success();
   }
   if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
@@ -520,8 +492,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          experts, width, ptr(vectors.getH()), ptr(vectors.getProbs()),
                          ptr(vectors.getVectors()), ptr(vectors.getY()))
                .str());
-    flopsPerToken += 2.0 * experts * width;
-    denseWeightBytes += experts * width * dtypeBytes(elementOf(vectors.getVectors()));
     return success();
   }
   if (auto mix = dyn_cast<TokenMixOp>(op)) {
@@ -546,8 +516,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                            ptr(mix.getEmitWeights()), logits)
           .str();
     });
-    flopsPerToken += 4.0 * experts * hidden;
-    denseWeightBytes += experts * hidden * dtypeBytes(elementOf(mix.getController()));
     return success();
   }
   if (auto batched = dyn_cast<BatchedExpertFFNOp>(op)) {
@@ -560,9 +528,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                   "nullptr", "nullptr", "nullptr", ptr(batched.getH()), "0", batched.getGate(),
                   batched.getUp(), batched.getDown(), experts, hidden, assignments,
                   batched.getActivationAttr(), rows);
-    auto [flops, bytes] = ffnCost(batched.getGate(), batched.getUp());
-    denseWeightBytes += bytes * experts;
-    mixtureExpertFlops = flops * experts;
     return success();
   }
   if (auto emit = dyn_cast<TokenEmitOp>(op)) {
@@ -579,9 +544,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          b, s, hidden, experts, emit.getGroupSize(), ptr(emit.getH()),
                          ptr(emit.getEmitWeights()), ptr(emit.getY()))
                .str());
-    flopsPerToken += 2.0 * experts * hidden;
-    if (mixtureExpertFlops > 0)
-      flopsPerToken += mixtureExpertFlops / emit.getGroupSize();
     return success();
   }
   if (auto loss = dyn_cast<LoadBalancingLossOp>(op)) {
