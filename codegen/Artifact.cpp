@@ -117,7 +117,7 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
   if (cuda)
     args = {*program, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
             "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-            include, "-o", library, source, "-lcudart"};
+            "-cudart", "static", include, "-o", library, source};
   else
     args = {*program, "-std=c++17", "-O3", "-march=native", "-fopenmp",
             "-fPIC", "-shared", "-w", include, source, "-o", library};

@@ -629,6 +629,9 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
       artifact.name, errorTable);
   // Definitions use extern "C" linkage; helpers inside them are static.
   artifact.source += "\n" + definitions;
+  if (!conventions.sourceOutro.empty())
+    artifact.source +=
+        "\n" + llvm::formatv(conventions.sourceOutro.c_str(), artifact.name).str();
 
   conventions.addKernelLibrary(artifact);
   artifact.manifest = llvm::json::Object{{"format", 1},
@@ -641,6 +644,8 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
                                          {"error_message_symbol",
                                           artifact.name + "_error_message"},
                                          {"entry_points", std::move(entries)}};
+  for (const auto &[key, value] : conventions.manifestSymbols)
+    artifact.manifest[key] = llvm::formatv(value.c_str(), artifact.name).str();
   return artifact;
 }
 

@@ -59,6 +59,9 @@ struct TargetConventions {
   std::vector<std::string> builtinErrors;  // error codes 1.. before the layers' own
   std::string headerIntro;      // the header comment after its first line
   std::string sourceIntro;      // formatv: {0} name, {1} version; opens the source file
+  std::string sourceOutro;      // formatv: {0} name; closes the source file ("" for none)
+  // Extra manifest fields naming symbols of the artifact: key -> formatv value ({0} name).
+  std::vector<std::pair<std::string, std::string>> manifestSymbols;
   std::function<void(EmittedArtifact &)> addKernelLibrary;
 };
 

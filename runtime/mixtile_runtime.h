@@ -42,7 +42,7 @@ typedef enum mixtile_dtype {
 
 typedef enum mixtile_device {
   MIXTILE_DEVICE_CPU = 0,
-  MIXTILE_DEVICE_CUDA = 1 /* refused until a CUDA backend is built in */
+  MIXTILE_DEVICE_CUDA = 1 /* a cuda-target artifact on the current CUDA device */
 } mixtile_device;
 
 /* Threads: artifacts and tensor sets are read-only once built and may be shared between
@@ -73,8 +73,9 @@ MIXTILE_API const char *mixtile_dtype_name(mixtile_dtype dtype);
 /* ---- Artifacts --------------------------------------------------------------------- */
 
 /* Parses OUTDIR/manifest.json, loads lib<name>.so (RTLD_NOW | RTLD_LOCAL) and resolves
- * every entry point's packed and workspace symbols and the error-message symbol.
- * A cuda-target artifact is parsed but its library is not loaded (no CUDA backend). */
+ * every entry point's packed and workspace symbols and the error-message symbol. A
+ * cuda-target library links the CUDA runtime statically and is loaded the same way; it
+ * touches no device until a session is created on MIXTILE_DEVICE_CUDA. */
 MIXTILE_API int mixtile_artifact_open(const char *outdir, mixtile_artifact **artifact);
 /* Sessions keep the loaded library alive themselves, so the artifact may be closed
  * before them. NULL is ignored. */
@@ -108,7 +109,12 @@ MIXTILE_API void mixtile_tensors_close(mixtile_tensors *tensors);
 
 /* Prepares entry point `entry` (NULL: the artifact's only one; refused if it has several)
  * on `device`, binding and checking once every weight-kind argument found in `weights`
- * (which may be NULL). A weight not in `weights` is looked up in each run's inputs. */
+ * (which may be NULL). A weight not in `weights` is looked up in each run's inputs.
+ * The device must match the artifact's target (MIXTILE_ERROR_UNSUPPORTED otherwise, or when
+ * no CUDA device is visible). On MIXTILE_DEVICE_CUDA the session owns a stream and device
+ * memory: the weights bound here are uploaded once, now; each run uploads its inputs,
+ * reuses the device workspace and result buffers (grown, never shrunk), and copies the
+ * results back to host memory before it returns. */
 MIXTILE_API int mixtile_session_create(mixtile_artifact *artifact, const char *entry,
                                        const mixtile_tensors *weights, mixtile_device device,
                                        mixtile_session **session);
@@ -116,7 +122,8 @@ MIXTILE_API int mixtile_session_create(mixtile_artifact *artifact, const char *e
  * first, then in the weights set; `inputs` may be NULL), checks dtypes and shapes, binds
  * the dynamic symbols from the inputs' shapes, allocates the results (64-byte aligned;
  * buffers are reused across runs when large enough) and the workspace (grown, never
- * shrunk), and calls the packed entry point. num_threads <= 0 means all cores.
+ * shrunk), and calls the packed entry point. num_threads <= 0 means all cores (ignored on
+ * cuda).
  * On failure the previous results are no longer valid. */
 MIXTILE_API int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
                                     int num_threads);
@@ -137,6 +144,11 @@ MIXTILE_API const int64_t *mixtile_session_result_shape(const mixtile_session *s
 MIXTILE_API void *mixtile_session_result_data(mixtile_session *session, size_t index);
 MIXTILE_API size_t mixtile_session_result_bytes(const mixtile_session *session,
                                                 size_t index);
+
+/* Seconds the entry point itself took in the last run, without binding and copies: on the
+ * cpu the wall time of the call, on cuda the device time between two events around its
+ * launches. -1 if nothing has run. */
+MIXTILE_API double mixtile_session_last_run_seconds(const mixtile_session *session);
 
 /* The value the last run bound to dynamic symbol `symbol` ("T", "B", "S"), or -1 if the
  * entry point has no such symbol or nothing has run yet. */

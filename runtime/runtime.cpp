@@ -4,8 +4,11 @@
 #include "runtime/mixtile_runtime.h"
 #include "runtime/safetensors.h"
 
+#include "codegen/cuda/kernels/host_api.h"
+
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -110,6 +113,10 @@ private:
 
 using PackedFn = int (*)(void *const *tensors, const int64_t *dims, void *workspace,
                          int numThreads);
+// Target cuda: device pointers, a device workspace and a cudaStream_t instead of threads.
+using CudaPackedFn = int (*)(void *const *tensors, const int64_t *dims, void *workspace,
+                             void *stream);
+using CudaHostApiFn = const mixtile_cuda_host_api *(*)();
 using WorkspaceFn = size_t (*)(const int64_t *dims);
 using ErrorMessageFn = const char *(*)(int code);
 
@@ -156,7 +163,8 @@ struct EntryPoint {
   std::vector<TensorSpec> arguments, results;
   bool hasCost = false;
   Cost cost;
-  PackedFn packed = nullptr;
+  PackedFn packed = nullptr;          // target cpu
+  CudaPackedFn cudaPacked = nullptr;  // target cuda
   WorkspaceFn workspaceSize = nullptr;
 
   int symbolIndex(const std::string &symbol) const {
@@ -171,6 +179,7 @@ struct Artifact {
   std::string outdir, manifestPath, target, name, library;
   void *handle = nullptr;
   ErrorMessageFn errorMessage = nullptr;
+  const mixtile_cuda_host_api *cuda = nullptr; // target cuda: the library's CUDA runtime
   std::vector<EntryPoint> entries;
   ~Artifact() {
     if (handle)
@@ -289,6 +298,9 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
   if (artifact->library.find('/') != std::string::npos)
     reader.bad("library", "must be a file name inside the artifact directory");
   std::string errorSymbol = reader.string(manifest, "error_message_symbol", "manifest");
+  std::string cudaApiSymbol;
+  if (artifact->target == "cuda")
+    cudaApiSymbol = reader.string(manifest, "cuda_host_api_symbol", "manifest");
 
   const nlohmann::json &entries = reader.array(manifest, "entry_points", "manifest");
   if (entries.empty())
@@ -339,10 +351,8 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
     artifact->entries.push_back(std::move(entry));
   }
 
-  // A cuda library links the CUDA runtime; without a CUDA backend there is nothing that
-  // could call it, so it is not loaded (sessions on it are refused in selectBackend).
-  if (artifact->target != "cpu")
-    return artifact;
+  // A cuda library links the CUDA runtime statically and touches no device until a session
+  // asks it to, so it loads on machines without a GPU (or a driver) too.
   const std::string libraryPath =
       outdir + (outdir.back() == '/' ? "" : "/") + artifact->library; // has a '/': no search
   // RTLD_NODELETE: the library's OpenMP runtime keeps worker threads alive after a call;
@@ -360,23 +370,122 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
   };
   artifact->errorMessage = reinterpret_cast<ErrorMessageFn>(resolve(errorSymbol));
   for (EntryPoint &entry : artifact->entries) {
-    entry.packed = reinterpret_cast<PackedFn>(resolve(entry.packedSymbol));
+    if (artifact->target == "cuda")
+      entry.cudaPacked = reinterpret_cast<CudaPackedFn>(resolve(entry.packedSymbol));
+    else
+      entry.packed = reinterpret_cast<PackedFn>(resolve(entry.packedSymbol));
     entry.workspaceSize = reinterpret_cast<WorkspaceFn>(resolve(entry.workspaceSymbol));
+  }
+  if (artifact->target == "cuda") {
+    artifact->cuda = reinterpret_cast<CudaHostApiFn>(resolve(cudaApiSymbol))();
+    if (!artifact->cuda || artifact->cuda->version != MIXTILE_CUDA_HOST_API_VERSION)
+      fail(MIXTILE_ERROR_FORMAT,
+           libraryPath + ": CUDA host API version " +
+               (artifact->cuda ? std::to_string(artifact->cuda->version) : "(none)") +
+               ", this runtime reads version " +
+               std::to_string(MIXTILE_CUDA_HOST_API_VERSION) + ": rebuild it with this mixtilec");
   }
   return artifact;
 }
 
-// The one place that decides which backend runs a session. A CUDA backend would hook in
-// here (and loadArtifact would load cuda-target libraries through it).
+// The one place that decides which backend runs a session: the device must match the
+// artifact's target, and a cuda session needs a visible CUDA device.
 void selectBackend(const Artifact &artifact, mixtile_device device) {
-  if (device == MIXTILE_DEVICE_CUDA)
-    fail(MIXTILE_ERROR_UNSUPPORTED, "the cuda backend is not built in this runtime");
-  if (device != MIXTILE_DEVICE_CPU)
+  if (device != MIXTILE_DEVICE_CPU && device != MIXTILE_DEVICE_CUDA)
     fail(MIXTILE_ERROR_INVALID_ARGUMENT, "unknown device " + std::to_string(device));
-  if (artifact.target != "cpu")
-    fail(MIXTILE_ERROR_UNSUPPORTED, artifact.outdir + " was built for target " +
-                                        artifact.target + " and cannot run on the cpu");
+  const char *wanted = device == MIXTILE_DEVICE_CUDA ? "cuda" : "cpu";
+  if (artifact.target != wanted)
+    fail(MIXTILE_ERROR_UNSUPPORTED,
+         artifact.outdir + " was built for target " + artifact.target + " and cannot run on the " +
+             wanted + " device (compile the layer with mixtilec --target " + wanted + ")");
+  if (device != MIXTILE_DEVICE_CUDA)
+    return;
+  int count = 0;
+  int status = artifact.cuda->device_count(&count);
+  if (status != 0)
+    fail(MIXTILE_ERROR_UNSUPPORTED, std::string("no usable CUDA device: cudaGetDeviceCount: ") +
+                                        artifact.cuda->error_string(status));
+  if (count == 0)
+    fail(MIXTILE_ERROR_UNSUPPORTED, "no usable CUDA device: cudaGetDeviceCount found none");
 }
+
+// ---------------------------------------------------------------------------------------
+// The CUDA backend: device buffers (grow-only), one stream and two timing events per
+// session, all through the artifact's own CUDA runtime (host_api.h).
+
+class CudaContext {
+public:
+  explicit CudaContext(const mixtile_cuda_host_api *api) : api(api) {
+    check(api->stream_create(&stream), "creating a stream");
+    check(api->event_create(&start), "creating an event");
+    check(api->event_create(&stop), "creating an event");
+  }
+  ~CudaContext() {
+    if (stop)
+      api->event_destroy(stop);
+    if (start)
+      api->event_destroy(start);
+    if (stream)
+      api->stream_destroy(stream);
+  }
+  CudaContext(const CudaContext &) = delete;
+  CudaContext &operator=(const CudaContext &) = delete;
+
+  void check(int status, const std::string &what) const {
+    if (status == 0)
+      return;
+    api->last_error(); // clear a sticky-free error so the next call starts clean
+    fail(status == 2 /* cudaErrorMemoryAllocation */ ? MIXTILE_ERROR_OUT_OF_MEMORY
+                                                     : MIXTILE_ERROR_KERNEL,
+         "cuda: " + what + ": " + api->error_string(status));
+  }
+
+  const mixtile_cuda_host_api *api;
+  void *stream = nullptr, *start = nullptr, *stop = nullptr;
+};
+
+/// Device memory that grows, never shrinks, and frees itself.
+class DeviceBuffer {
+public:
+  explicit DeviceBuffer(const CudaContext *context = nullptr) : context(context) {}
+  DeviceBuffer(DeviceBuffer &&other) noexcept
+      : context(other.context), pointer(other.pointer), capacity(other.capacity) {
+    other.pointer = nullptr;
+    other.capacity = 0;
+  }
+  DeviceBuffer &operator=(DeviceBuffer &&) = delete;
+  ~DeviceBuffer() {
+    if (pointer)
+      context->api->free(pointer);
+  }
+  void *ensure(size_t bytes, const std::string &what) {
+    if (pointer && bytes <= capacity)
+      return pointer;
+    if (pointer)
+      context->api->free(pointer);
+    pointer = nullptr;
+    capacity = 0;
+    size_t rounded = (std::max<size_t>(bytes, 256) + 255) / 256 * 256;
+    context->check(context->api->malloc(&pointer, rounded),
+                   "allocating " + std::to_string(rounded) + " bytes of device memory for " +
+                       what);
+    capacity = rounded;
+    return pointer;
+  }
+
+private:
+  const CudaContext *context;
+  void *pointer = nullptr;
+  size_t capacity = 0;
+};
+
+struct CudaSession {
+  explicit CudaSession(const mixtile_cuda_host_api *api) : context(api), workspace(&context) {}
+  CudaContext context;                 // declared first: buffers free through it
+  std::vector<DeviceBuffer> arguments; // one per argument (weights uploaded once)
+  std::vector<DeviceBuffer> results;   // one per result
+  DeviceBuffer workspace;
+};
 
 // ---------------------------------------------------------------------------------------
 // Sessions
@@ -400,6 +509,8 @@ struct Session {
   AlignedBuffer workspace;
   std::vector<int64_t> symbolValues;
   bool hasRun = false;
+  double lastRunSeconds = -1; // the entry point's own time in the last run
+  std::unique_ptr<CudaSession> cuda; // set for --device cuda; arguments then live on it
 };
 
 const char *sourceOf(const TensorView &view) { return view.source.c_str(); }
@@ -469,7 +580,16 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                  " from tensor " + here);
       }
     }
-    pointers[i] = const_cast<void *>(alignedData(*view, session.stagedInputs[i]));
+    if (session.cuda) {
+      void *device = session.cuda->arguments[i].ensure(view->bytes, "tensor '" + spec.name + "'");
+      session.cuda->context.check(session.cuda->context.api->copy_to_device(
+                                      device, view->data, view->bytes,
+                                      session.cuda->context.stream),
+                                  "copying tensor '" + spec.name + "' to the device");
+      pointers[i] = device;
+    } else {
+      pointers[i] = const_cast<void *>(alignedData(*view, session.stagedInputs[i]));
+    }
   }
 
   for (size_t r = 0; r < entry.results.size(); ++r) {
@@ -481,13 +601,53 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                                  ? spec.shape[d]
                                  : values[entry.symbolIndex(spec.symbols[d])]);
     result.bytes = tensorByteSize(spec.dtype, result.shape, "result '" + spec.name + "'");
-    pointers[entry.arguments.size() + r] = result.buffer.ensure(result.bytes);
+    void *host = result.buffer.ensure(result.bytes);
+    pointers[entry.arguments.size() + r] =
+        session.cuda ? session.cuda->results[r].ensure(result.bytes, "result '" + spec.name + "'")
+                     : host;
   }
 
   int64_t noSymbols = 0;
   const int64_t *dims = symbolCount ? values.data() : &noSymbols;
-  void *workspace = session.workspace.ensure(entry.workspaceSize(dims));
-  int code = entry.packed(pointers.data(), dims, workspace, numThreads);
+  int code = 0;
+  if (session.cuda) {
+    CudaSession &cuda = *session.cuda;
+    const CudaContext &context = cuda.context;
+    const mixtile_cuda_host_api &api = *context.api;
+    void *workspace = cuda.workspace.ensure(entry.workspaceSize(dims), "the workspace");
+    // Poison the results (all bits set: NaN) so an element the layer fails to write shows.
+    for (size_t r = 0; r < entry.results.size(); ++r)
+      context.check(api.fill_bytes(pointers[entry.arguments.size() + r], 0xff,
+                                   session.results[r].bytes, context.stream),
+                    "initializing result '" + entry.results[r].name + "'");
+    context.check(api.event_record(context.start, context.stream), "recording an event");
+    code = entry.cudaPacked(pointers.data(), dims, workspace, context.stream);
+    if (code == 1) { // a launch failed: the CUDA error says why
+      int launch = api.last_error();
+      context.check(api.stream_synchronize(context.stream), "running '" + entry.function + "'");
+      fail(MIXTILE_ERROR_KERNEL, "entry point '" + entry.function + "' failed with code 1: " +
+                                     session.artifact->errorMessage(1) + ": " +
+                                     api.error_string(launch));
+    }
+    context.check(api.event_record(context.stop, context.stream), "recording an event");
+    for (size_t r = 0; code == 0 && r < entry.results.size(); ++r)
+      context.check(api.copy_to_host(session.results[r].buffer.data(),
+                                     pointers[entry.arguments.size() + r],
+                                     session.results[r].bytes, context.stream),
+                    "copying result '" + entry.results[r].name + "' to the host");
+    // Kernel faults surface here, at the first synchronization after them.
+    context.check(api.stream_synchronize(context.stream), "running '" + entry.function + "'");
+    float milliseconds = 0;
+    if (code == 0 &&
+        api.event_elapsed_ms(&milliseconds, context.start, context.stop) == 0)
+      session.lastRunSeconds = milliseconds * 1e-3;
+  } else {
+    void *workspace = session.workspace.ensure(entry.workspaceSize(dims));
+    auto begin = std::chrono::steady_clock::now();
+    code = entry.packed(pointers.data(), dims, workspace, numThreads);
+    session.lastRunSeconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  }
   if (code != 0) {
     const char *message = session.artifact->errorMessage(code);
     fail(MIXTILE_ERROR_KERNEL, "entry point '" + entry.function + "' failed with code " +
@@ -644,6 +804,13 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
     state.fixedArguments.assign(entry->arguments.size(), nullptr);
     state.stagedInputs.resize(entry->arguments.size());
     state.results.resize(entry->results.size());
+    if (device == MIXTILE_DEVICE_CUDA) {
+      state.cuda = std::make_unique<CudaSession>(loaded.cuda);
+      for (size_t i = 0; i < entry->arguments.size(); ++i)
+        state.cuda->arguments.emplace_back(&state.cuda->context);
+      for (size_t r = 0; r < entry->results.size(); ++r)
+        state.cuda->results.emplace_back(&state.cuda->context);
+    }
     // Weights with static shapes do not depend on the inputs: bind and check them once.
     state.stagedWeights.resize(entry->arguments.size());
     for (size_t i = 0; i < entry->arguments.size(); ++i) {
@@ -654,8 +821,20 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
       if (!view)
         continue; // may come with the inputs; run() names it if it does not
       checkTensor(spec, *view);
-      state.fixedArguments[i] = alignedData(*view, state.stagedWeights[i]);
+      if (state.cuda) { // uploaded once; runs reuse the device copy
+        const CudaContext &context = state.cuda->context;
+        void *device = state.cuda->arguments[i].ensure(view->bytes, "weight '" + spec.name + "'");
+        context.check(context.api->copy_to_device(device, view->data, view->bytes, context.stream),
+                      "copying weight '" + spec.name + "' to the device");
+        state.fixedArguments[i] = device;
+      } else {
+        state.fixedArguments[i] = alignedData(*view, state.stagedWeights[i]);
+      }
     }
+    if (state.cuda)
+      state.cuda->context.check(state.cuda->context.api->stream_synchronize(
+                                    state.cuda->context.stream),
+                                "uploading the weights");
     *session = created.release();
   });
 }
@@ -713,6 +892,10 @@ void *mixtile_session_result_data(mixtile_session *session, size_t index) {
 
 size_t mixtile_session_result_bytes(const mixtile_session *session, size_t index) {
   return validResult(session, index) ? session->impl.results[index].bytes : 0;
+}
+
+double mixtile_session_last_run_seconds(const mixtile_session *session) {
+  return session && session->impl.hasRun ? session->impl.lastRunSeconds : -1;
 }
 
 int64_t mixtile_session_symbol_value(const mixtile_session *session, const char *symbol) {

@@ -602,6 +602,12 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCudaArtifact(ModuleOp module,
         "// A launch that failed makes the entry point return 1 (see {0}_error_message).\n"
         "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    if ((call) != cudaSuccess) \\\n      return 1; \\\n"
         "  } while (0)\n\n";
+    c.sourceOutro =
+        "// The CUDA runtime calls a host needs to run this library (mixtile_kernels/host_api.h):\n"
+        "// the runtime is linked statically, so hosts allocate and copy through this table.\n"
+        "extern \"C\" __attribute__((visibility(\"default\"))) const mixtile_cuda_host_api *\n"
+        "{0}_cuda_host_api(void) {{\n  return mixtile::cuda::host_api();\n}\n";
+    c.manifestSymbols = {{"cuda_host_api_symbol", "{0}_cuda_host_api"}};
     c.addKernelLibrary = addCudaKernelLibrary;
     return c;
   }();

@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Integration driver: compiles one layer ONCE with mixtilec, then for every token count runs
 # it with mixtile-run on fresh random inputs and checks the result against the float64
-# reference. Usage: run_cases.sh WORKDIR T1,T2,... -- make_case options ({T} = token count)
+# reference.
+# Usage: run_cases.sh [--device cpu|cuda|fake-cuda] WORKDIR T1,T2,... -- make_case options
+#   ({T} = token count). cuda: mixtilec --target cuda, mixtile-run --device cuda (needs a GPU).
+#   fake-cuda: the cpu artifact wrapped as a cuda one over a stand-in device
+#   (test/runtime/Inputs/fake_cuda_device.cpp), run with --device cuda: tests the runtime's
+#   cuda backend without a GPU.
 # One artifact serving every T is part of what is tested: the IR must not change with T.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 python=${MIXTILE_PYTHON:-/usr/bin/python3}
+device=cpu
+if [[ "${1:-}" == "--device" ]]; then
+  device=$2
+  shift 2
+fi
+case "$device" in
+  cpu) compile=() run=(--threads 2) ;;
+  cuda) compile=(--target cuda) run=(--device cuda) ;;
+  fake-cuda) compile=() run=(--device cuda) ;;
+  *) echo "run_cases.sh: unknown device '$device'" >&2; exit 2 ;;
+esac
 work=$1 tokens=$2
 shift 2
 [[ "${1:-}" == "--" ]] && shift
@@ -20,7 +36,13 @@ for t in ${tokens//,/ }; do
   fi
   "$python" "$here/make_case.py" "$case_dir" "${args[@]}" > /dev/null
   if [[ ! -d "$work/artifact" ]]; then
-    mixtilec "$case_dir/layer.mlir" -o "$work/artifact"
+    if [[ "$device" == fake-cuda ]]; then
+      mixtilec "$case_dir/layer.mlir" -o "$work/cpu-artifact"
+      bash "$here/../runtime/Inputs/make_fake_cuda_artifact.sh" "$here/../.." \
+        "$work/cpu-artifact" "$work/artifact"
+    else
+      mixtilec "$case_dir/layer.mlir" "${compile[@]}" -o "$work/artifact"
+    fi
     grep -v '^//' "$case_dir/layer.mlir" > "$work/layer.mlir"
   fi
   # The IR (comments aside) must be the same for every T.
@@ -29,7 +51,7 @@ for t in ${tokens//,/ }; do
     exit 1
   }
   mixtile-run "$work/artifact" --weights "$case_dir/weights.safetensors" \
-    --inputs "$case_dir/inputs.safetensors" -o "$case_dir/result.safetensors" --threads 2
+    --inputs "$case_dir/inputs.safetensors" -o "$case_dir/result.safetensors" "${run[@]}"
   report=$("$python" "$here/check.py" "$case_dir" "$case_dir/result.safetensors" 2>&1) || {
     echo "T=$t: FAILED" >&2
     echo "$report" >&2

@@ -7,3 +7,4 @@
 #include "routing.cuh"
 #include "expert_ffn.cuh"
 #include "layers.cuh"
+#include "host_api.cuh"

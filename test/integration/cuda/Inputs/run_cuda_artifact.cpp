@@ -1,5 +1,5 @@
-// A tiny standalone driver for CUDA artifacts, until the runtime grows a CUDA backend
-// (mixtile-run --device cuda): dlopens lib<name>.so, binds tensors by name from safetensors
+// A tiny standalone driver for CUDA artifacts that captures a layer in a CUDA graph (what
+// mixtile-run --device cuda does not do): dlopens lib<name>.so, binds tensors by name from safetensors
 // files as the manifest says, copies them to the device, calls the packed entry point on a
 // stream (optionally captured into a CUDA graph), copies the results back and writes them.
 // Test-only: it is no part of the runtime's API.
