@@ -600,8 +600,10 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCudaArtifact(ModuleOp module,
         "// library it launches is in mixtile_kernels/, beside this file.\n"
         "#include \"{0}.h\"\n\n#include \"mixtile_kernels/kernels.cuh\"\n\n#include <algorithm>\n\n"
         "// A launch that failed makes the entry point return 1 (see {0}_error_message).\n"
-        "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    if ((call) != cudaSuccess) \\\n      return 1; \\\n"
-        "  } while (0)\n\n";
+        "#define MIXTILE_CHECK(call) \\\n  do {{ \\\n    const cudaError_t mixtile_status = (call); \\\n"
+        "    if (mixtile_status != cudaSuccess) {{ \\\n"
+        "      mixtile::cuda::record_launch_error(mixtile_status); \\\n      return 1; \\\n"
+        "    } \\\n  } while (0)\n\n";
     c.sourceOutro =
         "// The CUDA runtime calls a host needs to run this library (mixtile_kernels/host_api.h):\n"
         "// the runtime is linked statically, so hosts allocate and copy through this table.\n"

@@ -9,6 +9,12 @@
 #include <cstring>
 
 namespace mixtile::cuda {
+
+/// The error of the launch that made an entry point return 1 (the launchers return
+/// cudaGetLastError(), which clears it), kept per host thread for host_api()->last_error.
+inline thread_local int recorded_launch_error = 0;
+inline void record_launch_error(cudaError_t error) { recorded_launch_error = error; }
+
 namespace host_detail {
 
 inline cudaStream_t stream_of(void *s) { return static_cast<cudaStream_t>(s); }
@@ -61,7 +67,12 @@ inline int event_record(void *e, void *s) { return cudaEventRecord(event_of(e), 
 inline int event_elapsed_ms(float *ms, void *start, void *stop) {
   return cudaEventElapsedTime(ms, event_of(start), event_of(stop));
 }
-inline int last_error() { return cudaGetLastError(); }
+inline int last_error() {
+  const int recorded = recorded_launch_error;
+  recorded_launch_error = 0;
+  const int pending = cudaGetLastError();
+  return recorded != 0 ? recorded : pending;
+}
 inline const char *error_string(int error) {
   return cudaGetErrorString(static_cast<cudaError_t>(error));
 }

@@ -28,7 +28,8 @@ typedef struct mixtile_cuda_host_api {
   int (*event_destroy)(void *event);
   int (*event_record)(void *event, void *stream);
   int (*event_elapsed_ms)(float *milliseconds, void *start, void *stop);
-  /* Returns and clears the last error of this thread (cudaGetLastError). */
+  /* Returns and clears this thread's last error: the failed launch that made an entry point
+   * return 1 if there was one, else cudaGetLastError(). */
   int (*last_error)(void);
   const char *(*error_string)(int error);
 } mixtile_cuda_host_api;
