@@ -141,6 +141,125 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
   return dims;
 }
 
+std::string FunctionEmitter::weightType(Type element) const {
+  const char *name = element.isF32() ? "f32" : element.isBF16() ? "bf16" : "f16";
+  return conventions.kernelNamespace + "::WeightType::" + name;
+}
+
+std::string FunctionEmitter::activationName(Activation activation) const {
+  return conventions.kernelNamespace + "::Activation::" + stringifyActivation(activation).str();
+}
+
+void FunctionEmitter::copyTensor(Value to, Value from) {
+  if (ptr(to) == ptr(from))
+    return;
+  auto type = cast<RankedTensorType>(from.getType());
+  std::vector<std::string> dims;
+  for (unsigned i = 0, e = type.getRank(); i < e; ++i)
+    dims.push_back(dim(from, i));
+  line(llvm::formatv(conventions.copyStatement.c_str(), ptr(to), ptr(from),
+                     cTypeName(type.getElementType()), product(dims))
+           .str());
+}
+
+void FunctionEmitter::checkBatchMultiple(const std::string &b, int64_t groupSize) {
+  int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
+                                    "group_size = {0}",
+                                    groupSize)
+                          .str());
+  line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, groupSize, code).str());
+}
+
+bool FunctionEmitter::emitPortableOp(Operation *op) {
+  if (auto route = dyn_cast<RouteOp>(op)) {
+    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
+    // A capacity drop fused after the router works in place on the router's choices.
+    for (Operation *user : route.getExperts().getUsers())
+      if (auto capacity = dyn_cast<CapacityOp>(user);
+          capacity && capacity->getBlock() == op->getBlock())
+        if (buffers.count(capacity.getKept()))
+          alias(route.getExperts(), capacity.getKept());
+    const std::string &ns = conventions.kernelNamespace;
+    auto bias = [&](Value v) {
+      return v ? llvm::formatv("{0}::ExpertVector{{{1}, {2}}", ns, ptr(v), weightType(elementOf(v)))
+                     .str()
+               : ns + "::ExpertVector{}";
+    };
+    line("// Router: logits, scores, selection, top-k (ties to the lower index).");
+    line(llvm::formatv("{10}::RouteConfig config;\n    config.experts = {0}; "
+                       "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
+                       "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
+                       "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
+                       "config.group_top2_sum = {9};",
+                       experts, hidden, route.getK(),
+                       route.getScoring() == Scoring::sigmoid ? "true" : "false",
+                       route.getNormalize() ? "true" : "false",
+                       floatLiteral(route.getNormEpsilon().convertToDouble()),
+                       floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
+                       route.getTopkGroup(),
+                       route.getGroupScore() == GroupScore::top2_sum ? "true" : "false", ns)
+             .str());
+    emitLibraryCall("route<" + weightType(elementOf(route.getRouter())) + ">",
+                    llvm::formatv("config, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}",
+                                  dim(route.getX(), 0), ptr(route.getX()), ptr(route.getRouter()),
+                                  bias(route.getRouterBias()), bias(route.getSelectionBias()),
+                                  ptr(route.getWeights()), ptr(route.getExperts()),
+                                  ptr(route.getLogits()))
+                        .str());
+    return true;
+  }
+  if (auto lora = dyn_cast<MixLoRAOp>(op)) {
+    copyTensor(lora.getY(), lora.getInit());
+    int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
+    int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
+    std::string t = dim(lora.getX(), 0);
+    std::string u = newSlot(Float32Type::get(op->getContext()),
+                            llvm::formatv("{0} * {1}", t, experts * rank).str());
+    line(llvm::formatv("// MoLoRA as one rank-{0} LoRA with a per-token block scale.",
+                       experts * rank)
+             .str());
+    emitLibraryCall("mix_lora<" + weightType(elementOf(lora.getLoraA())) + ">",
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}", t,
+                                  experts, rank, in, out,
+                                  floatLiteral(lora.getAlpha().convertToDouble()),
+                                  ptr(lora.getX()), ptr(lora.getProbs()), ptr(lora.getLoraA()),
+                                  ptr(lora.getLoraB()), ptr(lora.getY()), u)
+                        .str());
+    return true;
+  }
+  if (auto soft = dyn_cast<SoftRouteOp>(op)) {
+    int64_t experts = staticDim(soft.getRouter(), 0), hidden = staticDim(soft.getRouter(), 1);
+    emitLibraryCall("soft_route<" + weightType(elementOf(soft.getRouter())) + ">",
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}", dim(soft.getX(), 0),
+                                  experts, hidden,
+                                  soft.getK() ? static_cast<int64_t>(*soft.getK()) : 0,
+                                  ptr(soft.getX()), ptr(soft.getRouter()), ptr(soft.getProbs()))
+                        .str());
+    return true;
+  }
+  if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
+    int64_t experts = staticDim(vectors.getVectors(), 0),
+            width = staticDim(vectors.getVectors(), 1);
+    emitLibraryCall("mix_vectors<" + weightType(elementOf(vectors.getVectors())) + ">",
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}", dim(vectors.getH(), 0),
+                                  experts, width, ptr(vectors.getH()), ptr(vectors.getProbs()),
+                                  ptr(vectors.getVectors()), ptr(vectors.getY()))
+                        .str());
+    return true;
+  }
+  if (auto emit = dyn_cast<TokenEmitOp>(op)) {
+    int64_t experts = staticDim(emit.getH(), 0), hidden = staticDim(emit.getH(), 2);
+    std::string b = dim(emit.getEmitWeights(), 0), s = dim(emit.getEmitWeights(), 1);
+    checkBatchMultiple(b, emit.getGroupSize());
+    emitLibraryCall("token_emit", llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}", b, s,
+                                                hidden, experts, emit.getGroupSize(),
+                                                ptr(emit.getH()), ptr(emit.getEmitWeights()),
+                                                ptr(emit.getY()))
+                                      .str());
+    return true;
+  }
+  return false;
+}
 
 LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
   Block &block = kernel.getBody().front();
@@ -648,4 +767,3 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
     artifact.manifest[key] = llvm::formatv(value.c_str(), artifact.name).str();
   return artifact;
 }
-

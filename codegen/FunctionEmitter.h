@@ -84,6 +84,23 @@ protected:
   virtual LogicalResult emitOp(Operation *op, KernelOp kernel) = 0;
   LogicalResult emitKernel(KernelOp kernel, unsigned index);
 
+  // ---- statements both targets write the same way ----------------------------------------
+  void line(const std::string &text) { body += "    " + text + "\n"; }
+  /// A call of the kernel library: `name` (in the target's namespace, template arguments
+  /// included) with `args`; the target appends its execution argument (the threads, the
+  /// stream) and makes it a statement (a call, a checked launch).
+  virtual void emitLibraryCall(const std::string &name, const std::string &args) = 0;
+  /// Emits `op` when its kernel-library call takes the same arguments on every target;
+  /// returns false (emitting nothing) for any other op.
+  bool emitPortableOp(Operation *op);
+  /// to = from, before an op that updates `to` in place (nothing when they share a buffer).
+  void copyTensor(Value to, Value from);
+  /// The run-time check of Mixture of Tokens that the group size divides the batch `b`.
+  void checkBatchMultiple(const std::string &b, int64_t groupSize);
+  /// The kernel library's spelling of a weight dtype and of an activation.
+  std::string weightType(Type element) const;
+  std::string activationName(Activation activation) const;
+
   // ---- buffers -------------------------------------------------------------------------
   Buffer &bufferFor(Value v) {
     auto it = buffers.find(v);

@@ -22,17 +22,7 @@ using namespace mlir::mix::codegen;
 
 namespace {
 
-std::string weightType(Type element) {
-  if (element.isF32())
-    return "mixtile::cpu::WeightType::f32";
-  if (element.isBF16())
-    return "mixtile::cpu::WeightType::bf16";
-  return "mixtile::cpu::WeightType::f16";
-}
 
-std::string activationName(Activation activation) {
-  return ("mixtile::cpu::Activation::" + stringifyActivation(activation)).str();
-}
 
 class CpuEmitter : public FunctionEmitter {
 public:
@@ -44,6 +34,9 @@ private:
     return success();
   }
   LogicalResult emitOp(Operation *op, KernelOp kernel) override;
+  void emitLibraryCall(const std::string &name, const std::string &args) override {
+    line("mixtile::cpu::" + name + "(" + args + ", threads);");
+  }
   std::string expertWeightArrays(Operation *op, ValueRange gate, ValueRange up, ValueRange down,
                                  int64_t experts, int64_t hidden, int64_t width);
   std::string tileFunction(KernelOp kernel, unsigned index);
@@ -128,8 +121,6 @@ std::string CpuEmitter::tileFunction(KernelOp kernel, unsigned index) {
 
 LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   const std::string &tiles = currentTiles;
-  std::string &out = body;
-  auto line = [&](const std::string &text) { out += "    " + text + "\n"; };
   Block &block = kernel.getBody().front();
   auto inKernel = [&](Value v) {
     Operation *def = v.getDefiningOp();
@@ -140,47 +131,11 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     return inKernel(v) && v.hasOneUse() && *v.getUsers().begin() == user;
   };
 
-  if (auto route = dyn_cast<RouteOp>(op)) {
-    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
-    // A capacity drop fused after the router works in place on the router's choices.
-    for (Operation *user : route.getExperts().getUsers())
-      if (auto capacity = dyn_cast<CapacityOp>(user); capacity && capacity->getBlock() == &block)
-        if (buffers.count(capacity.getKept()))
-          alias(route.getExperts(), capacity.getKept());
-    auto bias = [&](Value v) {
-      return v ? llvm::formatv("mixtile::cpu::ExpertVector{{{0}, {1}}", ptr(v),
-                               weightType(elementOf(v)))
-                     .str()
-               : std::string("mixtile::cpu::ExpertVector{}");
-    };
-    line(llvm::formatv("mixtile::cpu::RouteConfig config;\n    config.experts = {0}; "
-                       "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
-                       "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
-                       "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
-                       "config.group_top2_sum = {9};",
-                       experts, hidden, route.getK(),
-                       route.getScoring() == Scoring::sigmoid ? "true" : "false",
-                       route.getNormalize() ? "true" : "false",
-                       floatLiteral(route.getNormEpsilon().convertToDouble()),
-                       floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
-                       route.getTopkGroup(),
-                       route.getGroupScore() == GroupScore::top2_sum ? "true" : "false")
-             .str());
-    line(llvm::formatv("mixtile::cpu::route<{0}>(config, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
-                       "threads);",
-                       weightType(elementOf(route.getRouter())), dim(route.getX(), 0),
-                       ptr(route.getX()), ptr(route.getRouter()), bias(route.getRouterBias()),
-                       bias(route.getSelectionBias()), ptr(route.getWeights()),
-                       ptr(route.getExperts()), ptr(route.getLogits()))
-             .str());
+  if (emitPortableOp(op))
     return success();
-  }
   if (auto capacity = dyn_cast<CapacityOp>(op)) {
     Value in = capacity.getExperts();
-    if (bufferFor(in).pointer != bufferFor(capacity.getKept()).pointer)
-      line(llvm::formatv("std::memcpy({0}, {1}, sizeof(int32_t) * {2});", ptr(capacity.getKept()),
-                         ptr(in), product({dim(in, 0), dim(in, 1)}))
-               .str());
+    copyTensor(capacity.getKept(), in);
     std::string fixed = capacity.getCapacity() ? std::to_string(*capacity.getCapacity()) : "-1";
     std::string factor = capacity.getCapacityFactor()
                              ? floatLiteral(capacity.getCapacityFactor()->convertToDouble())
@@ -305,10 +260,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     for (Operation *user : out.getUsers())
       if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(out, combine))
         alias(out, combine.getY());
-    if (ptr(out) != ptr(gate.getY()))
-      line(llvm::formatv("std::memcpy({0}, {1}, sizeof(float) * {2});", ptr(out), ptr(gate.getY()),
-                         product({dim(gate.getY(), 0), dim(gate.getY(), 1)}))
-               .str());
+    copyTensor(out, gate.getY());
     line(llvm::formatv("mixtile::cpu::sigmoid_gate_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, "
                        "threads);",
                        weightType(elementOf(gate.getGateWeight())), dim(gate.getX(), 0),
@@ -326,10 +278,8 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
       // output rows in the second GEMM's epilogue; h never reaches memory.
       Value init = combine.getInit();
       bool zeroInit = inKernel(init) && isa<ZerosLikeOp>(init.getDefiningOp());
-      if (!inKernel(init) && ptr(init) != ptr(combine.getY()))
-        line(llvm::formatv("std::memcpy({0}, {1}, sizeof(float) * {2});", ptr(combine.getY()),
-                           ptr(init), product({dim(init, 0), dim(init, 1)}))
-                 .str());
+      if (!inKernel(init))
+        copyTensor(combine.getY(), init);
       emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()),
                     ptr(combine.getGates()), ptr(combine.getTokens()), ptr(combine.getY()),
                     zeroInit ? dim(combine.getY(), 0) : std::string("0"), ffn.getGate(),
@@ -348,10 +298,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     if (fusedCombines.contains(combine))
       return success();
     Value init = combine.getInit();
-    if (ptr(init) != ptr(combine.getY()))
-      line(llvm::formatv("std::memcpy({0}, {1}, sizeof(float) * {2});", ptr(combine.getY()),
-                         ptr(init), product({dim(init, 0), dim(init, 1)}))
-               .str());
+    copyTensor(combine.getY(), init);
     // The number of assignments is known only at run time for dispatch and expert choice:
     // read it from the offsets the segments came with, when the tokens came from one.
     line(llvm::formatv("mixtile::cpu::combine_rows({0}, {1}, {2}, {3}, {4}, {5}, threads);",
@@ -380,57 +327,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
              .str());
     return success();
   }
-  if (auto lora = dyn_cast<MixLoRAOp>(op)) {
-    Value init = lora.getInit();
-    if (ptr(init) != ptr(lora.getY()))
-      line(llvm::formatv("std::memcpy({0}, {1}, sizeof(float) * {2});", ptr(lora.getY()),
-                         ptr(init), product({dim(init, 0), dim(init, 1)}))
-               .str());
-    int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
-    int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
-    std::string t = dim(lora.getX(), 0);
-    std::string u = newSlot(Float32Type::get(op->getContext()),
-                            llvm::formatv("{0} * {1}", t, experts * rank).str());
-    line(llvm::formatv("// MoLoRA as one rank-{0} LoRA with a per-token block scale.\n    "
-                       "mixtile::cpu::mix_lora<{1}>({2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, "
-                       "{11}, {12}, {13}, threads);",
-                       experts * rank, weightType(elementOf(lora.getLoraA())), t, experts, rank,
-                       in, out, floatLiteral(lora.getAlpha().convertToDouble()), ptr(lora.getX()),
-                       ptr(lora.getProbs()), ptr(lora.getLoraA()), ptr(lora.getLoraB()),
-                       ptr(lora.getY()), u)
-             .str());
-    return success();
-  }
-  if (auto soft = dyn_cast<SoftRouteOp>(op)) {
-    int64_t experts = staticDim(soft.getRouter(), 0), hidden = staticDim(soft.getRouter(), 1);
-    line(llvm::formatv("mixtile::cpu::soft_route<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                       "threads);",
-                       weightType(elementOf(soft.getRouter())), dim(soft.getX(), 0), experts,
-                       hidden, soft.getK() ? static_cast<int64_t>(*soft.getK()) : 0,
-                       ptr(soft.getX()), ptr(soft.getRouter()), ptr(soft.getProbs()))
-             .str());
-    return success();
-  }
-  if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
-    int64_t experts = staticDim(vectors.getVectors(), 0),
-            width = staticDim(vectors.getVectors(), 1);
-    line(llvm::formatv("mixtile::cpu::mix_vectors<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                       "threads);",
-                       weightType(elementOf(vectors.getVectors())), dim(vectors.getH(), 0),
-                       experts, width, ptr(vectors.getH()), ptr(vectors.getProbs()),
-                       ptr(vectors.getVectors()), ptr(vectors.getY()))
-             .str());
-    return success();
-  }
   if (auto mix = dyn_cast<TokenMixOp>(op)) {
     int64_t experts = staticDim(mix.getController(), 0), hidden = staticDim(mix.getX(), 2);
     std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
-    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
-                                      "group_size = {0}",
-                                      mix.getGroupSize())
-                            .str());
-    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, mix.getGroupSize(), code)
-             .str());
+    checkBatchMultiple(b, mix.getGroupSize());
     std::string logits = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", product({b, s}), experts).str());
     line(llvm::formatv("mixtile::cpu::token_mix<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, "
@@ -460,22 +360,6 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     emitExpertFFN(batched.getZ(), "offsets", "nullptr", "nullptr", "nullptr", ptr(batched.getH()),
                   "0", batched.getGate(), batched.getUp(), batched.getDown(), experts, hidden,
                   assignments, batched.getActivationAttr(), rows);
-    return success();
-  }
-  if (auto emit = dyn_cast<TokenEmitOp>(op)) {
-    int64_t experts = staticDim(emit.getH(), 0), hidden = staticDim(emit.getH(), 2);
-    std::string b = dim(emit.getEmitWeights(), 0), s = dim(emit.getEmitWeights(), 1);
-    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
-                                      "group_size = {0}",
-                                      emit.getGroupSize())
-                            .str());
-    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, emit.getGroupSize(), code)
-             .str());
-    line(llvm::formatv("mixtile::cpu::token_emit({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                       "threads);",
-                       b, s, hidden, experts, emit.getGroupSize(), ptr(emit.getH()),
-                       ptr(emit.getEmitWeights()), ptr(emit.getY()))
-             .str());
     return success();
   }
   if (auto loss = dyn_cast<LoadBalancingLossOp>(op)) {

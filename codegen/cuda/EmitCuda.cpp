@@ -34,17 +34,7 @@ struct CudaTile {
   int64_t blockM = 64, blockN = 64, blockK = 32, warps = 4;
 };
 
-std::string weightType(Type element) {
-  if (element.isF32())
-    return "mixtile::cuda::WeightType::f32";
-  if (element.isBF16())
-    return "mixtile::cuda::WeightType::bf16";
-  return "mixtile::cuda::WeightType::f16";
-}
 
-std::string activationName(Activation activation) {
-  return ("mixtile::cuda::Activation::" + stringifyActivation(activation)).str();
-}
 
 
 
@@ -91,12 +81,14 @@ private:
   /// Reads and validates the kernel's tile buckets against what the kernels instantiate.
   LogicalResult beginKernel(KernelOp kernel, unsigned index) override;
   LogicalResult emitOp(Operation *op, KernelOp kernel) override;
+  void emitLibraryCall(const std::string &name, const std::string &args) override {
+    launch("mixtile::cuda::" + name + "(" + args + ", cuda_stream)");
+  }
   /// `call` with the template arguments of each tile bucket, chosen by `tokens` at run time.
   void emitTiledCall(const std::string &tokens,
                      const std::function<std::string(const CudaTile &)> &call);
   std::string expertPointers(ValueRange weights, StringRef role, int64_t experts,
                              int64_t perExpert);
-  void line(const std::string &text) { body += "    " + text + "\n"; }
   /// A launch whose cudaError_t is checked: the artifact returns kLaunchError on failure.
   void launch(const std::string &call) { line("MIXTILE_CHECK(" + call + ");"); }
   /// A DEVICE pointer to the run-time number of assignments in the segments `tokens` belongs
@@ -205,55 +197,13 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
   auto tileArgs = [](const CudaTile &t) {
     return llvm::formatv("{0}, {1}, {2}, {3}", t.blockM, t.blockN, t.blockK, t.warps).str();
   };
-  auto copyFloats = [&](Value to, Value from) {
-    if (ptr(to) != ptr(from))
-      launch(llvm::formatv("mixtile::cuda::copy_elements({0}, {1}, {2}, cuda_stream)", ptr(to),
-                           ptr(from), product({dim(from, 0), dim(from, 1)}))
-                 .str());
-  };
 
-  if (auto route = dyn_cast<RouteOp>(op)) {
-    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
-    // A capacity drop fused after the router works in place on the router's choices.
-    for (Operation *user : route.getExperts().getUsers())
-      if (auto capacity = dyn_cast<CapacityOp>(user); capacity && capacity->getBlock() == &block)
-        if (buffers.count(capacity.getKept()))
-          alias(route.getExperts(), capacity.getKept());
-    auto bias = [&](Value v) {
-      return v ? llvm::formatv("mixtile::cuda::ExpertVector{{{0}, {1}}", ptr(v),
-                               weightType(elementOf(v)))
-                     .str()
-               : std::string("mixtile::cuda::ExpertVector{}");
-    };
-    line("// One warp per token: logits, scores, selection, top-k (ties to the lower index).");
-    line(llvm::formatv("mixtile::cuda::RouteConfig config;\n    config.experts = {0}; "
-                       "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
-                       "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
-                       "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
-                       "config.group_top2_sum = {9};",
-                       experts, hidden, route.getK(),
-                       route.getScoring() == Scoring::sigmoid ? "true" : "false",
-                       route.getNormalize() ? "true" : "false",
-                       floatLiteral(route.getNormEpsilon().convertToDouble()),
-                       floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
-                       route.getTopkGroup(),
-                       route.getGroupScore() == GroupScore::top2_sum ? "true" : "false")
-             .str());
-    launch(llvm::formatv("mixtile::cuda::route<{0}>(config, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                         "{8}, cuda_stream)",
-                         weightType(elementOf(route.getRouter())), dim(route.getX(), 0),
-                         ptr(route.getX()), ptr(route.getRouter()), bias(route.getRouterBias()),
-                         bias(route.getSelectionBias()), ptr(route.getWeights()),
-                         ptr(route.getExperts()), ptr(route.getLogits()))
-               .str());
+
+  if (emitPortableOp(op))
     return success();
-  }
   if (auto capacity = dyn_cast<CapacityOp>(op)) {
     Value in = capacity.getExperts();
-    if (bufferFor(in).pointer != bufferFor(capacity.getKept()).pointer)
-      launch(llvm::formatv("mixtile::cuda::copy_elements({0}, {1}, {2}, cuda_stream)",
-                           ptr(capacity.getKept()), ptr(in), product({dim(in, 0), dim(in, 1)}))
-                 .str());
+    copyTensor(capacity.getKept(), in);
     std::string fixed = capacity.getCapacity() ? std::to_string(*capacity.getCapacity()) : "-1";
     std::string factor = capacity.getCapacityFactor()
                              ? floatLiteral(capacity.getCapacityFactor()->convertToDouble())
@@ -382,7 +332,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     for (Operation *user : out.getUsers())
       if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(out, combine))
         alias(out, combine.getY());
-    copyFloats(out, gate.getY());
+    copyTensor(out, gate.getY());
     launch(llvm::formatv("mixtile::cuda::sigmoid_gate_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, "
                          "cuda_stream)",
                          weightType(elementOf(gate.getGateWeight())), dim(gate.getX(), 0),
@@ -403,7 +353,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
       Value init = combine.getInit();
       bool zeroInit = inKernel(init) && isa<ZerosLikeOp>(init.getDefiningOp());
       if (!inKernel(init))
-        copyFloats(combine.getY(), init);
+        copyTensor(combine.getY(), init);
       emitExpertFFN(ffn.getX(), segments, ptr(ffn.getTokens()), ptr(combine.getGates()),
                     ptr(combine.getTokens()), ptr(combine.getY()),
                     zeroInit ? dim(combine.getY(), 0) : std::string("0"), ffn.getGate(),
@@ -421,7 +371,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
   if (auto combine = dyn_cast<CombineOp>(op)) {
     if (fusedCombines.contains(combine))
       return success();
-    copyFloats(combine.getY(), combine.getInit());
+    copyTensor(combine.getY(), combine.getInit());
     // The number of assignments is known only on the device for dispatch and expert choice:
     // the kernel reads it from the last offset.
     launch(llvm::formatv("mixtile::cuda::combine_rows({0}, {1}, {2}, {3}, {4}, {5}, {6}, "
@@ -455,54 +405,10 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     });
     return success();
   }
-  if (auto lora = dyn_cast<MixLoRAOp>(op)) {
-    copyFloats(lora.getY(), lora.getInit());
-    int64_t experts = staticDim(lora.getLoraA(), 0), rank = staticDim(lora.getLoraA(), 1);
-    int64_t in = staticDim(lora.getLoraA(), 2), out = staticDim(lora.getLoraB(), 1);
-    std::string t = dim(lora.getX(), 0);
-    std::string u = newSlot(Float32Type::get(op->getContext()),
-                            llvm::formatv("{0} * {1}", t, experts * rank).str());
-    line(llvm::formatv("// MoLoRA as one rank-{0} LoRA with a per-token block scale.", experts * rank)
-             .str());
-    launch(llvm::formatv("mixtile::cuda::mix_lora<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
-                         "{9}, {10}, {11}, {12}, cuda_stream)",
-                         weightType(elementOf(lora.getLoraA())), t, experts, rank, in, out,
-                         floatLiteral(lora.getAlpha().convertToDouble()), ptr(lora.getX()),
-                         ptr(lora.getProbs()), ptr(lora.getLoraA()), ptr(lora.getLoraB()),
-                         ptr(lora.getY()), u)
-               .str());
-    return success();
-  }
-  if (auto soft = dyn_cast<SoftRouteOp>(op)) {
-    int64_t experts = staticDim(soft.getRouter(), 0), hidden = staticDim(soft.getRouter(), 1);
-    launch(llvm::formatv("mixtile::cuda::soft_route<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                         "cuda_stream)",
-                         weightType(elementOf(soft.getRouter())), dim(soft.getX(), 0), experts,
-                         hidden, soft.getK() ? static_cast<int64_t>(*soft.getK()) : 0,
-                         ptr(soft.getX()), ptr(soft.getRouter()), ptr(soft.getProbs()))
-               .str());
-    return success();
-  }
-  if (auto vectors = dyn_cast<MixVectorsOp>(op)) {
-    int64_t experts = staticDim(vectors.getVectors(), 0),
-            width = staticDim(vectors.getVectors(), 1);
-    launch(llvm::formatv("mixtile::cuda::mix_vectors<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                         "cuda_stream)",
-                         weightType(elementOf(vectors.getVectors())), dim(vectors.getH(), 0),
-                         experts, width, ptr(vectors.getH()), ptr(vectors.getProbs()),
-                         ptr(vectors.getVectors()), ptr(vectors.getY()))
-               .str());
-    return success();
-  }
   if (auto mix = dyn_cast<TokenMixOp>(op)) {
     int64_t experts = staticDim(mix.getController(), 0), hidden = staticDim(mix.getX(), 2);
     std::string b = dim(mix.getX(), 0), s = dim(mix.getX(), 1);
-    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
-                                      "group_size = {0}",
-                                      mix.getGroupSize())
-                            .str());
-    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, mix.getGroupSize(), code)
-             .str());
+    checkBatchMultiple(b, mix.getGroupSize());
     std::string logits = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", product({b, s}), experts).str());
     std::string weight = weightType(elementOf(mix.getController()));
@@ -528,22 +434,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                   "nullptr", "nullptr", "nullptr", ptr(batched.getH()), "0", batched.getGate(),
                   batched.getUp(), batched.getDown(), experts, hidden, assignments,
                   batched.getActivationAttr(), rows);
-    return success();
-  }
-  if (auto emit = dyn_cast<TokenEmitOp>(op)) {
-    int64_t experts = staticDim(emit.getH(), 0), hidden = staticDim(emit.getH(), 2);
-    std::string b = dim(emit.getEmitWeights(), 0), s = dim(emit.getEmitWeights(), 1);
-    int code = addError(llvm::formatv("Mixture of Tokens: the batch size B must be a multiple of "
-                                      "group_size = {0}",
-                                      emit.getGroupSize())
-                            .str());
-    line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, emit.getGroupSize(), code)
-             .str());
-    launch(llvm::formatv("mixtile::cuda::token_emit({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, "
-                         "cuda_stream)",
-                         b, s, hidden, experts, emit.getGroupSize(), ptr(emit.getH()),
-                         ptr(emit.getEmitWeights()), ptr(emit.getY()))
-               .str());
     return success();
   }
   if (auto loss = dyn_cast<LoadBalancingLossOp>(op)) {
