@@ -170,15 +170,80 @@ void FunctionEmitter::checkBatchMultiple(const std::string &b, int64_t groupSize
   line(llvm::formatv("if (({0}) % {1} != 0)\n      return {2};", b, groupSize, code).str());
 }
 
-bool FunctionEmitter::emitPortableOp(Operation *op) {
+bool FunctionEmitter::onlyFeeds(Value v, Operation *user) {
+  Operation *def = v.getDefiningOp();
+  return def && def->getBlock() == user->getBlock() && v.hasOneUse() &&
+         *v.getUsers().begin() == user;
+}
+
+bool FunctionEmitter::planBuffers(Operation *op) {
+  auto intoCombine = [&](Value v) {
+    for (Operation *user : v.getUsers())
+      if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(v, combine))
+        alias(v, combine.getY());
+  };
   if (auto route = dyn_cast<RouteOp>(op)) {
-    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
     // A capacity drop fused after the router works in place on the router's choices.
     for (Operation *user : route.getExperts().getUsers())
       if (auto capacity = dyn_cast<CapacityOp>(user);
           capacity && capacity->getBlock() == op->getBlock())
         if (buffers.count(capacity.getKept()))
           alias(route.getExperts(), capacity.getKept());
+  } else if (auto zeros = dyn_cast<ZerosLikeOp>(op)) {
+    // The zeros a combine starts from are its own output buffer; when the combine is fused
+    // with the expert FFN, the FFN zeroes the rows itself before its scatter.
+    for (Operation *user : zeros->getUsers())
+      if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(zeros.getZeros(), user)) {
+        alias(zeros.getZeros(), combine.getY());
+        Operation *producer = combine.getH().getDefiningOp();
+        return producer && isa<ExpertFFNOp>(producer) && onlyFeeds(combine.getH(), combine);
+      }
+  } else if (auto ffn = dyn_cast<FFNOp>(op)) {
+    // A shared expert writes straight into the buffer the routed experts add to.
+    Value y = ffn.getY();
+    for (Operation *user : y.getUsers())
+      if (auto gate = dyn_cast<SigmoidGateOp>(user); gate && onlyFeeds(y, gate))
+        for (Operation *next : gate->getUsers())
+          if (auto combine = dyn_cast<CombineOp>(next);
+              combine && onlyFeeds(gate.getGated(), combine))
+            alias(y, combine.getY());
+    intoCombine(y);
+  } else if (auto gate = dyn_cast<SigmoidGateOp>(op)) {
+    intoCombine(gate.getGated());
+  } else if (auto linear = dyn_cast<LinearOp>(op)) {
+    Value y = linear.getY();
+    for (Operation *user : y.getUsers())
+      if (auto lora = dyn_cast<MixLoRAOp>(user); lora && onlyFeeds(y, lora))
+        alias(y, lora.getY());
+  }
+  return false;
+}
+
+FunctionEmitter::ExpertOutput FunctionEmitter::expertOutput(ExpertFFNOp ffn) {
+  ExpertOutput out;
+  auto combine = dyn_cast<CombineOp>(*ffn->getUsers().begin());
+  if (!combine || !onlyFeeds(ffn.getH(), combine)) {
+    out.y = ptr(ffn.getH());
+    return out;
+  }
+  Value init = combine.getInit();
+  Operation *initDef = init.getDefiningOp();
+  bool initInKernel = initDef && initDef->getBlock() == combine->getBlock();
+  if (!initInKernel)
+    copyTensor(combine.getY(), init);
+  out.gates = ptr(combine.getGates());
+  out.outRows = ptr(combine.getTokens());
+  out.y = ptr(combine.getY());
+  if (initInKernel && isa<ZerosLikeOp>(initDef))
+    out.zeroRows = dim(combine.getY(), 0);
+  alias(ffn.getH(), combine.getY());
+  fusedCombines.insert(combine);
+  return out;
+}
+
+bool FunctionEmitter::emitPortableOp(Operation *op) {
+  if (auto route = dyn_cast<RouteOp>(op)) {
+    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
     const std::string &ns = conventions.kernelNamespace;
     auto bias = [&](Value v) {
       return v ? llvm::formatv("{0}::ExpertVector{{{1}, {2}}", ns, ptr(v), weightType(elementOf(v)))
@@ -307,6 +372,8 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
                                               {"tiles", std::move(tileManifest)}});
   for (Operation &op : block.without_terminator()) {
     accountCost(&op);
+    if (planBuffers(&op))
+      continue;
     if (failed(emitOp(&op, kernel)))
       return failure();
   }

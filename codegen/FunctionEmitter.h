@@ -97,6 +97,23 @@ protected:
   void copyTensor(Value to, Value from);
   /// The run-time check of Mixture of Tokens that the group size divides the batch `b`.
   void checkBatchMultiple(const std::string &b, int64_t groupSize);
+  // ---- the buffer plan, the same on every target -----------------------------------------
+  /// Whether `v` is consumed only by `user`, inside the kernel both are in: then it need not
+  /// exist alone.
+  static bool onlyFeeds(Value v, Operation *user);
+  /// Lets results of `op` live in a consumer's buffer: a router's choices in its capacity
+  /// drop's, zeros, a shared expert or its sigmoid gate in the combine's output, a linear
+  /// map in its LoRA update's. Returns true when `op` needs no code at all (the zeros the
+  /// fused expert FFN's scatter writes itself). Called before emitOp.
+  bool planBuffers(Operation *op);
+  /// Where a routed expert FFN writes: fused with its combine (the combine's only producer
+  /// inside the kernel), the gates, output rows and output of the scatter-add in the second
+  /// GEMM's epilogue, and the rows it zeroes first; else a plain store into h.
+  struct ExpertOutput {
+    std::string gates = "nullptr", outRows = "nullptr", y, zeroRows = "0";
+  };
+  ExpertOutput expertOutput(ExpertFFNOp ffn);
+
   /// The kernel library's spelling of a weight dtype and of an activation.
   std::string weightType(Type element) const;
   std::string activationName(Activation activation) const;

@@ -121,15 +121,6 @@ std::string CpuEmitter::tileFunction(KernelOp kernel, unsigned index) {
 
 LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   const std::string &tiles = currentTiles;
-  Block &block = kernel.getBody().front();
-  auto inKernel = [&](Value v) {
-    Operation *def = v.getDefiningOp();
-    return def && def->getBlock() == &block;
-  };
-  // Whether `v` is consumed only by `user` inside this kernel: then it need not exist alone.
-  auto onlyFeeds = [&](Value v, Operation *user) {
-    return inKernel(v) && v.hasOneUse() && *v.getUsers().begin() == user;
-  };
 
   if (emitPortableOp(op))
     return success();
@@ -212,34 +203,13 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   };
 
   if (auto zeros = dyn_cast<ZerosLikeOp>(op)) {
-    // The zeros a combine starts from are its own output buffer; when fused with the expert
-    // FFN, the FFN's scatter zeroes the rows itself.
-    for (Operation *user : zeros->getUsers())
-      if (auto combine = dyn_cast<CombineOp>(user);
-          combine && combine->getBlock() == &block && onlyFeeds(zeros.getZeros(), user)) {
-        alias(zeros.getZeros(), combine.getY());
-        Operation *producer = combine.getH().getDefiningOp();
-        if (producer && isa<ExpertFFNOp>(producer) && onlyFeeds(combine.getH(), combine))
-          return success();
-        break;
-      }
     line(llvm::formatv("std::memset({0}, 0, sizeof(float) * {1});", ptr(zeros.getZeros()),
                        product(dimsOf(zeros.getZeros())))
              .str());
     return success();
   }
   if (auto ffn = dyn_cast<FFNOp>(op)) {
-    // A shared expert writes straight into the buffer the routed experts add to.
     Value y = ffn.getY();
-    for (Operation *user : y.getUsers())
-      if (onlyFeeds(y, user)) {
-        if (auto gate = dyn_cast<SigmoidGateOp>(user))
-          for (Operation *next : gate->getUsers())
-            if (auto combine = dyn_cast<CombineOp>(next); combine && onlyFeeds(gate.getGated(), combine))
-              alias(y, combine.getY());
-        if (auto combine = dyn_cast<CombineOp>(user))
-          alias(y, combine.getY());
-      }
     Value x = ffn.getX();
     int64_t hidden = staticDim(x, 1);
     SmallVector<Value> gate;
@@ -257,9 +227,6 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   }
   if (auto gate = dyn_cast<SigmoidGateOp>(op)) {
     Value out = gate.getGated();
-    for (Operation *user : out.getUsers())
-      if (auto combine = dyn_cast<CombineOp>(user); combine && onlyFeeds(out, combine))
-        alias(out, combine.getY());
     copyTensor(out, gate.getY());
     line(llvm::formatv("mixtile::cpu::sigmoid_gate_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, "
                        "threads);",
@@ -272,26 +239,12 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   if (auto ffn = dyn_cast<ExpertFFNOp>(op)) {
     int64_t experts = staticDim(ffn.getOffsets(), 0) - 1, hidden = staticDim(ffn.getX(), 1);
     std::string assignments = dim(ffn.getTokens(), 0);
-    auto combine = dyn_cast<CombineOp>(*ffn->getUsers().begin());
-    if (combine && onlyFeeds(ffn.getH(), combine)) {
-      // Fused with its combine: gather in the prologue, gate scale and scatter-add into the
-      // output rows in the second GEMM's epilogue; h never reaches memory.
-      Value init = combine.getInit();
-      bool zeroInit = inKernel(init) && isa<ZerosLikeOp>(init.getDefiningOp());
-      if (!inKernel(init))
-        copyTensor(combine.getY(), init);
-      emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()),
-                    ptr(combine.getGates()), ptr(combine.getTokens()), ptr(combine.getY()),
-                    zeroInit ? dim(combine.getY(), 0) : std::string("0"), ffn.getGate(),
-                    ffn.getUp(), ffn.getDown(), experts, hidden, assignments,
-                    ffn.getActivationAttr(), tokenCount);
-      alias(ffn.getH(), combine.getY());
-      fusedCombines.insert(combine);
-      return success();
-    }
-    emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()), "nullptr", "nullptr",
-                  ptr(ffn.getH()), "0", ffn.getGate(), ffn.getUp(), ffn.getDown(), experts,
-                  hidden, assignments, ffn.getActivationAttr(), tokenCount);
+    // Fused with its combine: gather in the prologue, gate scale and scatter-add into the
+    // output rows in the second GEMM's epilogue; h never reaches memory.
+    ExpertOutput o = expertOutput(ffn);
+    emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()), o.gates, o.outRows,
+                  o.y, o.zeroRows, ffn.getGate(), ffn.getUp(), ffn.getDown(), experts, hidden,
+                  assignments, ffn.getActivationAttr(), tokenCount);
     return success();
   }
   if (auto combine = dyn_cast<CombineOp>(op)) {
@@ -310,9 +263,6 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   }
   if (auto linear = dyn_cast<LinearOp>(op)) {
     Value y = linear.getY();
-    for (Operation *user : y.getUsers())
-      if (auto lora = dyn_cast<MixLoRAOp>(user); lora && onlyFeeds(y, lora))
-        alias(y, lora.getY());
     int64_t out = staticDim(linear.getWeight(), 0), in = staticDim(linear.getWeight(), 1);
     std::string bias = linear.getBias()
                            ? llvm::formatv("mixtile::cpu::ExpertVector{{{0}, {1}}",
