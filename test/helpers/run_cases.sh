@@ -2,8 +2,11 @@
 # Integration driver: compiles one layer ONCE with mixtilec, then for every token count runs
 # it with mixtile-run on fresh random inputs and checks the result against the float64
 # reference.
-# Usage: run_cases.sh [--device cpu|cuda|fake-cuda] WORKDIR T1,T2,... -- make_case options
-#   ({T} = token count). cuda: mixtilec --target cuda, mixtile-run --device cuda (needs a GPU).
+# Usage: run_cases.sh [--device cpu|cuda|fake-cuda|cuda-graph DRIVER] WORKDIR T1,T2,... --
+#   make_case options ({T} = token count). cuda: mixtilec --target cuda, mixtile-run --device
+#   cuda (needs a GPU). cuda-graph: the same artifact run by DRIVER
+#   (test/integration/cuda/Inputs/run_cuda_artifact.cpp), which captures the layer in a CUDA
+#   graph and launches it twice, results poisoned before each launch.
 #   fake-cuda: the cpu artifact wrapped as a cuda one over a stand-in device
 #   (test/runtime/Inputs/fake_cuda_device.cpp), run with --device cuda: tests the runtime's
 #   cuda backend without a GPU.
@@ -15,11 +18,16 @@ device=cpu
 if [[ "${1:-}" == "--device" ]]; then
   device=$2
   shift 2
+  if [[ "$device" == cuda-graph ]]; then
+    driver=$1
+    shift
+  fi
 fi
 case "$device" in
   cpu) compile=() run=(--threads 2) ;;
   cuda) compile=(--target cuda) run=(--device cuda) ;;
   fake-cuda) compile=() run=(--device cuda) ;;
+  cuda-graph) compile=(--target cuda) run=(--graph --repeat 2) ;;
   *) echo "run_cases.sh: unknown device '$device'" >&2; exit 2 ;;
 esac
 work=$1 tokens=$2
@@ -50,7 +58,9 @@ for t in ${tokens//,/ }; do
     echo "the layer IR changed with T=$t: one artifact must serve every token count" >&2
     exit 1
   }
-  mixtile-run "$work/artifact" --weights "$case_dir/weights.safetensors" \
+  runner=(mixtile-run)
+  [[ "$device" == cuda-graph ]] && runner=("$driver")
+  "${runner[@]}" "$work/artifact" --weights "$case_dir/weights.safetensors" \
     --inputs "$case_dir/inputs.safetensors" -o "$case_dir/result.safetensors" "${run[@]}"
   report=$("$python" "$here/check.py" "$case_dir" "$case_dir/result.safetensors" 2>&1) || {
     echo "T=$t: FAILED" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cases of one MODE of the GPU case list (Inputs/cases.txt) for lit: plain cases
 # through test/helpers/run_cases.sh (mixtilec --target cuda, mixtile-run --device cuda),
-# graph cases through Inputs/run_cuda_cases.sh with the CUDA-graph driver. Every line a case
+# graph cases through run_cases.sh --device cuda-graph with the CUDA-graph driver. Every line a case
 # prints is prefixed with its name; a case that fails prints "NAME: FAILED" and its log. Ends
 # with "MODE: N passed, N failed"; exits 1 when a case failed.
 #
@@ -91,7 +91,7 @@ run_one() {
     bash "$helpers/run_cases.sh" --device "$device" "$work/$name" "$tokens" -- "$@" \
       > "$work/logs/$name.log" 2>&1 || status=$?
   else
-    bash "$here/run_cuda_cases.sh" "$driver" "$work/$name" "$tokens" --graph -- "$@" \
+    bash "$helpers/run_cases.sh" --device cuda-graph "$driver" "$work/$name" "$tokens" -- "$@" \
       > "$work/logs/$name.log" 2>&1 || status=$?
   fi
   echo "$status" > "$work/logs/$name.rc"
