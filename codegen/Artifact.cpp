@@ -113,13 +113,14 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
   std::string library = (dir + "/lib" + artifact.name + ".so").str();
   std::string log = (dir + "/build.log").str();
   std::string include = "-I" + dir.str();
+  std::string march = "-march=" + artifact.march;
   SmallVector<StringRef> args;
   if (cuda)
     args = {*program, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
             "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
             "-cudart", "static", include, "-o", library, source};
   else
-    args = {*program, "-std=c++17", "-O3", "-march=native", "-fopenmp",
+    args = {*program, "-std=c++17", "-O3", march, "-fopenmp",
             "-fPIC", "-shared", "-w", include, source, "-o", library};
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;

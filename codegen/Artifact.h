@@ -20,6 +20,7 @@ struct EmittedArtifact {
   std::string source;         // readable generated kernels
   std::string sourceFile;     // "<name>.cpp" or "<name>.cu"
   llvm::json::Object manifest;
+  std::string march = "native";  // cpu: the C++ compiler's -march (mixtilec --cpu)
   /// Support files the source includes, relative to OUTDIR (the kernel library).
   std::vector<std::pair<std::string, std::string>> supportFiles;
 };

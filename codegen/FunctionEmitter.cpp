@@ -101,7 +101,10 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
     setDynamic(0, dim(ffn.getTokens(), 0));
   else if (auto combine = dyn_cast_or_null<CombineOp>(def))
     return {dim(combine.getInit(), 0), dim(combine.getInit(), 1)};
-  else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
+  else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp>(def)) {
+    for (unsigned i = 0; i < dims.size(); ++i)
+      setDynamic(i, dim(def->getOperand(0), i));
+  } else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
     setDynamic(0, dim(def->getOperand(0), 0));
   else if (auto vectors = dyn_cast_or_null<MixVectorsOp>(def))
     setDynamic(0, dim(vectors.getH(), 0));
@@ -242,6 +245,22 @@ FunctionEmitter::ExpertOutput FunctionEmitter::expertOutput(ExpertFFNOp ffn) {
 }
 
 bool FunctionEmitter::emitPortableOp(Operation *op) {
+  if (isa<arith::ExtFOp, arith::TruncFOp>(op)) {
+    // A bf16/f16 layer's tokens: widened at its entry, its output rounded once at its exit.
+    Value in = op->getOperand(0), out = op->getResult(0);
+    auto type = cast<RankedTensorType>(in.getType());
+    std::vector<std::string> dims;
+    for (unsigned i = 0, e = type.getRank(); i < e; ++i)
+      dims.push_back(dim(in, i));
+    bool widen = isa<arith::ExtFOp>(op);
+    Type narrow = widen ? type.getElementType() : elementOf(out);
+    if (!(widen ? elementOf(out) : type.getElementType()).isF32())
+      return false;
+    emitLibraryCall(std::string(widen ? "widen_tokens<" : "round_tokens<") + weightType(narrow) +
+                        ">",
+                    llvm::formatv("{0}, {1}, {2}", product(dims), ptr(in), ptr(out)).str());
+    return true;
+  }
   if (auto route = dyn_cast<RouteOp>(op)) {
     int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
     const std::string &ns = conventions.kernelNamespace;

@@ -87,7 +87,12 @@ def Mix_EmitWeightsAttr : EnumAttr<Mix_Dialect, Mix_EmitWeights, "emit"> {
 // Type constraints
 //===----------------------------------------------------------------------===//
 
+// Activations inside a layer (between its primitives) are f32: routing math and partial sums.
 def Mix_Activations : RankedTensorOf<[F32]>;
+// A layer's token inputs and outputs: any float dtype, independently of the weights (a bf16
+// model takes and returns bf16 hidden states). mix-decompose widens them to f32 at the layer's
+// entry and rounds the output once, at its exit (layers.md, Conventions).
+def Mix_Tokens : RankedTensorOf<[F32, BF16, F16]>;
 def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
 def Mix_Indices : RankedTensorOf<[I32]>;
 def Mix_Scalar : 0DTensorOf<[F32]>;

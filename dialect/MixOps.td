@@ -470,7 +470,7 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     ```
   }];
   let arguments = (ins
-    Mix_Activations:$x,
+    Mix_Tokens:$x,
     Mix_Weight:$router,
     Optional<Mix_Weight>:$router_bias,
     Optional<Mix_Weight>:$selection_bias,
@@ -493,7 +493,7 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     OptionalAttr<F64Attr>:$capacity_factor,
     Mix_ActivationAttr:$activation
   );
-  let results = (outs Mix_Activations:$output,
+  let results = (outs Mix_Tokens:$output,
                       Optional<Mix_Activations>:$router_logits,
                       Optional<Mix_Scalar>:$aux_loss,
                       Optional<Mix_Scalar>:$z_loss);
@@ -531,7 +531,7 @@ def Mix_ExpertChoiceMoEOp : Mix_Op<"expert_choice_moe",
     ```
   }];
   let arguments = (ins
-    Mix_Activations:$x,
+    Mix_Tokens:$x,
     Mix_Weight:$router,
     Variadic<Mix_Weight>:$gate,
     Variadic<Mix_Weight>:$up,
@@ -539,7 +539,7 @@ def Mix_ExpertChoiceMoEOp : Mix_Op<"expert_choice_moe",
     F64Attr:$capacity_factor,
     Mix_ActivationAttr:$activation
   );
-  let results = (outs Mix_Activations:$output,
+  let results = (outs Mix_Tokens:$output,
                       Optional<Mix_Activations>:$router_logits,
                       Optional<Mix_Scalar>:$z_loss);
   let assemblyFormat = [{
@@ -572,7 +572,7 @@ def Mix_MixtureOfTokensOp : Mix_Op<"mixture_of_tokens", [Pure, AttrSizedOperandS
     ```
   }];
   let arguments = (ins
-    Mix_Activations:$x,
+    Mix_Tokens:$x,
     Mix_Weight:$controller,
     Variadic<Mix_Weight>:$gate,
     Variadic<Mix_Weight>:$up,
@@ -584,7 +584,7 @@ def Mix_MixtureOfTokensOp : Mix_Op<"mixture_of_tokens", [Pure, AttrSizedOperandS
     OptionalAttr<Mix_Positive>:$k,
     Mix_ActivationAttr:$activation
   );
-  let results = (outs Mix_Activations:$output);
+  let results = (outs Mix_Tokens:$output);
   let assemblyFormat = [{
     $x `controller` `(` $controller `:` type($controller) `)`
     `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
@@ -606,9 +606,9 @@ def Mix_MoVOp : Mix_Op<"mov", [Pure]> {
         : tensor<?x768xf32>, tensor<?x2048xf32> -> tensor<?x2048xf32>
     ```
   }];
-  let arguments = (ins Mix_Activations:$x, Mix_Activations:$h, Mix_Weight:$router,
+  let arguments = (ins Mix_Tokens:$x, Mix_Tokens:$h, Mix_Weight:$router,
                        Mix_Weight:$vectors, OptionalAttr<Mix_Positive>:$k);
-  let results = (outs Mix_Activations:$y);
+  let results = (outs Mix_Tokens:$y);
   let assemblyFormat = [{
     $x `,` $h `router` `(` $router `:` type($router) `)`
     `vectors` `(` $vectors `:` type($vectors) `)` attr-dict `:` type($x) `,` type($h)
@@ -630,10 +630,10 @@ def Mix_MoLoRAOp : Mix_Op<"molora", [Pure]> {
         : tensor<?x768xf32> -> tensor<?x768xf32>
     ```
   }];
-  let arguments = (ins Mix_Activations:$x, Mix_Weight:$base, Mix_Weight:$router,
+  let arguments = (ins Mix_Tokens:$x, Mix_Weight:$base, Mix_Weight:$router,
                        Mix_Weight:$lora_a, Mix_Weight:$lora_b, F64Attr:$alpha,
                        OptionalAttr<Mix_Positive>:$k);
-  let results = (outs Mix_Activations:$y);
+  let results = (outs Mix_Tokens:$y);
   let assemblyFormat = [{
     $x `base` `(` $base `:` type($base) `)` `router` `(` $router `:` type($router) `)`
     `lora_a` `(` $lora_a `:` type($lora_a) `)` `lora_b` `(` $lora_b `:` type($lora_b) `)`

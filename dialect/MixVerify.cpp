@@ -221,6 +221,17 @@ LogicalResult verifyLayerResults(ShapeChecker &check, Value output, Value router
   return success();
 }
 
+/// A layer returns its tokens in the dtype it takes them in (a bf16 model, bf16 hidden states).
+LogicalResult sameTokenDtype(Operation *op, Value input, StringRef inputName, Value result,
+                             StringRef resultName) {
+  Type in = cast<RankedTensorType>(input.getType()).getElementType();
+  Type out = cast<RankedTensorType>(result.getType()).getElementType();
+  if (in == out)
+    return success();
+  return op->emitOpError() << "result '" << resultName << "' must have the element type of '"
+                           << inputName << "' (" << in << "), got " << out;
+}
+
 LogicalResult verifyOptionalK(Operation *op, std::optional<uint64_t> k, int64_t numExperts) {
   if (k && static_cast<int64_t>(*k) > numExperts)
     return op->emitOpError() << "attribute 'k' (" << *k
@@ -700,6 +711,8 @@ LogicalResult TokenChoiceMoEOp::verify() {
       failed(verifySharedExperts(check, getSharedGate(), getSharedUp(), getSharedDown(),
                                  getSharedExpertGate(), hidden)))
     return failure();
+  if (failed(sameTokenDtype(*this, getX(), "x", getOutput(), "output")))
+    return failure();
   return verifyLayerResults(check, getOutput(), getRouterLogits(), dimOf(getX(), 0), hidden,
                             numExperts);
 }
@@ -714,6 +727,8 @@ LogicalResult ExpertChoiceMoEOp::verify() {
   ExpertWeightShape shape;
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
                                  shape)))
+    return failure();
+  if (failed(sameTokenDtype(*this, getX(), "x", getOutput(), "output")))
     return failure();
   return verifyLayerResults(check, getOutput(), getRouterLogits(), dimOf(getX(), 0), hidden,
                             numExperts);
@@ -777,6 +792,8 @@ LogicalResult MoLoRAOp::verify() {
       failed(verifyLoRA(check, getLoraA(), getLoraB(), numExperts, hidden,
                         dimOf(getBase(), 0))) ||
       failed(finiteAttr(*this, "alpha", getAlpha().convertToDouble())))
+    return failure();
+  if (failed(sameTokenDtype(*this, getX(), "x", getY(), "y")))
     return failure();
   return verifyTokenResult(check, getY(), "y", "[T, D_out]", dimOf(getX(), 0),
                            {dimOf(getBase(), 0)}, {"D_out"});

@@ -3,6 +3,7 @@
 #include "dialect/MixOps.h"
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -197,6 +198,28 @@ void decompose(MoLoRAOp op) {
   op.erase();
 }
 
+/// A layer whose tokens are bf16 or f16 computes in f32 (layers.md, Conventions): its first
+/// `tokenOperands` operands are widened at its entry and its output (result 0) is rounded
+/// once, at its exit; in between it is an f32 layer and decomposes like one.
+void computeInF32(Operation *op, unsigned tokenOperands) {
+  OpBuilder b(op);
+  Type f32 = b.getF32Type();
+  for (unsigned i = 0; i < tokenOperands; ++i) {
+    Value v = op->getOperand(i);
+    auto type = cast<RankedTensorType>(v.getType());
+    if (!type.getElementType().isF32())
+      op->setOperand(i, arith::ExtFOp::create(b, op->getLoc(), type.clone(f32), v));
+  }
+  Value output = op->getResult(0);
+  auto type = cast<RankedTensorType>(output.getType());
+  if (type.getElementType().isF32())
+    return;
+  b.setInsertionPointAfter(op);
+  output.setType(type.clone(f32));
+  auto rounded = arith::TruncFOp::create(b, op->getLoc(), type, output);
+  output.replaceAllUsesExcept(rounded, rounded);
+}
+
 struct DecomposeLayersPass : mix::impl::DecomposeLayersBase<DecomposeLayersPass> {
   void runOnOperation() override {
     SmallVector<Operation *> layers;
@@ -204,10 +227,12 @@ struct DecomposeLayersPass : mix::impl::DecomposeLayersBase<DecomposeLayersPass>
       if (isa<TokenChoiceMoEOp, ExpertChoiceMoEOp, MixtureOfTokensOp, MoVOp, MoLoRAOp>(op))
         layers.push_back(op);
     });
-    for (Operation *op : layers)
+    for (Operation *op : layers) {
+      computeInF32(op, isa<MoVOp>(op) ? 2 : 1);
       llvm::TypeSwitch<Operation *>(op)
           .Case<TokenChoiceMoEOp, ExpertChoiceMoEOp, MixtureOfTokensOp, MoVOp, MoLoRAOp>(
               [](auto layer) { decompose(layer); });
+    }
   }
 };
 

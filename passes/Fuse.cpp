@@ -4,6 +4,7 @@
 #include "dialect/MixOps.h"
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/SetVector.h"
 
@@ -17,7 +18,15 @@ using namespace mlir::mix;
 
 namespace {
 
+/// The dtype conversions mix-decompose puts at a bf16/f16 layer's entry and exit.
+bool isTokenConversion(Operation *op) {
+  return isa<arith::ExtFOp, arith::TruncFOp>(op) &&
+         isa<RankedTensorType>(op->getResult(0).getType());
+}
+
 bool isPrimitive(Operation *op) {
+  if (isTokenConversion(op))
+    return true;
   return op->getDialect() && isa<MixDialect>(op->getDialect()) &&
          !isa<KernelOp, YieldOp, TokenChoiceMoEOp, ExpertChoiceMoEOp, MixtureOfTokensOp, MoVOp,
               MoLoRAOp>(op);
@@ -92,6 +101,10 @@ std::optional<Group> groupEndingAt(Operation *op) {
 std::string singletonKind(Operation *op) {
   if (isa<RouteOp>(op))
     return "router";
+  if (isa<arith::ExtFOp>(op))
+    return "widen_tokens";
+  if (isa<arith::TruncFOp>(op))
+    return "round_tokens";
   return op->getName().stripDialect().str();
 }
 

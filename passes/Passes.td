@@ -32,7 +32,9 @@ def FuseKernels : Pass<"mix-fuse", "::mlir::func::FuncOp"> {
       (`mix.ffn`, `mix.sigmoid_gate`) or `mix.zeros_like` the combine adds into;
     - `lora`: `mix.linear` with the `mix.mix_lora` that adds onto it;
     - `aux_losses`: the load-balancing loss and z-loss of one router.
-    Any other primitive becomes a kernel of its own, named after the op.
+    Any other primitive becomes a kernel of its own, named after the op; the token dtype
+    conversions of a bf16/f16 layer (`arith.extf`, `arith.truncf` on tensors) become kernels
+    `widen_tokens` and `round_tokens`.
   }];
 }
 
@@ -44,10 +46,21 @@ def TileKernels : Pass<"mix-tile", "::mlir::func::FuncOp"> {
     file per target, `passes/tuning/<target>.json`, compiled in; `table` overrides it). The
     generated kernel picks the first bucket whose `max_tokens` is at least the run-time token
     count, so one artifact serves every batch size.
+
+    On the cpu target it also decides, from the CPU (`cpu`: `native` or a named level), the
+    matrix path of every kernel with expert GEMMs: `amx_bf16` (bf16 weights on a CPU with
+    AMX), `avx512_bf16` (bf16 weights, AVX512-BF16 without AMX) or `fma_f32` (weights
+    widened to f32), recorded as the kernel's `mix.matmul_path` attribute; its tiles come
+    from that path's table (`passes/tuning/cpu-<path>.json`, `cpu.json` for `fma_f32`). The
+    CPU itself (its `-march` and features) is recorded as the function's `mix.cpu`
+    attribute, which codegen builds for and the manifest lists.
   }];
   let options = [
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
            "Target whose built-in tuning table is used (cpu or cuda)">,
+    Option<"cpu", "cpu", "std::string", /*default=*/"\"native\"",
+           "CPU the cpu target compiles for: native, x86-64, x86-64-v3, x86-64-v4, "
+           "sapphirerapids, znver4, znver5">,
     Option<"table", "table", "std::string", /*default=*/"\"\"",
            "Path of a tuning table JSON file to use instead of the built-in one">
   ];

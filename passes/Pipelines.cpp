@@ -14,6 +14,12 @@ const char kCpuTuningTable[] =
 const char kCudaTuningTable[] =
 #include "passes/tuning/cuda.json.inc"
     ;
+const char kCpuAmxTuningTable[] =
+#include "passes/tuning/cpu-amx_bf16.json.inc"
+    ;
+const char kCpuAvx512Bf16TuningTable[] =
+#include "passes/tuning/cpu-avx512_bf16.json.inc"
+    ;
 } // namespace
 
 StringRef mlir::mix::builtinTuningTable(StringRef target) {
@@ -21,6 +27,10 @@ StringRef mlir::mix::builtinTuningTable(StringRef target) {
     return kCpuTuningTable;
   if (target == "cuda")
     return kCudaTuningTable;
+  if (target == "cpu-amx_bf16")
+    return kCpuAmxTuningTable;
+  if (target == "cpu-avx512_bf16")
+    return kCpuAvx512Bf16TuningTable;
   return "";
 }
 

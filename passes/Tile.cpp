@@ -1,10 +1,13 @@
 // mix-tile: attaches each kernel's tile configurations, by token-count bucket, from the
-// target's tuning table. The table is the one home of tile sizes; codegen only reads the
-// attribute this pass sets.
+// target's tuning table, and on the cpu target each expert kernel's matrix path (AMX,
+// AVX512-BF16, f32 FMA) from the CPU it compiles for. The tables are the one home of tile
+// sizes; codegen only reads the attributes this pass sets.
 #include "dialect/MixOps.h"
+#include "passes/CpuTarget.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -38,43 +41,93 @@ FailureOr<DictionaryAttr> bucketAttr(Builder &b, const llvm::json::Object &bucke
   return b.getDictionaryAttr(entries);
 }
 
+/// The GEMM weights' element type of a kernel's expert FFNs (null when it has none).
+Type gemmWeightType(KernelOp kernel) {
+  Type type;
+  kernel.walk([&](Operation *op) {
+    Value up;
+    if (auto ffn = dyn_cast<ExpertFFNOp>(op))
+      up = ffn.getUp().front();
+    else if (auto ffn = dyn_cast<FFNOp>(op))
+      up = ffn.getUp();
+    else if (auto ffn = dyn_cast<BatchedExpertFFNOp>(op))
+      up = ffn.getUp().front();
+    if (up && !type)
+      type = cast<RankedTensorType>(up.getType()).getElementType();
+  });
+  return type;
+}
+
 struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
   using TileKernelsBase::TileKernelsBase;
 
-  void runOnOperation() override {
-    func::FuncOp func = getOperation();
-    auto error = [&]() { return func.emitError(); };
-    std::string text;
-    std::string source = table.empty() ? ("built-in " + target + " table") : table;
-    if (!table.empty()) {
-      auto buffer = llvm::MemoryBuffer::getFile(table);
-      if (!buffer) {
-        error() << "cannot read tuning table '" << table << "': " << buffer.getError().message();
-        return signalPassFailure();
+  /// The parsed `kernels` object of a tuning table: the file given by `table`, else the
+  /// built-in table `name`. Null after reporting an error.
+  const llvm::json::Object *kernelsOf(StringRef name, func::FuncOp func, std::string &source) {
+    std::string key = table.empty() ? name.str() : table;
+    auto it = parsed.find(key);
+    source = table.empty() ? ("built-in " + name.str() + " table") : table;
+    if (it == parsed.end()) {
+      std::string text;
+      if (!table.empty()) {
+        auto buffer = llvm::MemoryBuffer::getFile(table);
+        if (!buffer) {
+          func.emitError() << "cannot read tuning table '" << table
+                           << "': " << buffer.getError().message();
+          return nullptr;
+        }
+        text = (*buffer)->getBuffer().str();
+      } else {
+        text = builtinTuningTable(name).str();
+        if (text.empty()) {
+          func.emitError() << "no built-in tuning table for target '" << name << "'";
+          return nullptr;
+        }
       }
-      text = (*buffer)->getBuffer().str();
-    } else {
-      text = builtinTuningTable(target).str();
-      if (text.empty()) {
-        error() << "no built-in tuning table for target '" << target << "'";
-        return signalPassFailure();
+      llvm::Expected<llvm::json::Value> value = llvm::json::parse(text);
+      if (!value) {
+        func.emitError() << "tuning table (" << source
+                         << ") is not valid JSON: " << llvm::toString(value.takeError());
+        return nullptr;
       }
-    }
-    llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(text);
-    if (!parsed) {
-      error() << "tuning table (" << source << ") is not valid JSON: "
-              << llvm::toString(parsed.takeError());
-      return signalPassFailure();
+      it = parsed.try_emplace(key, std::move(*value)).first;
     }
     const llvm::json::Object *kernels =
-        parsed->getAsObject() ? parsed->getAsObject()->getObject("kernels") : nullptr;
-    if (!kernels) {
-      error() << "tuning table (" << source << ") needs an object 'kernels'";
-      return signalPassFailure();
+        it->second.getAsObject() ? it->second.getAsObject()->getObject("kernels") : nullptr;
+    if (!kernels)
+      func.emitError() << "tuning table (" << source << ") needs an object 'kernels'";
+    return kernels;
+  }
+
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    Builder b(&getContext());
+    // The CPU decides each expert kernel's matrix path; each path has its own tuning table.
+    std::optional<CpuTarget> host;
+    if (target == "cpu") {
+      std::string error;
+      host = resolveCpuTarget(cpu, error);
+      if (!host) {
+        func.emitError() << error;
+        return signalPassFailure();
+      }
+      func->setAttr(kCpuAttr, cpuTargetAttr(b, *host));
     }
 
-    Builder b(&getContext());
     WalkResult walk = func.walk([&](KernelOp kernel) {
+      std::string tableName = target;
+      if (host) {
+        if (Type weights = gemmWeightType(kernel)) {
+          StringRef path = matmulPathFor(*host, weights);
+          kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
+          if (path != "fma_f32")
+            tableName = (target + "-" + path).str();
+        }
+      }
+      std::string source;
+      const llvm::json::Object *kernels = kernelsOf(tableName, func, source);
+      if (!kernels)
+        return WalkResult::interrupt();
       const llvm::json::Array *buckets = kernels->getArray(kernel.getKind());
       if (!buckets)
         buckets = kernels->getArray("default");
@@ -110,6 +163,8 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
     if (walk.wasInterrupted())
       signalPassFailure();
   }
+
+  llvm::StringMap<llvm::json::Value> parsed;
 };
 
 } // namespace

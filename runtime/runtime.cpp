@@ -13,9 +13,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <fstream>
 #include <memory>
 #include <new>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -175,6 +178,37 @@ struct EntryPoint {
   }
 };
 
+// The CPU features this host has, by their Linux names (/proc/cpuinfo "flags"); empty when
+// the file cannot be read (then artifacts that require features are refused).
+const std::set<std::string> &hostCpuFeatures() {
+  static const std::set<std::string> features = [] {
+    std::set<std::string> found;
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("flags", 0) != 0)
+        continue;
+      std::istringstream words(line.substr(line.find(':') + 1));
+      std::string word;
+      while (words >> word)
+        found.insert(word);
+      break;
+    }
+    return found;
+  }();
+  return features;
+}
+
+// Linux grants a process the AMX tile state only on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), once per process.
+bool requestAmxTileState() {
+  static const bool granted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return ::syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+}
+
 struct Artifact {
   std::string outdir, manifestPath, target, name, library;
   void *handle = nullptr;
@@ -301,6 +335,38 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
   std::string cudaApiSymbol;
   if (artifact->target == "cuda")
     cudaApiSymbol = reader.string(manifest, "cuda_host_api_symbol", "manifest");
+
+  // A cpu artifact is built for one CPU (mixtilec --cpu): refuse a host without the
+  // features its code uses before loading it, instead of dying of SIGILL in a kernel.
+  if (artifact->target == "cpu") {
+    auto cpu = manifest.find("cpu");
+    if (cpu != manifest.end()) {
+      std::string built = reader.string(*cpu, "name", "manifest.cpu");
+      std::vector<std::string> missing;
+      for (const nlohmann::json &feature : reader.array(*cpu, "required_features", "manifest.cpu")) {
+        if (!feature.is_string())
+          reader.bad("cpu.required_features", "expected feature names, got " + feature.dump());
+        if (!hostCpuFeatures().count(feature.get<std::string>()))
+          missing.push_back(feature.get<std::string>());
+      }
+      if (!missing.empty()) {
+        std::string list;
+        for (const std::string &m : missing)
+          list += (list.empty() ? "" : ", ") + m;
+        fail(MIXTILE_ERROR_UNSUPPORTED,
+             outdir + ": the artifact was compiled for CPU '" + built +
+                 "' and needs CPU features this host lacks: " + list +
+                 " (recompile it with mixtilec --cpu native on this host)");
+      }
+      bool amx = false;
+      for (const nlohmann::json &feature : (*cpu)["required_features"])
+        amx = amx || feature == "amx_tile";
+      if (amx && !requestAmxTileState())
+        fail(MIXTILE_ERROR_UNSUPPORTED,
+             outdir + ": the artifact uses AMX tiles, but the kernel did not grant this process "
+                      "the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM failed)");
+    }
+  }
 
   const nlohmann::json &entries = reader.array(manifest, "entry_points", "manifest");
   if (entries.empty())

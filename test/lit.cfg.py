@@ -40,3 +40,22 @@ if nvcc:
     config.substitutions.append(("%nvcc", nvcc))
 if shutil.which("nvidia-smi") and os.system("nvidia-smi -L >/dev/null 2>&1") == 0:
     config.available_features.add("cuda-gpu")
+
+# amx-bf16 / avx512-bf16: the host runs the bf16 matrix paths (AMX tiles with the kernel's
+# tile-state permission; VDPBF16PS), so their kernel and integration tests can run here.
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_flags = _cpu_flags()
+if {"amx_bf16", "amx_tile"} <= _flags:
+    config.available_features.add("amx-bf16")
+if "avx512_bf16" in _flags:
+    config.available_features.add("avx512-bf16")

@@ -4,6 +4,7 @@
 #include "codegen/Artifact.h"
 #include "codegen/FunctionEmitter.h"
 #include "dialect/MixOps.h"
+#include "passes/CpuTarget.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -31,6 +32,9 @@ public:
 private:
   LogicalResult beginKernel(KernelOp kernel, unsigned index) override {
     currentTiles = tileFunction(kernel, index);
+    // The matrix path mix-tile chose from the CPU (AMX, AVX512-BF16, f32 FMA).
+    auto path = kernel->getAttrOfType<StringAttr>(kMatmulPathAttr);
+    currentPath = path ? path.str() : "fma_f32";
     return success();
   }
   LogicalResult emitOp(Operation *op, KernelOp kernel) override;
@@ -57,6 +61,7 @@ private:
   }
 
   std::string currentTiles;  // the tile function of the kernel being emitted
+  std::string currentPath;   // its matrix path
   std::string pendingTiles;  // its text, added to the helpers if a call uses it
 };
 
@@ -190,15 +195,22 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
              .str());
     helpers += pendingTiles;
     pendingTiles.clear();
-    line(llvm::formatv("mixtile::cpu::expert_ffn<{0}, {1}, {2}>(p, {3}({4}));",
+    std::string path =
+        currentPath == "fma_f32" ? "" : ", mixtile::cpu::MatmulPath::" + currentPath;
+    if (currentPath == "amx_bf16") {
+      int code = addError("the OS did not grant this process the AMX tile state (arch_prctl "
+                          "ARCH_REQ_XCOMP_PERM failed): recompile with --cpu x86-64-v4");
+      line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", code).str());
+    }
+    line(llvm::formatv("mixtile::cpu::expert_ffn<{0}, {1}, {2}{5}>(p, {3}({4}));",
                        weightType(shape.elementType), activationName(activation.getValue()),
-                       shape.gated ? "true" : "false", tiles, tokenCountExpr)
+                       shape.gated ? "true" : "false", tiles, tokenCountExpr, path)
              .str());
     line("}");
     scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {1}, {2}, "
-                                    "max_threads, {3}({4}))",
+                                    "max_threads, {3}({4}){5})",
                                     assignments, hidden, shape.intermediate, tiles,
-                                    tokenCountExpr)
+                                    tokenCountExpr, path)
                           .str());
   };
 
@@ -365,10 +377,34 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, 
     c.addKernelLibrary = addCpuKernelLibrary;
     return c;
   }();
-  return emitArtifact(module, name, conventions,
-                      [](func::FuncOp func, StringRef artifactName,
-                         std::vector<std::string> &errors) -> std::unique_ptr<FunctionEmitter> {
-                        return std::make_unique<CpuEmitter>(func, artifactName, errors,
-                                                            conventions);
-                      });
+  FailureOr<EmittedArtifact> artifact = emitArtifact(
+      module, name, conventions,
+      [](func::FuncOp func, StringRef artifactName,
+         std::vector<std::string> &errors) -> std::unique_ptr<FunctionEmitter> {
+        return std::make_unique<CpuEmitter>(func, artifactName, errors, conventions);
+      });
+  if (failed(artifact))
+    return failure();
+  // The CPU mix-tile compiled for: the library is built for it and the runtime refuses a
+  // host without its features. IR that skipped mix-tile is built for the host as it is.
+  std::optional<CpuTarget> cpu;
+  for (auto func : module.getOps<func::FuncOp>())
+    if (!cpu)
+      cpu = cpuTargetFromAttr(func->getAttrOfType<DictionaryAttr>(kCpuAttr));
+  artifact->march = cpu ? cpu->march : "native";
+  llvm::json::Array features;
+  if (cpu)
+    for (const std::string &f : cpu->features)
+      features.push_back(f);
+  llvm::json::Array paths;
+  module.walk([&](KernelOp kernel) {
+    if (auto path = kernel->getAttrOfType<StringAttr>(kMatmulPathAttr))
+      paths.push_back(llvm::json::Object{{"kernel", kernel.getKind().str()},
+                                         {"matmul_path", path.str()}});
+  });
+  artifact->manifest["cpu"] = llvm::json::Object{{"name", cpu ? cpu->name : "native"},
+                                                 {"march", artifact->march},
+                                                 {"required_features", std::move(features)},
+                                                 {"matmul_paths", std::move(paths)}};
+  return artifact;
 }

@@ -172,7 +172,8 @@ struct Argument {
 
 OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
                                                 int layerArg, StringRef dtypeArg,
-                                                std::string &name, std::string &error) {
+                                                StringRef tokenDtypeArg, std::string &name,
+                                                std::string &error) {
   auto buffer = llvm::MemoryBuffer::getFile(configPath);
   if (!buffer) {
     error = "cannot read '" + configPath.str() + "': " + buffer.getError().message();
@@ -220,13 +221,33 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
 
   std::string dtype = dtypeArg.str();
   if (dtype.empty()) {
-    std::string torchDtype = r.string("torch_dtype", "float32");
-    dtype = torchDtype == "bfloat16" ? "bf16" : torchDtype == "float16" ? "f16" : "f32";
+    // transformers 5.x writes the model dtype as `dtype`, 4.x as `torch_dtype`.
+    const char *field = r.config.get("dtype") && r.config.get("dtype")->kind() !=
+                                                     llvm::json::Value::Null
+                            ? "dtype"
+                            : "torch_dtype";
+    std::string torchDtype = r.string(field, "float32");
+    dtype = torchDtype == "bfloat16" ? "bf16"
+            : torchDtype == "float16" ? "f16"
+            : torchDtype == "float32" ? "f32"
+                                      : "";
+    if (dtype.empty() && r.ok()) {
+      error = llvm::formatv("field '{0}' = '{1}' is not supported (expected float32, bfloat16 "
+                            "or float16; or give --dtype)",
+                            field, llvm::StringRef(torchDtype).take_front(64))
+                  .str();
+      return nullptr;
+    }
   }
   Builder b(context);
-  Type weightType = dtype == "bf16"   ? Type(b.getBF16Type())
-                    : dtype == "f16" ? Type(b.getF16Type())
-                                     : Type(b.getF32Type());
+  auto floatType = [&](StringRef name) {
+    return name == "bf16"  ? Type(b.getBF16Type())
+           : name == "f16" ? Type(b.getF16Type())
+                           : Type(b.getF32Type());
+  };
+  Type weightType = floatType(dtype);
+  // A bf16 model's hidden states are bf16: the block takes and returns the model's dtype.
+  Type tokenType = tokenDtypeArg.empty() ? weightType : floatType(tokenDtypeArg);
 
   // ---- the family's routing and the checkpoint's tensor names -------------------------------
   int64_t hidden = 0, experts = 0, width = 0, k = 1, sharedWidth = 0, nGroup = 1, topkGroup = 1;
@@ -347,7 +368,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   // ---- the function -----------------------------------------------------------------------
   Type f32 = b.getF32Type();
   std::vector<Argument> args;
-  args.push_back({"hidden_states", {ShapedType::kDynamic, hidden}, f32});
+  args.push_back({"hidden_states", {ShapedType::kDynamic, hidden}, tokenType});
   args.push_back({router, {experts, hidden}, weightType});
   if (routerBias)
     args.push_back({routerBiasName, {experts}, weightType});
@@ -380,7 +401,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   SmallVector<Type> inputTypes;
   for (const Argument &arg : args)
     inputTypes.push_back(RankedTensorType::get(arg.shape, arg.type));
-  Type outputType = RankedTensorType::get({ShapedType::kDynamic, hidden}, f32);
+  Type outputType = RankedTensorType::get({ShapedType::kDynamic, hidden}, tokenType);
   auto func = func::FuncOp::create(builder, loc, "sparse_block",
                                    builder.getFunctionType(inputTypes, {outputType}));
   for (auto [i, arg] : llvm::enumerate(args))

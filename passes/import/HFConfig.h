@@ -12,11 +12,13 @@ namespace mlir::mix {
 
 /// Reads `configPath` and returns a module with one function, `sparse_block`, computing
 /// layer `layer`'s sparse block (the first sparse layer when `layer` < 0) with weights of
-/// `dtype` ("f32", "bf16", "f16"; empty: the config's torch_dtype, else f32). On a config it
-/// cannot honour, returns null and sets `error` to one line naming the field. `name` is set
-/// to `<model_type>_layer<N>`.
+/// `dtype` ("f32", "bf16", "f16"; empty: the config's `dtype` (transformers 5.x) or
+/// `torch_dtype` (4.x), else f32). The block takes and returns hidden states of `tokenDtype`
+/// (empty: the weights' dtype, as the model does). On a config it cannot honour, returns null
+/// and sets `error` to one line naming the field. `name` is set to `<model_type>_layer<N>`.
 OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath, int layer,
-                                     StringRef dtype, std::string &name, std::string &error);
+                                     StringRef dtype, StringRef tokenDtype, std::string &name,
+                                     std::string &error);
 
 } // namespace mlir::mix
 

@@ -69,6 +69,7 @@ DEFAULTS = dict(
     batch=4,
     seq=8,
     dtype="f32",
+    token_dtype="f32",
     router_dtype=None,
     scoring="softmax",
     normalize=False,
@@ -124,12 +125,13 @@ def tensor_type(shape, element):
 class Builder:
     """Collects random weights and the matching function arguments."""
 
-    def __init__(self, rng, dtype, router_dtype):
+    def __init__(self, rng, dtype, router_dtype, token_dtype="f32"):
         self.rng, self.dtype, self.router_dtype = rng, dtype, router_dtype
+        self.token_dtype = token_dtype
         self.args, self.weights, self.dtypes, self.roles = [], {}, {}, {}
 
     def add_input(self, ssa, name, shape):
-        self.args.append((ssa, tensor_type(shape, "f32"), name))
+        self.args.append((ssa, tensor_type(shape, self.token_dtype), name))
 
     def add_weight(self, role, ssa, name, values, dtype=None):
         dtype = dtype or self.dtype
@@ -243,7 +245,8 @@ def build(o, command=""):
     """Returns (mlir_text, case dict, weights {name: f32 array}, dtypes, inputs)."""
     validate(o)
     rng = np.random.default_rng(o["seed"])
-    b = Builder(rng, o["dtype"], o["router_dtype"])
+    b = Builder(rng, o["dtype"], o["router_dtype"], o["token_dtype"])
+    tok = o["token_dtype"]  # the layer's token inputs and output; aux results stay f32
     kind, D, F, E, T = o["kind"], o["hidden"], o["ffn"], o["experts"], o["tokens"]
     attrs, results, inputs = {}, [("output", None)], {}
     body = []
@@ -321,7 +324,7 @@ def build(o, command=""):
             attrs = {"capacity_factor": o["capacity_factor"], "activation": o["activation"]}
             if o["aux"]:
                 results += [("router_logits", (None, E)), ("z_loss", ())]
-        x_type = tensor_type((None, D), "f32")
+        x_type = tensor_type((None, D), tok)
         suffix = "".join(f" {name} {tensor_type(shape, 'f32')}" for name, shape in results[1:])
         body.append(
             f"{op} "
@@ -352,7 +355,7 @@ def build(o, command=""):
             "k": o["k"] if o["transition"] else None,
             "activation": o["activation"],
         }
-        x_type = tensor_type((None, None, D), "f32")
+        x_type = tensor_type((None, None, D), tok)
         body.append(
             f"mix.mixture_of_tokens %x controller({ref})\n      experts {experts}\n      "
             f"{attr_dict(attrs)}\n      : {x_type} -> {x_type}"
@@ -377,8 +380,8 @@ def build(o, command=""):
         attrs = {"k": o["k"]}
         body.append(
             f"mix.mov %x, %h router({router}) vectors({vectors}) {attr_dict(attrs)}"
-            f"\n      : {tensor_type((None, D), 'f32')}, {tensor_type((None, H), 'f32')}"
-            f" -> {tensor_type((None, H), 'f32')}"
+            f"\n      : {tensor_type((None, D), tok)}, {tensor_type((None, H), tok)}"
+            f" -> {tensor_type((None, H), tok)}"
         )
         out_shape = (None, H)
 
@@ -402,8 +405,8 @@ def build(o, command=""):
         attrs = {"alpha": o["alpha"], "k": o["k"]}
         body.append(
             f"mix.molora %x base({base}) router({router})\n      lora_a({lora_a}) "
-            f"lora_b({lora_b}) {attr_dict(attrs)}\n      : {tensor_type((None, D), 'f32')}"
-            f" -> {tensor_type((None, Dout), 'f32')}"
+            f"lora_b({lora_b}) {attr_dict(attrs)}\n      : {tensor_type((None, D), tok)}"
+            f" -> {tensor_type((None, Dout), tok)}"
         )
         out_shape = (None, Dout)
 
@@ -415,7 +418,7 @@ def build(o, command=""):
         if kind == "token_choice"
         else ["%y", "%logits", "%z"][: len(results)]
     )
-    result_types = [tensor_type(shape, "f32") for _, shape in results]
+    result_types = [tensor_type(shape, tok if i == 0 else "f32") for i, (_, shape) in enumerate(results)]
     args = ",\n    ".join(f'%{ssa}: {ty} {{mix.name = "{name}"}}' for ssa, ty, name in b.args)
     rets = ",\n        ".join(
         f'{ty} {{mix.name = "{name}"}}' for ty, (name, _) in zip(result_types, results)
@@ -430,6 +433,7 @@ def build(o, command=""):
         "kind": kind,
         "function": kind,
         "dtype": o["dtype"],
+        "token_dtype": tok,
         "router_dtype": o["router_dtype"],
         "sizes": {"tokens": T, "hidden": D, "ffn": F, "experts": E},
         "attrs": {k: v for k, v in attrs.items() if v is not None},
@@ -480,9 +484,11 @@ def write(out_dir, mlir, case, weights, dtypes, inputs):
     with open(os.path.join(out_dir, "layer.mlir"), "w") as f:
         f.write(mlir)
     safetensors_io.write_file(os.path.join(out_dir, "weights.safetensors"), weights, dtypes)
+    token_dtype = SAFETENSORS_DTYPE[case.get("token_dtype", "f32")]
     safetensors_io.write_file(
         os.path.join(out_dir, "inputs.safetensors"),
         {n: v.astype(np.float32) for n, v in inputs.items()},
+        {n: token_dtype for n in inputs},
     )
     with open(os.path.join(out_dir, "case.json"), "w") as f:
         json.dump(case, f, indent=2)
@@ -506,6 +512,11 @@ def parser():
     p.add_argument("--batch", "-B", type=int, help="B (mixture_of_tokens)")
     p.add_argument("--seq", "-S", type=int, help="S (mixture_of_tokens)")
     p.add_argument("--dtype", choices=SAFETENSORS_DTYPE, help="weight dtype (default f32)")
+    p.add_argument(
+        "--token-dtype",
+        choices=SAFETENSORS_DTYPE,
+        help="dtype of the layer's token inputs and output (default f32)",
+    )
     p.add_argument(
         "--router-dtype",
         choices=SAFETENSORS_DTYPE,

@@ -2,14 +2,15 @@
 # Integration driver: compiles one layer ONCE with mixtilec, then for every token count runs
 # it with mixtile-run on fresh random inputs and checks the result against the float64
 # reference.
-# Usage: run_cases.sh [--device cpu|cuda|fake-cuda|cuda-graph DRIVER] WORKDIR T1,T2,... --
+# Usage: run_cases.sh [--device cpu|cuda|fake-cuda|cuda-graph DRIVER] [--cpu NAME] WORKDIR T1,T2,... --
 #   make_case options ({T} = token count). cuda: mixtilec --target cuda, mixtile-run --device
 #   cuda (needs a GPU). cuda-graph: the same artifact run by DRIVER
 #   (test/integration/cuda/Inputs/run_cuda_artifact.cpp), which captures the layer in a CUDA
 #   graph and launches it twice, results poisoned before each launch.
 #   fake-cuda: the cpu artifact wrapped as a cuda one over a stand-in device
 #   (test/runtime/Inputs/fake_cuda_device.cpp), run with --device cuda: tests the runtime's
-#   cuda backend without a GPU.
+#   cuda backend without a GPU. --cpu NAME: compile with mixtilec --cpu NAME (the CPU, and so
+#   the matrix path of bf16 experts: x86-64-v4 f32 FMA, znver5 VDPBF16PS, sapphirerapids AMX).
 # One artifact serving every T is part of what is tested: the IR must not change with T.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,11 @@ if [[ "${1:-}" == "--device" ]]; then
     driver=$1
     shift
   fi
+fi
+cpu_args=()
+if [[ "${1:-}" == "--cpu" ]]; then
+  cpu_args=(--cpu "$2")
+  shift 2
 fi
 case "$device" in
   cpu) compile=() run=(--threads 2) ;;
@@ -49,7 +55,7 @@ for t in ${tokens//,/ }; do
       bash "$here/../runtime/Inputs/make_fake_cuda_artifact.sh" "$here/../.." \
         "$work/cpu-artifact" "$work/artifact"
     else
-      mixtilec "$case_dir/layer.mlir" "${compile[@]}" -o "$work/artifact"
+      mixtilec "$case_dir/layer.mlir" "${compile[@]}" ${cpu_args[@]+"${cpu_args[@]}"} -o "$work/artifact"
     fi
     grep -v '^//' "$case_dir/layer.mlir" > "$work/layer.mlir"
   fi

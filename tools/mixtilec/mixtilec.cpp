@@ -4,6 +4,7 @@
 #include "codegen/Artifact.h"
 #include "dialect/MixDialect.h"
 #include "dialect/MixOps.h"
+#include "passes/CpuTarget.h"
 #include "passes/Passes.h"
 #include "passes/import/HFConfig.h"
 
@@ -36,6 +37,16 @@ static cl::opt<int> layerIndex("layer", cl::desc("Layer whose sparse block to co
 static cl::opt<std::string> dtype("dtype",
                                   cl::desc("Weight dtype of the checkpoint: f32, bf16 or f16"),
                                   cl::init(""));
+static cl::opt<std::string> tokenDtype(
+    "token-dtype",
+    cl::desc("With --hf-config: dtype of the hidden states the block takes and returns (f32, "
+             "bf16 or f16; default: the weights' dtype, as the model does)"),
+    cl::init(""));
+static cl::opt<std::string> cpu(
+    "cpu",
+    cl::desc("CPU the cpu target compiles for: native (the host, default), x86-64, x86-64-v3, "
+             "x86-64-v4, sapphirerapids, znver4 or znver5"),
+    cl::init("native"));
 static cl::opt<std::string> target("target", cl::desc("Target: cpu or cuda"), cl::init("cpu"));
 static cl::opt<std::string> emit("emit", cl::desc("What to emit: mlir, source or lib"),
                                  cl::init("lib"));
@@ -83,12 +94,21 @@ int main(int argc, char **argv) {
     return fail("unknown --target '" + target + "' (expected cpu or cuda)");
   if (emit != "mlir" && emit != "source" && emit != "lib")
     return fail("unknown --emit '" + emit + "' (expected mlir, source or lib)");
-  if (!hfConfig.empty() || layerIndex >= 0 || !dtype.empty()) {
+  if (!hfConfig.empty() || layerIndex >= 0 || !dtype.empty() || !tokenDtype.empty()) {
     if (hfConfig.empty())
-      return fail("--layer and --dtype apply only with --hf-config");
+      return fail("--layer, --dtype and --token-dtype apply only with --hf-config");
   }
   if (!dtype.empty() && dtype != "f32" && dtype != "bf16" && dtype != "f16")
     return fail("unknown --dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  if (cpu.getNumOccurrences() && target != "cpu")
+    return fail("--cpu applies only to --target cpu");
+  {
+    std::string error;
+    if (!mix::resolveCpuTarget(cpu, error))
+      return fail(error);
+  }
+  if (!tokenDtype.empty() && tokenDtype != "f32" && tokenDtype != "bf16" && tokenDtype != "f16")
+    return fail("unknown --token-dtype '" + tokenDtype + "' (expected f32, bf16 or f16)");
 
   DialectRegistry registry;
   registry.insert<mix::MixDialect, func::FuncDialect, arith::ArithDialect,
@@ -102,7 +122,8 @@ int main(int argc, char **argv) {
   std::string name;
   if (!hfConfig.empty()) {
     std::string error;
-    module = mix::importHFConfig(&context, hfConfig, layerIndex, dtype, name, error);
+    module = mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype, name,
+                                 error);
     if (!module)
       return fail(error);
   } else {
@@ -132,6 +153,7 @@ int main(int argc, char **argv) {
         mix::TileKernelsOptions options;
         options.target = target;
         options.table = tuningTable;
+        options.cpu = cpu;
         pm.addPass(mix::createTileKernels(options));
       })))
     return 1;

@@ -363,4 +363,48 @@ inline cudaError_t token_emit(int64_t batch, int64_t seq, int64_t hidden, int64_
   return cudaGetLastError();
 }
 
+namespace detail {
+
+template <WeightType W>
+__global__ void widen_tokens_kernel(int64_t n, const Storage<W> *src, float *dst) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = load_weight<W>(src, i);
+}
+
+template <WeightType W>
+__global__ void round_tokens_kernel(int64_t n, const float *src, Storage<W> *dst) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if constexpr (W == WeightType::f32)
+      dst[i] = src[i];
+    else if constexpr (W == WeightType::bf16)
+      dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+    else
+      dst[i] = __half_as_ushort(__float2half_rn(src[i]));
+  }
+}
+
+} // namespace detail
+
+/// A bf16/f16 layer's token conversions (layers.md, Conventions): its input tokens widened to
+/// f32 at entry, its f32 output rounded once, to nearest even, at exit.
+template <WeightType W>
+inline cudaError_t widen_tokens(int64_t n, const Storage<W> *src, float *dst, cudaStream_t stream) {
+  if (n <= 0)
+    return cudaSuccess;
+  const unsigned blocks = std::min<unsigned>(detail::blocks_for(n, 256), 8192);
+  detail::widen_tokens_kernel<W><<<blocks, 256, 0, stream>>>(n, src, dst);
+  return cudaGetLastError();
+}
+
+template <WeightType W>
+inline cudaError_t round_tokens(int64_t n, const float *src, Storage<W> *dst, cudaStream_t stream) {
+  if (n <= 0)
+    return cudaSuccess;
+  const unsigned blocks = std::min<unsigned>(detail::blocks_for(n, 256), 8192);
+  detail::round_tokens_kernel<W><<<blocks, 256, 0, stream>>>(n, src, dst);
+  return cudaGetLastError();
+}
+
 } // namespace mixtile::cuda

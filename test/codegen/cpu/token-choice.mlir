@@ -1,12 +1,44 @@
 // The emitted C++ of a DeepSeek-style layer: one router kernel with every routing constant,
 // the dispatch, and one experts kernel where the shared expert writes the output the routed
 // experts scatter-add into, with tiles chosen by token count.
-// RUN: rm -rf %t && mixtilec %s --emit source -o %t
+// RUN: rm -rf %t && mixtilec %s --cpu x86-64-v4 --emit source -o %t
 // RUN: FileCheck %s --input-file %t/token_choice.cpp
 // RUN: FileCheck %s --check-prefix=HEADER --input-file %t/token_choice.h
 // RUN: FileCheck %s --check-prefix=MANIFEST --input-file %t/manifest.json
 // RUN: not test -e %t/libtoken_choice.so
 // RUN: test -f %t/mixtile_kernels/kernels.h
+// The matrix path follows the CPU: bf16 weights take AMX tiles on Sapphire Rapids and
+// VDPBF16PS on Zen 5; x86-64-v4 (above) widens them to f32.
+// RUN: rm -rf %t.spr && mixtilec %s --cpu sapphirerapids --emit source -o %t.spr
+// RUN: FileCheck %s --check-prefix=AMX --input-file %t.spr/token_choice.cpp
+// RUN: FileCheck %s --check-prefix=AMX-MANIFEST --input-file %t.spr/manifest.json
+// RUN: rm -rf %t.zen && mixtilec %s --cpu znver5 --emit source -o %t.zen
+// RUN: FileCheck %s --check-prefix=ZEN --input-file %t.zen/token_choice.cpp
+// RUN: FileCheck %s --check-prefix=ZEN-MANIFEST --input-file %t.zen/manifest.json
+// RUN: not mixtilec %s --cpu pentium4 -o %t.bad 2>&1 | FileCheck %s --check-prefix=BADCPU
+// RUN: not test -e %t.bad
+
+// AMX: "the OS did not grant this process the AMX tile state
+// AMX: mixtile::cpu::expert_ffn_workspace_size({{.*}}, mixtile::cpu::MatmulPath::amx_bf16)
+// AMX: if (!mixtile::cpu::amx_ready())
+// AMX-NEXT: return {{[0-9]+}};
+// AMX-NEXT: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::amx_bf16>(p, tiles_k2(T));
+// AMX-MANIFEST: "cpu": {
+// AMX-MANIFEST-NEXT: "march": "sapphirerapids",
+// AMX-MANIFEST-NEXT: "matmul_paths": [
+// AMX-MANIFEST-NEXT: {
+// AMX-MANIFEST-NEXT: "kernel": "moe_experts",
+// AMX-MANIFEST-NEXT: "matmul_path": "amx_bf16"
+// AMX-MANIFEST: "name": "sapphirerapids",
+// AMX-MANIFEST-NEXT: "required_features": [
+// AMX-MANIFEST: "amx_tile",
+// AMX-MANIFEST-NEXT: "amx_bf16"
+// ZEN-NOT: amx_ready
+// ZEN: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::avx512_bf16>(p, tiles_k2(T));
+// ZEN-MANIFEST: "march": "znver4",
+// ZEN-MANIFEST: "matmul_path": "avx512_bf16"
+// ZEN-MANIFEST-NOT: amx
+// BADCPU: mixtilec: error: unknown --cpu 'pentium4' (expected one of native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5)
 
 // CHECK: static mixtile::cpu::TileConfig tiles_k2(int64_t tokens) {
 // CHECK-NEXT: mixtile::cpu::TileConfig c = mixtile::cpu::default_tile_config(tokens);
@@ -41,6 +73,13 @@
 // HEADER: int layer_packed(void *const *tensors, const int64_t *dims, void *workspace, int num_threads);
 // HEADER: const char *token_choice_error_message(int code);
 
+// MANIFEST: "cpu": {
+// MANIFEST-NEXT: "march": "x86-64-v4",
+// MANIFEST: "matmul_path": "fma_f32"
+// MANIFEST: "name": "x86-64-v4",
+// MANIFEST-NEXT: "required_features": [
+// MANIFEST-NEXT: "avx2",
+// MANIFEST-NOT: bf16
 // MANIFEST: "entry_points": [
 // MANIFEST: "arguments": [
 // MANIFEST: "c_name": "hidden_states",

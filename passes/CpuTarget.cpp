@@ -1,0 +1,102 @@
+// CPU levels, host detection and the matrix-path policy (see CpuTarget.h).
+#include "passes/CpuTarget.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+using namespace mlir::mix;
+
+namespace {
+
+// The features Mixtile's kernels and codegen distinguish, as LLVM and Linux name them.
+struct FeatureName {
+  const char *llvmName, *cpuinfoName;
+};
+constexpr FeatureName kFeatures[] = {
+    {"avx2", "avx2"},           {"fma", "fma"},
+    {"f16c", "f16c"},           {"avx512f", "avx512f"},
+    {"avx512bw", "avx512bw"},   {"avx512dq", "avx512dq"},
+    {"avx512vl", "avx512vl"},   {"avx512cd", "avx512cd"},
+    {"avx512bf16", "avx512_bf16"}, {"avx512fp16", "avx512_fp16"},
+    {"amx-tile", "amx_tile"},   {"amx-bf16", "amx_bf16"},
+};
+
+std::vector<std::string> v3() { return {"avx2", "fma", "f16c"}; }
+std::vector<std::string> v4() {
+  std::vector<std::string> f = v3();
+  f.insert(f.end(), {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"});
+  return f;
+}
+
+} // namespace
+
+bool CpuTarget::has(StringRef feature) const { return llvm::is_contained(features, feature); }
+
+StringRef mlir::mix::knownCpuTargets() {
+  return "native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5";
+}
+
+std::optional<CpuTarget> mlir::mix::resolveCpuTarget(StringRef name, std::string &error) {
+  CpuTarget cpu;
+  cpu.name = name.str();
+  cpu.march = name.str();
+  if (name == "native") {
+    llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
+    for (const FeatureName &f : kFeatures)
+      if (host.lookup(f.llvmName))
+        cpu.features.push_back(f.cpuinfoName);
+  } else if (name == "x86-64") {
+  } else if (name == "x86-64-v3") {
+    cpu.features = v3();
+  } else if (name == "x86-64-v4") {
+    cpu.features = v4();
+  } else if (name == "sapphirerapids") {
+    cpu.features = v4();
+    cpu.features.insert(cpu.features.end(), {"avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"});
+  } else if (name == "znver4" || name == "znver5") {
+    cpu.features = v4();
+    cpu.features.push_back("avx512_bf16");
+    // Debian 12's g++ 12 knows znver4 but not znver5; Zen 5 runs every Zen 4 instruction.
+    cpu.march = "znver4";
+  } else {
+    error = "unknown --cpu '" + name.str() + "' (expected one of " + knownCpuTargets().str() + ")";
+    return std::nullopt;
+  }
+  return cpu;
+}
+
+StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
+  if (weights && weights.isBF16()) {
+    if (cpu.has("amx_bf16") && cpu.has("amx_tile"))
+      return "amx_bf16";
+    if (cpu.has("avx512_bf16") && cpu.has("avx512f"))
+      return "avx512_bf16";
+  }
+  return "fma_f32";
+}
+
+DictionaryAttr mlir::mix::cpuTargetAttr(Builder &b, const CpuTarget &cpu) {
+  SmallVector<Attribute> features;
+  for (const std::string &f : cpu.features)
+    features.push_back(b.getStringAttr(f));
+  return b.getDictionaryAttr({b.getNamedAttr("name", b.getStringAttr(cpu.name)),
+                              b.getNamedAttr("march", b.getStringAttr(cpu.march)),
+                              b.getNamedAttr("features", b.getArrayAttr(features))});
+}
+
+std::optional<CpuTarget> mlir::mix::cpuTargetFromAttr(DictionaryAttr attr) {
+  if (!attr)
+    return std::nullopt;
+  auto name = attr.getAs<StringAttr>("name");
+  auto march = attr.getAs<StringAttr>("march");
+  auto features = attr.getAs<ArrayAttr>("features");
+  if (!name || !march || !features)
+    return std::nullopt;
+  CpuTarget cpu{name.str(), march.str(), {}};
+  for (Attribute f : features)
+    if (auto s = dyn_cast<StringAttr>(f))
+      cpu.features.push_back(s.str());
+  return cpu;
+}
