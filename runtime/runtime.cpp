@@ -668,6 +668,10 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                                  : values[entry.symbolIndex(spec.symbols[d])]);
     result.bytes = tensorByteSize(spec.dtype, result.shape, "result '" + spec.name + "'");
     void *host = result.buffer.ensure(result.bytes);
+    // Poison the results (all bits set: NaN in every float dtype) so an element the layer
+    // fails to write shows; the cuda backend poisons its device buffers before the launch.
+    if (!session.cuda && result.bytes > 0)
+      std::memset(host, 0xff, result.bytes);
     pointers[entry.arguments.size() + r] =
         session.cuda ? session.cuda->results[r].ensure(result.bytes, "result '" + spec.name + "'")
                      : host;

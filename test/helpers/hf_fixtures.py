@@ -300,9 +300,11 @@ def write_fixture(out_dir, family, dtype="f32", sharded=False, layer=None, token
             os.path.join(model_dir, "model.safetensors"), tensors, dtypes, metadata={"format": "pt"}
         )
     hidden = hf_reference.block_spec(config, layer)["hidden"]
+    # The model's hidden states come in its dtype (a bf16 model's block takes bf16 tokens).
     safetensors_io.write_file(
         os.path.join(out_dir, "inputs.safetensors"),
         {"hidden_states": rng.standard_normal((tokens, hidden)).astype(np.float32)},
+        {"hidden_states": {"f32": "F32", "bf16": "BF16", "f16": "F16"}[dtype]},
     )
     with open(os.path.join(out_dir, "fixture.json"), "w") as f:
         json.dump(
