@@ -43,6 +43,12 @@ struct ConfigReader {
     fail("field '" + key + "' must be an integer");
     return fallback ? fallback : std::optional<int64_t>(0);
   }
+  /// The expert count of olmoe/qwen2_moe/qwen3_moe: `num_experts` as 4.x and the published
+  /// checkpoints write it, `num_local_experts` as transformers 5.x saves some of them.
+  StringRef expertCountKey() const {
+    return !config.get("num_experts") && config.get("num_local_experts") ? "num_local_experts"
+                                                                          : "num_experts";
+  }
   int64_t positive(StringRef key, std::optional<int64_t> fallback = std::nullopt) {
     std::optional<int64_t> value = integer(key, fallback);
     if (value && *value <= 0)
@@ -132,7 +138,7 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
   } else if (r.family == "qwen2_moe" || r.family == "qwen3_moe") {
     int64_t step = r.positive("decoder_sparse_step", 1);
     std::vector<int64_t> dense = r.integers("mlp_only_layers");
-    int64_t experts = r.integer("num_experts").value_or(0);
+    int64_t experts = r.integer(r.expertCountKey()).value_or(0);
     for (int64_t i = 0; i < count; ++i)
       if (!llvm::is_contained(dense, i) && experts > 0 && (i + 1) % step == 0)
         layers.push_back(i);
@@ -293,7 +299,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
       upProj = "w3";
       downProj = "w2";
     } else if (r.family == "olmoe" || r.family == "qwen2_moe" || r.family == "qwen3_moe") {
-      experts = r.positive("num_experts");
+      experts = r.positive(r.expertCountKey());
       width = r.positive(r.family == "olmoe" ? "intermediate_size" : "moe_intermediate_size");
       normalize = r.boolean("norm_topk_prob", false);
       if (r.family == "qwen2_moe") {
@@ -305,8 +311,11 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
       experts = r.positive("n_routed_experts");
       width = r.positive("moe_intermediate_size");
       scale = r.number("routed_scaling_factor", 1.0);
-      std::string method = r.string("topk_method", "greedy");
-      std::string scoring = r.string("scoring_func", "softmax");
+      // transformers' DeepSeek-V3 always scores with sigmoid and selects with noaux_tc and
+      // its 5.x configs omit both fields; DeepSeek-V2's defaults are softmax and greedy.
+      bool v3 = r.family == "deepseek_v3";
+      std::string method = r.string("topk_method", v3 ? "noaux_tc" : "greedy");
+      std::string scoring = r.string("scoring_func", v3 ? "sigmoid" : "softmax");
       if (r.family == "deepseek_v2") {
         // Hugging Face and DeepSeek's own code disagree here (layers.md §2): refuse.
         if (r.boolean("norm_topk_prob", false))

@@ -248,11 +248,22 @@ FAMILIES = tuple(CONFIGS)
 ROUTER_STD = 2.0  # router logits ~ N(0, 2²) on N(0, 1) inputs: scores spread out
 
 
-def make_config(family, dtype):
+def make_config(family, dtype, transformers5=False):
     config = dict(CONFIGS[family])
     if family != "switch_transformers":
         config = {**_DECODER, **config}
     config["torch_dtype"] = "bfloat16" if dtype == "bf16" else "float32"
+    if transformers5:
+        # As transformers 5.x's save_pretrained writes them (checked with 5.24): the dtype as
+        # `dtype`, Qwen3-MoE's expert count as `num_local_experts`, DeepSeek-V3 without the
+        # scoring_func/topk_method it always implies (sigmoid, noaux_tc).
+        config["dtype"] = config.pop("torch_dtype")
+        config["transformers_version"] = "5.24.0"
+        if family == "qwen3_moe":
+            config["num_local_experts"] = config.pop("num_experts")
+        if family == "deepseek_v3":
+            config.pop("scoring_func", None)
+            config.pop("topk_method", None)
     return config
 
 
@@ -282,9 +293,11 @@ def make_checkpoint(config, layer, dtype, rng):
     return tensors, dtypes
 
 
-def write_fixture(out_dir, family, dtype="f32", sharded=False, layer=None, tokens=32, seed=0):
+def write_fixture(
+    out_dir, family, dtype="f32", sharded=False, layer=None, tokens=32, seed=0, transformers5=False
+):
     rng = np.random.default_rng(seed)
-    config = make_config(family, dtype)
+    config = make_config(family, dtype, transformers5)
     layer = hf_reference.sparse_layers(config)[-1] if layer is None else layer
     model_dir = os.path.join(out_dir, "model")
     os.makedirs(model_dir, exist_ok=True)
@@ -341,6 +354,9 @@ def main(argv=None):
     p.add_argument("--layer", type=int, help="which sparse layer to write (default: the last)")
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--transformers5", action="store_true", help="write config.json as transformers 5.x does"
+    )
     args = p.parse_args(argv)
     if not args.all and not args.family:
         p.error("give --family or --all")
@@ -349,7 +365,14 @@ def main(argv=None):
         out = os.path.join(args.out_dir, family) if args.all else args.out_dir
         try:
             layer = write_fixture(
-                out, family, args.dtype, args.sharded, args.layer, args.tokens, args.seed
+                out,
+                family,
+                args.dtype,
+                args.sharded,
+                args.layer,
+                args.tokens,
+                args.seed,
+                args.transformers5,
             )
         except hf_reference.ConfigError as e:
             p.error(str(e))

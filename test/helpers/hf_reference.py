@@ -55,6 +55,14 @@ def activation(config, name, default="silu"):
     return HF_ACTIVATIONS[act]
 
 
+def expert_count(config):
+    """olmoe/qwen2_moe/qwen3_moe: `num_experts`, or `num_local_experts` as transformers 5.x
+    saves Qwen3-MoE's."""
+    if "num_experts" not in config and "num_local_experts" in config:
+        return field(config, "num_local_experts")
+    return field(config, "num_experts")
+
+
 def sparse_layers(config):
     """The layer indices holding a sparse block, by each family's rule in transformers."""
     family = config.get("model_type")
@@ -64,7 +72,7 @@ def sparse_layers(config):
         step, dense = field(config, "decoder_sparse_step", 1, False), field(
             config, "mlp_only_layers", [], False
         )
-        experts = field(config, "num_experts")
+        experts = expert_count(config)
         return [
             i
             for i in range(field(config, "num_hidden_layers"))
@@ -144,7 +152,7 @@ def block_spec(config, layer):
             tensors.update(_gated_experts(prefix, num_experts, ("w1", "w3", "w2")))
             attrs["normalize"] = True
         elif family in ("qwen2_moe", "qwen3_moe", "olmoe"):
-            num_experts = field(config, "num_experts")
+            num_experts = expert_count(config)
             ffn = field(
                 config, "intermediate_size" if family == "olmoe" else "moe_intermediate_size"
             )
@@ -175,8 +183,10 @@ def block_spec(config, layer):
                 _gated_experts(prefix, num_experts, ("gate_proj", "up_proj", "down_proj"))
             )
             attrs["scale"] = float(field(config, "routed_scaling_factor", 1.0, False))
-            method = field(config, "topk_method", "greedy", False)
-            scoring = field(config, "scoring_func", "softmax", False)
+            # transformers' DeepSeek-V3 implies sigmoid / noaux_tc (its 5.x configs omit them).
+            v3 = family == "deepseek_v3"
+            method = field(config, "topk_method", "noaux_tc" if v3 else "greedy", False)
+            scoring = field(config, "scoring_func", "sigmoid" if v3 else "softmax", False)
             if family == "deepseek_v2":
                 # Hugging Face and DeepSeek's own modeling code disagree on these (layers.md §2).
                 if field(config, "norm_topk_prob", False, False):
