@@ -73,8 +73,22 @@ def hf_case_reference(config, checkpoint, inputs, layer, router_precision="f32")
     return results, near, info, weight_dtype
 
 
-def default_tol(weight_dtype, info):
-    return max(DEFAULT_TOL[weight_dtype], TOKEN_TOL[info.get("token_dtype", "f32")])
+def default_tol(weight_dtype, info, exact_weights=False):
+    """exact_weights: the implementation multiplies the weights as stored, in f32 (the cpu
+    target's fma_f32 matrix path): then bf16/f16 weights cost no accuracy and the f32 bound
+    holds; only the bf16/f16 matrix paths round activations to the weight dtype."""
+    weights = DEFAULT_TOL["f32"] if exact_weights else DEFAULT_TOL[weight_dtype]
+    return max(weights, TOKEN_TOL[info.get("token_dtype", "f32")])
+
+
+def exact_weight_paths(artifact_dir):
+    """Whether a cpu artifact's expert kernels all multiply in f32 (manifest cpu.matmul_paths
+    all fma_f32; mixtilec --cpu decides)."""
+    with open(os.path.join(artifact_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    if manifest.get("target") != "cpu" or "cpu" not in manifest:
+        return False
+    return all(p["matmul_path"] == "fma_f32" for p in manifest["cpu"]["matmul_paths"])
 
 
 def compare(expected, near_tie, results_path, tol, info):
@@ -178,7 +192,8 @@ def run(args):
         safetensors_io.write_file(
             args.write_reference, {n: v.astype(np.float32) for n, v in expected.items()}
         )
-    tol = args.tol if args.tol is not None else default_tol(weight_dtype, info)
+    exact = bool(args.artifact) and exact_weight_paths(args.artifact)
+    tol = args.tol if args.tol is not None else default_tol(weight_dtype, info, exact)
     print(
         f"checking {result_path} ({weight_dtype} weights, {info.get('token_dtype', 'f32')} "
         f"tokens, tol {tol:g})"
@@ -295,6 +310,12 @@ def main(argv=None):
         help="relative L2 tolerance (default by weight dtype: "
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOL.items())
         + ")",
+    )
+    p.add_argument(
+        "--artifact",
+        metavar="DIR",
+        help="the artifact that produced RESULT: its matrix paths set the tolerance (f32 "
+        "arithmetic on bf16/f16 weights is held to the f32 bound)",
     )
     p.add_argument("--hf", nargs=2, metavar=("CONFIG", "CHECKPOINT"))
     p.add_argument("--inputs", help="with --hf: safetensors file with hidden_states [T, hidden]")

@@ -68,7 +68,12 @@ for t in ${tokens//,/ }; do
   [[ "$device" == cuda-graph ]] && runner=("$driver")
   "${runner[@]}" "$work/artifact" --weights "$case_dir/weights.safetensors" \
     --inputs "$case_dir/inputs.safetensors" -o "$case_dir/result.safetensors" "${run[@]}"
-  report=$("$python" "$here/check.py" "$case_dir" "$case_dir/result.safetensors" 2>&1) || {
+  # A cpu artifact's manifest says which matrix path ran: f32 arithmetic on bf16/f16 weights
+  # is held to the f32 bound.
+  check_args=()
+  [[ "$device" == cpu ]] && check_args=(--artifact "$work/artifact")
+  report=$("$python" "$here/check.py" "$case_dir" "$case_dir/result.safetensors" \
+    ${check_args[@]+"${check_args[@]}"} 2>&1) || {
     echo "T=$t: FAILED" >&2
     echo "$report" >&2
     exit 1
