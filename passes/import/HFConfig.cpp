@@ -12,6 +12,7 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <cmath>
 #include <map>
 #include <optional>
 
@@ -21,6 +22,12 @@ using namespace mlir::mix;
 namespace {
 
 /// Thrown-free error plumbing: the first problem found wins.
+/// Bounds of config fields (README, "Hugging Face configs"): sizes (hidden, expert width) up
+/// to 2^20, experts and layers up to 2^16; one layer's expert weights up to 2^40 elements.
+constexpr int64_t kMaxSize = int64_t(1) << 20;
+constexpr int64_t kMaxCount = int64_t(1) << 16;
+constexpr int64_t kMaxLayerElements = int64_t(1) << 40;
+
 struct ConfigReader {
   const llvm::json::Object &config;
   std::string family;
@@ -49,11 +56,25 @@ struct ConfigReader {
     return !config.get("num_experts") && config.get("num_local_experts") ? "num_local_experts"
                                                                           : "num_experts";
   }
-  int64_t positive(StringRef key, std::optional<int64_t> fallback = std::nullopt) {
+  /// A size field: positive and at most `bound` (kMaxSize unless given), so no config can
+  /// make the compiler allocate or loop past reason. Out-of-range values fail and read as 1.
+  int64_t positive(StringRef key, std::optional<int64_t> fallback = std::nullopt,
+                   int64_t bound = kMaxSize) {
     std::optional<int64_t> value = integer(key, fallback);
     if (value && *value <= 0)
       fail("field '" + key + "' must be positive, got " + Twine(*value));
-    return value.value_or(1);
+    else if (value && *value > bound)
+      fail("field '" + key + "' = " + Twine(*value) + " exceeds the bound " + Twine(bound));
+    return value && *value > 0 && *value <= bound ? *value : 1;
+  }
+  /// A count that may be 0 (shared experts, dense layers), bounded like `positive`.
+  int64_t nonNegative(StringRef key, int64_t fallback, int64_t bound = kMaxSize) {
+    int64_t value = integer(key, fallback).value_or(fallback);
+    if (value < 0)
+      fail("field '" + key + "' must be >= 0, got " + Twine(value));
+    else if (value > bound)
+      fail("field '" + key + "' = " + Twine(value) + " exceeds the bound " + Twine(bound));
+    return value >= 0 && value <= bound ? value : 0;
   }
   double number(StringRef key, double fallback) {
     const llvm::json::Value *value = config.get(key);
@@ -123,27 +144,27 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
   if (r.family == "switch_transformers") {
     // SwitchTransformersStack: block i is sparse iff i % step == 1 (all when step is 1);
     // the config derives step from num_sparse_encoder_layers unless it stores one.
-    int64_t count = r.positive("num_layers");
-    int64_t sparse = r.integer("num_sparse_encoder_layers", 3).value_or(3);
-    int64_t step = r.integer("encoder_sparse_step", sparse > 0 ? count / sparse : 0).value_or(0);
+    int64_t count = r.positive("num_layers", std::nullopt, kMaxCount);
+    int64_t sparse = r.nonNegative("num_sparse_encoder_layers", 3, kMaxCount);
+    int64_t step = r.nonNegative("encoder_sparse_step", sparse > 0 ? count / sparse : 0, kMaxCount);
     for (int64_t i = 0; i < count; ++i)
       if (step > 0 && (i % step == 1 || step == 1))
         layers.push_back(i);
     return layers;
   }
-  int64_t count = r.positive("num_hidden_layers");
+  int64_t count = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   if (r.family == "mixtral" || r.family == "olmoe") {
     for (int64_t i = 0; i < count; ++i)
       layers.push_back(i);
   } else if (r.family == "qwen2_moe" || r.family == "qwen3_moe") {
-    int64_t step = r.positive("decoder_sparse_step", 1);
+    int64_t step = r.positive("decoder_sparse_step", 1, kMaxCount);
     std::vector<int64_t> dense = r.integers("mlp_only_layers");
     int64_t experts = r.integer(r.expertCountKey()).value_or(0);
     for (int64_t i = 0; i < count; ++i)
       if (!llvm::is_contained(dense, i) && experts > 0 && (i + 1) % step == 0)
         layers.push_back(i);
   } else {
-    int64_t first = r.integer("first_k_dense_replace", 0).value_or(0);
+    int64_t first = r.nonNegative("first_k_dense_replace", 0, kMaxCount);
     for (int64_t i = std::max<int64_t>(first, 0); i < count; ++i)
       layers.push_back(i);
   }
@@ -269,7 +290,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
 
   if (r.family == "switch_transformers") {
     hidden = r.positive("d_model");
-    experts = r.positive("num_experts");
+    experts = r.positive("num_experts", std::nullopt, kMaxCount);
     width = r.positive("d_ff");
     activation = r.activation("dense_act_fn", "relu");
     capacity = r.integer("expert_capacity", 64);
@@ -291,7 +312,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
     activation = r.activation("hidden_act", "silu");
     prefix = llvm::formatv("model.layers.{0}.mlp.", layer).str();
     if (r.family == "mixtral") {
-      experts = r.positive("num_local_experts");
+      experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
       width = r.positive("intermediate_size");
       normalize = true;
       prefix = llvm::formatv("model.layers.{0}.block_sparse_moe.", layer).str();
@@ -299,16 +320,16 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
       upProj = "w3";
       downProj = "w2";
     } else if (r.family == "olmoe" || r.family == "qwen2_moe" || r.family == "qwen3_moe") {
-      experts = r.positive(r.expertCountKey());
+      experts = r.positive(r.expertCountKey(), std::nullopt, kMaxCount);
       width = r.positive(r.family == "olmoe" ? "intermediate_size" : "moe_intermediate_size");
       normalize = r.boolean("norm_topk_prob", false);
       if (r.family == "qwen2_moe") {
-        sharedWidth = r.integer("shared_expert_intermediate_size", 0).value_or(0);
+        sharedWidth = r.nonNegative("shared_expert_intermediate_size", 0);
         sharedExpertGate = sharedWidth > 0;
         sharedPrefix = prefix + "shared_expert.";
       }
     } else {
-      experts = r.positive("n_routed_experts");
+      experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
       width = r.positive("moe_intermediate_size");
       scale = r.number("routed_scaling_factor", 1.0);
       // transformers' DeepSeek-V3 always scores with sigmoid and selects with noaux_tc and
@@ -344,7 +365,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
         selectionBias = true;
         selectionBiasName = prefix + "gate.e_score_correction_bias";
       }
-      sharedWidth = r.integer("n_shared_experts", 0).value_or(0) * width;
+      sharedWidth = r.nonNegative("n_shared_experts", 0, kMaxCount) * width;
       sharedPrefix = prefix + "shared_experts.";
     }
     router = prefix + "gate.weight";
@@ -367,8 +388,14 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
                          k, topkGroup * (experts / nGroup), topkGroup));
   if (r.ok() && top2Sum && experts / nGroup < 2)
     r.fail("noaux_tc needs at least 2 experts per group (n_routed_experts / n_group)");
-  if (r.ok() && !(scale > 0.0))
-    r.fail("field 'routed_scaling_factor' must be positive");
+  if (r.ok() && !(scale > 0.0 && std::isfinite(scale)))
+    r.fail("field 'routed_scaling_factor' must be a finite positive number");
+  // Bounded fields cannot overflow here: 2^16 experts x 3 x 2^20 x 2^20 < 2^63.
+  if (r.ok() && experts * 3 * hidden * width > kMaxLayerElements)
+    r.fail(llvm::formatv("the layer's expert weights ({0} experts x 3 x {1} x {2} elements) "
+                         "exceed the bound of 2^40 elements",
+                         experts, hidden, width)
+               .str());
   if (!r.ok()) {
     error = r.error;
     return nullptr;

@@ -100,6 +100,8 @@ int main(int argc, char **argv) {
   }
   if (!dtype.empty() && dtype != "f32" && dtype != "bf16" && dtype != "f16")
     return fail("unknown --dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  if (layerIndex.getNumOccurrences() && layerIndex < 0)
+    return fail("--layer must be >= 0, got " + Twine(layerIndex.getValue()));
   if (cpu.getNumOccurrences() && target != "cpu")
     return fail("--cpu applies only to --target cpu");
   {
