@@ -453,6 +453,30 @@ void writeSafetensors(const std::string &path, const std::vector<TensorToWrite> 
   for (int i = 0; i < 8; ++i)
     lengthBytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
 
+  // A path that exists and is not a regular file (a device such as /dev/full or /dev/null, a
+  // FIFO) is written in place: renaming a file over it would replace the device node. A
+  // directory is refused.
+  struct stat existing;
+  if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+    if (S_ISDIR(existing.st_mode))
+      throw IoError(path + ": is a directory, not a file to write the results to");
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+      failSystem("cannot open", path);
+    try {
+      writeAll(fd, lengthBytes, 8, path);
+      writeAll(fd, text.data(), text.size(), path);
+      for (size_t i = 0; i < tensors.size(); ++i)
+        writeAll(fd, tensors[i].data, sizes[i], path);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    if (::close(fd) != 0)
+      failSystem("cannot close", path);
+    return;
+  }
+
   // The temporary file lives in the target's directory so rename() is atomic.
   std::string pattern = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(pattern.data());

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <csignal>
 #include <sched.h>
 #include <string>
 #include <unistd.h>
@@ -66,6 +67,18 @@ private:
 }
 
 // Exits with the runtime's message when a C API call failed.
+// SIGINT/SIGTERM are noted, not obeyed at once: the run finishes (a kernel cannot be
+// stopped half-way safely), then mixtile-run exits with status 1 without writing anything,
+// so an interrupted run never leaves a partial or temporary output file and an existing one
+// stays intact. An interrupt during the (atomic) write lets it complete.
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void noteInterrupt(int) { g_interrupted = 1; }
+
+void checkInterrupted() {
+  if (g_interrupted)
+    die("interrupted: nothing written");
+}
+
 void check(int status) {
   if (status != MIXTILE_OK)
     die(mixtile_last_error());
@@ -185,6 +198,8 @@ void printBench(mixtile_session *session, std::vector<double> seconds) {
 
 int main(int argc, char **argv) {
   Options options = parseOptions(argc, argv);
+  std::signal(SIGINT, noteInterrupt);
+  std::signal(SIGTERM, noteInterrupt);
 
   mixtile_artifact *artifact = nullptr;
   check(mixtile_artifact_open(options.outdir.c_str(), &artifact));
@@ -216,6 +231,7 @@ int main(int argc, char **argv) {
   if (options.cold && options.bench > 0)
     evictor = std::make_unique<CacheEvictor>();
   for (int i = 0; i < options.bench; ++i) {
+    checkInterrupted();
     if (evictor)
       evictor->evict();
     auto start = std::chrono::steady_clock::now();
@@ -227,6 +243,7 @@ int main(int argc, char **argv) {
                                                     : wall);
   }
 
+  checkInterrupted();
   if (!options.output.empty())
     check(mixtile_session_write_results(session, options.output.c_str()));
   if (options.bench > 0) {
