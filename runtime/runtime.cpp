@@ -38,26 +38,61 @@ struct Error : std::runtime_error {
 
 thread_local std::string lastError;
 
+// Messages quote untrusted bytes (a file's header, a manifest's values): keep printable ASCII
+// and well-formed UTF-8, write any other byte as \xNN, so a message is always valid text.
+std::string escapeUntrusted(const std::string &text) {
+  std::string out;
+  out.reserve(text.size());
+  auto hex = [&](unsigned char c) {
+    static const char digits[] = "0123456789abcdef";
+    out += "\\x";
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  };
+  for (size_t i = 0; i < text.size();) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: its length from the lead byte, then continuation bytes 10xxxxxx
+    // (overlong 2-byte leads C0/C1 and leads past F4 are invalid).
+    size_t length = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool valid = length > 0 && i + length <= text.size();
+    for (size_t k = 1; valid && k < length; ++k)
+      valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    if (valid) {
+      out.append(text, i, length);
+      i += length;
+    } else {
+      hex(c);
+      ++i;
+    }
+  }
+  return out;
+}
+
 template <typename Body>
 int guarded(Body &&body) {
   try {
     body();
     return MIXTILE_OK;
   } catch (const Error &error) {
-    lastError = error.what();
+    lastError = escapeUntrusted(error.what());
     return error.code;
   } catch (const IoError &error) {
-    lastError = error.what();
+    lastError = escapeUntrusted(error.what());
     return MIXTILE_ERROR_IO;
   } catch (const std::bad_alloc &) {
     lastError = "out of memory";
     return MIXTILE_ERROR_OUT_OF_MEMORY;
   } catch (const std::logic_error &error) {
-    lastError = std::string("internal error: ") + error.what();
+    lastError = "internal error: " + escapeUntrusted(error.what());
     return MIXTILE_ERROR_INTERNAL;
   } catch (const std::exception &error) {
     // safetensors.cpp reports malformed files as plain runtime_errors.
-    lastError = error.what();
+    lastError = escapeUntrusted(error.what());
     return MIXTILE_ERROR_FORMAT;
   } catch (...) {
     lastError = "internal error: unknown exception";
