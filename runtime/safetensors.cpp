@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace mixtile::runtime {
 
@@ -78,25 +80,57 @@ uint64_t expectUnsigned(const nlohmann::json &value, const std::string &what) {
   fail(what + " must be a non-negative integer, got " + value.dump());
 }
 
-// Parses JSON text, refusing duplicate keys in the top-level object: nlohmann would keep
-// the last one silently, and a tensor named twice is a malformed file, not a choice.
+// Parses JSON text, refusing a key repeated in any one object: nlohmann would keep the last
+// one silently, and a tensor named twice (in a header, or in an index's weight_map) is a
+// malformed file, not a choice. `what` names the document in messages.
 nlohmann::json parseJsonRejectingDuplicateKeys(const char *begin, const char *end,
-                                               const std::string &where) {
-  std::set<std::string> seen;
+                                               const std::string &where,
+                                               const std::string &what = "header") {
+  std::vector<std::set<std::string>> open; // the keys of each object being parsed
   auto callback = [&](int depth, nlohmann::json::parse_event_t event,
                       nlohmann::json &parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start)
+      open.emplace_back();
+    else if (event == Event::object_end && !open.empty())
+      open.pop_back();
+    else if (event == Event::key && !open.empty()) {
       std::string key = parsed.get<std::string>();
-      if (!seen.insert(key).second)
-        fail(where + ": tensor '" + key + "' is listed twice in the header");
+      if (!open.back().insert(key).second)
+        fail(where + ": " + (depth == 1 ? "tensor" : "key") + " '" + key +
+             "' is listed twice in the " + what);
     }
     return true;
   };
   try {
     return nlohmann::json::parse(begin, end, callback);
   } catch (const nlohmann::json::exception &error) {
-    fail(where + ": malformed JSON header: " + error.what());
+    fail(where + ": malformed JSON " + what + ": " + error.what());
   }
+}
+
+// The real path of `path`, which must lie inside directory `root` (itself real): a symlinked
+// shard pointing elsewhere on the disk is refused.
+std::string containedPath(const std::string &root, const std::string &path,
+                          const std::string &where) {
+  char *real = ::realpath(path.c_str(), nullptr);
+  if (!real)
+    failSystem("cannot resolve", path);
+  std::string resolved = real;
+  std::free(real);
+  if (resolved.compare(0, root.size() + 1, root + "/") != 0)
+    fail(where + ": " + path + " resolves to " + resolved + ", outside the checkpoint directory " +
+         root);
+  return resolved;
+}
+
+std::string realDirectory(const std::string &path) {
+  char *real = ::realpath(path.c_str(), nullptr);
+  if (!real)
+    failSystem("cannot resolve", path);
+  std::string resolved = real;
+  std::free(real);
+  return resolved;
 }
 
 } // namespace
@@ -152,7 +186,9 @@ size_t tensorByteSize(DType dtype, const std::vector<int64_t> &shape, const std:
 // MappedFile
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO named like a checkpoint must not wait for a writer; it is
+  // refused below as not a regular file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     failSystem("cannot open", path);
   struct stat status;
@@ -200,6 +236,12 @@ std::map<std::string, TensorView> parseSafetensors(const MappedFile &file) {
   uint64_t headerLength = 0;
   for (int i = 7; i >= 0; --i) // little-endian, whatever the host
     headerLength = (headerLength << 8) | file.data()[i];
+  // As the reference implementation does, refuse headers over 100 MB: no real checkpoint's
+  // header comes near it, and a hostile one should not make the parser allocate gigabytes.
+  constexpr uint64_t kMaxHeaderBytes = 100000000;
+  if (headerLength > kMaxHeaderBytes)
+    fail(path + ": header length " + std::to_string(headerLength) + " exceeds the limit of " +
+         std::to_string(kMaxHeaderBytes) + " bytes");
   if (headerLength > file.size() - 8)
     fail(path + ": header length " + std::to_string(headerLength) +
          " runs past the end of the file (" + std::to_string(file.size()) + " bytes)");
@@ -332,12 +374,9 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
     // tensor lives; tensors a shard holds but the index does not list are not bound.
     std::shared_ptr<MappedFile> indexFile = MappedFile::open(indexPath);
     const char *text = reinterpret_cast<const char *>(indexFile->data());
-    nlohmann::json index;
-    try {
-      index = nlohmann::json::parse(text, text + indexFile->size());
-    } catch (const nlohmann::json::exception &error) {
-      fail(indexPath + ": malformed JSON: " + error.what());
-    }
+    nlohmann::json index =
+        parseJsonRejectingDuplicateKeys(text, text + indexFile->size(), indexPath, "index");
+    const std::string root = realDirectory(path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail(indexPath + ": expected an object with a \"weight_map\" object");
     std::map<std::string, std::map<std::string, TensorView>> shards; // shard name -> views
@@ -350,6 +389,7 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
         fail(indexPath + ": weight_map['" + item.key() + "'] = '" + shard +
              "' must name a file in the checkpoint directory");
       if (!shardFiles.count(shard)) {
+        containedPath(root, joinPath(path, shard), indexPath);
         std::shared_ptr<MappedFile> file = MappedFile::open(joinPath(path, shard));
         shards[shard] = parseSafetensors(*file);
         shardFiles[shard] = file;
@@ -385,7 +425,9 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
   if (names.empty())
     fail(path + ": directory holds no *.safetensors file and no model.safetensors.index.json");
   std::sort(names.begin(), names.end()); // a stable order makes duplicate messages stable
+  const std::string root = realDirectory(path);
   for (const std::string &name : names) {
+    containedPath(root, joinPath(path, name), path);
     std::shared_ptr<MappedFile> file = MappedFile::open(joinPath(path, name));
     set->addFile(file, parseSafetensors(*file));
   }
