@@ -119,9 +119,12 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
     args = {*program, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
             "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
             "-cudart", "static", include, "-o", library, source};
-  else
-    args = {*program, "-std=c++17", "-O3", march, "-fopenmp",
-            "-fPIC", "-shared", "-w", include, source, "-o", library};
+  else {
+    args = {*program, "-std=c++17", "-O3", march};
+    for (const std::string &flag : artifact.isaFlags)
+      args.push_back(flag);
+    args.append({"-fopenmp", "-fPIC", "-shared", "-w", include, source, "-o", library});
+  }
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);

@@ -21,6 +21,7 @@ struct EmittedArtifact {
   std::string sourceFile;     // "<name>.cpp" or "<name>.cu"
   llvm::json::Object manifest;
   std::string march = "native";  // cpu: the C++ compiler's -march (mixtilec --cpu)
+  std::vector<std::string> isaFlags;  // cpu: instruction-set flags after -march
   /// Support files the source includes, relative to OUTDIR (the kernel library).
   std::vector<std::pair<std::string, std::string>> supportFiles;
 };

@@ -58,8 +58,13 @@ std::optional<CpuTarget> mlir::mix::resolveCpuTarget(StringRef name, std::string
   } else if (name == "znver4" || name == "znver5") {
     cpu.features = v4();
     cpu.features.push_back("avx512_bf16");
-    // Debian 12's g++ 12 knows znver4 but not znver5; Zen 5 runs every Zen 4 instruction.
-    cpu.march = "znver4";
+    // Debian 12's g++ 12 knows neither znver4 nor znver5: Zen 3 tuning plus the AVX-512
+    // extensions Zen 4 added (Zen 5 runs every Zen 4 instruction).
+    cpu.march = "znver3";
+    cpu.isaFlags = {"-mavx512f",     "-mavx512cd",    "-mavx512bw",     "-mavx512dq",
+                    "-mavx512vl",    "-mavx512bf16",  "-mavx512vnni",   "-mavx512ifma",
+                    "-mavx512vbmi",  "-mavx512vbmi2", "-mavx512bitalg", "-mavx512vpopcntdq",
+                    "-mgfni",        "-mvaes",        "-mvpclmulqdq"};
   } else {
     error = "unknown --cpu '" + name.str() + "' (expected one of " + knownCpuTargets().str() + ")";
     return std::nullopt;
@@ -78,11 +83,14 @@ StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
 }
 
 DictionaryAttr mlir::mix::cpuTargetAttr(Builder &b, const CpuTarget &cpu) {
-  SmallVector<Attribute> features;
+  SmallVector<Attribute> features, flags;
   for (const std::string &f : cpu.features)
     features.push_back(b.getStringAttr(f));
+  for (const std::string &f : cpu.isaFlags)
+    flags.push_back(b.getStringAttr(f));
   return b.getDictionaryAttr({b.getNamedAttr("name", b.getStringAttr(cpu.name)),
                               b.getNamedAttr("march", b.getStringAttr(cpu.march)),
+                              b.getNamedAttr("isa_flags", b.getArrayAttr(flags)),
                               b.getNamedAttr("features", b.getArrayAttr(features))});
 }
 
@@ -94,9 +102,13 @@ std::optional<CpuTarget> mlir::mix::cpuTargetFromAttr(DictionaryAttr attr) {
   auto features = attr.getAs<ArrayAttr>("features");
   if (!name || !march || !features)
     return std::nullopt;
-  CpuTarget cpu{name.str(), march.str(), {}};
+  CpuTarget cpu{name.str(), march.str(), {}, {}};
   for (Attribute f : features)
     if (auto s = dyn_cast<StringAttr>(f))
       cpu.features.push_back(s.str());
+  if (auto flags = attr.getAs<ArrayAttr>("isa_flags"))
+    for (Attribute f : flags)
+      if (auto s = dyn_cast<StringAttr>(f))
+        cpu.isaFlags.push_back(s.str());
   return cpu;
 }

@@ -18,6 +18,7 @@ namespace mlir::mix {
 struct CpuTarget {
   std::string name;                   // as given: "native", "sapphirerapids", ...
   std::string march;                  // the C++ compiler's -march for the artifact
+  std::vector<std::string> isaFlags;  // instruction-set flags after it (-mavx512bf16, ...)
   std::vector<std::string> features;  // Linux /proc/cpuinfo flag names the code may use
   bool has(StringRef feature) const;
 };

@@ -1,4 +1,5 @@
-# lit configuration of Mixtile's test suite: tools, substitutions and the cuda features.
+# lit configuration of Mixtile's test suite: tools, substitutions, the cuda features and the host
+# CPU's bf16 matrix-engine features.
 import os
 import shutil
 
@@ -41,8 +42,9 @@ if nvcc:
 if shutil.which("nvidia-smi") and os.system("nvidia-smi -L >/dev/null 2>&1") == 0:
     config.available_features.add("cuda-gpu")
 
-# amx-bf16 / avx512-bf16: the host runs the bf16 matrix paths (AMX tiles with the kernel's
-# tile-state permission; VDPBF16PS), so their kernel and integration tests can run here.
+
+# amx-bf16: the host CPU has AMX tiles with bf16 (TDPBF16PS); avx512-bf16: it has VDPBF16PS.
+# Tests that run the kernel library's bf16 matrix-engine paths (MatmulPath) require them.
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -52,7 +54,6 @@ def _cpu_flags():
     except OSError:
         pass
     return set()
-
 
 _flags = _cpu_flags()
 if {"amx_bf16", "amx_tile"} <= _flags:

@@ -1,8 +1,12 @@
 // Benchmark of the CPU kernel library against the machine's own limits: streaming read bandwidth
 // (1 GiB buffer), OpenBLAS sgemm GFLOP/s, and expert_ffn (Mixtral-like shape, top-2 of 8, gated
-// SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights. Timings only; correctness lives in
+// SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights, bf16 weights also on each bf16
+// MatmulPath this build enables (avx512_bf16, amx_bf16). Timings only; correctness lives in
 // test_expert_ffn.cpp. Usage: bench_expert_ffn [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048]
-// [dtypes=f32,bf16]
+// [dtypes=f32,bf16] [paths=fma_f32,avx512_bf16,amx_bf16]
+// Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc]] overrides the tiles of every
+// path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how the small_m_max
+// crossover is measured).
 #include <cblas.h>
 #include <omp.h>
 
@@ -194,7 +198,7 @@ struct Result {
   double seconds, best, weight_bytes, flops;  // seconds: median per call
 };
 
-template <WeightType W>
+template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
 Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int threads, int reps) {
   const int k = 2;
   // Several routings, cycled through, so decode reads different experts call after call instead of
@@ -207,10 +211,11 @@ Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int 
   std::uniform_real_distribution<float> u(-1, 1);
   for (auto &v : x) v = u(rng);
   TileConfig tiles = default_tile_config(T * k / E);
-  // Tuning override: MIXTILE_TILES=mc,kc,nc,small_m_max
+  // Tuning override: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc]]
   if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max);
-  const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles);
+    std::sscanf(env, "%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max, &tiles.engine_kc,
+                &tiles.engine_mc);
+  const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles, Path);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);
   std::vector<double> times;
@@ -236,7 +241,7 @@ Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int 
     p.num_threads = threads;
     if (T <= 32) evict_caches(threads);  // decode-like calls: expert weights come from DRAM
     auto t0 = Clock::now();
-    expert_ffn<W, Activation::silu, true>(p, tiles);
+    expert_ffn<W, Activation::silu, true, Path>(p, tiles);
     const double s = seconds_since(t0);
     if (rep < 0) continue;  // warm-up (page faults of the workspace, thread pool start)
     times.push_back(s);
@@ -291,6 +296,18 @@ int main(int argc, char **argv) {
     if (*c == ',') ++c;
   }
   const std::string dtypes = argc > 5 ? argv[5] : "f32,bf16";
+  const std::string path_list = argc > 6 ? argv[6] : "fma_f32,avx512_bf16,amx_bf16";
+  std::vector<MatmulPath> bf16_paths;
+  if (path_list.find("fma_f32") != std::string::npos) bf16_paths.push_back(MatmulPath::fma_f32);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if (path_list.find("avx512_bf16") != std::string::npos) bf16_paths.push_back(MatmulPath::avx512_bf16);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (path_list.find("amx_bf16") != std::string::npos) {
+    if (amx_ready()) bf16_paths.push_back(MatmulPath::amx_bf16);
+    else std::printf("amx_bf16: the OS refuses AMX tiles, skipped\n");
+  }
+#endif
   std::vector<WeightType> wts;
   if (dtypes.find("f32") != std::string::npos) wts.push_back(WeightType::f32);
   if (dtypes.find("bf16") != std::string::npos) wts.push_back(WeightType::bf16);
@@ -299,6 +316,7 @@ int main(int argc, char **argv) {
   double bw = measure_read_bandwidth(threads);
   struct Row {
     WeightType w;
+    MatmulPath path;
     int64_t T;
     Result r;
   };
@@ -306,11 +324,27 @@ int main(int argc, char **argv) {
   double naive_s = 0;
   for (WeightType w : wts) {
     Experts ex = make_experts(E, D, F, w);
-    for (int64_t T : Ts) {
-      const int reps = T == 1 ? 64 : T <= 32 ? 16 : T <= 512 ? 7 : 5;
-      rows.push_back({w, T,
-                      w == WeightType::f32 ? bench_ffn<WeightType::f32>(ex, E, T, D, F, threads, reps)
-                                           : bench_ffn<WeightType::bf16>(ex, E, T, D, F, threads, reps)});
+    const std::vector<MatmulPath> paths =
+        w == WeightType::f32 ? std::vector<MatmulPath>{MatmulPath::fma_f32} : bf16_paths;
+    for (MatmulPath path : paths) {
+      for (int64_t T : Ts) {
+        const int reps = T == 1 ? 64 : T <= 32 ? 16 : T <= 512 ? 7 : 5;
+        Result r{};
+        if (w == WeightType::f32) {
+          r = bench_ffn<WeightType::f32>(ex, E, T, D, F, threads, reps);
+        } else if (path == MatmulPath::fma_f32) {
+          r = bench_ffn<WeightType::bf16>(ex, E, T, D, F, threads, reps);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+        } else if (path == MatmulPath::avx512_bf16) {
+          r = bench_ffn<WeightType::bf16, MatmulPath::avx512_bf16>(ex, E, T, D, F, threads, reps);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+        } else if (path == MatmulPath::amx_bf16) {
+          r = bench_ffn<WeightType::bf16, MatmulPath::amx_bf16>(ex, E, T, D, F, threads, reps);
+#endif
+        }
+        rows.push_back({w, path, T, r});
+      }
     }
     if (w == WeightType::f32 && std::find(Ts.begin(), Ts.end(), 32) != Ts.end())
       naive_s = naive_ffn_seconds(ex, E, 32, D, F);
@@ -330,16 +364,18 @@ int main(int argc, char **argv) {
   std::printf("%s, core %s\n", openblas_get_config(), openblas_get_corename());
   std::printf("OpenBLAS sgemm M=512 N=%ld K=%ld (C = A·Bᵀ): %.1f GFLOP/s (%.2f ms)\n", (long)F, (long)D, sgemm,
               sgemm_s * 1e3);
-  std::printf("\n%-5s %-5s %9s %9s %11s %9s %9s %9s %8s\n", "dtype", "T", "median ms", "best ms", "weight GB/s",
-              "BW ratio", "GFLOP/s", "vs sgemm", "experts");
+  std::printf("\n%-5s %-12s %-5s %9s %9s %11s %9s %9s %9s %8s\n", "dtype", "path", "T", "median ms", "best ms",
+              "weight GB/s", "BW ratio", "GFLOP/s", "vs sgemm", "experts");
+  const char *path_names[] = {"fma_f32", "avx512_bf16", "amx_bf16"};
   double f32_decode = 0, bf16_decode = 0;
   for (const Row &row : rows) {
     const Result &r = row.r;
     const bool f32 = row.w == WeightType::f32;
-    if (row.T == 1) (f32 ? f32_decode : bf16_decode) = r.seconds;
+    if (row.T == 1 && row.path == MatmulPath::fma_f32) (f32 ? f32_decode : bf16_decode) = r.seconds;
     const double gbs = r.weight_bytes / r.seconds / 1e9, gf = r.flops / r.seconds / 1e9;
-    std::printf("%-5s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", f32 ? "f32" : "bf16", (long)row.T,
-                r.seconds * 1e3, r.best * 1e3, gbs, gbs / bw, gf, gf / sgemm,
+    std::printf("%-5s %-12s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", f32 ? "f32" : "bf16",
+                path_names[static_cast<int>(row.path)], (long)row.T, r.seconds * 1e3, r.best * 1e3, gbs, gbs / bw, gf,
+                gf / sgemm,
                 r.weight_bytes / (3.0 * D * F * (f32 ? 4 : 2)));
   }
   if (naive_s > 0) std::printf("naive single-thread loop, f32 T=32: %.1f ms\n", naive_s * 1e3);

@@ -62,6 +62,19 @@ private:
 
   std::string currentTiles;  // the tile function of the kernel being emitted
   std::string currentPath;   // its matrix path
+
+  /// The matrix path as a trailing template / call argument ("" for the default fma_f32).
+  std::string pathArgument() const {
+    return currentPath == "fma_f32" ? "" : ", mixtile::cpu::MatmulPath::" + currentPath;
+  }
+  /// An AMX kernel first checks that Linux granted the process the tile state.
+  void checkAmxReady() {
+    if (currentPath != "amx_bf16")
+      return;
+    int code = addError("the OS did not grant this process the AMX tile state (arch_prctl "
+                        "ARCH_REQ_XCOMP_PERM failed): recompile with --cpu x86-64-v4");
+    line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", code).str());
+  }
   std::string pendingTiles;  // its text, added to the helpers if a call uses it
 };
 
@@ -158,17 +171,18 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     std::string t = dim(choice.getX(), 0);
     std::string scores = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", t, experts).str());
-    line(llvm::formatv("mixtile::cpu::expert_choice<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
-                       "{9}, {10}, {11}, scratch, threads);",
+    checkAmxReady();
+    line(llvm::formatv("mixtile::cpu::expert_choice<{0}{12}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+                       "{8}, {9}, {10}, {11}, scratch, threads);",
                        weightType(elementOf(choice.getRouter())), t, experts, hidden,
                        floatLiteral(choice.getCapacityFactor().convertToDouble()),
                        ptr(choice.getX()), ptr(choice.getRouter()), ptr(choice.getOffsets()),
                        ptr(choice.getTokens()), ptr(choice.getGates()), ptr(choice.getLogits()),
-                       scores)
+                       scores, pathArgument())
              .str());
     scratch.push_back(llvm::formatv("mixtile::cpu::expert_choice_workspace_size({0}, {1}, {2}, "
-                                    "max_threads)",
-                                    t, experts, hidden)
+                                    "max_threads{3})",
+                                    t, experts, hidden, pathArgument())
                           .str());
     return success();
   }
@@ -195,13 +209,8 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
              .str());
     helpers += pendingTiles;
     pendingTiles.clear();
-    std::string path =
-        currentPath == "fma_f32" ? "" : ", mixtile::cpu::MatmulPath::" + currentPath;
-    if (currentPath == "amx_bf16") {
-      int code = addError("the OS did not grant this process the AMX tile state (arch_prctl "
-                          "ARCH_REQ_XCOMP_PERM failed): recompile with --cpu x86-64-v4");
-      line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", code).str());
-    }
+    std::string path = pathArgument();
+    checkAmxReady();
     line(llvm::formatv("mixtile::cpu::expert_ffn<{0}, {1}, {2}{5}>(p, {3}({4}));",
                        weightType(shape.elementType), activationName(activation.getValue()),
                        shape.gated ? "true" : "false", tiles, tokenCountExpr, path)
@@ -295,17 +304,18 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     checkBatchMultiple(b, mix.getGroupSize());
     std::string logits = newSlot(Float32Type::get(op->getContext()),
                                  llvm::formatv("{0} * {1}", product({b, s}), experts).str());
-    line(llvm::formatv("mixtile::cpu::token_mix<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, "
-                       "{10}, {11}, {12}, scratch, threads);",
+    checkAmxReady();
+    line(llvm::formatv("mixtile::cpu::token_mix<{0}{13}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
+                       "{9}, {10}, {11}, {12}, scratch, threads);",
                        weightType(elementOf(mix.getController())), b, s, hidden, experts,
                        mix.getGroupSize(), floatLiteral(mix.getTemperature().convertToDouble()),
                        mix.getEmit() == EmitWeights::expert_softmax ? "true" : "false",
                        ptr(mix.getX()), ptr(mix.getController()), ptr(mix.getMixed()),
-                       ptr(mix.getEmitWeights()), logits)
+                       ptr(mix.getEmitWeights()), logits, pathArgument())
              .str());
     scratch.push_back(llvm::formatv("mixtile::cpu::token_mix_workspace_size({0}, {1}, {2}, {3}, "
-                                    "max_threads)",
-                                    b, s, hidden, experts)
+                                    "max_threads{4})",
+                                    b, s, hidden, experts, pathArgument())
                           .str());
     return success();
   }
@@ -392,6 +402,12 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, 
     if (!cpu)
       cpu = cpuTargetFromAttr(func->getAttrOfType<DictionaryAttr>(kCpuAttr));
   artifact->march = cpu ? cpu->march : "native";
+  llvm::json::Array isaFlags;
+  if (cpu) {
+    artifact->isaFlags = cpu->isaFlags;
+    for (const std::string &f : cpu->isaFlags)
+      isaFlags.push_back(f);
+  }
   llvm::json::Array features;
   if (cpu)
     for (const std::string &f : cpu->features)
@@ -404,6 +420,7 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, 
   });
   artifact->manifest["cpu"] = llvm::json::Object{{"name", cpu ? cpu->name : "native"},
                                                  {"march", artifact->march},
+                                                 {"isa_flags", std::move(isaFlags)},
                                                  {"required_features", std::move(features)},
                                                  {"matmul_paths", std::move(paths)}};
   return artifact;

@@ -84,14 +84,21 @@ def default_tol(weight_dtype, info, exact_weights=False):
     return max(weights, TOKEN_TOL[info.get("token_dtype", "f32")])
 
 
-def exact_weight_paths(artifact_dir):
-    """Whether a cpu artifact's expert kernels all multiply in f32 (manifest cpu.matmul_paths
-    all fma_f32; mixtilec --cpu decides)."""
+def matmul_paths(artifact_dir):
+    """{kernel kind: matrix path} of a cpu artifact (manifest cpu.matmul_paths; mixtilec --cpu
+    decides); None for an artifact that does not record them."""
     with open(os.path.join(artifact_dir, "manifest.json")) as f:
         manifest = json.load(f)
     if manifest.get("target") != "cpu" or "cpu" not in manifest:
-        return False
-    return all(p["matmul_path"] == "fma_f32" for p in manifest["cpu"]["matmul_paths"])
+        return None
+    return {p["kernel"]: p["matmul_path"] for p in manifest["cpu"]["matmul_paths"]}
+
+
+def exact_weight_paths(artifact_dir):
+    """Whether every GEMM of a cpu artifact multiplies the weights as stored, in f32."""
+    paths = matmul_paths(artifact_dir)
+    return paths is not None and all(p == "fma_f32" for p in paths.values())
+
 
 
 def compare(expected, near_tie, results_path, tol, info):

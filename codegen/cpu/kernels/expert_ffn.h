@@ -20,15 +20,21 @@
 //     const int32_t *out_rows;     // [A] y row of each assignment, y[out_rows[a]] += gate * FFN(x);
 //                                  // nullptr => y[a - offsets[0]] = gate * FFN(x) (plain store)
 //     int64_t zero_rows = 0;       // scatter mode only: rows [0, zero_rows) of y are zeroed first
-//     void *workspace;             // >= expert_ffn_workspace_size(A, D, F, num_threads, tiles) bytes,
+//     void *workspace;             // >= expert_ffn_workspace_size(A, D, F, num_threads, tiles, Path) bytes,
 //                                  // 64-byte aligned; A = offsets[E] - offsets[0]
 //     int num_threads;             // <= 0: omp_get_max_threads()
 //   };
 //
-//   template <WeightType W, Activation Act, bool Gated>
+//   template <WeightType W, Activation Act, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
 //   void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_tile_config());
 //   size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t D, int64_t F,
-//                                    int num_threads, const TileConfig &tiles = default_tile_config());
+//                                    int num_threads, const TileConfig &tiles = default_tile_config(),
+//                                    MatmulPath path = MatmulPath::fma_f32);
+//
+//   bool amx_ready();  // matrix_engines.h: call (once is enough) before a MatmulPath::amx_bf16 call
+//
+//   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16 only, and only in builds that
+//   enable their instructions (static_assert otherwise). The bf16 paths round x and h to bf16.
 //
 //   Gated:  h = act(x · W_gateᵀ) ⊙ (x · W_upᵀ),  out = h · W_downᵀ
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ
@@ -39,6 +45,13 @@
 // owning a disjoint range of D columns, so the scatter-add into y never races and needs no atomics.
 // An expert without assignments is skipped and its weights are never read. Segments with at most
 // tiles.small_m_max rows use the weight-streaming GEMV path (decode), larger ones the blocked GEMM.
+//
+// bf16 matrix-engine paths (Path = avx512_bf16 / amx_bf16, bf16 weights only): a stage before
+// phase 1 packs the x rows of all assignments into bf16 VNNI token blocks (matrix_engines.h),
+// split over threads, then a barrier. h is kept in the same packed bf16 form (rounded once), so
+// phase 2 reads it directly. Segments above small_m_max run the engine loops (weights read in
+// place, never copied); smaller ones the same GEMV path as fma_f32, with h rows unpacked to f32
+// per thread for the down projection.
 #pragma once
 
 #include <omp.h>
@@ -49,6 +62,7 @@
 #include <cstring>
 
 #include "gemm.h"
+#include "matrix_engines.h"
 #include "simd.h"
 
 namespace mixtile::cpu {
@@ -116,18 +130,280 @@ inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, c
   return gemm_scratch_bytes(t, A, std::max(D, F));
 }
 
+// Workspace of the bf16 engine paths: packed x, packed h, then per thread the engine scratch,
+// the partial results of depth-sliced GEMMs (K > engine_kc) and the f32 h rows of one small
+// segment (the GEMV path's down projection input). Sized for `threads` threads; a smaller team
+// runs its wider column ranges in pieces of max_cols.
+struct EngineWorkspace {
+  int64_t blocks, x_block, h_block;  // packed blocks; bf16 elements per x / h block
+  size_t x_bytes, h_bytes, per_thread;
+  int64_t small_rows, max_cols_f, max_cols_d, partial_floats;  // max_cols_*: per thread, phase 1 / 2
+};
+inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int threads, const TileConfig &t) {
+  EngineWorkspace w;
+  A = std::max<int64_t>(A, 0);
+  w.blocks = (A + kTokenBlock - 1) / kTokenBlock;
+  w.x_block = packed_block_elems(D);
+  w.h_block = packed_block_elems(F);
+  w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
+  w.h_bytes = align64(sizeof(uint16_t) * w.blocks * w.h_block);
+  w.small_rows = std::clamp<int64_t>(t.small_m_max, 0, A);
+  // Widest column range of one thread per phase (split_columns; by_expert takes all F columns).
+  auto widest = [threads](int64_t n) {
+    const int64_t units = (n + kColumnUnit - 1) / kColumnUnit;
+    return std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
+  };
+  w.max_cols_f = F < int64_t(threads) * kColumnUnit ? std::max(widest(F), F) : widest(F);
+  w.max_cols_d = widest(D);
+  const int64_t kc = std::max<int64_t>(kDepthStep, t.engine_kc);
+  const int64_t pass_blocks = engine_pass_blocks(w.blocks + 1, t.engine_mc);  // +1: a segment may straddle
+  w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
+                              F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);
+  w.per_thread = align64(kEngineScratchBytes) + align64(sizeof(float) * w.partial_floats) +
+                 align64(sizeof(float) * w.small_rows * F);
+  return w;
+}
+
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+
+// Phase-1 epilogue of the engine loops: h = act(g) (⊙ u) for the tokens of one expert, written as
+// bf16 pairs of adjacent columns into the packed block (col is even: column ranges start at
+// multiples of 32, engine column steps are even).
+template <Activation Act, bool Gated>
+struct HiddenTileEpilogue {
+  uint16_t *packed_h;
+  int64_t h_block;
+  int64_t r0, r1;  // this expert's rows, relative to offsets[0]
+  void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) {
+    const int64_t t0 = b * kTokenBlock;
+    const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
+    const int hi = static_cast<int>(std::min<int64_t>(kTokenBlock, r1 - t0));
+    const __mmask16 tokens = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
+    uint16_t *dst = packed_h + b * h_block + (col / 2) * 32;
+    for (int q = 0; 2 * q < ncols; ++q) {
+      __m512 v0 = vactivate<Act>(VecF{_mm512_loadu_ps(c + 2 * q * 16)}).v;
+      if constexpr (Gated) v0 = _mm512_mul_ps(v0, _mm512_loadu_ps(u + 2 * q * 16));
+      __m512 v1 = _mm512_setzero_ps();
+      if (2 * q + 1 < ncols) {
+        v1 = vactivate<Act>(VecF{_mm512_loadu_ps(c + (2 * q + 1) * 16)}).v;
+        if constexpr (Gated) v1 = _mm512_mul_ps(v1, _mm512_loadu_ps(u + (2 * q + 1) * 16));
+      }
+      _mm512_mask_storeu_epi32(dst + q * 32, tokens, bf16_pairs(v0, v1));
+    }
+  }
+};
+
+// Phase-1 epilogue of the GEMV path on the engine paths: one token row into the packed h.
+template <Activation Act, bool Gated>
+struct HiddenPackedRowEpilogue {
+  uint16_t *packed_h;
+  int64_t h_block;
+  int64_t row_base;  // relative row of local row 0
+  void row(int64_t i, int64_t col, int n, const float *v, const float *u) {
+    const int64_t r = row_base + i;
+    uint16_t *dst = packed_h + (r / kTokenBlock) * h_block + (r % kTokenBlock) * 2;
+    alignas(64) float vals[kVecWidth];
+    alignas(64) uint32_t bits[kVecWidth];
+    for (int j = 0; j < n; j += kVecWidth) {
+      const int m = std::min(kVecWidth, n - j);
+      activate_partial<Act>(vals, v + j, Gated ? u + j : nullptr, m);
+      _mm512_store_si512(bits, bf16_bits(_mm512_load_ps(vals)));
+      for (int q = 0; q < m; ++q) {
+        const int64_t c = col + j + q;
+        dst[(c / 2) * 32 + (c & 1)] = static_cast<uint16_t>(bits[q]);
+      }
+    }
+  }
+};
+
+// Phase-2 epilogue of the engine loops: transpose C^T to token rows, gate scale, scatter-add or
+// plain store of this expert's tokens.
+struct OutputTileEpilogue {
+  float *y;
+  int64_t ldy;
+  const int32_t *out_rows;
+  const float *gates;
+  int64_t offset0;
+  int64_t r0, r1;
+  void tile(int64_t b, int64_t col, int ncols, const float *c, const float *) {
+    const int64_t t0 = b * kTokenBlock;
+    const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
+    const int hi = static_cast<int>(std::min<int64_t>(kTokenBlock, r1 - t0));
+    __m512i r[16];
+    for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(c + j * 16);
+    transpose16x16_epi32(r);
+    const __mmask16 cols = static_cast<__mmask16>((1u << ncols) - 1);
+    for (int t = lo; t < hi; ++t) {
+      const int64_t a = offset0 + t0 + t;
+      const __m512 v = _mm512_mul_ps(_mm512_set1_ps(gates != nullptr ? gates[a] : 1.0f), _mm512_castsi512_ps(r[t]));
+      if (out_rows != nullptr) {
+        float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
+        _mm512_mask_storeu_ps(dst, cols, _mm512_add_ps(_mm512_maskz_loadu_ps(cols, dst), v));
+      } else {
+        _mm512_mask_storeu_ps(y + (t0 + t) * ldy + col, cols, v);
+      }
+    }
+  }
+};
+
+// Columns [c0, c1) in pieces of at most max_cols, the width the partial buffer is sized for.
+template <MatmulPath Path, bool Gated, class Epilogue>
+inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
+                        int64_t b1, int64_t c0, int64_t c1, int64_t max_cols, const TileConfig &tiles,
+                        float *partial, const EngineScratch &s, Epilogue &ep) {
+  for (int64_t c = c0; c < c1; c += max_cols) {
+    const int64_t ce = std::min(c1, c + max_cols);
+    if constexpr (Path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+      amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, s, ep);
+#endif
+    } else {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+      dp_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, s, ep);
+#endif
+    }
+  }
+}
+
+template <Activation Act, bool Gated, MatmulPath Path>
+void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
+  const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
+  const int64_t off0 = E > 0 ? p.offsets[0] : 0;
+  const int64_t A = E > 0 ? p.offsets[E] - off0 : 0;
+  const bool scatter = p.out_rows != nullptr;
+  const int64_t zero_rows = scatter ? p.zero_rows : 0;
+  if ((A <= 0 && zero_rows <= 0) || D <= 0) return;
+  const int nt = resolve_threads(p.num_threads);
+  const EngineWorkspace layout = engine_workspace(A, D, F, nt, tiles);
+  char *ws = static_cast<char *>(p.workspace);
+  uint16_t *packed_x = reinterpret_cast<uint16_t *>(ws);
+  uint16_t *packed_h = reinterpret_cast<uint16_t *>(ws + layout.x_bytes);
+  char *thread_ws = ws + layout.x_bytes + layout.h_bytes;
+  bool any_engine = false;  // x is packed only when some segment runs on the engine
+  for (int64_t e = 0; e < E; ++e) any_engine |= p.offsets[e + 1] - p.offsets[e] > tiles.small_m_max;
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    const int nthreads = omp_get_num_threads();
+    char *mine = thread_ws + layout.per_thread * tid;
+    const EngineScratch scratch = carve_engine_scratch(mine);
+    float *partial = reinterpret_cast<float *>(mine + align64(kEngineScratchBytes));
+    float *small_h = partial + align64(sizeof(float) * layout.partial_floats) / sizeof(float);
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
+#endif
+
+    // Stage 0: pack x (gathered through tokens, rounded to bf16) and zero what phase 1 never
+    // writes in h: the depth padding past F and the token padding past A.
+    for (int64_t b = tid; b < layout.blocks; b += nthreads) {
+      const int64_t t0 = b * kTokenBlock;
+      if (any_engine) {
+        const float *rows[kTokenBlock];
+        for (int t = 0; t < kTokenBlock; ++t) {
+          const int64_t a = off0 + t0 + t;
+          rows[t] = t0 + t < A ? p.x + (p.tokens != nullptr ? static_cast<int64_t>(p.tokens[a]) : a) * D : nullptr;
+        }
+        pack_token_block(packed_x + b * layout.x_block, rows, D);
+      }
+      uint16_t *hb = packed_h + b * layout.h_block;
+      if (t0 + kTokenBlock > A) {
+        std::memset(hb, 0, sizeof(uint16_t) * layout.h_block);
+      } else {
+        const int64_t first_pair = F / 2;  // a pair holding column F - 1 alone gets its zero here
+        std::memset(hb + first_pair * 32, 0, sizeof(uint16_t) * (layout.h_block - first_pair * 32));
+      }
+    }
+#pragma omp barrier
+
+    // Phase 1: this thread's F columns of h (or whole experts when F is narrow; see expert_ffn).
+    int64_t c0, c1;
+    const bool by_expert = F < static_cast<int64_t>(nthreads) * kColumnUnit && E >= nthreads;
+    if (by_expert) {
+      c0 = 0;
+      c1 = F;
+    } else {
+      split_columns(F, nthreads, tid, c0, c1);
+    }
+    for (int64_t e = by_expert ? tid : 0; e < E && A > 0 && c0 < c1; e += by_expert ? nthreads : 1) {
+      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+      if (rows <= 0) continue;
+      const int64_t r0 = begin - off0, r1 = r0 + rows;
+      const uint16_t *first = static_cast<const uint16_t *>(Gated ? p.gate_w[e] : p.up_w[e]);
+      const uint16_t *second = Gated ? static_cast<const uint16_t *>(p.up_w[e]) : nullptr;
+      if (rows <= tiles.small_m_max) {
+        const RowSource src{p.x, D, p.tokens, begin};
+        HiddenPackedRowEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0};
+        gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, ep);
+      } else {
+        HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
+        engine_gemm<Path, Gated>(first, second, D, packed_x, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
+                                 c0, c1, layout.max_cols_f, tiles, partial, scratch, ep);
+      }
+    }
+
+#pragma omp barrier
+    // Phase 2: this thread's D columns of y.
+    split_columns(D, nthreads, tid, c0, c1);
+    if (zero_rows > 0 && c1 > c0) {
+      for (int64_t r = 0; r < zero_rows; ++r) std::memset(p.y + r * D + c0, 0, sizeof(float) * (c1 - c0));
+    }
+    for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
+      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+      if (rows <= 0) continue;
+      const int64_t r0 = begin - off0, r1 = r0 + rows;
+      const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
+      if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
+        // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
+        for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
+          float *dst[kTokenBlock];
+          for (int t = 0; t < kTokenBlock; ++t) {
+            const int64_t r = b * kTokenBlock + t;
+            dst[t] = r >= r0 && r < r1 ? small_h + (r - r0) * F : nullptr;
+          }
+          unpack_token_block(packed_h + b * layout.h_block, dst, F);
+        }
+        const RowSource src{small_h, F, nullptr, 0};
+        OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
+        gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, ep);
+      } else {
+        OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
+        engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
+                                 c0, c1, layout.max_cols_d, tiles, partial, scratch, ep);
+      }
+    }
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_release_tiles();
+#endif
+  }
+}
+
+#endif  // MIXTILE_HAVE_BF16_ENGINE
+
 }  // namespace detail
 
 inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t D, int64_t F, int num_threads,
-                                        const TileConfig &tiles = default_tile_config()) {
+                                        const TileConfig &tiles = default_tile_config(),
+                                        MatmulPath path = MatmulPath::fma_f32) {
   const int nt = detail::resolve_threads(num_threads);
   const int64_t A = std::max<int64_t>(num_assignments, 0);
+  if (path != MatmulPath::fma_f32) {
+    const detail::EngineWorkspace w = detail::engine_workspace(A, D, F, nt, tiles);
+    return w.x_bytes + w.h_bytes + static_cast<size_t>(nt) * w.per_thread;
+  }
   return detail::align64(sizeof(float) * A * F) +
          static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles);
 }
 
-template <WeightType W, Activation Act, bool Gated>
+template <WeightType W, Activation Act, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
 void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_tile_config()) {
+  static_assert(detail::MatmulPathCheck<W, Path>::ok, "");
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+  if constexpr (Path != MatmulPath::fma_f32) {
+    detail::expert_ffn_engine<Act, Gated, Path>(p, tiles);
+    return;
+  }
+#endif
   using WS = WeightStorage<W>;
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
   const int64_t off0 = E > 0 ? p.offsets[0] : 0;

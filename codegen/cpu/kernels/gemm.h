@@ -15,6 +15,8 @@
 //    into k-slices and per-row partial sums of 64-column panels are carried across the slices.
 // Gated (SwiGLU/GeGLU) mode packs gate rows into the first half of each NR panel and up rows into
 // the second half, so one pass produces both projections of the same output columns.
+// These are MatmulPath::fma_f32; the bf16 matrix engines (AMX, AVX512-BF16) live in
+// matrix_engines.h and reuse the small-M path here for segments of at most small_m_max rows.
 #pragma once
 
 #include <algorithm>
@@ -47,6 +49,12 @@ struct TileConfig {
   int kc = 256;          // depth of one packed slice: the kc x NR B micro-panel stays in L1
   int nc = 512;          // packed B columns per block (rounded up to NR): kc x nc B block in L2
   int small_m_max = 32;  // segments with at most this many rows take the GEMV-shaped path
+  // bf16 matrix-engine paths (matrix_engines.h): depth slice of the AMX / VDPBF16PS loops, a
+  // multiple of 32; deeper GEMMs keep partial results between slices in the workspace.
+  int engine_kc = 1024;
+  // ... and token rows per pass (rounded to whole groups of 16-row blocks): the packed tokens of
+  // a pass x engine_kc stay in L2 while the thread's weight columns stream past them.
+  int engine_mc = 512;
 };
 
 // Defaults per ISA, measured on Zen 5 (AVX-512) for the Mixtral-like D=1024/F=3584 expert shape:

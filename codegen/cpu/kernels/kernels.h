@@ -4,8 +4,10 @@
 
 #include "simd.h"
 #include "gemm.h"
+#include "matrix_engines.h"
 #include "expert_ffn.h"
 #include "linear.h"
 #include "threads.h"
 #include "routing.h"
 #include "layers.h"
+#include "convert.h"

@@ -311,8 +311,8 @@ inline void softmax_row(const float *in, float *out, int64_t n, float inverse_te
 
 /// Workspace of token_mix: the controller GEMM's (linear.h) scratch.
 inline size_t token_mix_workspace_size(int64_t batch, int64_t seq, int64_t hidden, int64_t experts,
-                                       int num_threads) {
-  return linear_workspace_size(batch * seq, hidden, experts, num_threads);
+                                       int num_threads, MatmulPath path = MatmulPath::fma_f32) {
+  return linear_workspace_size(batch * seq, hidden, experts, num_threads, default_tile_config(), path);
 }
 
 /// Mixture of Tokens (Antoniak et al., 2023): for each group of G consecutive examples at
@@ -325,7 +325,8 @@ inline size_t token_mix_workspace_size(int64_t batch, int64_t seq, int64_t hidde
 /// thread takes whole group positions (g, s): merge weights vectorized over experts, written
 /// in place of the logits (or straight into emit), and the mixing Z[E, D] = Mᵀ[E, G] · X[G, D]
 /// as a G-deep GEMM on the microkernel tile, X read in place. No two threads share an output.
-template <WeightType W>
+/// Path: the controller GEMM's MatmulPath (router_logits_gemm).
+template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
 void token_mix(int64_t batch, int64_t seq, int64_t hidden, int64_t experts, int64_t group,
                double temperature, bool emit_expert_softmax, const float *x,
                const WeightStorage<W> *controller, float *mixed, float *emit, float *logits,
@@ -335,7 +336,7 @@ void token_mix(int64_t batch, int64_t seq, int64_t hidden, int64_t experts, int6
   const int64_t D = hidden, E = experts, G = group;
   const float inv_t = static_cast<float>(1.0 / temperature);
   if (tokens <= 0) return;
-  router_logits_gemm<W>(tokens, D, E, x, controller, logits, workspace, threads);
+  router_logits_gemm<W, Path>(tokens, D, E, x, controller, logits, workspace, threads);
 
 #pragma omp parallel num_threads(threads)
   {

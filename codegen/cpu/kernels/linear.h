@@ -4,8 +4,12 @@
 //
 //   struct LinearProblem { rows, in, out; x [*, in]; row_index [rows] or nullptr; w [out, in];
 //                          bias [out] or nullptr; y [rows, out]; workspace; num_threads; };
-//   template <WeightType W> void linear(const LinearProblem &p, const TileConfig &t = default_tile_config());
-//   size_t linear_workspace_size(rows, in, out, num_threads, tiles);
+//   template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
+//   void linear(const LinearProblem &p, const TileConfig &t = default_tile_config());
+//   size_t linear_workspace_size(rows, in, out, num_threads, tiles, path = MatmulPath::fma_f32);
+// The bf16 paths (bf16 weights, builds with the instructions) pack the gathered x rows to bf16
+// VNNI token blocks and run matrix_engines.h's loops when rows > tiles.small_m_max; fewer rows
+// take the fma_f32 path (its scratch is part of the bf16 paths' workspace).
 #pragma once
 
 #include <omp.h>
@@ -15,6 +19,7 @@
 #include <cstdint>
 
 #include "gemm.h"
+#include "matrix_engines.h"
 
 namespace mixtile::cpu {
 
@@ -46,17 +51,129 @@ struct LinearEpilogue {
 };
 }  // namespace detail
 
+namespace detail {
+// Workspace of the bf16 engine paths of linear: packed x, then per thread the engine scratch and
+// the partial results of depth-sliced GEMMs (in > engine_kc).
+struct LinearEngineWorkspace {
+  int64_t blocks, x_block, max_cols;
+  size_t x_bytes, per_thread;
+};
+inline LinearEngineWorkspace linear_engine_workspace(int64_t rows, int64_t in, int64_t out, int threads,
+                                                     const TileConfig &t) {
+  LinearEngineWorkspace w;
+  w.blocks = (std::max<int64_t>(rows, 0) + kTokenBlock - 1) / kTokenBlock;
+  w.x_block = packed_block_elems(in);
+  w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
+  // Widest column range of a thread: split_columns, or every column when rows are split.
+  const int64_t units = (std::max<int64_t>(out, 1) + kColumnUnit - 1) / kColumnUnit;
+  w.max_cols = std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
+  if (out < int64_t(threads) * kColumnUnit) w.max_cols = std::max(w.max_cols, out);
+  const bool sliced = in > std::max<int64_t>(kDepthStep, t.engine_kc);
+  w.per_thread = align64(kEngineScratchBytes) +
+                 (sliced ? align64(sizeof(float) * engine_partial_floats(w.max_cols, engine_pass_blocks(w.blocks, t.engine_mc)))
+                         : 0);
+  return w;
+}
+}  // namespace detail
+
 inline size_t linear_workspace_size(int64_t rows, int64_t in, int64_t out, int num_threads,
-                                    const TileConfig &tiles = default_tile_config()) {
-  (void)out;
+                                    const TileConfig &tiles = default_tile_config(),
+                                    MatmulPath path = MatmulPath::fma_f32) {
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
-  return static_cast<size_t>(nt) * detail::gemm_scratch_bytes(tiles, std::max<int64_t>(rows, 1), in);
+  const size_t fma = static_cast<size_t>(nt) * detail::gemm_scratch_bytes(tiles, std::max<int64_t>(rows, 1), in);
+  if (path == MatmulPath::fma_f32) return fma;
+  const detail::LinearEngineWorkspace w = detail::linear_engine_workspace(rows, in, out, nt, tiles);
+  return std::max(fma, w.x_bytes + static_cast<size_t>(nt) * w.per_thread);
 }
 
-template <WeightType W>
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+namespace detail {
+// Engine epilogue of linear: C^T tile -> rows of y, plus bias, for the valid rows of the block.
+struct LinearTileEpilogue {
+  float *y;
+  int64_t ldy, rows;
+  const float *bias;
+  void tile(int64_t b, int64_t col, int ncols, const float *c, const float *) {
+    __m512i r[16];
+    for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(c + j * 16);
+    transpose16x16_epi32(r);
+    const __mmask16 cols = static_cast<__mmask16>((1u << ncols) - 1);
+    const __m512 add = bias != nullptr ? _mm512_maskz_loadu_ps(cols, bias + col) : _mm512_setzero_ps();
+    const int64_t t0 = b * kTokenBlock;
+    const int n = static_cast<int>(std::min<int64_t>(kTokenBlock, rows - t0));
+    for (int t = 0; t < n; ++t)
+      _mm512_mask_storeu_ps(y + (t0 + t) * ldy + col, cols, _mm512_add_ps(_mm512_castsi512_ps(r[t]), add));
+  }
+};
+
+template <WeightType W, MatmulPath Path>
+void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
+  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  const LinearEngineWorkspace layout = linear_engine_workspace(p.rows, p.in, p.out, nt, tiles);
+  uint16_t *packed = static_cast<uint16_t *>(p.workspace);
+  char *thread_ws = static_cast<char *>(p.workspace) + layout.x_bytes;
+  const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && layout.blocks >= nt;
+  const uint16_t *w = static_cast<const uint16_t *>(p.w);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    char *mine = thread_ws + layout.per_thread * tid;
+    const EngineScratch scratch = carve_engine_scratch(mine);
+    float *partial = reinterpret_cast<float *>(mine + align64(kEngineScratchBytes));
+    for (int64_t b = tid; b < layout.blocks; b += nthreads) {
+      const float *rows[kTokenBlock];
+      for (int t = 0; t < kTokenBlock; ++t) {
+        const int64_t m = b * kTokenBlock + t;
+        rows[t] = m < p.rows ? p.x + (p.row_index != nullptr ? static_cast<int64_t>(p.row_index[m]) : m) * p.in
+                             : nullptr;
+      }
+      pack_token_block(packed + b * layout.x_block, rows, p.in);
+    }
+#pragma omp barrier
+    int64_t b0 = 0, b1 = layout.blocks, c0 = 0, c1 = p.out;
+    if (split_rows) {
+      b0 = layout.blocks * tid / nthreads;
+      b1 = layout.blocks * (tid + 1) / nthreads;
+    } else {
+      split_columns(p.out, nthreads, tid, c0, c1);
+    }
+    LinearTileEpilogue ep{p.y, p.out, p.rows, p.bias};
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
+#endif
+    for (int64_t c = c0; c < c1 && b0 < b1; c += layout.max_cols) {
+      const int64_t ce = std::min(c1, c + layout.max_cols);
+      if constexpr (Path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+        amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, scratch, ep);
+#endif
+      } else {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+        dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, scratch, ep);
+#endif
+      }
+    }
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_release_tiles();
+#endif
+  }
+}
+}  // namespace detail
+#endif  // MIXTILE_HAVE_BF16_ENGINE
+
+template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
 void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_config()) {
+  static_assert(detail::MatmulPathCheck<W, Path>::ok, "");
   using WS = WeightStorage<W>;
   if (p.rows <= 0 || p.out <= 0) return;
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+  if constexpr (Path != MatmulPath::fma_f32) {
+    if (p.rows > tiles.small_m_max && p.in > 0) {
+      detail::linear_engine<W, Path>(p, tiles);
+      return;
+    }
+  }
+#endif
   const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
   const size_t per_thread = detail::gemm_scratch_bytes(tiles, p.rows, p.in);
   // Narrow outputs (routers: out = E) split rows across threads instead of columns.

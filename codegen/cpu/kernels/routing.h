@@ -218,8 +218,9 @@ inline int64_t dispatch(int64_t tokens, int64_t k, int64_t experts, const float 
 
 /// logits [rows, out] = x [rows, in] · weightᵀ on the GEMM engine: the router or controller
 /// matmul of every token at once (expert choice and Mixture of Tokens need all of them).
-/// `workspace` holds linear_workspace_size(rows, in, out, threads) bytes.
-template <WeightType W>
+/// `workspace` holds linear_workspace_size(rows, in, out, threads, default_tile_config(), Path)
+/// bytes. The bf16 paths (bf16 weights) round x to bf16 (linear.h).
+template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
 inline void router_logits_gemm(int64_t rows, int64_t in, int64_t out, const float *x,
                                const WeightStorage<W> *weight, float *logits, void *workspace,
                                int threads) {
@@ -232,7 +233,7 @@ inline void router_logits_gemm(int64_t rows, int64_t in, int64_t out, const floa
   lp.y = logits;
   lp.workspace = workspace;
   lp.num_threads = threads;
-  linear<W>(lp);
+  linear<W, Path>(lp);
 }
 
 /// Expert-choice capacity C = min(T, ceil(factor · T / E)).
@@ -244,8 +245,8 @@ inline int64_t expert_choice_capacity(int64_t tokens, int64_t experts, double fa
 
 /// Workspace of expert_choice: the router GEMM's (linear.h) scratch.
 inline size_t expert_choice_workspace_size(int64_t tokens, int64_t experts, int64_t hidden,
-                                           int num_threads) {
-  return linear_workspace_size(tokens, hidden, experts, num_threads);
+                                           int num_threads, MatmulPath path = MatmulPath::fma_f32) {
+  return linear_workspace_size(tokens, hidden, experts, num_threads, default_tile_config(), path);
 }
 
 /// Expert-choice routing (Zhou et al., 2022): each expert takes the C tokens with the largest
@@ -254,14 +255,15 @@ inline size_t expert_choice_workspace_size(int64_t tokens, int64_t experts, int6
 /// `scores` is scratch of T·E floats, `workspace` expert_choice_workspace_size(...) bytes,
 /// 64-byte aligned. The logits are one GEMM (linear.h); each expert's selection is a
 /// selection (nth_element) on a contiguous copy of its score column, experts over threads.
-template <WeightType W>
+/// Path: the router GEMM's MatmulPath (router_logits_gemm).
+template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
 void expert_choice(int64_t tokens, int64_t experts, int64_t hidden, double capacity_factor,
                    const float *x, const WeightStorage<W> *router, int32_t *offsets,
                    int32_t *token_of, float *gate_of, float *logits, float *scores,
                    void *workspace, int num_threads) {
   const int64_t capacity = expert_choice_capacity(tokens, experts, capacity_factor);
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-  router_logits_gemm<W>(tokens, hidden, experts, x, router, logits, workspace, threads);
+  router_logits_gemm<W, Path>(tokens, hidden, experts, x, router, logits, workspace, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < tokens; ++t)
     detail::softmax(logits + t * experts, scores + t * experts, experts);

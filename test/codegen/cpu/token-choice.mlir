@@ -24,7 +24,7 @@
 // AMX-NEXT: return {{[0-9]+}};
 // AMX-NEXT: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::amx_bf16>(p, tiles_k2(T));
 // AMX-MANIFEST: "cpu": {
-// AMX-MANIFEST-NEXT: "march": "sapphirerapids",
+// AMX-MANIFEST: "march": "sapphirerapids",
 // AMX-MANIFEST-NEXT: "matmul_paths": [
 // AMX-MANIFEST-NEXT: {
 // AMX-MANIFEST-NEXT: "kernel": "moe_experts",
@@ -35,7 +35,9 @@
 // AMX-MANIFEST-NEXT: "amx_bf16"
 // ZEN-NOT: amx_ready
 // ZEN: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::avx512_bf16>(p, tiles_k2(T));
-// ZEN-MANIFEST: "march": "znver4",
+// ZEN-MANIFEST: "isa_flags": [
+// ZEN-MANIFEST: "-mavx512bf16",
+// ZEN-MANIFEST: "march": "znver3",
 // ZEN-MANIFEST: "matmul_path": "avx512_bf16"
 // ZEN-MANIFEST-NOT: amx
 // BADCPU: mixtilec: error: unknown --cpu 'pentium4' (expected one of native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5)
@@ -74,7 +76,7 @@
 // HEADER: const char *token_choice_error_message(int code);
 
 // MANIFEST: "cpu": {
-// MANIFEST-NEXT: "march": "x86-64-v4",
+// MANIFEST: "march": "x86-64-v4",
 // MANIFEST: "matmul_path": "fma_f32"
 // MANIFEST: "name": "x86-64-v4",
 // MANIFEST-NEXT: "required_features": [

@@ -2,6 +2,9 @@
 // expert_ffn over every activation, gated/plain, f32/bf16/f16 weights, every nullptr combination
 // of tokens/gates/out_rows, empty experts, T = 0/1, odd sizes and forced tile shapes; and linear.
 // Built with the native ISA and with -march=x86-64 -mno-avx (scalar fallback) by build.sh.
+// Where the build enables them (and, for AMX, the OS grants tiles), the bf16 matrix-engine paths
+// (MatmulPath::avx512_bf16, amx_bf16) run the same cases with bf16 weights; they round x and h to
+// bf16 (relative 2^-9 each), so their tolerance is 1e-2 instead of 1e-5.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,7 +23,11 @@ using namespace mixtile::cpu;
 namespace {
 
 int g_failures = 0, g_checks = 0;
-double g_max_rel[3] = {0, 0, 0};  // worst relative L2 error of expert_ffn per weight dtype
+double g_max_rel[3] = {0, 0, 0};  // worst relative L2 error of expert_ffn (fma_f32) per weight dtype
+double g_max_rel_path[3] = {0, 0, 0};  // worst relative L2 error per MatmulPath (bf16 paths: bf16 weights)
+int g_path_checks[3] = {0, 0, 0};
+double g_max_rel_linear = 0;  // worst relative L2 error of linear on the bf16 paths
+int g_linear_engine_checks = 0;
 
 uint16_t f32_to_bf16(float f) {
   uint32_t u;
@@ -64,6 +71,14 @@ const char *act_name(Activation a) {
   return "?";
 }
 
+// Bytes after a workspace that a kernel must never write.
+constexpr size_t kCanary = 4096;
+bool canary_intact(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != 0xa5) return false;
+  return true;
+}
+
 const char *wt_name(WeightType w) { return w == WeightType::f32 ? "f32" : w == WeightType::bf16 ? "bf16" : "f16"; }
 
 // Weights of one matrix in the storage dtype plus their exact f32 values for the reference.
@@ -94,24 +109,41 @@ Matrix make_matrix(std::mt19937 &rng, int64_t rows, int64_t cols, WeightType w, 
   return m;
 }
 
-template <WeightType W, Activation Act, bool Gated>
+template <WeightType W, Activation Act, bool Gated, MatmulPath Path>
 void call_expert_ffn(const ExpertFFNProblem &p, const TileConfig &t) {
-  expert_ffn<W, Act, Gated>(p, t);
+  expert_ffn<W, Act, Gated, Path>(p, t);
 }
 
 using FfnFn = void (*)(const ExpertFFNProblem &, const TileConfig &);
 
-template <WeightType W, bool Gated>
+template <WeightType W, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
 FfnFn pick_act(Activation a) {
   switch (a) {
-    case Activation::silu: return call_expert_ffn<W, Activation::silu, Gated>;
-    case Activation::gelu: return call_expert_ffn<W, Activation::gelu, Gated>;
-    case Activation::gelu_tanh: return call_expert_ffn<W, Activation::gelu_tanh, Gated>;
-    default: return call_expert_ffn<W, Activation::relu, Gated>;
+    case Activation::silu: return call_expert_ffn<W, Activation::silu, Gated, Path>;
+    case Activation::gelu: return call_expert_ffn<W, Activation::gelu, Gated, Path>;
+    case Activation::gelu_tanh: return call_expert_ffn<W, Activation::gelu_tanh, Gated, Path>;
+    default: return call_expert_ffn<W, Activation::relu, Gated, Path>;
   }
 }
 
-FfnFn pick(WeightType w, Activation a, bool gated) {
+const char *path_name(MatmulPath p) {
+  return p == MatmulPath::fma_f32 ? "fma_f32" : p == MatmulPath::avx512_bf16 ? "avx512_bf16" : "amx_bf16";
+}
+
+FfnFn pick(WeightType w, Activation a, bool gated, MatmulPath path = MatmulPath::fma_f32) {
+  // The bf16 paths exist only where the build enables their instructions (instantiating them
+  // elsewhere is a compile error by design).
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if (path == MatmulPath::avx512_bf16)
+    return gated ? pick_act<WeightType::bf16, true, MatmulPath::avx512_bf16>(a)
+                 : pick_act<WeightType::bf16, false, MatmulPath::avx512_bf16>(a);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (path == MatmulPath::amx_bf16)
+    return gated ? pick_act<WeightType::bf16, true, MatmulPath::amx_bf16>(a)
+                 : pick_act<WeightType::bf16, false, MatmulPath::amx_bf16>(a);
+#endif
+  if (path != MatmulPath::fma_f32) std::abort();
   if (w == WeightType::f32) return gated ? pick_act<WeightType::f32, true>(a) : pick_act<WeightType::f32, false>(a);
   if (w == WeightType::bf16) return gated ? pick_act<WeightType::bf16, true>(a) : pick_act<WeightType::bf16, false>(a);
   return gated ? pick_act<WeightType::f16, true>(a) : pick_act<WeightType::f16, false>(a);
@@ -125,6 +157,7 @@ struct Case {
   int threads;
   TileConfig tiles;
   std::string tile_name;
+  MatmulPath path = MatmulPath::fma_f32;
 };
 
 void run_case(const Case &c, uint32_t seed) {
@@ -231,11 +264,14 @@ void run_case(const Case &c, uint32_t seed) {
   p.y = y.data();
   p.out_rows = c.use_out_rows ? out_rows.data() : nullptr;
   p.zero_rows = (c.use_out_rows && c.zero_in_kernel) ? y_rows : 0;
-  const size_t ws = expert_ffn_workspace_size(A, D, F, c.threads, c.tiles);
-  void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
+  const size_t ws = expert_ffn_workspace_size(A, D, F, c.threads, c.tiles, c.path);
+  unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + 63) / 64 * 64 + kCanary));
+  std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
+  std::memset(workspace + ws, 0xa5, (ws + 63) / 64 * 64 + kCanary - ws);  // must stay untouched
   p.workspace = workspace;
   p.num_threads = c.threads;
-  pick(c.w, c.act, c.gated)(p, c.tiles);
+  pick(c.w, c.act, c.gated, c.path)(p, c.tiles);
+  const bool within = canary_intact(workspace + ws, (ws + 63) / 64 * 64 + kCanary - ws);
   std::free(workspace);
 
   double num = 0, den = 0;
@@ -247,21 +283,28 @@ void run_case(const Case &c, uint32_t seed) {
     den += ref[i] * ref[i];
   }
   const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  const double tol = 1e-5;
-  g_max_rel[static_cast<int>(c.w)] = std::max(g_max_rel[static_cast<int>(c.w)], rel);
+  const double tol = c.path == MatmulPath::fma_f32 ? 1e-5 : 1e-2;
+  if (c.path == MatmulPath::fma_f32) g_max_rel[static_cast<int>(c.w)] = std::max(g_max_rel[static_cast<int>(c.w)], rel);
+  g_max_rel_path[static_cast<int>(c.path)] = std::max(g_max_rel_path[static_cast<int>(c.path)], rel);
+  ++g_path_checks[static_cast<int>(c.path)];
   ++g_checks;
+  if (!within) {
+    ++g_failures;
+    std::printf("FAIL %s T=%ld D=%ld F=%ld: wrote past expert_ffn_workspace_size\n", path_name(c.path), (long)T,
+                (long)D, (long)F);
+  }
   if (!finite || !(rel <= tol)) {
     ++g_failures;
-    std::printf("FAIL T=%ld D=%ld F=%ld E=%ld k=%ld %s %s %s tokens=%d gates=%d out_rows=%d zero=%d thr=%d tiles=%s: "
-                "rel_l2=%.3g finite=%d\n",
-                (long)T, (long)D, (long)F, (long)E, (long)c.k, wt_name(c.w), act_name(c.act),
+    std::printf("FAIL %s T=%ld D=%ld F=%ld E=%ld k=%ld %s %s %s tokens=%d gates=%d out_rows=%d zero=%d thr=%d "
+                "tiles=%s: rel_l2=%.3g finite=%d\n",
+                path_name(c.path), (long)T, (long)D, (long)F, (long)E, (long)c.k, wt_name(c.w), act_name(c.act),
                 c.gated ? "gated" : "plain", c.use_tokens, c.use_gates, c.use_out_rows, c.zero_in_kernel,
                 c.threads, c.tile_name.c_str(), rel, finite);
   }
 }
 
 void test_linear(WeightType w, int64_t rows, int64_t in, int64_t out, bool gather, bool bias, int threads,
-                 const TileConfig &t, uint32_t seed) {
+                 const TileConfig &t, uint32_t seed, MatmulPath path = MatmulPath::fma_f32) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> unit(-1.f, 1.f);
   const int64_t x_rows = gather ? rows + 3 : rows;
@@ -282,12 +325,31 @@ void test_linear(WeightType w, int64_t rows, int64_t in, int64_t out, bool gathe
   p.bias = bias ? b.data() : nullptr;
   p.y = y.data();
   p.num_threads = threads;
-  const size_t ws = linear_workspace_size(rows, in, out, threads, t);
-  void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
+  const size_t ws = linear_workspace_size(rows, in, out, threads, t, path);
+  unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + 63) / 64 * 64 + kCanary));
+  std::memset(workspace, 0xff, ws);
+  std::memset(workspace + ws, 0xa5, (ws + 63) / 64 * 64 + kCanary - ws);
   p.workspace = workspace;
-  if (w == WeightType::f32) linear<WeightType::f32>(p, t);
-  else if (w == WeightType::bf16) linear<WeightType::bf16>(p, t);
-  else linear<WeightType::f16>(p, t);
+  if (path == MatmulPath::avx512_bf16) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+    linear<WeightType::bf16, MatmulPath::avx512_bf16>(p, t);
+#endif
+  } else if (path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    linear<WeightType::bf16, MatmulPath::amx_bf16>(p, t);
+#endif
+  } else if (w == WeightType::f32) {
+    linear<WeightType::f32>(p, t);
+  } else if (w == WeightType::bf16) {
+    linear<WeightType::bf16>(p, t);
+  } else {
+    linear<WeightType::f16>(p, t);
+  }
+  if (!canary_intact(workspace + ws, (ws + 63) / 64 * 64 + kCanary - ws)) {
+    ++g_failures;
+    std::printf("FAIL linear %s rows=%ld in=%ld out=%ld: wrote past linear_workspace_size\n", path_name(path),
+                (long)rows, (long)in, (long)out);
+  }
   std::free(workspace);
   double num = 0, den = 0;
   bool finite = true;
@@ -303,15 +365,20 @@ void test_linear(WeightType w, int64_t rows, int64_t in, int64_t out, bool gathe
   }
   const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
   ++g_checks;
-  if (!finite || !(rel <= 1e-5)) {
+  if (path != MatmulPath::fma_f32) {
+    g_max_rel_linear = std::max(g_max_rel_linear, rel);
+    ++g_linear_engine_checks;
+  }
+  if (!finite || !(rel <= (path == MatmulPath::fma_f32 ? 1e-5 : 1e-2))) {
     ++g_failures;
-    std::printf("FAIL linear %s rows=%ld in=%ld out=%ld gather=%d bias=%d thr=%d: rel_l2=%.3g finite=%d\n",
-                wt_name(w), (long)rows, (long)in, (long)out, gather, bias, threads, rel, finite);
+    std::printf("FAIL linear %s %s rows=%ld in=%ld out=%ld gather=%d bias=%d thr=%d: rel_l2=%.3g finite=%d\n",
+                path_name(path), wt_name(w), (long)rows, (long)in, (long)out, gather, bias, threads, rel, finite);
   }
 }
 
 // A NaN in one token row must poison exactly that token's output row (spec: edge cases).
-void test_nan_propagation(const TileConfig &tiles, const char *name) {
+void test_nan_propagation(const TileConfig &tiles, const char *name, MatmulPath path = MatmulPath::fma_f32) {
+  const WeightType wt = path == MatmulPath::fma_f32 ? WeightType::f32 : WeightType::bf16;
   const int64_t T = 40, D = 100, F = 37, E = 4;
   std::mt19937 rng(99);
   std::uniform_real_distribution<float> unit(-1.f, 1.f);
@@ -328,12 +395,11 @@ void test_nan_propagation(const TileConfig &tiles, const char *name) {
   std::vector<Matrix> w;
   std::vector<const void *> g(E), u(E), d(E);
   for (int64_t e = 0; e < E; ++e) {
-    w.push_back(make_matrix(rng, F, D, WeightType::f32, 0.1f));
-    w.push_back(make_matrix(rng, F, D, WeightType::f32, 0.1f));
-    w.push_back(make_matrix(rng, D, F, WeightType::f32, 0.1f));
+    w.push_back(make_matrix(rng, F, D, wt, 0.1f));
+    w.push_back(make_matrix(rng, F, D, wt, 0.1f));
+    w.push_back(make_matrix(rng, D, F, wt, 0.1f));
   }
-  for (int64_t e = 0; e < E; ++e) g[e] = w[3 * e].data(WeightType::f32), u[e] = w[3 * e + 1].data(WeightType::f32),
-                                  d[e] = w[3 * e + 2].data(WeightType::f32);
+  for (int64_t e = 0; e < E; ++e) g[e] = w[3 * e].data(wt), u[e] = w[3 * e + 1].data(wt), d[e] = w[3 * e + 2].data(wt);
   ExpertFFNProblem p;
   p.num_experts = E;
   p.hidden = D;
@@ -349,10 +415,10 @@ void test_nan_propagation(const TileConfig &tiles, const char *name) {
   p.out_rows = tokens.data();
   p.zero_rows = T;
   p.num_threads = 2;
-  const size_t ws = expert_ffn_workspace_size(static_cast<int64_t>(tokens.size()), D, F, 2, tiles);
+  const size_t ws = expert_ffn_workspace_size(static_cast<int64_t>(tokens.size()), D, F, 2, tiles, path);
   void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
   p.workspace = workspace;
-  expert_ffn<WeightType::f32, Activation::silu, true>(p, tiles);
+  pick(wt, Activation::silu, true, path)(p, tiles);
   std::free(workspace);
   bool ok = true;
   for (int64_t t = 0; t < T; ++t)
@@ -360,7 +426,8 @@ void test_nan_propagation(const TileConfig &tiles, const char *name) {
   ++g_checks;
   if (!ok) {
     ++g_failures;
-    std::printf("FAIL NaN propagation (%s): a NaN in token 7 must make exactly row 7 NaN\n", name);
+    std::printf("FAIL NaN propagation (%s, %s): a NaN in token 7 must make exactly row 7 NaN\n", name,
+                path_name(path));
   }
 }
 
@@ -435,8 +502,96 @@ int main() {
 
   for (const auto &ts : tile_sets) test_nan_propagation(ts.second, ts.first.c_str());
 
+  // The bf16 matrix-engine paths over the same shapes and routing options, bf16 weights. Tile
+  // sets: the default (GEMV path up to small_m_max rows per expert, engines above: both in one
+  // call), engines for every segment (with and without depth slices), and the GEMV path for
+  // every segment.
+  std::vector<MatmulPath> engines;
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  engines.push_back(MatmulPath::avx512_bf16);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (amx_ready()) engines.push_back(MatmulPath::amx_bf16);
+  else std::printf("amx_bf16 built but the OS refuses AMX tiles: not tested\n");
+#endif
+  std::vector<std::pair<std::string, TileConfig>> engine_tiles;
+  TileConfig mixed = default_tile_config();
+  mixed.small_m_max = 4;
+  mixed.engine_kc = 96;  // depth slices (partial results between them) for D, F > 96
+  engine_tiles.push_back({"mixed", mixed});
+  TileConfig all_engine = default_tile_config();
+  all_engine.small_m_max = 0;
+  engine_tiles.push_back({"all-engine", all_engine});
+  TileConfig all_engine_sliced = all_engine;
+  all_engine_sliced.engine_kc = 32;  // one tile step per slice
+  all_engine_sliced.engine_mc = 16;  // one block group per pass
+  engine_tiles.push_back({"all-engine-kc32", all_engine_sliced});
+  engine_tiles.push_back({"all-small", all_small});
+  const Shape engine_shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
+                                 {40, 100, 37, 6, 2}, {9, 64, 96, 4, 2},   {50, 33, 70, 3, 3},
+                                 {3, 17, 5, 1, 1},    {30, 130, 300, 5, 2}, {70, 96, 64, 2, 2},
+                                 {45, 1, 1, 3, 2},    {37, 250, 129, 3, 1}, {20, 40, 0, 2, 1}};
+  for (MatmulPath path : engines) {
+    for (const auto &ts : engine_tiles) {
+      for (const Shape &s : engine_shapes) {
+        for (int opts = 0; opts < 16; ++opts) {
+          for (int gated = 0; gated < 2; ++gated) {
+            Case c;
+            c.T = s.T;
+            c.D = s.D;
+            c.F = s.F;
+            c.E = s.E;
+            c.k = s.k;
+            c.use_tokens = opts & 1;
+            c.use_gates = (opts >> 1) & 1;
+            c.use_out_rows = (opts >> 2) & 1;
+            c.zero_in_kernel = (opts >> 3) & 1;
+            if (!c.use_out_rows && c.zero_in_kernel) continue;
+            c.gated = gated;
+            c.w = WeightType::bf16;
+            c.act = acts[combo % 4];
+            ++combo;
+            c.threads = 1 + combo % 3;
+            c.tiles = ts.second;
+            c.tile_name = ts.first;
+            c.path = path;
+            run_case(c, seed++);
+          }
+        }
+      }
+    }
+    for (Activation a : acts)
+      for (int gated = 0; gated < 2; ++gated)
+        for (int64_t T : {int64_t(2), int64_t(25), int64_t(300)}) {
+          Case c{T, 100, 37, 5, 2, WeightType::bf16, a, bool(gated), true, true, true, false, 2, mixed, "mixed"};
+          c.path = path;
+          run_case(c, seed++);
+        }
+    for (const auto &ts : engine_tiles) test_nan_propagation(ts.second, ts.first.c_str(), path);
+    // linear (routers, controllers) on the same path: row split (narrow out) and column split.
+    for (int64_t rows : {int64_t(0), int64_t(1), int64_t(5), int64_t(37), int64_t(100)})
+      for (int64_t in : {int64_t(70), int64_t(300)})
+        for (int64_t out : {int64_t(8), int64_t(100)})
+          for (int gb = 0; gb < 4; ++gb)
+            for (const auto &ts : engine_tiles)
+              test_linear(WeightType::bf16, rows, in, out, gb & 1, gb & 2, 1 + (gb + rows) % 2, ts.second, seed++,
+                          path);
+  }
+
   std::printf("worst relative L2 error vs float64: f32 %.2g, bf16 %.2g, f16 %.2g (tolerance 1e-5)\n", g_max_rel[0],
               g_max_rel[1], g_max_rel[2]);
+  std::printf("matmul paths tested:");
+  for (MatmulPath path : {MatmulPath::fma_f32, MatmulPath::avx512_bf16, MatmulPath::amx_bf16})
+    if (g_path_checks[static_cast<int>(path)] > 0) std::printf(" %s", path_name(path));
+  std::printf("\n");
+  if (g_linear_engine_checks > 0)
+    std::printf("worst relative L2 error vs float64, linear on the bf16 paths: %.2g in %d cases (tolerance 1e-2)\n",
+                g_max_rel_linear, g_linear_engine_checks);
+  for (MatmulPath path : {MatmulPath::avx512_bf16, MatmulPath::amx_bf16})
+    if (g_path_checks[static_cast<int>(path)] > 0)
+      std::printf("worst relative L2 error vs float64, %s (bf16 weights, x and h rounded to bf16): %.2g in %d cases "
+                  "(tolerance 1e-2)\n",
+                  path_name(path), g_max_rel_path[static_cast<int>(path)], g_path_checks[static_cast<int>(path)]);
   std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
 #if defined(__AVX512F__)
               "AVX-512"

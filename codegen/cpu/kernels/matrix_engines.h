@@ -1,0 +1,521 @@
+// bf16 matrix-engine GEMM tiles of the CPU kernel library: AMX (TDPBF16PS) and AVX512-BF16
+// (VDPBF16PS) loops over row-major bf16 weights, the bf16 packing of activation rows they read,
+// and the AMX tile permission. Mechanisms only: which path runs is the compiler's MatmulPath.
+//
+// Both engines compute transposed tiles: the weight is the LEFT operand, read in place from its
+// row-major [out, in] storage (the read-only checkpoint mmap, never copied), and activations are
+// packed once per call into "VNNI token blocks" (16 rows x depth, element (t, k) at
+// block[(k / 2) * 32 + t * 2 + k % 2], depth zero-padded to a multiple of 32). The result of one
+// tile is C^T[16 output columns][16 tokens]; epilogues receive it as `float c[16][16]` (row =
+// output column) and transpose or pair it as their consumer needs.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "simd.h"
+
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__AMX_TILE__) || defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+namespace mixtile::cpu {
+
+namespace detail {
+// Which bf16 engines this translation unit was built with (-mamx-tile -mamx-bf16, -mavx512bf16);
+// the packing and epilogues need AVX-512F as well.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define MIXTILE_HAVE_AMX_BF16 1
+constexpr bool kHaveAmxBf16 = true;
+#else
+constexpr bool kHaveAmxBf16 = false;
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#define MIXTILE_HAVE_AVX512_BF16 1
+constexpr bool kHaveAvx512Bf16 = true;
+#else
+constexpr bool kHaveAvx512Bf16 = false;
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16) || defined(MIXTILE_HAVE_AVX512_BF16)
+#define MIXTILE_HAVE_BF16_ENGINE 1
+#endif
+
+// The rules of a MatmulPath, checked where a kernel is instantiated: the bf16 paths multiply bf16
+// weights, and only in builds that enable their instructions (never a silent fallback).
+template <WeightType W, MatmulPath Path>
+struct MatmulPathCheck {
+  static_assert(Path == MatmulPath::fma_f32 || W == WeightType::bf16,
+                "MatmulPath::avx512_bf16 and MatmulPath::amx_bf16 multiply bf16 weights only; "
+                "f32 and f16 weights take MatmulPath::fma_f32");
+  static_assert(Path != MatmulPath::amx_bf16 || kHaveAmxBf16,
+                "MatmulPath::amx_bf16 is not enabled in this build: compile with -mamx-tile -mamx-bf16 "
+                "-mavx512f -mavx512bw (e.g. -march=sapphirerapids)");
+  static_assert(Path != MatmulPath::avx512_bf16 || kHaveAvx512Bf16,
+                "MatmulPath::avx512_bf16 is not enabled in this build: compile with -mavx512bf16 "
+                "-mavx512f -mavx512bw (e.g. -march=znver4 or -march=cooperlake)");
+  static constexpr bool ok = true;
+};
+}  // namespace detail
+
+/// Requests the AMX tile-data permission for this process once (Linux arch_prctl
+/// ARCH_REQ_XCOMP_PERM) and says whether AMX tiles may be used. Thread-safe; false on builds
+/// without -mamx-tile -mamx-bf16, on CPUs without AMX-BF16 and where the kernel refuses.
+inline bool amx_ready() {
+#if defined(MIXTILE_HAVE_AMX_BF16) && defined(__linux__) && defined(__x86_64__)
+  static const bool ready = [] {
+    constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (!__builtin_cpu_supports("avx512f")) return false;
+    unsigned eax, ebx, ecx, edx;
+    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+    const bool amx_bf16 = (edx >> 22) & 1u, amx_tile = (edx >> 24) & 1u;
+    if (!amx_bf16 || !amx_tile) return false;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+    unsigned long features = 0;
+    if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &features) != 0) return false;
+    return ((features >> kXfeatureXtiledata) & 1ul) != 0;
+  }();
+  return ready;
+#else
+  return false;
+#endif
+}
+
+namespace detail {
+
+constexpr int kTokenBlock = 16;  // tokens per packed activation block (the N of a tile)
+constexpr int kDepthStep = 32;   // bf16 depth of one tile product (the K of a tile)
+
+inline int64_t padded_depth(int64_t k) { return (k + kDepthStep - 1) / kDepthStep * kDepthStep; }
+// bf16 elements of one packed block of depth k.
+inline int64_t packed_block_elems(int64_t k) { return padded_depth(k) * kTokenBlock; }
+
+// Per-thread scratch of the engine loops, carved from the caller's workspace.
+struct EngineScratch {
+  float *c;          // result tiles: kEngineResultFloats floats
+  uint16_t *a_edge;  // 2 weight tiles of 16 rows x 32 bf16 for ragged edges
+};
+constexpr int kEngineResultFloats = 8 * 256;
+constexpr size_t kEngineScratchBytes = sizeof(float) * kEngineResultFloats + 2 * 16 * 32 * sizeof(uint16_t);
+inline EngineScratch carve_engine_scratch(char *p) {
+  EngineScratch s;
+  s.c = reinterpret_cast<float *>(p);
+  s.a_edge = reinterpret_cast<uint16_t *>(p + sizeof(float) * kEngineResultFloats);
+  return s;
+}
+
+// Floats of the partial-result buffer of one engine call over `cols` columns and `blocks` token
+// blocks when its depth is sliced (K > kc): 32 x 32 results per column step and token pair.
+inline int64_t engine_partial_floats(int64_t cols, int64_t blocks) {
+  return (cols + 15) / 16 * 16 * (blocks + 2) * 32;  // both engines' layouts fit this bound
+}
+// The most token blocks one pass of amx_gemm / dp_gemm covers out of `blocks`, passes of `mc` rows.
+inline int64_t engine_pass_blocks(int64_t blocks, int64_t mc) {
+  return std::min(blocks, std::max<int64_t>(3, mc / kTokenBlock));
+}
+
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+
+// Round-to-nearest-even f32 -> bf16 of 16 lanes, left in the low 16 bits of each 32-bit lane
+// (NaN stays a quiet NaN). Plain AVX-512F so AMX builds need no -mavx512bf16 for it.
+inline __m512i bf16_bits(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+
+// 16 lanes of bf16 pairs (lo, hi): the VNNI element of 16 tokens for one k pair.
+inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(bf16_bits(lo), _mm512_slli_epi32(bf16_bits(hi), 16));
+}
+
+// 16x16 transpose of 32-bit lanes (see gemm.h's transpose16x16, here on integer vectors).
+inline void transpose16x16_epi32(__m512i (&r)[16]) {
+  __m512 f[16];
+  for (int i = 0; i < 16; ++i) f[i] = _mm512_castsi512_ps(r[i]);
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(f[2 * i], f[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(f[2 * i], f[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    f[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    f[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    f[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    f[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 u0 = _mm512_shuffle_f32x4(f[j], f[4 + j], 0x88);
+    const __m512 u1 = _mm512_shuffle_f32x4(f[j], f[4 + j], 0xdd);
+    const __m512 u2 = _mm512_shuffle_f32x4(f[8 + j], f[12 + j], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(f[8 + j], f[12 + j], 0xdd);
+    t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int k = 0; k < 16; ++k) r[k] = _mm512_castps_si512(t[k]);
+}
+
+// Packs up to 16 f32 rows (nullptr = zero row) of depth k into one VNNI token block of padded
+// depth, rounding to bf16: per 32-deep step, each row's 16 pairs are one vector, and a 16x16
+// transpose of 32-bit lanes turns 16 rows into the 16 k-pair rows of the block.
+inline void pack_token_block(uint16_t *__restrict dst, const float *const *rows, int64_t k) {
+  const int64_t kp = padded_depth(k);
+  alignas(64) static const uint16_t kLowHalves[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+  const __m512i idx = _mm512_load_si512(kLowHalves);
+  for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
+    const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);  // may be <= 0 only if k == 0
+    const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
+    const __mmask16 m_hi = kv >= 32 ? __mmask16(0xffff) : kv > 16 ? __mmask16((1u << (kv - 16)) - 1) : __mmask16(0);
+    __m512i r[16];
+    for (int t = 0; t < kTokenBlock; ++t) {
+      if (rows[t] == nullptr) {
+        r[t] = _mm512_setzero_si512();
+        continue;
+      }
+      const __m512 a = _mm512_maskz_loadu_ps(m_lo, rows[t] + k0);
+      const __m512 b = _mm512_maskz_loadu_ps(m_hi, rows[t] + k0 + 16);
+      // The low halves of a's and b's lanes in k order: 32-bit lane j = (k0 + 2j, k0 + 2j + 1).
+      r[t] = _mm512_permutex2var_epi16(bf16_bits(a), idx, bf16_bits(b));
+    }
+    transpose16x16_epi32(r);
+    uint16_t *out = dst + k0 * kTokenBlock;
+    for (int kk = 0; kk < 16; ++kk) _mm512_storeu_si512(out + kk * 32, r[kk]);
+  }
+}
+
+
+// Inverse of pack_token_block for the rows that exist: rows[t] (nullptr = skip) receives the
+// first k values of token t, widened back to f32.
+inline void unpack_token_block(const uint16_t *__restrict src, float *const *rows, int64_t k) {
+  const int64_t kp = padded_depth(k);
+  for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
+    __m512i r[16];
+    const uint16_t *in = src + k0 * kTokenBlock;
+    for (int kk = 0; kk < 16; ++kk) r[kk] = _mm512_loadu_si512(in + kk * 32);
+    transpose16x16_epi32(r);  // r[t]: the 16 pairs of token t, i.e. bf16 of k0 .. k0 + 31
+    const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);
+    const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
+    const __mmask16 m_hi = kv >= 32 ? __mmask16(0xffff) : kv > 16 ? __mmask16((1u << (kv - 16)) - 1) : __mmask16(0);
+    for (int t = 0; t < kTokenBlock; ++t) {
+      if (rows[t] == nullptr) continue;
+      const __m512i lo = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(r[t])), 16);
+      const __m512i hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(r[t], 1)), 16);
+      _mm512_mask_storeu_ps(rows[t] + k0, m_lo, _mm512_castsi512_ps(lo));
+      _mm512_mask_storeu_ps(rows[t] + k0 + 16, m_hi, _mm512_castsi512_ps(hi));
+    }
+  }
+}
+
+// Copies weight rows [0, nrows) x depth [k0, k0 + 32) into a zero-padded 16 x 32 tile: the
+// weight is never read past its valid rows or depth (the checkpoint mmap may end right there).
+inline void copy_weight_edge(uint16_t *__restrict dst, const uint16_t *w, int64_t ldw, int nrows, int64_t k0,
+                             int64_t K) {
+  std::memset(dst, 0, 16 * 32 * sizeof(uint16_t));
+  const int64_t kv = std::min<int64_t>(kDepthStep, K - k0);
+  if (kv <= 0) return;
+  for (int r = 0; r < nrows; ++r) std::memcpy(dst + r * 32, w + r * ldw + k0, sizeof(uint16_t) * kv);
+}
+
+#endif  // MIXTILE_HAVE_BF16_ENGINE
+
+// ---- AMX (TDPBF16PS) ------------------------------------------------------------------------------
+//
+// Measured on a 2-core Sapphire Rapids VM (D=1024, F=3584, E=8, top-2, gated SiLU, 2 threads):
+// 1.3 TFLOP/s at 128 rows per expert, 1.6 at 512; from one row per expert on it is at least as
+// fast as the f32 GEMV path (both stream the weights at DRAM speed), so small_m_max = 0 suits AMX
+// there. A lone thread reaches ~0.85 TFLOP/s, ~30% of the core's TDPBF16PS peak (~2.9): weight
+// and token tiles come from L2, and the product order in amx_gemm_pass matters.
+//
+// Tile registers: 0-3 results (C^T, 16 output columns x 16 tokens, f32), 4-5 weight tiles
+// (16 rows x 32 depth, loaded in place with the weight's row stride), 6-7 token tiles (one
+// 32-deep step of a packed block: 1 KB contiguous). Epilogue concept:
+//   ep.tile(int64_t block, int64_t col, int ncols, const float *c, const float *c_up)
+// gets C^T of output columns [col, col + ncols) for the 16 tokens of packed block `block`,
+// c[j * 16 + t]; c_up is the up projection's tile in gated mode, nullptr otherwise.
+
+#if defined(MIXTILE_HAVE_AMX_BF16)
+
+// Palette 1, all eight tiles 16 rows x 64 bytes. Tile configuration is per thread: every thread
+// calls this before its first tile instruction of a call and _tile_release() after its last.
+inline void amx_configure_tiles() {
+  alignas(64) uint8_t cfg[64] = {};
+  cfg[0] = 1;  // palette
+  for (int t = 0; t < 8; ++t) {
+    const uint16_t colsb = 64;
+    std::memcpy(cfg + 16 + 2 * t, &colsb, sizeof colsb);
+    cfg[48 + t] = 16;
+  }
+  _tile_loadconfig(cfg);
+}
+inline void amx_release_tiles() { _tile_release(); }
+
+// Columns [c0, c1) of C^T = W · Xᵀ (gated: gate rows from w, up rows from w2) over packed token
+// blocks [b0, b1) of depth K; ldw = K (row-major weights). Gated steps 16 columns (gate tile +
+// up tile), plain 32 (two weight tiles); both run two token blocks per step: 4 result tiles.
+// Depth is split into slices of `kc` (a multiple of 32): within a slice the weight rows of one
+// column step are reused over every token pair from L2, and the slice of packed tokens
+// (blocks x kc) stays in L2 across column steps; result tiles of unfinished slices wait in
+// `partial` (engine_partial_floats(...) floats). One slice when K <= kc (then partial is unused).
+template <bool Gated, class Epilogue>
+void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
+                   int64_t c0, int64_t c1, int64_t kc, float *partial, const EngineScratch &s, Epilogue &ep) {
+  constexpr int kColStep = Gated ? 16 : 32;
+  const int64_t ldw = K;
+  const int64_t blk = packed_block_elems(K);
+  const int64_t full_steps = K / kDepthStep;
+  const int ld_bytes = static_cast<int>(ldw * sizeof(uint16_t));
+  kc = std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
+  const int64_t kp = padded_depth(K);
+  const int64_t pairs = (b1 - b0 + 1) / 2;
+  uint16_t *edge0 = s.a_edge, *edge1 = s.a_edge + 16 * 32;
+  for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
+    const int64_t k_end = std::min(kp, k_begin + kc);
+    const bool first = k_begin == 0, last = k_end >= kp;
+    for (int64_t col = c0; col < c1; col += kColStep) {
+      const uint16_t *a0 = w + col * ldw;
+      const uint16_t *a1 = Gated ? w2 + col * ldw : w + (col + 16) * ldw;
+      const int n0 = static_cast<int>(std::min<int64_t>(16, c1 - col));
+      const int n1 = Gated ? n0 : static_cast<int>(std::clamp<int64_t>(c1 - col - 16, 0, 16));
+      const bool ragged = n0 < 16 || n1 < 16;
+      // The next column step's weight rows of this slice come from DRAM: prefetch them into L2
+      // while this step runs (32 rows x one line per depth step, spread over the token pairs).
+      const int64_t next = col + kColStep;
+      const int next_rows = static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
+      const uint16_t *pf0 = w + next * ldw, *pf1 = Gated ? w2 + next * ldw : w + (next + 16) * ldw;
+      const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((k_end - k_begin) / kDepthStep);
+      const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
+                                  std::max<int64_t>(1, pairs * ((k_end - k_begin) / kDepthStep));
+      int64_t pf_done = 0;
+      for (int64_t b = b0; b < b1; b += 2) {
+        const bool two = b + 1 < b1;
+        const uint16_t *x0 = packed + b * blk;
+        const uint16_t *x1 = x0 + blk;
+        float *cp = last && first ? nullptr : partial + (((col - c0) / kColStep) * pairs + (b - b0) / 2) * 1024;
+        if (first) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+        } else {
+          _tile_loadd(0, cp, 64);
+          _tile_loadd(1, cp + 256, 64);
+          _tile_loadd(2, cp + 512, 64);
+          _tile_loadd(3, cp + 768, 64);
+        }
+        // Partial results of the next token pair (contiguous after this one) may be out of L2:
+        // prefetch them, two lines per depth step.
+        const char *pf_c = cp != nullptr ? reinterpret_cast<const char *>(cp + 1024) : nullptr;
+        int pf_c_line = 0;
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
+          if (pf_c != nullptr && pf_c_line < 64) {
+            _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
+            _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
+          }
+          for (int64_t i = 0; i < pf_per_step && pf_done < pf_lines; ++i, ++pf_done) {
+            // line pf_done: depth step pf_done / rows, row pf_done % rows (gate rows, then up rows)
+            const int64_t rows_all = next_rows * (Gated ? 2 : 1);
+            const int64_t step = pf_done / rows_all, r = pf_done % rows_all;
+            const uint16_t *row = Gated ? (r < next_rows ? pf0 + r * ldw : pf1 + (r - next_rows) * ldw)
+                                        : (r < 16 ? pf0 + r * ldw : pf1 + (r - 16) * ldw);
+            _mm_prefetch(reinterpret_cast<const char *>(row + k_begin + step * kDepthStep), _MM_HINT_T1);
+          }
+          // Order: each product issues as soon as its two operands are in, and the second
+          // weight tile loads while the first two products run (measured ~14% over loading all
+          // four tiles first).
+          const uint16_t *s0 = a0 + k0, *s1 = a1 + k0;
+          int ld0 = ld_bytes, ld1 = ld_bytes;
+          if (ragged || k0 >= full_steps * kDepthStep) {
+            copy_weight_edge(edge0, a0, ldw, n0, k0, K);
+            if (n1 > 0) copy_weight_edge(edge1, a1, ldw, n1, k0, K);
+            s0 = edge0;
+            s1 = edge1;
+            ld0 = ld1 = 64;
+          }
+          _tile_loadd(4, s0, ld0);
+          _tile_loadd(6, x0 + k0 * kTokenBlock, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          if (two) {
+            _tile_loadd(7, x1 + k0 * kTokenBlock, 64);
+            _tile_dpbf16ps(1, 4, 7);
+          }
+          if (n1 > 0) {  // plain steps at the last columns may have no second weight tile
+            _tile_loadd(5, s1, ld1);
+            _tile_dpbf16ps(2, 5, 6);
+            if (two) _tile_dpbf16ps(3, 5, 7);
+          }
+        }
+        float *c = last ? s.c : cp;
+        _tile_stored(0, c, 64);
+        _tile_stored(1, c + 256, 64);
+        _tile_stored(2, c + 512, 64);
+        _tile_stored(3, c + 768, 64);
+        if (!last) continue;
+        for (int j = 0; j < (two ? 2 : 1); ++j) {
+          const float *cj = s.c + j * 256;  // tiles 0/1: first weight tile, 2/3: second
+          if constexpr (Gated) {
+            ep.tile(b + j, col, n0, cj, cj + 512);
+          } else {
+            ep.tile(b + j, col, n0, cj, nullptr);
+            if (n1 > 0) ep.tile(b + j, col + 16, n1, cj + 512, nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Token blocks in passes of at most `mc` rows (rounded to a pair of blocks): the packed tokens
+// of one pass x kc stay in L2 while every column step of the thread streams past them.
+template <bool Gated, class Epilogue>
+void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
+              int64_t c0, int64_t c1, int64_t kc, int64_t mc, float *partial, const EngineScratch &s, Epilogue &ep) {
+  const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
+  const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
+  const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;
+  for (int64_t g = b0; g < b1; g += step)
+    amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, partial, s, ep);
+}
+
+#endif  // MIXTILE_HAVE_AMX_BF16
+
+// ---- AVX512-BF16 (VDPBF16PS) ---------------------------------------------------------------------
+//
+// Meant for CPUs with AVX512-BF16 but no AMX (Zen 4/5: VDPBF16PS at twice the FMA's flops). On
+// Sapphire Rapids VDPBF16PS issues at half the rate of VFMADD231PS (measured 86 vs 172 GFLOP/s per
+// core), so there this path is slower than fma_f32 and a compiler should not pick it.
+//
+// The same transposed product on vector registers: an accumulator holds one output column for the
+// 16 tokens of a packed block; each step broadcasts one bf16 pair of a weight row (read in place)
+// and multiplies it with the 16 token pairs of that depth (one 64-byte row of the block).
+// Register tile: R columns (x2 matrices when gated) x NB token blocks.
+
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+
+constexpr int kDpBlocks = 3;                  // NB: token blocks per register tile
+template <bool Gated>
+constexpr int kDpColumns = Gated ? 4 : 8;     // R: output columns per register tile
+
+// Depth [k_begin, k_end) of one register tile (k_begin even); starts from `init` (nullptr: zero)
+// and ends in `partial` ([NB][G][R][16], when not the last slice) or, on the last slice, in
+// `out` as 16 x 16 tiles [NB][G] (row = column r) for the epilogue.
+template <int G, int R, int NB>
+inline void dp_tile(const uint16_t *const *wr, int64_t K, int64_t k_begin, int64_t k_end,
+                    const uint16_t *const *xb, const float *init, float *partial, float *out) {
+  __m512 acc[G][R][NB];
+  for (int g = 0; g < G; ++g)
+    for (int r = 0; r < R; ++r)
+      for (int b = 0; b < NB; ++b)
+        acc[g][r][b] = init ? _mm512_loadu_ps(init + ((b * G + g) * R + r) * 16) : _mm512_setzero_ps();
+  const int64_t pair_end = std::min(k_end, K) / 2;
+  for (int64_t kk = k_begin / 2; kk < pair_end; ++kk) {
+    __m512i xv[NB];
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, wr[g * R + r] + 2 * kk, sizeof pair);
+        const __m512i wv = _mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b)
+          acc[g][r][b] = _mm512_dpbf16_ps(acc[g][r][b], (__m512bh)wv, (__m512bh)xv[b]);
+      }
+  }
+  if ((K & 1) && k_end >= K) {  // last odd depth: the pair's upper weight is past the row, use 0
+    const int64_t kk = K / 2;
+    __m512i xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_set1_epi32(static_cast<int32_t>(wr[g * R + r][K - 1]));
+        for (int b = 0; b < NB; ++b)
+          acc[g][r][b] = _mm512_dpbf16_ps(acc[g][r][b], (__m512bh)wv, (__m512bh)xv[b]);
+      }
+  }
+  if (k_end < K) {
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < R; ++r)
+        for (int b = 0; b < NB; ++b) _mm512_storeu_ps(partial + ((b * G + g) * R + r) * 16, acc[g][r][b]);
+    return;
+  }
+  for (int g = 0; g < G; ++g)
+    for (int b = 0; b < NB; ++b)
+      for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + ((b * G + g) * 16 + r) * 16, acc[g][r][b]);
+}
+
+// Same contract as amx_gemm_pass. Within a depth slice the weight rows of one column step (R rows x
+// kc) stay in L1 across the token blocks, and the packed tokens of the slice stream from L2.
+template <bool Gated, class Epilogue>
+void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
+                  int64_t b1, int64_t c0, int64_t c1, int64_t kc, float *partial, const EngineScratch &s,
+                  Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1, R = kDpColumns<Gated>, NB = kDpBlocks;
+  static_assert(G * NB * 256 <= kEngineResultFloats, "result tiles fit the scratch");
+  static_assert(16 % R == 0 && G * 16 <= 32, "partial results fit engine_partial_floats");
+  const int64_t blk = packed_block_elems(K);
+  kc = std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
+  const int64_t groups = (b1 - b0 + NB - 1) / NB;
+  for (int64_t k_begin = 0; k_begin < K; k_begin += kc) {
+    const int64_t k_end = std::min(K, k_begin + kc);
+    for (int64_t col = c0; col < c1; col += R) {
+      const int ncols = static_cast<int>(std::min<int64_t>(R, c1 - col));
+      const uint16_t *wr[G * R];
+      for (int r = 0; r < R; ++r) {  // missing columns repeat the last valid row; never stored
+        const int64_t row = col + std::min(r, ncols - 1);
+        wr[r] = w + row * K;
+        if constexpr (Gated) wr[R + r] = w2 + row * K;
+      }
+      for (int64_t b = b0; b < b1; b += NB) {
+        const int nb = static_cast<int>(std::min<int64_t>(NB, b1 - b));
+        const uint16_t *xb[NB];
+        for (int j = 0; j < NB; ++j) xb[j] = packed + (b + std::min(j, nb - 1)) * blk;
+        float *part = k_begin == 0 && k_end >= K
+                          ? nullptr
+                          : partial + (((col - c0) / R) * groups + (b - b0) / NB) * (G * R * NB * 16);
+        const float *init = k_begin == 0 ? nullptr : part;
+        if (nb == 3) {
+          dp_tile<G, R, 3>(wr, K, k_begin, k_end, xb, init, part, s.c);
+        } else if (nb == 2) {
+          dp_tile<G, R, 2>(wr, K, k_begin, k_end, xb, init, part, s.c);
+        } else {
+          dp_tile<G, R, 1>(wr, K, k_begin, k_end, xb, init, part, s.c);
+        }
+        if (k_end < K) continue;
+        for (int j = 0; j < nb; ++j) {
+          const float *c = s.c + j * G * 256;
+          ep.tile(b + j, col, ncols, c, Gated ? c + 256 : nullptr);
+        }
+      }
+    }
+  }
+}
+
+template <bool Gated, class Epilogue>
+void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
+             int64_t c0, int64_t c1, int64_t kc, int64_t mc, float *partial, const EngineScratch &s, Epilogue &ep) {
+  const int64_t most = std::max<int64_t>(kDpBlocks, mc / kTokenBlock / kDpBlocks * kDpBlocks);
+  const int64_t passes = (b1 - b0 + most - 1) / most;
+  const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + kDpBlocks - 1) / kDpBlocks * kDpBlocks : most;
+  for (int64_t g = b0; g < b1; g += step)
+    dp_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, partial, s, ep);
+}
+
+#endif  // MIXTILE_HAVE_AVX512_BF16
+
+}  // namespace detail
+}  // namespace mixtile::cpu
