@@ -109,28 +109,23 @@ nlohmann::json parseJsonRejectingDuplicateKeys(const char *begin, const char *en
   }
 }
 
-// The real path of `path`, which must lie inside directory `root` (itself real): a symlinked
-// shard pointing elsewhere on the disk is refused.
-std::string containedPath(const std::string &root, const std::string &path,
-                          const std::string &where) {
+// The real path of `path` (symlinks resolved).
+std::string realPath(const std::string &path) {
   char *real = ::realpath(path.c_str(), nullptr);
   if (!real)
     failSystem("cannot resolve", path);
   std::string resolved = real;
   std::free(real);
-  if (resolved.compare(0, root.size() + 1, root + "/") != 0)
-    fail(where + ": " + path + " resolves to " + resolved + ", outside the checkpoint directory " +
-         root);
   return resolved;
 }
 
-std::string realDirectory(const std::string &path) {
-  char *real = ::realpath(path.c_str(), nullptr);
-  if (!real)
-    failSystem("cannot resolve", path);
-  std::string resolved = real;
-  std::free(real);
-  return resolved;
+// `path` must resolve inside directory `root` (itself real): a symlinked shard pointing
+// elsewhere on the disk is refused.
+void requireContained(const std::string &root, const std::string &path, const std::string &where) {
+  std::string resolved = realPath(path);
+  if (resolved.compare(0, root.size() + 1, root + "/") != 0)
+    fail(where + ": " + path + " resolves to " + resolved + ", outside the checkpoint directory " +
+         root);
 }
 
 } // namespace
@@ -376,7 +371,7 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
     const char *text = reinterpret_cast<const char *>(indexFile->data());
     nlohmann::json index =
         parseJsonRejectingDuplicateKeys(text, text + indexFile->size(), indexPath, "index");
-    const std::string root = realDirectory(path);
+    const std::string root = realPath(path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail(indexPath + ": expected an object with a \"weight_map\" object");
     std::map<std::string, std::map<std::string, TensorView>> shards; // shard name -> views
@@ -389,7 +384,7 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
         fail(indexPath + ": weight_map['" + item.key() + "'] = '" + shard +
              "' must name a file in the checkpoint directory");
       if (!shardFiles.count(shard)) {
-        containedPath(root, joinPath(path, shard), indexPath);
+        requireContained(root, joinPath(path, shard), indexPath);
         std::shared_ptr<MappedFile> file = MappedFile::open(joinPath(path, shard));
         shards[shard] = parseSafetensors(*file);
         shardFiles[shard] = file;
@@ -425,9 +420,9 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
   if (names.empty())
     fail(path + ": directory holds no *.safetensors file and no model.safetensors.index.json");
   std::sort(names.begin(), names.end()); // a stable order makes duplicate messages stable
-  const std::string root = realDirectory(path);
+  const std::string root = realPath(path);
   for (const std::string &name : names) {
-    containedPath(root, joinPath(path, name), path);
+    requireContained(root, joinPath(path, name), path);
     std::shared_ptr<MappedFile> file = MappedFile::open(joinPath(path, name));
     set->addFile(file, parseSafetensors(*file));
   }

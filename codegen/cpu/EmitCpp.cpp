@@ -71,10 +71,12 @@ private:
   void checkAmxReady() {
     if (currentPath != "amx_bf16")
       return;
-    int code = addError("the OS did not grant this process the AMX tile state (arch_prctl "
-                        "ARCH_REQ_XCOMP_PERM failed): recompile with --cpu x86-64-v4");
-    line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", code).str());
+    if (amxErrorCode == 0)  // one message, however many AMX kernels check it
+      amxErrorCode = addError("the OS did not grant this process the AMX tile state (arch_prctl "
+                              "ARCH_REQ_XCOMP_PERM failed): recompile with --cpu x86-64-v4");
+    line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", amxErrorCode).str());
   }
+  int amxErrorCode = 0;
   std::string pendingTiles;  // its text, added to the helpers if a call uses it
 };
 

@@ -87,6 +87,27 @@ namespace detail {
 
 inline int resolve_threads(int requested) { return requested > 0 ? requested : omp_get_max_threads(); }
 
+// What both drivers (f32 and bf16 engines) work on: the assignments [offsets[0], offsets[E]),
+// counted from offsets[0], and the y rows a scatter zeroes first (a plain store zeroes none).
+struct Extent {
+  int64_t off0, A, zero_rows;
+  bool empty;  // nothing to compute and nothing to zero
+};
+inline Extent extent_of(const ExpertFFNProblem &p) {
+  Extent x;
+  x.off0 = p.num_experts > 0 ? p.offsets[0] : 0;
+  x.A = p.num_experts > 0 ? p.offsets[p.num_experts] - x.off0 : 0;
+  x.zero_rows = p.out_rows != nullptr ? p.zero_rows : 0;
+  x.empty = (x.A <= 0 && x.zero_rows <= 0) || p.hidden <= 0;
+  return x;
+}
+
+// Zeroes columns [c0, c1) of y's first `rows` rows (this thread's share before its scatter).
+inline void zero_columns(float *y, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
+  if (c1 <= c0) return;
+  for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ld + c0, 0, sizeof(float) * (c1 - c0));
+}
+
 // Phase-1 epilogue: h[row] = act(g) (⊙ u).
 template <Activation Act, bool Gated>
 struct HiddenEpilogue {
@@ -268,11 +289,9 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
 template <Activation Act, bool Gated, MatmulPath Path>
 void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
-  const int64_t off0 = E > 0 ? p.offsets[0] : 0;
-  const int64_t A = E > 0 ? p.offsets[E] - off0 : 0;
-  const bool scatter = p.out_rows != nullptr;
-  const int64_t zero_rows = scatter ? p.zero_rows : 0;
-  if ((A <= 0 && zero_rows <= 0) || D <= 0) return;
+  const Extent extent = extent_of(p);
+  const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
+  if (extent.empty) return;
   const int nt = resolve_threads(p.num_threads);
   const EngineWorkspace layout = engine_workspace(A, D, F, nt, tiles);
   char *ws = static_cast<char *>(p.workspace);
@@ -345,9 +364,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 #pragma omp barrier
     // Phase 2: this thread's D columns of y.
     split_columns(D, nthreads, tid, c0, c1);
-    if (zero_rows > 0 && c1 > c0) {
-      for (int64_t r = 0; r < zero_rows; ++r) std::memset(p.y + r * D + c0, 0, sizeof(float) * (c1 - c0));
-    }
+    zero_columns(p.y, D, zero_rows, c0, c1);
     for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
       const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
       if (rows <= 0) continue;
@@ -406,11 +423,9 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
 #endif
   using WS = WeightStorage<W>;
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
-  const int64_t off0 = E > 0 ? p.offsets[0] : 0;
-  const int64_t A = E > 0 ? p.offsets[E] - off0 : 0;
-  const bool scatter = p.out_rows != nullptr;
-  const int64_t zero_rows = scatter ? p.zero_rows : 0;
-  if ((A <= 0 && zero_rows <= 0) || D <= 0) return;
+  const detail::Extent extent = detail::extent_of(p);
+  const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
+  if (extent.empty) return;
   const int nt = detail::resolve_threads(p.num_threads);
   char *ws = static_cast<char *>(p.workspace);
   float *h = reinterpret_cast<float *>(ws);
@@ -449,9 +464,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
     // Phase 2 needs every F column of h: one barrier, then this thread's D columns of y.
 #pragma omp barrier
     detail::split_columns(D, nthreads, tid, c0, c1);
-    if (zero_rows > 0 && c1 > c0) {
-      for (int64_t r = 0; r < zero_rows; ++r) std::memset(p.y + r * D + c0, 0, sizeof(float) * (c1 - c0));
-    }
+    detail::zero_columns(p.y, D, zero_rows, c0, c1);
     for (int64_t e = 0; e < E && A > 0; ++e) {
       const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
       if (rows <= 0) continue;

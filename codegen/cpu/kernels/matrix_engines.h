@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gemm.h"
 #include "simd.h"
 
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
@@ -136,34 +137,12 @@ inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
   return _mm512_or_si512(bf16_bits(lo), _mm512_slli_epi32(bf16_bits(hi), 16));
 }
 
-// 16x16 transpose of 32-bit lanes (see gemm.h's transpose16x16, here on integer vectors).
+// 16x16 transpose of 32-bit lanes: gemm.h's transpose16x16 on integer vectors.
 inline void transpose16x16_epi32(__m512i (&r)[16]) {
   __m512 f[16];
   for (int i = 0; i < 16; ++i) f[i] = _mm512_castsi512_ps(r[i]);
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(f[2 * i], f[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(f[2 * i], f[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    f[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    f[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    f[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    f[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 u0 = _mm512_shuffle_f32x4(f[j], f[4 + j], 0x88);
-    const __m512 u1 = _mm512_shuffle_f32x4(f[j], f[4 + j], 0xdd);
-    const __m512 u2 = _mm512_shuffle_f32x4(f[8 + j], f[12 + j], 0x88);
-    const __m512 u3 = _mm512_shuffle_f32x4(f[8 + j], f[12 + j], 0xdd);
-    t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-    t[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
-    t[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-    t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
-  }
-  for (int k = 0; k < 16; ++k) r[k] = _mm512_castps_si512(t[k]);
+  transpose16x16(f);
+  for (int k = 0; k < 16; ++k) r[k] = _mm512_castps_si512(f[k]);
 }
 
 // Packs up to 16 f32 rows (nullptr = zero row) of depth k into one VNNI token block of padded

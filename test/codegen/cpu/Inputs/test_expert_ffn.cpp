@@ -454,6 +454,21 @@ int main() {
   const Shape shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
                           {40, 100, 37, 6, 2}, {9, 64, 96, 4, 2},   {50, 33, 70, 3, 3},
                           {3, 17, 5, 1, 1},    {30, 130, 300, 5, 2}};
+  // A case of shape s with routing/pointer options `opts` (4 bits: tokens, gates, out_rows,
+  // zeroing in the kernel); false for the one invalid pairing (zeroing without a scatter).
+  auto option_case = [](const Shape &s, int opts, int gated, Case &c) {
+    c.T = s.T;
+    c.D = s.D;
+    c.F = s.F;
+    c.E = s.E;
+    c.k = s.k;
+    c.use_tokens = opts & 1;
+    c.use_gates = (opts >> 1) & 1;
+    c.use_out_rows = (opts >> 2) & 1;
+    c.zero_in_kernel = (opts >> 3) & 1;
+    c.gated = gated;
+    return c.use_out_rows || !c.zero_in_kernel;
+  };
   uint32_t seed = 1;
   // Full cross product on the small shapes for the routing/pointer options; the activations and
   // dtypes cycle through the combinations so every pairing is covered without a huge run.
@@ -463,17 +478,7 @@ int main() {
       for (int opts = 0; opts < 16; ++opts) {
         for (int gated = 0; gated < 2; ++gated) {
           Case c;
-          c.T = s.T;
-          c.D = s.D;
-          c.F = s.F;
-          c.E = s.E;
-          c.k = s.k;
-          c.use_tokens = opts & 1;
-          c.use_gates = (opts >> 1) & 1;
-          c.use_out_rows = (opts >> 2) & 1;
-          c.zero_in_kernel = (opts >> 3) & 1;
-          if (!c.use_out_rows && c.zero_in_kernel) continue;
-          c.gated = gated;
+          if (!option_case(s, opts, gated, c)) continue;
           c.w = wts[combo % 3];
           c.act = acts[(combo / 3) % 4];
           ++combo;
@@ -537,17 +542,7 @@ int main() {
         for (int opts = 0; opts < 16; ++opts) {
           for (int gated = 0; gated < 2; ++gated) {
             Case c;
-            c.T = s.T;
-            c.D = s.D;
-            c.F = s.F;
-            c.E = s.E;
-            c.k = s.k;
-            c.use_tokens = opts & 1;
-            c.use_gates = (opts >> 1) & 1;
-            c.use_out_rows = (opts >> 2) & 1;
-            c.zero_in_kernel = (opts >> 3) & 1;
-            if (!c.use_out_rows && c.zero_in_kernel) continue;
-            c.gated = gated;
+            if (!option_case(s, opts, gated, c)) continue;
             c.w = WeightType::bf16;
             c.act = acts[combo % 4];
             ++combo;
