@@ -8,6 +8,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <map>
 #include <set>
 
 using namespace mlir;
@@ -101,7 +102,11 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
     setDynamic(0, dim(ffn.getTokens(), 0));
   else if (auto combine = dyn_cast_or_null<CombineOp>(def))
     return {dim(combine.getInit(), 0), dim(combine.getInit(), 1)};
-  else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp>(def)) {
+  else if (auto gather = dyn_cast_or_null<GatherOp>(def))
+    setDynamic(0, dim(gather.getIndices(), 0));
+  else if (auto attention = dyn_cast_or_null<AttentionOp>(def))
+    setDynamic(0, dim(attention.getQ(), 0));
+  else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp, arith::AddFOp, RMSNormOp>(def)) {
     for (unsigned i = 0; i < dims.size(); ++i)
       setDynamic(i, dim(def->getOperand(0), i));
   } else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
@@ -350,8 +355,11 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
   auto yield = cast<YieldOp>(block.getTerminator());
   // The kernel's results live where the function's results (or the workspace) put them;
   // the yielded inner values share those buffers.
-  for (auto [inner, outer] : llvm::zip(yield.getValues(), kernel.getResults()))
-    buffers[inner] = bufferFor(outer);
+  for (auto [inner, outer] : llvm::zip(yield.getValues(), kernel.getResults())) {
+    // A copy first: inserting `inner` may rehash the map under a reference to `outer`'s.
+    Buffer buffer = bufferFor(outer);
+    buffers[inner] = std::move(buffer);
+  }
 
   std::string fused;
   llvm::json::Array fusedOps;
@@ -477,6 +485,12 @@ FailureOr<std::vector<std::string>> symbolsOf(func::FuncOp func, unsigned index,
   if (!tensor)
     return func.emitError() << "argument #" << index << " must be a ranked tensor, got " << type;
   std::vector<std::string> names(tensor.getRank());
+  // Named explicitly (models: token ids [T], caches [B, S, H, D], ...), verified by the dialect.
+  if (auto symbols = func.getArgAttrOfType<ArrayAttr>(index, MixDialect::kSymbolsAttr)) {
+    for (auto [d, symbol] : llvm::enumerate(symbols))
+      names[d] = cast<StringAttr>(symbol).str();
+    return names;
+  }
   for (unsigned d = 0; d < tensor.getRank(); ++d) {
     if (!tensor.isDynamicDim(d))
       continue;
@@ -507,6 +521,52 @@ llvm::json::Value shapeJson(RankedTensorType type, ArrayRef<std::string> dims,
 }
 
 } // namespace
+
+LogicalResult FunctionEmitter::emitCall(func::CallOp call) {
+  auto callee = dyn_cast_or_null<func::FuncOp>(
+      SymbolTable::lookupNearestSymbolFrom(call, call.getCalleeAttr()));
+  std::string name = call.getCallee().str();
+  if (!callee || callee.isExternal() || !callees || !callees->count(name))
+    return call.emitError() << "the " << conventions.target << " target can only call a function "
+                            << "defined earlier in the module, not '" << name << "'";
+  const FunctionSignature &signature = callees->at(name);
+  // The callee's symbols, bound from the dims of the operands that carry them.
+  std::map<std::string, std::string> bound;
+  for (auto [i, operand] : llvm::enumerate(call.getOperands())) {
+    FailureOr<std::vector<std::string>> names = symbolsOf(callee, i, operand.getType());
+    if (failed(names))
+      return failure();
+    for (auto [d, symbol] : llvm::enumerate(*names))
+      if (!symbol.empty() && !bound.count(symbol))
+        bound[symbol] = dim(operand, d);
+  }
+  std::vector<std::string> args;
+  for (const std::string &symbol : signature.symbols)
+    args.push_back("(int64_t)(" + bound.at(symbol) + ")");
+  for (Value operand : call.getOperands())
+    args.push_back(ptr(operand));
+  for (auto [i, result] : llvm::enumerate(call.getResults())) {
+    auto type = cast<RankedTensorType>(result.getType());
+    std::vector<std::string> dims;
+    for (unsigned d = 0; d < type.getRank(); ++d)
+      dims.push_back(type.isDynamicDim(d) ? bound.at(signature.resultSymbols[i][d])
+                                          : std::to_string(type.getDimSize(d)));
+    if (!buffers.count(result))
+      allocate(result, dims);
+    else if (buffers[result].dims.empty())
+      buffers[result].dims = dims;
+    args.push_back(ptr(result));
+  }
+  std::vector<std::string> symbolArgs(args.begin(), args.begin() + signature.symbols.size());
+  // The callee's workspace is the caller's scratch: calls run one after another.
+  scratch.push_back(name + "_workspace_size(" + llvm::join(symbolArgs, ", ") + ")");
+  args.push_back("scratch");
+  args.push_back(conventions.executionArg);
+  body += llvm::formatv("\n  // Call {0}.\n  if (int code = {0}({1}))\n    return code;\n",
+                        name, llvm::join(args, ", "))
+              .str();
+  return success();
+}
 
 LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &definitions,
                                     llvm::json::Object &entry) {
@@ -554,7 +614,11 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
       }
     }
     buffers[arg] = Buffer{cname, dims, type.getElementType()};
-    params += llvm::formatv(", const {0} *{1}", cTypeName(type.getElementType()), cname).str();
+    // State (a KV cache) is updated in place: the one non-const argument.
+    bool state = static_cast<bool>(func.getArgAttr(i, MixDialect::kStateAttr));
+    params += llvm::formatv(", {0}{1} *{2}", state ? "" : "const ",
+                            cTypeName(type.getElementType()), cname)
+                  .str();
     llvm::json::Array symbolJson;
     llvm::json::Value shape = shapeJson(type, dims, symbolJson);
     argsJson.push_back(llvm::json::Object{{"name", tensor},
@@ -562,7 +626,9 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
                                           {"dtype", dtypeName(type.getElementType())},
                                           {"shape", std::move(shape)},
                                           {"symbols", std::move(symbolJson)},
-                                          {"kind", dynamic ? "input" : "weight"}});
+                                          {"kind", state     ? "state"
+                                                   : dynamic ? "input"
+                                                             : "weight"}});
   }
   tokenCount = llvm::is_contained(symbols, "T") ? "T"
                : llvm::is_contained(symbols, "B") && llvm::is_contained(symbols, "S")
@@ -596,6 +662,11 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
         if (buffers.count(result) && buffers[result].dims.empty())
           buffers[result].dims = dimsOf(result);
       if (failed(emitKernel(kernel, kernelIndex++)))
+        return failure();
+      continue;
+    }
+    if (auto call = dyn_cast<func::CallOp>(op)) {
+      if (failed(emitCall(call)))
         return failure();
       continue;
     }
@@ -716,10 +787,13 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
   std::string packedArgs = dimsFromArray;
   unsigned tensorIndex = 0;
   for (BlockArgument arg : func.getArguments())
-    packedArgs += llvm::formatv("{0}static_cast<const {1} *>(tensors[{2}])",
+    packedArgs += llvm::formatv("{0}static_cast<{3}{1} *>(tensors[{2}])",
                                 packedArgs.empty() ? "" : ", ",
                                 cTypeName(cast<RankedTensorType>(arg.getType()).getElementType()),
-                                tensorIndex++)
+                                tensorIndex++,
+                                func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr)
+                                    ? ""
+                                    : "const ")
                       .str();
   for (Value value : returnOp.getOperands())
     packedArgs += llvm::formatv("{0}static_cast<{1} *>(tensors[{2}])", packedArgs.empty() ? "" : ", ",
@@ -766,6 +840,16 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
                                 conventions.executionParam)
                       .str();
 
+  if (callees) {
+    FunctionSignature &signature = (*callees)[fname];
+    signature.symbols = symbols;
+    for (const llvm::json::Value &r : resultsJson) {
+      std::vector<std::string> dims;
+      for (const llvm::json::Value &symbol : *r.getAsObject()->getArray("symbols"))
+        dims.push_back(symbol.getAsString() ? symbol.getAsString()->str() : "");
+      signature.resultSymbols.push_back(std::move(dims));
+    }
+  }
   llvm::json::Array symbolList;
   for (const std::string &s : symbols)
     symbolList.push_back(s);
@@ -797,10 +881,12 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
   std::string declarations, definitions;
   std::vector<std::string> errors;
   llvm::json::Array entries;
+  std::map<std::string, FunctionSignature> callees;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isExternal())
       continue;
     std::unique_ptr<FunctionEmitter> emitter = makeEmitter(func, artifact.name, errors);
+    emitter->setCallees(&callees);
     llvm::json::Object entry;
     if (failed(emitter->emit(declarations, definitions, entry)))
       return failure();
@@ -849,6 +935,26 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
                                          {"error_message_symbol",
                                           artifact.name + "_error_message"},
                                          {"entry_points", std::move(entries)}};
+  // A whole model's run parameters (mixtilec --model), as the importer recorded them.
+  if (auto model = module->getAttrOfType<DictionaryAttr>(MixDialect::kModelAttr)) {
+    std::function<llvm::json::Value(Attribute)> toJson = [&](Attribute a) -> llvm::json::Value {
+      if (auto i = dyn_cast<IntegerAttr>(a))
+        return i.getInt();
+      if (auto f = dyn_cast<FloatAttr>(a))
+        return f.getValueAsDouble();
+      if (auto s = dyn_cast<StringAttr>(a))
+        return s.str();
+      llvm::json::Array list;
+      if (auto array = dyn_cast<ArrayAttr>(a))
+        for (Attribute item : array)
+          list.push_back(toJson(item));
+      return list;
+    };
+    llvm::json::Object object;
+    for (NamedAttribute field : model)
+      object[field.getName().getValue()] = toJson(field.getValue());
+    artifact.manifest["model"] = std::move(object);
+  }
   for (const auto &[key, value] : conventions.manifestSymbols)
     artifact.manifest[key] = llvm::formatv(value.c_str(), artifact.name).str();
   return artifact;

@@ -13,6 +13,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,13 @@ struct TargetConventions {
   std::function<void(EmittedArtifact &)> addKernelLibrary;
 };
 
+/// What a caller needs of a function emitted before it: its symbols in C-signature order and
+/// the symbol of each dynamic dim of each result ("" for a static dim).
+struct FunctionSignature {
+  std::vector<std::string> symbols;
+  std::vector<std::vector<std::string>> resultSymbols;
+};
+
 /// Emits one function: the shared bookkeeping; subclasses emit each kernel's body.
 class FunctionEmitter {
 public:
@@ -78,7 +86,13 @@ public:
   LogicalResult emit(std::string &declarations, std::string &definitions,
                      llvm::json::Object &entry);
 
+  /// The functions emitted before this one (which it may call); it adds itself when done.
+  void setCallees(std::map<std::string, FunctionSignature> *table) { callees = table; }
+
 protected:
+  /// A call of a function emitted earlier: its typed entry point with the caller's buffers,
+  /// its workspace in the caller's scratch, its error code passed on.
+  LogicalResult emitCall(func::CallOp call);
   /// Called once per kernel before its ops, with the kernel's tile buckets.
   virtual LogicalResult beginKernel(KernelOp kernel, unsigned index) = 0;
   virtual LogicalResult emitOp(Operation *op, KernelOp kernel) = 0;
@@ -129,7 +143,10 @@ protected:
     std::string name = newSlot(elementOf(v), product(dims));
     return buffers[v] = Buffer{name, std::move(dims), elementOf(v)};
   }
-  void alias(Value to, Value from) { buffers[to] = bufferFor(from); }
+  void alias(Value to, Value from) {
+    Buffer buffer = bufferFor(from);  // a copy: inserting `to` may rehash the map
+    buffers[to] = std::move(buffer);
+  }
   /// A workspace buffer no SSA value names (a kernel's own scratch tensor); returns its name.
   std::string newSlot(Type element, std::string count) {
     std::string name = "t" + std::to_string(slots.size());
@@ -163,6 +180,7 @@ protected:
   double routedPerToken(ExpertFFNOp ffn);
 
   func::FuncOp func;
+  std::map<std::string, FunctionSignature> *callees = nullptr;
   std::string artifactName;
   std::vector<std::string> &errorMessages;
   const TargetConventions &conventions;

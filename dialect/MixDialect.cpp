@@ -7,6 +7,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -70,6 +71,38 @@ static LogicalResult verifyTensorName(Operation *op, unsigned index, bool isResu
 LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*regionIndex*/,
                                                    unsigned argIndex,
                                                    NamedAttribute attribute) {
+  if (attribute.getName() == kStateAttr) {
+    if (!isa<UnitAttr>(attribute.getValue()))
+      return op->emitError() << "'mix.state' of argument #" << argIndex << " must be a unit attribute";
+    return success();
+  }
+  if (attribute.getName() == kSymbolsAttr) {
+    auto symbols = dyn_cast<ArrayAttr>(attribute.getValue());
+    auto function = dyn_cast<FunctionOpInterface>(op);
+    auto type = function ? dyn_cast<RankedTensorType>(function.getArgumentTypes()[argIndex])
+                         : RankedTensorType();
+    if (!symbols || !type || symbols.size() != static_cast<size_t>(type.getRank()))
+      return op->emitError() << "'mix.symbols' of argument #" << argIndex
+                             << " must be an array of one string per dim of a ranked tensor";
+    for (auto [d, symbol] : llvm::enumerate(symbols)) {
+      auto name = dyn_cast<StringAttr>(symbol);
+      if (!name)
+        return op->emitError() << "'mix.symbols' of argument #" << argIndex
+                               << " must hold strings";
+      bool dynamic = type.isDynamicDim(d);
+      bool named = !name.getValue().empty();
+      if (dynamic != named)
+        return op->emitError() << "'mix.symbols' of argument #" << argIndex << " dim " << d
+                               << (dynamic ? " must name the symbol of the dynamic dim"
+                                           : " must be \"\" for a static dim");
+      if (named && (!llvm::isAlpha(name.getValue().front()) ||
+                    !llvm::all_of(name.getValue(), [](char c) { return llvm::isAlnum(c); })))
+        return op->emitError() << "'mix.symbols' of argument #" << argIndex
+                               << " must name symbols by letters and digits, got '"
+                               << name.getValue() << "'";
+    }
+    return success();
+  }
   return verifyTensorName(op, argIndex, /*isResult=*/false, attribute);
 }
 

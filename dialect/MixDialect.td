@@ -34,6 +34,16 @@ def Mix_Dialect : Dialect {
   let extraClassDeclaration = [{
     /// The argument/result attribute naming the tensor the runtime binds.
     static constexpr llvm::StringLiteral kNameAttr = "mix.name";
+    /// A unit argument attribute: the argument is state the function updates in place
+    /// (a KV cache), kept by the caller between calls.
+    static constexpr llvm::StringLiteral kStateAttr = "mix.state";
+    /// An argument attribute naming the run-time symbol of each dim (`""` for a static
+    /// one), e.g. `["B", "S", "", ""]`; without it, `[T, D]` and `[B, S, D]` are assumed.
+    static constexpr llvm::StringLiteral kSymbolsAttr = "mix.symbols";
+    /// A module attribute of whole models (mixtilec --model): a dictionary of what the
+    /// runtime needs to run one (entry point, vocabulary, end-of-sequence ids), copied to
+    /// the manifest's "model" object.
+    static constexpr llvm::StringLiteral kModelAttr = "mix.model";
   }];
 }
 

@@ -266,6 +266,98 @@ def Mix_LinearOp : Mix_Op<"linear", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Dense model primitives: what the rest of a decoder-only model computes around its sparse
+// blocks (mixtilec --hf-config --model)
+//===----------------------------------------------------------------------===//
+
+def Mix_GatherOp : Mix_Op<"gather", [Pure]> {
+  let summary = "rows of a table, widened to f32 (token embeddings, the rows logits are for)";
+  let description = [{
+    `rows[r] = table[indices[r]]`. The table is a weight (an embedding `[V, D]`) or an
+    activation (the hidden states of the tokens whose logits a model computes). An index
+    outside `[0, N)` is a run-time error of the entry point, with nothing written.
+
+    ```mlir
+    %x = mix.gather %embed[%ids] : tensor<50304x2048xbf16>, tensor<?xi32> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Tokens:$table, Mix_Indices:$indices);
+  let results = (outs Mix_Activations:$rows);
+  let assemblyFormat = [{
+    $table `[` $indices `]` attr-dict `:` type($table) `,` type($indices) `->` type($rows)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_RMSNormOp : Mix_Op<"rms_norm", [Pure]> {
+  let summary = "RMSNorm over the last dimension (Zhang & Sennrich, 2019)";
+  let description = [{
+    `y = weight ⊙ x / sqrt(mean(x²) + epsilon)` over the last dimension, in f32, as the
+    `RMSNorm` of every family `--model` knows. Per-head q/k norms (Qwen3-MoE) apply it to a
+    `[T, H, head_dim]` view; full-width ones (OLMoE) to `[T, H·head_dim]`.
+
+    ```mlir
+    %h = mix.rms_norm %x, %w {epsilon = 1.0e-06}
+        : tensor<?x2048xf32>, tensor<2048xbf16> -> tensor<?x2048xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_Weight:$weight, F64Attr:$epsilon);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x `,` $weight attr-dict `:` type($x) `,` type($weight) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "causal self-attention with rotary embeddings over a KV cache";
+  let description = [{
+    Token `t` sits at position `positions[t]` of cache row `sequences[t]`. The op first
+    writes every token's rotated key and its value into `k_cache` and `v_cache`
+    `[B, S, kv_heads, head_dim]` at that row and position (rounded to the caches' dtype),
+    then each query head `h` attends over its row's keys at positions `0..positions[t]`
+    (the last `window` of them when `window > 0`) read back from the caches, with key/value
+    head `h / (heads / kv_heads)` (grouped-query attention): one op serves a prefill, a
+    decode step and a batch mixing both. The caches must be function arguments marked
+    `mix.state`: the entry point updates them in place and the runtime keeps them between
+    calls. A position outside `[0, S)` or a row outside `[0, B)` is a run-time error of the
+    entry point, with nothing written.
+
+    RoPE rotates the first `2 · len(inv_freq)` dims of each q/k head: pair `i` at position
+    `p` turns by `p · inv_freq[i]`, pairs being `(i, i + len)` (`rotate_half`) or `(2i, 2i+1)`
+    with `rope_interleaved`; cos and sin are scaled by `rope_scale` (YaRN's attention
+    factor). The compiler computes `inv_freq` from the config's RoPE type. With
+    `clip > 0`, q, k and v are first clamped to `[-clip, clip]` (OLMoE's `clip_qkv`).
+    Scores are `q · k · softmax_scale`.
+
+    ```mlir
+    %o = mix.attention %q, %k, %v, %pos, %seq, %kc, %vc
+        {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0, 0.1>,
+         softmax_scale = 0.25}
+        : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+          tensor<?x?x2x16xbf16>, tensor<?x?x2x16xbf16> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$q, Mix_Activations:$k, Mix_Activations:$v,
+                       Mix_Indices:$positions, Mix_Indices:$sequences,
+                       Mix_Tokens:$k_cache, Mix_Tokens:$v_cache,
+                       Mix_Positive:$heads, Mix_Positive:$kv_heads, Mix_Positive:$head_dim,
+                       DenseF64ArrayAttr:$inv_freq,
+                       DefaultValuedAttr<F64Attr, "1.0">:$rope_scale,
+                       UnitAttr:$rope_interleaved,
+                       F64Attr:$softmax_scale,
+                       DefaultValuedAttr<F64Attr, "0.0">:$clip,
+                       DefaultValuedAttr<Mix_NonNegative, "0">:$window);
+  let results = (outs Mix_Activations:$out);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `,` $positions `,` $sequences `,` $k_cache `,` $v_cache attr-dict `:`
+    type($q) `,` type($k) `,` type($v) `,` type($positions) `,` type($sequences) `,`
+    type($k_cache) `,` type($v_cache) `->` type($out)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Lightweight-expert primitives (Zadouri et al., 2023)
 //===----------------------------------------------------------------------===//
 

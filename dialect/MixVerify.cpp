@@ -2,6 +2,7 @@
 // operand, result or attribute at fault and the rule it broke. Owns IR checks only.
 #include "dialect/MixOps.h"
 
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -503,6 +504,108 @@ LogicalResult LinearOp::verify() {
     return failure();
   return verifyTokenResult(check, getY(), "y", "[T, D_out]", dimOf(getX(), 0), {out},
                            {"D_out"});
+}
+
+//===----------------------------------------------------------------------===//
+// Dense model primitives
+//===----------------------------------------------------------------------===//
+
+LogicalResult GatherOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.rank(getTable(), "operand", "table", "[N, D]")) ||
+      failed(check.rank(getIndices(), "operand", "indices", "[R]")) ||
+      failed(check.rank(getRows(), "result", "rows", "[R, D]")) ||
+      failed(check.dim(getRows(), "result", "rows", 0, "R", dimOf(getIndices(), 0),
+                       "the number of 'indices'")))
+    return failure();
+  int64_t width = dimOf(getTable(), 1);
+  if (ShapedType::isDynamic(width))
+    return emitOpError() << "operand 'table' must have a static row width D, got "
+                         << shapeString(getTable().getType());
+  return check.staticDim(getRows(), "result", "rows", 1, "D", width, "the row width of 'table'");
+}
+
+LogicalResult RMSNormOp::verify() {
+  ShapeChecker check(*this);
+  if (failed(check.weight(getWeight(), "weight", "[D]")))
+    return failure();
+  auto type = cast<RankedTensorType>(getX().getType());
+  if (type.getRank() < 1)
+    return emitOpError() << "operand 'x' must have rank >= 1, got " << shapeString(type);
+  int64_t width = dimOf(getWeight(), 0);
+  if (failed(check.staticDim(getX(), "operand", "x", type.getRank() - 1, "D", width,
+                             "the size of 'weight'")))
+    return failure();
+  if (getY().getType() != type)
+    return emitOpError() << "result 'y' must have the type of 'x' " << shapeString(type)
+                         << ", got " << shapeString(getY().getType());
+  double epsilon = getEpsilon().convertToDouble();
+  if (!(epsilon >= 0.0) || !std::isfinite(epsilon))
+    return emitOpError() << "attribute 'epsilon' must be a finite number >= 0, got " << epsilon;
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  ShapeChecker check(*this);
+  int64_t heads = getHeads(), kvHeads = getKvHeads(), headDim = getHeadDim();
+  if (heads % kvHeads != 0)
+    return emitOpError() << "attribute 'kv_heads' (" << kvHeads << ") must divide 'heads' ("
+                         << heads << ")";
+  int64_t pairs = static_cast<int64_t>(getInvFreq().size());
+  if (2 * pairs > headDim)
+    return emitOpError() << "attribute 'inv_freq' has " << pairs
+                         << " frequencies; 2 x that must not exceed head_dim = " << headDim;
+  for (double f : getInvFreq())
+    if (!std::isfinite(f) || f < 0.0)
+      return emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got " << f;
+  for (auto [name, value] : {std::pair<StringRef, double>{"rope_scale",
+                                                          getRopeScale().convertToDouble()},
+                             {"softmax_scale", getSoftmaxScale().convertToDouble()}})
+    if (failed(positiveFinite(*this, name, value)))
+      return failure();
+  double clip = getClip().convertToDouble();
+  if (!(clip >= 0.0) || !std::isfinite(clip))
+    return emitOpError() << "attribute 'clip' must be a finite number >= 0, got " << clip;
+  int64_t tokens = dimOf(getQ(), 0);
+  if (failed(check.rank(getQ(), "operand", "q", "[T, heads * head_dim]")) ||
+      failed(check.staticDim(getQ(), "operand", "q", 1, "heads * head_dim", heads * headDim,
+                             "heads x head_dim")))
+    return failure();
+  for (auto [value, name] : {std::pair<Value, StringRef>{getK(), "k"}, {getV(), "v"}})
+    if (failed(check.rank(value, "operand", name, "[T, kv_heads * head_dim]")) ||
+        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")) ||
+        failed(check.staticDim(value, "operand", name, 1, "kv_heads * head_dim",
+                               kvHeads * headDim, "kv_heads x head_dim")))
+      return failure();
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{getPositions(), "positions"}, {getSequences(), "sequences"}})
+    if (failed(check.rank(value, "operand", name, "[T]")) ||
+        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
+      return failure();
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{getKCache(), "k_cache"}, {getVCache(), "v_cache"}}) {
+    if (failed(check.rank(value, "operand", name, "[B, S, kv_heads, head_dim]")) ||
+        failed(check.staticDim(value, "operand", name, 2, "kv_heads", kvHeads,
+                               "attribute 'kv_heads'")) ||
+        failed(check.staticDim(value, "operand", name, 3, "head_dim", headDim,
+                               "attribute 'head_dim'")))
+      return failure();
+    // The caches are updated in place: they must be the function's state arguments.
+    auto arg = dyn_cast<BlockArgument>(value);
+    auto func = arg ? dyn_cast<FunctionOpInterface>(arg.getOwner()->getParentOp())
+                    : FunctionOpInterface();
+    if (!func || !func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr))
+      return emitOpError() << "operand '" << name
+                           << "' must be a function argument marked 'mix.state' (the cache "
+                              "is updated in place)";
+  }
+  if (getKCache().getType() != getVCache().getType())
+    return emitOpError() << "operands 'k_cache' and 'v_cache' must have one type, got "
+                         << getKCache().getType() << " and " << getVCache().getType();
+  if (getKCache() == getVCache())
+    return emitOpError() << "operands 'k_cache' and 'v_cache' must be different tensors";
+  return verifyTokenResult(check, getOut(), "out", "[T, heads * head_dim]", tokens,
+                           {heads * headDim}, {"heads * head_dim"});
 }
 
 //===----------------------------------------------------------------------===//

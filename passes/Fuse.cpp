@@ -24,8 +24,13 @@ bool isTokenConversion(Operation *op) {
          isa<RankedTensorType>(op->getResult(0).getType());
 }
 
+/// A model's residual additions (`arith.addf` on activation tensors).
+bool isTensorAdd(Operation *op) {
+  return isa<arith::AddFOp>(op) && isa<RankedTensorType>(op->getResult(0).getType());
+}
+
 bool isPrimitive(Operation *op) {
-  if (isTokenConversion(op))
+  if (isTokenConversion(op) || isTensorAdd(op))
     return true;
   return op->getDialect() && isa<MixDialect>(op->getDialect()) &&
          !isa<KernelOp, YieldOp, TokenChoiceMoEOp, ExpertChoiceMoEOp, MixtureOfTokensOp, MoVOp,
@@ -105,6 +110,8 @@ std::string singletonKind(Operation *op) {
     return "widen_tokens";
   if (isa<arith::TruncFOp>(op))
     return "round_tokens";
+  if (isTensorAdd(op))
+    return "add";
   return op->getName().stripDialect().str();
 }
 

@@ -57,6 +57,9 @@ Type gemmWeightType(KernelOp kernel) {
     // at small F, and continuous (no choice a rounded token could flip). Expert choice's
     // router stays f32: rounding its tokens to bf16 turns a third of them into near ties of
     // the per-expert top-C (measured at E=8, D=64), for under 2% of the layer's work.
+    // Dense linear maps: a model's attention projections and lm head, MoLoRA's base.
+    else if (auto linear = dyn_cast<LinearOp>(op))
+      up = linear.getWeight();
     else if (auto mix = dyn_cast<TokenMixOp>(op))
       up = mix.getController();
     if (up && !type)

@@ -37,7 +37,8 @@ typedef enum mixtile_dtype {
   MIXTILE_DTYPE_F32 = 0,
   MIXTILE_DTYPE_BF16 = 1,
   MIXTILE_DTYPE_F16 = 2,
-  MIXTILE_DTYPE_I32 = 3
+  MIXTILE_DTYPE_I32 = 3,
+  MIXTILE_DTYPE_I64 = 5  /* token ids of models (mixtile_model_*); no entry point takes it */
 } mixtile_dtype;
 
 typedef enum mixtile_device {
@@ -67,7 +68,7 @@ typedef struct mixtile_run_cost {
  * leave it unchanged; it stays valid until the next failure on this thread. */
 MIXTILE_API const char *mixtile_last_error(void);
 
-/* "f32", "bf16", "f16", "i32" (the manifest's spelling); "?" for an unknown value. */
+/* "f32", "bf16", "f16", "i32", "i64" (the manifest's spelling); "?" for an unknown value. */
 MIXTILE_API const char *mixtile_dtype_name(mixtile_dtype dtype);
 
 /* ---- Artifacts --------------------------------------------------------------------- */
@@ -101,6 +102,18 @@ MIXTILE_API int mixtile_tensors_create(mixtile_tensors **tensors);
 MIXTILE_API int mixtile_tensors_add(mixtile_tensors *tensors, const char *name,
                                     mixtile_dtype dtype, int rank, const int64_t *shape,
                                     const void *data);
+/* Looks up tensor `name`: its dtype (a mixtile_dtype, or -1 for another safetensors dtype),
+ * rank, shape and read-only data, valid while the set lives. MIXTILE_ERROR_BINDING (naming
+ * the set) if the set has no such tensor. */
+MIXTILE_API int mixtile_tensors_find(const mixtile_tensors *tensors, const char *name,
+                                     int *dtype, int *rank, const int64_t **shape,
+                                     const void **data);
+/* Writes `count` dense row-major tensors to a safetensors file, atomically (as
+ * mixtile_session_write_results). */
+MIXTILE_API int mixtile_write_safetensors(const char *path, size_t count,
+                                          const char *const *names, const mixtile_dtype *dtypes,
+                                          const int *ranks, const int64_t *const *shapes,
+                                          const void *const *data);
 /* Sessions keep what they bound from a weights set alive themselves, so a weights set may
  * be closed after mixtile_session_create. NULL is ignored. */
 MIXTILE_API void mixtile_tensors_close(mixtile_tensors *tensors);
@@ -164,6 +177,56 @@ MIXTILE_API int mixtile_session_write_results(const mixtile_session *session,
                                               const char *path);
 /* NULL is ignored. */
 MIXTILE_API void mixtile_session_close(mixtile_session *session);
+
+/* ---- Models (mixtilec --hf-config CONFIG --model) ------------------------------------ */
+/* A whole decoder-only model: its entry point run over KV caches the model owns, for
+ * teacher-forced logits and greedy generation. Prompts are int64 ids [batch, length] with
+ * an optional int64 attention_mask [batch, length] of left padding (each row zeros, then
+ * ones; NULL: no padding); a row's real tokens take positions 0, 1, ... A model holds the
+ * caches of one call at a time: use one model per thread. */
+typedef struct mixtile_model mixtile_model;
+typedef struct mixtile_model_timing {
+  double prefill_seconds;  /* the call over the prompts */
+  int64_t prefill_tokens;
+  double decode_seconds;   /* every later step of generation */
+  int64_t decode_tokens;   /* tokens fed to decode steps (all sequences together) */
+  int64_t decode_steps;
+} mixtile_model_timing;
+/* Called after each generation step with the tokens generated so far and the most there
+ * can be (batch x new tokens); may be NULL. */
+typedef void (*mixtile_model_progress)(int64_t generated, int64_t total, void *user);
+
+/* 1 if the artifact is a whole model (its manifest has "model"), else 0. */
+MIXTILE_API int mixtile_artifact_is_model(const mixtile_artifact *artifact);
+/* Binds the model's entry point on the CPU with every weight from `weights` (a missing one
+ * is an error naming it) and allocates zeroed bf16/f32 KV caches for `max_batch` sequences
+ * of `max_length` positions (prompt plus new tokens). */
+MIXTILE_API int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weights,
+                                     int64_t max_batch, int64_t max_length,
+                                     mixtile_model **model);
+MIXTILE_API int64_t mixtile_model_vocab_size(const mixtile_model *model);
+/* logits: f32 [batch, length, vocab], as Hugging Face's model(ids, attention_mask).logits at
+ * unmasked positions and 0 at masked ones. Refused (nothing written): an empty batch or
+ * prompt, an id outside the vocabulary, a mask that is not left padding, a batch or prompt
+ * past the model's maxima. */
+MIXTILE_API int mixtile_model_forward(mixtile_model *model, int64_t batch, int64_t length,
+                                      const int64_t *ids, const int64_t *mask, float *logits,
+                                      int num_threads);
+/* Greedy decoding of up to new_tokens per prompt, all prompts decoded together. sequences:
+ * int64 [batch, length + new_tokens], each input row followed by its new tokens; a row
+ * stops after an end-of-sequence id of the config and the rest is its pad id.
+ * generated (may be NULL): int64 [batch], the new tokens of each row, its EOS included. */
+MIXTILE_API int mixtile_model_generate(mixtile_model *model, int64_t batch, int64_t length,
+                                       const int64_t *ids, const int64_t *mask,
+                                       int64_t new_tokens, int64_t *sequences,
+                                       int64_t *generated,
+                                       mixtile_model_progress progress, void *user,
+                                       int num_threads);
+/* Times of the last forward or generate call. */
+MIXTILE_API int mixtile_model_last_timing(const mixtile_model *model,
+                                          mixtile_model_timing *timing);
+/* NULL is ignored. */
+MIXTILE_API void mixtile_model_close(mixtile_model *model);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -164,6 +165,7 @@ struct TensorSpec {
   std::vector<int64_t> shape;        // -1 where dynamic
   std::vector<std::string> symbols;  // "" where static
   bool isWeight = false;             // kind "weight" (results: false)
+  bool isState = false;              // kind "state": updated in place (a model's KV cache)
   bool hasSymbols() const {
     for (const std::string &symbol : symbols)
       if (!symbol.empty())
@@ -250,6 +252,13 @@ struct Artifact {
   ErrorMessageFn errorMessage = nullptr;
   const mixtile_cuda_host_api *cuda = nullptr; // target cuda: the library's CUDA runtime
   std::vector<EntryPoint> entries;
+  // A whole model (mixtilec --model): the manifest's "model" object.
+  struct ModelInfo {
+    bool present = false;
+    std::string entry;
+    int64_t layers = 0, vocab = 0, maxPositions = 0, padId = 0;
+    std::vector<int64_t> eosIds;
+  } model;
   ~Artifact() {
     if (handle)
       ::dlclose(handle);
@@ -326,9 +335,10 @@ public:
     }
     if (isArgument) {
       std::string kind = string(json, "kind", named);
-      if (kind != "weight" && kind != "input")
-        bad(named, "kind must be \"weight\" or \"input\", got \"" + kind + "\"");
+      if (kind != "weight" && kind != "input" && kind != "state")
+        bad(named, "kind must be \"weight\", \"input\" or \"state\", got \"" + kind + "\"");
       spec.isWeight = kind == "weight";
+      spec.isState = kind == "state";
     }
     return spec;
   }
@@ -450,6 +460,44 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
       entry.cost.expertsPerToken = reader.number(*cost, "experts_per_token", at);
     }
     artifact->entries.push_back(std::move(entry));
+  }
+
+  auto model = manifest.find("model");
+  if (model != manifest.end()) {
+    Artifact::ModelInfo &info = artifact->model;
+    info.present = true;
+    info.entry = reader.string(*model, "entry", "model");
+    auto integer = [&](const char *key, int64_t low) {
+      const nlohmann::json &value = reader.field(*model, key, "model");
+      if (!value.is_number_integer() || value.get<int64_t>() < low)
+        reader.bad(std::string("model.") + key,
+                   "expected an integer >= " + std::to_string(low) + ", got " + value.dump());
+      return value.get<int64_t>();
+    };
+    info.layers = integer("layers", 1);
+    info.vocab = integer("vocab_size", 1);
+    info.maxPositions = integer("max_position_embeddings", 1);
+    info.padId = integer("pad_token_id", 0);
+    for (const nlohmann::json &id : reader.array(*model, "eos_token_ids", "model")) {
+      if (!id.is_number_integer())
+        reader.bad("model.eos_token_ids", "expected integers, got " + id.dump());
+      info.eosIds.push_back(id.get<int64_t>());
+    }
+    const EntryPoint *forward = nullptr;
+    for (const EntryPoint &entry : artifact->entries)
+      if (entry.function == info.entry)
+        forward = &entry;
+    if (!forward)
+      reader.bad("model.entry", "names no entry point: '" + info.entry + "'");
+    size_t states = 0;
+    for (const TensorSpec &spec : forward->arguments)
+      if (spec.isState) {
+        ++states;
+        if (spec.shape.size() != 4 || spec.symbols[0] != "B" || spec.symbols[1] != "S")
+          reader.bad("model", "state argument '" + spec.name + "' must be a [B, S, H, D] cache");
+      }
+    if (states != static_cast<size_t>(2 * info.layers))
+      reader.bad("model", "the entry point must have two caches per layer");
   }
 
   // A cuda library links the CUDA runtime statically and touches no device until a session
@@ -666,6 +714,18 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                ", expected " + describeExpected(spec) + "): not in the inputs " +
                describeSet(inputs) + " nor in the weights " + describeSet(session.weights.get()));
     checkTensor(spec, *view);
+    if (spec.isState) {
+      // Updated in place: caller memory (a model's KV cache), never a mapped file or a copy.
+      if (session.cuda)
+        fail(MIXTILE_ERROR_UNSUPPORTED,
+             "state tensor '" + spec.name + "': the cuda backend does not run models yet");
+      if (view->source != "<memory>" ||
+          reinterpret_cast<uintptr_t>(view->data) % dtypeBytes(view->dtype) != 0)
+        fail(MIXTILE_ERROR_BINDING,
+             "state tensor '" + spec.name + "' (" + view->source +
+                 ") must be aligned, writable caller memory (mixtile_tensors_add); run a model "
+                 "through mixtile_model_*");
+    }
     for (size_t d = 0; d < spec.symbols.size(); ++d) {
       if (spec.symbols[d].empty())
         continue;
@@ -772,7 +832,8 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
 static_assert(static_cast<int>(DType::F32) == MIXTILE_DTYPE_F32 &&
                   static_cast<int>(DType::BF16) == MIXTILE_DTYPE_BF16 &&
                   static_cast<int>(DType::F16) == MIXTILE_DTYPE_F16 &&
-                  static_cast<int>(DType::I32) == MIXTILE_DTYPE_I32,
+                  static_cast<int>(DType::I32) == MIXTILE_DTYPE_I32 &&
+                  static_cast<int>(DType::I64) == MIXTILE_DTYPE_I64,
               "mixtile_dtype and DType must agree");
 
 struct mixtile_artifact {
@@ -785,6 +846,118 @@ struct mixtile_session {
   Session impl;
 };
 
+
+// ---------------------------------------------------------------------------------------
+// Whole models (mixtilec --model): KV caches, teacher-forced forwards and greedy generation
+// on top of one session of the model's entry point. Each call of the entry point runs any
+// mix of new tokens: token t sits at positions[t] of cache row sequences[t].
+
+struct mixtile_model {
+  std::shared_ptr<const Artifact> artifact;
+  std::unique_ptr<mixtile_session> session;
+  const Artifact::ModelInfo *info = nullptr;
+  int64_t maxBatch = 0, maxLength = 0;
+  struct Cache {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    AlignedBuffer buffer;
+  };
+  std::vector<Cache> caches;
+  mixtile_model_timing timing{};
+  // One step's inputs, reused.
+  std::vector<int32_t> ids, positions, sequences, rows;
+};
+
+namespace {
+
+/// Runs the entry point on the step's tokens; returns the logits [rows, vocab].
+const float *runModelStep(mixtile_model &model, int numThreads) {
+  std::unique_ptr<TensorSet> set = TensorSet::empty("the model's step inputs");
+  const int64_t t = static_cast<int64_t>(model.ids.size());
+  const int64_t r = static_cast<int64_t>(model.rows.size());
+  set->addBorrowed("input_ids", DType::I32, {t}, model.ids.data());
+  set->addBorrowed("positions", DType::I32, {t}, model.positions.data());
+  set->addBorrowed("sequences", DType::I32, {t}, model.sequences.data());
+  set->addBorrowed("logit_rows", DType::I32, {r}, model.rows.data());
+  for (mixtile_model::Cache &cache : model.caches)
+    set->addBorrowed(cache.name, cache.dtype, cache.shape, cache.buffer.data());
+  runSession(model.session->impl, set.get(), numThreads);
+  return static_cast<const float *>(model.session->impl.results[0].buffer.data());
+}
+
+/// Checks a batch of prompts (ids [B, S], optional left-padding mask) and returns each row's
+/// first real token.
+std::vector<int64_t> checkPrompts(const mixtile_model &model, int64_t batch, int64_t length,
+                                  const int64_t *ids, const int64_t *mask, int64_t extra) {
+  if (batch <= 0 || length <= 0)
+    fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+         "empty batch: " + std::to_string(batch) + " prompts of " + std::to_string(length) +
+             " tokens (both must be >= 1)");
+  requireArgument(ids, "ids");
+  if (batch > model.maxBatch)
+    fail(MIXTILE_ERROR_INVALID_ARGUMENT, "batch of " + std::to_string(batch) +
+                                             " prompts exceeds the model's max batch " +
+                                             std::to_string(model.maxBatch));
+  std::vector<int64_t> first(batch, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const std::string row = "prompt " + std::to_string(b);
+    int64_t start = 0;
+    if (mask) {
+      while (start < length && mask[b * length + start] == 0)
+        ++start;
+      for (int64_t s = 0; s < length; ++s) {
+        int64_t m = mask[b * length + s];
+        if (m != 0 && m != 1)
+          fail(MIXTILE_ERROR_INVALID_ARGUMENT, "attention_mask of " + row + " holds " +
+                                                   std::to_string(m) + " (expected 0 or 1)");
+        if (s >= start && m == 0)
+          fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+               "attention_mask of " + row + " is not left padding (a 0 at position " +
+                   std::to_string(s) + " after a 1; pad on the left, as generate does)");
+      }
+      if (start == length)
+        fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+             "attention_mask of " + row + " masks every token: the prompt is empty");
+    }
+    for (int64_t s = start; s < length; ++s) {
+      int64_t id = ids[b * length + s];
+      if (id < 0 || id >= model.info->vocab)
+        fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+             "token id " + std::to_string(id) + " at " + row + ", position " +
+                 std::to_string(s) + " lies outside the vocabulary [0, " +
+                 std::to_string(model.info->vocab) + ")");
+    }
+    int64_t needed = length - start + extra;
+    if (needed > model.maxLength)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           row + " needs " + std::to_string(needed) + " positions (" +
+               std::to_string(length - start) + " prompt tokens" +
+               (extra ? " + " + std::to_string(extra) + " new tokens" : std::string()) +
+               "), more than the KV cache's max length " + std::to_string(model.maxLength));
+    first[b] = start;
+  }
+  return first;
+}
+
+/// The first index of the largest logit (NaN never wins), as torch.argmax picks.
+int64_t argmaxRow(const float *logits, int64_t vocab) {
+  int64_t best = 0;
+  float value = -INFINITY;
+  for (int64_t v = 0; v < vocab; ++v)
+    if (logits[v] > value) {
+      value = logits[v];
+      best = v;
+    }
+  return best;
+}
+
+double secondsSince(std::chrono::steady_clock::time_point begin) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+}
+
+} // namespace
+
 extern "C" {
 
 const char *mixtile_last_error(void) { return lastError.c_str(); }
@@ -796,6 +969,8 @@ const char *mixtile_dtype_name(mixtile_dtype dtype) {
   case MIXTILE_DTYPE_F16:
   case MIXTILE_DTYPE_I32:
     return manifestDTypeName(static_cast<DType>(dtype));
+  case MIXTILE_DTYPE_I64:
+    return "i64";
   }
   return "?";
 }
@@ -868,6 +1043,46 @@ int mixtile_tensors_add(mixtile_tensors *tensors, const char *name, mixtile_dtyp
 }
 
 void mixtile_tensors_close(mixtile_tensors *tensors) { delete tensors; }
+
+int mixtile_tensors_find(const mixtile_tensors *tensors, const char *name, int *dtype, int *rank,
+                         const int64_t **shape, const void **data) {
+  return guarded([&] {
+    requireArgument(tensors, "tensors");
+    requireArgument(name, "name");
+    const TensorView *view = tensors->impl->find(name);
+    if (!view)
+      fail(MIXTILE_ERROR_BINDING, std::string("no tensor '") + escapeUntrusted(name) + "' in " +
+                                      tensors->impl->description());
+    if (dtype) {
+      int value = static_cast<int>(view->dtype);
+      *dtype = std::strcmp(mixtile_dtype_name(static_cast<mixtile_dtype>(value)), "?") == 0
+                   ? -1
+                   : value;
+    }
+    if (rank)
+      *rank = static_cast<int>(view->shape.size());
+    if (shape)
+      *shape = view->shape.data();
+    if (data)
+      *data = view->data;
+  });
+}
+
+int mixtile_write_safetensors(const char *path, size_t count, const char *const *names,
+                              const mixtile_dtype *dtypes, const int *ranks,
+                              const int64_t *const *shapes, const void *const *data) {
+  return guarded([&] {
+    requireArgument(path, "path");
+    std::vector<TensorToWrite> tensors;
+    for (size_t i = 0; i < count; ++i) {
+      if (std::strcmp(mixtile_dtype_name(dtypes[i]), "?") == 0)
+        fail(MIXTILE_ERROR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtypes[i]));
+      tensors.push_back({names[i], static_cast<DType>(dtypes[i]),
+                         std::vector<int64_t>(shapes[i], shapes[i] + ranks[i]), data[i]});
+    }
+    writeSafetensors(path, tensors);
+  });
+}
 
 int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
                            const mixtile_tensors *weights, mixtile_device device,
@@ -1057,5 +1272,203 @@ int mixtile_session_write_results(const mixtile_session *session, const char *pa
 }
 
 void mixtile_session_close(mixtile_session *session) { delete session; }
+
+int mixtile_artifact_is_model(const mixtile_artifact *artifact) {
+  return artifact && artifact->impl->model.present ? 1 : 0;
+}
+
+int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weights,
+                         int64_t max_batch, int64_t max_length, mixtile_model **model) {
+  return guarded([&] {
+    requireArgument(artifact, "artifact");
+    requireArgument(weights, "weights");
+    requireArgument(model, "model");
+    *model = nullptr;
+    const Artifact &loaded = *artifact->impl;
+    if (!loaded.model.present)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           loaded.outdir + " is not a model (compile one with mixtilec --hf-config ... --model)");
+    if (max_batch <= 0 || max_length <= 0)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT, "max batch and max length must be >= 1, got " +
+                                               std::to_string(max_batch) + " and " +
+                                               std::to_string(max_length));
+    auto created = std::make_unique<mixtile_model>();
+    created->artifact = artifact->impl;
+    created->info = &loaded.model;
+    created->maxBatch = max_batch;
+    created->maxLength = max_length;
+    mixtile_session *session = nullptr;
+    if (int status = mixtile_session_create(artifact, loaded.model.entry.c_str(), weights,
+                                            MIXTILE_DEVICE_CPU, &session))
+      fail(static_cast<mixtile_status>(status), lastError);
+    created->session.reset(session);
+    // Every weight must be in the checkpoint now, not discovered missing mid-generation.
+    const Session &state = session->impl;
+    for (size_t i = 0; i < state.entry->arguments.size(); ++i) {
+      const TensorSpec &spec = state.entry->arguments[i];
+      if (spec.isWeight && !state.fixedArguments[i])
+        fail(MIXTILE_ERROR_BINDING, "the checkpoint " + describeSet(weights->impl.get()) +
+                                        " lacks tensor '" + spec.name + "' (expected " +
+                                        describeExpected(spec) + ")");
+      if (!spec.isState)
+        continue;
+      mixtile_model::Cache cache;
+      cache.name = spec.name;
+      cache.dtype = spec.dtype;
+      cache.shape = {max_batch, max_length, spec.shape[2], spec.shape[3]};
+      size_t bytes = tensorByteSize(spec.dtype, cache.shape, "KV cache '" + spec.name + "'");
+      try {
+        std::memset(cache.buffer.ensure(bytes), 0, bytes);
+      } catch (const std::bad_alloc &) {
+        fail(MIXTILE_ERROR_OUT_OF_MEMORY,
+             "cannot allocate the KV caches: " + std::to_string(bytes) + " bytes per cache for " +
+                 std::to_string(max_batch) + " sequences of " + std::to_string(max_length) +
+                 " positions; lower the max batch or length");
+      }
+      created->caches.push_back(std::move(cache));
+    }
+    *model = created.release();
+  });
+}
+
+int64_t mixtile_model_vocab_size(const mixtile_model *model) {
+  return model ? model->info->vocab : -1;
+}
+
+int mixtile_model_forward(mixtile_model *model, int64_t batch, int64_t length, const int64_t *ids,
+                          const int64_t *mask, float *logits, int num_threads) {
+  return guarded([&] {
+    requireArgument(model, "model");
+    requireArgument(logits, "logits");
+    std::vector<int64_t> first = checkPrompts(*model, batch, length, ids, mask, 0);
+    model->ids.clear();
+    model->positions.clear();
+    model->sequences.clear();
+    model->rows.clear();
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t s = first[b]; s < length; ++s) {
+        model->rows.push_back(static_cast<int32_t>(model->ids.size()));
+        model->ids.push_back(static_cast<int32_t>(ids[b * length + s]));
+        model->positions.push_back(static_cast<int32_t>(s - first[b]));
+        model->sequences.push_back(static_cast<int32_t>(b));
+      }
+    auto begin = std::chrono::steady_clock::now();
+    const float *out = runModelStep(*model, num_threads);
+    model->timing = mixtile_model_timing{};
+    model->timing.prefill_seconds = secondsSince(begin);
+    model->timing.prefill_tokens = static_cast<int64_t>(model->ids.size());
+    const int64_t vocab = model->info->vocab;
+    // Masked positions carry no meaning: their logits are 0.
+    size_t row = 0;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t s = 0; s < length; ++s) {
+        float *dst = logits + (b * length + s) * vocab;
+        if (s < first[b])
+          std::memset(dst, 0, sizeof(float) * vocab);
+        else
+          std::memcpy(dst, out + (row++) * vocab, sizeof(float) * vocab);
+      }
+  });
+}
+
+int mixtile_model_generate(mixtile_model *model, int64_t batch, int64_t length,
+                           const int64_t *ids, const int64_t *mask, int64_t new_tokens,
+                           int64_t *sequences, int64_t *generated_counts,
+                           mixtile_model_progress progress, void *user, int num_threads) {
+  return guarded([&] {
+    requireArgument(model, "model");
+    requireArgument(sequences, "sequences");
+    if (new_tokens < 0)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+           "new tokens must be >= 0, got " + std::to_string(new_tokens));
+    std::vector<int64_t> first = checkPrompts(*model, batch, length, ids, mask, new_tokens);
+    const int64_t width = length + new_tokens, vocab = model->info->vocab;
+    for (int64_t b = 0; b < batch; ++b) {
+      std::memcpy(sequences + b * width, ids + b * length, sizeof(int64_t) * length);
+      for (int64_t n = 0; n < new_tokens; ++n)
+        sequences[b * width + length + n] = model->info->padId;
+    }
+    model->timing = mixtile_model_timing{};
+    if (generated_counts)
+      std::fill(generated_counts, generated_counts + batch, 0);
+    if (new_tokens == 0)
+      return;
+    std::vector<int64_t> next(batch), filled(batch, 0);
+    std::vector<char> done(batch, 0);
+    // Prefill: every prompt's tokens, logits of each row's last one.
+    model->ids.clear();
+    model->positions.clear();
+    model->sequences.clear();
+    model->rows.clear();
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t s = first[b]; s < length; ++s) {
+        model->ids.push_back(static_cast<int32_t>(ids[b * length + s]));
+        model->positions.push_back(static_cast<int32_t>(s - first[b]));
+        model->sequences.push_back(static_cast<int32_t>(b));
+      }
+      model->rows.push_back(static_cast<int32_t>(model->ids.size() - 1));
+    }
+    auto begin = std::chrono::steady_clock::now();
+    const float *out = runModelStep(*model, num_threads);
+    model->timing.prefill_seconds = secondsSince(begin);
+    model->timing.prefill_tokens = static_cast<int64_t>(model->ids.size());
+    std::vector<int64_t> active;
+    for (int64_t b = 0; b < batch; ++b)
+      active.push_back(b);
+    auto take = [&](const float *logits) {
+      std::vector<int64_t> still;
+      for (size_t i = 0; i < active.size(); ++i) {
+        int64_t b = active[i];
+        int64_t token = argmaxRow(logits + i * vocab, vocab);
+        sequences[b * width + length + filled[b]++] = token;
+        next[b] = token;
+        bool eos = std::find(model->info->eosIds.begin(), model->info->eosIds.end(), token) !=
+                   model->info->eosIds.end();
+        if (!eos && filled[b] < new_tokens)
+          still.push_back(b);
+      }
+      active = std::move(still);
+    };
+    take(out);
+    int64_t generated = batch;
+    if (progress)
+      progress(generated, batch * new_tokens, user);
+    begin = std::chrono::steady_clock::now();
+    while (!active.empty()) {
+      // Decode: one new token per unfinished sequence, all together.
+      model->ids.clear();
+      model->positions.clear();
+      model->sequences.clear();
+      model->rows.clear();
+      for (int64_t b : active) {
+        model->rows.push_back(static_cast<int32_t>(model->ids.size()));
+        model->ids.push_back(static_cast<int32_t>(next[b]));
+        model->positions.push_back(static_cast<int32_t>(length - first[b] + filled[b] - 1));
+        model->sequences.push_back(static_cast<int32_t>(b));
+      }
+      int64_t stepTokens = static_cast<int64_t>(active.size());
+      out = runModelStep(*model, num_threads);
+      model->timing.decode_tokens += stepTokens;
+      model->timing.decode_steps += 1;
+      take(out);
+      generated += stepTokens;
+      if (progress)
+        progress(generated, batch * new_tokens, user);
+    }
+    model->timing.decode_seconds = secondsSince(begin);
+    if (generated_counts)
+      std::copy(filled.begin(), filled.end(), generated_counts);
+  });
+}
+
+int mixtile_model_last_timing(const mixtile_model *model, mixtile_model_timing *timing) {
+  return guarded([&] {
+    requireArgument(model, "model");
+    requireArgument(timing, "timing");
+    *timing = model->timing;
+  });
+}
+
+void mixtile_model_close(mixtile_model *model) { delete model; }
 
 } // extern "C"

@@ -77,6 +77,8 @@ private:
     line(llvm::formatv("if (!mixtile::cpu::amx_ready())\n      return {0};", amxErrorCode).str());
   }
   int amxErrorCode = 0;
+  int attentionErrorCode = 0;  // one message for every attention of the function
+  int helperCount = 0;
   std::string pendingTiles;  // its text, added to the helpers if a call uses it
 };
 
@@ -109,7 +111,8 @@ std::string CpuEmitter::expertWeightArrays(Operation *op, ValueRange gate, Value
 }
 
 std::string CpuEmitter::tileFunction(KernelOp kernel, unsigned index) {
-  std::string name = llvm::formatv("tiles_k{0}", index).str();
+  // Named after the function too: one source file holds every function's helpers.
+  std::string name = llvm::formatv("tiles_{0}_k{1}", func.getSymName(), index).str();
   std::string text = llvm::formatv("// Tile sizes of kernel {0} '{1}' by token count, from the "
                                    "tuning table.\nstatic mixtile::cpu::TileConfig {2}(int64_t "
                                    "tokens) {{\n  mixtile::cpu::TileConfig c = "
@@ -285,18 +288,116 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     return success();
   }
   if (auto linear = dyn_cast<LinearOp>(op)) {
+    // On the GEMM engine (and the matrix path mix-tile chose), tiles by row count.
     Value y = linear.getY();
     int64_t out = staticDim(linear.getWeight(), 0), in = staticDim(linear.getWeight(), 1);
-    std::string bias = linear.getBias()
-                           ? llvm::formatv("mixtile::cpu::ExpertVector{{{0}, {1}}",
-                                           ptr(linear.getBias()),
-                                           weightType(elementOf(linear.getBias())))
-                                 .str()
-                           : "mixtile::cpu::ExpertVector{}";
-    line(llvm::formatv("mixtile::cpu::linear_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, {7}, "
+    std::string rows = dim(linear.getX(), 0);
+    std::string bias = "nullptr";
+    if (Value b = linear.getBias()) {
+      bias = ptr(b);
+      if (!elementOf(b).isF32()) {
+        bias = newSlot(Float32Type::get(op->getContext()), std::to_string(out));
+        line(llvm::formatv("mixtile::cpu::widen_tokens<{0}>({1}, {2}, {3}, threads);",
+                           weightType(elementOf(b)), out, ptr(b), bias)
+                 .str());
+      }
+    }
+    helpers += pendingTiles;
+    pendingTiles.clear();
+    checkAmxReady();
+    line(llvm::formatv("mixtile::cpu::LinearProblem lp;\n    lp.rows = {0}; lp.in = {1}; lp.out = "
+                       "{2}; lp.x = {3}; lp.w = {4}; lp.bias = {5}; lp.y = {6};\n    "
+                       "lp.workspace = scratch; lp.num_threads = threads;\n    "
+                       "mixtile::cpu::linear<{7}{8}>(lp, {9}({0}));",
+                       rows, in, out, ptr(linear.getX()), ptr(linear.getWeight()), bias, ptr(y),
+                       weightType(elementOf(linear.getWeight())), pathArgument(), tiles)
+             .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::linear_workspace_size({0}, {1}, {2}, "
+                                    "max_threads, {3}({0}){4})",
+                                    rows, in, out, tiles, pathArgument())
+                          .str());
+    return success();
+  }
+  if (auto gather = dyn_cast<GatherOp>(op)) {
+    std::string n = dim(gather.getTable(), 0);
+    int code = addError(llvm::formatv("mix.gather: an index lies outside the table's {0} rows "
+                                      "(token ids must be below the vocabulary size)",
+                                      ShapedType::isDynamic(staticDim(gather.getTable(), 0))
+                                          ? std::string("[0, N)")
+                                          : "[0, " + n + ")")
+                            .str());
+    line(llvm::formatv("if (!mixtile::cpu::gather_rows<{0}>({1}, {2}, {3}, {4}, {5}, {6}, "
+                       "threads))\n      return {7};",
+                       weightType(elementOf(gather.getTable())), dim(gather.getIndices(), 0),
+                       staticDim(gather.getTable(), 1), n, ptr(gather.getTable()),
+                       ptr(gather.getIndices()), ptr(gather.getRows()), code)
+             .str());
+    return success();
+  }
+  if (auto norm = dyn_cast<RMSNormOp>(op)) {
+    auto type = cast<RankedTensorType>(norm.getX().getType());
+    std::vector<std::string> rows;
+    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
+      rows.push_back(dim(norm.getX(), d));
+    line(llvm::formatv("mixtile::cpu::rms_norm_rows<{0}>({1}, {2}, {3}f, {4}, {5}, {6}, "
                        "threads);",
-                       weightType(elementOf(linear.getWeight())), dim(linear.getX(), 0), in, out,
-                       ptr(linear.getX()), ptr(linear.getWeight()), bias, ptr(y))
+                       weightType(elementOf(norm.getWeight())), product(rows),
+                       type.getShape().back(),
+                       floatLiteral(norm.getEpsilon().convertToDouble()), ptr(norm.getX()),
+                       ptr(norm.getWeight()), ptr(norm.getY()))
+             .str());
+    return success();
+  }
+  if (auto attention = dyn_cast<AttentionOp>(op)) {
+    // The layer's constants (RoPE frequencies included) as a config function the workspace
+    // plan calls too.
+    std::string config =
+        llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
+    std::string freqs;
+    for (double f : attention.getInvFreq())
+      freqs += (freqs.empty() ? "" : ", ") + floatLiteral(f) + "f";
+    helpers += llvm::formatv(
+                   "static mixtile::cpu::AttentionConfig {0}() {{\n  static const float "
+                   "inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig c;\n  c.heads = {2}; "
+                   "c.kv_heads = {3}; c.head_dim = {4}; c.rotary_dim = {5};\n  c.inv_freq = "
+                   "inv_freq; c.rope_scale = {6}f; c.rope_interleaved = {7};\n  c.softmax_scale "
+                   "= {8}f; c.clip = {9}f; c.window = {10};\n  return c;\n}\n\n",
+                   config, freqs.empty() ? "0.0f" : freqs, attention.getHeads(),
+                   attention.getKvHeads(), attention.getHeadDim(),
+                   2 * attention.getInvFreq().size(),
+                   floatLiteral(attention.getRopeScale().convertToDouble()),
+                   attention.getRopeInterleaved() ? "true" : "false",
+                   floatLiteral(attention.getSoftmaxScale().convertToDouble()),
+                   floatLiteral(attention.getClip().convertToDouble()), attention.getWindow())
+                   .str();
+    if (attentionErrorCode == 0)
+      attentionErrorCode =
+          addError("mix.attention: a token's position lies outside the KV cache [0, S) or its "
+                   "sequence outside the cache rows [0, B)");
+    Value cache = attention.getKCache();
+    std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}(), {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
+                       "{9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
+                       weightType(elementOf(cache)), config, t, ptr(attention.getQ()),
+                       ptr(attention.getK()), ptr(attention.getV()),
+                       ptr(attention.getPositions()), ptr(attention.getSequences()), b, len,
+                       ptr(cache), ptr(attention.getVCache()), ptr(attention.getOut()),
+                       attentionErrorCode)
+             .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::attention_workspace_size({0}(), {1}, {2}, "
+                                    "max_threads)",
+                                    config, t, len)
+                          .str());
+    return success();
+  }
+  if (auto add = dyn_cast<arith::AddFOp>(op)) {
+    Value result = add.getResult();
+    auto type = cast<RankedTensorType>(result.getType());
+    std::vector<std::string> dims;
+    for (unsigned d = 0; d < type.getRank(); ++d)
+      dims.push_back(dim(add.getLhs(), d));
+    line(llvm::formatv("mixtile::cpu::add_rows({0}, {1}, {2}, {3}, threads);", product(dims),
+                       ptr(add.getLhs()), ptr(add.getRhs()), ptr(result))
              .str());
     return success();
   }

@@ -5,16 +5,20 @@
 
 #include "dialect/MixOps.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::mix;
@@ -195,27 +199,256 @@ struct Argument {
   Type type;
 };
 
+/// One layer's sparse block: the family's routing attributes and the checkpoint's tensor
+/// names (layers.md §2's table), then the op computing it from those weights.
+struct SparseBlock {
+  int64_t hidden = 0, experts = 0, width = 0, k = 1, sharedWidth = 0, nGroup = 1, topkGroup = 1;
+  std::optional<int64_t> capacity;
+  bool normalize = false, sigmoid = false, top2Sum = false, gated = true, routerBias = false;
+  bool sharedExpertGate = false, selectionBias = false;
+  double scale = 1.0, epsilon = 0.0;
+  std::optional<Activation> activation;
+  std::string prefix, router, routerBiasName, selectionBiasName;
+  std::function<std::string(int64_t, StringRef)> expertName;
+  std::string sharedPrefix;
+  StringRef gateProj = "gate_proj", upProj = "up_proj", downProj = "down_proj";
+  std::vector<Argument> weights;  // in the order build() takes them
+
+  /// Reads layer `layer`'s block from the config; false (with r's error set) if refused.
+  bool describe(ConfigReader &r, int64_t layer, Type weightType, Builder &b) {
+
+    if (r.family == "switch_transformers") {
+      hidden = r.positive("d_model");
+      experts = r.positive("num_experts", std::nullopt, kMaxCount);
+      width = r.positive("d_ff");
+      activation = r.activation("dense_act_fn", "relu");
+      capacity = r.integer("expert_capacity", 64);
+      if (capacity && *capacity < 0)
+        r.fail("field 'expert_capacity' must not be negative");
+      gated = false;
+      prefix = llvm::formatv("encoder.block.{0}.layer.1.mlp.", layer).str();
+      router = prefix + "router.classifier.weight";
+      routerBias = r.boolean("router_bias", false);
+      routerBiasName = prefix + "router.classifier.bias";
+      expertName = [&](int64_t e, StringRef role) {
+        return llvm::formatv("{0}experts.expert_{1}.{2}.weight", prefix, e,
+                             role == "up" ? "wi" : "wo")
+            .str();
+      };
+    } else {
+      hidden = r.positive("hidden_size");
+      k = r.positive("num_experts_per_tok");
+      activation = r.activation("hidden_act", "silu");
+      prefix = llvm::formatv("model.layers.{0}.mlp.", layer).str();
+      if (r.family == "mixtral") {
+        experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
+        width = r.positive("intermediate_size");
+        normalize = true;
+        prefix = llvm::formatv("model.layers.{0}.block_sparse_moe.", layer).str();
+        gateProj = "w1";
+        upProj = "w3";
+        downProj = "w2";
+      } else if (r.family == "olmoe" || r.family == "qwen2_moe" || r.family == "qwen3_moe") {
+        experts = r.positive(r.expertCountKey(), std::nullopt, kMaxCount);
+        width = r.positive(r.family == "olmoe" ? "intermediate_size" : "moe_intermediate_size");
+        normalize = r.boolean("norm_topk_prob", false);
+        if (r.family == "qwen2_moe") {
+          sharedWidth = r.nonNegative("shared_expert_intermediate_size", 0);
+          sharedExpertGate = sharedWidth > 0;
+          sharedPrefix = prefix + "shared_expert.";
+        }
+      } else {
+        experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
+        width = r.positive("moe_intermediate_size");
+        scale = r.number("routed_scaling_factor", 1.0);
+        // transformers' DeepSeek-V3 always scores with sigmoid and selects with noaux_tc and
+        // its 5.x configs omit both fields; DeepSeek-V2's defaults are softmax and greedy.
+        bool v3 = r.family == "deepseek_v3";
+        std::string method = r.string("topk_method", v3 ? "noaux_tc" : "greedy");
+        std::string scoring = r.string("scoring_func", v3 ? "sigmoid" : "softmax");
+        if (r.family == "deepseek_v2") {
+          // Hugging Face and DeepSeek's own code disagree here (layers.md §2): refuse.
+          if (r.boolean("norm_topk_prob", false))
+            r.fail("field 'norm_topk_prob' = true is not supported for deepseek_v2");
+          if (r.integer("moe_layer_freq", 1).value_or(1) != 1)
+            r.fail("field 'moe_layer_freq' other than 1 is not supported for deepseek_v2");
+          if (scoring != "softmax")
+            r.fail("field 'scoring_func' = '" + scoring + "' is not supported for deepseek_v2");
+          if (method == "group_limited_greedy") {
+            nGroup = r.positive("n_group");
+            topkGroup = r.positive("topk_group");
+          } else if (method != "greedy") {
+            r.fail("field 'topk_method' = '" + method + "' is not supported for deepseek_v2");
+          }
+        } else {
+          if (scoring != "sigmoid")
+            r.fail("field 'scoring_func' = '" + scoring + "' is not supported for deepseek_v3");
+          if (method != "noaux_tc")
+            r.fail("field 'topk_method' = '" + method + "' is not supported for deepseek_v3");
+          sigmoid = true;
+          top2Sum = true;
+          nGroup = r.positive("n_group");
+          topkGroup = r.positive("topk_group");
+          normalize = r.boolean("norm_topk_prob", false);
+          epsilon = 1e-20;
+          selectionBias = true;
+          selectionBiasName = prefix + "gate.e_score_correction_bias";
+        }
+        sharedWidth = r.nonNegative("n_shared_experts", 0, kMaxCount) * width;
+        sharedPrefix = prefix + "shared_experts.";
+      }
+      router = prefix + "gate.weight";
+      expertName = [&](int64_t e, StringRef role) {
+        StringRef proj = role == "gate" ? gateProj : role == "up" ? upProj : downProj;
+        return llvm::formatv("{0}experts.{1}.{2}.weight", prefix, e, proj).str();
+      };
+    }
+    if (r.ok() && k > experts)
+      r.fail(llvm::formatv("num_experts_per_tok ({0}) exceeds the number of experts ({1})", k,
+                           experts));
+    if (r.ok() && experts % nGroup != 0)
+      r.fail(llvm::formatv("n_group ({0}) does not divide the number of experts ({1})", nGroup,
+                           experts));
+    if (r.ok() && topkGroup > nGroup)
+      r.fail(llvm::formatv("topk_group ({0}) exceeds n_group ({1})", topkGroup, nGroup));
+    if (r.ok() && k > topkGroup * (experts / nGroup))
+      r.fail(llvm::formatv("num_experts_per_tok ({0}) exceeds the {1} experts in topk_group "
+                           "({2}) groups",
+                           k, topkGroup * (experts / nGroup), topkGroup));
+    if (r.ok() && top2Sum && experts / nGroup < 2)
+      r.fail("noaux_tc needs at least 2 experts per group (n_routed_experts / n_group)");
+    if (r.ok() && !(scale > 0.0 && std::isfinite(scale)))
+      r.fail("field 'routed_scaling_factor' must be a finite positive number");
+    // Bounded fields cannot overflow here: 2^16 experts x 3 x 2^20 x 2^20 < 2^63.
+    if (r.ok() && experts * 3 * hidden * width > kMaxLayerElements)
+      r.fail(llvm::formatv("the layer's expert weights ({0} experts x 3 x {1} x {2} elements) "
+                           "exceed the bound of 2^40 elements",
+                           experts, hidden, width)
+                 .str());
+    if (!r.ok())
+      return false;
+    Type f32 = b.getF32Type();
+    weights.push_back({router, {experts, hidden}, weightType});
+    if (routerBias)
+      weights.push_back({routerBiasName, {experts}, weightType});
+    // DeepSeek-V3 keeps e_score_correction_bias in f32 in its checkpoints, whatever the weights.
+    if (selectionBias)
+      weights.push_back({selectionBiasName, {experts}, f32});
+    for (StringRef role : {"gate", "up", "down"}) {
+      if (role == "gate" && !gated)
+        continue;
+      for (int64_t e = 0; e < experts; ++e)
+        weights.push_back({expertName(e, role),
+                           role == "down" ? SmallVector<int64_t>{hidden, width}
+                                          : SmallVector<int64_t>{width, hidden},
+                           weightType});
+    }
+    if (sharedWidth > 0) {
+      weights.push_back({sharedPrefix + "gate_proj.weight", {sharedWidth, hidden}, weightType});
+      weights.push_back({sharedPrefix + "up_proj.weight", {sharedWidth, hidden}, weightType});
+      weights.push_back({sharedPrefix + "down_proj.weight", {hidden, sharedWidth}, weightType});
+      if (sharedExpertGate)
+        weights.push_back({prefix + "shared_expert_gate.weight", {1, hidden}, weightType});
+    }
+    return true;
+  }
+
+  /// The block's op on tokens `x`, from `values` bound to `weights` in order.
+  Value build(OpBuilder &builder, Location loc, Value x, ValueRange values, Type outputType) {
+    MLIRContext *context = builder.getContext();
+    size_t index = 0;
+    auto next = [&]() -> Value { return values[index++]; };
+    Value routerValue = next();
+    Value routerBiasValue = routerBias ? next() : Value();
+    Value selectionBiasValue = selectionBias ? next() : Value();
+    SmallVector<Value> gate, up, down;
+    if (gated)
+      for (int64_t e = 0; e < experts; ++e)
+        gate.push_back(next());
+    for (int64_t e = 0; e < experts; ++e)
+      up.push_back(next());
+    for (int64_t e = 0; e < experts; ++e)
+      down.push_back(next());
+    Value sharedGate, sharedUp, sharedDown, sharedGateWeight;
+    if (sharedWidth > 0) {
+      sharedGate = next();
+      sharedUp = next();
+      sharedDown = next();
+      if (sharedExpertGate)
+        sharedGateWeight = next();
+    }
+    auto layerOp = TokenChoiceMoEOp::create(
+        builder, loc, outputType, Type(), Type(), Type(), x, routerValue, routerBiasValue,
+        selectionBiasValue, gate, up, down, sharedGate, sharedUp, sharedDown, sharedGateWeight,
+        builder.getI64IntegerAttr(k),
+        ScoringAttr::get(context, sigmoid ? Scoring::sigmoid : Scoring::softmax),
+        normalize ? builder.getUnitAttr() : UnitAttr(), builder.getF64FloatAttr(epsilon),
+        builder.getF64FloatAttr(scale), builder.getI64IntegerAttr(nGroup),
+        builder.getI64IntegerAttr(topkGroup),
+        GroupScoreAttr::get(context, top2Sum ? GroupScore::top2_sum : GroupScore::max),
+        capacity ? builder.getI64IntegerAttr(*capacity) : IntegerAttr(), FloatAttr(),
+        ActivationAttr::get(context, *activation));
+    return layerOp.getOutput();
+  }
+};
+
+
+/// The parsed config.json (an object), or nullopt with `error` set.
+std::optional<llvm::json::Value> loadConfig(StringRef configPath, std::string &error) {
+  auto buffer = llvm::MemoryBuffer::getFile(configPath);
+  if (!buffer) {
+    error = "cannot read '" + configPath.str() + "': " + buffer.getError().message();
+    return std::nullopt;
+  }
+  llvm::Expected<llvm::json::Value> parsed = llvm::json::parse((*buffer)->getBuffer());
+  if (!parsed) {
+    error = "'" + configPath.str() + "' is not valid JSON: " + llvm::toString(parsed.takeError());
+    return std::nullopt;
+  }
+  const llvm::json::Object *object = parsed->getAsObject();
+  if (!object) {
+    error = "'" + configPath.str() + "' must hold a JSON object";
+    return std::nullopt;
+  }
+  return std::move(*parsed);
+}
+
+/// The weights' dtype ("f32", "bf16", "f16"): `dtypeArg` if given, else the config's; "" with
+/// `error` set when the config names one Mixtile cannot bind.
+std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error) {
+  std::string dtype = dtypeArg.str();
+  if (dtype.empty()) {
+    // transformers 5.x writes the model dtype as `dtype`, 4.x as `torch_dtype`.
+    const char *field = r.config.get("dtype") && r.config.get("dtype")->kind() !=
+                                                     llvm::json::Value::Null
+                            ? "dtype"
+                            : "torch_dtype";
+    std::string torchDtype = r.string(field, "float32");
+    dtype = torchDtype == "bfloat16" ? "bf16"
+            : torchDtype == "float16" ? "f16"
+            : torchDtype == "float32" ? "f32"
+                                      : "";
+    if (dtype.empty() && r.ok()) {
+      error = llvm::formatv("field '{0}' = '{1}' is not supported (expected float32, bfloat16 "
+                            "or float16; or give --dtype)",
+                            field, llvm::StringRef(torchDtype).take_front(64))
+                  .str();
+      return "";
+    }
+  }
+  return dtype;
+}
+
 } // namespace
 
 OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
                                                 int layerArg, StringRef dtypeArg,
                                                 StringRef tokenDtypeArg, std::string &name,
                                                 std::string &error) {
-  auto buffer = llvm::MemoryBuffer::getFile(configPath);
-  if (!buffer) {
-    error = "cannot read '" + configPath.str() + "': " + buffer.getError().message();
+  std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
+  if (!parsed)
     return nullptr;
-  }
-  llvm::Expected<llvm::json::Value> parsed = llvm::json::parse((*buffer)->getBuffer());
-  if (!parsed) {
-    error = "'" + configPath.str() + "' is not valid JSON: " + llvm::toString(parsed.takeError());
-    return nullptr;
-  }
   const llvm::json::Object *object = parsed->getAsObject();
-  if (!object) {
-    error = "'" + configPath.str() + "' must hold a JSON object";
-    return nullptr;
-  }
   ConfigReader r{*object, "", ""};
   r.family = r.string("model_type", "");
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
@@ -246,26 +479,9 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
     return nullptr;
   }
 
-  std::string dtype = dtypeArg.str();
-  if (dtype.empty()) {
-    // transformers 5.x writes the model dtype as `dtype`, 4.x as `torch_dtype`.
-    const char *field = r.config.get("dtype") && r.config.get("dtype")->kind() !=
-                                                     llvm::json::Value::Null
-                            ? "dtype"
-                            : "torch_dtype";
-    std::string torchDtype = r.string(field, "float32");
-    dtype = torchDtype == "bfloat16" ? "bf16"
-            : torchDtype == "float16" ? "f16"
-            : torchDtype == "float32" ? "f32"
-                                      : "";
-    if (dtype.empty() && r.ok()) {
-      error = llvm::formatv("field '{0}' = '{1}' is not supported (expected float32, bfloat16 "
-                            "or float16; or give --dtype)",
-                            field, llvm::StringRef(torchDtype).take_front(64))
-                  .str();
-      return nullptr;
-    }
-  }
+  std::string dtype = weightDtype(r, dtypeArg, error);
+  if (dtype.empty())
+    return nullptr;
   Builder b(context);
   auto floatType = [&](StringRef name) {
     return name == "bf16"  ? Type(b.getBF16Type())
@@ -276,159 +492,14 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   // A bf16 model's hidden states are bf16: the block takes and returns the model's dtype.
   Type tokenType = tokenDtypeArg.empty() ? weightType : floatType(tokenDtypeArg);
 
-  // ---- the family's routing and the checkpoint's tensor names -------------------------------
-  int64_t hidden = 0, experts = 0, width = 0, k = 1, sharedWidth = 0, nGroup = 1, topkGroup = 1;
-  std::optional<int64_t> capacity;
-  bool normalize = false, sigmoid = false, top2Sum = false, gated = true, routerBias = false;
-  bool sharedExpertGate = false, selectionBias = false;
-  double scale = 1.0, epsilon = 0.0;
-  std::optional<Activation> activation;
-  std::string prefix, router, routerBiasName, selectionBiasName;
-  std::function<std::string(int64_t, StringRef)> expertName;
-  std::string sharedPrefix;
-  StringRef gateProj = "gate_proj", upProj = "up_proj", downProj = "down_proj";
-
-  if (r.family == "switch_transformers") {
-    hidden = r.positive("d_model");
-    experts = r.positive("num_experts", std::nullopt, kMaxCount);
-    width = r.positive("d_ff");
-    activation = r.activation("dense_act_fn", "relu");
-    capacity = r.integer("expert_capacity", 64);
-    if (capacity && *capacity < 0)
-      r.fail("field 'expert_capacity' must not be negative");
-    gated = false;
-    prefix = llvm::formatv("encoder.block.{0}.layer.1.mlp.", layer).str();
-    router = prefix + "router.classifier.weight";
-    routerBias = r.boolean("router_bias", false);
-    routerBiasName = prefix + "router.classifier.bias";
-    expertName = [&](int64_t e, StringRef role) {
-      return llvm::formatv("{0}experts.expert_{1}.{2}.weight", prefix, e,
-                           role == "up" ? "wi" : "wo")
-          .str();
-    };
-  } else {
-    hidden = r.positive("hidden_size");
-    k = r.positive("num_experts_per_tok");
-    activation = r.activation("hidden_act", "silu");
-    prefix = llvm::formatv("model.layers.{0}.mlp.", layer).str();
-    if (r.family == "mixtral") {
-      experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
-      width = r.positive("intermediate_size");
-      normalize = true;
-      prefix = llvm::formatv("model.layers.{0}.block_sparse_moe.", layer).str();
-      gateProj = "w1";
-      upProj = "w3";
-      downProj = "w2";
-    } else if (r.family == "olmoe" || r.family == "qwen2_moe" || r.family == "qwen3_moe") {
-      experts = r.positive(r.expertCountKey(), std::nullopt, kMaxCount);
-      width = r.positive(r.family == "olmoe" ? "intermediate_size" : "moe_intermediate_size");
-      normalize = r.boolean("norm_topk_prob", false);
-      if (r.family == "qwen2_moe") {
-        sharedWidth = r.nonNegative("shared_expert_intermediate_size", 0);
-        sharedExpertGate = sharedWidth > 0;
-        sharedPrefix = prefix + "shared_expert.";
-      }
-    } else {
-      experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
-      width = r.positive("moe_intermediate_size");
-      scale = r.number("routed_scaling_factor", 1.0);
-      // transformers' DeepSeek-V3 always scores with sigmoid and selects with noaux_tc and
-      // its 5.x configs omit both fields; DeepSeek-V2's defaults are softmax and greedy.
-      bool v3 = r.family == "deepseek_v3";
-      std::string method = r.string("topk_method", v3 ? "noaux_tc" : "greedy");
-      std::string scoring = r.string("scoring_func", v3 ? "sigmoid" : "softmax");
-      if (r.family == "deepseek_v2") {
-        // Hugging Face and DeepSeek's own code disagree here (layers.md §2): refuse.
-        if (r.boolean("norm_topk_prob", false))
-          r.fail("field 'norm_topk_prob' = true is not supported for deepseek_v2");
-        if (r.integer("moe_layer_freq", 1).value_or(1) != 1)
-          r.fail("field 'moe_layer_freq' other than 1 is not supported for deepseek_v2");
-        if (scoring != "softmax")
-          r.fail("field 'scoring_func' = '" + scoring + "' is not supported for deepseek_v2");
-        if (method == "group_limited_greedy") {
-          nGroup = r.positive("n_group");
-          topkGroup = r.positive("topk_group");
-        } else if (method != "greedy") {
-          r.fail("field 'topk_method' = '" + method + "' is not supported for deepseek_v2");
-        }
-      } else {
-        if (scoring != "sigmoid")
-          r.fail("field 'scoring_func' = '" + scoring + "' is not supported for deepseek_v3");
-        if (method != "noaux_tc")
-          r.fail("field 'topk_method' = '" + method + "' is not supported for deepseek_v3");
-        sigmoid = true;
-        top2Sum = true;
-        nGroup = r.positive("n_group");
-        topkGroup = r.positive("topk_group");
-        normalize = r.boolean("norm_topk_prob", false);
-        epsilon = 1e-20;
-        selectionBias = true;
-        selectionBiasName = prefix + "gate.e_score_correction_bias";
-      }
-      sharedWidth = r.nonNegative("n_shared_experts", 0, kMaxCount) * width;
-      sharedPrefix = prefix + "shared_experts.";
-    }
-    router = prefix + "gate.weight";
-    expertName = [&](int64_t e, StringRef role) {
-      StringRef proj = role == "gate" ? gateProj : role == "up" ? upProj : downProj;
-      return llvm::formatv("{0}experts.{1}.{2}.weight", prefix, e, proj).str();
-    };
-  }
-  if (r.ok() && k > experts)
-    r.fail(llvm::formatv("num_experts_per_tok ({0}) exceeds the number of experts ({1})", k,
-                         experts));
-  if (r.ok() && experts % nGroup != 0)
-    r.fail(llvm::formatv("n_group ({0}) does not divide the number of experts ({1})", nGroup,
-                         experts));
-  if (r.ok() && topkGroup > nGroup)
-    r.fail(llvm::formatv("topk_group ({0}) exceeds n_group ({1})", topkGroup, nGroup));
-  if (r.ok() && k > topkGroup * (experts / nGroup))
-    r.fail(llvm::formatv("num_experts_per_tok ({0}) exceeds the {1} experts in topk_group "
-                         "({2}) groups",
-                         k, topkGroup * (experts / nGroup), topkGroup));
-  if (r.ok() && top2Sum && experts / nGroup < 2)
-    r.fail("noaux_tc needs at least 2 experts per group (n_routed_experts / n_group)");
-  if (r.ok() && !(scale > 0.0 && std::isfinite(scale)))
-    r.fail("field 'routed_scaling_factor' must be a finite positive number");
-  // Bounded fields cannot overflow here: 2^16 experts x 3 x 2^20 x 2^20 < 2^63.
-  if (r.ok() && experts * 3 * hidden * width > kMaxLayerElements)
-    r.fail(llvm::formatv("the layer's expert weights ({0} experts x 3 x {1} x {2} elements) "
-                         "exceed the bound of 2^40 elements",
-                         experts, hidden, width)
-               .str());
-  if (!r.ok()) {
+  SparseBlock block;
+  if (!block.describe(r, layer, weightType, b)) {
     error = r.error;
     return nullptr;
   }
-
-  // ---- the function -----------------------------------------------------------------------
-  Type f32 = b.getF32Type();
   std::vector<Argument> args;
-  args.push_back({"hidden_states", {ShapedType::kDynamic, hidden}, tokenType});
-  args.push_back({router, {experts, hidden}, weightType});
-  if (routerBias)
-    args.push_back({routerBiasName, {experts}, weightType});
-  // DeepSeek-V3 keeps e_score_correction_bias in f32 in its checkpoints, whatever the weights.
-  if (selectionBias)
-    args.push_back({selectionBiasName, {experts}, f32});
-  size_t firstExpert = args.size();
-  for (StringRef role : {"gate", "up", "down"}) {
-    if (role == "gate" && !gated)
-      continue;
-    for (int64_t e = 0; e < experts; ++e)
-      args.push_back({expertName(e, role),
-                      role == "down" ? SmallVector<int64_t>{hidden, width}
-                                     : SmallVector<int64_t>{width, hidden},
-                      weightType});
-  }
-  size_t firstShared = args.size();
-  if (sharedWidth > 0) {
-    args.push_back({sharedPrefix + "gate_proj.weight", {sharedWidth, hidden}, weightType});
-    args.push_back({sharedPrefix + "up_proj.weight", {sharedWidth, hidden}, weightType});
-    args.push_back({sharedPrefix + "down_proj.weight", {hidden, sharedWidth}, weightType});
-    if (sharedExpertGate)
-      args.push_back({prefix + "shared_expert_gate.weight", {1, hidden}, weightType});
-  }
+  args.push_back({"hidden_states", {ShapedType::kDynamic, block.hidden}, tokenType});
+  args.insert(args.end(), block.weights.begin(), block.weights.end());
 
   OpBuilder builder(context);
   Location loc = FileLineColLoc::get(b.getStringAttr(configPath), 1, 1);
@@ -437,7 +508,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   SmallVector<Type> inputTypes;
   for (const Argument &arg : args)
     inputTypes.push_back(RankedTensorType::get(arg.shape, arg.type));
-  Type outputType = RankedTensorType::get({ShapedType::kDynamic, hidden}, tokenType);
+  Type outputType = RankedTensorType::get({ShapedType::kDynamic, block.hidden}, tokenType);
   auto func = func::FuncOp::create(builder, loc, "sparse_block",
                                    builder.getFunctionType(inputTypes, {outputType}));
   for (auto [i, arg] : llvm::enumerate(args))
@@ -446,39 +517,519 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   Block *entry = func.addEntryBlock();
   builder.setInsertionPointToEnd(entry);
 
-  auto argValue = [&](size_t i) -> Value { return entry->getArgument(i); };
-  size_t index = 2;
-  Value routerBiasValue = routerBias ? argValue(index++) : Value();
-  Value selectionBiasValue = selectionBias ? argValue(index++) : Value();
-  SmallVector<Value> gate, up, down;
-  size_t at = firstExpert;
-  if (gated)
-    for (int64_t e = 0; e < experts; ++e)
-      gate.push_back(argValue(at++));
-  for (int64_t e = 0; e < experts; ++e)
-    up.push_back(argValue(at++));
-  for (int64_t e = 0; e < experts; ++e)
-    down.push_back(argValue(at++));
-  Value sharedGate, sharedUp, sharedDown, sharedGateWeight;
-  if (sharedWidth > 0) {
-    sharedGate = argValue(firstShared);
-    sharedUp = argValue(firstShared + 1);
-    sharedDown = argValue(firstShared + 2);
-    if (sharedExpertGate)
-      sharedGateWeight = argValue(firstShared + 3);
-  }
-  auto layerOp = TokenChoiceMoEOp::create(
-      builder, loc, outputType, Type(), Type(), Type(), argValue(0), argValue(1), routerBiasValue,
-      selectionBiasValue, gate, up, down, sharedGate, sharedUp, sharedDown, sharedGateWeight,
-      builder.getI64IntegerAttr(k),
-      ScoringAttr::get(context, sigmoid ? Scoring::sigmoid : Scoring::softmax),
-      normalize ? builder.getUnitAttr() : UnitAttr(), builder.getF64FloatAttr(epsilon),
-      builder.getF64FloatAttr(scale), builder.getI64IntegerAttr(nGroup),
-      builder.getI64IntegerAttr(topkGroup),
-      GroupScoreAttr::get(context, top2Sum ? GroupScore::top2_sum : GroupScore::max),
-      capacity ? builder.getI64IntegerAttr(*capacity) : IntegerAttr(), FloatAttr(),
-      ActivationAttr::get(context, *activation));
-  func::ReturnOp::create(builder, loc, layerOp.getOutput());
+  Value output = block.build(builder, loc, entry->getArgument(0),
+                             entry->getArguments().drop_front(), outputType);
+  func::ReturnOp::create(builder, loc, output);
   name = llvm::formatv("{0}_layer{1}", r.family, layer).str();
+  return module;
+}
+
+//===----------------------------------------------------------------------===//
+// Whole models (--model): the decoder around the sparse blocks
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// RoPE as transformers computes it (modeling_rope_utils.py): the inverse frequency of each
+/// rotated pair and the cos/sin scale, from `rope_parameters` (5.x) or `rope_theta` and
+/// `rope_scaling` (4.x). Types whose frequencies depend on the run's length are refused.
+struct Rope {
+  std::vector<double> invFreq;
+  double scale = 1.0;
+};
+
+std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
+  const llvm::json::Object *params = nullptr;
+  std::string field = "rope_parameters";
+  for (const char *key : {"rope_parameters", "rope_scaling"})
+    if (const llvm::json::Value *v = r.config.get(key);
+        v && v->kind() != llvm::json::Value::Null && !params) {
+      params = v->getAsObject();
+      field = key;
+      if (!params) {
+        r.fail(llvm::formatv("field '{0}' must be an object", key));
+        return std::nullopt;
+      }
+    }
+  auto number = [&](StringRef key, std::optional<double> fallback) -> std::optional<double> {
+    const llvm::json::Value *v = params ? params->get(key) : nullptr;
+    if (!v || v->kind() == llvm::json::Value::Null) {
+      if (!fallback)
+        r.fail("field '" + field + "." + key + "' is missing");
+      return fallback;
+    }
+    if (std::optional<double> n = v->getAsNumber())
+      return n;
+    r.fail("field '" + field + "." + key + "' must be a number");
+    return std::nullopt;
+  };
+  std::string type = "default";
+  if (params) {
+    for (const char *key : {"rope_type", "type"})
+      if (const llvm::json::Value *v = params->get(key); v && v->getAsString()) {
+        type = v->getAsString()->str();
+        break;
+      }
+  }
+  double theta = r.number("rope_theta", 10000.0);
+  if (params)
+    theta = number("rope_theta", theta).value_or(theta);
+  double partial = r.number("partial_rotary_factor", 1.0);
+  if (params)
+    partial = number("partial_rotary_factor", partial).value_or(partial);
+  if (!(theta > 1.0) || !std::isfinite(theta))
+    r.fail(llvm::formatv("rope_theta must be a finite number > 1, got {0}", theta));
+  int64_t dim = static_cast<int64_t>(headDim * partial);
+  if (!(partial > 0.0 && partial <= 1.0) || dim < 2)
+    r.fail(llvm::formatv("partial_rotary_factor must be in (0, 1] and rotate at least 2 dims, "
+                         "got {0}",
+                         partial));
+  if (!r.ok())
+    return std::nullopt;
+  Rope rope;
+  for (int64_t i = 0; i + 1 < dim; i += 2)
+    rope.invFreq.push_back(1.0 / std::pow(theta, static_cast<double>(i) / dim));
+  double maxPositions = r.number("max_position_embeddings", 4096.0);
+  if (type == "default") {
+  } else if (type == "linear") {
+    double factor = number("factor", std::nullopt).value_or(1.0);
+    if (!(factor > 0.0))
+      r.fail("field '" + field + ".factor' must be > 0");
+    for (double &f : rope.invFreq)
+      f /= factor;
+  } else if (type == "llama3") {
+    double factor = number("factor", std::nullopt).value_or(1.0);
+    double low = number("low_freq_factor", std::nullopt).value_or(1.0);
+    double high = number("high_freq_factor", std::nullopt).value_or(4.0);
+    double old = number("original_max_position_embeddings", maxPositions).value_or(maxPositions);
+    if (!(factor > 0.0 && high > low && low > 0.0))
+      r.fail("field '" + field + "' has llama3 factors out of range");
+    for (double &f : rope.invFreq) {
+      double wavelen = 2 * M_PI / f;
+      if (wavelen > old / low) {
+        f /= factor;
+      } else if (wavelen >= old / high) {
+        double smooth = (old / wavelen - low) / (high - low);
+        f = (1 - smooth) * f / factor + smooth * f;
+      }
+    }
+  } else if (type == "yarn") {
+    double original =
+        number("original_max_position_embeddings", maxPositions).value_or(maxPositions);
+    double factor = number("factor", maxPositions / original).value_or(1.0);
+    auto mscaleOf = [](double scale, double m) {
+      return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+    };
+    std::optional<double> attention = number("attention_factor", 0.0);
+    double mscale = number("mscale", 0.0).value_or(0.0);
+    double mscaleAll = number("mscale_all_dim", 0.0).value_or(0.0);
+    if (attention && *attention > 0.0)
+      rope.scale = *attention;
+    else if (mscale != 0.0 && mscaleAll != 0.0)
+      rope.scale = mscaleOf(factor, mscale) / mscaleOf(factor, mscaleAll);
+    else
+      rope.scale = mscaleOf(factor, 1.0);
+    double fast = number("beta_fast", 32.0).value_or(32.0);
+    double slow = number("beta_slow", 1.0).value_or(1.0);
+    if (fast == 0.0)
+      fast = 32.0;
+    if (slow == 0.0)
+      slow = 1.0;
+    bool truncate = true;
+    if (const llvm::json::Value *v = params ? params->get("truncate") : nullptr)
+      truncate = v->getAsBoolean().value_or(true);
+    auto correction = [&](double rotations) {
+      return dim * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+    };
+    double lo = correction(fast), hi = correction(slow);
+    if (truncate) {
+      lo = std::floor(lo);
+      hi = std::ceil(hi);
+    }
+    lo = std::max(lo, 0.0);
+    hi = std::min(hi, static_cast<double>(dim - 1));
+    if (lo == hi)
+      hi += 0.001;
+    if (!(factor > 0.0))
+      r.fail("field '" + field + ".factor' must be > 0");
+    for (size_t i = 0; i < rope.invFreq.size(); ++i) {
+      double ramp = std::clamp((static_cast<double>(i) - lo) / (hi - lo), 0.0, 1.0);
+      double extrapolation = 1.0 - ramp;
+      double f = rope.invFreq[i];
+      rope.invFreq[i] = f / factor * (1.0 - extrapolation) + f * extrapolation;
+    }
+  } else {
+    r.fail("field '" + field + "' has rope_type '" + type +
+           "', which --model does not support (default, linear, llama3, yarn)");
+  }
+  if (!r.ok())
+    return std::nullopt;
+  return rope;
+}
+
+/// One decoder layer's shape: what decides whether two layers share one compiled function.
+struct LayerKind {
+  bool sparse = false;
+  int64_t window = 0;
+  bool operator<(const LayerKind &o) const {
+    return std::tie(sparse, window) < std::tie(o.sparse, o.window);
+  }
+  std::string functionName() const {
+    std::string name = sparse ? "decoder_layer_moe" : "decoder_layer_mlp";
+    if (window > 0)
+      name += "_window" + std::to_string(window);
+    return name;
+  }
+};
+
+} // namespace
+
+OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef configPath,
+                                               StringRef dtypeArg, std::string &name,
+                                               std::string &error) {
+  std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
+  if (!parsed)
+    return nullptr;
+  ConfigReader r{*parsed->getAsObject(), "", ""};
+  r.family = r.string("model_type", "");
+  if (r.family == "deepseek_v2" || r.family == "deepseek_v3") {
+    error = "config.json: --model does not support " + r.family +
+            " yet (its multi-head latent attention); compile its sparse blocks one at a time "
+            "without --model";
+    return nullptr;
+  }
+  if (r.family == "switch_transformers") {
+    error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
+            "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe)";
+    return nullptr;
+  }
+  static const char *families[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
+  if (!llvm::is_contained(families, r.family)) {
+    error = "config.json: field 'model_type' = '" + r.family +
+            "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe)";
+    return nullptr;
+  }
+  std::string dtype = weightDtype(r, dtypeArg, error);
+  if (dtype.empty())
+    return nullptr;
+  Builder b(context);
+  Type weightType = dtype == "bf16"  ? Type(b.getBF16Type())
+                    : dtype == "f16" ? Type(b.getF16Type())
+                                     : Type(b.getF32Type());
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+
+  // ---- the decoder's sizes ----------------------------------------------------------------
+  int64_t hidden = r.positive("hidden_size");
+  int64_t heads = r.positive("num_attention_heads", std::nullopt, kMaxCount);
+  int64_t kvHeads = r.positive("num_key_value_heads", heads, kMaxCount);
+  int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
+  int64_t vocab = r.positive("vocab_size");
+  int64_t headDim = r.config.get("head_dim") &&
+                            r.config.get("head_dim")->kind() != llvm::json::Value::Null
+                        ? r.positive("head_dim", std::nullopt, kMaxCount)
+                        : hidden / heads;
+  double epsilon = r.number("rms_norm_eps", 1e-6);
+  bool tied = r.boolean("tie_word_embeddings", false);
+  int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
+  if (r.ok() && heads % kvHeads != 0)
+    r.fail(llvm::formatv("num_key_value_heads ({0}) must divide num_attention_heads ({1})",
+                         kvHeads, heads));
+  if (r.ok() && headDim * heads == 0)
+    r.fail("head_dim is 0: give head_dim, or hidden_size at least num_attention_heads");
+  if (r.ok() && !(epsilon > 0.0 && std::isfinite(epsilon)))
+    r.fail("field 'rms_norm_eps' must be a finite number > 0");
+  if (r.ok() && heads * headDim > kMaxSize)
+    r.fail(llvm::formatv("num_attention_heads x head_dim ({0} x {1}) exceeds the bound {2}", heads,
+                         headDim, kMaxSize));
+  // Attention's biases and norms, by family.
+  bool qkvBias = false, outBias = false, headNorm = false, fullNorm = false;
+  double clip = 0.0;
+  if (r.family == "qwen2_moe") {
+    qkvBias = r.boolean("qkv_bias", true);
+  } else if (r.family == "qwen3_moe" || r.family == "olmoe") {
+    qkvBias = outBias = r.boolean("attention_bias", false);
+    headNorm = r.family == "qwen3_moe";
+    fullNorm = r.family == "olmoe";
+    if (r.family == "olmoe") {
+      clip = r.number("clip_qkv", 0.0);
+      if (!(clip >= 0.0 && std::isfinite(clip)))
+        r.fail("field 'clip_qkv' must be a finite number > 0 or null");
+    }
+  }
+  std::optional<Rope> rope = ropeOf(r, headDim);
+  std::vector<int64_t> sparse = sparseLayers(r);
+  // Sliding windows: Mixtral's applies to every layer; Qwen2-MoE's to the layers its
+  // layer_types (or use_sliding_window and max_window_layers) mark.
+  std::vector<int64_t> windows(layerCount, 0);
+  if (r.family == "mixtral") {
+    int64_t window = r.nonNegative("sliding_window", 0, int64_t(1) << 24);
+    std::fill(windows.begin(), windows.end(), window);
+  } else if (r.family == "qwen2_moe" || r.family == "qwen3_moe") {
+    bool use = r.boolean("use_sliding_window", false);
+    if (use && r.family == "qwen3_moe")
+      r.fail("field 'use_sliding_window' = true is not supported for qwen3_moe by --model");
+    int64_t window = use ? r.nonNegative("sliding_window", 0, int64_t(1) << 24) : 0;
+    const llvm::json::Value *types = r.config.get("layer_types");
+    if (types && types->kind() != llvm::json::Value::Null) {
+      const llvm::json::Array *list = types->getAsArray();
+      if (!list || static_cast<int64_t>(list->size()) != layerCount)
+        r.fail("field 'layer_types' must list one type per layer");
+      else
+        for (auto [i, t] : llvm::enumerate(*list)) {
+          std::optional<StringRef> text = t.getAsString();
+          if (!text || (*text != "full_attention" && *text != "sliding_attention"))
+            r.fail("field 'layer_types' must hold 'full_attention' or 'sliding_attention'");
+          else if (*text == "sliding_attention")
+            windows[i] = use ? window : 0;
+        }
+    } else if (use) {
+      int64_t maxWindowLayers = r.nonNegative("max_window_layers", layerCount, kMaxCount);
+      for (int64_t i = 0; i < layerCount; ++i)
+        if ((i + 1) % 2 && i < maxWindowLayers)
+          windows[i] = window;
+    }
+  }
+  std::optional<Activation> activation = r.activation("hidden_act", "silu");
+  int64_t denseWidth = sparse.size() < static_cast<size_t>(layerCount)
+                           ? r.positive("intermediate_size")
+                           : 0;
+  // End-of-sequence ids (an int or a list) and the pad id generation fills with.
+  std::vector<int64_t> eos;
+  if (const llvm::json::Value *v = r.config.get("eos_token_id")) {
+    if (std::optional<int64_t> id = v->getAsInteger())
+      eos.push_back(*id);
+    else if (v->kind() != llvm::json::Value::Null)
+      eos = r.integers("eos_token_id");
+  }
+  std::optional<int64_t> pad = r.integer("pad_token_id", -1);
+  if (!r.ok()) {
+    error = r.error;
+    return nullptr;
+  }
+  // An end-of-sequence id outside the vocabulary (tiny test configs keep the big model's)
+  // can never be generated: it is kept, and simply never matches.
+  // ---- one function per layer kind --------------------------------------------------------
+  OpBuilder builder(context);
+  Location loc = FileLineColLoc::get(b.getStringAttr(configPath), 1, 1);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  builder.setInsertionPointToEnd(module->getBody());
+  int64_t qWidth = heads * headDim, kvWidth = kvHeads * headDim;
+  auto tensor = [](ArrayRef<int64_t> shape, Type type) {
+    return RankedTensorType::get(shape, type);
+  };
+  const int64_t dyn = ShapedType::kDynamic;
+  Type activations = tensor({dyn, hidden}, f32);
+  Type indices = tensor({dyn}, i32);
+  Type cacheType = tensor({dyn, dyn, kvHeads, headDim}, weightType);
+
+  auto layerWeights = [&](int64_t layer, std::vector<Argument> &out,
+                          std::optional<SparseBlock> &block) -> bool {
+    std::string p = llvm::formatv("model.layers.{0}.", layer).str();
+    std::string a = p + "self_attn.";
+    out.push_back({p + "input_layernorm.weight", {hidden}, weightType});
+    for (auto [proj, rows] : {std::pair<const char *, int64_t>{"q_proj", qWidth},
+                              {"k_proj", kvWidth},
+                              {"v_proj", kvWidth}}) {
+      out.push_back({a + proj + ".weight", {rows, hidden}, weightType});
+      if (qkvBias)
+        out.push_back({a + proj + ".bias", {rows}, weightType});
+    }
+    out.push_back({a + "o_proj.weight", {hidden, qWidth}, weightType});
+    if (outBias)
+      out.push_back({a + "o_proj.bias", {hidden}, weightType});
+    if (headNorm || fullNorm) {
+      out.push_back({a + "q_norm.weight", {headNorm ? headDim : qWidth}, weightType});
+      out.push_back({a + "k_norm.weight", {headNorm ? headDim : kvWidth}, weightType});
+    }
+    out.push_back({p + "post_attention_layernorm.weight", {hidden}, weightType});
+    if (llvm::is_contained(sparse, layer)) {
+      block.emplace();
+      if (!block->describe(r, layer, weightType, b))
+        return false;
+      out.insert(out.end(), block->weights.begin(), block->weights.end());
+    } else {
+      block.reset();
+      for (const char *proj : {"gate_proj", "up_proj", "down_proj"})
+        out.push_back({p + "mlp." + proj + ".weight",
+                       StringRef(proj) == "down_proj" ? SmallVector<int64_t>{hidden, denseWidth}
+                                                      : SmallVector<int64_t>{denseWidth, hidden},
+                       weightType});
+    }
+    return true;
+  };
+
+  std::map<LayerKind, func::FuncOp> functions;
+  std::vector<std::vector<Argument>> perLayer(layerCount);
+  std::vector<LayerKind> kinds(layerCount);
+  for (int64_t layer = 0; layer < layerCount; ++layer) {
+    std::optional<SparseBlock> block;
+    if (!layerWeights(layer, perLayer[layer], block)) {
+      error = r.error;
+      return nullptr;
+    }
+    LayerKind kind{block.has_value(), windows[layer]};
+    kinds[layer] = kind;
+    if (functions.count(kind))
+      continue;
+    // x, positions, sequences, the two caches, then this layer's weights.
+    SmallVector<Type> inputs = {activations, indices, indices, cacheType, cacheType};
+    for (const Argument &arg : perLayer[layer])
+      inputs.push_back(tensor(arg.shape, arg.type));
+    auto func = func::FuncOp::create(builder, loc, kind.functionName(),
+                                     builder.getFunctionType(inputs, {activations}));
+    const char *names[] = {"hidden_states", "positions", "sequences", "k_cache", "v_cache"};
+    for (unsigned i = 0; i < 5; ++i)
+      func.setArgAttr(i, MixDialect::kNameAttr, builder.getStringAttr(names[i]));
+    for (unsigned i : {1u, 2u})
+      func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"T"}));
+    for (unsigned i : {3u, 4u}) {
+      func.setArgAttr(i, MixDialect::kStateAttr, builder.getUnitAttr());
+      func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"B", "S", "", ""}));
+    }
+    for (auto [i, arg] : llvm::enumerate(perLayer[layer]))
+      func.setArgAttr(5 + i, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+    func.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("hidden_states_out"));
+    Block *entry = func.addEntryBlock();
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToEnd(entry);
+    ValueRange w = entry->getArguments().drop_front(5);
+    size_t at = 0;
+    auto next = [&]() -> Value { return w[at++]; };
+    Value x = entry->getArgument(0);
+    auto norm = [&](Value v, Value weight) -> Value {
+      return RMSNormOp::create(builder, loc, v.getType(), v, weight,
+                               builder.getF64FloatAttr(epsilon));
+    };
+    auto linear = [&](Value v, Value weight, Value bias, int64_t rows) -> Value {
+      return LinearOp::create(builder, loc, tensor({dyn, rows}, f32), v, weight, bias);
+    };
+    Value h = norm(x, next());
+    Value q, k, v;
+    for (auto [target, rows] : {std::pair<Value *, int64_t>{&q, qWidth}, {&k, kvWidth},
+                                {&v, kvWidth}}) {
+      Value weight = next();
+      *target = linear(h, weight, qkvBias ? next() : Value(), rows);
+    }
+    Value wo = next();
+    Value bo = outBias ? next() : Value();
+    if (fullNorm) {
+      Value qn = next(), kn = next();
+      q = norm(q, qn);
+      k = norm(k, kn);
+    } else if (headNorm) {
+      Value qn = next(), kn = next();
+      // Per-head norms on the [T, heads, head_dim] view of the projections.
+      auto perHead = [&](Value t, Value weight, int64_t count) -> Value {
+        Value tokens = tensor::DimOp::create(builder, loc, t, 0);
+        auto viewType = tensor({dyn, count, headDim}, f32);
+        SmallVector<ReassociationIndices> groups = {{0}, {1, 2}};
+        Value view = tensor::ExpandShapeOp::create(
+            builder, loc, viewType, t, groups,
+            SmallVector<OpFoldResult>{tokens, builder.getIndexAttr(count),
+                                      builder.getIndexAttr(headDim)});
+        Value normed = norm(view, weight);
+        return tensor::CollapseShapeOp::create(builder, loc, t.getType(), normed, groups);
+      };
+      q = perHead(q, qn, heads);
+      k = perHead(k, kn, kvHeads);
+    }
+    Value attended = AttentionOp::create(
+        builder, loc, tensor({dyn, qWidth}, f32), q, k, v, entry->getArgument(1),
+        entry->getArgument(2), entry->getArgument(3), entry->getArgument(4),
+        builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
+        builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
+        builder.getF64FloatAttr(rope->scale), UnitAttr(),
+        builder.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(headDim))),
+        builder.getF64FloatAttr(clip), builder.getI64IntegerAttr(kind.window));
+    Value o = linear(attended, wo, bo, hidden);
+    Value x1 = arith::AddFOp::create(builder, loc, x, o);
+    Value h2 = norm(x1, next());
+    Value mlp;
+    if (block) {
+      mlp = block->build(builder, loc, h2, w.drop_front(at), activations);
+    } else {
+      Value gate = next(), up = next(), down = next();
+      mlp = FFNOp::create(builder, loc, activations, h2, gate, up, down,
+                          ActivationAttr::get(context, *activation));
+    }
+    Value x2 = arith::AddFOp::create(builder, loc, x1, mlp);
+    func::ReturnOp::create(builder, loc, x2);
+    functions[kind] = func;
+  }
+
+  // ---- forward: embedding, the layers, the final norm and the lm head ------------------------
+  std::vector<Argument> args;
+  std::string embedName = "model.embed_tokens.weight";
+  args.push_back({embedName, {vocab, hidden}, weightType});
+  for (const std::vector<Argument> &layer : perLayer)
+    args.insert(args.end(), layer.begin(), layer.end());
+  args.push_back({"model.norm.weight", {hidden}, weightType});
+  if (!tied)
+    args.push_back({"lm_head.weight", {vocab, hidden}, weightType});
+  SmallVector<Type> inputs = {indices, indices, indices, indices};
+  for (int64_t layer = 0; layer < layerCount; ++layer)
+    inputs.append({cacheType, cacheType});
+  for (const Argument &arg : args)
+    inputs.push_back(tensor(arg.shape, arg.type));
+  Type logitsType = tensor({dyn, vocab}, f32);
+  auto forward = func::FuncOp::create(builder, loc, "forward",
+                                      builder.getFunctionType(inputs, {logitsType}));
+  const char *names[] = {"input_ids", "positions", "sequences", "logit_rows"};
+  for (unsigned i = 0; i < 4; ++i) {
+    forward.setArgAttr(i, MixDialect::kNameAttr, builder.getStringAttr(names[i]));
+    forward.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({i == 3 ? "R" : "T"}));
+  }
+  unsigned argIndex = 4;
+  for (int64_t layer = 0; layer < layerCount; ++layer)
+    for (const char *which : {"k", "v"}) {
+      forward.setArgAttr(argIndex, MixDialect::kNameAttr,
+                         builder.getStringAttr(llvm::formatv("cache.{0}.{1}", layer, which).str()));
+      forward.setArgAttr(argIndex, MixDialect::kStateAttr, builder.getUnitAttr());
+      forward.setArgAttr(argIndex, MixDialect::kSymbolsAttr,
+                         builder.getStrArrayAttr({"B", "S", "", ""}));
+      ++argIndex;
+    }
+  for (const Argument &arg : args)
+    forward.setArgAttr(argIndex++, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+  forward.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("logits"));
+  Block *entry = forward.addEntryBlock();
+  builder.setInsertionPointToEnd(entry);
+  unsigned weightBase = 4 + 2 * layerCount;
+  Value embed = entry->getArgument(weightBase);
+  Value x = GatherOp::create(builder, loc, activations, embed, entry->getArgument(0));
+  unsigned at = weightBase + 1;
+  for (int64_t layer = 0; layer < layerCount; ++layer) {
+    SmallVector<Value> operands = {x, entry->getArgument(1), entry->getArgument(2),
+                                   entry->getArgument(4 + 2 * layer),
+                                   entry->getArgument(5 + 2 * layer)};
+    for (size_t i = 0; i < perLayer[layer].size(); ++i)
+      operands.push_back(entry->getArgument(at++));
+    x = func::CallOp::create(builder, loc, functions[kinds[layer]], operands).getResult(0);
+  }
+  Value finalNorm = entry->getArgument(at++);
+  Value head = tied ? embed : entry->getArgument(at++);
+  Value rows = GatherOp::create(builder, loc, activations, x, entry->getArgument(3));
+  Value normed = RMSNormOp::create(builder, loc, activations, rows, finalNorm,
+                                   builder.getF64FloatAttr(epsilon));
+  Value logits = LinearOp::create(builder, loc, logitsType, normed, head, Value());
+  func::ReturnOp::create(builder, loc, logits);
+
+  // What the runtime needs to run the model: the entry point, the vocabulary, when to stop.
+  SmallVector<Attribute> eosAttrs;
+  for (int64_t id : eos)
+    eosAttrs.push_back(b.getI64IntegerAttr(id));
+  SmallVector<NamedAttribute> model = {
+      b.getNamedAttr("entry", b.getStringAttr("forward")),
+      b.getNamedAttr("family", b.getStringAttr(r.family)),
+      b.getNamedAttr("layers", b.getI64IntegerAttr(layerCount)),
+      b.getNamedAttr("vocab_size", b.getI64IntegerAttr(vocab)),
+      b.getNamedAttr("max_position_embeddings", b.getI64IntegerAttr(maxPositions)),
+      b.getNamedAttr("eos_token_ids", b.getArrayAttr(eosAttrs)),
+      b.getNamedAttr("pad_token_id",
+                     b.getI64IntegerAttr(pad && *pad >= 0 && *pad < vocab ? *pad
+                                         : eos.empty()                    ? 0
+                                                                          : eos.front()))};
+  (*module)->setAttr(MixDialect::kModelAttr, b.getDictionaryAttr(model));
+  name = r.family + "_model";
   return module;
 }

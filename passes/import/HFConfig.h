@@ -20,6 +20,16 @@ OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath,
                                      StringRef dtype, StringRef tokenDtype, std::string &name,
                                      std::string &error);
 
+/// Reads `configPath` and returns the module of the whole decoder-only model (`--model`):
+/// one function per distinct decoder-layer kind (`decoder_layer_moe`, `decoder_layer_mlp`,
+/// ...) and `forward`, which embeds `input_ids`, runs every layer over the KV caches (one
+/// `mix.state` pair per layer), and returns the logits of the `logit_rows`. The module's
+/// `mix.model` attribute holds what the runtime needs to run and generate. Weights of
+/// `dtype` as in importHFConfig; the KV caches have the weights' dtype. Families: mixtral,
+/// qwen2_moe, qwen3_moe, olmoe. `name` is set to `<model_type>_model`.
+OwningOpRef<ModuleOp> importHFModel(MLIRContext *context, StringRef configPath, StringRef dtype,
+                                    std::string &name, std::string &error);
+
 } // namespace mlir::mix
 
 #endif // MIXTILE_PASSES_IMPORT_HFCONFIG_H

@@ -26,7 +26,18 @@ const char *const kUsage =
     "          once, inputs and results copied each run; --bench then times the layer on\n"
     "          the device (CUDA events around its launches, copies excluded)\n"
     "  --cold  with --bench on the cpu: evict the CPU caches before each timed run, as a layer\n"
-    "          in a model sees them (its weights were pushed out by the layers before it)\n";
+    "          in a model sees them (its weights were pushed out by the layers before it)\n"
+    "A model (mixtilec --hf-config CONFIG --model):\n"
+    "  mixtile-run OUTDIR --weights CKPT --inputs IDS.safetensors -o LOGITS.safetensors\n"
+    "          IDS holds input_ids int64 [B, S] and optionally attention_mask [B, S] (left\n"
+    "          padding); writes logits f32 [B, S, vocab]\n"
+    "  mixtile-run OUTDIR --weights CKPT --prompt-ids 1,2,3 [--prompt-ids 4,5 ...] --generate N\n"
+    "          greedy decoding; prints each sequence (prompt, then new tokens) as one line\n"
+    "  mixtile-run OUTDIR --weights CKPT --inputs IDS.safetensors --generate N -o OUT.safetensors\n"
+    "          writes sequences int64 [B, S + N]\n"
+    "  --max-length L  KV cache length (default: the longest prompt + N)\n"
+    "  --bench R       repeat the forward or generation R times after a warm-up and report\n"
+    "                  prefill and decode tokens/s\n";
 
 struct Options {
   std::string outdir, weights, inputs, output, entry;
@@ -34,6 +45,10 @@ struct Options {
   int threads = 0; // 0: all cores available to this process
   int bench = 0;   // 0: a single run
   bool cold = false;
+  // Models.
+  std::vector<std::vector<int64_t>> prompts;  // --prompt-ids
+  int64_t generate = -1;                      // --generate N
+  int64_t maxLength = 0;                      // --max-length
 };
 
 /// Streams through a buffer several times the last-level cache, so the next run reads its
@@ -115,8 +130,10 @@ Options parseOptions(int argc, char **argv) {
         value = arg.substr(equals + 1);
         hasValue = true;
       }
-      static const char *const kValued[] = {"--weights", "--inputs", "-o",    "--device",
-                                            "--threads", "--bench",  "--entry"};
+      static const char *const kValued[] = {"--weights",    "--inputs",   "-o",
+                                            "--device",     "--threads",  "--bench",
+                                            "--entry",      "--generate", "--prompt-ids",
+                                            "--max-length"};
       if (std::find_if(std::begin(kValued), std::end(kValued), [&](const char *known) {
             return name == known;
           }) == std::end(kValued))
@@ -140,6 +157,29 @@ Options parseOptions(int argc, char **argv) {
         options.threads = parsePositive(name, value);
       else if (name == "--bench")
         options.bench = parsePositive(name, value);
+      else if (name == "--generate")
+        options.generate = value == "0" ? 0 : parsePositive(name, value);
+      else if (name == "--max-length")
+        options.maxLength = parsePositive(name, value);
+      else if (name == "--prompt-ids") {
+        std::vector<int64_t> ids;
+        size_t at = 0;
+        while (at <= value.size()) {
+          size_t comma = value.find(',', at);
+          std::string item = value.substr(at, comma == std::string::npos ? std::string::npos
+                                                                         : comma - at);
+          char *end = nullptr;
+          errno = 0;
+          long long id = std::strtoll(item.c_str(), &end, 10);
+          if (item.empty() || *end != '\0' || errno != 0 || id < 0)
+            die("--prompt-ids expects comma-separated token ids >= 0, got '" + value + "'");
+          ids.push_back(id);
+          if (comma == std::string::npos)
+            break;
+          at = comma + 1;
+        }
+        options.prompts.push_back(std::move(ids));
+      }
       continue;
     }
     if (sawOutdir)
@@ -194,6 +234,170 @@ void printBench(mixtile_session *session, std::vector<double> seconds) {
   }
 }
 
+
+// ---- whole models ----------------------------------------------------------------------
+
+/// A [B, S] integer tensor of the inputs file (int64 or int32) as int64.
+std::vector<int64_t> readIds(mixtile_tensors *inputs, const std::string &file, const char *name,
+                             int64_t &batch, int64_t &length, bool required) {
+  int dtype = 0, rank = 0;
+  const int64_t *shape = nullptr;
+  const void *data = nullptr;
+  if (mixtile_tensors_find(inputs, name, &dtype, &rank, &shape, &data) != MIXTILE_OK) {
+    if (required)
+      die(file + " has no tensor '" + name + "' (int64 [B, S] token ids)");
+    return {};
+  }
+  if (rank != 2 || (dtype != MIXTILE_DTYPE_I64 && dtype != MIXTILE_DTYPE_I32))
+    die(std::string("tensor '") + name + "' (" + file + ") must be int64 or int32 [B, S], got " +
+        (dtype >= 0 ? mixtile_dtype_name(static_cast<mixtile_dtype>(dtype)) : "another dtype") +
+        " of rank " + std::to_string(rank));
+  if (batch >= 0 && (shape[0] != batch || shape[1] != length))
+    die(std::string("tensor '") + name + "' (" + file + ") must have the shape of input_ids [" +
+        std::to_string(batch) + ", " + std::to_string(length) + "]");
+  batch = shape[0];
+  length = shape[1];
+  std::vector<int64_t> values(static_cast<size_t>(batch * length));
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = dtype == MIXTILE_DTYPE_I64 ? static_cast<const int64_t *>(data)[i]
+                                           : static_cast<const int32_t *>(data)[i];
+  return values;
+}
+
+struct ProgressState {
+  std::chrono::steady_clock::time_point start, last;
+};
+
+extern "C" void reportProgress(int64_t generated, int64_t total, void *user) {
+  auto *state = static_cast<ProgressState *>(user);
+  auto now = std::chrono::steady_clock::now();
+  if (std::chrono::duration<double>(now - state->last).count() < 2.0 && generated < total)
+    return;
+  state->last = now;
+  double seconds = std::chrono::duration<double>(now - state->start).count();
+  std::fprintf(stderr, "mixtile-run: generated %lld of at most %lld tokens (%.1f s)\n",
+               static_cast<long long>(generated), static_cast<long long>(total), seconds);
+}
+
+int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors *weights) {
+  if (options.device != "cpu")
+    die("models run on --device cpu only for now");
+  if (!options.entry.empty() || options.cold)
+    die("--entry and --cold do not apply to a model");
+  if (options.prompts.empty() == options.inputs.empty())
+    die("a model needs its prompts: --inputs IDS.safetensors or --prompt-ids (one of them)");
+  if (!options.prompts.empty() && options.generate < 0)
+    die("--prompt-ids needs --generate N");
+  if (options.generate < 0 && options.output.empty() && options.bench == 0)
+    die("a forward over --inputs writes its logits: give -o LOGITS.safetensors (or --generate N)");
+  // Prompts: from the inputs file, or --prompt-ids left-padded into one batch.
+  int64_t batch = -1, length = -1;
+  std::vector<int64_t> ids, mask;
+  mixtile_tensors *inputs = nullptr;
+  if (!options.inputs.empty()) {
+    check(mixtile_tensors_open(options.inputs.c_str(), &inputs));
+    ids = readIds(inputs, options.inputs, "input_ids", batch, length, true);
+    mask = readIds(inputs, options.inputs, "attention_mask", batch, length, false);
+  } else {
+    batch = static_cast<int64_t>(options.prompts.size());
+    length = 0;
+    for (const std::vector<int64_t> &prompt : options.prompts)
+      length = std::max<int64_t>(length, static_cast<int64_t>(prompt.size()));
+    ids.assign(static_cast<size_t>(batch * length), 0);
+    mask.assign(ids.size(), 0);
+    for (int64_t b = 0; b < batch; ++b) {
+      const std::vector<int64_t> &prompt = options.prompts[b];
+      int64_t pad = length - static_cast<int64_t>(prompt.size());
+      for (size_t s = 0; s < prompt.size(); ++s) {
+        ids[b * length + pad + s] = prompt[s];
+        mask[b * length + pad + s] = 1;
+      }
+    }
+  }
+  int64_t newTokens = std::max<int64_t>(options.generate, 0);
+  int64_t maxLength = options.maxLength > 0 ? options.maxLength : std::max<int64_t>(1, length + newTokens);
+  mixtile_model *model = nullptr;
+  check(mixtile_model_create(artifact, weights, std::max<int64_t>(batch, 1), maxLength, &model));
+  int threads = options.threads > 0 ? options.threads : allCores();
+  const int64_t vocab = mixtile_model_vocab_size(model);
+  const int64_t *maskData = mask.empty() ? nullptr : mask.data();
+  std::vector<float> logits;
+  std::vector<int64_t> sequences, generated(std::max<int64_t>(batch, 0));
+  std::vector<double> prefillRates, decodeRates;
+  ProgressState progress;
+  for (int run = 0; run <= options.bench; ++run) {
+    checkInterrupted();
+    if (options.generate >= 0) {
+      sequences.assign(static_cast<size_t>(std::max<int64_t>(batch, 0) * (length + newTokens)), 0);
+      progress.start = progress.last = std::chrono::steady_clock::now();
+      check(mixtile_model_generate(model, batch, length, ids.data(), maskData, newTokens,
+                                   sequences.data(), generated.data(),
+                                   options.bench == 0 && newTokens >= 64 ? reportProgress : nullptr,
+                                   &progress, threads));
+    } else {
+      logits.assign(static_cast<size_t>(std::max<int64_t>(batch, 0) * length * vocab), 0.0f);
+      check(mixtile_model_forward(model, batch, length, ids.data(), maskData, logits.data(),
+                                  threads));
+    }
+    mixtile_model_timing timing;
+    check(mixtile_model_last_timing(model, &timing));
+    if (run > 0) {  // run 0 is the warm-up
+      prefillRates.push_back(timing.prefill_tokens / timing.prefill_seconds);
+      if (timing.decode_steps > 0)
+        decodeRates.push_back(timing.decode_tokens / timing.decode_seconds);
+    }
+  }
+  checkInterrupted();
+  if (!options.output.empty()) {
+    if (options.generate >= 0) {
+      const char *names[] = {"sequences"};
+      mixtile_dtype dtypes[] = {MIXTILE_DTYPE_I64};
+      int ranks[] = {2};
+      int64_t shape[] = {batch, length + newTokens};
+      const int64_t *shapes[] = {shape};
+      const void *data[] = {sequences.data()};
+      check(mixtile_write_safetensors(options.output.c_str(), 1, names, dtypes, ranks, shapes,
+                                      data));
+    } else {
+      const char *names[] = {"logits"};
+      mixtile_dtype dtypes[] = {MIXTILE_DTYPE_F32};
+      int ranks[] = {3};
+      int64_t shape[] = {batch, length, vocab};
+      const int64_t *shapes[] = {shape};
+      const void *data[] = {logits.data()};
+      check(mixtile_write_safetensors(options.output.c_str(), 1, names, dtypes, ranks, shapes,
+                                      data));
+    }
+  } else if (options.generate >= 0 && options.bench == 0) {
+    // One line per sequence: its prompt (padding dropped), then its new tokens.
+    for (int64_t b = 0; b < batch; ++b) {
+      std::string line;
+      for (int64_t s = 0; s < length; ++s)
+        if (maskData == nullptr || maskData[b * length + s])
+          line += (line.empty() ? "" : " ") + std::to_string(ids[b * length + s]);
+      for (int64_t n = 0; n < generated[b]; ++n)
+        line += (line.empty() ? "" : " ") +
+                std::to_string(sequences[b * (length + newTokens) + length + n]);
+      std::printf("%s\n", line.c_str());
+    }
+  }
+  if (options.bench > 0) {
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      size_t n = v.size();
+      return n == 0 ? 0.0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    };
+    std::printf("batch: %lld prompts of up to %lld tokens, %lld new tokens each, %d threads\n",
+                static_cast<long long>(batch), static_cast<long long>(length),
+                static_cast<long long>(newTokens), threads);
+    std::printf("prefill tokens/s: %.1f\n", median(prefillRates));
+    if (!decodeRates.empty())
+      std::printf("decode tokens/s: %.1f\n", median(decodeRates));
+  }
+  mixtile_model_close(model);
+  mixtile_tensors_close(inputs);
+  return 0;
+}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -203,6 +407,17 @@ int main(int argc, char **argv) {
 
   mixtile_artifact *artifact = nullptr;
   check(mixtile_artifact_open(options.outdir.c_str(), &artifact));
+  if (mixtile_artifact_is_model(artifact)) {
+    mixtile_tensors *weights = nullptr;
+    check(mixtile_tensors_open(options.weights.c_str(), &weights));
+    int code = runModel(options, artifact, weights);
+    mixtile_tensors_close(weights);
+    mixtile_artifact_close(artifact);
+    return code;
+  }
+  if (!options.prompts.empty() || options.generate >= 0 || options.maxLength > 0)
+    die(options.outdir + " is a layer, not a model: --prompt-ids, --generate and --max-length "
+        "apply to models (mixtilec --hf-config CONFIG --model)");
   size_t entries = mixtile_artifact_entry_count(artifact);
   if (options.entry.empty() && entries > 1) {
     std::string names;

@@ -34,6 +34,11 @@ static cl::opt<std::string> hfConfig("hf-config",
                                      cl::value_desc("config.json"), cl::init(""));
 static cl::opt<int> layerIndex("layer", cl::desc("Layer whose sparse block to compile"),
                                cl::init(-1));
+static cl::opt<bool> wholeModel(
+    "model",
+    cl::desc("With --hf-config: compile the whole decoder-only model (embedding, attention, "
+             "every layer, lm head) into one artifact with a `forward` entry point over KV caches"),
+    cl::init(false));
 static cl::opt<std::string> dtype("dtype",
                                   cl::desc("Weight dtype of the checkpoint: f32, bf16 or f16"),
                                   cl::init(""));
@@ -100,6 +105,11 @@ int main(int argc, char **argv) {
   }
   if (!dtype.empty() && dtype != "f32" && dtype != "bf16" && dtype != "f16")
     return fail("unknown --dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  if (wholeModel && hfConfig.empty())
+    return fail("--model applies only with --hf-config");
+  if (wholeModel && (layerIndex.getNumOccurrences() || !tokenDtype.empty()))
+    return fail("--layer and --token-dtype do not apply with --model (it compiles every layer; "
+                "its hidden states stay f32 between layers)");
   if (layerIndex.getNumOccurrences() && layerIndex < 0)
     return fail("--layer must be >= 0, got " + Twine(layerIndex.getValue()));
   if (cpu.getNumOccurrences() && target != "cpu")
@@ -124,8 +134,9 @@ int main(int argc, char **argv) {
   std::string name;
   if (!hfConfig.empty()) {
     std::string error;
-    module = mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype, name,
-                                 error);
+    module = wholeModel ? mix::importHFModel(&context, hfConfig, dtype, name, error)
+                        : mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype,
+                                              name, error);
     if (!module)
       return fail(error);
   } else {

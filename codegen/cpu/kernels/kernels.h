@@ -11,3 +11,4 @@
 #include "routing.h"
 #include "layers.h"
 #include "convert.h"
+#include "model.h"

@@ -22,7 +22,7 @@
 // AMX: mixtile::cpu::expert_ffn_workspace_size({{.*}}, mixtile::cpu::MatmulPath::amx_bf16)
 // AMX: if (!mixtile::cpu::amx_ready())
 // AMX-NEXT: return {{[0-9]+}};
-// AMX-NEXT: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::amx_bf16>(p, tiles_k2(T));
+// AMX-NEXT: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::amx_bf16>(p, tiles_layer_k2(T));
 // AMX-MANIFEST: "cpu": {
 // AMX-MANIFEST: "march": "sapphirerapids",
 // AMX-MANIFEST-NEXT: "matmul_paths": [
@@ -34,7 +34,7 @@
 // AMX-MANIFEST: "amx_tile",
 // AMX-MANIFEST-NEXT: "amx_bf16"
 // ZEN-NOT: amx_ready
-// ZEN: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::avx512_bf16>(p, tiles_k2(T));
+// ZEN: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true, mixtile::cpu::MatmulPath::avx512_bf16>(p, tiles_layer_k2(T));
 // ZEN-MANIFEST: "isa_flags": [
 // ZEN-MANIFEST: "-mavx512bf16",
 // ZEN-MANIFEST: "march": "znver3",
@@ -42,7 +42,7 @@
 // ZEN-MANIFEST-NOT: amx
 // BADCPU: mixtilec: error: unknown --cpu 'pentium4' (expected one of native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5)
 
-// CHECK: static mixtile::cpu::TileConfig tiles_k2(int64_t tokens) {
+// CHECK: static mixtile::cpu::TileConfig tiles_layer_k2(int64_t tokens) {
 // CHECK-NEXT: mixtile::cpu::TileConfig c = mixtile::cpu::default_tile_config(tokens);
 // CHECK-NEXT: if (tokens <= {{[0-9]+}}) { c.{{.*}} return c; }
 // CHECK: struct layer_plan {
@@ -59,12 +59,12 @@
 // CHECK: // Dense FFN over every token
 // CHECK: p.num_experts = 1; p.hidden = 64; p.inter = 96;
 // CHECK: p.y = output; p.out_rows = nullptr; p.zero_rows = 0;
-// CHECK: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true>(p, tiles_k2(T));
+// CHECK: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true>(p, tiles_layer_k2(T));
 // CHECK: const void *gate_w[16] = {experts_gate + 0, experts_gate + 2048,
 // CHECK: p.num_experts = 16; p.hidden = 64; p.inter = 32;
 // CHECK-NEXT: p.x = hidden_states; p.offsets = [[OFF]]; p.tokens = [[TOK]]; p.gates = [[GATE]];
 // CHECK: p.y = output; p.out_rows = [[TOK]]; p.zero_rows = 0;
-// CHECK: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true>(p, tiles_k2(T));
+// CHECK: mixtile::cpu::expert_ffn<mixtile::cpu::WeightType::bf16, mixtile::cpu::Activation::silu, true>(p, tiles_layer_k2(T));
 // CHECK: extern "C" int layer_packed(void *const *tensors, const int64_t *dims, void *workspace, int num_threads) {
 // CHECK: return layer(dims[0], static_cast<const float *>(tensors[0]),
 

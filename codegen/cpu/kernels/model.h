@@ -1,0 +1,536 @@
+// Dense parts of a decoder-only transformer in the CPU kernel library: the embedding gather,
+// RMSNorm, the residual add and causal self-attention with rotary embeddings over a KV cache.
+// Mechanisms only: shapes and model constants come from the caller, scratch from its workspace.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "convert.h"
+#include "gemm.h"     // detail::align64
+#include "routing.h"  // detail::dot
+#include "simd.h"
+
+namespace mixtile::cpu {
+
+/// Rows of a table gathered and widened to f32: out[r, :] = table[index[r], :].
+/// Returns false, writing nothing, when an index lies outside [0, table_rows).
+template <WeightType W>
+bool gather_rows(int64_t rows, int64_t width, int64_t table_rows, const WeightStorage<W> *table,
+                 const int32_t *index, float *out, int num_threads) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (index[r] < 0 || index[r] >= table_rows) return false;
+#pragma omp parallel for num_threads(num_threads > 0 ? num_threads : omp_get_max_threads()) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const WeightStorage<W> *src = table + static_cast<int64_t>(index[r]) * width;
+    float *dst = out + r * width;
+    int64_t i = 0;
+    for (; i + detail::kVecWidth <= width; i += detail::kVecWidth) detail::vstore(dst + i, detail::vload_weight<W>(src + i));
+    for (; i < width; ++i) dst[i] = detail::load_weight_scalar<W>(src + i);
+  }
+  return true;
+}
+
+/// Hugging Face RMSNorm (LlamaRMSNorm) in f32: y[r, :] = weight * (x[r, :] / sqrt(mean(x[r, :]^2) +
+/// epsilon)). y may alias x: a row is read whole before it is written.
+template <WeightType W>
+void rms_norm_rows(int64_t rows, int64_t width, float epsilon, const float *x, const WeightStorage<W> *weight,
+                   float *y, int num_threads) {
+  using namespace detail;
+#pragma omp parallel for num_threads(num_threads > 0 ? num_threads : omp_get_max_threads()) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * width;
+    float *yr = y + r * width;
+    VecF a0 = vzero(), a1 = vzero();
+    int64_t i = 0;
+    for (; i + 2 * kVecWidth <= width; i += 2 * kVecWidth) {
+      const VecF u = vload(xr + i), w = vload(xr + i + kVecWidth);
+      a0 = vfma(u, u, a0);
+      a1 = vfma(w, w, a1);
+    }
+    for (; i + kVecWidth <= width; i += kVecWidth) {
+      const VecF u = vload(xr + i);
+      a0 = vfma(u, u, a0);
+    }
+    float squares = vhsum(vadd(a0, a1));
+    for (; i < width; ++i) squares += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(squares / static_cast<float>(width) + epsilon);
+    const VecF vinv = vset1(inv);
+    i = 0;
+    for (; i + kVecWidth <= width; i += kVecWidth)
+      vstore(yr + i, vmul(vload_weight<W>(weight + i), vmul(vload(xr + i), vinv)));
+    for (; i < width; ++i) yr[i] = load_weight_scalar<W>(weight + i) * (xr[i] * inv);
+  }
+}
+
+/// y = a + b over n floats (the residual add); y may alias a or b.
+inline void add_rows(int64_t n, const float *a, const float *b, float *y, int num_threads) {
+  using namespace detail;
+  const int64_t blocks = (std::max<int64_t>(n, 0) + kVecWidth - 1) / kVecWidth;
+#pragma omp parallel for num_threads(num_threads > 0 ? num_threads : omp_get_max_threads()) schedule(static)
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t i = block * kVecWidth;
+    if (i + kVecWidth <= n) {
+      vstore(y + i, vadd(vload(a + i), vload(b + i)));
+    } else {
+      for (int64_t j = i; j < n; ++j) y[j] = a[j] + b[j];
+    }
+  }
+}
+
+struct AttentionConfig {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t rotary_dim = 0;           // the leading rotary_dim dims of each q/k head are rotated (even, <= head_dim)
+  const float *inv_freq = nullptr;  // [rotary_dim / 2]: angle of pair i at position p is p * inv_freq[i]
+  float rope_scale = 1.0f;          // cos and sin are multiplied by it (YaRN's attention factor)
+  bool rope_interleaved = false;    // false: pairs (i, i + rotary_dim/2) (HF rotate_half); true: pairs (2i, 2i+1)
+  float softmax_scale = 0.0f;       // scores = q.k * softmax_scale
+  float clip = 0.0f;                // > 0: q, k and v clamped to [-clip, clip] before the rotation (OLMoE clip_qkv)
+  int64_t window = 0;               // > 0: token at position p sees keys at positions > p - window; 0: all
+};
+
+namespace detail {
+
+// Attention works on query tiles: up to kVecWidth consecutive tokens of one sequence, one query
+// per vector lane, so the scores of a key against the whole tile are one vector of FMAs with the
+// key's elements broadcast (no horizontal sums) and the tile shares each widened key and value.
+// A tile of one token has a single live lane; such tiles, and tiles at most half full (where the
+// lane waste costs more than the horizontal sums it saves), take the row path instead: vector
+// dot products over head_dim with a two-pass softmax over the thread's score buffer.
+constexpr int64_t kAttentionKeyBlock = 64;  // keys per online-softmax step of a tile
+constexpr int kAttentionMicroRows = 8;      // keys (scores) or head dims (P·V) per register tile
+inline bool attention_tile_path(int64_t tile_rows) { return 2 * tile_rows > kVecWidth; }
+
+struct AttentionLayout {
+  size_t rope = 0, query = 0, tiles = 0;  // offsets of the shared buffers
+  size_t shared = 0;                      // their bytes; per-thread chunks follow
+  size_t scores = 0, query_t = 0, out_t = 0, block_scores = 0, keys = 0, values = 0, stats = 0, row = 0;
+  size_t per_thread = 0;
+};
+
+inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens, int64_t cache_length) {
+  const size_t t = static_cast<size_t>(std::max<int64_t>(tokens, 0));
+  const size_t d = static_cast<size_t>(std::max<int64_t>(c.head_dim, 0));
+  const size_t pairs = static_cast<size_t>(std::max<int64_t>(c.rotary_dim, 0) / 2);
+  const size_t lanes = kVecWidth, block = kAttentionKeyBlock;
+  AttentionLayout l;
+  // cos and sin per token and rotary pair; the rotated, scaled queries; tile starts.
+  l.rope = 0;
+  l.query = l.rope + align64(sizeof(float) * t * 2 * pairs);
+  l.tiles = l.query + align64(sizeof(float) * t * static_cast<size_t>(std::max<int64_t>(c.heads, 0)) * d);
+  l.shared = l.tiles + align64(sizeof(int64_t) * (t + 1));
+  // Per thread: the row path's scores; a tile's transposed queries and output, block scores,
+  // widened keys and values, and its softmax state (max, sum, shift, rescale) per lane.
+  l.scores = 0;
+  l.query_t = l.scores + align64(sizeof(float) * static_cast<size_t>(std::max<int64_t>(cache_length, 1)));
+  l.out_t = l.query_t + align64(sizeof(float) * d * lanes);
+  l.block_scores = l.out_t + align64(sizeof(float) * d * lanes);
+  l.keys = l.block_scores + align64(sizeof(float) * block * lanes);
+  l.values = l.keys + align64(sizeof(float) * block * d);
+  l.stats = l.values + align64(sizeof(float) * block * d);
+  l.row = l.stats + align64(sizeof(float) * 4 * lanes);
+  l.per_thread = l.row + align64(sizeof(float) * d);
+  return l;
+}
+
+template <WeightType C>
+inline WeightStorage<C> store_element(float x) {
+  if constexpr (C == WeightType::f32) {
+    return x;
+  } else if constexpr (C == WeightType::bf16) {
+    return f32_to_bf16_bits(x);
+  } else {
+    return f32_to_f16_bits(x);
+  }
+}
+
+inline float clamp_abs(float x, float clip) {
+  if (clip > 0.0f) return x < -clip ? -clip : (x > clip ? clip : x);  // NaN passes through
+  return x;
+}
+
+/// One head of q or k, clamped and its leading 2·pairs dims rotated (HF rotate_half, or GPT-J
+/// style adjacent pairs when interleaved) with cos/sin already scaled, the rest passed through,
+/// times `multiplier`, into dst (f32). omp simd: GCC vectorizes these loops at -O2 only so.
+inline void rotate_head(const float *x, int64_t dim, int64_t pairs, const float *cosines, const float *sines,
+                        bool interleaved, float clip, float multiplier, float *dst) {
+  if (interleaved) {
+#pragma omp simd
+    for (int64_t i = 0; i < pairs; ++i) {
+      const float a = clamp_abs(x[2 * i], clip), b = clamp_abs(x[2 * i + 1], clip);
+      dst[2 * i] = (a * cosines[i] - b * sines[i]) * multiplier;
+      dst[2 * i + 1] = (b * cosines[i] + a * sines[i]) * multiplier;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < pairs; ++i) {
+      const float a = clamp_abs(x[i], clip), b = clamp_abs(x[i + pairs], clip);
+      dst[i] = (a * cosines[i] - b * sines[i]) * multiplier;
+      dst[i + pairs] = (b * cosines[i] + a * sines[i]) * multiplier;
+    }
+  }
+#pragma omp simd
+  for (int64_t d = 2 * pairs; d < dim; ++d) dst[d] = clamp_abs(x[d], clip) * multiplier;
+}
+
+/// dst[d] = src[d] (clamped when clip > 0) rounded to the cache dtype.
+template <WeightType C>
+inline void store_row(const float *src, int64_t dim, float clip, WeightStorage<C> *dst) {
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) dst[d] = store_element<C>(clamp_abs(src[d], clip));
+}
+
+/// Asks for the cache lines of one cache row: rows of a head lie kv_heads·head_dim apart, a
+/// page or more, where the hardware prefetchers do not follow.
+template <WeightType C>
+inline void prefetch_row(const WeightStorage<C> *row, int64_t dim) {
+  const char *p = reinterpret_cast<const char *>(row);
+  for (int64_t at = 0; at < dim * static_cast<int64_t>(sizeof(WeightStorage<C>)); at += 64) __builtin_prefetch(p + at);
+}
+constexpr int64_t kAttentionPrefetchRows = 16;  // the row path's distance, in keys
+
+/// out[0, NV·W) = inv_sum · Σ_j p[j] · v[j·ld, +NV·W): a slice of head dims in registers.
+template <WeightType C, int NV>
+inline void weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C> *v, int64_t ld, float inv_sum,
+                               float *out) {
+  VecF acc[NV];
+  for (int u = 0; u < NV; ++u) acc[u] = vzero();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(v + (j + kAttentionPrefetchRows) * ld, NV * kVecWidth);
+    const VecF pj = vset1(p[j]);
+    const WeightStorage<C> *row = v + j * ld;
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) acc[u] = vfma(pj, vload_weight<C>(row + u * kVecWidth), acc[u]);
+  }
+  const VecF s = vset1(inv_sum);
+  for (int u = 0; u < NV; ++u) vstore(out + u * kVecWidth, vmul(acc[u], s));
+}
+
+/// The row path: one query (rotated, scaled) against keys lo..hi of its cache row, whose key j
+/// lies at keys + j·ld (values likewise); scores is the thread's buffer of >= hi - lo + 1 floats.
+template <WeightType C>
+inline void attend_row(const float *q, int64_t dim, const WeightStorage<C> *keys, const WeightStorage<C> *values,
+                       int64_t ld, int64_t lo, int64_t hi, float *scores, float *out) {
+  const int64_t n = hi - lo + 1;
+  keys += lo * ld;
+  values += lo * ld;
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
+    scores[j] = dot<C>(q, keys + j * ld, dim);
+    m = std::max(m, scores[j]);
+  }
+  if (!std::isfinite(m)) m = 0.0f;  // Inf scores: NaN follows, as in the f64 softmax
+  const VecF shift = vset1(-m);
+  VecF vsum = vzero();
+  int64_t j = 0;
+  for (; j + kVecWidth <= n; j += kVecWidth) {
+    const VecF e = vexp(vadd(vload(scores + j), shift));
+    vstore(scores + j, e);
+    vsum = vadd(vsum, e);
+  }
+  float sum = vhsum(vsum);
+  for (; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  const float inv_sum = 1.0f / sum;
+  int64_t d = 0;
+  for (; d + 8 * kVecWidth <= dim; d += 8 * kVecWidth) weighted_sum_slice<C, 8>(scores, n, values + d, ld, inv_sum, out + d);
+  if (d + 4 * kVecWidth <= dim) {
+    weighted_sum_slice<C, 4>(scores, n, values + d, ld, inv_sum, out + d);
+    d += 4 * kVecWidth;
+  }
+  if (d + 2 * kVecWidth <= dim) {
+    weighted_sum_slice<C, 2>(scores, n, values + d, ld, inv_sum, out + d);
+    d += 2 * kVecWidth;
+  }
+  if (d + kVecWidth <= dim) {
+    weighted_sum_slice<C, 1>(scores, n, values + d, ld, inv_sum, out + d);
+    d += kVecWidth;
+  }
+  for (; d < dim; ++d) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += scores[i] * load_weight_scalar<C>(values + i * ld + d);
+    out[d] = s * inv_sum;
+  }
+}
+
+/// scores[i][lanes] = Σ_d key_i[d] · query_t[d][lanes] for MR keys at stride ld (f32).
+template <int MR>
+inline void tile_scores(const float *keys, int64_t ld, const float *query_t, int64_t dim, float *scores) {
+  VecF acc[MR];
+  const float *k[MR];
+  for (int i = 0; i < MR; ++i) {
+    acc[i] = vzero();
+    k[i] = keys + i * ld;
+  }
+  for (int64_t d = 0; d < dim; ++d) {
+    const VecF qd = vload(query_t + d * kVecWidth);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i] = vfma(vset1(k[i][d]), qd, acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) vstore(scores + i * kVecWidth, acc[i]);
+}
+
+/// out_t[i][lanes] += Σ_j value_j[i] · p[j][lanes] for MR consecutive head dims of n values at
+/// stride ld (f32).
+template <int MR>
+inline void tile_weighted_sum(const float *values, int64_t ld, const float *p, int64_t n, float *out_t) {
+  VecF acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = vload(out_t + i * kVecWidth);
+  for (int64_t j = 0; j < n; ++j) {
+    const VecF pj = vload(p + j * kVecWidth);
+    const float *v = values + j * ld;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i] = vfma(vset1(v[i]), pj, acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) vstore(out_t + i * kVecWidth, acc[i]);
+}
+
+/// f32 copies of n rows of dim elements at stride ld (the tile path's broadcast operands).
+template <WeightType C>
+inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int64_t dim, float *dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    const WeightStorage<C> *s = src + j * ld;
+    float *o = dst + j * dim;
+    int64_t d = 0;
+    for (; d + kVecWidth <= dim; d += kVecWidth) vstore(o + d, vload_weight<C>(s + d));
+    for (; d < dim; ++d) o[d] = load_weight_scalar<C>(s + d);
+  }
+}
+
+struct AttentionTileScratch {
+  float *query_t, *out_t, *block_scores, *keys, *values, *stats;
+};
+
+/// The tile path: `rows` (2..kVecWidth) queries of one sequence, lane r holding query[r] at
+/// positions lo[r]..hi[r]; flash-attention style online softmax over blocks of keys
+/// min(lo)..max(hi), masked per lane where a block overhangs a lane's range.
+template <WeightType C>
+inline void attend_tile(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
+                        float *const *out, int64_t dim, const WeightStorage<C> *keys,
+                        const WeightStorage<C> *values, int64_t ld, const AttentionTileScratch &s) {
+  constexpr int L = kVecWidth, MR = kAttentionMicroRows;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  float *m = s.stats, *sum = s.stats + L, *neg_shift = s.stats + 2 * L, *alpha = s.stats + 3 * L;
+  int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
+  for (int r = 0; r < L; ++r) {
+    if (r < rows) {
+      first = std::min(first, lo[r]);
+      last = std::max(last, hi[r]);
+    }
+    m[r] = kNegInf;
+    sum[r] = 0.0f;
+  }
+  for (int64_t d = 0; d < dim; ++d)
+    for (int r = 0; r < L; ++r) s.query_t[d * L + r] = r < rows ? query[r][d] : 0.0f;
+  for (int64_t i = 0; i < dim * L; ++i) s.out_t[i] = 0.0f;
+  // Lanes past `rows` see no key: lo > hi.
+  auto sees = [&](int r, int64_t j) { return r < rows && j >= lo[r] && j <= hi[r]; };
+
+  for (int64_t j0 = first; j0 <= last; j0 += kAttentionKeyBlock) {
+    const int64_t n = std::min<int64_t>(kAttentionKeyBlock, last - j0 + 1);
+    const float *k, *v;
+    int64_t kv_ld;
+    if constexpr (C == WeightType::f32) {
+      k = keys + j0 * ld;
+      v = values + j0 * ld;
+      kv_ld = ld;
+    } else {
+      widen_block<C>(keys + j0 * ld, ld, n, dim, s.keys);
+      widen_block<C>(values + j0 * ld, ld, n, dim, s.values);
+      k = s.keys;
+      v = s.values;
+      kv_ld = dim;
+    }
+    // The next block's rows, while this one computes.
+    for (int64_t j = j0 + n; j < std::min(last + 1, j0 + n + kAttentionKeyBlock); ++j) {
+      prefetch_row<C>(keys + j * ld, dim);
+      prefetch_row<C>(values + j * ld, dim);
+    }
+    float *p = s.block_scores;
+    int64_t j = 0;
+    for (; j + MR <= n; j += MR) tile_scores<MR>(k + j * kv_ld, kv_ld, s.query_t, dim, p + j * L);
+    for (; j < n; ++j) tile_scores<1>(k + j * kv_ld, kv_ld, s.query_t, dim, p + j * L);
+
+    bool whole = true;  // every lane sees every key of the block
+    for (int r = 0; r < L; ++r) whole = whole && sees(r, j0) && sees(r, j0 + n - 1);
+    if (!whole)
+      for (j = 0; j < n; ++j)
+        for (int r = 0; r < L; ++r)
+          if (!sees(r, j0 + j)) p[j * L + r] = kNegInf;
+    float block_max[L];
+    for (int r = 0; r < L; ++r) block_max[r] = kNegInf;
+    for (j = 0; j < n; ++j)
+#pragma omp simd
+      for (int r = 0; r < L; ++r) block_max[r] = std::max(block_max[r], p[j * L + r]);
+    bool rescale = false;
+    for (int r = 0; r < L; ++r) {
+      const float m_new = std::max(m[r], block_max[r]);
+      const float shift = m_new == kNegInf ? 0.0f : m_new;  // a lane with no key yet
+      alpha[r] = std::exp(m[r] - shift);
+      rescale = rescale || alpha[r] != 1.0f;
+      neg_shift[r] = -shift;
+      m[r] = m_new;
+    }
+    const VecF vshift = vload(neg_shift);
+    for (j = 0; j < n; ++j) vstore(p + j * L, vexp(vadd(vload(p + j * L), vshift)));
+    if (!whole)  // vexp clamps its argument: masked keys get exactly 0
+      for (j = 0; j < n; ++j)
+        for (int r = 0; r < L; ++r)
+          if (!sees(r, j0 + j)) p[j * L + r] = 0.0f;
+    VecF block_sum = vzero();
+    for (j = 0; j < n; ++j) block_sum = vadd(block_sum, vload(p + j * L));
+    const VecF va = vload(alpha);
+    vstore(sum, vfma(vload(sum), va, block_sum));
+    if (rescale)
+      for (int64_t d = 0; d < dim; ++d) vstore(s.out_t + d * L, vmul(vload(s.out_t + d * L), va));
+    int64_t d = 0;
+    for (; d + MR <= dim; d += MR) tile_weighted_sum<MR>(v + d, kv_ld, p, n, s.out_t + d * L);
+    for (; d < dim; ++d) tile_weighted_sum<1>(v + d, kv_ld, p, n, s.out_t + d * L);
+  }
+  for (int r = 0; r < rows; ++r) {
+    const float inv_sum = 1.0f / sum[r];
+    for (int64_t d = 0; d < dim; ++d) out[r][d] = s.out_t[d * L + r] * inv_sum;
+  }
+}
+
+}  // namespace detail
+
+/// Bytes of workspace `attention` needs (64-byte aligned chunks): cos/sin per token, the rotated
+/// queries, the tile list, and per thread a score buffer of cache_length floats plus a tile's
+/// scratch. num_threads <= 0: omp_get_max_threads().
+inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens, int64_t cache_length,
+                                       int num_threads) {
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const detail::AttentionLayout l = detail::attention_layout(c, tokens, cache_length);
+  return l.shared + static_cast<size_t>(nt) * l.per_thread;
+}
+
+/// Causal self-attention over a KV cache for a batch of tokens from several sequences.
+/// q [tokens, heads·head_dim], k and v [tokens, kv_heads·head_dim] (f32, unrotated);
+/// token t is at position positions[t] of cache row sequences[t]. Caches
+/// [cache_rows, cache_length, kv_heads, head_dim] in storage C (f32, or bf16/f16 bits rounded to
+/// nearest even). Phase 1 writes every token's clamped, rotated k and its clamped v into the caches;
+/// phase 2 attends token t, head h over keys of its cache row at positions 0..positions[t] (within
+/// the window) with kv head h / (heads / kv_heads), reading k and v back from the cache, so prefill
+/// and decode see the same rounded values; out [tokens, heads·head_dim]. RoPE (Su et al., HF
+/// semantics): angle θ = p·inv_freq[i] and its cos, sin in f64 per (position, pair), the rotation
+/// in f32. Keys at positions <= positions[t] that no call has written are the caller's
+/// responsibility; two tokens of one call at the same (sequence, position) are undefined.
+/// Returns 0; 1, writing nothing, when a position lies outside [0, cache_length) or a sequence
+/// outside [0, cache_rows); 2, writing nothing, when the config is invalid (heads not a multiple
+/// of kv_heads, a non-positive head count or head_dim, rotary_dim odd or above head_dim, no
+/// inv_freq for a rotary_dim > 0). workspace: attention_workspace_size(c, tokens, cache_length,
+/// num_threads) bytes, 64-byte aligned.
+///
+/// Schedule: one OpenMP region. cos/sin per (token, pair); then rotated queries per (token, head)
+/// and cache writes per (token, kv head); then work items (tile, head), dealt round-robin so the
+/// long causal rows of a prefill spread over the threads. Tiles are runs of up to kVecWidth
+/// consecutive tokens of one sequence (see detail::attention_tile_path for the two paths).
+template <WeightType C>
+int attention(const AttentionConfig &c, int64_t tokens, const float *q, const float *k, const float *v,
+              const int32_t *positions, const int32_t *sequences, int64_t cache_rows, int64_t cache_length,
+              WeightStorage<C> *k_cache, WeightStorage<C> *v_cache, float *out, void *workspace,
+              int num_threads) {
+  using namespace detail;
+  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.rotary_dim < 0 ||
+      c.rotary_dim % 2 != 0 || c.rotary_dim > c.head_dim || (c.rotary_dim > 0 && c.inv_freq == nullptr))
+    return 2;
+  for (int64_t t = 0; t < tokens; ++t)
+    if (positions[t] < 0 || positions[t] >= cache_length || sequences[t] < 0 || sequences[t] >= cache_rows) return 1;
+  if (tokens <= 0) return 0;
+
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const int64_t heads = c.heads, kv_heads = c.kv_heads, dim = c.head_dim, pairs = c.rotary_dim / 2;
+  const int64_t group = heads / kv_heads, ld = kv_heads * dim;  // ld: between positions in a cache
+  const AttentionLayout layout = attention_layout(c, tokens, cache_length);
+  char *ws = static_cast<char *>(workspace);
+  float *rope = reinterpret_cast<float *>(ws + layout.rope);      // [tokens][cos pairs, sin pairs]
+  float *rotated_q = reinterpret_cast<float *>(ws + layout.query);  // [tokens, heads, dim]
+  int64_t *tile_start = reinterpret_cast<int64_t *>(ws + layout.tiles);
+  int64_t tiles = 0;
+  for (int64_t t = 0; t < tokens;) {
+    const int64_t begin = t;
+    tile_start[tiles++] = t;
+    for (++t; t < tokens && t - begin < kVecWidth && sequences[t] == sequences[begin]; ++t) {
+    }
+  }
+  tile_start[tiles] = tokens;
+  const int64_t items = tiles * heads;
+  auto cache_offset = [&](int64_t t) {  // element offset of token t's (sequence, position 0)
+    return static_cast<int64_t>(sequences[t]) * cache_length * ld;
+  };
+  auto window_start = [&](int64_t p) { return c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : int64_t(0); };
+
+#pragma omp parallel num_threads(nt)
+  {
+    char *mine = ws + layout.shared + layout.per_thread * static_cast<size_t>(omp_get_thread_num());
+    float *scores = reinterpret_cast<float *>(mine + layout.scores);
+    float *row = reinterpret_cast<float *>(mine + layout.row);  // one rotated k head
+    const AttentionTileScratch scratch{reinterpret_cast<float *>(mine + layout.query_t),
+                                       reinterpret_cast<float *>(mine + layout.out_t),
+                                       reinterpret_cast<float *>(mine + layout.block_scores),
+                                       reinterpret_cast<float *>(mine + layout.keys),
+                                       reinterpret_cast<float *>(mine + layout.values),
+                                       reinterpret_cast<float *>(mine + layout.stats)};
+
+    // Positions reach 1e5 and more: an f32 angle would be off by ~1e-2 rad there.
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t i = 0; i < pairs; ++i) {
+        const double theta = static_cast<double>(positions[t]) * static_cast<double>(c.inv_freq[i]);
+        rope[t * 2 * pairs + i] = static_cast<float>(std::cos(theta) * static_cast<double>(c.rope_scale));
+        rope[t * 2 * pairs + pairs + i] = static_cast<float>(std::sin(theta) * static_cast<double>(c.rope_scale));
+      }
+
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        rotate_head(q + (t * heads + h) * dim, dim, pairs, rope + t * 2 * pairs, rope + t * 2 * pairs + pairs,
+                    c.rope_interleaved, c.clip, c.softmax_scale, rotated_q + (t * heads + h) * dim);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t g = 0; g < kv_heads; ++g) {
+        const int64_t at = cache_offset(t) + static_cast<int64_t>(positions[t]) * ld + g * dim;
+        rotate_head(k + (t * kv_heads + g) * dim, dim, pairs, rope + t * 2 * pairs, rope + t * 2 * pairs + pairs,
+                    c.rope_interleaved, c.clip, 1.0f, row);
+        store_row<C>(row, dim, 0.0f, k_cache + at);
+        store_row<C>(v + (t * kv_heads + g) * dim, dim, c.clip, v_cache + at);
+      }
+    // (the barrier above: every key and value of this call is in the caches)
+
+#pragma omp for schedule(static, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t h = item / tiles, tile = item % tiles;
+      const int64_t t0 = tile_start[tile], rows = tile_start[tile + 1] - t0;
+      const int64_t kv_at = cache_offset(t0) + (h / group) * dim;
+      if (!attention_tile_path(rows)) {
+        for (int64_t t = t0; t < t0 + rows; ++t)
+          attend_row<C>(rotated_q + (t * heads + h) * dim, dim, k_cache + kv_at, v_cache + kv_at, ld,
+                        window_start(positions[t]), positions[t], scores, out + (t * heads + h) * dim);
+      } else {
+        const float *query[kVecWidth];
+        float *dst[kVecWidth];
+        int64_t lo[kVecWidth], hi[kVecWidth];
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = t0 + r;
+          query[r] = rotated_q + (t * heads + h) * dim;
+          dst[r] = out + (t * heads + h) * dim;
+          lo[r] = window_start(positions[t]);
+          hi[r] = positions[t];
+        }
+        attend_tile<C>(rows, query, lo, hi, dst, dim, k_cache + kv_at, v_cache + kv_at, ld, scratch);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace mixtile::cpu
