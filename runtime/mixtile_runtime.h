@@ -38,7 +38,8 @@ typedef enum mixtile_dtype {
   MIXTILE_DTYPE_BF16 = 1,
   MIXTILE_DTYPE_F16 = 2,
   MIXTILE_DTYPE_I32 = 3,
-  MIXTILE_DTYPE_I64 = 5  /* token ids of models (mixtile_model_*); no entry point takes it */
+  MIXTILE_DTYPE_I64 = 5,  /* token ids of models (mixtile_model_*); no entry point takes it */
+  MIXTILE_DTYPE_BOOL = 9  /* one byte, 0 or 1: attention masks */
 } mixtile_dtype;
 
 typedef enum mixtile_device {
@@ -68,7 +69,7 @@ typedef struct mixtile_run_cost {
  * leave it unchanged; it stays valid until the next failure on this thread. */
 MIXTILE_API const char *mixtile_last_error(void);
 
-/* "f32", "bf16", "f16", "i32", "i64" (the manifest's spelling); "?" for an unknown value. */
+/* "f32", "bf16", "f16", "i32", "i64", "bool" (the manifest's spelling); "?" for an unknown value. */
 MIXTILE_API const char *mixtile_dtype_name(mixtile_dtype dtype);
 
 /* ---- Artifacts --------------------------------------------------------------------- */
@@ -198,6 +199,8 @@ typedef void (*mixtile_model_progress)(int64_t generated, int64_t total, void *u
 
 /* 1 if the artifact is a whole model (its manifest has "model"), else 0. */
 MIXTILE_API int mixtile_artifact_is_model(const mixtile_artifact *artifact);
+/* The model's max_position_embeddings (its config's), or -1 if the artifact is no model. */
+MIXTILE_API int64_t mixtile_artifact_model_max_positions(const mixtile_artifact *artifact);
 /* Binds the model's entry point on the CPU with every weight from `weights` (a missing one
  * is an error naming it) and allocates zeroed bf16/f32 KV caches for `max_batch` sequences
  * of `max_length` positions (prompt plus new tokens). */

@@ -833,7 +833,8 @@ static_assert(static_cast<int>(DType::F32) == MIXTILE_DTYPE_F32 &&
                   static_cast<int>(DType::BF16) == MIXTILE_DTYPE_BF16 &&
                   static_cast<int>(DType::F16) == MIXTILE_DTYPE_F16 &&
                   static_cast<int>(DType::I32) == MIXTILE_DTYPE_I32 &&
-                  static_cast<int>(DType::I64) == MIXTILE_DTYPE_I64,
+                  static_cast<int>(DType::I64) == MIXTILE_DTYPE_I64 &&
+                  static_cast<int>(DType::BOOL) == MIXTILE_DTYPE_BOOL,
               "mixtile_dtype and DType must agree");
 
 struct mixtile_artifact {
@@ -971,6 +972,8 @@ const char *mixtile_dtype_name(mixtile_dtype dtype) {
     return manifestDTypeName(static_cast<DType>(dtype));
   case MIXTILE_DTYPE_I64:
     return "i64";
+  case MIXTILE_DTYPE_BOOL:
+    return "bool";
   }
   return "?";
 }
@@ -1277,6 +1280,10 @@ int mixtile_artifact_is_model(const mixtile_artifact *artifact) {
   return artifact && artifact->impl->model.present ? 1 : 0;
 }
 
+int64_t mixtile_artifact_model_max_positions(const mixtile_artifact *artifact) {
+  return artifact && artifact->impl->model.present ? artifact->impl->model.maxPositions : -1;
+}
+
 int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weights,
                          int64_t max_batch, int64_t max_length, mixtile_model **model) {
   return guarded([&] {
@@ -1339,8 +1346,8 @@ int mixtile_model_forward(mixtile_model *model, int64_t batch, int64_t length, c
                           const int64_t *mask, float *logits, int num_threads) {
   return guarded([&] {
     requireArgument(model, "model");
-    requireArgument(logits, "logits");
     std::vector<int64_t> first = checkPrompts(*model, batch, length, ids, mask, 0);
+    requireArgument(logits, "logits");
     model->ids.clear();
     model->positions.clear();
     model->sequences.clear();
@@ -1377,11 +1384,11 @@ int mixtile_model_generate(mixtile_model *model, int64_t batch, int64_t length,
                            mixtile_model_progress progress, void *user, int num_threads) {
   return guarded([&] {
     requireArgument(model, "model");
-    requireArgument(sequences, "sequences");
     if (new_tokens < 0)
       fail(MIXTILE_ERROR_INVALID_ARGUMENT,
            "new tokens must be >= 0, got " + std::to_string(new_tokens));
     std::vector<int64_t> first = checkPrompts(*model, batch, length, ids, mask, new_tokens);
+    requireArgument(sequences, "sequences");
     const int64_t width = length + new_tokens, vocab = model->info->vocab;
     for (int64_t b = 0; b < batch; ++b) {
       std::memcpy(sequences + b * width, ids + b * length, sizeof(int64_t) * length);

@@ -35,7 +35,8 @@ const char *const kUsage =
     "          greedy decoding; prints each sequence (prompt, then new tokens) as one line\n"
     "  mixtile-run OUTDIR --weights CKPT --inputs IDS.safetensors --generate N -o OUT.safetensors\n"
     "          writes sequences int64 [B, S + N]\n"
-    "  --max-length L  KV cache length (default: the longest prompt + N)\n"
+    "  --max-length L  bound on prompt + new tokens (default: the config's\n"
+    "                  max_position_embeddings); the KV caches hold what the batch needs\n"
     "  --bench R       repeat the forward or generation R times after a warm-up and report\n"
     "                  prefill and decode tokens/s\n";
 
@@ -248,8 +249,11 @@ std::vector<int64_t> readIds(mixtile_tensors *inputs, const std::string &file, c
       die(file + " has no tensor '" + name + "' (int64 [B, S] token ids)");
     return {};
   }
-  if (rank != 2 || (dtype != MIXTILE_DTYPE_I64 && dtype != MIXTILE_DTYPE_I32))
-    die(std::string("tensor '") + name + "' (" + file + ") must be int64 or int32 [B, S], got " +
+  bool isMask = std::strcmp(name, "attention_mask") == 0;
+  if (rank != 2 || (dtype != MIXTILE_DTYPE_I64 && dtype != MIXTILE_DTYPE_I32 &&
+                    !(isMask && dtype == MIXTILE_DTYPE_BOOL)))
+    die(std::string("tensor '") + name + "' (" + file + ") must be int64 or int32" +
+        (isMask ? " or bool" : "") + " [B, S], got " +
         (dtype >= 0 ? mixtile_dtype_name(static_cast<mixtile_dtype>(dtype)) : "another dtype") +
         " of rank " + std::to_string(rank));
   if (batch >= 0 && (shape[0] != batch || shape[1] != length))
@@ -259,8 +263,9 @@ std::vector<int64_t> readIds(mixtile_tensors *inputs, const std::string &file, c
   length = shape[1];
   std::vector<int64_t> values(static_cast<size_t>(batch * length));
   for (size_t i = 0; i < values.size(); ++i)
-    values[i] = dtype == MIXTILE_DTYPE_I64 ? static_cast<const int64_t *>(data)[i]
-                                           : static_cast<const int32_t *>(data)[i];
+    values[i] = dtype == MIXTILE_DTYPE_I64   ? static_cast<const int64_t *>(data)[i]
+                : dtype == MIXTILE_DTYPE_BOOL ? static_cast<const uint8_t *>(data)[i]
+                                              : static_cast<const int32_t *>(data)[i];
   return values;
 }
 
@@ -314,8 +319,17 @@ int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors
       }
     }
   }
+  // The caches hold what this batch needs, within the bound of --max-length (default: the
+  // config's max_position_embeddings).
   int64_t newTokens = std::max<int64_t>(options.generate, 0);
-  int64_t maxLength = options.maxLength > 0 ? options.maxLength : std::max<int64_t>(1, length + newTokens);
+  int64_t limit = options.maxLength > 0 ? options.maxLength
+                                        : mixtile_artifact_model_max_positions(artifact);
+  if (length + newTokens > limit)
+    die("a prompt of " + std::to_string(length) + " tokens + " + std::to_string(newTokens) +
+        " new tokens exceeds the max length " + std::to_string(limit) +
+        (options.maxLength > 0 ? " (--max-length)" : " (the config's max_position_embeddings; "
+                                                     "raise it with --max-length)"));
+  int64_t maxLength = std::max<int64_t>(1, length + newTokens);
   mixtile_model *model = nullptr;
   check(mixtile_model_create(artifact, weights, std::max<int64_t>(batch, 1), maxLength, &model));
   int threads = options.threads > 0 ? options.threads : allCores();

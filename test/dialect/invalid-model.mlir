@@ -1,0 +1,105 @@
+// RUN: mixtile-opt %s -split-input-file -verify-diagnostics
+
+func.func @cache_not_state(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xf32>, %vc: tensor<?x?x2x16xf32> {mix.state}) -> tensor<?x64xf32> {
+  // expected-error @+1 {{operand 'k_cache' must be a function argument marked 'mix.state' (the cache is updated in place)}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0>, softmax_scale = 0.25}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @kv_heads(%q: tensor<?x64xf32>, %k: tensor<?x48xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x3x16xf32> {mix.state}, %vc: tensor<?x?x3x16xf32> {mix.state}) -> tensor<?x64xf32> {
+  // expected-error @+1 {{attribute 'kv_heads' (3) must divide 'heads' (4)}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
+      {heads = 4, kv_heads = 3, head_dim = 16, inv_freq = array<f64: 1.0>, softmax_scale = 0.25}
+      : tensor<?x64xf32>, tensor<?x48xf32>, tensor<?x48xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x3x16xf32>, tensor<?x?x3x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @rotary_too_wide(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xf32> {mix.state}, %vc: tensor<?x?x2x16xf32> {mix.state}) -> tensor<?x64xf32> {
+  // expected-error @+1 {{attribute 'inv_freq' has 9 frequencies; 2 x that must not exceed head_dim = 16}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0>,
+       softmax_scale = 0.25}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @q_width(%q: tensor<?x60xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xf32> {mix.state}, %vc: tensor<?x?x2x16xf32> {mix.state}) -> tensor<?x64xf32> {
+  // expected-error @+1 {{operand 'q' dim 1 (heads * head_dim) must be 64, heads x head_dim; got [?, 60]}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0>, softmax_scale = 0.25}
+      : tensor<?x60xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @negative_clip(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xf32> {mix.state}, %vc: tensor<?x?x2x16xf32> {mix.state}) -> tensor<?x64xf32> {
+  // expected-error @+1 {{attribute 'clip' must be a finite number >= 0, got -1}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0>, softmax_scale = 0.25, clip = -1.0}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @norm_width(%x: tensor<?x64xf32>, %w: tensor<32xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{operand 'x' dim 1 (D) must be 32, the size of 'weight'; got [?, 64]}}
+  %y = mix.rms_norm %x, %w {epsilon = 1.0e-6} : tensor<?x64xf32>, tensor<32xf32> -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @norm_epsilon(%x: tensor<?x64xf32>, %w: tensor<64xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{attribute 'epsilon' must be a finite number >= 0, got -1}}
+  %y = mix.rms_norm %x, %w {epsilon = -1.0} : tensor<?x64xf32>, tensor<64xf32> -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @gather_width(%ids: tensor<?xi32>, %t: tensor<256x64xbf16>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{result 'rows' dim 1 (D) must be 64, the row width of 'table'; got [?, 32]}}
+  %x = mix.gather %t[%ids] : tensor<256x64xbf16>, tensor<?xi32> -> tensor<?x32xf32>
+  return %x : tensor<?x32xf32>
+}
+
+// -----
+
+// expected-error @+1 {{'mix.symbols' of argument #0 dim 0 must name the symbol of the dynamic dim}}
+func.func @symbols_missing(%ids: tensor<?xi32> {mix.symbols = [""]}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'mix.symbols' of argument #0 must be an array of one string per dim of a ranked tensor}}
+func.func @symbols_rank(%ids: tensor<?xi32> {mix.symbols = ["T", "S"]}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'mix.state' of argument #0 must be a unit attribute}}
+func.func @state_value(%c: tensor<?x?x2x16xf32> {mix.state = 1 : i64}) {
+  return
+}
