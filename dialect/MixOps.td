@@ -275,7 +275,9 @@ def Mix_GatherOp : Mix_Op<"gather", [Pure]> {
   let description = [{
     `rows[r] = table[indices[r]]`. The table is a weight (an embedding `[V, D]`) or an
     activation (the hidden states of the tokens whose logits a model computes). An index
-    outside `[0, N)` is a run-time error of the entry point, with nothing written.
+    outside `[0, N)` is a run-time error of the entry point on the CPU, with nothing written;
+    on CUDA (which never reads device data back inside an entry point) its row is zeros. The
+    runtime checks token ids against the vocabulary before it calls a model.
 
     ```mlir
     %x = mix.gather %embed[%ids] : tensor<50304x2048xbf16>, tensor<?xi32> -> tensor<?x2048xf32>
@@ -321,7 +323,8 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
     decode step and a batch mixing both. The caches must be function arguments marked
     `mix.state`: the entry point updates them in place and the runtime keeps them between
     calls. A position outside `[0, S)` or a row outside `[0, B)` is a run-time error of the
-    entry point, with nothing written.
+    entry point on the CPU, with nothing written; on CUDA that token writes no cache entry and
+    its output is zeros (the runtime checks positions against the cache before each call).
 
     RoPE rotates the first `2 · len(inv_freq)` dims of each q/k head: pair `i` at position
     `p` turns by `p · inv_freq[i]`, pairs being `(i, i + len)` (`rotate_half`) or `(2i, 2i+1)`

@@ -28,6 +28,10 @@ namespace {
 /// Error code every artifact reserves for a failed launch (cudaGetLastError != success).
 constexpr int kLaunchError = 1;
 
+/// The largest head_dim the CUDA attention kernel takes (kAttentionMaxHeadDim in
+/// codegen/cuda/kernels/model.cuh): checked here so mixtilec reports it on the op.
+constexpr int64_t kAttentionMaxHeadDim = 512;
+
 /// One token-count bucket of a kernel's tiles attribute, as the CUDA kernels take it.
 struct CudaTile {
   int64_t maxTokens = -1; // -1: no bound (the last bucket)
@@ -107,6 +111,7 @@ private:
   }
 
   std::vector<CudaTile> tiles; // the current kernel's buckets
+  int helperCount = 0;         // attention config functions emitted for this function
 };
 
 
@@ -345,14 +350,99 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                                  .str()
                            : "mixtile::cuda::ExpertVector{}";
     std::string weight = weightType(elementOf(linear.getWeight()));
+    // Tiles by the rows this map has (the logits of a model: R rows, not T).
     std::string rows = dim(linear.getX(), 0);
-    emitTiledCall(tokenCount, [&](const CudaTile &t) {
+    emitTiledCall(rows, [&](const CudaTile &t) {
       return llvm::formatv("mixtile::cuda::linear<{0}, {1}>({2}, {3}, {4}, {5}, {6}, {7}, {8}, "
                            "cuda_stream)",
                            weight, tileArgs(t), rows, in, out, ptr(linear.getX()),
                            ptr(linear.getWeight()), bias, ptr(y))
           .str();
     });
+    return success();
+  }
+  // A model's dense parts. Token ids, positions and cache rows are on the device, where an
+  // entry point must not read them: out of range they give a defined result (zero rows, no
+  // cache write; codegen/cuda/kernels/model.cuh) and the runtime checks them before a call.
+  if (auto gather = dyn_cast<GatherOp>(op)) {
+    line("// An index outside the table gives a row of zeros.");
+    emitLibraryCall("gather_rows<" + weightType(elementOf(gather.getTable())) + ">",
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}", dim(gather.getIndices(), 0),
+                                  staticDim(gather.getTable(), 1), dim(gather.getTable(), 0),
+                                  ptr(gather.getTable()), ptr(gather.getIndices()),
+                                  ptr(gather.getRows()))
+                        .str());
+    return success();
+  }
+  if (auto norm = dyn_cast<RMSNormOp>(op)) {
+    auto type = cast<RankedTensorType>(norm.getX().getType());
+    std::vector<std::string> rows;
+    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
+      rows.push_back(dim(norm.getX(), d));
+    emitLibraryCall("rms_norm_rows<" + weightType(elementOf(norm.getWeight())) + ">",
+                    llvm::formatv("{0}, {1}, {2}f, {3}, {4}, {5}", product(rows),
+                                  type.getShape().back(),
+                                  floatLiteral(norm.getEpsilon().convertToDouble()),
+                                  ptr(norm.getX()), ptr(norm.getWeight()), ptr(norm.getY()))
+                        .str());
+    return success();
+  }
+  if (auto add = dyn_cast<arith::AddFOp>(op)) {
+    auto type = cast<RankedTensorType>(add.getResult().getType());
+    std::vector<std::string> dims;
+    for (unsigned d = 0; d < type.getRank(); ++d)
+      dims.push_back(dim(add.getLhs(), d));
+    emitLibraryCall("add_rows", llvm::formatv("{0}, {1}, {2}, {3}", product(dims),
+                                              ptr(add.getLhs()), ptr(add.getRhs()),
+                                              ptr(add.getResult()))
+                                    .str());
+    return success();
+  }
+  if (auto attention = dyn_cast<AttentionOp>(op)) {
+    if (attention.getHeadDim() > kAttentionMaxHeadDim)
+      return attention.emitError() << "the cuda target supports head_dim up to "
+                                   << kAttentionMaxHeadDim << ", got " << attention.getHeadDim();
+    // The layer's constants (RoPE frequencies included, in f64 with every digit) as a config
+    // function the workspace plan calls too; the config travels as a kernel parameter.
+    std::string config =
+        llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
+    std::string freqs;
+    for (double f : attention.getInvFreq())
+      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    size_t pairs = attention.getInvFreq().size();
+    std::string setFreqs =
+        pairs == 0 ? std::string()
+                   : llvm::formatv("  static const double inv_freq[] = {{{0}};\n  for (int i = 0; "
+                                   "i < {1}; ++i)\n    c.inv_freq[i] = inv_freq[i];\n",
+                                   freqs, pairs)
+                         .str();
+    helpers += llvm::formatv("static mixtile::cuda::AttentionConfig {0}() {{\n  "
+                             "mixtile::cuda::AttentionConfig c;\n  c.heads = {1}; c.kv_heads = "
+                             "{2}; c.head_dim = {3}; c.rotary_dim = {4};\n  c.rope_scale = {5}f; "
+                             "c.rope_interleaved = {6};\n  c.softmax_scale = {7}f; c.clip = {8}f; "
+                             "c.window = {9};\n{10}  return c;\n}\n\n",
+                             config, attention.getHeads(), attention.getKvHeads(),
+                             attention.getHeadDim(), 2 * pairs,
+                             floatLiteral(attention.getRopeScale().convertToDouble()),
+                             attention.getRopeInterleaved() ? "true" : "false",
+                             floatLiteral(attention.getSoftmaxScale().convertToDouble()),
+                             floatLiteral(attention.getClip().convertToDouble()),
+                             attention.getWindow(), setFreqs)
+                   .str();
+    Value cache = attention.getKCache();
+    std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    line("// Phase 1 writes the rotated keys and the values into the caches (a block per token);");
+    line("// phase 2 attends, a warp per (token, head). A token outside the cache gets zeros.");
+    emitLibraryCall("attention<" + weightType(elementOf(cache)) + ">",
+                    llvm::formatv("{0}(), {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, "
+                                  "scratch",
+                                  config, t, ptr(attention.getQ()), ptr(attention.getK()),
+                                  ptr(attention.getV()), ptr(attention.getPositions()),
+                                  ptr(attention.getSequences()), b, len, ptr(cache),
+                                  ptr(attention.getVCache()), ptr(attention.getOut()))
+                        .str());
+    scratch.push_back(
+        llvm::formatv("mixtile::cuda::attention_workspace_size({0}(), {1})", config, t).str());
     return success();
   }
   if (auto mix = dyn_cast<TokenMixOp>(op)) {

@@ -7,4 +7,5 @@
 #include "routing.cuh"
 #include "expert_ffn.cuh"
 #include "layers.cuh"
+#include "model.cuh"
 #include "host_api.cuh"
