@@ -22,6 +22,8 @@ import check  # noqa: E402
 import hf_fixtures  # noqa: E402
 import hf_reference  # noqa: E402
 import make_case  # noqa: E402
+import make_model  # noqa: E402
+import model_reference  # noqa: E402
 import reference as ref  # noqa: E402
 import safetensors_io as st  # noqa: E402
 
@@ -655,6 +657,93 @@ def test_check_cli(tmp):
         expect(check.self_test(verbose=False) == 0, "check.py --self-test")
 
 
+def test_whole_model(tmp):
+    """make_model.py + model_reference.py, without transformers (bench/hf_model_parity.py
+    checks them against it): a left-padded row gives the logits of the same tokens alone,
+    cached greedy decoding equals recomputing the whole sequence, masked logits are 0, eos
+    stops a row, and each family's structure (sparse layers, clipping, sliding) is as built."""
+    lengths = (5, 3, 6)
+    seq = max(lengths)
+    rng = np.random.default_rng(11)
+    ids = rng.integers(3, 256, (len(lengths), seq))
+    mask = (np.arange(seq)[None, :] >= seq - np.array(lengths)[:, None]).astype(np.int64)
+    ids = ids * mask
+    for family, options in [
+        ("mixtral", {"sliding_window": 3, "rope": "llama3"}),
+        ("qwen2_moe", {"layers": 3, "sliding_window": 2, "tie": True}),
+        ("qwen3_moe", {"rope": "yarn"}),
+        ("olmoe", {"dtype": "f32", "sharded": True}),
+        ("deepseek_v2", {"rope": "linear"}),
+        ("deepseek_v3", {"rope": "yarn", "layers": 1}),
+    ]:
+        directory = os.path.join(tmp, "model_" + family)
+        config = make_model.write_model(directory, family, seed=3, **options)
+        model = model_reference.Model(directory)
+        expect(
+            sorted(model.sparse) == hf_reference.sparse_layers(config),
+            f"{family}: sparse layers {sorted(model.sparse)}",
+        )
+        out = model_reference.run(model, ids, mask, generate=4)
+        logits, sequences = out["logits"], out["sequences"]
+        expect(
+            logits.shape == (3, seq, 256) and np.isfinite(logits).all() and (logits[mask == 0] == 0).all(),
+            f"{family}: logits shape/finite/masked zeros",
+        )
+        for b, n in enumerate(lengths):
+            alone = model_reference.run(model, ids[b : b + 1, seq - n :])["logits"][0]
+            expect(close(logits[b, seq - n :], alone, 1e-12), f"{family}: padded row {b} = row alone")
+            # Cached decoding = recomputing the prompt plus the new tokens in one pass.
+            new = sequences[b, seq:]
+            stop = next((i + 1 for i, t in enumerate(new) if t in model.eos), len(new))
+            full = model_reference.run(model, np.concatenate([ids[b, seq - n :], new[:stop]])[None])
+            argmax = full["logits"][0, n - 1 : n - 1 + stop].argmax(axis=-1)
+            expect(
+                (argmax == new[:stop]).all() and (new[stop:] == model.fill).all(),
+                f"{family}: row {b} decoding {new.tolist()} vs recomputed {argmax.tolist()}",
+            )
+        if family == "olmoe":
+            normed = model_reference.rms_norm(
+                model.embed[ids[0, -4:]],
+                model.tensor("model.layers.0.input_layernorm.weight"),
+                model.eps,
+            )
+            q = model_reference.rms_norm(
+                normed @ model.tensor("model.layers.0.self_attn.q_proj.weight").T,
+                model.tensor("model.layers.0.self_attn.q_norm.weight"),
+                model.eps,
+            )
+            expect(0 < (np.abs(q) > config["clip_qkv"]).mean() < 1, "olmoe: clip_qkv clips some q")
+        if family == "qwen2_moe":
+            expect(model.windows == [2, None, 2], f"qwen2_moe sliding layers {model.windows}")
+    # An eos the model emits first stops that row at once; the rest is padding.
+    model.eos, model.fill = [int(sequences[0, seq])], 7
+    out = model_reference.run(model, ids, mask, generate=3)["sequences"]
+    expect((out[0, seq + 1 :] == 7).all(), f"eos stops row 0: {out[0].tolist()}")
+    # Relative RoPE: shifting every position leaves q·k alone; interleaved = half-split
+    # up to a permutation of the pairs.
+    x, y = rng.standard_normal((2, 5, 1, 8))
+    inv, pos = 1.0 / 10.0 ** np.arange(4), np.arange(5)
+    for interleaved in (False, True):
+        a = model_reference.apply_rope(x, pos, inv, 1.0, interleaved)
+        b = model_reference.apply_rope(y, pos, inv, 1.0, interleaved)
+        a2 = model_reference.apply_rope(x, pos + 9, inv, 1.0, interleaved)
+        b2 = model_reference.apply_rope(y, pos + 9, inv, 1.0, interleaved)
+        expect(close(a @ b.transpose(0, 2, 1), a2 @ b2.transpose(0, 2, 1), 1e-12), "rope is relative")
+    perm = np.concatenate([np.arange(0, 8, 2), np.arange(1, 8, 2)])
+    expect(
+        close(
+            model_reference.apply_rope(x, pos, inv, 2.0, True)[..., perm],
+            model_reference.apply_rope(x[..., perm], pos, inv, 2.0, False),
+        ),
+        "interleaved rope = half-split rope on de-interleaved pairs",
+    )
+    bad = os.path.join(tmp, "right_padded.safetensors")
+    st.write_file(bad, {"input_ids": ids, "attention_mask": mask[:, ::-1].copy()})
+    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+        status = model_reference.main([directory, "--inputs", bad])
+    expect(status == 1 and "left padding" in err.getvalue(), "model_reference refuses right padding")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         test_bf16_and_files(tmp)
@@ -667,6 +756,7 @@ def main():
         test_hf(tmp)
         test_nan_token_and_ir(tmp)
         test_check_cli(tmp)
+        test_whole_model(tmp)
     print(f"selftest: {'FAILED ' + str(len(FAILURES)) if FAILURES else 'all passed'}")
     return 1 if FAILURES else 0
 

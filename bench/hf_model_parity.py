@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Whole-model parity against transformers (needs torch + transformers; run it with the
+pyenv python3, not Debian's).
+
+For each case (a family, plus variants that exercise sliding windows, linear/llama3/yarn
+RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE),
+this builds a tiny random model with transformers itself (AutoConfig.for_model +
+AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
+std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
+f32 and bf16, and checks against HF's own model(input_ids, attention_mask).logits and greedy
+generate() on a left-padded batch of 3 prompts of different lengths:
+  reference  test/helpers/model_reference.py (float64 numpy) on both checkpoints
+  make_model test/helpers/make_model.py's output: config.json identical to what transformers
+             re-saves, the same tensor names/shapes/dtypes transformers saves, loads with no
+             missing/unexpected keys, and the reference matches HF on it
+  mixtile    (with --mixtilec/--mixtile-run) `mixtilec --hf-config DIR/config.json --model`,
+             then mixtile-run for `logits` and for `sequences` (--generate N)
+One line per case and check, PASS/FAIL/SKIP; exit 1 on any FAIL.
+Usage: hf_model_parity.py [--families F ...] [--no-variants] [--save DIR]
+                          [--mixtilec PATH --mixtile-run PATH] [--generate N]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELPERS = os.path.join(HERE, "..", "test", "helpers")
+sys.path.insert(0, HELPERS)
+import make_model  # noqa: E402
+import model_reference  # noqa: E402
+import safetensors_io  # noqa: E402
+
+import transformers  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+# name -> (family, make_model options, extra config fields). make_model options are the
+# keyword arguments of make_model.make_config (and its CLI flags).
+CASES = {
+    "mixtral": ("mixtral", {}, {}),
+    "mixtral_sw_llama3": ("mixtral", {"sliding_window": 4, "rope": "llama3"}, {}),
+    "qwen2_moe": ("qwen2_moe", {}, {}),
+    "qwen2_moe_sw_linear_tied": (
+        "qwen2_moe",
+        {"sliding_window": 3, "rope": "linear", "tie": True, "layers": 4},
+        {"decoder_sparse_step": 2, "mlp_only_layers": []},
+    ),
+    "qwen3_moe": ("qwen3_moe", {}, {}),
+    "qwen3_moe_yarn": ("qwen3_moe", {"rope": "yarn", "layers": 3}, {}),
+    "olmoe": ("olmoe", {}, {}),
+    "olmoe_llama3_tied": ("olmoe", {"rope": "llama3", "tie": True}, {}),
+    "deepseek_v2": ("deepseek_v2", {}, {}),
+    "deepseek_v2_qlora_yarn": ("deepseek_v2", {"rope": "yarn"}, {"q_lora_rank": 48}),
+    "deepseek_v3": ("deepseek_v3", {}, {}),
+    "deepseek_v3_yarn_flat": (
+        "deepseek_v3",
+        {"rope": "yarn", "layers": 3},
+        {"rope_interleave": False, "q_lora_rank": None},
+    ),
+    # e_score_correction_bias ~ -0.9: most biased scores are negative, so HF's -inf masking
+    # of dropped groups differs from masking them to 0 (DeepSeek's remote code).
+    "deepseek_v3_negative_bias": ("deepseek_v3", {}, {}),
+}
+SELECTION_BIAS_MEAN = {"deepseek_v3_negative_bias": -0.9}
+PROMPT_LENGTHS = (9, 5, 12)
+ROUTER = re.compile(r"\.mlp\.gate\.weight$")
+
+
+class Failure(Exception):
+    pass
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def hf_config(family, options, extra, dtype):
+    """make_model's config for these options, as transformers' own config object."""
+    config = make_model.make_config(family, dtype, **options)
+    config.update(extra)
+    kwargs = {
+        k: v
+        for k, v in config.items()
+        if k not in ("model_type", "transformers_version", "architectures", "dtype")
+    }
+    return AutoConfig.for_model(family, **kwargs)
+
+
+def reinitialize(model, seed, bias_mean=0.0):
+    """Routers N(0, 1), e_score_correction_bias bias_mean + 0.05·N, shared_expert_gate 0.1·N,
+    norms 1 + 0.1·N, biases 0.02·N (HF's init leaves the last three at 1 or 0)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if not p.is_floating_point() or name.endswith(("inv_freq", "original_inv_freq")):
+                continue
+            z = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if ROUTER.search(name):
+                p.copy_(z)
+            elif name.endswith("e_score_correction_bias"):
+                p.copy_(bias_mean + 0.05 * z)
+            elif name.endswith("shared_expert_gate.weight"):
+                p.copy_(0.1 * z)
+            elif name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * z)
+            elif name.endswith(".bias"):
+                p.copy_(0.02 * z)
+
+
+def make_inputs(vocab, seed):
+    rng = np.random.default_rng(seed)
+    seq = max(PROMPT_LENGTHS)
+    ids = np.zeros((len(PROMPT_LENGTHS), seq), np.int64)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(PROMPT_LENGTHS):
+        ids[b, seq - n :] = rng.integers(3, vocab, n)
+        mask[b, seq - n :] = 1
+    return ids, mask
+
+
+def hf_logits(model, ids, mask):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    return out.logits.double().numpy()
+
+
+def hf_generate(model, ids, mask, new_tokens):
+    """HF greedy generation, padded to S + N with the pad HF itself uses after a stop, and
+    the logits each step chose from ([B, N, V], zeros after HF stopped every row)."""
+    gc = model.generation_config
+    eos = gc.eos_token_id
+    eos_list = [] if eos is None else (eos if isinstance(eos, list) else [eos])
+    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_list[0] if eos_list else 0)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model.generate(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    sequences = out.sequences.numpy().astype(np.int64)
+    full = np.full((ids.shape[0], ids.shape[1] + new_tokens), pad, dtype=np.int64)
+    full[:, : sequences.shape[1]] = sequences
+    steps = np.zeros((ids.shape[0], new_tokens, model.config.vocab_size))
+    for t, step in enumerate(out.logits):
+        steps[:, t] = step.double().numpy()
+    return full, steps
+
+
+def hf_outputs(model, ids, mask, new_tokens):
+    sequences, steps = hf_generate(model, ids, mask, new_tokens)
+    return {"logits": hf_logits(model, ids, mask), "sequences": sequences, "step_logits": steps}
+
+
+def compare(name, logits, sequences, hf, mask, tol, eos=(), tie_allowance=None):
+    """One result line: rel-L2 / max-abs of logits over unmasked positions, exact zeros at
+    masked ones, and identical greedy sequences. With tie_allowance (a multiple of the
+    observed max-abs logits error), a row may part from HF at a step where HF's own top-1 /
+    top-2 margin is within that many max-abs errors (a legitimate near-tie: the tokens after
+    it are not compared); without, every token must match."""
+    keep = mask.astype(bool)
+    logits = np.asarray(logits, np.float64)
+    r = rel_l2(logits[keep], hf["logits"][keep])
+    m = float(np.abs(logits[keep] - hf["logits"][keep]).max())
+    problems = []
+    if not np.isfinite(r) or r > tol:
+        problems.append(f"rel_l2 {r:.2e} > {tol:.0e}")
+    if np.any(logits[~keep] != 0):
+        problems.append("masked logits not 0")
+    seq = mask.shape[1]
+    if sequences is None:
+        tokens = "no sequences"
+        problems.append("no sequences")
+    elif sequences.shape != hf["sequences"].shape:
+        tokens = f"sequences {list(sequences.shape)} vs HF {list(hf['sequences'].shape)}"
+        problems.append("sequence shape")
+    elif (sequences == hf["sequences"]).all():
+        tokens = "tokens identical"
+    else:
+        ties, differ = [], []
+        for b in np.unique(np.argwhere(sequences != hf["sequences"])[:, 0]):
+            t = int(np.argwhere(sequences[b] != hf["sequences"][b])[0, 0])
+            # A near-tie only counts at a step HF really chose from (not the prompt, not
+            # after HF stopped the row).
+            stopped = np.isin(hf["sequences"][b, seq:t], eos).any()
+            step = hf["step_logits"][b, t - seq] if t >= seq and not stopped else None
+            margin = np.inf if step is None else float(np.diff(np.sort(step)[-2:])[0])
+            what = f"row {b} position {t}: {sequences[b, t]} vs HF {hf['sequences'][b, t]}, HF margin {margin:.1e}"
+            if tie_allowance is not None and margin <= tie_allowance * m:
+                ties.append(what)
+            else:
+                differ.append(what)
+        if differ:
+            tokens = "tokens DIFFER (" + "; ".join(differ) + ")"
+            problems.append("tokens")
+        else:
+            tokens = f"tokens identical up to near-ties ({'; '.join(ties)})"
+    status = "FAIL (" + "; ".join(problems) + ")" if problems else "PASS"
+    return f"{name}: logits rel_l2={r:.2e} max_abs={m:.2e}, {tokens}  {status}", not problems
+
+
+def eos_ids(model_dir):
+    with open(os.path.join(model_dir, "config.json")) as f:
+        eos = json.load(f).get("eos_token_id")
+    return [] if eos is None else (eos if isinstance(eos, list) else [eos])
+
+
+def run_reference(model_dir, ids_path, new_tokens):
+    out, _ = model_reference.compute(model_dir, ids_path, new_tokens)
+    return out["logits"], out["sequences"]
+
+
+def save_hf_outputs(path, hf):
+    safetensors_io.write_file(
+        path,
+        {name: a if name == "sequences" else a.astype(np.float32) for name, a in hf.items()},
+        {"logits": "F32", "sequences": "I64", "step_logits": "F32"},
+    )
+
+
+def pick_eos(model, ids, mask, family, new_tokens):
+    """An eos id that row 0 emits a few tokens in, so generation stops rows early."""
+    gc = model.generation_config
+    gc.eos_token_id, gc.pad_token_id = None, 0
+    free, _ = hf_generate(model, ids, mask, new_tokens)
+    eos = int(free[0, ids.shape[1] + min(2, new_tokens - 1)])
+    if family == "qwen3_moe":
+        # A list, as real Qwen3 configs have; the second id rarely shows up.
+        eos = [eos, int(free[1, -1])] if int(free[1, -1]) != eos else [eos]
+    pad = model.config.pad_token_id
+    for target in (model.config, gc):
+        target.eos_token_id = eos
+        target.pad_token_id = pad
+    return eos
+
+
+def check_make_model(case, family, options, work, ids_path, ids, mask, new_tokens, tol, seed):
+    """make_model.py's files against what transformers writes and computes."""
+    directory = os.path.join(work, "make_model")
+    make_model.write_model(directory, family, seed=seed, **options)
+    problems = []
+    with open(os.path.join(directory, "config.json")) as f:
+        written = json.load(f)
+    config = AutoConfig.from_pretrained(directory)
+    resaved_dir = os.path.join(work, "make_model_resaved")
+    config.save_pretrained(resaved_dir)
+    with open(os.path.join(resaved_dir, "config.json")) as f:
+        resaved = json.load(f)
+    if resaved != written:
+        keys = sorted(
+            k for k in set(resaved) | set(written) if resaved.get(k, "<absent>") != written.get(k, "<absent>")
+        )
+        problems.append(
+            "config differs: "
+            + ", ".join(f"{k}: ours {written.get(k, '<absent>')} HF {resaved.get(k, '<absent>')}" for k in keys)
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        native, info = AutoModelForCausalLM.from_pretrained(
+            directory, dtype="auto", output_loading_info=True
+        )
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(kind):
+            problems.append(f"{kind}: {sorted(info[kind])[:4]}")
+    native.save_pretrained(resaved_dir)
+    ours = safetensors_io.load(directory, raw=True)
+    theirs = safetensors_io.load(resaved_dir, raw=True)
+    layout = lambda t: {n: (a.shape, t[1][n]) for n, a in t[0].items()}  # noqa: E731
+    if layout(ours) != layout(theirs):
+        a, b = layout(ours), layout(theirs)
+        diff = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
+        problems.append(f"tensors differ: {[(n, a.get(n), b.get(n)) for n in diff[:4]]}")
+    else:
+        same = all(np.array_equal(ours[0][n], theirs[0][n]) for n in ours[0])
+        if not same:
+            problems.append("tensor values change through a transformers load/save")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    hf = hf_outputs(hf_model, ids, mask, new_tokens)
+    logits, sequences = run_reference(directory, ids_path, new_tokens)
+    line, ok = compare(f"{case:<26} make_model", logits, sequences, hf, mask, tol)
+    if problems:
+        line = line.replace("  PASS", "") + "  FAIL (" + "; ".join(problems) + ")"
+        ok = False
+    else:
+        line = line.replace("  PASS", f", config+{len(ours[0])} tensors as transformers saves  PASS")
+    return line, ok
+
+
+def run_mixtile(args, model_dir, ids_path, scratch, new_tokens):
+    """(logits, sequences) from mixtilec + mixtile-run, or raises Failure."""
+    out = os.path.join(scratch, "compiled")
+    steps = [
+        [args.mixtilec, "--hf-config", os.path.join(model_dir, "config.json"), "--model", "-o", out],
+        [args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path, "-o", os.path.join(scratch, "logits.safetensors")],
+        [
+            args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path,
+            "--generate", str(new_tokens), "-o", os.path.join(scratch, "seq.safetensors"),
+        ],
+    ]
+    for cmd in steps:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.mixtile_timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{os.path.basename(cmd[0])} timed out") from None
+        if done.returncode != 0:
+            tool = os.path.basename(cmd[0])
+            log = os.path.join(scratch, f"{tool}.log")
+            with open(log, "w") as f:
+                f.write(" ".join(cmd) + "\n" + done.stdout + done.stderr)
+            lines = [l.strip() for l in (done.stderr + done.stdout).splitlines() if l.strip()]
+            errors = [l for l in lines if "error" in l.lower()]
+            first = (errors or lines[-1:] or [""])[0]
+            raise Failure(f"{tool} exit {done.returncode}: {first[:300]} (log: {log})")
+    try:
+        logits = safetensors_io.load(os.path.join(scratch, "logits.safetensors"))[0]["logits"]
+        sequences = safetensors_io.load(os.path.join(scratch, "seq.safetensors"), raw=True)[0]["sequences"]
+    except (KeyError, OSError, safetensors_io.SafetensorsError) as e:
+        raise Failure(f"reading mixtile-run output: {e}") from None
+    return logits, np.asarray(sequences).astype(np.int64)
+
+
+def run_case(case, args, root):
+    family, options, extra = CASES[case]
+    work = os.path.join(root, case)
+    os.makedirs(work, exist_ok=True)
+    lines = []
+    torch.manual_seed(args.seed)
+    config = hf_config(family, options, extra, "f32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    reinitialize(model, args.seed, SELECTION_BIAS_MEAN.get(case, 0.0))
+    ids, mask = make_inputs(config.vocab_size, args.seed)
+    ids_path = os.path.join(work, "ids.safetensors")
+    safetensors_io.write_file(ids_path, {"input_ids": ids, "attention_mask": mask})
+    pick_eos(model, ids, mask, family, args.generate)
+    dirs = {"f32": os.path.join(work, "f32"), "bf16": os.path.join(work, "bf16")}
+    model.save_pretrained(dirs["f32"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low = AutoModelForCausalLM.from_config(model.config, dtype=torch.bfloat16)
+        low.load_state_dict(model.state_dict())
+        low.generation_config = model.generation_config
+    low.save_pretrained(dirs["bf16"])
+    hf = {}
+    for dtype, directory in dirs.items():
+        if dtype == "f32":
+            native = model
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                native = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        hf[dtype] = hf_outputs(native, ids, mask, args.generate)
+        save_hf_outputs(os.path.join(work, f"hf_{dtype}.safetensors"), hf[dtype])
+        logits, sequences = run_reference(directory, ids_path, args.generate)
+        lines.append(compare(f"{case:<26} {dtype:<4} reference", logits, sequences, hf[dtype], mask, args.tol))
+    if not extra and case not in SELECTION_BIAS_MEAN:
+        lines.append(
+            check_make_model(case, family, options, work, ids_path, ids, mask, args.generate, args.tol, args.seed)
+        )
+    if args.mixtilec or args.mixtile_run:
+        for dtype, directory in dirs.items():
+            name = f"{case:<26} {dtype:<4} mixtile"
+            missing = [p for p in (args.mixtilec, args.mixtile_run) if not p or not os.path.exists(p)]
+            if missing:
+                lines.append((f"{name}: SKIP (not found: {missing})", True))
+                continue
+            scratch = os.path.join(work, f"mixtile_{dtype}")
+            os.makedirs(scratch, exist_ok=True)
+            try:
+                logits, sequences = run_mixtile(args, directory, ids_path, scratch, args.generate)
+            except Failure as e:
+                lines.append((f"{name}: FAIL ({e})", False))
+                continue
+            tol = args.mixtile_tol if dtype == "f32" else args.mixtile_tol_bf16
+            lines.append(compare(name, logits, sequences, hf[dtype], mask, tol, eos_ids(directory), args.tie_allowance))
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--families", nargs="+", choices=make_model.FAMILIES, default=list(make_model.FAMILIES))
+    p.add_argument("--cases", nargs="+", choices=sorted(CASES), help="exact cases (overrides --families)")
+    p.add_argument("--no-variants", action="store_true", help="only the plain case of each family")
+    p.add_argument("--save", metavar="DIR", help="keep every model, ids and HF output under DIR/<case>/")
+    p.add_argument("--mixtilec", help="path of mixtilec")
+    p.add_argument("--mixtile-run", help="path of mixtile-run")
+    p.add_argument("--generate", type=int, default=8, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=1e-5, help="reference vs HF f32 logits rel-L2")
+    p.add_argument("--mixtile-tol", type=float, default=1e-4, help="mixtile vs HF, f32 checkpoint")
+    p.add_argument("--mixtile-tol-bf16", type=float, default=1e-2, help="mixtile vs HF, bf16 checkpoint")
+    p.add_argument("--mixtile-timeout", type=float, default=600.0)
+    p.add_argument(
+        "--tie-allowance",
+        type=float,
+        default=4.0,
+        help="mixtile may part from HF's greedy tokens where HF's top-2 margin <= this x its max-abs logits error",
+    )
+    args = p.parse_args(argv)
+    if args.cases:
+        cases = args.cases
+    else:
+        cases = [
+            c
+            for c, (family, _, _) in CASES.items()
+            if family in args.families and (c == family or not args.no_variants)
+        ]
+    torch.set_num_threads(min(8, os.cpu_count() or 1))
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    failures = 0
+    with contextlib.ExitStack() as stack:
+        root = args.save or stack.enter_context(tempfile.TemporaryDirectory())
+        for case in cases:
+            try:
+                lines = run_case(case, args, root)
+            except Exception as e:  # a crash in one case must not hide the others
+                lines = [(f"{case:<26} FAIL ({type(e).__name__}: {e})", False)]
+            for line, ok in lines:
+                print(line, flush=True)
+                failures += not ok
+    print(f"hf_model_parity: {'FAILED ' + str(failures) if failures else 'all passed'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+#!/usr/bin/python3
+"""Writes a tiny random WHOLE decoder-only MoE model as transformers 5.24's save_pretrained
+writes it: OUTDIR/config.json (every key 5.24 writes for that family, in its spelling:
+`dtype`, `rope_parameters`, ...), OUTDIR/generation_config.json, and OUTDIR/model.safetensors
+(or shards + model.safetensors.index.json) under the tensor names 5.24 saves. Numpy only.
+
+5.24 keeps fused experts in memory (`experts.gate_up_proj` [E, 2F, D]) but save_pretrained
+converts them back to the per-expert names every hub checkpoint uses, so this writes those:
+mixtral  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight, ...block_sparse_moe.gate.weight
+others   model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight,      ...mlp.gate.weight
+(checked against bench/hf_model_parity.py, which saves real transformers models).
+
+Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
+(qwen3_moe: 32), 8 experts top-2 of width 32, dense MLP width 96, vocab 256, 2 layers.
+Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
+1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
+Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
+       [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie] [--sharded]
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hf_reference  # noqa: E402
+import safetensors_io  # noqa: E402
+
+FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
+TRANSFORMERS_VERSION = "5.24.0"
+ARCHITECTURES = {
+    "mixtral": "MixtralForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "deepseek_v2": "DeepseekV2ForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
+}
+DEFAULT_THETA = {"mixtral": 1e6}  # MixtralConfig.default_theta; every other family 1e4
+HIDDEN, HEADS, KV_HEADS, EXPERTS, TOP_K, EXPERT_WIDTH, DENSE_WIDTH = 64, 4, 2, 8, 2, 32, 96
+ROUTER_STD, WEIGHT_STD = 1.0, 0.02
+# olmoe's clip_qkv: q and k come out of their RMSNorm with RMS ~1, so 0.5 clips most of
+# them (and the occasional large v); the selftest checks that something is clipped.
+OLMOE_CLIP_QKV = 0.5
+
+
+def rope_parameters(family, rope, max_positions):
+    """rope_parameters as 5.24 saves them (its standardization adds rope_theta/rope_type)."""
+    theta = DEFAULT_THETA.get(family, 10000.0)
+    if rope == "default":
+        return {"rope_theta": theta, "rope_type": "default"}
+    if rope == "linear":
+        return {"factor": 2.0, "rope_theta": theta, "rope_type": "linear"}
+    if rope == "llama3":
+        # original 64 puts head_dim 16's wavelengths in all three llama3 bands.
+        return {
+            "factor": 8.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_theta": theta,
+            "rope_type": "llama3",
+        }
+    if rope == "yarn":
+        params = {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": max_positions // 4,
+            "rope_theta": theta,
+            "rope_type": "yarn",
+        }
+        if family.startswith("deepseek"):
+            # mscale != mscale_all_dim: both the cos/sin attention factor and DeepSeek's
+            # softmax-scale correction differ from 1.
+            params.update(mscale=1.0, mscale_all_dim=0.8)
+        return params
+    raise ValueError(f"unknown rope type '{rope}'")
+
+
+def make_config(family, dtype="bf16", layers=2, vocab=256, sliding_window=None, rope="default", tie=False):
+    """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys)."""
+    if sliding_window is not None and family not in ("mixtral", "qwen2_moe"):
+        raise ValueError("--sliding-window is for mixtral and qwen2_moe")
+    torch_dtype = {"bf16": "bfloat16", "f32": "float32"}[dtype]
+    common = {
+        "architectures": [ARCHITECTURES[family]],
+        "attention_dropout": 0.0,
+        "dtype": torch_dtype,
+        "hidden_act": "silu",
+        "hidden_size": HIDDEN,
+        "initializer_range": 0.02,
+        "model_type": family,
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": layers,
+        "output_router_logits": False,
+        "tie_word_embeddings": bool(tie),
+        "transformers_version": TRANSFORMERS_VERSION,
+        "use_cache": True,
+        "vocab_size": vocab,
+    }
+    max_positions = {"deepseek_v2": 2048}.get(family, 4096)
+    common["max_position_embeddings"] = max_positions
+    common["rope_parameters"] = rope_parameters(family, rope, max_positions)
+    dense = [0] if layers >= 2 else []
+    if family == "mixtral":
+        config = {
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            # transformers' yarn reads config.head_dim and fails on null: spell it out then.
+            "head_dim": HIDDEN // HEADS if rope == "yarn" else None,
+            "intermediate_size": EXPERT_WIDTH,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "num_local_experts": EXPERTS,
+            "pad_token_id": None,
+            "rms_norm_eps": 1e-05,
+            "router_aux_loss_coef": 0.001,
+            "router_jitter_noise": 0.0,
+            "sliding_window": sliding_window,
+        }
+    elif family == "qwen2_moe":
+        use_sliding = sliding_window is not None
+        max_window_layers = 28
+        config = {
+            "bos_token_id": 1,
+            "decoder_sparse_step": 1,
+            "eos_token_id": 2,
+            "intermediate_size": DENSE_WIDTH,
+            # Qwen2MoeConfig.__post_init__: layers 0, 2, 4, ... below max_window_layers slide.
+            "layer_types": [
+                "sliding_attention"
+                if (i + 1) % 2 and i < max_window_layers and use_sliding
+                else "full_attention"
+                for i in range(layers)
+            ],
+            "max_window_layers": max_window_layers,
+            "mlp_only_layers": dense,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "norm_topk_prob": False,
+            "num_experts": EXPERTS,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": None,
+            "qkv_bias": True,
+            "rms_norm_eps": 1e-06,
+            "router_aux_loss_coef": 0.001,
+            "shared_expert_intermediate_size": 48,
+            # 5.24 stores 0, not null, when use_sliding_window is false.
+            "sliding_window": sliding_window if use_sliding else 0,
+            "use_sliding_window": use_sliding,
+        }
+    elif family == "qwen3_moe":
+        config = {
+            "attention_bias": False,
+            "bos_token_id": 1,
+            "decoder_sparse_step": 1,
+            "eos_token_id": [2, 3],
+            "head_dim": 32,
+            "intermediate_size": DENSE_WIDTH,
+            # The last layer dense (qwen2_moe makes the first one dense).
+            "mlp_only_layers": [layers - 1] if layers >= 2 else [],
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "norm_topk_prob": True,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            # 5.24 saves Qwen3-MoE's expert count as num_local_experts (attribute_map).
+            "num_local_experts": EXPERTS,
+            "pad_token_id": None,
+            "rms_norm_eps": 1e-06,
+            "router_aux_loss_coef": 0.001,
+            "sliding_window": None,
+            "use_sliding_window": False,
+        }
+    elif family == "olmoe":
+        config = {
+            "attention_bias": False,
+            "bos_token_id": None,
+            "clip_qkv": OLMOE_CLIP_QKV,
+            "eos_token_id": 2,
+            "intermediate_size": EXPERT_WIDTH,
+            "norm_topk_prob": False,
+            "num_experts": EXPERTS,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": 1,
+            "rms_norm_eps": 1e-05,
+            "router_aux_loss_coef": 0.01,
+        }
+    elif family in ("deepseek_v2", "deepseek_v3"):
+        v3 = family == "deepseek_v3"
+        config = {
+            "attention_bias": False,
+            "bos_token_id": 0 if v3 else 1,
+            "eos_token_id": 1 if v3 else 2,
+            "first_k_dense_replace": 1,
+            "head_dim": 8,  # 5.x sets head_dim = qk_rope_head_dim
+            "intermediate_size": DENSE_WIDTH,
+            "kv_lora_rank": 32,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "n_group": 4 if v3 else None,
+            "n_routed_experts": EXPERTS,
+            "n_shared_experts": 1 if v3 else 2,
+            "norm_topk_prob": v3,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": HEADS,
+            "pad_token_id": None,
+            "pretraining_tp": 1,
+            "q_lora_rank": 48 if v3 else None,
+            "qk_head_dim": 24,
+            "qk_nope_head_dim": 16,
+            "qk_rope_head_dim": 8,
+            "rms_norm_eps": 1e-06,
+            "routed_scaling_factor": 2.5 if v3 else 1.0,
+            "topk_group": 2 if v3 else None,
+            "v_head_dim": 16,
+        }
+        if v3:
+            # 5.x's DeepSeek-V3 config has no scoring_func/topk_method (always sigmoid/noaux_tc).
+            config.update(num_nextn_predict_layers=1, rope_interleave=True)
+        else:
+            config.update(mlp_bias=False, topk_method="greedy")
+    else:
+        raise ValueError(f"unknown family '{family}'")
+    config.update(common)
+    return dict(sorted(config.items()))
+
+
+def generation_config(config):
+    """generation_config.json as save_pretrained derives it from the model config."""
+    out = {"_from_model_config": True}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if config.get(key) is not None:
+            out[key] = config[key]
+    out.update(
+        output_attentions=False,
+        output_hidden_states=False,
+        transformers_version=TRANSFORMERS_VERSION,
+        use_cache=True,
+    )
+    return out
+
+
+def tensor_shapes(config):
+    """[(name, shape, kind)] for every tensor 5.24 saves, kind in weight/norm/router/bias/
+    selection_bias/shared_gate. The sparse blocks' names come from hf_reference.block_spec."""
+    family = config["model_type"]
+    hidden, heads, vocab = config["hidden_size"], config["num_attention_heads"], config["vocab_size"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    out = [("model.embed_tokens.weight", (vocab, hidden), "weight")]
+    sparse = set(hf_reference.sparse_layers(config))
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        out.append((p + "input_layernorm.weight", (hidden,), "norm"))
+        out.append((p + "post_attention_layernorm.weight", (hidden,), "norm"))
+        a = p + "self_attn."
+        if family.startswith("deepseek"):
+            nope, rope, v = config["qk_nope_head_dim"], config["qk_rope_head_dim"], config["v_head_dim"]
+            rank, q_rank = config["kv_lora_rank"], config.get("q_lora_rank")
+            if q_rank is None:
+                out.append((a + "q_proj.weight", (heads * (nope + rope), hidden), "weight"))
+            else:
+                out.append((a + "q_a_proj.weight", (q_rank, hidden), "weight"))
+                out.append((a + "q_a_layernorm.weight", (q_rank,), "norm"))
+                out.append((a + "q_b_proj.weight", (heads * (nope + rope), q_rank), "weight"))
+            out.append((a + "kv_a_proj_with_mqa.weight", (rank + rope, hidden), "weight"))
+            out.append((a + "kv_a_layernorm.weight", (rank,), "norm"))
+            out.append((a + "kv_b_proj.weight", (heads * (nope + v), rank), "weight"))
+            out.append((a + "o_proj.weight", (hidden, heads * v), "weight"))
+        else:
+            head_dim = config.get("head_dim") or hidden // heads
+            q, kv = heads * head_dim, kv_heads * head_dim
+            for proj, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
+                out.append((a + proj + ".weight", (rows, hidden), "weight"))
+                if family == "qwen2_moe" and config.get("qkv_bias", True):
+                    out.append((a + proj + ".bias", (rows,), "bias"))
+            out.append((a + "o_proj.weight", (hidden, q), "weight"))
+            if family == "qwen3_moe":
+                out.append((a + "q_norm.weight", (head_dim,), "norm"))
+                out.append((a + "k_norm.weight", (head_dim,), "norm"))
+            if family == "olmoe":
+                out.append((a + "q_norm.weight", (q,), "norm"))
+                out.append((a + "k_norm.weight", (kv,), "norm"))
+        if layer in sparse:
+            spec = hf_reference.block_spec(config, layer)
+            for role, names in spec["tensors"].items():
+                kind = {
+                    "router": "router",
+                    "selection_bias": "selection_bias",
+                    "shared_expert_gate": "shared_gate",
+                }.get(role, "weight")
+                for name in names if isinstance(names, list) else [names]:
+                    out.append((name, spec["shapes"][role], kind))
+        else:
+            width = config["intermediate_size"]
+            m = p + "mlp."
+            out.append((m + "gate_proj.weight", (width, hidden), "weight"))
+            out.append((m + "up_proj.weight", (width, hidden), "weight"))
+            out.append((m + "down_proj.weight", (hidden, width), "weight"))
+    out.append(("model.norm.weight", (hidden,), "norm"))
+    if not config.get("tie_word_embeddings", False):
+        out.append(("lm_head.weight", (vocab, hidden), "weight"))
+    return out
+
+
+def make_tensors(config, dtype, rng):
+    """Random tensors and their safetensors dtypes. DeepSeek keeps the router weight and
+    e_score_correction_bias in f32 even in a bf16 checkpoint (_keep_in_fp32_modules_strict)."""
+    storage = "BF16" if dtype == "bf16" else "F32"
+    tensors, dtypes = {}, {}
+    for name, shape, kind in tensor_shapes(config):
+        z = rng.standard_normal(shape)
+        if kind == "norm":
+            value = 1.0 + 0.1 * z
+        elif kind == "router":
+            value = ROUTER_STD * z
+        elif kind == "bias":
+            value = WEIGHT_STD * z
+        elif kind == "selection_bias":
+            value = 0.05 * z
+        elif kind == "shared_gate":
+            value = 0.1 * z  # sigmoid gate logits ~ N(0, 0.8²): neither 0 nor 1
+        else:
+            value = WEIGHT_STD * z
+        tensors[name] = value.astype(np.float32)
+        keep_f32 = config["model_type"].startswith("deepseek") and kind in ("router", "selection_bias")
+        dtypes[name] = "F32" if keep_f32 else storage
+    return tensors, dtypes
+
+
+def write_model(
+    out_dir,
+    family,
+    dtype="bf16",
+    layers=2,
+    seed=0,
+    vocab=256,
+    sliding_window=None,
+    rope="default",
+    tie=False,
+    sharded=False,
+):
+    config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, value in (("config.json", config), ("generation_config.json", generation_config(config))):
+        with open(os.path.join(out_dir, name), "w") as f:
+            json.dump(value, f, indent=2)
+            f.write("\n")
+    tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed))
+    if sharded:
+        total = sum(t.size * safetensors_io.STORAGE[dtypes[n]].itemsize for n, t in tensors.items())
+        safetensors_io.write_sharded(out_dir, tensors, dtypes, max_shard_bytes=total // 3 + 1)
+    else:
+        safetensors_io.write_file(
+            os.path.join(out_dir, "model.safetensors"), tensors, dtypes, metadata={"format": "pt"}
+        )
+    return config
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("out_dir")
+    p.add_argument("--family", required=True, choices=FAMILIES)
+    p.add_argument("--dtype", choices=("f32", "bf16"), default="bf16")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab", type=int, default=256)
+    p.add_argument(
+        "--sliding-window",
+        type=int,
+        help="mixtral: every layer; qwen2_moe: use_sliding_window, layers 0, 2, ... slide",
+    )
+    p.add_argument("--rope", choices=("default", "linear", "llama3", "yarn"), default="default")
+    p.add_argument("--tie", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
+    p.add_argument("--sharded", action="store_true", help="3 shards + model.safetensors.index.json")
+    args = p.parse_args(argv)
+    if args.layers < 1 or args.vocab < 4:
+        p.error("need --layers >= 1 and --vocab >= 4")
+    try:
+        config = write_model(
+            args.out_dir,
+            args.family,
+            args.dtype,
+            args.layers,
+            args.seed,
+            args.vocab,
+            args.sliding_window,
+            args.rope,
+            args.tie,
+            args.sharded,
+        )
+    except (ValueError, hf_reference.ConfigError) as e:
+        p.error(str(e))
+    print(
+        f"{args.out_dir}: {args.family} {args.dtype}, {config['num_hidden_layers']} layers, "
+        f"sparse layers {hf_reference.sparse_layers(config)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
