@@ -354,15 +354,16 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     std::string config =
         llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
     std::string freqs;
+    // Full double precision: RoPE angles reach position x frequency ~ 1e5.
     for (double f : attention.getInvFreq())
-      freqs += (freqs.empty() ? "" : ", ") + floatLiteral(f) + "f";
+      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
     helpers += llvm::formatv(
-                   "static mixtile::cpu::AttentionConfig {0}() {{\n  static const float "
+                   "static mixtile::cpu::AttentionConfig {0}() {{\n  static const double "
                    "inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig c;\n  c.heads = {2}; "
                    "c.kv_heads = {3}; c.head_dim = {4}; c.rotary_dim = {5};\n  c.inv_freq = "
                    "inv_freq; c.rope_scale = {6}f; c.rope_interleaved = {7};\n  c.softmax_scale "
                    "= {8}f; c.clip = {9}f; c.window = {10};\n  return c;\n}\n\n",
-                   config, freqs.empty() ? "0.0f" : freqs, attention.getHeads(),
+                   config, freqs.empty() ? "0.0" : freqs, attention.getHeads(),
                    attention.getKvHeads(), attention.getHeadDim(),
                    2 * attention.getInvFreq().size(),
                    floatLiteral(attention.getRopeScale().convertToDouble()),

@@ -1,0 +1,642 @@
+// Correctness test of the dense transformer kernels (codegen/cpu/kernels/model.h) against naive
+// float64 loops written here: gather_rows, rms_norm_rows, add_rows and attention with f32/bf16/f16
+// tables, weights and KV caches; GQA and MHA, partial and interleaved RoPE, sliding window, clip,
+// rope_scale, positions near 1e5, prefill then decode over two sequences (checked against one
+// full-prefix call), T = 0, and the error returns (poisoned outputs and caches stay untouched).
+// The attention reference rotates q and k in float64 and checks the caches against that; it then
+// attends over the kernel's cache contents (for bf16/f16 caches the rounded k/v are the data).
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "codegen/cpu/kernels/kernels.h"
+
+using namespace mixtile::cpu;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+
+void check(bool ok, const char *format, ...) {
+  ++g_checks;
+  if (ok) return;
+  ++g_failures;
+  if (g_failures > 40) return;
+  std::va_list args;
+  va_start(args, format);
+  std::printf("FAIL: ");
+  std::vprintf(format, args);
+  std::printf("\n");
+  va_end(args);
+}
+
+const char *type_name(WeightType w) { return w == WeightType::f32 ? "f32" : w == WeightType::bf16 ? "bf16" : "f16"; }
+
+// ---- independent dtype conversions ---------------------------------------------------------------
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even (finite inputs only)
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even through exact float64 arithmetic, subnormals included (finite inputs).
+uint16_t to_f16(float f) {
+  const uint16_t sign = std::signbit(f) ? 0x8000u : 0u;
+  const double a = std::fabs(static_cast<double>(f));
+  if (a >= 65520.0) return sign | 0x7c00u;
+  if (a < std::ldexp(1.0, -14)) return sign | static_cast<uint16_t>(std::nearbyint(std::ldexp(a, 24)));
+  int e;
+  std::frexp(a, &e);  // a in [2^(e-1), 2^e)
+  const int exponent = e - 1;
+  long mantissa = std::lrint(std::ldexp(a, 10 - exponent));  // [1024, 2048]
+  int biased = exponent + 15;
+  if (mantissa == 2048) mantissa = 1024, ++biased;
+  if (biased >= 31) return sign | 0x7c00u;
+  return sign | static_cast<uint16_t>((biased << 10) | (mantissa - 1024));
+}
+
+float from_f16(uint16_t h) {
+  const int exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  double v;
+  if (exponent == 0) v = std::ldexp(static_cast<double>(mantissa), -24);
+  else if (exponent == 31) v = mantissa ? std::numeric_limits<double>::quiet_NaN() : INFINITY;
+  else v = std::ldexp(static_cast<double>(1024 + mantissa), exponent - 25);
+  return static_cast<float>((h & 0x8000) ? -v : v);
+}
+
+// A tensor in one storage dtype: the bits the kernels read or write, and their exact values.
+struct Tensor {
+  WeightType w = WeightType::f32;
+  std::vector<float> f;        // storage for f32
+  std::vector<uint16_t> bits;  // storage for bf16/f16
+  Tensor(WeightType type, size_t n) : w(type) {
+    if (w == WeightType::f32) f.resize(n);
+    else bits.resize(n);
+  }
+  size_t size() const { return w == WeightType::f32 ? f.size() : bits.size(); }
+  size_t bytes() const { return w == WeightType::f32 ? f.size() * 4 : bits.size() * 2; }
+  void *data() { return w == WeightType::f32 ? static_cast<void *>(f.data()) : static_cast<void *>(bits.data()); }
+  const void *data() const {
+    return w == WeightType::f32 ? static_cast<const void *>(f.data()) : static_cast<const void *>(bits.data());
+  }
+  uint16_t round(float x) const { return w == WeightType::bf16 ? to_bf16(x) : to_f16(x); }
+  void set(size_t i, float x) {
+    if (w == WeightType::f32) f[i] = x;
+    else bits[i] = round(x);
+  }
+  float get(size_t i) const {
+    if (w == WeightType::f32) return f[i];
+    return w == WeightType::bf16 ? from_bf16(bits[i]) : from_f16(bits[i]);
+  }
+  // The value x takes in this dtype.
+  float rounded(float x) const {
+    if (w == WeightType::f32) return x;
+    return w == WeightType::bf16 ? from_bf16(round(x)) : from_f16(round(x));
+  }
+  void poison() {  // NaN everywhere: any element read before written shows in the results
+    if (w == WeightType::f32) std::fill(f.begin(), f.end(), std::numeric_limits<float>::quiet_NaN());
+    else std::fill(bits.begin(), bits.end(), w == WeightType::bf16 ? 0x7fc0u : 0x7e00u);
+  }
+};
+
+Tensor random_tensor(std::mt19937 &rng, WeightType w, size_t n, float amplitude) {
+  std::uniform_real_distribution<float> dist(-amplitude, amplitude);
+  Tensor t(w, n);
+  for (size_t i = 0; i < n; ++i) t.set(i, dist(rng));
+  return t;
+}
+
+std::vector<float> poisoned(size_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
+
+bool same_bits(const void *a, const void *b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
+
+double relative_l2(const float *got, const double *want, int64_t n) {
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    err += d * d;
+    norm += want[i] * want[i];
+  }
+  if (!std::isfinite(err)) return INFINITY;
+  return std::sqrt(err) / (std::sqrt(norm) + 1e-30);
+}
+
+// Bytes after a workspace that a kernel must never write.
+constexpr size_t kCanary = 4096;
+
+// ---- gather_rows, rms_norm_rows, add_rows --------------------------------------------------------
+
+double g_worst_rms = 0;
+
+template <WeightType W>
+void test_gather(int64_t rows, int64_t width, int64_t table_rows, int threads, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Tensor table = random_tensor(rng, W, static_cast<size_t>(table_rows * width), 2.0f);
+  std::vector<int32_t> index(std::max<int64_t>(rows, 1));
+  for (int64_t r = 0; r < rows; ++r) index[r] = static_cast<int32_t>(rng() % table_rows);
+  if (rows > 2) index[1] = static_cast<int32_t>(table_rows - 1), index[2] = 0;
+  std::vector<float> out = poisoned(std::max<int64_t>(rows, 1) * width + 1);
+  const auto *tp = static_cast<const WeightStorage<W> *>(table.data());
+  const bool ok = gather_rows<W>(rows, width, table_rows, tp, index.data(), out.data(), threads);
+  bool exact = ok;
+  for (int64_t r = 0; r < rows && exact; ++r)
+    for (int64_t i = 0; i < width; ++i) {
+      const float want = table.get(static_cast<size_t>(index[r] * width + i));
+      exact = exact && same_bits(&out[r * width + i], &want, 4);
+    }
+  check(exact, "gather_rows<%s> rows %lld width %lld: wrong rows", type_name(W), (long long)rows, (long long)width);
+  check(std::isnan(out[rows * width]), "gather_rows<%s>: wrote past the output", type_name(W));
+  // An index outside the table, first or last: false and nothing written.
+  if (rows > 0)
+    for (int32_t bad : {int32_t(-1), static_cast<int32_t>(table_rows)})
+      for (int64_t at : {int64_t(0), rows - 1}) {
+        std::vector<int32_t> broken = index;
+        broken[at] = bad;
+        std::vector<float> untouched = poisoned(rows * width);
+        const bool r = gather_rows<W>(rows, width, table_rows, tp, broken.data(), untouched.data(), threads);
+        const std::vector<float> fresh = poisoned(rows * width);
+        check(!r && same_bits(untouched.data(), fresh.data(), sizeof(float) * rows * width),
+              "gather_rows<%s>: index %d at row %lld accepted or output touched", type_name(W), bad, (long long)at);
+      }
+}
+
+template <WeightType W>
+void test_rms_norm(int64_t rows, int64_t width, float epsilon, bool in_place, int threads, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  Tensor weight = random_tensor(rng, W, static_cast<size_t>(width), 1.5f);
+  std::vector<float> x(std::max<int64_t>(rows * width, 1));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float amplitude = r % 3 == 2 ? 1e-3f : (r % 3 == 1 ? 40.f : 1.f);  // epsilon matters on small rows
+    for (int64_t i = 0; i < width; ++i) x[r * width + i] = unit(rng) * amplitude;
+  }
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double squares = 0;
+    for (int64_t i = 0; i < width; ++i) squares += static_cast<double>(x[r * width + i]) * x[r * width + i];
+    const double inv = 1.0 / std::sqrt(squares / static_cast<double>(width) + epsilon);
+    for (int64_t i = 0; i < width; ++i) ref[r * width + i] = weight.get(i) * (x[r * width + i] * inv);
+  }
+  std::vector<float> y = poisoned(x.size() + 1);
+  float *dst = in_place ? x.data() : y.data();
+  rms_norm_rows<W>(rows, width, epsilon, x.data(), static_cast<const WeightStorage<W> *>(weight.data()), dst,
+                   threads);
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    worst = std::max(worst, relative_l2(dst + r * width, ref.data() + r * width, width));
+  g_worst_rms = std::max(g_worst_rms, worst);
+  check(worst <= 1e-5, "rms_norm_rows<%s> rows %lld width %lld%s: relative error %.3g", type_name(W),
+        (long long)rows, (long long)width, in_place ? " in place" : "", worst);
+  check(std::isnan(y[x.size()]), "rms_norm_rows: wrote past the output");
+}
+
+void test_add(int64_t n, int alias, int threads, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::vector<float> a(n + 1), b(n + 1), y = poisoned(n + 1), want(n);
+  for (int64_t i = 0; i < n; ++i) a[i] = unit(rng), b[i] = unit(rng) * 3.f, want[i] = a[i] + b[i];
+  a[n] = b[n] = 7.f;
+  float *dst = alias == 1 ? a.data() : alias == 2 ? b.data() : y.data();
+  add_rows(n, a.data(), b.data(), dst, threads);
+  check(same_bits(dst, want.data(), sizeof(float) * n) && (alias ? dst[n] == 7.f : std::isnan(dst[n])),
+        "add_rows n %lld alias %d: wrong sums or wrote past the end", (long long)n, alias);
+}
+
+// ---- attention -------------------------------------------------------------------------------------
+
+struct Token {
+  int32_t seq, pos;
+};
+
+struct Scenario {
+  const char *name;
+  int64_t heads, kv_heads, dim, rotary;
+  bool interleaved;
+  int64_t window;
+  float clip, rope_scale, softmax_scale;
+  double rope_base;
+  int64_t cache_rows, cache_length;
+  int threads;
+  std::vector<std::vector<Token>> calls;
+  std::vector<Token> preset;  // cache slots the test writes itself (as an earlier call would have)
+  double tolerance = 1e-5;    // relative L2 vs float64
+};
+
+std::vector<Token> run_of(int32_t seq, int32_t first, int32_t count) {
+  std::vector<Token> t;
+  for (int32_t i = 0; i < count; ++i) t.push_back({seq, first + i});
+  return t;
+}
+
+std::vector<Token> concat(std::vector<Token> a, const std::vector<Token> &b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Inputs of one token: q [heads·dim], k and v [kv_heads·dim], fixed per (sequence, position).
+struct TokenInputs {
+  std::vector<float> q, k, v;
+};
+
+double g_worst_attention[3] = {0, 0, 0};  // per cache dtype, vs float64
+double g_worst_full_prefix = 0;           // decode (incremental calls) vs one full-prefix call
+double g_worst_large_scores = 0;          // the scenario whose scores reach ~100
+double g_worst_k_ulps[3] = {0, 0, 0};     // k cache vs the f64 rotation, over the dtype's one-ulp bound
+int g_attention_checks = 0;
+
+struct AttentionRun {
+  const Scenario &s;
+  WeightType cache_type;
+  AttentionConfig config;
+  std::vector<double> inv_freq;
+  std::map<std::pair<int32_t, int32_t>, TokenInputs> inputs;
+  Tensor k_cache, v_cache;
+
+  AttentionRun(const Scenario &scenario, WeightType c, uint32_t seed)
+      : s(scenario), cache_type(c), k_cache(c, cache_elems()), v_cache(c, cache_elems()) {
+    for (int64_t i = 0; i < s.rotary / 2; ++i)
+      inv_freq.push_back(std::pow(s.rope_base, -2.0 * i / static_cast<double>(s.rotary)));
+    config.heads = s.heads;
+    config.kv_heads = s.kv_heads;
+    config.head_dim = s.dim;
+    config.rotary_dim = s.rotary;
+    config.inv_freq = inv_freq.empty() ? nullptr : inv_freq.data();
+    config.rope_scale = s.rope_scale;
+    config.rope_interleaved = s.interleaved;
+    config.softmax_scale = s.softmax_scale;
+    config.clip = s.clip;
+    config.window = s.window;
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> unit(-1.f, 1.f);
+    auto add_inputs = [&](const Token &t) {
+      TokenInputs &in = inputs[{t.seq, t.pos}];
+      in.q.resize(s.heads * s.dim);
+      in.k.resize(s.kv_heads * s.dim);
+      in.v.resize(s.kv_heads * s.dim);
+      for (auto &x : in.q) x = 1.5f * unit(rng);
+      for (auto &x : in.k) x = unit(rng);
+      for (auto &x : in.v) x = unit(rng);
+    };
+    for (const auto &call : s.calls)
+      for (const Token &t : call) add_inputs(t);
+    reset_caches(rng);
+  }
+
+  size_t cache_elems() const { return static_cast<size_t>(s.cache_rows * s.cache_length * s.kv_heads * s.dim); }
+  size_t slot(int32_t seq, int64_t pos, int64_t g) const {
+    return static_cast<size_t>(((seq * s.cache_length + pos) * s.kv_heads + g) * s.dim);
+  }
+
+  void reset_caches(std::mt19937 &rng) {
+    k_cache.poison();
+    v_cache.poison();
+    std::uniform_real_distribution<float> unit(-1.f, 1.f);
+    for (const Token &t : s.preset)
+      for (int64_t g = 0; g < s.kv_heads; ++g)
+        for (int64_t d = 0; d < s.dim; ++d) {
+          k_cache.set(slot(t.seq, t.pos, g) + d, unit(rng));
+          v_cache.set(slot(t.seq, t.pos, g) + d, unit(rng));
+        }
+  }
+
+  double clipped(float x) const {
+    if (s.clip > 0) return std::min<double>(std::max<double>(x, -s.clip), s.clip);
+    return x;
+  }
+
+  // One head of q or k clamped and rotated in float64 (HF apply_rotary_pos_emb).
+  std::vector<double> rotate(const float *x, int64_t pos) const {
+    std::vector<double> y(s.dim);
+    for (int64_t d = 0; d < s.dim; ++d) y[d] = clipped(x[d]);
+    const int64_t half = s.rotary / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t ia = s.interleaved ? 2 * i : i, ib = s.interleaved ? 2 * i + 1 : i + half;
+      const double theta = static_cast<double>(pos) * static_cast<double>(inv_freq[i]);
+      const double c = std::cos(theta) * s.rope_scale, sn = std::sin(theta) * s.rope_scale;
+      const double a = y[ia], b = y[ib];
+      y[ia] = a * c - b * sn;
+      y[ib] = b * c + a * sn;
+    }
+    return y;
+  }
+
+  template <WeightType C>
+  int call(const std::vector<Token> &tokens, std::vector<float> &out, int threads,
+           const AttentionConfig *other_config = nullptr) {
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    std::vector<float> q(std::max<int64_t>(T, 1) * s.heads * s.dim), k(std::max<int64_t>(T, 1) * s.kv_heads * s.dim),
+        v(k.size());
+    std::vector<int32_t> positions(std::max<int64_t>(T, 1)), sequences(std::max<int64_t>(T, 1));
+    for (int64_t t = 0; t < T; ++t) {
+      positions[t] = tokens[t].pos;
+      sequences[t] = tokens[t].seq;
+      auto it = inputs.find({tokens[t].seq, tokens[t].pos});
+      if (it == inputs.end()) continue;  // an error case's out-of-range token: inputs unused
+      std::copy(it->second.q.begin(), it->second.q.end(), q.begin() + t * s.heads * s.dim);
+      std::copy(it->second.k.begin(), it->second.k.end(), k.begin() + t * s.kv_heads * s.dim);
+      std::copy(it->second.v.begin(), it->second.v.end(), v.begin() + t * s.kv_heads * s.dim);
+    }
+    const AttentionConfig c = other_config ? *other_config : config;
+    const size_t ws = attention_workspace_size(c, T, s.cache_length, threads);
+    unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + kCanary + 63) / 64 * 64));
+    std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
+    std::memset(workspace + ws, 0xa5, kCanary);
+    const int rc = attention<C>(c, T, q.data(), k.data(), v.data(), positions.data(), sequences.data(),
+                                s.cache_rows, s.cache_length, static_cast<WeightStorage<C> *>(k_cache.data()),
+                                static_cast<WeightStorage<C> *>(v_cache.data()), out.data(), workspace, threads);
+    bool canary = true;
+    for (size_t i = 0; i < kCanary; ++i) canary = canary && workspace[ws + i] == 0xa5;
+    check(canary, "attention %s/%s: wrote past its workspace (%zu bytes)", s.name, type_name(C), ws);
+    std::free(workspace);
+    return rc;
+  }
+
+  // The cache slots of `tokens` against the f64 rotation (k: within one ulp of the dtype, or 1e-6
+  // of the head's largest element for f32; v: exactly the clamped value rounded).
+  void check_caches(const std::vector<Token> &tokens) {
+    const double ulp = cache_type == WeightType::f32 ? 0.0 : cache_type == WeightType::bf16 ? 0x1p-7 : 0x1p-10;
+    const int ci = static_cast<int>(cache_type);
+    bool k_ok = true, v_ok = true;
+    for (const Token &t : tokens) {
+      const TokenInputs &in = inputs.at({t.seq, t.pos});
+      for (int64_t g = 0; g < s.kv_heads; ++g) {
+        const std::vector<double> want = rotate(in.k.data() + g * s.dim, t.pos);
+        double largest = 0;
+        for (double w : want) largest = std::max(largest, std::fabs(w));
+        for (int64_t d = 0; d < s.dim; ++d) {
+          const double got = k_cache.get(slot(t.seq, t.pos, g) + d), w = want[d];
+          const double bound = ulp * std::fabs(w) + 1e-6 * largest;
+          k_ok = k_ok && std::fabs(got - w) <= bound;
+          if (ulp > 0 && std::fabs(w) > 1e-3)
+            g_worst_k_ulps[ci] = std::max(g_worst_k_ulps[ci], std::fabs(got - w) / (ulp * std::fabs(w)));
+          const float vw = v_cache.rounded(static_cast<float>(clipped(in.v[g * s.dim + d])));
+          const float vg = v_cache.get(slot(t.seq, t.pos, g) + d);
+          v_ok = v_ok && same_bits(&vg, &vw, 4);
+        }
+      }
+    }
+    check(k_ok, "attention %s/%s: k cache differs from the f64 rotation", s.name, type_name(cache_type));
+    check(v_ok, "attention %s/%s: v cache differs from the rounded clamped v", s.name, type_name(cache_type));
+  }
+
+  // out rows of `tokens` against float64 attention over the current cache contents.
+  double check_outputs(const std::vector<Token> &tokens, const std::vector<float> &out, const char *what) {
+    const int64_t group = s.heads / s.kv_heads;
+    double worst = 0;
+    std::vector<double> ref(s.dim), scores;
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      const Token &tok = tokens[t];
+      const TokenInputs &in = inputs.at({tok.seq, tok.pos});
+      const int64_t lo = s.window > 0 ? std::max<int64_t>(0, tok.pos - s.window + 1) : 0;
+      for (int64_t h = 0; h < s.heads; ++h) {
+        const std::vector<double> qh = rotate(in.q.data() + h * s.dim, tok.pos);
+        const int64_t g = h / group;
+        scores.assign(tok.pos - lo + 1, 0.0);
+        double m = -INFINITY;
+        for (int64_t j = lo; j <= tok.pos; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < s.dim; ++d) dot += qh[d] * k_cache.get(slot(tok.seq, j, g) + d);
+          scores[j - lo] = dot * s.softmax_scale;
+          m = std::max(m, scores[j - lo]);
+        }
+        double sum = 0;
+        for (double &x : scores) sum += (x = std::exp(x - m));
+        std::fill(ref.begin(), ref.end(), 0.0);
+        for (int64_t j = lo; j <= tok.pos; ++j)
+          for (int64_t d = 0; d < s.dim; ++d) ref[d] += scores[j - lo] / sum * v_cache.get(slot(tok.seq, j, g) + d);
+        const double e = relative_l2(out.data() + (t * s.heads + h) * s.dim, ref.data(), s.dim);
+        worst = std::max(worst, e);
+      }
+    }
+    check(worst <= s.tolerance, "attention %s/%s %s: relative L2 error %.3g vs float64", s.name,
+          type_name(cache_type), what, worst);
+    ++g_attention_checks;
+    const int ci = static_cast<int>(cache_type);
+    if (s.tolerance <= 1e-5) g_worst_attention[ci] = std::max(g_worst_attention[ci], worst);
+    else g_worst_large_scores = std::max(g_worst_large_scores, worst);
+    return worst;
+  }
+};
+
+template <WeightType C>
+void test_attention(const Scenario &s, uint32_t seed) {
+  AttentionRun run(s, C, seed);
+  const int64_t row = s.heads * s.dim;
+  // Incremental: every call as listed (prefill chunks, then decode steps), checked after each.
+  std::map<std::pair<int32_t, int32_t>, std::vector<float>> incremental;
+  for (size_t i = 0; i < s.calls.size(); ++i) {
+    const std::vector<Token> &tokens = s.calls[i];
+    std::vector<float> out = poisoned(std::max<size_t>(tokens.size(), 1) * row + 1);
+    const int rc = run.call<C>(tokens, out, s.threads);
+    check(rc == 0, "attention %s/%s call %zu: returned %d", s.name, type_name(C), i, rc);
+    check(std::isnan(out[tokens.size() * row]), "attention %s/%s call %zu: wrote past out", s.name, type_name(C), i);
+    run.check_caches(tokens);
+    char what[64];
+    std::snprintf(what, sizeof what, "call %zu (%zu tokens)", i, tokens.size());
+    run.check_outputs(tokens, out, what);
+    for (size_t t = 0; t < tokens.size(); ++t)
+      incremental[{tokens[t].seq, tokens[t].pos}].assign(out.begin() + t * row, out.begin() + (t + 1) * row);
+  }
+  const Tensor k_after = run.k_cache, v_after = run.v_cache;
+
+  // The same tokens as one call, sequence by sequence in position order (a full-prefix prefill):
+  // the same caches bit for bit, and every output row equal to the incremental one.
+  std::vector<Token> all;
+  for (const auto &kv : run.inputs) all.push_back({kv.first.first, kv.first.second});
+  std::mt19937 rng(seed + 1);
+  run.reset_caches(rng);
+  std::vector<float> out = poisoned(all.size() * row);
+  const int rc = run.call<C>(all, out, s.threads);
+  check(rc == 0, "attention %s/%s full prefix: returned %d", s.name, type_name(C), rc);
+  if (s.preset.empty())  // otherwise the presets are fresh random values
+    check(same_bits(run.k_cache.data(), k_after.data(), k_after.bytes()) &&
+              same_bits(run.v_cache.data(), v_after.data(), v_after.bytes()),
+          "attention %s/%s: caches after one call differ from those after the incremental calls", s.name,
+          type_name(C));
+  run.check_outputs(all, out, "full prefix");
+  if (s.preset.empty()) {
+    double worst = 0;
+    for (size_t t = 0; t < all.size(); ++t) {
+      const std::vector<float> &inc = incremental[{all[t].seq, all[t].pos}];
+      for (int64_t h = 0; h < s.heads; ++h) {
+        std::vector<double> want(inc.begin() + h * s.dim, inc.begin() + (h + 1) * s.dim);
+        worst = std::max(worst, relative_l2(out.data() + t * row + h * s.dim, want.data(), s.dim));
+      }
+    }
+    if (s.tolerance <= 1e-5) g_worst_full_prefix = std::max(g_worst_full_prefix, worst);
+    check(worst <= s.tolerance, "attention %s/%s: incremental outputs differ from the full prefix by %.3g",
+          s.name, type_name(C), worst);
+  }
+
+  // Errors write nothing: a bad position or sequence (first or last token), a bad head split.
+  if (s.calls.empty() || s.calls[0].size() < 2) return;
+  std::vector<Token> good = s.calls[0];
+  const Tensor k_before = run.k_cache, v_before = run.v_cache;
+  auto untouched = [&](const std::vector<float> &o) {
+    const std::vector<float> fresh = poisoned(o.size());
+    return same_bits(o.data(), fresh.data(), o.size() * 4) &&
+           same_bits(run.k_cache.data(), k_before.data(), k_before.bytes()) &&
+           same_bits(run.v_cache.data(), v_before.data(), v_before.bytes());
+  };
+  const Token bad_tokens[] = {{good[0].seq, -1},
+                              {good[0].seq, static_cast<int32_t>(s.cache_length)},
+                              {-1, good[0].pos},
+                              {static_cast<int32_t>(s.cache_rows), good[0].pos}};
+  for (const Token &bad : bad_tokens)
+    for (size_t at : {size_t(0), good.size() - 1}) {
+      std::vector<Token> broken = good;
+      broken[at] = bad;
+      std::vector<float> o = poisoned(broken.size() * row);
+      const int r = run.call<C>(broken, o, s.threads);
+      check(r == 1 && untouched(o), "attention %s/%s: token (%d, %d) at %zu returned %d or wrote", s.name,
+            type_name(C), bad.seq, bad.pos, at, r);
+    }
+  // Invalid configs: heads not a multiple of kv_heads, rotary_dim odd, above head_dim, or
+  // without inv_freq.
+  std::vector<std::pair<const char *, AttentionConfig>> invalid;
+  AttentionConfig bad = run.config;
+  if (s.kv_heads > 1) {
+    bad.heads = s.heads - 1;
+    invalid.push_back({"heads % kv_heads != 0", bad});
+  }
+  bad = run.config;
+  bad.rotary_dim = s.rotary > 0 ? s.rotary - 1 : 1;
+  invalid.push_back({"odd rotary_dim", bad});
+  bad = run.config;
+  bad.rotary_dim = s.dim + 2;
+  invalid.push_back({"rotary_dim > head_dim", bad});
+  bad = run.config;
+  bad.rotary_dim = 2;
+  bad.inv_freq = nullptr;
+  invalid.push_back({"no inv_freq", bad});
+  for (const auto &[what, config] : invalid) {
+    std::vector<float> o = poisoned(good.size() * row);
+    const int r = run.call<C>(good, o, s.threads, &config);
+    check(r == 2 && untouched(o), "attention %s/%s: %s returned %d or wrote", s.name, type_name(C), what, r);
+  }
+  std::vector<float> o = poisoned(row);
+  const int r = run.call<C>({}, o, s.threads);
+  check(r == 0 && untouched(o), "attention %s/%s: T = 0 returned %d or wrote", s.name, type_name(C), r);
+}
+
+std::vector<Scenario> scenarios() {
+  std::vector<Scenario> list;
+  // Two sequences (cache rows 0 and 2 of 3): a batched prefill, decode steps of both, a chunk of
+  // one sequence in shuffled order, decode steps in the other order and alone. Runs of 21 and 37
+  // tokens cover full query tiles, partial ones and single rows at every vector width.
+  std::vector<std::vector<Token>> batch = {
+      concat(run_of(0, 0, 21), run_of(2, 0, 37)),
+      {{0, 21}, {2, 37}},
+      {{0, 22}, {2, 38}},
+      {{2, 39}, {0, 23}},
+      {{0, 24}},
+      {{0, 29}, {0, 27}, {0, 25}, {0, 34}, {0, 26}, {0, 33}, {0, 28}, {0, 36}, {0, 30}, {0, 32}, {0, 35}, {0, 31}},
+      concat(run_of(2, 40, 5), {{0, 37}}),
+      {{2, 45}, {0, 38}},
+  };
+  // A third sequence whose second call puts its later positions first, so that in the query tile
+  // (2 vectors of lanes) the first vector's lanes see the whole first key block and the second
+  // vector's lanes only part of it: masking has to look at every lane.
+  const int32_t width = static_cast<int32_t>(mixtile::cpu::detail::kVecWidth);
+  const int32_t block = static_cast<int32_t>(mixtile::cpu::detail::kAttentionKeyBlock);
+  batch.push_back(run_of(1, 0, block - 1 - width));
+  batch.push_back(concat(run_of(1, block - 1, width), run_of(1, block - 1 - width, width)));
+  // One long prefill crossing key blocks, then decode. head_dim 36 leaves remainders
+  // after every vector width and register tile.
+  std::vector<std::vector<Token>> long_prefill = {run_of(1, 0, 150), {{1, 150}}, {{1, 151}}, run_of(1, 152, 3)};
+  const float kInvSqrt64 = 0.125f, kInvSqrt16 = 0.25f;
+  list.push_back({"gqa-8/2-d64", 8, 2, 64, 64, false, 0, 0.f, 1.f, kInvSqrt64, 10000.0, 3, 64, 2, batch, {}});
+  list.push_back({"mha-4-d16-interleaved-clip-scale", 4, 4, 16, 16, true, 0, 0.9f, 1.25f, 0.7f, 10000.0, 3, 64, 3,
+                  batch, {}});
+  list.push_back({"gqa-8/2-d64-rotary24-window7-clip", 8, 2, 64, 24, false, 7, 0.8f, 1.1f, 0.3f, 500000.0, 3, 64, 2,
+                  batch, {}});
+  list.push_back({"gqa-6/3-d16-rotary6-interleaved-window5", 6, 3, 16, 6, true, 5, 0.f, 1.f, kInvSqrt16, 10000.0, 3,
+                  64, 1, batch, {}});
+  list.push_back({"mha-2-d36-rotary20-long", 2, 2, 36, 20, false, 0, 0.f, 1.f, 0.3f, 10000.0, 2, 160, 2,
+                  long_prefill, {}});
+  list.push_back({"gqa-4/1-d64-window70-long", 4, 1, 64, 64, true, 70, 0.f, 1.07f, kInvSqrt64, 10000.0, 2, 160, 2,
+                  long_prefill, {}});
+  list.push_back({"mha-3-d64-no-rope", 3, 3, 64, 0, false, 0, 0.5f, 1.f, kInvSqrt64, 10000.0, 3, 64, 2, batch, {}});
+  // Scores up to ~100: exp overflows f32 unless the max is subtracted. The softmax's condition
+  // number grows with the scores (f32 score error ~1e-7·|s|), hence the tolerance.
+  list.push_back({"mha-2-d16-large-scores", 2, 2, 16, 16, false, 0, 0.f, 1.f, 25.f, 10000.0, 3, 64, 2, batch, {},
+                  1e-4});
+  // Positions near 1e5 with a window: keys below the window stay NaN in the cache, so a kernel
+  // reading outside it fails; the f64 angle matters here (an f32 one is off by ~1e-2 rad).
+  const int32_t far = 100000;
+  std::vector<Token> preset = run_of(0, far - 12, 12);
+  std::vector<std::vector<Token>> far_calls = {run_of(0, far, 20), {{0, far + 20}}, run_of(0, far + 21, 3)};
+  list.push_back({"gqa-4/2-d16-positions-1e5-window12", 4, 2, 16, 16, false, 12, 0.f, 1.f, kInvSqrt16, 1000000.0,
+                  1, far + 40, 2, far_calls, preset});
+  return list;
+}
+
+}  // namespace
+
+int main() {
+  uint32_t seed = 1;
+  for (int threads : {1, 2, 3})
+    for (int64_t rows : {int64_t(0), int64_t(1), int64_t(9)})
+      for (int64_t width : {int64_t(1), int64_t(37), int64_t(64)}) {
+        test_gather<WeightType::f32>(rows, width, 50, threads, seed++);
+        test_gather<WeightType::bf16>(rows, width, 50, threads, seed++);
+        test_gather<WeightType::f16>(rows, width, 50, threads, seed++);
+      }
+  for (int threads : {1, 2})
+    for (int64_t rows : {int64_t(0), int64_t(1), int64_t(7)})
+      for (int64_t width : {int64_t(1), int64_t(37), int64_t(64), int64_t(2048)})
+        for (bool in_place : {false, true}) {
+          test_rms_norm<WeightType::f32>(rows, width, 1e-6f, in_place, threads, seed++);
+          test_rms_norm<WeightType::bf16>(rows, width, 1e-5f, in_place, threads, seed++);
+          test_rms_norm<WeightType::f16>(rows, width, 1e-6f, in_place, threads, seed++);
+        }
+  for (int threads : {1, 2, 3})
+    for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(1000)})
+      for (int alias = 0; alias < 3; ++alias) test_add(n, alias, threads, seed++);
+
+  for (const Scenario &s : scenarios()) {
+    test_attention<WeightType::f32>(s, seed++);
+    test_attention<WeightType::bf16>(s, seed++);
+    test_attention<WeightType::f16>(s, seed++);
+  }
+
+  std::printf("rms_norm_rows worst relative L2 error vs float64: %.2g (tolerance 1e-5)\n", g_worst_rms);
+  std::printf("attention worst relative L2 error vs float64 over the caches' values, %d output checks: f32 %.2g, "
+              "bf16 %.2g, f16 %.2g (tolerance 1e-5)\n",
+              g_attention_checks, g_worst_attention[0], g_worst_attention[1], g_worst_attention[2]);
+  std::printf("attention incremental (prefill chunks + decode) vs one full-prefix call: %.2g (tolerance 1e-5)\n",
+              g_worst_full_prefix);
+  std::printf("attention with scores up to ~100, worst relative L2 error vs float64: %.2g (tolerance 1e-4)\n",
+              g_worst_large_scores);
+  std::printf("k cache vs float64 rotation, worst error over one ulp (2^-7 |k| bf16, 2^-10 |k| f16): bf16 %.2f, "
+              "f16 %.2f (bound 1)\n",
+              g_worst_k_ulps[1], g_worst_k_ulps[2]);
+  std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
+#if defined(__AVX512F__)
+              "AVX-512"
+#elif defined(__AVX2__) && defined(__FMA__)
+              "AVX2+FMA"
+#else
+              "scalar"
+#endif
+  );
+  return g_failures ? 1 : 0;
+}
