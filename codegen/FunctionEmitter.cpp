@@ -392,6 +392,14 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
   body += llvm::formatv("\n  // Kernel {0} '{1}': {2}.\n  // Tiles by token count:{3}\n  {{\n",
                         index, kernel.getKind(), fused, tileText.empty() ? " default" : tileText)
               .str();
+  int profileIndex = -1;
+  if (profileKinds && !conventions.profileBegin.empty()) {
+    auto it = llvm::find(*profileKinds, kernel.getKind().str());
+    profileIndex = static_cast<int>(it - profileKinds->begin());
+    if (it == profileKinds->end())
+      profileKinds->push_back(kernel.getKind().str());
+    line(llvm::formatv(conventions.profileBegin.c_str(), profileIndex).str());
+  }
   std::string kernelName = llvm::formatv("k{0}_{1}", index, kernel.getKind()).str();
   kernelManifest.push_back(llvm::json::Object{{"name", kernelName},
                                               {"kind", kernel.getKind().str()},
@@ -404,6 +412,8 @@ LogicalResult FunctionEmitter::emitKernel(KernelOp kernel, unsigned index) {
     if (failed(emitOp(&op, kernel)))
       return failure();
   }
+  if (profileIndex >= 0)
+    line(llvm::formatv(conventions.profileEnd.c_str(), profileIndex).str());
   body += "  }\n";
   return success();
 }
@@ -882,11 +892,13 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
   std::vector<std::string> errors;
   llvm::json::Array entries;
   std::map<std::string, FunctionSignature> callees;
+  std::vector<std::string> profileKinds;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isExternal())
       continue;
     std::unique_ptr<FunctionEmitter> emitter = makeEmitter(func, artifact.name, errors);
     emitter->setCallees(&callees);
+    emitter->setProfileKinds(&profileKinds);
     llvm::json::Object entry;
     if (failed(emitter->emit(declarations, definitions, entry)))
       return failure();
@@ -899,10 +911,19 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
   artifact.header = llvm::formatv(
       "/* {0}.h: the C ABI of a Mixtile artifact (mixtilec {1}, target {4}).\n{5}"
       "#ifndef {2}\n#define {2}\n\n#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\n"
-      "extern \"C\" {{\n#endif\n\n{3}const char *{0}_error_message(int code);\n\n"
+      "extern \"C\" {{\n#endif\n\n{3}const char *{0}_error_message(int code);\n{6}\n"
       "#ifdef __cplusplus\n}\n#endif\n\n#endif /* {2} */\n",
       artifact.name, kMixtileVersion, guard, declarations, conventions.target,
-      conventions.headerIntro);
+      conventions.headerIntro,
+      conventions.profileBegin.empty()
+          ? std::string()
+          : llvm::formatv("/* Seconds and calls per kernel kind, off until enabled (1: on and "
+                          "zeroed, 0: off,\n * -1: unchanged); returns the number of kinds. "
+                          "For one calling thread at a time. */\nsize_t {0}_profile(int "
+                          "enable, const char *const **names, const double **seconds,\n"
+                          "                  const int64_t **calls);\n",
+                          artifact.name)
+                .str());
 
   std::string errorTable = "static const char *const kErrors[] = {\n  \"success\",\n";
   for (const std::string &message : conventions.builtinErrors)
@@ -918,6 +939,27 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
       "  if (code < 0 || code >= (int)(sizeof(kErrors) / sizeof(kErrors[0])))\n"
       "    return \"unknown error\";\n  return kErrors[code];\n}\n",
       artifact.name, errorTable);
+  if (!conventions.profileBegin.empty()) {
+    // The profile table: seconds and calls per kernel kind, off unless a caller enables it
+    // (mixtile-run --profile). Not synchronized: for one calling thread at a time.
+    std::string names;
+    for (const std::string &kind : profileKinds)
+      names += "\"" + kind + "\", ";
+    size_t count = std::max<size_t>(profileKinds.size(), 1);
+    artifact.source += llvm::formatv(
+        "\nnamespace {{\nbool g_profile_on = false;\nconst char *const g_profile_names[] = "
+        "{{{1}nullptr};\ndouble g_profile_seconds[{2}];\nint64_t g_profile_calls[{2}];\n}  // "
+        "namespace\n\n"
+        "// Turns the per-kernel-kind profile on (1, zeroing it) or off (0), or leaves it (-1);\n"
+        "// returns the number of kinds and, where asked, the table.\n"
+        "extern \"C\" size_t {0}_profile(int enable, const char *const **names, const double "
+        "**seconds,\n                             const int64_t **calls) {{\n  if (enable == 1) "
+        "{{\n    for (size_t i = 0; i < {2}; ++i) {{\n      g_profile_seconds[i] = 0;\n      "
+        "g_profile_calls[i] = 0;\n    }\n  }\n  if (enable >= 0)\n    g_profile_on = enable == "
+        "1;\n  if (names)\n    *names = g_profile_names;\n  if (seconds)\n    *seconds = "
+        "g_profile_seconds;\n  if (calls)\n    *calls = g_profile_calls;\n  return {3};\n}\n",
+        artifact.name, names, count, profileKinds.size());
+  }
   // Definitions use extern "C" linkage; helpers inside them are static.
   artifact.source += "\n" + definitions;
   if (!conventions.sourceOutro.empty())
@@ -955,6 +997,8 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
       object[field.getName().getValue()] = toJson(field.getValue());
     artifact.manifest["model"] = std::move(object);
   }
+  if (!conventions.profileBegin.empty())
+    artifact.manifest["profile_symbol"] = artifact.name + "_profile";
   for (const auto &[key, value] : conventions.manifestSymbols)
     artifact.manifest[key] = llvm::formatv(value.c_str(), artifact.name).str();
   return artifact;

@@ -63,6 +63,9 @@ struct TargetConventions {
   std::string sourceOutro;      // formatv: {0} name; closes the source file ("" for none)
   // Extra manifest fields naming symbols of the artifact: key -> formatv value ({0} name).
   std::vector<std::pair<std::string, std::string>> manifestSymbols;
+  // Per-kernel-kind timing (cpu): statements opening and closing a kernel, formatv {0} the
+  // kind's index in the artifact's profile table; "" for none (cuda: launches are async).
+  std::string profileBegin, profileEnd;
   std::function<void(EmittedArtifact &)> addKernelLibrary;
 };
 
@@ -88,6 +91,8 @@ public:
 
   /// The functions emitted before this one (which it may call); it adds itself when done.
   void setCallees(std::map<std::string, FunctionSignature> *table) { callees = table; }
+  /// The artifact's kernel kinds, in profile-table order; a new kind is appended.
+  void setProfileKinds(std::vector<std::string> *kinds) { profileKinds = kinds; }
 
 protected:
   /// A call of a function emitted earlier: its typed entry point with the caller's buffers,
@@ -181,6 +186,7 @@ protected:
 
   func::FuncOp func;
   std::map<std::string, FunctionSignature> *callees = nullptr;
+  std::vector<std::string> *profileKinds = nullptr;
   std::string artifactName;
   std::vector<std::string> &errorMessages;
   const TargetConventions &conventions;

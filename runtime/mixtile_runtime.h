@@ -88,6 +88,15 @@ MIXTILE_API size_t mixtile_artifact_entry_count(const mixtile_artifact *artifact
 MIXTILE_API const char *mixtile_artifact_entry_name(const mixtile_artifact *artifact,
                                                     size_t index);
 
+/* Where the time goes (cpu artifacts): seconds and calls per kernel kind ("attention",
+ * "moe_experts", "router", ...) over the runs since the profile was enabled. Enabling (1)
+ * zeroes it; 0 turns it off (a branch per kernel remains). The table is the library's, shared
+ * by every session of it, and not synchronized: profile one calling thread at a time. */
+MIXTILE_API int mixtile_artifact_profile_enable(mixtile_artifact *artifact, int enable);
+MIXTILE_API size_t mixtile_artifact_profile_count(const mixtile_artifact *artifact);
+MIXTILE_API int mixtile_artifact_profile_entry(const mixtile_artifact *artifact, size_t index,
+                                               const char **name, double *seconds,
+                                               int64_t *calls);
 /* ---- Tensor sets ------------------------------------------------------------------- */
 
 /* Opens a .safetensors file, or a directory: a sharded checkpoint with

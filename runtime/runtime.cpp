@@ -250,6 +250,10 @@ struct Artifact {
   std::string outdir, manifestPath, target, name, library;
   void *handle = nullptr;
   ErrorMessageFn errorMessage = nullptr;
+  // Per-kernel-kind timing of the cpu target (manifest "profile_symbol"), or null.
+  using ProfileFn = size_t (*)(int enable, const char *const **names, const double **seconds,
+                               const int64_t **calls);
+  ProfileFn profile = nullptr;
   const mixtile_cuda_host_api *cuda = nullptr; // target cuda: the library's CUDA runtime
   std::vector<EntryPoint> entries;
   // A whole model (mixtilec --model): the manifest's "model" object.
@@ -518,6 +522,10 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
     return address;
   };
   artifact->errorMessage = reinterpret_cast<ErrorMessageFn>(resolve(errorSymbol));
+  auto profile = manifest.find("profile_symbol");
+  if (profile != manifest.end())
+    artifact->profile = reinterpret_cast<Artifact::ProfileFn>(
+        resolve(reader.string(manifest, "profile_symbol", "manifest")));
   for (EntryPoint &entry : artifact->entries) {
     if (artifact->target == "cuda")
       entry.cudaPacked = reinterpret_cast<CudaPackedFn>(resolve(entry.packedSymbol));
@@ -1278,6 +1286,45 @@ void mixtile_session_close(mixtile_session *session) { delete session; }
 
 int mixtile_artifact_is_model(const mixtile_artifact *artifact) {
   return artifact && artifact->impl->model.present ? 1 : 0;
+}
+
+int mixtile_artifact_profile_enable(mixtile_artifact *artifact, int enable) {
+  return guarded([&] {
+    requireArgument(artifact, "artifact");
+    if (!artifact->impl->profile)
+      fail(MIXTILE_ERROR_UNSUPPORTED, artifact->impl->outdir +
+                                          " has no kernel profile (cuda artifacts and artifacts "
+                                          "of older mixtilec versions have none)");
+    artifact->impl->profile(enable ? 1 : 0, nullptr, nullptr, nullptr);
+  });
+}
+
+size_t mixtile_artifact_profile_count(const mixtile_artifact *artifact) {
+  if (!artifact || !artifact->impl->profile)
+    return 0;
+  return artifact->impl->profile(-1, nullptr, nullptr, nullptr);
+}
+
+int mixtile_artifact_profile_entry(const mixtile_artifact *artifact, size_t index,
+                                   const char **name, double *seconds, int64_t *calls) {
+  return guarded([&] {
+    requireArgument(artifact, "artifact");
+    const char *const *names = nullptr;
+    const double *times = nullptr;
+    const int64_t *counts = nullptr;
+    size_t count = artifact->impl->profile
+                       ? artifact->impl->profile(-1, &names, &times, &counts)
+                       : 0;
+    if (index >= count)
+      fail(MIXTILE_ERROR_INVALID_ARGUMENT, "profile entry " + std::to_string(index) +
+                                               " out of range (" + std::to_string(count) + ")");
+    if (name)
+      *name = names[index];
+    if (seconds)
+      *seconds = times[index];
+    if (calls)
+      *calls = counts[index];
+  });
 }
 
 int64_t mixtile_artifact_model_max_positions(const mixtile_artifact *artifact) {

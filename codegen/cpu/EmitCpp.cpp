@@ -476,6 +476,9 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, 
                       "  const int max_threads = mixtile::cpu::max_threads();\n"
                       "  (void)threads;\n";
     c.copyStatement = "std::memcpy({0}, {1}, sizeof({2}) * {3});";
+    c.profileBegin = "const double profile_start = g_profile_on ? omp_get_wtime() : 0.0;";
+    c.profileEnd = "if (g_profile_on) {{\n      g_profile_seconds[{0}] += omp_get_wtime() - "
+                   "profile_start;\n      ++g_profile_calls[{0}];\n    }";
     c.reservedNames = {"num_threads", "threads", "max_threads"};
     c.headerIntro =
         " * Tensors are dense row-major; bf16/f16 tensors are passed as uint16_t bits. Every call\n"

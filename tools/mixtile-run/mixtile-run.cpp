@@ -21,12 +21,14 @@ namespace {
 const char *const kUsage =
     "usage: mixtile-run OUTDIR --weights W.safetensors|DIR [--inputs X.safetensors]\n"
     "                   [-o Y.safetensors] [--device cpu|cuda] [--threads N] [--bench N]\n"
-    "                   [--entry NAME] [--cold]\n"
+    "                   [--entry NAME] [--cold] [--profile]\n"
     "  --device cuda  run a --target cuda artifact on the current GPU: weights are uploaded\n"
     "          once, inputs and results copied each run; --bench then times the layer on\n"
     "          the device (CUDA events around its launches, copies excluded)\n"
     "  --cold  with --bench on the cpu: evict the CPU caches before each timed run, as a layer\n"
     "          in a model sees them (its weights were pushed out by the layers before it)\n"
+    "  --profile  print the time per kernel kind (attention, moe_experts, ...) over the timed\n"
+    "          runs (--bench), or the run\n"
     "A model (mixtilec --hf-config CONFIG --model):\n"
     "  mixtile-run OUTDIR --weights CKPT --inputs IDS.safetensors -o LOGITS.safetensors\n"
     "          IDS holds input_ids int64 [B, S] and optionally attention_mask [B, S] (left\n"
@@ -46,6 +48,7 @@ struct Options {
   int threads = 0; // 0: all cores available to this process
   int bench = 0;   // 0: a single run
   bool cold = false;
+  bool profile = false;
   // Models.
   std::vector<std::vector<int64_t>> prompts;  // --prompt-ids
   int64_t generate = -1;                      // --generate N
@@ -120,6 +123,10 @@ Options parseOptions(int argc, char **argv) {
     }
     if (arg == "--cold") {
       options.cold = true;
+      continue;
+    }
+    if (arg == "--profile") {
+      options.profile = true;
       continue;
     }
     if (arg.size() > 1 && arg[0] == '-') {
@@ -236,6 +243,31 @@ void printBench(mixtile_session *session, std::vector<double> seconds) {
 }
 
 
+/// The per-kernel-kind table of the profiled runs, largest first.
+void printProfile(const mixtile_artifact *artifact) {
+  struct Row {
+    std::string name;
+    double seconds;
+    int64_t calls;
+  };
+  std::vector<Row> rows;
+  double total = 0;
+  for (size_t i = 0; i < mixtile_artifact_profile_count(artifact); ++i) {
+    const char *name = nullptr;
+    Row row{"", 0, 0};
+    check(mixtile_artifact_profile_entry(artifact, i, &name, &row.seconds, &row.calls));
+    row.name = name;
+    total += row.seconds;
+    rows.push_back(row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row &a, const Row &b) { return a.seconds > b.seconds; });
+  std::printf("profile: time per kernel kind over the profiled runs\n");
+  for (const Row &row : rows)
+    std::printf("  %-16s %10.3f ms %6.1f%% %8lld calls\n", row.name.c_str(), row.seconds * 1e3,
+                total > 0 ? 100.0 * row.seconds / total : 0.0, static_cast<long long>(row.calls));
+  std::printf("  %-16s %10.3f ms\n", "total", total * 1e3);
+}
+
 // ---- whole models ----------------------------------------------------------------------
 
 /// A [B, S] integer tensor of the inputs file (int64 or int32) as int64.
@@ -341,6 +373,9 @@ int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors
   ProgressState progress;
   for (int run = 0; run <= options.bench; ++run) {
     checkInterrupted();
+    // The profile covers the timed runs (or the only run).
+    if (options.profile && (run == 1 || options.bench == 0))
+      check(mixtile_artifact_profile_enable(artifact, 1));
     if (options.generate >= 0) {
       sequences.assign(static_cast<size_t>(std::max<int64_t>(batch, 0) * (length + newTokens)), 0);
       progress.start = progress.last = std::chrono::steady_clock::now();
@@ -395,6 +430,8 @@ int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors
       std::printf("%s\n", line.c_str());
     }
   }
+  if (options.profile)
+    printProfile(artifact);
   if (options.bench > 0) {
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
@@ -452,6 +489,10 @@ int main(int argc, char **argv) {
                                weights, device, &session));
   int threads = options.threads > 0 ? options.threads : allCores();
 
+  if (options.profile && device == MIXTILE_DEVICE_CUDA)
+    die("--profile times the cpu target's kernels; on cuda use nsys");
+  if (options.profile && options.bench == 0)
+    check(mixtile_artifact_profile_enable(artifact, 1));
   // The first run is the warm-up of --bench (page faults on the mapped weights, workspace
   // allocation, thread pool start-up); without --bench it is the run.
   check(mixtile_session_run(session, inputs, threads));
@@ -459,6 +500,8 @@ int main(int argc, char **argv) {
   std::unique_ptr<CacheEvictor> evictor;
   if (options.cold && options.bench > 0)
     evictor = std::make_unique<CacheEvictor>();
+  if (options.profile && options.bench > 0)  // the warm-up run above is not profiled
+    check(mixtile_artifact_profile_enable(artifact, 1));
   for (int i = 0; i < options.bench; ++i) {
     checkInterrupted();
     if (evictor)
@@ -482,7 +525,10 @@ int main(int argc, char **argv) {
       std::printf("timing: device time of the layer (CUDA events), host<->device copies "
                   "excluded\n");
     printBench(session, seconds);
-  } else if (options.output.empty()) {
+  }
+  if (options.profile)
+    printProfile(artifact);
+  if (options.bench == 0 && options.output.empty()) {
     // Nothing to write: say what was computed, so a bare run is not silent.
     for (size_t r = 0; r < mixtile_session_result_count(session); ++r)
       std::printf("%s: %s %s\n", mixtile_session_result_name(session, r),

@@ -11,6 +11,7 @@ import json, sys
 manifest = json.load(open(sys.argv[1]))
 entry = manifest["entry_points"][0]
 manifest["target"] = "cuda"
+manifest.pop("profile_symbol", None)  # the cpu library's kernel profile is not the fake's
 manifest["library"] = "lib%s.so" % manifest["name"]
 manifest["cuda_host_api_symbol"] = manifest["name"] + "_cuda_host_api"
 manifest["entry_points"] = [entry]
