@@ -266,6 +266,32 @@ bool FunctionEmitter::emitPortableOp(Operation *op) {
                     llvm::formatv("{0}, {1}, {2}", product(dims), ptr(in), ptr(out)).str());
     return true;
   }
+  if (auto norm = dyn_cast<RMSNormOp>(op)) {
+    // Over the last dim; every leading dim is a row (per-head norms use a [T, H, D] view).
+    auto type = cast<RankedTensorType>(norm.getX().getType());
+    std::vector<std::string> rows;
+    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
+      rows.push_back(dim(norm.getX(), d));
+    emitLibraryCall("rms_norm_rows<" + weightType(elementOf(norm.getWeight())) + ">",
+                    llvm::formatv("{0}, {1}, {2}f, {3}, {4}, {5}", product(rows),
+                                  type.getShape().back(),
+                                  floatLiteral(norm.getEpsilon().convertToDouble()),
+                                  ptr(norm.getX()), ptr(norm.getWeight()), ptr(norm.getY()))
+                        .str());
+    return true;
+  }
+  if (auto add = dyn_cast<arith::AddFOp>(op)) {
+    // A model's residual addition.
+    auto type = cast<RankedTensorType>(add.getResult().getType());
+    std::vector<std::string> dims;
+    for (unsigned d = 0; d < type.getRank(); ++d)
+      dims.push_back(dim(add.getLhs(), d));
+    emitLibraryCall("add_rows", llvm::formatv("{0}, {1}, {2}, {3}", product(dims),
+                                              ptr(add.getLhs()), ptr(add.getRhs()),
+                                              ptr(add.getResult()))
+                                    .str());
+    return true;
+  }
   if (auto route = dyn_cast<RouteOp>(op)) {
     int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
     const std::string &ns = conventions.kernelNamespace;

@@ -334,20 +334,6 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
              .str());
     return success();
   }
-  if (auto norm = dyn_cast<RMSNormOp>(op)) {
-    auto type = cast<RankedTensorType>(norm.getX().getType());
-    std::vector<std::string> rows;
-    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
-      rows.push_back(dim(norm.getX(), d));
-    line(llvm::formatv("mixtile::cpu::rms_norm_rows<{0}>({1}, {2}, {3}f, {4}, {5}, {6}, "
-                       "threads);",
-                       weightType(elementOf(norm.getWeight())), product(rows),
-                       type.getShape().back(),
-                       floatLiteral(norm.getEpsilon().convertToDouble()), ptr(norm.getX()),
-                       ptr(norm.getWeight()), ptr(norm.getY()))
-             .str());
-    return success();
-  }
   if (auto attention = dyn_cast<AttentionOp>(op)) {
     // The layer's constants (RoPE frequencies included) as a config function the workspace
     // plan calls too.
@@ -389,17 +375,6 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                                     "max_threads)",
                                     config, t, len)
                           .str());
-    return success();
-  }
-  if (auto add = dyn_cast<arith::AddFOp>(op)) {
-    Value result = add.getResult();
-    auto type = cast<RankedTensorType>(result.getType());
-    std::vector<std::string> dims;
-    for (unsigned d = 0; d < type.getRank(); ++d)
-      dims.push_back(dim(add.getLhs(), d));
-    line(llvm::formatv("mixtile::cpu::add_rows({0}, {1}, {2}, {3}, threads);", product(dims),
-                       ptr(add.getLhs()), ptr(add.getRhs()), ptr(result))
-             .str());
     return success();
   }
   if (auto mix = dyn_cast<TokenMixOp>(op)) {

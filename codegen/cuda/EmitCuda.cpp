@@ -374,30 +374,6 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                         .str());
     return success();
   }
-  if (auto norm = dyn_cast<RMSNormOp>(op)) {
-    auto type = cast<RankedTensorType>(norm.getX().getType());
-    std::vector<std::string> rows;
-    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
-      rows.push_back(dim(norm.getX(), d));
-    emitLibraryCall("rms_norm_rows<" + weightType(elementOf(norm.getWeight())) + ">",
-                    llvm::formatv("{0}, {1}, {2}f, {3}, {4}, {5}", product(rows),
-                                  type.getShape().back(),
-                                  floatLiteral(norm.getEpsilon().convertToDouble()),
-                                  ptr(norm.getX()), ptr(norm.getWeight()), ptr(norm.getY()))
-                        .str());
-    return success();
-  }
-  if (auto add = dyn_cast<arith::AddFOp>(op)) {
-    auto type = cast<RankedTensorType>(add.getResult().getType());
-    std::vector<std::string> dims;
-    for (unsigned d = 0; d < type.getRank(); ++d)
-      dims.push_back(dim(add.getLhs(), d));
-    emitLibraryCall("add_rows", llvm::formatv("{0}, {1}, {2}, {3}", product(dims),
-                                              ptr(add.getLhs()), ptr(add.getRhs()),
-                                              ptr(add.getResult()))
-                                    .str());
-    return success();
-  }
   if (auto attention = dyn_cast<AttentionOp>(op)) {
     if (attention.getHeadDim() > kAttentionMaxHeadDim)
       return attention.emitError() << "the cuda target supports head_dim up to "
