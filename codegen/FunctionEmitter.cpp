@@ -106,7 +106,7 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
     setDynamic(0, dim(gather.getIndices(), 0));
   else if (auto attention = dyn_cast_or_null<AttentionOp>(def))
     setDynamic(0, dim(attention.getQ(), 0));
-  else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp, arith::AddFOp, RMSNormOp>(def)) {
+  else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp, arith::AddFOp, RMSNormOp, SliceOp>(def)) {
     for (unsigned i = 0; i < dims.size(); ++i)
       setDynamic(i, dim(def->getOperand(0), i));
   } else if (isa_and_nonnull<ZerosLikeOp, FFNOp, SigmoidGateOp, LinearOp, SoftRouteOp>(def))
@@ -277,6 +277,20 @@ bool FunctionEmitter::emitPortableOp(Operation *op) {
                                   type.getShape().back(),
                                   floatLiteral(norm.getEpsilon().convertToDouble()),
                                   ptr(norm.getX()), ptr(norm.getWeight()), ptr(norm.getY()))
+                        .str());
+    return true;
+  }
+  if (auto slice = dyn_cast<SliceOp>(op)) {
+    // Columns [offset, offset + count) of every row of the last dim.
+    auto type = cast<RankedTensorType>(slice.getX().getType());
+    std::vector<std::string> rows;
+    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
+      rows.push_back(dim(slice.getX(), d));
+    emitLibraryCall("copy_columns",
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}", product(rows),
+                                  type.getShape().back(), slice.getOffset(),
+                                  staticDim(slice.getY(), type.getRank() - 1), ptr(slice.getX()),
+                                  ptr(slice.getY()))
                         .str());
     return true;
   }

@@ -311,6 +311,26 @@ def Mix_RMSNormOp : Mix_Op<"rms_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Mix_SliceOp : Mix_Op<"slice", [Pure]> {
+  let summary = "a run of columns of the last dimension";
+  let description = [{
+    `y[..., j] = x[..., offset + j]` for `j` below the result's last dim; every leading dim
+    is kept. Multi-head latent attention (DeepSeek-V2/V3) splits its latent projection into
+    the compressed key/value and the rotary key, and the expanded latent's `[T, H, ·]` view
+    into each head's key and value parts.
+
+    ```mlir
+    %r = mix.slice %latent {offset = 512} : tensor<?x576xf32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$x, Mix_NonNegative:$offset);
+  let results = (outs Mix_Activations:$y);
+  let assemblyFormat = [{
+    $x attr-dict `:` type($x) `->` type($y)
+  }];
+  let hasVerifier = 1;
+}
+
 def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> {
   let summary = "causal self-attention with rotary embeddings over a KV cache";
   let description = [{
@@ -333,6 +353,15 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
     `clip > 0`, q, k and v are first clamped to `[-clip, clip]` (OLMoE's `clip_qkv`).
     Scores are `q · k · softmax_scale`.
 
+    Multi-head latent attention (DeepSeek-V2/V3) takes three more pieces. `v_head_dim`
+    (default: `head_dim`) sets the width of each value head, of `v_cache`'s last dim and of
+    each head of `out`. `rope_offset` moves the rotated dims to
+    `[rope_offset, rope_offset + 2 · len(inv_freq))` of each q/k head. With the `rope_key`
+    operand `[T, 2 · len(inv_freq)]`, the keys' rotary dims are one shared head: `k` then holds
+    only each kv head's first `rope_offset` dims `[T, kv_heads * rope_offset]`, the rotary
+    dims must be each head's last (`rope_offset + 2 · len(inv_freq) = head_dim`), and every kv
+    head's cached key is its own `k` part followed by the rotated `rope_key`.
+
     ```mlir
     %o = mix.attention %q, %k, %v, %pos, %seq, %kc, %vc
         {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0, 0.1>,
@@ -344,20 +373,28 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
   let arguments = (ins Mix_Activations:$q, Mix_Activations:$k, Mix_Activations:$v,
                        Mix_Indices:$positions, Mix_Indices:$sequences,
                        Mix_Tokens:$k_cache, Mix_Tokens:$v_cache,
+                       Optional<Mix_Activations>:$rope_key,
                        Mix_Positive:$heads, Mix_Positive:$kv_heads, Mix_Positive:$head_dim,
                        DenseF64ArrayAttr:$inv_freq,
                        DefaultValuedAttr<F64Attr, "1.0">:$rope_scale,
                        UnitAttr:$rope_interleaved,
                        F64Attr:$softmax_scale,
                        DefaultValuedAttr<F64Attr, "0.0">:$clip,
-                       DefaultValuedAttr<Mix_NonNegative, "0">:$window);
+                       DefaultValuedAttr<Mix_NonNegative, "0">:$window,
+                       DefaultValuedAttr<Mix_NonNegative, "0">:$v_head_dim,
+                       DefaultValuedAttr<Mix_NonNegative, "0">:$rope_offset);
   let results = (outs Mix_Activations:$out);
   let assemblyFormat = [{
-    $q `,` $k `,` $v `,` $positions `,` $sequences `,` $k_cache `,` $v_cache attr-dict `:`
+    $q `,` $k `,` $v `,` $positions `,` $sequences `,` $k_cache `,` $v_cache
+    (`rope_key` $rope_key^ `:` type($rope_key))? attr-dict `:`
     type($q) `,` type($k) `,` type($v) `,` type($positions) `,` type($sequences) `,`
     type($k_cache) `,` type($v_cache) `->` type($out)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Width of each value head (and of each head of `out`).
+    int64_t getValueHeadDim() { return getVHeadDim() ? getVHeadDim() : getHeadDim(); }
+  }];
 }
 
 //===----------------------------------------------------------------------===//

@@ -545,16 +545,38 @@ LogicalResult RMSNormOp::verify() {
   return success();
 }
 
+LogicalResult SliceOp::verify() {
+  auto in = cast<RankedTensorType>(getX().getType());
+  auto out = cast<RankedTensorType>(getY().getType());
+  int64_t rank = in.getRank();
+  if (rank < 1 || out.getRank() != rank || in.getShape().drop_back() != out.getShape().drop_back())
+    return emitOpError() << "result 'y' must keep every dim of 'x' " << shapeString(in)
+                         << " but the last, got " << shapeString(out);
+  int64_t width = in.getShape().back(), count = out.getShape().back();
+  if (ShapedType::isDynamic(width) || ShapedType::isDynamic(count))
+    return emitOpError() << "the last dims of 'x' and 'y' must be static, got "
+                         << shapeString(in) << " and " << shapeString(out);
+  if (in.getElementType() != out.getElementType())
+    return emitOpError() << "result 'y' must have the element type of 'x'";
+  int64_t offset = getOffset();
+  if (count < 1 || offset + count > width)
+    return emitOpError() << "columns [" << offset << ", " << offset + count
+                         << ") do not lie inside the " << width << " columns of 'x'";
+  return success();
+}
+
 LogicalResult AttentionOp::verify() {
   ShapeChecker check(*this);
   int64_t heads = getHeads(), kvHeads = getKvHeads(), headDim = getHeadDim();
+  int64_t valueDim = getValueHeadDim(), ropeOffset = getRopeOffset();
   if (heads % kvHeads != 0)
     return emitOpError() << "attribute 'kv_heads' (" << kvHeads << ") must divide 'heads' ("
                          << heads << ")";
   int64_t pairs = static_cast<int64_t>(getInvFreq().size());
-  if (2 * pairs > headDim)
+  if (ropeOffset + 2 * pairs > headDim)
     return emitOpError() << "attribute 'inv_freq' has " << pairs
-                         << " frequencies; 2 x that must not exceed head_dim = " << headDim;
+                         << " frequencies; rope_offset (" << ropeOffset
+                         << ") + 2 x that must not exceed head_dim = " << headDim;
   for (double f : getInvFreq())
     if (!std::isfinite(f) || f < 0.0)
       return emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got " << f;
@@ -571,24 +593,44 @@ LogicalResult AttentionOp::verify() {
       failed(check.staticDim(getQ(), "operand", "q", 1, "heads * head_dim", heads * headDim,
                              "heads x head_dim")))
     return failure();
-  for (auto [value, name] : {std::pair<Value, StringRef>{getK(), "k"}, {getV(), "v"}})
-    if (failed(check.rank(value, "operand", name, "[T, kv_heads * head_dim]")) ||
+  // Keys: whole heads, or with a shared rotary key (MLA) each head's leading rope_offset dims.
+  Value ropeKey = getRopeKey();
+  if (ropeKey) {
+    if (pairs == 0 || ropeOffset + 2 * pairs != headDim)
+      return emitOpError() << "operand 'rope_key' needs the rotary dims to be each head's last: "
+                              "rope_offset ("
+                           << ropeOffset << ") + 2 x " << pairs
+                           << " frequencies must equal head_dim = " << headDim;
+    if (failed(check.rank(ropeKey, "operand", "rope_key", "[T, rotary dims]")) ||
+        failed(check.dim(ropeKey, "operand", "rope_key", 0, "T", tokens,
+                         "the token count of 'q'")) ||
+        failed(check.staticDim(ropeKey, "operand", "rope_key", 1, "rotary dims", 2 * pairs,
+                               "2 x the frequencies in 'inv_freq'")))
+      return failure();
+  }
+  int64_t keyWidth = ropeKey ? ropeOffset : headDim;
+  for (auto [value, name, width, what] :
+       {std::tuple<Value, StringRef, int64_t, StringRef>{
+            getK(), "k", keyWidth, ropeKey ? "kv_heads x rope_offset" : "kv_heads x head_dim"},
+        {getV(), "v", valueDim, "kv_heads x v_head_dim"}})
+    if (failed(check.rank(value, "operand", name, "[T, kv_heads * width]")) ||
         failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")) ||
-        failed(check.staticDim(value, "operand", name, 1, "kv_heads * head_dim",
-                               kvHeads * headDim, "kv_heads x head_dim")))
+        failed(check.staticDim(value, "operand", name, 1, "kv_heads * width", kvHeads * width,
+                               what)))
       return failure();
   for (auto [value, name] :
        {std::pair<Value, StringRef>{getPositions(), "positions"}, {getSequences(), "sequences"}})
     if (failed(check.rank(value, "operand", name, "[T]")) ||
         failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
       return failure();
-  for (auto [value, name] :
-       {std::pair<Value, StringRef>{getKCache(), "k_cache"}, {getVCache(), "v_cache"}}) {
-    if (failed(check.rank(value, "operand", name, "[B, S, kv_heads, head_dim]")) ||
+  for (auto [value, name, width, what] :
+       {std::tuple<Value, StringRef, int64_t, StringRef>{getKCache(), "k_cache", headDim,
+                                                         "attribute 'head_dim'"},
+        {getVCache(), "v_cache", valueDim, "attribute 'v_head_dim'"}}) {
+    if (failed(check.rank(value, "operand", name, "[B, S, kv_heads, head width]")) ||
         failed(check.staticDim(value, "operand", name, 2, "kv_heads", kvHeads,
                                "attribute 'kv_heads'")) ||
-        failed(check.staticDim(value, "operand", name, 3, "head_dim", headDim,
-                               "attribute 'head_dim'")))
+        failed(check.staticDim(value, "operand", name, 3, "head width", width, what)))
       return failure();
     // The caches are updated in place: they must be the function's state arguments.
     auto arg = dyn_cast<BlockArgument>(value);
@@ -599,13 +641,17 @@ LogicalResult AttentionOp::verify() {
                            << "' must be a function argument marked 'mix.state' (the cache "
                               "is updated in place)";
   }
-  if (getKCache().getType() != getVCache().getType())
-    return emitOpError() << "operands 'k_cache' and 'v_cache' must have one type, got "
+  auto kCache = cast<RankedTensorType>(getKCache().getType());
+  auto vCache = cast<RankedTensorType>(getVCache().getType());
+  if (kCache.getElementType() != vCache.getElementType() ||
+      kCache.getShape().take_front(2) != vCache.getShape().take_front(2))
+    return emitOpError() << "operands 'k_cache' and 'v_cache' must have one element type and "
+                            "the same [B, S], got "
                          << getKCache().getType() << " and " << getVCache().getType();
   if (getKCache() == getVCache())
     return emitOpError() << "operands 'k_cache' and 'v_cache' must be different tensors";
-  return verifyTokenResult(check, getOut(), "out", "[T, heads * head_dim]", tokens,
-                           {heads * headDim}, {"heads * head_dim"});
+  return verifyTokenResult(check, getOut(), "out", "[T, heads * v_head_dim]", tokens,
+                           {heads * valueDim}, {"heads * v_head_dim"});
 }
 
 //===----------------------------------------------------------------------===//

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <new>
 #include <set>
@@ -695,6 +696,52 @@ const void *alignedData(const TensorView &view, AlignedBuffer &staging) {
   return copy;
 }
 
+float halfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  float magnitude;
+  if (exponent == 0)
+    magnitude = std::ldexp(static_cast<float>(mantissa), -24); // zero and subnormals
+  else if (exponent == 31)
+    magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN()
+                         : std::numeric_limits<float>::infinity();
+  else
+    magnitude = std::ldexp(static_cast<float>(mantissa | 0x400u), static_cast<int>(exponent) - 25);
+  uint32_t bits;
+  std::memcpy(&bits, &magnitude, 4);
+  bits |= sign;
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+// An f32 weight given as bf16 or f16 of the same shape: transformers keeps some tensors in f32
+// (DeepSeek's router, `_keep_in_fp32_modules_strict`) and widens them on load from checkpoints
+// that store them narrower. Widening is exact, so the weight is widened once into a staged copy.
+bool widensToSpec(const TensorSpec &spec, const TensorView &view) {
+  if (!spec.isWeight || spec.hasSymbols() || spec.dtype != DType::F32 ||
+      (view.dtype != DType::BF16 && view.dtype != DType::F16) || view.shape != spec.shape)
+    return false;
+  return true;
+}
+
+const void *widenedData(const TensorView &view, AlignedBuffer &staging) {
+  const size_t count = view.bytes / 2;
+  float *out = static_cast<float *>(staging.ensure(count * sizeof(float)));
+  const unsigned char *in = static_cast<const unsigned char *>(view.data);
+  for (size_t i = 0; i < count; ++i) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * i, 2);
+    if (view.dtype == DType::BF16) {
+      uint32_t bits = static_cast<uint32_t>(h) << 16;
+      std::memcpy(out + i, &bits, 4);
+    } else {
+      out[i] = halfToFloat(h);
+    }
+  }
+  return out;
+}
+
 std::string describeSet(const TensorSet *set) { return set ? set->description() : "(none)"; }
 
 void runSession(Session &session, const TensorSet *inputs, int numThreads) {
@@ -1151,15 +1198,21 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
       const TensorView *view = state.weights->find(spec.name);
       if (!view)
         continue; // may come with the inputs; run() names it if it does not
-      checkTensor(spec, *view);
+      const bool widen = widensToSpec(spec, *view);
+      if (!widen)
+        checkTensor(spec, *view);
+      const void *host = widen ? widenedData(*view, state.stagedWeights[i])
+                         : state.cuda ? view->data
+                                      : alignedData(*view, state.stagedWeights[i]);
+      const size_t bytes = widen ? view->bytes * 2 : view->bytes;
       if (state.cuda) { // uploaded once; runs reuse the device copy
         const CudaContext &context = state.cuda->context;
-        void *device = state.cuda->arguments[i].ensure(view->bytes, "weight '" + spec.name + "'");
-        context.check(context.api->copy_to_device(device, view->data, view->bytes, context.stream),
+        void *device = state.cuda->arguments[i].ensure(bytes, "weight '" + spec.name + "'");
+        context.check(context.api->copy_to_device(device, host, bytes, context.stream),
                       "copying weight '" + spec.name + "' to the device");
         state.fixedArguments[i] = device;
       } else {
-        state.fixedArguments[i] = alignedData(*view, state.stagedWeights[i]);
+        state.fixedArguments[i] = host;
       }
     }
     if (state.cuda)

@@ -346,7 +346,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     helpers += llvm::formatv(
                    "static mixtile::cpu::AttentionConfig {0}() {{\n  static const double "
                    "inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig c;\n  c.heads = {2}; "
-                   "c.kv_heads = {3}; c.head_dim = {4}; c.rotary_dim = {5};\n  c.inv_freq = "
+                   "c.kv_heads = {3}; c.head_dim = {4}; c.rotary_dim = {5};\n{11}  c.inv_freq = "
                    "inv_freq; c.rope_scale = {6}f; c.rope_interleaved = {7};\n  c.softmax_scale "
                    "= {8}f; c.clip = {9}f; c.window = {10};\n  return c;\n}\n\n",
                    config, freqs.empty() ? "0.0" : freqs, attention.getHeads(),
@@ -355,7 +355,12 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                    floatLiteral(attention.getRopeScale().convertToDouble()),
                    attention.getRopeInterleaved() ? "true" : "false",
                    floatLiteral(attention.getSoftmaxScale().convertToDouble()),
-                   floatLiteral(attention.getClip().convertToDouble()), attention.getWindow())
+                   floatLiteral(attention.getClip().convertToDouble()), attention.getWindow(),
+                   attention.getVHeadDim() || attention.getRopeOffset()
+                       ? llvm::formatv("  c.v_head_dim = {0}; c.rope_offset = {1};\n",
+                                       attention.getValueHeadDim(), attention.getRopeOffset())
+                             .str()
+                       : std::string())
                    .str();
     if (attentionErrorCode == 0)
       attentionErrorCode =
@@ -363,13 +368,14 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                    "sequence outside the cache rows [0, B)");
     Value cache = attention.getKCache();
     std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
-    line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}(), {2}, {3}, {4}, {5}, {6}, {7}, {8}, "
-                       "{9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
+    line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}(), {2}, {3}, {4}, {5}, {14}, {6}, {7}, "
+                       "{8}, {9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
                        weightType(elementOf(cache)), config, t, ptr(attention.getQ()),
                        ptr(attention.getK()), ptr(attention.getV()),
                        ptr(attention.getPositions()), ptr(attention.getSequences()), b, len,
                        ptr(cache), ptr(attention.getVCache()), ptr(attention.getOut()),
-                       attentionErrorCode)
+                       attentionErrorCode,
+                       attention.getRopeKey() ? ptr(attention.getRopeKey()) : "nullptr")
              .str());
     scratch.push_back(llvm::formatv("mixtile::cpu::attention_workspace_size({0}(), {1}, {2}, "
                                     "max_threads)",

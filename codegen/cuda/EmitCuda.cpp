@@ -28,8 +28,8 @@ namespace {
 /// Error code every artifact reserves for a failed launch (cudaGetLastError != success).
 constexpr int kLaunchError = 1;
 
-/// The largest head_dim the CUDA attention kernel takes (kAttentionMaxHeadDim in
-/// codegen/cuda/kernels/model.cuh): checked here so mixtilec reports it on the op.
+/// The largest head_dim and v_head_dim the CUDA attention kernel takes (kAttentionMaxHeadDim
+/// in codegen/cuda/kernels/model.cuh): checked here so mixtilec reports it on the op.
 constexpr int64_t kAttentionMaxHeadDim = 512;
 
 /// One token-count bucket of a kernel's tiles attribute, as the CUDA kernels take it.
@@ -378,6 +378,10 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     if (attention.getHeadDim() > kAttentionMaxHeadDim)
       return attention.emitError() << "the cuda target supports head_dim up to "
                                    << kAttentionMaxHeadDim << ", got " << attention.getHeadDim();
+    if (attention.getValueHeadDim() > kAttentionMaxHeadDim)
+      return attention.emitError() << "the cuda target supports v_head_dim up to "
+                                   << kAttentionMaxHeadDim << ", got "
+                                   << attention.getValueHeadDim();
     // The layer's constants (RoPE frequencies included, in f64 with every digit) as a config
     // function the workspace plan calls too; the config travels as a kernel parameter.
     std::string config =
@@ -394,11 +398,13 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                          .str();
     helpers += llvm::formatv("static mixtile::cuda::AttentionConfig {0}() {{\n  "
                              "mixtile::cuda::AttentionConfig c;\n  c.heads = {1}; c.kv_heads = "
-                             "{2}; c.head_dim = {3}; c.rotary_dim = {4};\n  c.rope_scale = {5}f; "
-                             "c.rope_interleaved = {6};\n  c.softmax_scale = {7}f; c.clip = {8}f; "
-                             "c.window = {9};\n{10}  return c;\n}\n\n",
+                             "{2}; c.head_dim = {3}; c.rotary_dim = {4};\n  c.v_head_dim = {5}; "
+                             "c.rope_offset = {6};\n  c.rope_scale = {7}f; c.rope_interleaved = "
+                             "{8};\n  c.softmax_scale = {9}f; c.clip = {10}f; c.window = {11};\n"
+                             "{12}  return c;\n}\n\n",
                              config, attention.getHeads(), attention.getKvHeads(),
-                             attention.getHeadDim(), 2 * pairs,
+                             attention.getHeadDim(), 2 * pairs, attention.getValueHeadDim(),
+                             attention.getRopeOffset(),
                              floatLiteral(attention.getRopeScale().convertToDouble()),
                              attention.getRopeInterleaved() ? "true" : "false",
                              floatLiteral(attention.getSoftmaxScale().convertToDouble()),
@@ -407,13 +413,15 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                    .str();
     Value cache = attention.getKCache();
     std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    // Multi-head latent attention's rotary key, shared by the kv heads.
+    std::string ropeKey = attention.getRopeKey() ? ptr(attention.getRopeKey()) : "nullptr";
     line("// Phase 1 writes the rotated keys and the values into the caches (a block per token);");
     line("// phase 2 attends, a warp per (token, head). A token outside the cache gets zeros.");
     emitLibraryCall("attention<" + weightType(elementOf(cache)) + ">",
                     llvm::formatv("{0}(), {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, "
-                                  "scratch",
+                                  "{12}, scratch",
                                   config, t, ptr(attention.getQ()), ptr(attention.getK()),
-                                  ptr(attention.getV()), ptr(attention.getPositions()),
+                                  ptr(attention.getV()), ropeKey, ptr(attention.getPositions()),
                                   ptr(attention.getSequences()), b, len, ptr(cache),
                                   ptr(attention.getVCache()), ptr(attention.getOut()))
                         .str());

@@ -328,7 +328,10 @@ struct SparseBlock {
     if (!r.ok())
       return false;
     Type f32 = b.getF32Type();
-    weights.push_back({router, {experts, hidden}, weightType});
+    // transformers keeps DeepSeek's router in f32 (`_keep_in_fp32_modules_strict`), whatever
+    // the other weights; a checkpoint storing it narrower is widened once when bound.
+    bool deepseek = r.family == "deepseek_v2" || r.family == "deepseek_v3";
+    weights.push_back({router, {experts, hidden}, deepseek ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
     // DeepSeek-V3 keeps e_score_correction_bias in f32 in its checkpoints, whatever the weights.
@@ -536,6 +539,9 @@ namespace {
 struct Rope {
   std::vector<double> invFreq;
   double scale = 1.0;
+  std::string type = "default";
+  double factor = 1.0;        // the scaling factor of a non-default type
+  double mscaleAllDim = 0.0;  // rope_scaling.mscale_all_dim (DeepSeek's softmax correction)
 };
 
 std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
@@ -587,6 +593,9 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
   if (!r.ok())
     return std::nullopt;
   Rope rope;
+  rope.type = type;
+  if (params)
+    rope.mscaleAllDim = number("mscale_all_dim", 0.0).value_or(0.0);
   for (int64_t i = 0; i + 1 < dim; i += 2)
     rope.invFreq.push_back(1.0 / std::pow(theta, static_cast<double>(i) / dim));
   double maxPositions = r.number("max_position_embeddings", 4096.0);
@@ -595,6 +604,7 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
     double factor = number("factor", std::nullopt).value_or(1.0);
     if (!(factor > 0.0))
       r.fail("field '" + field + ".factor' must be > 0");
+    rope.factor = factor;
     for (double &f : rope.invFreq)
       f /= factor;
   } else if (type == "llama3") {
@@ -604,6 +614,7 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
     double old = number("original_max_position_embeddings", maxPositions).value_or(maxPositions);
     if (!(factor > 0.0 && high > low && low > 0.0))
       r.fail("field '" + field + "' has llama3 factors out of range");
+    rope.factor = factor;
     for (double &f : rope.invFreq) {
       double wavelen = 2 * M_PI / f;
       if (wavelen > old / low) {
@@ -617,6 +628,7 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
     double original =
         number("original_max_position_embeddings", maxPositions).value_or(maxPositions);
     double factor = number("factor", maxPositions / original).value_or(1.0);
+    rope.factor = factor;
     auto mscaleOf = [](double scale, double m) {
       return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
     };
@@ -692,23 +704,24 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
     return nullptr;
   ConfigReader r{*parsed->getAsObject(), "", ""};
   r.family = r.string("model_type", "");
-  if (r.family == "deepseek_v2" || r.family == "deepseek_v3") {
-    error = "config.json: --model does not support " + r.family +
-            " yet (its multi-head latent attention); compile its sparse blocks one at a time "
-            "without --model";
-    return nullptr;
-  }
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
-            "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe)";
+            "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
+            "deepseek_v3)";
     return nullptr;
   }
-  static const char *families[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
+  static const char *families[] = {"mixtral", "qwen2_moe",   "qwen3_moe",
+                                   "olmoe",   "deepseek_v2", "deepseek_v3"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
-            "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe)";
+            "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
+            "deepseek_v2, deepseek_v3)";
     return nullptr;
   }
+  // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
+  // keys and values expanded from one compressed latent per token, plus one rotary key head
+  // shared by every head; the cache holds the expanded keys and values.
+  const bool mla = r.family == "deepseek_v2" || r.family == "deepseek_v3";
   std::string dtype = weightDtype(r, dtypeArg, error);
   if (dtype.empty())
     return nullptr;
@@ -721,13 +734,32 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
   // ---- the decoder's sizes ----------------------------------------------------------------
   int64_t hidden = r.positive("hidden_size");
   int64_t heads = r.positive("num_attention_heads", std::nullopt, kMaxCount);
-  int64_t kvHeads = r.positive("num_key_value_heads", heads, kMaxCount);
+  int64_t kvHeads = mla ? heads : r.positive("num_key_value_heads", heads, kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
   int64_t headDim = r.config.get("head_dim") &&
                             r.config.get("head_dim")->kind() != llvm::json::Value::Null
                         ? r.positive("head_dim", std::nullopt, kMaxCount)
                         : hidden / heads;
+  // MLA's sizes: head_dim is the query/key head (nope + rope dims); values are v_head_dim.
+  int64_t qRank = 0, kvRank = 0, nopeDim = 0, ropeDim = 0, valueDim = 0;
+  bool interleaved = false;
+  if (mla) {
+    const llvm::json::Value *q = r.config.get("q_lora_rank");
+    qRank = q && q->kind() != llvm::json::Value::Null ? r.positive("q_lora_rank") : 0;
+    kvRank = r.positive("kv_lora_rank");
+    nopeDim = r.positive("qk_nope_head_dim", std::nullopt, kMaxCount);
+    ropeDim = r.positive("qk_rope_head_dim", std::nullopt, kMaxCount);
+    valueDim = r.positive("v_head_dim", std::nullopt, kMaxCount);
+    headDim = nopeDim + ropeDim;
+    // DeepSeek-V2 always rotates adjacent pairs; V3 unless rope_interleave is false.
+    interleaved = r.family == "deepseek_v2" || r.boolean("rope_interleave", true);
+    if (r.boolean("mlp_bias", false))
+      r.fail("field 'mlp_bias' = true is not supported");
+  }
+  if (r.ok() && heads * std::max(headDim, valueDim) > kMaxSize)
+    r.fail(llvm::formatv("num_attention_heads x the head width ({0} x {1}) exceeds the bound {2}",
+                         heads, std::max(headDim, valueDim), kMaxSize));
   double epsilon = r.number("rms_norm_eps", 1e-6);
   bool tied = r.boolean("tie_word_embeddings", false);
   int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
@@ -746,7 +778,8 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
   double clip = 0.0;
   if (r.family == "qwen2_moe") {
     qkvBias = r.boolean("qkv_bias", true);
-  } else if (r.family == "qwen3_moe" || r.family == "olmoe") {
+  } else if (r.family == "qwen3_moe" || r.family == "olmoe" || mla) {
+    // DeepSeek's: q_a_proj, kv_a_proj_with_mqa and o_proj.
     qkvBias = outBias = r.boolean("attention_bias", false);
     headNorm = r.family == "qwen3_moe";
     fullNorm = r.family == "olmoe";
@@ -756,7 +789,13 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
         r.fail("field 'clip_qkv' must be a finite number > 0 or null");
     }
   }
-  std::optional<Rope> rope = ropeOf(r, headDim);
+  std::optional<Rope> rope = ropeOf(r, mla ? ropeDim : headDim);
+  double softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
+  if (rope && mla && rope->type != "default" && rope->mscaleAllDim != 0.0) {
+    // DeepSeek's yarn correction of the softmax scale: mscale(factor, mscale_all_dim)².
+    double m = rope->factor <= 1.0 ? 1.0 : 0.1 * rope->mscaleAllDim * std::log(rope->factor) + 1.0;
+    softmaxScale *= m * m;
+  }
   std::vector<int64_t> sparse = sparseLayers(r);
   // Sliding windows: Mixtral's applies to every layer; Qwen2-MoE's to the layers its
   // layer_types (or use_sliding_window and max_window_layers) mark.
@@ -814,6 +853,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   builder.setInsertionPointToEnd(module->getBody());
   int64_t qWidth = heads * headDim, kvWidth = kvHeads * headDim;
+  int64_t outWidth = heads * (mla ? valueDim : headDim);  // the attention's output, o_proj's input
   auto tensor = [](ArrayRef<int64_t> shape, Type type) {
     return RankedTensorType::get(shape, type);
   };
@@ -821,20 +861,38 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
   Type activations = tensor({dyn, hidden}, f32);
   Type indices = tensor({dyn}, i32);
   Type cacheType = tensor({dyn, dyn, kvHeads, headDim}, weightType);
+  Type valueCacheType = tensor({dyn, dyn, kvHeads, mla ? valueDim : headDim}, weightType);
 
   auto layerWeights = [&](int64_t layer, std::vector<Argument> &out,
                           std::optional<SparseBlock> &block) -> bool {
     std::string p = llvm::formatv("model.layers.{0}.", layer).str();
     std::string a = p + "self_attn.";
     out.push_back({p + "input_layernorm.weight", {hidden}, weightType});
-    for (auto [proj, rows] : {std::pair<const char *, int64_t>{"q_proj", qWidth},
-                              {"k_proj", kvWidth},
-                              {"v_proj", kvWidth}}) {
-      out.push_back({a + proj + ".weight", {rows, hidden}, weightType});
+    if (mla) {
+      if (qRank > 0) {
+        out.push_back({a + "q_a_proj.weight", {qRank, hidden}, weightType});
+        if (qkvBias)
+          out.push_back({a + "q_a_proj.bias", {qRank}, weightType});
+        out.push_back({a + "q_a_layernorm.weight", {qRank}, weightType});
+        out.push_back({a + "q_b_proj.weight", {qWidth, qRank}, weightType});
+      } else {
+        out.push_back({a + "q_proj.weight", {qWidth, hidden}, weightType});
+      }
+      out.push_back({a + "kv_a_proj_with_mqa.weight", {kvRank + ropeDim, hidden}, weightType});
       if (qkvBias)
-        out.push_back({a + proj + ".bias", {rows}, weightType});
+        out.push_back({a + "kv_a_proj_with_mqa.bias", {kvRank + ropeDim}, weightType});
+      out.push_back({a + "kv_a_layernorm.weight", {kvRank}, weightType});
+      out.push_back({a + "kv_b_proj.weight", {heads * (nopeDim + valueDim), kvRank}, weightType});
+    } else {
+      for (auto [proj, rows] : {std::pair<const char *, int64_t>{"q_proj", qWidth},
+                                {"k_proj", kvWidth},
+                                {"v_proj", kvWidth}}) {
+        out.push_back({a + proj + ".weight", {rows, hidden}, weightType});
+        if (qkvBias)
+          out.push_back({a + proj + ".bias", {rows}, weightType});
+      }
     }
-    out.push_back({a + "o_proj.weight", {hidden, qWidth}, weightType});
+    out.push_back({a + "o_proj.weight", {hidden, outWidth}, weightType});
     if (outBias)
       out.push_back({a + "o_proj.bias", {hidden}, weightType});
     if (headNorm || fullNorm) {
@@ -872,7 +930,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
     if (functions.count(kind))
       continue;
     // x, positions, sequences, the two caches, then this layer's weights.
-    SmallVector<Type> inputs = {activations, indices, indices, cacheType, cacheType};
+    SmallVector<Type> inputs = {activations, indices, indices, cacheType, valueCacheType};
     for (const Argument &arg : perLayer[layer])
       inputs.push_back(tensor(arg.shape, arg.type));
     auto func = func::FuncOp::create(builder, loc, kind.functionName(),
@@ -904,11 +962,61 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
       return LinearOp::create(builder, loc, tensor({dyn, rows}, f32), v, weight, bias);
     };
     Value h = norm(x, next());
-    Value q, k, v;
-    for (auto [target, rows] : {std::pair<Value *, int64_t>{&q, qWidth}, {&k, kvWidth},
-                                {&v, kvWidth}}) {
-      Value weight = next();
-      *target = linear(h, weight, qkvBias ? next() : Value(), rows);
+    Value q, k, v, ropeKey;
+    // [T, width] -> [T, count, width / count] and back: per-head views of the same bytes.
+    auto heads3d = [&](Value t, int64_t count) -> Value {
+      int64_t width = cast<RankedTensorType>(t.getType()).getDimSize(1);
+      Value tokens = tensor::DimOp::create(builder, loc, t, 0);
+      return tensor::ExpandShapeOp::create(
+          builder, loc, tensor({dyn, count, width / count}, f32), t,
+          SmallVector<ReassociationIndices>{{0}, {1, 2}},
+          SmallVector<OpFoldResult>{tokens, builder.getIndexAttr(count),
+                                    builder.getIndexAttr(width / count)});
+    };
+    auto flat = [&](Value t) -> Value {
+      auto type = cast<RankedTensorType>(t.getType());
+      return tensor::CollapseShapeOp::create(
+          builder, loc, tensor({dyn, type.getDimSize(1) * type.getDimSize(2)}, f32), t,
+          SmallVector<ReassociationIndices>{{0}, {1, 2}});
+    };
+    auto slice = [&](Value t, int64_t offset, int64_t count) -> Value {
+      SmallVector<int64_t> shape(cast<RankedTensorType>(t.getType()).getShape());
+      shape.back() = count;
+      return SliceOp::create(builder, loc, tensor(shape, f32), t,
+                             builder.getI64IntegerAttr(offset));
+    };
+    // The latent norms of MLA are built without the config's eps: always 1e-6.
+    auto latentNorm = [&](Value v, Value weight) -> Value {
+      return RMSNormOp::create(builder, loc, v.getType(), v, weight,
+                               builder.getF64FloatAttr(1e-6));
+    };
+    if (mla) {
+      if (qRank > 0) {
+        Value qa = next();
+        Value qab = qkvBias ? next() : Value();
+        Value qNorm = next(), qb = next();
+        q = linear(latentNorm(linear(h, qa, qab, qRank), qNorm), qb, Value(), qWidth);
+      } else {
+        Value wq = next();
+        q = linear(h, wq, Value(), qWidth);
+      }
+      Value kva = next();
+      Value kvab = qkvBias ? next() : Value();
+      Value kvNorm = next(), kvb = next();
+      Value latent = linear(h, kva, kvab, kvRank + ropeDim);
+      ropeKey = slice(latent, kvRank, ropeDim);
+      Value expanded = heads3d(
+          linear(latentNorm(slice(latent, 0, kvRank), kvNorm), kvb, Value(),
+                 heads * (nopeDim + valueDim)),
+          heads);
+      k = flat(slice(expanded, 0, nopeDim));
+      v = flat(slice(expanded, nopeDim, valueDim));
+    } else {
+      for (auto [target, rows] : {std::pair<Value *, int64_t>{&q, qWidth}, {&k, kvWidth},
+                                  {&v, kvWidth}}) {
+        Value weight = next();
+        *target = linear(h, weight, qkvBias ? next() : Value(), rows);
+      }
     }
     Value wo = next();
     Value bo = outBias ? next() : Value();
@@ -934,13 +1042,15 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
       k = perHead(k, kn, kvHeads);
     }
     Value attended = AttentionOp::create(
-        builder, loc, tensor({dyn, qWidth}, f32), q, k, v, entry->getArgument(1),
-        entry->getArgument(2), entry->getArgument(3), entry->getArgument(4),
+        builder, loc, tensor({dyn, outWidth}, f32), q, k, v, entry->getArgument(1),
+        entry->getArgument(2), entry->getArgument(3), entry->getArgument(4), ropeKey,
         builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
         builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
-        builder.getF64FloatAttr(rope->scale), UnitAttr(),
-        builder.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(headDim))),
-        builder.getF64FloatAttr(clip), builder.getI64IntegerAttr(kind.window));
+        builder.getF64FloatAttr(rope->scale), interleaved ? builder.getUnitAttr() : UnitAttr(),
+        builder.getF64FloatAttr(softmaxScale), builder.getF64FloatAttr(clip),
+        builder.getI64IntegerAttr(kind.window),
+        builder.getI64IntegerAttr(mla ? valueDim : 0),
+        builder.getI64IntegerAttr(mla ? nopeDim : 0));
     Value o = linear(attended, wo, bo, hidden);
     Value x1 = arith::AddFOp::create(builder, loc, x, o);
     Value h2 = norm(x1, next());
@@ -968,7 +1078,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
     args.push_back({"lm_head.weight", {vocab, hidden}, weightType});
   SmallVector<Type> inputs = {indices, indices, indices, indices};
   for (int64_t layer = 0; layer < layerCount; ++layer)
-    inputs.append({cacheType, cacheType});
+    inputs.append({cacheType, valueCacheType});
   for (const Argument &arg : args)
     inputs.push_back(tensor(arg.shape, arg.type));
   Type logitsType = tensor({dyn, vocab}, f32);

@@ -26,7 +26,7 @@ func.func @kv_heads(%q: tensor<?x64xf32>, %k: tensor<?x48xf32>, %p: tensor<?xi32
 
 func.func @rotary_too_wide(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
     %kc: tensor<?x?x2x16xf32> {mix.state}, %vc: tensor<?x?x2x16xf32> {mix.state}) -> tensor<?x64xf32> {
-  // expected-error @+1 {{attribute 'inv_freq' has 9 frequencies; 2 x that must not exceed head_dim = 16}}
+  // expected-error @+1 {{attribute 'inv_freq' has 9 frequencies; rope_offset (0) + 2 x that must not exceed head_dim = 16}}
   %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc
       {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0>,
        softmax_scale = 0.25}
@@ -102,4 +102,62 @@ func.func @symbols_rank(%ids: tensor<?xi32> {mix.symbols = ["T", "S"]}) {
 // expected-error @+1 {{'mix.state' of argument #0 must be a unit attribute}}
 func.func @state_value(%c: tensor<?x?x2x16xf32> {mix.state = 1 : i64}) {
   return
+}
+
+// -----
+
+func.func @slice_outside(%x: tensor<?x40xf32>) -> tensor<?x8xf32> {
+  // expected-error @+1 {{columns [36, 44) do not lie inside the 40 columns of 'x'}}
+  %y = mix.slice %x {offset = 36} : tensor<?x40xf32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @slice_leading(%x: tensor<?x2x40xf32>) -> tensor<?x3x8xf32> {
+  // expected-error @+1 {{result 'y' must keep every dim of 'x' [?, 2, 40] but the last, got [?, 3, 8]}}
+  %y = mix.slice %x {offset = 0} : tensor<?x2x40xf32> -> tensor<?x3x8xf32>
+  return %y : tensor<?x3x8xf32>
+}
+
+// -----
+
+func.func @rope_key_not_last(%q: tensor<?x96xf32>, %k: tensor<?x64xf32>, %r: tensor<?x8xf32>,
+    %v: tensor<?x48xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x48xf32> {mix.state}, %vc: tensor<?x?x2x24xf32> {mix.state}) -> tensor<?x48xf32> {
+  // expected-error @+1 {{operand 'rope_key' needs the rotary dims to be each head's last: rope_offset (32) + 2 x 4 frequencies must equal head_dim = 48}}
+  %a = mix.attention %q, %k, %v, %p, %p, %kc, %vc rope_key %r : tensor<?x8xf32>
+      {heads = 2, kv_heads = 2, head_dim = 48, v_head_dim = 24, rope_offset = 32,
+       inv_freq = array<f64: 1.0, 0.1, 0.01, 0.001>, softmax_scale = 0.25}
+      : tensor<?x96xf32>, tensor<?x64xf32>, tensor<?x48xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x48xf32>, tensor<?x?x2x24xf32> -> tensor<?x48xf32>
+  return %a : tensor<?x48xf32>
+}
+
+// -----
+
+func.func @value_cache_width(%q: tensor<?x96xf32>, %k: tensor<?x80xf32>, %r: tensor<?x8xf32>,
+    %v: tensor<?x48xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x48xf32> {mix.state}, %vc: tensor<?x?x2x48xf32> {mix.state}) -> tensor<?x48xf32> {
+  // expected-error @+1 {{operand 'v_cache' dim 3 (head width) must be 24, attribute 'v_head_dim'; got [?, ?, 2, 48]}}
+  %a = mix.attention %q, %k, %v, %p, %p, %kc, %vc rope_key %r : tensor<?x8xf32>
+      {heads = 2, kv_heads = 2, head_dim = 48, v_head_dim = 24, rope_offset = 40,
+       inv_freq = array<f64: 1.0, 0.1, 0.01, 0.001>, softmax_scale = 0.25}
+      : tensor<?x96xf32>, tensor<?x80xf32>, tensor<?x48xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x48xf32>, tensor<?x?x2x48xf32> -> tensor<?x48xf32>
+  return %a : tensor<?x48xf32>
+}
+
+// -----
+
+func.func @mla_key_width(%q: tensor<?x96xf32>, %k: tensor<?x96xf32>, %r: tensor<?x8xf32>,
+    %v: tensor<?x48xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x48xf32> {mix.state}, %vc: tensor<?x?x2x24xf32> {mix.state}) -> tensor<?x48xf32> {
+  // expected-error @+1 {{operand 'k' dim 1 (kv_heads * width) must be 80, kv_heads x rope_offset; got [?, 96]}}
+  %a = mix.attention %q, %k, %v, %p, %p, %kc, %vc rope_key %r : tensor<?x8xf32>
+      {heads = 2, kv_heads = 2, head_dim = 48, v_head_dim = 24, rope_offset = 40,
+       inv_freq = array<f64: 1.0, 0.1, 0.01, 0.001>, softmax_scale = 0.25}
+      : tensor<?x96xf32>, tensor<?x96xf32>, tensor<?x48xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x48xf32>, tensor<?x?x2x24xf32> -> tensor<?x48xf32>
+  return %a : tensor<?x48xf32>
 }

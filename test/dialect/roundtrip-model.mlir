@@ -45,3 +45,29 @@ func.func @embed_and_head(%ids: tensor<?xi32> {mix.symbols = ["T"]},
   %logits = mix.linear %picked, %table : tensor<?x64xf32>, tensor<256x64xbf16> -> tensor<?x256xf32>
   return %logits : tensor<?x256xf32>
 }
+
+// Multi-head latent attention (DeepSeek): the latent split by mix.slice, a shared rotary key,
+// value heads narrower than the query/key heads, the rotary dims at each head's end.
+// CHECK-LABEL: func.func @mla
+func.func @mla(%q: tensor<?x96xf32>, %latent: tensor<?x40xf32>, %kv: tensor<?x2x56xf32>,
+    %pos: tensor<?xi32>, %seq: tensor<?xi32>,
+    %kc: tensor<?x?x2x48xbf16> {mix.state}, %vc: tensor<?x?x2x24xbf16> {mix.state})
+    -> tensor<?x48xf32> {
+  // CHECK: mix.slice %{{.*}} {offset = 32 : i64} : tensor<?x40xf32> -> tensor<?x8xf32>
+  %rope = mix.slice %latent {offset = 32} : tensor<?x40xf32> -> tensor<?x8xf32>
+  // CHECK: mix.slice %{{.*}} {offset = 0 : i64} : tensor<?x2x56xf32> -> tensor<?x2x40xf32>
+  %k3 = mix.slice %kv {offset = 0} : tensor<?x2x56xf32> -> tensor<?x2x40xf32>
+  %k = tensor.collapse_shape %k3 [[0], [1, 2]] : tensor<?x2x40xf32> into tensor<?x80xf32>
+  %vv = mix.slice %kv {offset = 32} : tensor<?x2x56xf32> -> tensor<?x2x24xf32>
+  %vflat = tensor.collapse_shape %vv [[0], [1, 2]] : tensor<?x2x24xf32> into tensor<?x48xf32>
+  // CHECK: mix.attention %{{.*}} rope_key %{{.*}} : tensor<?x8xf32>
+  // CHECK-SAME: head_dim = 48 : i64, heads = 2 : i64
+  // CHECK-SAME: rope_interleaved, rope_offset = 40 : i64, softmax_scale = 2.500000e-01 : f64, v_head_dim = 24 : i64
+  // CHECK-SAME: -> tensor<?x48xf32>
+  %a = mix.attention %q, %k, %vflat, %pos, %seq, %kc, %vc rope_key %rope : tensor<?x8xf32>
+      {heads = 2, kv_heads = 2, head_dim = 48, v_head_dim = 24, rope_offset = 40,
+       inv_freq = array<f64: 1.0, 0.1, 0.01, 0.001>, rope_interleaved, softmax_scale = 0.25}
+      : tensor<?x96xf32>, tensor<?x80xf32>, tensor<?x48xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x48xbf16>, tensor<?x?x2x24xbf16> -> tensor<?x48xf32>
+  return %a : tensor<?x48xf32>
+}

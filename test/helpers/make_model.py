@@ -306,9 +306,11 @@ def tensor_shapes(config):
     return out
 
 
-def make_tensors(config, dtype, rng):
+def make_tensors(config, dtype, rng, narrow_router=False):
     """Random tensors and their safetensors dtypes. DeepSeek keeps the router weight and
-    e_score_correction_bias in f32 even in a bf16 checkpoint (_keep_in_fp32_modules_strict)."""
+    e_score_correction_bias in f32 even in a bf16 checkpoint (_keep_in_fp32_modules_strict);
+    narrow_router stores the router in the checkpoint's dtype, as DeepSeek's own hub
+    checkpoints do (transformers widens it on load)."""
     storage = "BF16" if dtype == "bf16" else "F32"
     tensors, dtypes = {}, {}
     for name, shape, kind in tensor_shapes(config):
@@ -326,7 +328,9 @@ def make_tensors(config, dtype, rng):
         else:
             value = WEIGHT_STD * z
         tensors[name] = value.astype(np.float32)
-        keep_f32 = config["model_type"].startswith("deepseek") and kind in ("router", "selection_bias")
+        keep_f32 = config["model_type"].startswith("deepseek") and (
+            kind == "selection_bias" or (kind == "router" and not narrow_router)
+        )
         dtypes[name] = "F32" if keep_f32 else storage
     return tensors, dtypes
 
@@ -342,6 +346,7 @@ def write_model(
     rope="default",
     tie=False,
     sharded=False,
+    narrow_router=False,
 ):
     config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie)
     os.makedirs(out_dir, exist_ok=True)
@@ -349,7 +354,7 @@ def write_model(
         with open(os.path.join(out_dir, name), "w") as f:
             json.dump(value, f, indent=2)
             f.write("\n")
-    tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed))
+    tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if sharded:
         total = sum(t.size * safetensors_io.STORAGE[dtypes[n]].itemsize for n, t in tensors.items())
         safetensors_io.write_sharded(out_dir, tensors, dtypes, max_shard_bytes=total // 3 + 1)
@@ -378,6 +383,11 @@ def main(argv=None):
     p.add_argument("--rope", choices=("default", "linear", "llama3", "yarn"), default="default")
     p.add_argument("--tie", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
     p.add_argument("--sharded", action="store_true", help="3 shards + model.safetensors.index.json")
+    p.add_argument(
+        "--narrow-router",
+        action="store_true",
+        help="deepseek: the router in the checkpoint's dtype (as DeepSeek's hub checkpoints), not f32",
+    )
     args = p.parse_args(argv)
     if args.layers < 1 or args.vocab < 4:
         p.error("need --layers >= 1 and --vocab >= 4")
@@ -393,6 +403,7 @@ def main(argv=None):
             args.rope,
             args.tie,
             args.sharded,
+            args.narrow_router,
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))

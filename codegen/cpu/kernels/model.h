@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "convert.h"
@@ -69,6 +70,15 @@ void rms_norm_rows(int64_t rows, int64_t width, float epsilon, const float *x, c
   }
 }
 
+/// y[r, 0..count) = x[r, offset..offset + count) for each of `rows` rows of `width` floats
+/// (mix.slice); y must not overlap x.
+inline void copy_columns(int64_t rows, int64_t width, int64_t offset, int64_t count, const float *x, float *y,
+                         int num_threads) {
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for num_threads(nt) schedule(static) if (rows * count >= 65536)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * count, x + r * width + offset, sizeof(float) * count);
+}
+
 /// y = a + b over n floats (the residual add); y may alias a or b.
 inline void add_rows(int64_t n, const float *a, const float *b, float *y, int num_threads) {
   using namespace detail;
@@ -86,7 +96,9 @@ inline void add_rows(int64_t n, const float *a, const float *b, float *y, int nu
 
 struct AttentionConfig {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t rotary_dim = 0;           // the leading rotary_dim dims of each q/k head are rotated (even, <= head_dim)
+  int64_t v_head_dim = 0;           // width of a value head (and of an output head); 0: head_dim
+  int64_t rotary_dim = 0;           // dims [rope_offset, rope_offset + rotary_dim) of each q/k head are rotated
+  int64_t rope_offset = 0;          // (rotary_dim even, rope_offset + rotary_dim <= head_dim)
   const double *inv_freq = nullptr;  // [rotary_dim / 2]: angle of pair i at position p is p * inv_freq[i]
                                      // (double: at positions near 1e5 a float frequency moves angles by ~5e-3)
   float rope_scale = 1.0f;          // cos and sin are multiplied by it (YaRN's attention factor)
@@ -133,6 +145,7 @@ struct AttentionLayout {
 inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens, int64_t cache_length) {
   const size_t t = static_cast<size_t>(std::max<int64_t>(tokens, 0));
   const size_t d = static_cast<size_t>(std::max<int64_t>(c.head_dim, 0));
+  const size_t vd = static_cast<size_t>(std::max<int64_t>(c.v_head_dim > 0 ? c.v_head_dim : c.head_dim, 0));
   const size_t pairs = static_cast<size_t>(std::max<int64_t>(c.rotary_dim, 0) / 2);
   const size_t lanes = kAttentionTileRows, block = kAttentionKeyBlock;
   AttentionLayout l;
@@ -142,16 +155,17 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.tiles = l.query + align64(sizeof(float) * t * static_cast<size_t>(std::max<int64_t>(c.heads, 0)) * d);
   l.shared = l.tiles + align64(sizeof(int64_t) * (t + 1));
   // Per thread: the row path's scores; a tile's transposed queries and output, block scores,
-  // widened keys and values, and its softmax state (max, sum, shift, rescale) per lane.
+  // widened keys and values, and its softmax state (max, sum, shift, rescale) per lane; a key
+  // head before and after its rotation.
   l.scores = 0;
   l.query_t = l.scores + align64(sizeof(float) * static_cast<size_t>(std::max<int64_t>(cache_length, 1)));
   l.out_t = l.query_t + align64(sizeof(float) * d * lanes);
-  l.block_scores = l.out_t + align64(sizeof(float) * d * lanes);
+  l.block_scores = l.out_t + align64(sizeof(float) * vd * lanes);
   l.keys = l.block_scores + align64(sizeof(float) * block * lanes);
   l.values = l.keys + align64(sizeof(float) * kAttentionMicroRows<1> * d);
-  l.stats = l.values + align64(sizeof(float) * block * d);
+  l.stats = l.values + align64(sizeof(float) * block * vd);
   l.row = l.stats + align64(sizeof(float) * 4 * lanes);
-  l.per_thread = l.row + align64(sizeof(float) * d);
+  l.per_thread = l.row + align64(sizeof(float) * 2 * d);
   return l;
 }
 
@@ -171,11 +185,16 @@ inline float clamp_abs(float x, float clip) {
   return x;
 }
 
-/// One head of q or k, clamped and its leading 2·pairs dims rotated (HF rotate_half, or GPT-J
-/// style adjacent pairs when interleaved) with cos/sin already scaled, the rest passed through,
-/// times `multiplier`, into dst (f32). omp simd: GCC vectorizes these loops at -O2 only so.
-inline void rotate_head(const float *x, int64_t dim, int64_t pairs, const float *cosines, const float *sines,
-                        bool interleaved, float clip, float multiplier, float *dst) {
+/// One head of q or k, clamped and its dims [offset, offset + 2·pairs) rotated (HF rotate_half,
+/// or GPT-J style adjacent pairs when interleaved) with cos/sin already scaled, the rest passed
+/// through, times `multiplier`, into dst (f32). omp simd: GCC vectorizes these loops at -O2 only so.
+inline void rotate_head(const float *x, int64_t dim, int64_t offset, int64_t pairs, const float *cosines,
+                        const float *sines, bool interleaved, float clip, float multiplier, float *dst) {
+#pragma omp simd
+  for (int64_t d = 0; d < offset; ++d) dst[d] = clamp_abs(x[d], clip) * multiplier;
+  x += offset;
+  dst += offset;
+  dim -= offset;
   if (interleaved) {
 #pragma omp simd
     for (int64_t i = 0; i < pairs; ++i) {
@@ -230,14 +249,16 @@ inline void weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C>
   for (int u = 0; u < NV; ++u) vstore(out + u * kVecWidth, vmul(acc[u], s));
 }
 
-/// The row path: one query (rotated, scaled) against keys lo..hi of its cache row, whose key j
-/// lies at keys + j·ld (values likewise); scores is the thread's buffer of >= hi - lo + 1 floats.
+/// The row path: one query (rotated, scaled, dim wide) against keys lo..hi of its cache row,
+/// whose key j lies at keys + j·ld and value j (vdim wide) at values + j·ldv; scores is the
+/// thread's buffer of >= hi - lo + 1 floats.
 template <WeightType C>
-inline void attend_row(const float *q, int64_t dim, const WeightStorage<C> *keys, const WeightStorage<C> *values,
-                       int64_t ld, int64_t lo, int64_t hi, float *scores, float *out) {
+inline void attend_row(const float *q, int64_t dim, int64_t vdim, const WeightStorage<C> *keys,
+                       const WeightStorage<C> *values, int64_t ld, int64_t ldv, int64_t lo, int64_t hi, float *scores,
+                       float *out) {
   const int64_t n = hi - lo + 1;
   keys += lo * ld;
-  values += lo * ld;
+  values += lo * ldv;
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) {
     if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
@@ -260,23 +281,23 @@ inline void attend_row(const float *q, int64_t dim, const WeightStorage<C> *keys
   }
   const float inv_sum = 1.0f / sum;
   int64_t d = 0;
-  for (; d + 8 * kVecWidth <= dim; d += 8 * kVecWidth)
-    weighted_sum_slice<C, 8>(scores, n, values + d, ld, inv_sum, out + d);
-  if (d + 4 * kVecWidth <= dim) {
-    weighted_sum_slice<C, 4>(scores, n, values + d, ld, inv_sum, out + d);
+  for (; d + 8 * kVecWidth <= vdim; d += 8 * kVecWidth)
+    weighted_sum_slice<C, 8>(scores, n, values + d, ldv, inv_sum, out + d);
+  if (d + 4 * kVecWidth <= vdim) {
+    weighted_sum_slice<C, 4>(scores, n, values + d, ldv, inv_sum, out + d);
     d += 4 * kVecWidth;
   }
-  if (d + 2 * kVecWidth <= dim) {
-    weighted_sum_slice<C, 2>(scores, n, values + d, ld, inv_sum, out + d);
+  if (d + 2 * kVecWidth <= vdim) {
+    weighted_sum_slice<C, 2>(scores, n, values + d, ldv, inv_sum, out + d);
     d += 2 * kVecWidth;
   }
-  if (d + kVecWidth <= dim) {
-    weighted_sum_slice<C, 1>(scores, n, values + d, ld, inv_sum, out + d);
+  if (d + kVecWidth <= vdim) {
+    weighted_sum_slice<C, 1>(scores, n, values + d, ldv, inv_sum, out + d);
     d += kVecWidth;
   }
-  for (; d < dim; ++d) {
+  for (; d < vdim; ++d) {
     float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += scores[i] * load_weight_scalar<C>(values + i * ld + d);
+    for (int64_t i = 0; i < n; ++i) s += scores[i] * load_weight_scalar<C>(values + i * ldv + d);
     out[d] = s * inv_sum;
   }
 }
@@ -360,11 +381,12 @@ struct AttentionTileScratch {
 
 /// The tile path: `rows` (<= NV·kVecWidth) queries of one sequence, lane r holding query[r] at
 /// positions lo[r]..hi[r]; flash-attention style online softmax over blocks of keys
-/// min(lo)..max(hi), masked per lane where a block overhangs a lane's range.
+/// min(lo)..max(hi), masked per lane where a block overhangs a lane's range. Keys are dim wide
+/// at stride ld, values vdim wide at stride ldv.
 template <WeightType C, int NV>
 inline void attend_tile(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
-                        float *const *out, int64_t dim, const WeightStorage<C> *keys,
-                        const WeightStorage<C> *values, int64_t ld, const AttentionTileScratch &s) {
+                        float *const *out, int64_t dim, int64_t vdim, const WeightStorage<C> *keys,
+                        const WeightStorage<C> *values, int64_t ld, int64_t ldv, const AttentionTileScratch &s) {
   constexpr int W = kVecWidth, lanes = NV * W, MR = kAttentionMicroRows<NV>;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
@@ -379,7 +401,7 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
   }
   for (int64_t d = 0; d < dim; ++d)
     for (int r = 0; r < lanes; ++r) s.query_t[d * lanes + r] = r < rows ? query[r][d] : 0.0f;
-  for (int64_t i = 0; i < dim * lanes; ++i) s.out_t[i] = 0.0f;
+  for (int64_t i = 0; i < vdim * lanes; ++i) s.out_t[i] = 0.0f;
   // Lanes past `rows` see no key.
   auto sees = [&](int r, int64_t j) { return r < rows && j >= lo[r] && j <= hi[r]; };
 
@@ -387,7 +409,7 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
     const int64_t n = std::min<int64_t>(kAttentionKeyBlock, last - j0 + 1);
     // Values widened once per block, keys MR rows at a time right before their scores: the
     // scratch stays in L1.
-    widen_block<C>(values + j0 * ld, ld, n, dim, s.values);
+    widen_block<C>(values + j0 * ldv, ldv, n, vdim, s.values);
     float *p = s.block_scores;
     int64_t j = 0;
     for (; j + MR <= n; j += MR) {
@@ -433,18 +455,18 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
       vstore(sum + u * W, vfma(vload(sum + u * W), vload(alpha + u * W), block_sum));
     }
     if (rescale)
-      for (int64_t d = 0; d < dim; ++d)
+      for (int64_t d = 0; d < vdim; ++d)
         for (int u = 0; u < NV; ++u) {
           float *o = s.out_t + d * lanes + u * W;
           vstore(o, vmul(vload(o), vload(alpha + u * W)));
         }
     int64_t d = 0;
-    for (; d + MR <= dim; d += MR) tile_weighted_sum<MR, NV>(s.values + d, dim, p, n, s.out_t + d * lanes);
-    for (; d < dim; ++d) tile_weighted_sum<1, NV>(s.values + d, dim, p, n, s.out_t + d * lanes);
+    for (; d + MR <= vdim; d += MR) tile_weighted_sum<MR, NV>(s.values + d, vdim, p, n, s.out_t + d * lanes);
+    for (; d < vdim; ++d) tile_weighted_sum<1, NV>(s.values + d, vdim, p, n, s.out_t + d * lanes);
   }
   for (int r = 0; r < rows; ++r) {
     const float inv_sum = 1.0f / sum[r];
-    for (int64_t d = 0; d < dim; ++d) out[r][d] = s.out_t[d * lanes + r] * inv_sum;
+    for (int64_t d = 0; d < vdim; ++d) out[r][d] = s.out_t[d * lanes + r] * inv_sum;
   }
 }
 
@@ -461,20 +483,24 @@ inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens,
 }
 
 /// Causal self-attention over a KV cache for a batch of tokens from several sequences.
-/// q [tokens, heads·head_dim], k and v [tokens, kv_heads·head_dim] (f32, unrotated);
-/// token t is at position positions[t] of cache row sequences[t]. Caches
-/// [cache_rows, cache_length, kv_heads, head_dim] in storage C (f32, or bf16/f16 bits rounded to
-/// nearest even). Phase 1 writes every token's clamped, rotated k and its clamped v into the caches;
+/// q [tokens, heads·head_dim], k [tokens, kv_heads·head_dim] and v [tokens, kv_heads·v_head_dim]
+/// (f32, unrotated); token t is at position positions[t] of cache row sequences[t]. Caches
+/// [cache_rows, cache_length, kv_heads, head_dim] (keys) and [.., v_head_dim] (values) in storage
+/// C (f32, or bf16/f16 bits rounded to nearest even). With rope_key (MLA's decoupled key,
+/// [tokens, rotary_dim], requiring rope_offset + rotary_dim = head_dim), k holds only each kv
+/// head's first rope_offset dims [tokens, kv_heads·rope_offset] and every kv head's key is that
+/// part followed by rope_key; out [tokens, heads·v_head_dim]. Phase 1 writes every token's clamped, rotated k and its clamped v into the caches;
 /// phase 2 attends token t, head h over keys of its cache row at positions 0..positions[t] (within
 /// the window) with kv head h / (heads / kv_heads), reading k and v back from the cache, so prefill
-/// and decode see the same rounded values; out [tokens, heads·head_dim]. RoPE (Su et al., HF
+/// and decode see the same rounded values. RoPE (Su et al., HF
 /// semantics): angle θ = p·inv_freq[i] and its cos, sin in f64 per (position, pair), the rotation
 /// in f32. Keys at positions <= positions[t] that no call has written are the caller's
 /// responsibility; two tokens of one call at the same (sequence, position) are undefined.
 /// Returns 0; 1, writing nothing, when a position lies outside [0, cache_length) or a sequence
 /// outside [0, cache_rows); 2, writing nothing, when the config is invalid (heads not a multiple
-/// of kv_heads, a non-positive head count or head_dim, rotary_dim odd or above head_dim, no
-/// inv_freq for a rotary_dim > 0). workspace: attention_workspace_size(c, tokens, cache_length,
+/// of kv_heads, a non-positive head count or head_dim, a negative v_head_dim, rotary_dim odd or
+/// rope_offset + rotary_dim above head_dim, no inv_freq for a rotary_dim > 0, a rope_key whose
+/// rotary dims are not each head's last). workspace: attention_workspace_size(c, tokens, cache_length,
 /// num_threads) bytes, 64-byte aligned.
 ///
 /// Schedule: one OpenMP region. cos/sin per (token, pair); then rotated queries per (token, head)
@@ -484,12 +510,14 @@ inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens,
 /// of one sequence (see detail::attention_tile_vectors for the paths).
 template <WeightType C>
 int attention(const AttentionConfig &c, int64_t tokens, const float *q, const float *k, const float *v,
-              const int32_t *positions, const int32_t *sequences, int64_t cache_rows, int64_t cache_length,
+              const float *rope_key, const int32_t *positions, const int32_t *sequences, int64_t cache_rows, int64_t cache_length,
               WeightStorage<C> *k_cache, WeightStorage<C> *v_cache, float *out, void *workspace,
               int num_threads) {
   using namespace detail;
-  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.rotary_dim < 0 ||
-      c.rotary_dim % 2 != 0 || c.rotary_dim > c.head_dim || (c.rotary_dim > 0 && c.inv_freq == nullptr))
+  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.v_head_dim < 0 ||
+      c.rotary_dim < 0 || c.rotary_dim % 2 != 0 || c.rope_offset < 0 || c.rope_offset + c.rotary_dim > c.head_dim ||
+      (c.rotary_dim > 0 && c.inv_freq == nullptr) ||
+      (rope_key != nullptr && (c.rotary_dim == 0 || c.rope_offset + c.rotary_dim != c.head_dim)))
     return 2;
   for (int64_t t = 0; t < tokens; ++t)
     if (positions[t] < 0 || positions[t] >= cache_length || sequences[t] < 0 || sequences[t] >= cache_rows) return 1;
@@ -497,7 +525,10 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
 
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   const int64_t heads = c.heads, kv_heads = c.kv_heads, dim = c.head_dim, pairs = c.rotary_dim / 2;
-  const int64_t group = heads / kv_heads, ld = kv_heads * dim;  // ld: between positions in a cache
+  const int64_t vdim = c.v_head_dim > 0 ? c.v_head_dim : dim, offset = c.rope_offset;
+  // Between positions in a cache; a token's own key part in k.
+  const int64_t group = heads / kv_heads, ld = kv_heads * dim, ldv = kv_heads * vdim;
+  const int64_t k_width = rope_key != nullptr ? offset : dim;
   const AttentionLayout layout = attention_layout(c, tokens, cache_length);
   char *ws = static_cast<char *>(workspace);
   float *rope = reinterpret_cast<float *>(ws + layout.rope);      // [tokens][cos pairs, sin pairs]
@@ -512,8 +543,8 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
   }
   tile_start[tiles] = tokens;
   const int64_t items = tiles * heads;
-  auto cache_offset = [&](int64_t t) {  // element offset of token t's (sequence, position 0)
-    return static_cast<int64_t>(sequences[t]) * cache_length * ld;
+  auto cache_row = [&](int64_t t) {  // token t's (sequence, position 0), in cache positions
+    return static_cast<int64_t>(sequences[t]) * cache_length;
   };
   auto window_start = [&](int64_t p) { return c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : int64_t(0); };
 
@@ -522,6 +553,7 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
     char *mine = ws + layout.shared + layout.per_thread * static_cast<size_t>(omp_get_thread_num());
     float *scores = reinterpret_cast<float *>(mine + layout.scores);
     float *row = reinterpret_cast<float *>(mine + layout.row);  // one rotated k head
+    float *key_in = row + dim;                                   // an MLA key before rotation
     const AttentionTileScratch scratch{reinterpret_cast<float *>(mine + layout.query_t),
                                        reinterpret_cast<float *>(mine + layout.out_t),
                                        reinterpret_cast<float *>(mine + layout.block_scores),
@@ -541,16 +573,23 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
 #pragma omp for collapse(2) schedule(static) nowait
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t h = 0; h < heads; ++h)
-        rotate_head(q + (t * heads + h) * dim, dim, pairs, rope + t * 2 * pairs, rope + t * 2 * pairs + pairs,
-                    c.rope_interleaved, c.clip, c.softmax_scale, rotated_q + (t * heads + h) * dim);
+        rotate_head(q + (t * heads + h) * dim, dim, offset, pairs, rope + t * 2 * pairs,
+                    rope + t * 2 * pairs + pairs, c.rope_interleaved, c.clip, c.softmax_scale,
+                    rotated_q + (t * heads + h) * dim);
 #pragma omp for collapse(2) schedule(static)
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t g = 0; g < kv_heads; ++g) {
-        const int64_t at = cache_offset(t) + static_cast<int64_t>(positions[t]) * ld + g * dim;
-        rotate_head(k + (t * kv_heads + g) * dim, dim, pairs, rope + t * 2 * pairs, rope + t * 2 * pairs + pairs,
-                    c.rope_interleaved, c.clip, 1.0f, row);
-        store_row<C>(row, dim, 0.0f, k_cache + at);
-        store_row<C>(v + (t * kv_heads + g) * dim, dim, c.clip, v_cache + at);
+        const int64_t at = cache_row(t) + positions[t];
+        const float *key = k + (t * kv_heads + g) * k_width;
+        if (rope_key != nullptr) {  // this head's part, then the shared rotary key
+          std::memcpy(key_in, key, sizeof(float) * static_cast<size_t>(offset));
+          std::memcpy(key_in + offset, rope_key + t * 2 * pairs, sizeof(float) * static_cast<size_t>(2 * pairs));
+          key = key_in;
+        }
+        rotate_head(key, dim, offset, pairs, rope + t * 2 * pairs, rope + t * 2 * pairs + pairs, c.rope_interleaved,
+                    c.clip, 1.0f, row);
+        store_row<C>(row, dim, 0.0f, k_cache + at * ld + g * dim);
+        store_row<C>(v + (t * kv_heads + g) * vdim, vdim, c.clip, v_cache + at * ldv + g * vdim);
       }
     // (the barrier above: every key and value of this call is in the caches)
 
@@ -558,12 +597,13 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
     for (int64_t item = 0; item < items; ++item) {
       const int64_t h = item / tiles, tile = item % tiles;
       const int64_t t0 = tile_start[tile], rows = tile_start[tile + 1] - t0;
-      const int64_t kv_at = cache_offset(t0) + (h / group) * dim;
+      const WeightStorage<C> *keys = k_cache + cache_row(t0) * ld + (h / group) * dim;
+      const WeightStorage<C> *values = v_cache + cache_row(t0) * ldv + (h / group) * vdim;
       const int vectors = attention_tile_vectors(rows);
       if (vectors == 0) {
         for (int64_t t = t0; t < t0 + rows; ++t)
-          attend_row<C>(rotated_q + (t * heads + h) * dim, dim, k_cache + kv_at, v_cache + kv_at, ld,
-                        window_start(positions[t]), positions[t], scores, out + (t * heads + h) * dim);
+          attend_row<C>(rotated_q + (t * heads + h) * dim, dim, vdim, keys, values, ld, ldv,
+                        window_start(positions[t]), positions[t], scores, out + (t * heads + h) * vdim);
       } else {
         const float *query[kAttentionTileRows];
         float *dst[kAttentionTileRows];
@@ -571,14 +611,14 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = t0 + r;
           query[r] = rotated_q + (t * heads + h) * dim;
-          dst[r] = out + (t * heads + h) * dim;
+          dst[r] = out + (t * heads + h) * vdim;
           lo[r] = window_start(positions[t]);
           hi[r] = positions[t];
         }
         if (vectors == 1)
-          attend_tile<C, 1>(rows, query, lo, hi, dst, dim, k_cache + kv_at, v_cache + kv_at, ld, scratch);
+          attend_tile<C, 1>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
         else
-          attend_tile<C, 2>(rows, query, lo, hi, dst, dim, k_cache + kv_at, v_cache + kv_at, ld, scratch);
+          attend_tile<C, 2>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
       }
     }
   }

@@ -1,5 +1,6 @@
 // Dense parts of a decoder-only transformer in the CUDA kernel library: the embedding gather,
-// RMSNorm, the residual add and causal self-attention with rotary embeddings over a KV cache.
+// RMSNorm, the residual add, column slices and causal self-attention with rotary embeddings
+// over a KV cache (multi-head latent attention's shapes included).
 // Mechanisms only (shapes and model constants from the caller, scratch from its workspace);
 // the semantics are the CPU library's (codegen/cpu/kernels/model.h). No host synchronization.
 //
@@ -63,6 +64,13 @@ __global__ void add_kernel(int64_t n, const float *a, const float *b, float *y) 
     y[i] = a[i] + b[i];
 }
 
+__global__ void copy_columns_kernel(int64_t rows, int64_t width, int64_t offset, int64_t count,
+                                    const float *x, float *y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * count;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = x[(i / count) * width + offset + i % count];
+}
+
 } // namespace detail
 
 /// Rows of a table widened to f32: out[r, :] = table[index[r], :]; a row of zeros where
@@ -100,17 +108,31 @@ inline cudaError_t add_rows(int64_t n, const float *a, const float *b, float *y,
   return cudaGetLastError();
 }
 
-/// The largest head_dim `attention` takes: 16 dims per lane of the warp that owns a head.
-/// mixtilec's cuda target checks the same bound (codegen/cuda/EmitCuda.cpp).
+/// y[r, 0..count) = x[r, offset..offset + count) for each of `rows` rows of `width` floats
+/// (mix.slice); y must not overlap x.
+inline cudaError_t copy_columns(int64_t rows, int64_t width, int64_t offset, int64_t count,
+                                const float *x, float *y, cudaStream_t stream) {
+  if (rows <= 0 || count <= 0)
+    return cudaSuccess;
+  const unsigned blocks = std::min<unsigned>(detail::blocks_for(rows * count, 256), 8192);
+  detail::copy_columns_kernel<<<blocks, 256, 0, stream>>>(rows, width, offset, count, x, y);
+  return cudaGetLastError();
+}
+
+/// The largest head_dim (and v_head_dim) `attention` takes: 16 dims per lane of the warp that
+/// owns a head. mixtilec's cuda target checks the same bound (codegen/cuda/EmitCuda.cpp).
 constexpr int kAttentionMaxHeadDim = 512;
 
 /// The layer's constants, passed by value as a kernel parameter (inv_freq included, 2 KiB:
 /// under the 4 KiB every CUDA version allows), so nothing is copied to the device first.
 struct AttentionConfig {
-  int heads = 0, kv_heads = 0, head_dim = 0;
-  int rotary_dim = 0;            // the leading rotary_dim dims of each q/k head are rotated
+  int heads = 0, kv_heads = 0, head_dim = 0;  // head_dim: of each q and k head
+  int v_head_dim = 0;            // of each value head and each head of out; 0: head_dim
+  int rotary_dim = 0;            // dims [rope_offset, rope_offset + rotary_dim) of each q/k head
+  int rope_offset = 0;           // are rotated; the others pass through
   float rope_scale = 1.0f;       // cos and sin are multiplied by it (YaRN's attention factor)
-  bool rope_interleaved = false; // false: pairs (i, i + rotary_dim/2) (rotate_half); true: (2i, 2i+1)
+  bool rope_interleaved = false; // false: pairs (i, i + rotary_dim/2) (rotate_half); true: (2i,
+                                 // 2i+1); both counted from rope_offset
   float softmax_scale = 0.0f;    // scores = q·k · softmax_scale
   float clip = 0.0f;             // > 0: q, k and v clamped to [-clip, clip] first (OLMoE clip_qkv)
   int64_t window = 0;            // > 0: position p sees keys at positions > p - window; 0: all
@@ -127,18 +149,29 @@ __device__ __forceinline__ float clamp_abs(float x, float clip) {
   return x;
 }
 
-/// Element d of one q or k head, clamped and rotated with the token's cos (rope[0, pairs)) and
-/// sin (rope[pairs, 2·pairs)), already scaled by rope_scale; dims past the rotary ones pass.
-__device__ __forceinline__ float rotate_element(const float *x, int d, int pairs, const float *rope,
-                                                bool interleaved, float clip) {
-  if (d >= 2 * pairs)
-    return clamp_abs(x[d], clip);
-  const int i = interleaved ? d / 2 : (d < pairs ? d : d - pairs);
-  const bool first = interleaved ? d % 2 == 0 : d < pairs;
+__host__ __device__ __forceinline__ int value_head_dim(const AttentionConfig &c) {
+  return c.v_head_dim > 0 ? c.v_head_dim : c.head_dim;
+}
+
+/// Element r < 2·pairs of the rotary dims x[0, 2·pairs), clamped and rotated with the token's
+/// cos (rope[0, pairs)) and sin (rope[pairs, 2·pairs)), already scaled by rope_scale.
+__device__ __forceinline__ float rotate_rotary(const float *x, int r, int pairs, const float *rope,
+                                               bool interleaved, float clip) {
+  const int i = interleaved ? r / 2 : (r < pairs ? r : r - pairs);
+  const bool first = interleaved ? r % 2 == 0 : r < pairs;
   const float a = clamp_abs(x[interleaved ? 2 * i : i], clip);
   const float b = clamp_abs(x[interleaved ? 2 * i + 1 : i + pairs], clip);
   const float cosine = rope[i], sine = rope[pairs + i];
   return first ? a * cosine - b * sine : b * cosine + a * sine;
+}
+
+/// Element d of one q or k head: dims [offset, offset + 2·pairs) rotated, the others clamped.
+__device__ __forceinline__ float rotate_element(const float *x, int d, int offset, int pairs,
+                                                const float *rope, bool interleaved, float clip) {
+  const int r = d - offset;
+  if (r < 0 || r >= 2 * pairs)
+    return clamp_abs(x[d], clip);
+  return rotate_rotary(x + offset, r, pairs, rope, interleaved, clip);
 }
 
 __device__ __forceinline__ bool in_cache(int32_t position, int32_t sequence, int64_t cache_rows,
@@ -148,16 +181,18 @@ __device__ __forceinline__ bool in_cache(int32_t position, int32_t sequence, int
 
 /// Phase 1, one block per token: cos/sin of its position in f64 (positions reach 1e5 and more,
 /// where an f32 angle is off by ~1e-2 rad), the rotated, scaled queries into rotated_q, and the
-/// rotated key and the value of each kv head into the caches (rounded to their dtype).
+/// rotated key and the value of each kv head into the caches (rounded to their dtype). With a
+/// shared rope_key, each kv head's key is its k part followed by the rotated rope_key.
 template <WeightType C>
 __global__ void attention_write_kernel(AttentionConfig c, const float *q, const float *k,
-                                       const float *v, const int32_t *positions,
-                                       const int32_t *sequences, int64_t cache_rows,
-                                       int64_t cache_length, Storage<C> *k_cache,
-                                       Storage<C> *v_cache, float *rotated_q) {
+                                       const float *v, const float *rope_key,
+                                       const int32_t *positions, const int32_t *sequences,
+                                       int64_t cache_rows, int64_t cache_length,
+                                       Storage<C> *k_cache, Storage<C> *v_cache, float *rotated_q) {
   extern __shared__ float rope[];  // [cos pairs, sin pairs]
   const int64_t t = blockIdx.x;
-  const int pairs = c.rotary_dim / 2, dim = c.head_dim;
+  const int pairs = c.rotary_dim / 2, dim = c.head_dim, offset = c.rope_offset;
+  const int value_dim = value_head_dim(c);
   const int32_t position = positions[t], sequence = sequences[t];
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
     double sine, cosine;
@@ -169,26 +204,41 @@ __global__ void attention_write_kernel(AttentionConfig c, const float *q, const 
   const int64_t q_width = static_cast<int64_t>(c.heads) * dim;
   for (int64_t i = threadIdx.x; i < q_width; i += blockDim.x)
     rotated_q[t * q_width + i] =
-        rotate_element(q + t * q_width + (i / dim) * dim, static_cast<int>(i % dim), pairs, rope,
-                       c.rope_interleaved, c.clip) *
+        rotate_element(q + t * q_width + (i / dim) * dim, static_cast<int>(i % dim), offset,
+                       pairs, rope, c.rope_interleaved, c.clip) *
         c.softmax_scale;
   if (!in_cache(position, sequence, cache_rows, cache_length))
     return;  // the token writes nothing; phase 2 gives it zeros
-  const int64_t ld = static_cast<int64_t>(c.kv_heads) * dim;  // between positions in a cache
-  const int64_t at = (static_cast<int64_t>(sequence) * cache_length + position) * ld;
-  for (int64_t i = threadIdx.x; i < ld; i += blockDim.x) {
-    k_cache[at + i] = to_storage<C>(rotate_element(k + t * ld + (i / dim) * dim,
-                                                   static_cast<int>(i % dim), pairs, rope,
-                                                   c.rope_interleaved, c.clip));
-    v_cache[at + i] = to_storage<C>(clamp_abs(v[t * ld + i], c.clip));
+  // Row strides: between positions in the caches, and between tokens in k (whose heads hold
+  // only their leading rope_offset dims when the rotary key is the shared rope_key).
+  const int64_t key_ld = static_cast<int64_t>(c.kv_heads) * dim;
+  const int64_t value_ld = static_cast<int64_t>(c.kv_heads) * value_dim;
+  const int key_width = rope_key ? offset : dim;
+  const int64_t k_ld = static_cast<int64_t>(c.kv_heads) * key_width;
+  const int64_t row = static_cast<int64_t>(sequence) * cache_length + position;
+  for (int64_t i = threadIdx.x; i < key_ld; i += blockDim.x) {
+    const int64_t h = i / dim;
+    const int d = static_cast<int>(i % dim);
+    const float *head = k + t * k_ld + h * key_width;
+    float key;
+    if (!rope_key)
+      key = rotate_element(head, d, offset, pairs, rope, c.rope_interleaved, c.clip);
+    else if (d < offset)
+      key = clamp_abs(head[d], c.clip);
+    else
+      key = rotate_rotary(rope_key + t * c.rotary_dim, d - offset, pairs, rope,
+                          c.rope_interleaved, c.clip);
+    k_cache[row * key_ld + i] = to_storage<C>(key);
   }
+  for (int64_t i = threadIdx.x; i < value_ld; i += blockDim.x)
+    v_cache[row * value_ld + i] = to_storage<C>(clamp_abs(v[t * value_ld + i], c.clip));
 }
 
 /// Phase 2, one warp per (token, head), the heads of a token in consecutive warps (those of
 /// one kv head read the same cache rows, through L1). Lane l owns dims l, l + 32, ... (up to
-/// PER_LANE of them). Keys come in chunks of 32: a score per key (a warp sum), lane j keeping
-/// key j's, then one online-softmax step per chunk (Milakov & Gimelshein, 2018) and the
-/// weighted values, p_j broadcast from lane j. All in f32.
+/// PER_LANE of them, enough for head_dim and for v_head_dim). Keys come in chunks of 32: a
+/// score per key (a warp sum), lane j keeping key j's, then one online-softmax step per chunk
+/// (Milakov & Gimelshein, 2018) and the weighted values, p_j broadcast from lane j. All in f32.
 template <WeightType C, int PER_LANE>
 __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const float *rotated_q,
                                         const int32_t *positions, const int32_t *sequences,
@@ -200,17 +250,19 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
     return;  // the whole warp
   const int64_t t = item / c.heads;
   const int h = static_cast<int>(item % c.heads), lane = lane_id(), dim = c.head_dim;
-  float *o = out + item * dim;
+  const int value_dim = value_head_dim(c);
+  float *o = out + item * value_dim;
   const int32_t position = positions[t], sequence = sequences[t];
   if (!in_cache(position, sequence, cache_rows, cache_length)) {
-    for (int d = lane; d < dim; d += kWarp)
+    for (int d = lane; d < value_dim; d += kWarp)
       o[d] = 0.0f;
     return;
   }
-  const int64_t ld = static_cast<int64_t>(c.kv_heads) * dim;
-  const int64_t base = static_cast<int64_t>(sequence) * cache_length * ld +
-                       static_cast<int64_t>(h / (c.heads / c.kv_heads)) * dim;
-  const Storage<C> *keys = k_cache + base, *values = v_cache + base;
+  const int64_t kv_head = h / (c.heads / c.kv_heads);
+  const int64_t key_ld = static_cast<int64_t>(c.kv_heads) * dim;
+  const int64_t value_ld = static_cast<int64_t>(c.kv_heads) * value_dim;
+  const Storage<C> *keys = k_cache + sequence * cache_length * key_ld + kv_head * dim;
+  const Storage<C> *values = v_cache + sequence * cache_length * value_ld + kv_head * value_dim;
   float query[PER_LANE], acc[PER_LANE];
 #pragma unroll
   for (int i = 0; i < PER_LANE; ++i) {
@@ -225,7 +277,7 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
     const int n = static_cast<int>(min(int64_t(kWarp), hi - j0 + 1));
     float score = -INFINITY;  // key j0 + lane's
     for (int j = 0; j < n; ++j) {
-      const Storage<C> *key = keys + (j0 + j) * ld;
+      const Storage<C> *key = keys + (j0 + j) * key_ld;
       float partial = 0.0f;
 #pragma unroll
       for (int i = 0; i < PER_LANE; ++i) {
@@ -248,11 +300,11 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
       acc[i] *= alpha;
     for (int j = 0; j < n; ++j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
-      const Storage<C> *value = values + (j0 + j) * ld;
+      const Storage<C> *value = values + (j0 + j) * value_ld;
 #pragma unroll
       for (int i = 0; i < PER_LANE; ++i) {
         const int d = lane + i * kWarp;
-        if (d < dim)
+        if (d < value_dim)
           acc[i] += pj * load_weight<C>(value, d);
       }
     }
@@ -262,15 +314,21 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
 #pragma unroll
   for (int i = 0; i < PER_LANE; ++i) {
     const int d = lane + i * kWarp;
-    if (d < dim)
+    if (d < value_dim)
       o[d] = acc[i] * inv_sum;
   }
 }
 
-inline bool attention_config_valid(const AttentionConfig &c) {
-  return c.heads > 0 && c.kv_heads > 0 && c.heads % c.kv_heads == 0 && c.head_dim > 0 &&
-         c.head_dim <= kAttentionMaxHeadDim && c.rotary_dim >= 0 && c.rotary_dim % 2 == 0 &&
-         c.rotary_dim <= c.head_dim && c.window >= 0;
+/// has_rope_key: the keys' rotary dims come from a shared rope_key, so they must be the last.
+inline bool attention_config_valid(const AttentionConfig &c, bool has_rope_key) {
+  const bool shapes = c.heads > 0 && c.kv_heads > 0 && c.heads % c.kv_heads == 0 &&
+                      c.head_dim > 0 && c.head_dim <= kAttentionMaxHeadDim && c.v_head_dim >= 0 &&
+                      value_head_dim(c) <= kAttentionMaxHeadDim && c.window >= 0;
+  const bool rotary = c.rotary_dim >= 0 && c.rotary_dim % 2 == 0 && c.rope_offset >= 0 &&
+                      c.rotary_dim <= c.head_dim - c.rope_offset;
+  const bool shared_key =
+      !has_rope_key || (c.rotary_dim > 0 && c.rotary_dim == c.head_dim - c.rope_offset);
+  return shapes && rotary && shared_key;
 }
 
 constexpr int kAttentionWarps = 4;  // phase 2: warps (heads) per block
@@ -291,7 +349,8 @@ cudaError_t launch_attend(const AttentionConfig &c, int64_t tokens, const float 
 
 } // namespace detail
 
-/// Bytes of workspace `attention` needs: the rotated, scaled queries [tokens, heads·head_dim].
+/// Bytes of workspace `attention` needs: the rotated, scaled queries [tokens, heads·head_dim]
+/// (head_dim, not v_head_dim: queries meet keys).
 inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens) {
   return detail::align256(sizeof(float) * static_cast<size_t>(std::max<int64_t>(tokens, 0)) *
                           static_cast<size_t>(std::max(c.heads, 0)) *
@@ -299,25 +358,32 @@ inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens)
 }
 
 /// Causal self-attention over a KV cache for a batch of tokens from several sequences, as the
-/// CPU library's `attention` (codegen/cpu/kernels/model.h): q [tokens, heads·head_dim], k and
-/// v [tokens, kv_heads·head_dim] (f32, unrotated); token t at position positions[t] of cache
-/// row sequences[t]; caches [cache_rows, cache_length, kv_heads, head_dim] in storage C (f32,
-/// or bf16/f16 bits rounded to nearest even). Phase 1 (one launch) writes every token's
-/// clamped, rotated k and its clamped v into the caches; phase 2 (a second launch, so it sees
-/// them all) attends token t, head h over the keys of its cache row at positions
-/// 0..positions[t] (within the window) with kv head h / (heads / kv_heads), read back from the
-/// caches, so prefill and decode see the same rounded values; out [tokens, heads·head_dim].
+/// CPU library's `attention` (codegen/cpu/kernels/model.h): q [tokens, heads·head_dim], k
+/// [tokens, kv_heads·head_dim] and v [tokens, kv_heads·v_head_dim] (f32, unrotated); token t
+/// at position positions[t] of cache row sequences[t]; k_cache [cache_rows, cache_length,
+/// kv_heads, head_dim] and v_cache [.., kv_heads, v_head_dim] in storage C (f32, or bf16/f16
+/// bits rounded to nearest even). Phase 1 (one launch) writes every token's clamped, rotated k
+/// and its clamped v into the caches; phase 2 (a second launch, so it sees them all) attends
+/// token t, head h over the keys of its cache row at positions 0..positions[t] (within the
+/// window) with kv head h / (heads / kv_heads), read back from the caches, so prefill and
+/// decode see the same rounded values; out [tokens, heads·v_head_dim].
 /// RoPE (Su et al., HF semantics): angle p·inv_freq[i] and its cos, sin in f64, the rotation
-/// in f32. A token outside the cache writes nothing and gets zeros (see the top of this
-/// file); keys no call has written are the caller's, and two tokens of one call at the same
-/// (sequence, position) are undefined. An invalid config is cudaErrorInvalidValue.
+/// in f32, over dims [rope_offset, rope_offset + rotary_dim) of each q/k head.
+/// Multi-head latent attention (DeepSeek-V2/V3) shares one rotary key among the kv heads:
+/// with rope_key [tokens, rotary_dim] (nullptr: none), k is [tokens, kv_heads·rope_offset],
+/// each head's leading dims, rope_offset + rotary_dim must be head_dim, and each kv head's
+/// cached key is its k part followed by the clamped, rotated rope_key.
+/// A token outside the cache writes nothing and gets zeros (see the top of this file); keys no
+/// call has written are the caller's, and two tokens of one call at the same (sequence,
+/// position) are undefined. An invalid config is cudaErrorInvalidValue.
 /// workspace: attention_workspace_size(c, tokens) bytes, 256-byte aligned.
 template <WeightType C>
 cudaError_t attention(const AttentionConfig &c, int64_t tokens, const float *q, const float *k,
-                      const float *v, const int32_t *positions, const int32_t *sequences,
-                      int64_t cache_rows, int64_t cache_length, Storage<C> *k_cache,
-                      Storage<C> *v_cache, float *out, void *workspace, cudaStream_t stream) {
-  if (!detail::attention_config_valid(c))
+                      const float *v, const float *rope_key, const int32_t *positions,
+                      const int32_t *sequences, int64_t cache_rows, int64_t cache_length,
+                      Storage<C> *k_cache, Storage<C> *v_cache, float *out, void *workspace,
+                      cudaStream_t stream) {
+  if (!detail::attention_config_valid(c, rope_key != nullptr))
     return cudaErrorInvalidValue;
   if (tokens <= 0)
     return cudaSuccess;
@@ -326,11 +392,12 @@ cudaError_t attention(const AttentionConfig &c, int64_t tokens, const float *q, 
   float *rotated_q = static_cast<float *>(workspace);
   detail::attention_write_kernel<C><<<static_cast<unsigned>(tokens), 128,
                                       sizeof(float) * static_cast<size_t>(c.rotary_dim), stream>>>(
-      c, q, k, v, positions, sequences, cache_rows, cache_length, k_cache, v_cache, rotated_q);
+      c, q, k, v, rope_key, positions, sequences, cache_rows, cache_length, k_cache, v_cache,
+      rotated_q);
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess)
     return status;
-  const int per_lane = (c.head_dim + kWarp - 1) / kWarp;
+  const int per_lane = (std::max(c.head_dim, detail::value_head_dim(c)) + kWarp - 1) / kWarp;
   if (per_lane <= 1)
     return detail::launch_attend<C, 1>(c, tokens, rotated_q, positions, sequences, cache_rows,
                                        cache_length, k_cache, v_cache, out, stream);

@@ -1,8 +1,10 @@
 // Correctness test of the dense transformer kernels (codegen/cpu/kernels/model.h) against naive
-// float64 loops written here: gather_rows, rms_norm_rows, add_rows and attention with f32/bf16/f16
-// tables, weights and KV caches; GQA and MHA, partial and interleaved RoPE, sliding window, clip,
-// rope_scale, positions near 1e5, prefill then decode over two sequences (checked against one
-// full-prefix call), T = 0, and the error returns (poisoned outputs and caches stay untouched).
+// float64 loops written here: gather_rows, rms_norm_rows, copy_columns, add_rows and attention with
+// f32/bf16/f16 tables, weights and KV caches; GQA and MHA, partial and interleaved RoPE (also at an
+// offset inside the head), value heads narrower or wider than query/key heads, DeepSeek MLA's
+// decoupled rotary key (rope_key), sliding window, clip, rope_scale, positions near 1e5, prefill
+// then decode over two sequences (checked against one full-prefix call), T = 0, and the error
+// returns (poisoned outputs and caches stay untouched).
 // The attention reference rotates q and k in float64 and checks the caches against that; it then
 // attends over the kernel's cache contents (for bf16/f16 caches the rounded k/v are the data).
 #include <algorithm>
@@ -220,6 +222,20 @@ void test_add(int64_t n, int alias, int threads, uint32_t seed) {
         "add_rows n %lld alias %d: wrong sums or wrote past the end", (long long)n, alias);
 }
 
+// y[r, :] = x[r, offset..offset + count): a copy, so exact; nothing written past rows·count.
+void test_copy_columns(int64_t rows, int64_t width, int64_t offset, int64_t count, int threads, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::vector<float> x(rows * width + 1), y = poisoned(rows * count + 1), want(rows * count + 1);
+  for (float &e : x) e = unit(rng);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < count; ++i) want[r * count + i] = x[r * width + offset + i];
+  copy_columns(rows, width, offset, count, x.data(), y.data(), threads);
+  check(same_bits(y.data(), want.data(), sizeof(float) * rows * count) && std::isnan(y[rows * count]),
+        "copy_columns rows %lld width %lld offset %lld count %lld threads %d: wrong copy or wrote past the end",
+        (long long)rows, (long long)width, (long long)offset, (long long)count, threads);
+}
+
 // ---- attention -------------------------------------------------------------------------------------
 
 struct Token {
@@ -238,6 +254,13 @@ struct Scenario {
   std::vector<std::vector<Token>> calls;
   std::vector<Token> preset;  // cache slots the test writes itself (as an earlier call would have)
   double tolerance = 1e-5;    // relative L2 vs float64
+  int64_t v_dim = 0;          // value and output head width; 0: dim
+  int64_t rope_offset = 0;    // first rotated dim of a q/k head
+  bool rope_key = false;      // MLA: k holds rope_offset dims per kv head, the shared rope_key the rest
+
+  int64_t value_dim() const { return v_dim > 0 ? v_dim : dim; }
+  int64_t k_width() const { return rope_key ? rope_offset : dim; }  // per kv head, in the k input
+  bool generalized() const { return value_dim() != dim || rope_offset > 0 || rope_key; }
 };
 
 std::vector<Token> run_of(int32_t seq, int32_t first, int32_t count) {
@@ -251,9 +274,10 @@ std::vector<Token> concat(std::vector<Token> a, const std::vector<Token> &b) {
   return a;
 }
 
-// Inputs of one token: q [heads·dim], k and v [kv_heads·dim], fixed per (sequence, position).
+// Inputs of one token, fixed per (sequence, position): q [heads·dim], k [kv_heads·k_width],
+// v [kv_heads·value_dim] and with MLA rope_key [rotary].
 struct TokenInputs {
-  std::vector<float> q, k, v;
+  std::vector<float> q, k, v, rope_key;
 };
 
 double g_worst_attention[3] = {0, 0, 0};  // per cache dtype, vs float64
@@ -261,6 +285,8 @@ double g_worst_full_prefix = 0;           // decode (incremental calls) vs one f
 double g_worst_large_scores = 0;          // the scenario whose scores reach ~100
 double g_worst_k_ulps[3] = {0, 0, 0};     // k cache vs the f64 rotation, over the dtype's one-ulp bound
 int g_attention_checks = 0;
+double g_worst_generalized = 0;  // scenarios with value_dim != dim, rope_offset > 0 or rope_key
+int g_generalized_checks = 0;
 
 struct AttentionRun {
   const Scenario &s;
@@ -271,13 +297,15 @@ struct AttentionRun {
   Tensor k_cache, v_cache;
 
   AttentionRun(const Scenario &scenario, WeightType c, uint32_t seed)
-      : s(scenario), cache_type(c), k_cache(c, cache_elems()), v_cache(c, cache_elems()) {
+      : s(scenario), cache_type(c), k_cache(c, cache_elems(s.dim)), v_cache(c, cache_elems(s.value_dim())) {
     for (int64_t i = 0; i < s.rotary / 2; ++i)
       inv_freq.push_back(std::pow(s.rope_base, -2.0 * i / static_cast<double>(s.rotary)));
     config.heads = s.heads;
     config.kv_heads = s.kv_heads;
     config.head_dim = s.dim;
+    config.v_head_dim = s.v_dim;
     config.rotary_dim = s.rotary;
+    config.rope_offset = s.rope_offset;
     config.inv_freq = inv_freq.empty() ? nullptr : inv_freq.data();
     config.rope_scale = s.rope_scale;
     config.rope_interleaved = s.interleaved;
@@ -289,20 +317,27 @@ struct AttentionRun {
     auto add_inputs = [&](const Token &t) {
       TokenInputs &in = inputs[{t.seq, t.pos}];
       in.q.resize(s.heads * s.dim);
-      in.k.resize(s.kv_heads * s.dim);
-      in.v.resize(s.kv_heads * s.dim);
+      in.k.resize(s.kv_heads * s.k_width());
+      in.v.resize(s.kv_heads * s.value_dim());
+      in.rope_key.resize(s.rope_key ? s.rotary : 0);
       for (auto &x : in.q) x = 1.5f * unit(rng);
       for (auto &x : in.k) x = unit(rng);
       for (auto &x : in.v) x = unit(rng);
+      for (auto &x : in.rope_key) x = unit(rng);
     };
     for (const auto &call : s.calls)
       for (const Token &t : call) add_inputs(t);
     reset_caches(rng);
   }
 
-  size_t cache_elems() const { return static_cast<size_t>(s.cache_rows * s.cache_length * s.kv_heads * s.dim); }
-  size_t slot(int32_t seq, int64_t pos, int64_t g) const {
+  size_t cache_elems(int64_t head_width) const {
+    return static_cast<size_t>(s.cache_rows * s.cache_length * s.kv_heads * head_width);
+  }
+  size_t k_slot(int32_t seq, int64_t pos, int64_t g) const {
     return static_cast<size_t>(((seq * s.cache_length + pos) * s.kv_heads + g) * s.dim);
+  }
+  size_t v_slot(int32_t seq, int64_t pos, int64_t g) const {
+    return static_cast<size_t>(((seq * s.cache_length + pos) * s.kv_heads + g) * s.value_dim());
   }
 
   void reset_caches(std::mt19937 &rng) {
@@ -310,11 +345,10 @@ struct AttentionRun {
     v_cache.poison();
     std::uniform_real_distribution<float> unit(-1.f, 1.f);
     for (const Token &t : s.preset)
-      for (int64_t g = 0; g < s.kv_heads; ++g)
-        for (int64_t d = 0; d < s.dim; ++d) {
-          k_cache.set(slot(t.seq, t.pos, g) + d, unit(rng));
-          v_cache.set(slot(t.seq, t.pos, g) + d, unit(rng));
-        }
+      for (int64_t g = 0; g < s.kv_heads; ++g) {
+        for (int64_t d = 0; d < s.dim; ++d) k_cache.set(k_slot(t.seq, t.pos, g) + d, unit(rng));
+        for (int64_t d = 0; d < s.value_dim(); ++d) v_cache.set(v_slot(t.seq, t.pos, g) + d, unit(rng));
+      }
   }
 
   double clipped(float x) const {
@@ -322,13 +356,23 @@ struct AttentionRun {
     return x;
   }
 
-  // One head of q or k clamped and rotated in float64 (HF apply_rotary_pos_emb).
+  // Kv head g's key before the rotation: its slice of k, or with MLA its rope_offset dims from k
+  // followed by the token's rope_key, shared by every kv head.
+  std::vector<float> key_head(const TokenInputs &in, int64_t g) const {
+    const int64_t width = s.k_width();
+    std::vector<float> key(in.k.begin() + g * width, in.k.begin() + (g + 1) * width);
+    key.insert(key.end(), in.rope_key.begin(), in.rope_key.end());
+    return key;
+  }
+
+  // One head of q or k clamped and its dims [rope_offset, rope_offset + rotary) rotated in float64
+  // (HF apply_rotary_pos_emb on that slice; DeepSeek's q_pe/k_pe when it is the head's tail).
   std::vector<double> rotate(const float *x, int64_t pos) const {
     std::vector<double> y(s.dim);
     for (int64_t d = 0; d < s.dim; ++d) y[d] = clipped(x[d]);
-    const int64_t half = s.rotary / 2;
+    const int64_t half = s.rotary / 2, at = s.rope_offset;
     for (int64_t i = 0; i < half; ++i) {
-      const int64_t ia = s.interleaved ? 2 * i : i, ib = s.interleaved ? 2 * i + 1 : i + half;
+      const int64_t ia = at + (s.interleaved ? 2 * i : i), ib = at + (s.interleaved ? 2 * i + 1 : i + half);
       const double theta = static_cast<double>(pos) * static_cast<double>(inv_freq[i]);
       const double c = std::cos(theta) * s.rope_scale, sn = std::sin(theta) * s.rope_scale;
       const double a = y[ia], b = y[ib];
@@ -338,28 +382,31 @@ struct AttentionRun {
     return y;
   }
 
+  // with_rope_key: pass a rope_key even when the scenario has none (an error case).
   template <WeightType C>
   int call(const std::vector<Token> &tokens, std::vector<float> &out, int threads,
-           const AttentionConfig *other_config = nullptr) {
-    const int64_t T = static_cast<int64_t>(tokens.size());
-    std::vector<float> q(std::max<int64_t>(T, 1) * s.heads * s.dim), k(std::max<int64_t>(T, 1) * s.kv_heads * s.dim),
-        v(k.size());
-    std::vector<int32_t> positions(std::max<int64_t>(T, 1)), sequences(std::max<int64_t>(T, 1));
+           const AttentionConfig *other_config = nullptr, bool with_rope_key = false) {
+    const int64_t T = static_cast<int64_t>(tokens.size()), n = std::max<int64_t>(T, 1);
+    std::vector<float> q(n * s.heads * s.dim), k(n * s.kv_heads * s.k_width()), v(n * s.kv_heads * s.value_dim()),
+        rope_key(n * std::max<int64_t>(s.rotary, 2));
+    std::vector<int32_t> positions(n), sequences(n);
     for (int64_t t = 0; t < T; ++t) {
       positions[t] = tokens[t].pos;
       sequences[t] = tokens[t].seq;
       auto it = inputs.find({tokens[t].seq, tokens[t].pos});
       if (it == inputs.end()) continue;  // an error case's out-of-range token: inputs unused
       std::copy(it->second.q.begin(), it->second.q.end(), q.begin() + t * s.heads * s.dim);
-      std::copy(it->second.k.begin(), it->second.k.end(), k.begin() + t * s.kv_heads * s.dim);
-      std::copy(it->second.v.begin(), it->second.v.end(), v.begin() + t * s.kv_heads * s.dim);
+      std::copy(it->second.k.begin(), it->second.k.end(), k.begin() + t * s.kv_heads * s.k_width());
+      std::copy(it->second.v.begin(), it->second.v.end(), v.begin() + t * s.kv_heads * s.value_dim());
+      std::copy(it->second.rope_key.begin(), it->second.rope_key.end(), rope_key.begin() + t * s.rotary);
     }
     const AttentionConfig c = other_config ? *other_config : config;
     const size_t ws = attention_workspace_size(c, T, s.cache_length, threads);
     unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + kCanary + 63) / 64 * 64));
     std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
     std::memset(workspace + ws, 0xa5, kCanary);
-    const int rc = attention<C>(c, T, q.data(), k.data(), v.data(), positions.data(), sequences.data(),
+    const float *rope_key_in = s.rope_key || with_rope_key ? rope_key.data() : nullptr;
+    const int rc = attention<C>(c, T, q.data(), k.data(), v.data(), rope_key_in, positions.data(), sequences.data(),
                                 s.cache_rows, s.cache_length, static_cast<WeightStorage<C> *>(k_cache.data()),
                                 static_cast<WeightStorage<C> *>(v_cache.data()), out.data(), workspace, threads);
     bool canary = true;
@@ -378,17 +425,19 @@ struct AttentionRun {
     for (const Token &t : tokens) {
       const TokenInputs &in = inputs.at({t.seq, t.pos});
       for (int64_t g = 0; g < s.kv_heads; ++g) {
-        const std::vector<double> want = rotate(in.k.data() + g * s.dim, t.pos);
+        const std::vector<double> want = rotate(key_head(in, g).data(), t.pos);
         double largest = 0;
         for (double w : want) largest = std::max(largest, std::fabs(w));
         for (int64_t d = 0; d < s.dim; ++d) {
-          const double got = k_cache.get(slot(t.seq, t.pos, g) + d), w = want[d];
+          const double got = k_cache.get(k_slot(t.seq, t.pos, g) + d), w = want[d];
           const double bound = ulp * std::fabs(w) + 1e-6 * largest;
           k_ok = k_ok && std::fabs(got - w) <= bound;
           if (ulp > 0 && std::fabs(w) > 1e-3)
             g_worst_k_ulps[ci] = std::max(g_worst_k_ulps[ci], std::fabs(got - w) / (ulp * std::fabs(w)));
-          const float vw = v_cache.rounded(static_cast<float>(clipped(in.v[g * s.dim + d])));
-          const float vg = v_cache.get(slot(t.seq, t.pos, g) + d);
+        }
+        for (int64_t d = 0; d < s.value_dim(); ++d) {
+          const float vw = v_cache.rounded(static_cast<float>(clipped(in.v[g * s.value_dim() + d])));
+          const float vg = v_cache.get(v_slot(t.seq, t.pos, g) + d);
           v_ok = v_ok && same_bits(&vg, &vw, 4);
         }
       }
@@ -399,9 +448,9 @@ struct AttentionRun {
 
   // out rows of `tokens` against float64 attention over the current cache contents.
   double check_outputs(const std::vector<Token> &tokens, const std::vector<float> &out, const char *what) {
-    const int64_t group = s.heads / s.kv_heads;
+    const int64_t group = s.heads / s.kv_heads, vdim = s.value_dim();
     double worst = 0;
-    std::vector<double> ref(s.dim), scores;
+    std::vector<double> ref(vdim), scores;
     for (size_t t = 0; t < tokens.size(); ++t) {
       const Token &tok = tokens[t];
       const TokenInputs &in = inputs.at({tok.seq, tok.pos});
@@ -413,7 +462,7 @@ struct AttentionRun {
         double m = -INFINITY;
         for (int64_t j = lo; j <= tok.pos; ++j) {
           double dot = 0;
-          for (int64_t d = 0; d < s.dim; ++d) dot += qh[d] * k_cache.get(slot(tok.seq, j, g) + d);
+          for (int64_t d = 0; d < s.dim; ++d) dot += qh[d] * k_cache.get(k_slot(tok.seq, j, g) + d);
           scores[j - lo] = dot * s.softmax_scale;
           m = std::max(m, scores[j - lo]);
         }
@@ -421,8 +470,8 @@ struct AttentionRun {
         for (double &x : scores) sum += (x = std::exp(x - m));
         std::fill(ref.begin(), ref.end(), 0.0);
         for (int64_t j = lo; j <= tok.pos; ++j)
-          for (int64_t d = 0; d < s.dim; ++d) ref[d] += scores[j - lo] / sum * v_cache.get(slot(tok.seq, j, g) + d);
-        const double e = relative_l2(out.data() + (t * s.heads + h) * s.dim, ref.data(), s.dim);
+          for (int64_t d = 0; d < vdim; ++d) ref[d] += scores[j - lo] / sum * v_cache.get(v_slot(tok.seq, j, g) + d);
+        const double e = relative_l2(out.data() + (t * s.heads + h) * vdim, ref.data(), vdim);
         worst = std::max(worst, e);
       }
     }
@@ -432,6 +481,10 @@ struct AttentionRun {
     const int ci = static_cast<int>(cache_type);
     if (s.tolerance <= 1e-5) g_worst_attention[ci] = std::max(g_worst_attention[ci], worst);
     else g_worst_large_scores = std::max(g_worst_large_scores, worst);
+    if (s.generalized() && s.tolerance <= 1e-5) {
+      g_worst_generalized = std::max(g_worst_generalized, worst);
+      ++g_generalized_checks;
+    }
     return worst;
   }
 };
@@ -439,7 +492,7 @@ struct AttentionRun {
 template <WeightType C>
 void test_attention(const Scenario &s, uint32_t seed) {
   AttentionRun run(s, C, seed);
-  const int64_t row = s.heads * s.dim;
+  const int64_t vdim = s.value_dim(), row = s.heads * vdim;
   // Incremental: every call as listed (prefill chunks, then decode steps), checked after each.
   std::map<std::pair<int32_t, int32_t>, std::vector<float>> incremental;
   for (size_t i = 0; i < s.calls.size(); ++i) {
@@ -477,8 +530,8 @@ void test_attention(const Scenario &s, uint32_t seed) {
     for (size_t t = 0; t < all.size(); ++t) {
       const std::vector<float> &inc = incremental[{all[t].seq, all[t].pos}];
       for (int64_t h = 0; h < s.heads; ++h) {
-        std::vector<double> want(inc.begin() + h * s.dim, inc.begin() + (h + 1) * s.dim);
-        worst = std::max(worst, relative_l2(out.data() + t * row + h * s.dim, want.data(), s.dim));
+        std::vector<double> want(inc.begin() + h * vdim, inc.begin() + (h + 1) * vdim);
+        worst = std::max(worst, relative_l2(out.data() + t * row + h * vdim, want.data(), vdim));
       }
     }
     if (s.tolerance <= 1e-5) g_worst_full_prefix = std::max(g_worst_full_prefix, worst);
@@ -510,27 +563,53 @@ void test_attention(const Scenario &s, uint32_t seed) {
             type_name(C), bad.seq, bad.pos, at, r);
     }
   // Invalid configs: heads not a multiple of kv_heads, rotary_dim odd, above head_dim, or
-  // without inv_freq.
-  std::vector<std::pair<const char *, AttentionConfig>> invalid;
+  // without inv_freq, rope_offset negative or the rotary dims past head_dim, v_head_dim negative,
+  // a rope_key whose rotary dims are not each head's last.
+  struct Invalid {
+    const char *what;
+    AttentionConfig config;
+    bool with_rope_key;
+  };
+  std::vector<Invalid> invalid;
   AttentionConfig bad = run.config;
   if (s.kv_heads > 1) {
     bad.heads = s.heads - 1;
-    invalid.push_back({"heads % kv_heads != 0", bad});
+    invalid.push_back({"heads % kv_heads != 0", bad, false});
   }
   bad = run.config;
   bad.rotary_dim = s.rotary > 0 ? s.rotary - 1 : 1;
-  invalid.push_back({"odd rotary_dim", bad});
+  invalid.push_back({"odd rotary_dim", bad, false});
   bad = run.config;
   bad.rotary_dim = s.dim + 2;
-  invalid.push_back({"rotary_dim > head_dim", bad});
+  invalid.push_back({"rotary_dim > head_dim", bad, false});
   bad = run.config;
   bad.rotary_dim = 2;
   bad.inv_freq = nullptr;
-  invalid.push_back({"no inv_freq", bad});
-  for (const auto &[what, config] : invalid) {
+  invalid.push_back({"no inv_freq", bad, false});
+  bad = run.config;
+  bad.rope_offset = -2;
+  invalid.push_back({"negative rope_offset", bad, false});
+  bad = run.config;
+  bad.rope_offset = s.dim - s.rotary + 2;
+  invalid.push_back({"rope_offset + rotary_dim > head_dim", bad, false});
+  bad = run.config;
+  bad.v_head_dim = -1;
+  invalid.push_back({"negative v_head_dim", bad, false});
+  if (s.rope_key) {
+    bad = run.config;
+    bad.rope_offset -= 2;
+    invalid.push_back({"rope_key with rope_offset + rotary_dim < head_dim", bad, false});
+    bad = run.config;
+    bad.rotary_dim = 0;
+    bad.rope_offset = s.dim;
+    invalid.push_back({"rope_key with rotary_dim 0", bad, false});
+  } else if (s.rope_offset + s.rotary != s.dim) {  // this scenario's own config, given a rope_key
+    invalid.push_back({"rope_key with rope_offset + rotary_dim != head_dim", run.config, true});
+  }
+  for (const Invalid &e : invalid) {
     std::vector<float> o = poisoned(good.size() * row);
-    const int r = run.call<C>(good, o, s.threads, &config);
-    check(r == 2 && untouched(o), "attention %s/%s: %s returned %d or wrote", s.name, type_name(C), what, r);
+    const int r = run.call<C>(good, o, s.threads, &e.config, e.with_rope_key);
+    check(r == 2 && untouched(o), "attention %s/%s: %s returned %d or wrote", s.name, type_name(C), e.what, r);
   }
   std::vector<float> o = poisoned(row);
   const int r = run.call<C>({}, o, s.threads);
@@ -586,6 +665,41 @@ std::vector<Scenario> scenarios() {
   std::vector<std::vector<Token>> far_calls = {run_of(0, far, 20), {{0, far + 20}}, run_of(0, far + 21, 3)};
   list.push_back({"gqa-4/2-d16-positions-1e5-window12", 4, 2, 16, 16, false, 12, 0.f, 1.f, kInvSqrt16, 1000000.0,
                   1, far + 40, 2, far_calls, preset});
+
+  // Value heads of another width than query/key heads, and the rotary dims in the middle of a
+  // head: narrower values; wider values; and widths with remainders after every vector width and
+  // register tile (30 = 16 + 8 + 4 + 2, 22 = 16 + 4 + 2) over a prefill crossing key blocks.
+  const float kInvSqrt48 = 0.144337567f;
+  Scenario narrow_values{"gqa-4/2-d48-v32-rotary16-at8", 4, 2, 48, 16, false, 0, 0.f, 1.f, kInvSqrt48, 10000.0, 3,
+                         64, 2, batch, {}};
+  narrow_values.v_dim = 32;
+  narrow_values.rope_offset = 8;
+  list.push_back(narrow_values);
+  Scenario wide_values{"mha-3-d24-v40-rotary8-at10-interleaved-clip-scale", 3, 3, 24, 8, true, 0, 0.9f, 1.2f, 0.4f,
+                       10000.0, 3, 64, 3, batch, {}};
+  wide_values.v_dim = 40;
+  wide_values.rope_offset = 10;
+  list.push_back(wide_values);
+  Scenario odd_widths{"gqa-4/2-d30-v22-rotary10-at6-window40-long", 4, 2, 30, 10, false, 40, 0.f, 1.f, 0.2f, 10000.0,
+                      2, 160, 2, long_prefill, {}};
+  odd_widths.v_dim = 22;
+  odd_widths.rope_offset = 6;
+  list.push_back(odd_widths);
+  // DeepSeek-V2/V3 multi-head latent attention with its decoupled rotary key: query/key heads of
+  // 32 "nope" dims then 16 rotated ones, whose key part is one rope_key shared by every head;
+  // values of 32. Rotate-half and interleaved (with clip and a YaRN-style rope_scale).
+  Scenario latent{"mla-4-d48-nope32-rope16-v32", 4, 4, 48, 16, false, 0, 0.f, 1.f, kInvSqrt48, 10000.0, 3, 64, 2,
+                  batch, {}};
+  latent.v_dim = 32;
+  latent.rope_offset = 32;
+  latent.rope_key = true;
+  list.push_back(latent);
+  Scenario latent_interleaved{"mla-4-d48-nope32-rope16-v32-interleaved-clip-scale-long", 4, 4, 48, 16, true, 0, 0.8f,
+                              1.1f, kInvSqrt48, 10000.0, 2, 160, 3, long_prefill, {}};
+  latent_interleaved.v_dim = 32;
+  latent_interleaved.rope_offset = 32;
+  latent_interleaved.rope_key = true;
+  list.push_back(latent_interleaved);
   return list;
 }
 
@@ -617,6 +731,12 @@ int main() {
     test_attention<WeightType::bf16>(s, seed++);
     test_attention<WeightType::f16>(s, seed++);
   }
+  // (rows, width, offset, count): whole rows, MLA's nope and rope parts, one column, none, and
+  // one large enough (rows·count >= 65536) for the threaded copy.
+  const int64_t copy_shapes[][4] = {{0, 8, 0, 8},  {1, 1, 0, 1},   {7, 48, 0, 32},   {7, 48, 32, 16},
+                                    {5, 37, 36, 1}, {9, 37, 5, 0}, {300, 300, 77, 223}};
+  for (int threads : {1, 2, 3})
+    for (const auto &shape : copy_shapes) test_copy_columns(shape[0], shape[1], shape[2], shape[3], threads, seed++);
 
   std::printf("rms_norm_rows worst relative L2 error vs float64: %.2g (tolerance 1e-5)\n", g_worst_rms);
   std::printf("attention worst relative L2 error vs float64 over the caches' values, %d output checks: f32 %.2g, "
@@ -626,6 +746,9 @@ int main() {
               g_worst_full_prefix);
   std::printf("attention with scores up to ~100, worst relative L2 error vs float64: %.2g (tolerance 1e-4)\n",
               g_worst_large_scores);
+  std::printf("attention with v_head_dim != head_dim, rope_offset > 0 or rope_key (MLA), %d output checks: worst "
+              "relative L2 error vs float64 %.2g (tolerance 1e-5)\n",
+              g_generalized_checks, g_worst_generalized);
   std::printf("k cache vs float64 rotation, worst error over one ulp (2^-7 |k| bf16, 2^-10 |k| f16): bf16 %.2f, "
               "f16 %.2f (bound 1)\n",
               g_worst_k_ulps[1], g_worst_k_ulps[2]);
