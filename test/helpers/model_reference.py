@@ -250,16 +250,6 @@ class Model:
                 for role, names in spec["tensors"].items()
             }
             attrs = dict(spec["attrs"])
-            if "selection_bias" in tensors and attrs.get("n_group", 1) > 1:
-                # transformers 5.x (DeepseekV3TopkRouter) masks the experts of dropped groups
-                # to -inf; reference.route masks them to 0 as DeepSeek's remote code does.
-                # They differ only where a kept expert's biased score is <= 0. Shifting every
-                # biased score by the same C > 0 keeps the group ranking (each group score
-                # moves by 2C) and the order inside the kept groups, makes every kept score
-                # positive, and leaves the weights alone (they come from the unbiased scores):
-                # exactly the -inf rule.
-                shift = 1.0 + max(0.0, -float(tensors["selection_bias"].min()))
-                tensors["selection_bias"] = tensors["selection_bias"] + shift
             self.blocks[layer] = (tensors, attrs)
         self.embed = self.tensor("model.embed_tokens.weight")
         if self.get("tie_word_embeddings", False):

@@ -108,9 +108,9 @@ def route(
             group_scores = np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1)
         kept = np.zeros((num_tokens, n_group), dtype=bool)
         np.put_along_axis(kept, topk(group_scores, topk_group), True, axis=-1)
-        # Experts outside the kept groups are masked to 0, not -inf, as DeepSeek does: a
-        # negative biased score inside a kept group loses to a masked expert.
-        selection = np.where(np.repeat(kept, width, axis=1), selection, 0.0)
+        # Experts outside the kept groups are masked to -inf (transformers 5.x, DeepSeek's own
+        # inference code): a negative biased score inside a kept group still wins over them.
+        selection = np.where(np.repeat(kept, width, axis=1), selection, -np.inf)
         group_gap = kth_gap(group_scores, topk_group)
     experts = topk(selection, k)
     weights = np.take_along_axis(scores, experts, axis=-1)

@@ -212,8 +212,7 @@ def test_group_limited_masking():
     expect(r["experts"].tolist() == [[2, 3]], f"top2_sum keeps the better group {r['experts']}")
     expect(close(r["weights"], s[[2, 3]][None]), "weights use the unbiased scores")
     # Now group max (DeepSeek-V2): group {0,1} has the max (0.88) and is kept; expert 1's
-    # biased score is -0.5 < 0, so a masked expert (0) beats it: choose 0, then 2 (tie 2/3
-    # at 0 goes to the lower index).
+    # biased score is -0.5 < 0 but the masked experts score -inf: choose 0, then 1.
     r = route(
         logits,
         k=2,
@@ -223,7 +222,7 @@ def test_group_limited_masking():
         topk_group=1,
         group_score="max",
     )
-    expect(r["experts"].tolist() == [[0, 2]], f"masked experts score 0, not -inf {r['experts']}")
+    expect(r["experts"].tolist() == [[0, 1]], f"masked experts score -inf {r['experts']}")
     # Renormalize with DeepSeek-V3's epsilon and scale.
     r = route(logits, k=2, scoring="sigmoid", normalize=True, norm_epsilon=1e-20, scale=2.5)
     expect(close(r["weights"], 2.5 * s[[0, 1]][None] / s[[0, 1]].sum()), "normalize + scale")

@@ -125,8 +125,9 @@ void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightSto
         choice[e] = scores[e] + (selection_bias.data ? selection_bias.at(e) : 0.0f);
 
       if (c.n_group > 1) {
-        // Keep the topk_group best groups; experts of the others are masked to 0 (not -inf),
-        // exactly as DeepSeek's Hugging Face code does.
+        // Keep the topk_group best groups; experts of the others are masked to -inf, as
+        // transformers and DeepSeek's own inference code do (the verifier keeps k within the
+        // kept groups, so a masked expert is never chosen).
         for (int64_t g = 0; g < c.n_group; ++g) {
           const float *v = choice.data() + g * group_width;
           float first = -INFINITY, second = -INFINITY;
@@ -146,7 +147,7 @@ void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightSto
         for (int64_t g = 0; g < c.n_group; ++g)
           if (!group_taken[g])
             std::fill(choice.begin() + g * group_width, choice.begin() + (g + 1) * group_width,
-                      0.0f);
+                      -INFINITY);
       }
 
       std::fill(taken.begin(), taken.end(), 0);

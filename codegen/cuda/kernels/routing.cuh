@@ -170,8 +170,8 @@ __global__ void route_kernel(RouteConfig c, int64_t tokens, const float *__restr
   __syncwarp();
 
   if (G > 1) {
-    // Keep the topk_group best groups; experts of the others are masked to 0 (not -inf),
-    // exactly as DeepSeek's Hugging Face code does.
+    // Keep the topk_group best groups; experts of the others are masked to -inf, as
+    // transformers and DeepSeek's own inference code do (never chosen: k fits the kept groups).
     const int width = E / G;
     for (int g = lane; g < G; g += kWarp) {
       float first = -INFINITY, second = -INFINITY;
@@ -196,7 +196,7 @@ __global__ void route_kernel(RouteConfig c, int64_t tokens, const float *__restr
     }
     for (int e = lane; e < E; e += kWarp)
       if (!group_taken[e / width])
-        choice[e] = 0.0f;
+        choice[e] = -INFINITY;
     __syncwarp();
   }
 
