@@ -740,6 +740,39 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
       buffers[result] = view;
       continue;
     }
+    if (auto slice = dyn_cast<tensor::ExtractSliceOp>(op)) {
+      // A contiguous block of a static tensor (one expert's matrix of transformers' fused
+      // [E, 2F, D] / [E, D, F] expert weights): a view at an element offset.
+      auto source = cast<RankedTensorType>(slice.getSourceType());
+      ArrayRef<int64_t> offsets = slice.getStaticOffsets(), sizes = slice.getStaticSizes();
+      bool contiguous = source.hasStaticShape() && slice.getOffsets().empty() && slice.getSizes().empty() &&
+                        slice.getStrides().empty() &&
+                        llvm::all_of(slice.getStaticStrides(), [](int64_t s) { return s == 1; });
+      // Leading dims of size 1 at any offset, then one run of any length at any offset, then
+      // whole trailing dims.
+      size_t d = 0;
+      while (contiguous && d < sizes.size() && sizes[d] == 1)
+        ++d;
+      for (size_t e = d + 1; contiguous && e < sizes.size(); ++e)
+        contiguous = offsets[e] == 0 && sizes[e] == source.getDimSize(e);
+      if (!contiguous)
+        return op.emitError() << "the " << conventions.target
+                              << " target emits tensor.extract_slice only as a contiguous block "
+                                 "of a static tensor";
+      int64_t offset = 0, stride = 1;
+      for (int64_t i = source.getRank() - 1; i >= 0; --i) {
+        offset += offsets[i] * stride;
+        stride *= source.getDimSize(i);
+      }
+      Buffer view = bufferFor(slice.getSource());
+      view.pointer = offset == 0 ? view.pointer
+                                 : "(" + view.pointer + " + " + std::to_string(offset) + ")";
+      view.dims.clear();
+      for (int64_t size : slice.getResultType().getShape())
+        view.dims.push_back(std::to_string(size));
+      buffers[slice.getResult()] = view;
+      continue;
+    }
     return op.emitError() << "the " << conventions.target << " target cannot emit '"
                           << op.getName() << "' outside a mix.kernel (run the "
                           << conventions.target << " pipeline first)";

@@ -206,6 +206,7 @@ struct SparseBlock {
   std::optional<int64_t> capacity;
   bool normalize = false, sigmoid = false, top2Sum = false, gated = true, routerBias = false;
   bool sharedExpertGate = false, selectionBias = false;
+  bool fused = false;  // transformers 5.x's in-memory [E, 2F, D] gate_up_proj and [E, D, F] down_proj
   double scale = 1.0, epsilon = 0.0;
   std::optional<Activation> activation;
   std::string prefix, router, routerBiasName, selectionBiasName;
@@ -244,7 +245,10 @@ struct SparseBlock {
         experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
         width = r.positive("intermediate_size");
         normalize = true;
-        prefix = llvm::formatv("model.layers.{0}.block_sparse_moe.", layer).str();
+        // transformers 5.x names the block `mlp` in memory (checkpoints keep block_sparse_moe).
+        prefix = llvm::formatv(fused ? "model.layers.{0}.mlp." : "model.layers.{0}.block_sparse_moe.",
+                               layer)
+                     .str();
         gateProj = "w1";
         upProj = "w3";
         downProj = "w2";
@@ -337,8 +341,12 @@ struct SparseBlock {
     // DeepSeek-V3 keeps e_score_correction_bias in f32 in its checkpoints, whatever the weights.
     if (selectionBias)
       weights.push_back({selectionBiasName, {experts}, f32});
+    if (fused) {
+      weights.push_back({prefix + "experts.gate_up_proj", {experts, 2 * width, hidden}, weightType});
+      weights.push_back({prefix + "experts.down_proj", {experts, hidden, width}, weightType});
+    }
     for (StringRef role : {"gate", "up", "down"}) {
-      if (role == "gate" && !gated)
+      if (fused || (role == "gate" && !gated))
         continue;
       for (int64_t e = 0; e < experts; ++e)
         weights.push_back({expertName(e, role),
@@ -365,13 +373,33 @@ struct SparseBlock {
     Value routerBiasValue = routerBias ? next() : Value();
     Value selectionBiasValue = selectionBias ? next() : Value();
     SmallVector<Value> gate, up, down;
-    if (gated)
+    if (fused) {
+      // Each expert's matrices are contiguous blocks of the fused tensors: views, no copy.
+      Value gateUp = next(), downs = next();
+      auto block = [&](Value t, int64_t e, int64_t row, int64_t rows, int64_t cols) -> Value {
+        SmallVector<OpFoldResult> offsets = {builder.getIndexAttr(e), builder.getIndexAttr(row),
+                                             builder.getIndexAttr(0)};
+        SmallVector<OpFoldResult> sizes = {builder.getIndexAttr(1), builder.getIndexAttr(rows),
+                                           builder.getIndexAttr(cols)};
+        SmallVector<OpFoldResult> strides(3, builder.getIndexAttr(1));
+        auto type = RankedTensorType::get(
+            {rows, cols}, cast<RankedTensorType>(t.getType()).getElementType());
+        return tensor::ExtractSliceOp::create(builder, loc, type, t, offsets, sizes, strides);
+      };
+      for (int64_t e = 0; e < experts; ++e) {
+        gate.push_back(block(gateUp, e, 0, width, hidden));
+        up.push_back(block(gateUp, e, width, width, hidden));
+        down.push_back(block(downs, e, 0, hidden, width));
+      }
+    } else {
+      if (gated)
+        for (int64_t e = 0; e < experts; ++e)
+          gate.push_back(next());
       for (int64_t e = 0; e < experts; ++e)
-        gate.push_back(next());
-    for (int64_t e = 0; e < experts; ++e)
-      up.push_back(next());
-    for (int64_t e = 0; e < experts; ++e)
-      down.push_back(next());
+        up.push_back(next());
+      for (int64_t e = 0; e < experts; ++e)
+        down.push_back(next());
+    }
     Value sharedGate, sharedUp, sharedDown, sharedGateWeight;
     if (sharedWidth > 0) {
       sharedGate = next();
@@ -447,7 +475,7 @@ std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error)
 OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
                                                 int layerArg, StringRef dtypeArg,
                                                 StringRef tokenDtypeArg, std::string &name,
-                                                std::string &error) {
+                                                std::string &error, bool fusedExperts) {
   std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
   if (!parsed)
     return nullptr;
@@ -496,6 +524,12 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   Type tokenType = tokenDtypeArg.empty() ? weightType : floatType(tokenDtypeArg);
 
   SparseBlock block;
+  block.fused = fusedExperts;
+  if (fusedExperts && r.family == "switch_transformers") {
+    error = "--fused-experts applies to the gated families (transformers fuses their "
+            "experts); switch_transformers keeps one module per expert";
+    return nullptr;
+  }
   if (!block.describe(r, layer, weightType, b)) {
     error = r.error;
     return nullptr;

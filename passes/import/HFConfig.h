@@ -16,9 +16,13 @@ namespace mlir::mix {
 /// `torch_dtype` (4.x), else f32). The block takes and returns hidden states of `tokenDtype`
 /// (empty: the weights' dtype, as the model does). On a config it cannot honour, returns null
 /// and sets `error` to one line naming the field. `name` is set to `<model_type>_layer<N>`.
+/// With `fusedExperts`, the expert weights are the two tensors transformers 5.x holds in
+/// memory, `model.layers.<N>.mlp.experts.gate_up_proj` [E, 2F, D] (each expert's gate rows,
+/// then its up rows) and `...experts.down_proj` [E, D, F], used in place (each expert's
+/// matrices are contiguous blocks of them); the other weights keep their names.
 OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath, int layer,
                                      StringRef dtype, StringRef tokenDtype, std::string &name,
-                                     std::string &error);
+                                     std::string &error, bool fusedExperts = false);
 
 /// Reads `configPath` and returns the module of the whole decoder-only model (`--model`):
 /// one function per distinct decoder-layer kind (`decoder_layer_moe`, `decoder_layer_mlp`,

@@ -47,6 +47,11 @@ static cl::opt<std::string> tokenDtype(
     cl::desc("With --hf-config: dtype of the hidden states the block takes and returns (f32, "
              "bf16 or f16; default: the weights' dtype, as the model does)"),
     cl::init(""));
+static cl::opt<bool> fusedExperts(
+    "fused-experts",
+    cl::desc("With --hf-config (one layer): take the experts as transformers 5.x holds them in "
+             "memory, mlp.experts.gate_up_proj [E, 2F, D] and mlp.experts.down_proj [E, D, F]"),
+    cl::init(false));
 static cl::opt<std::string> cpu(
     "cpu",
     cl::desc("CPU the cpu target compiles for: native (the host, default), x86-64, x86-64-v3, "
@@ -110,6 +115,8 @@ int main(int argc, char **argv) {
   if (wholeModel && (layerIndex.getNumOccurrences() || !tokenDtype.empty()))
     return fail("--layer and --token-dtype do not apply with --model (it compiles every layer; "
                 "its hidden states stay f32 between layers)");
+  if (fusedExperts && (hfConfig.empty() || wholeModel))
+    return fail("--fused-experts applies only with --hf-config, to one layer (not --model)");
   if (layerIndex.getNumOccurrences() && layerIndex < 0)
     return fail("--layer must be >= 0, got " + Twine(layerIndex.getValue()));
   if (cpu.getNumOccurrences() && target != "cpu")
@@ -136,7 +143,7 @@ int main(int argc, char **argv) {
     std::string error;
     module = wholeModel ? mix::importHFModel(&context, hfConfig, dtype, name, error)
                         : mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype,
-                                              name, error);
+                                              name, error, fusedExperts);
     if (!module)
       return fail(error);
   } else {

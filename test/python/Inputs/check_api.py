@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The Python package (python/mixtile) as a user drives it, against the float64 reference:
+a sparse layer compiled from a config and bound to a checkpoint directory or to a dict of
+arrays, a whole model's logits and greedy tokens, and its refusals. With torch importable, the
+same through torch tensors (bf16 included); without, that part says it is skipped.
+
+Usage: check_api.py WORKDIR  (PYTHONPATH: python/ and test/helpers/; MIXTILE_HOME: build/)
+"""
+
+import os
+import sys
+
+import numpy as np
+
+import make_model
+import model_reference
+import safetensors_io
+
+import mixtile
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def refused(call, needle, what):
+    try:
+        call()
+    except mixtile.MixtileError as e:
+        check(needle in str(e), f"{what}: MixtileError '{str(e)[:150]}'")
+        return
+    except Exception as e:  # noqa: BLE001 - the point: only MixtileError is acceptable
+        check(False, f"{what}: raised {type(e).__name__}: {e}")
+        return
+    check(False, f"{what}: no error")
+
+
+def main(work):
+    directory = os.path.join(work, "olmoe")
+    make_model.write_model(directory, "olmoe", dtype="f32", layers=2)
+    reference = model_reference.Model(directory)
+    rng = np.random.default_rng(1)
+
+    # A sparse layer from the config, on the checkpoint directory's own tensors.
+    layer = mixtile.compile(directory, layer=1, cpu="x86-64-v4", out=os.path.join(work, "layer"))
+    check(layer.entries == ["sparse_block"], f"entries {layer.entries}")
+    x = rng.standard_normal((7, reference.hidden)).astype(np.float32)
+    session = layer.bind(directory)
+    out = session(hidden_states=x)
+    expected = reference.mlp(1, x.astype(np.float64))
+    check(set(out) == {"output"} and out["output"].dtype == np.float32, f"results {sorted(out)}")
+    check(rel(out["output"], expected) < 1e-5, f"layer vs float64: rel L2 {rel(out['output'], expected):.2e}")
+    # Every token count through the same session; a non-contiguous input (copied first).
+    for tokens in (1, 33):
+        xs = rng.standard_normal((tokens, reference.hidden)).astype(np.float32)
+        got = session(hidden_states=xs)["output"]
+        check(rel(got, reference.mlp(1, xs.astype(np.float64))) < 1e-5, f"T={tokens}")
+    wide = rng.standard_normal((reference.hidden, 9)).astype(np.float32).T
+    check(rel(session(hidden_states=wide)["output"], session(hidden_states=np.ascontiguousarray(wide))["output"]) == 0.0,
+          "a non-contiguous input gives the contiguous one's result")
+    # Weights as a dict of arrays (borrowed, not copied).
+    weights, _ = safetensors_io.load(os.path.join(directory, "model.safetensors"))
+    from_dict = layer.bind({k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
+    check(rel(from_dict(hidden_states=x)["output"], out["output"]) == 0.0, "weights from a dict")
+
+    # The experts as transformers 5.x holds them in memory (fused_experts): each expert's
+    # matrices are views into gate_up_proj [E, 2F, D] and down_proj [E, D, F].
+    p = "model.layers.1.mlp."
+    experts = reference.config["num_experts"]
+    fused = {
+        p + "gate.weight": weights[p + "gate.weight"].astype(np.float32),
+        p + "experts.gate_up_proj": np.stack([
+            np.concatenate([weights[f"{p}experts.{e}.gate_proj.weight"],
+                            weights[f"{p}experts.{e}.up_proj.weight"]]) for e in range(experts)
+        ]).astype(np.float32),
+        p + "experts.down_proj": np.stack(
+            [weights[f"{p}experts.{e}.down_proj.weight"] for e in range(experts)]).astype(np.float32),
+    }
+    fused_layer = mixtile.compile(directory, layer=1, cpu="x86-64-v4", fused_experts=True)
+    got = fused_layer.bind(fused)(hidden_states=x)["output"]
+    check(rel(got, out["output"]) == 0.0, "fused experts give the per-expert layer's output exactly")
+
+    # Refusals: one MixtileError with the runtime's or the compiler's message.
+    refused(lambda: session(hidden_states=x.astype(np.float64)), "float64", "a float64 input")
+    refused(lambda: session(hidden_states=np.zeros((3, reference.hidden + 1), np.float32)),
+            "hidden_states", "a wrong shape")
+    refused(lambda: session(), "hidden_states", "a missing input")
+    refused(lambda: mixtile.compile({"model_type": "llama"}), "model_type", "an unsupported config")
+    refused(lambda: mixtile.compile("func.func @f( {"), "error", "bad MLIR text")
+    refused(lambda: layer.bind(os.path.join(work, "nowhere.safetensors")), "nowhere", "a missing checkpoint")
+
+    # The whole model: logits of a left-padded batch and greedy tokens.
+    model = mixtile.Model.from_pretrained(directory, cpu="x86-64-v4", out=os.path.join(work, "model"))
+    ids = np.array([[0, 0, 5, 6, 7], [9, 10, 11, 12, 13]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    mask[1] = 1
+    logits = model.forward(ids, mask)
+    ref = model_reference.run(reference, ids, mask)
+    ref_logits = ref["logits"] if isinstance(ref, dict) else ref
+    keep = mask.astype(bool)
+    check(rel(logits[keep], ref_logits[keep]) < 1e-5, f"model logits vs float64: rel L2 {rel(logits[keep], ref_logits[keep]):.2e}")
+    sequences = model.generate(ids, mask, max_new_tokens=4)
+    ref_seq = model_reference.run(reference, ids, mask, generate=4)
+    ref_seq = ref_seq["sequences"] if isinstance(ref_seq, dict) else ref_seq
+    check(np.array_equal(sequences, ref_seq), f"greedy tokens {sequences[:, 5:].tolist()} vs {np.asarray(ref_seq)[:, 5:].tolist()}")
+    longer = model.generate(ids[:1], mask[:1], max_new_tokens=20)  # caches regrow, no recompile
+    check(longer.shape == (1, 25), f"a longer generation {longer.shape}")
+    refused(lambda: model.forward([[reference.vocab]]), "vocabulary", "an id outside the vocabulary")
+    refused(lambda: model.forward(ids, mask[:, :3]), "attention_mask", "a mask of another shape")
+
+    try:
+        import torch
+    except ImportError:
+        print("skip torch: not importable here")
+    else:
+        t = torch.from_numpy(x)
+        got = session(hidden_states=t)["output"]
+        check(isinstance(got, torch.Tensor) and rel(got.numpy(), out["output"]) == 0.0, "torch in, torch out")
+        check(rel(session(hidden_states=t.T.contiguous().T)["output"].numpy(), out["output"]) == 0.0,
+              "a non-contiguous torch tensor")
+        refused(lambda: session(hidden_states=t.double()), "float64", "a float64 torch tensor")
+        bf16 = mixtile.compile(directory, layer=1, token_dtype="bf16", cpu="x86-64-v4").bind(directory)
+        y = bf16(hidden_states=t.to(torch.bfloat16))["output"]
+        check(y.dtype == torch.bfloat16 and rel(y.float().numpy(), expected) < 2e-2, "bf16 tokens in and out")
+        torch_logits = model.forward(torch.from_numpy(ids), torch.from_numpy(mask))
+        check(isinstance(torch_logits, torch.Tensor) and rel(torch_logits.numpy(), logits) == 0.0, "model on torch ids")
+
+    print(f"{len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
