@@ -60,3 +60,12 @@ if {"amx_bf16", "amx_tile"} <= _flags:
     config.available_features.add("amx-bf16")
 if "avx512_bf16" in _flags:
     config.available_features.add("avx512-bf16")
+
+# torch: MIXTILE_TORCH_PYTHON names a Python with torch and transformers 5.x (the pyenv one:
+# `MIXTILE_TORCH_PYTHON=$(command -v python3) bash scripts/test.sh`); the Python package's
+# transformers tests run with it. Unset (the default, and CI), they are reported unsupported:
+# the required test run stays free of torch.
+_torch_python = os.environ.get("MIXTILE_TORCH_PYTHON")
+if _torch_python and os.system(f"'{_torch_python}' -c 'import torch, transformers' >/dev/null 2>&1") == 0:
+    config.available_features.add("torch")
+    config.substitutions.append(("%torch_python", _torch_python))

@@ -233,6 +233,7 @@ def compile(source, *, target="cpu", dtype=None, layer=None, model=False, out=No
         args += ["--cpu", str(cpu)]
     args += ["--target", target]
     out = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix="mixtile-")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     done = subprocess.run([os.path.join(home(), "bin", "mixtilec")] + args + ["-o", out],
                           capture_output=True, text=True)
     if done.returncode != 0:
