@@ -132,7 +132,9 @@ MIXTILE_API void mixtile_tensors_close(mixtile_tensors *tensors);
 
 /* Prepares entry point `entry` (NULL: the artifact's only one; refused if it has several)
  * on `device`, binding and checking once every weight-kind argument found in `weights`
- * (which may be NULL). A weight not in `weights` is looked up in each run's inputs.
+ * (which may be NULL). A weight not in `weights` is looked up in each run's inputs. An f32
+ * weight found in `weights` as bf16 or f16 of its shape is widened once, exactly, into memory
+ * the session owns (transformers keeps DeepSeek's router in f32; hub checkpoints store it bf16).
  * The device must match the artifact's target (MIXTILE_ERROR_UNSUPPORTED otherwise, or when
  * no CUDA device is visible). On MIXTILE_DEVICE_CUDA the session owns a stream and device
  * memory: the weights bound here are uploaded once, now; each run uploads its inputs,

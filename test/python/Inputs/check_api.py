@@ -89,6 +89,16 @@ def main(work):
     got = fused_layer.bind(fused)(hidden_states=x)["output"]
     check(rel(got, out["output"]) == 0.0, "fused experts give the per-expert layer's output exactly")
 
+    # An f32 weight given narrower (f16 here; DeepSeek's bf16 hub routers) is widened once,
+    # exactly: the result equals binding the widened values.
+    narrow = dict(fused)
+    narrow[p + "gate.weight"] = fused[p + "gate.weight"].astype(np.float16)
+    wide = dict(fused)
+    wide[p + "gate.weight"] = narrow[p + "gate.weight"].astype(np.float32)
+    a = fused_layer.bind(narrow)(hidden_states=x)["output"]
+    b = fused_layer.bind(wide)(hidden_states=x)["output"]
+    check(rel(a, b) == 0.0, "an f16 router bound to an f32 weight is widened exactly")
+
     # Refusals: one MixtileError with the runtime's or the compiler's message.
     refused(lambda: session(hidden_states=x.astype(np.float64)), "float64", "a float64 input")
     refused(lambda: session(hidden_states=np.zeros((3, reference.hidden + 1), np.float32)),
