@@ -8,7 +8,9 @@
 # finding (crash, sanitizer report, an error message that is not one line of valid UTF-8, an
 # imported module the verifier rejects) is saved under build-fuzz/findings/<target>/ and the
 # script exits 1. Prints executions and coverage per target. (LLVM_USE_SANITIZER also drops
-# LLVM's -z defs, which an instrumented shared runtime cannot meet.)
+# LLVM's -z defs, which an instrumented shared runtime cannot meet. allow_user_poisoning=0:
+# LLVM's allocators poison their slabs when compiled with ASan, and uninstrumented libMLIR
+# hands that memory out without unpoisoning it; the reports would be false.)
 #   bash scripts/fuzz.sh [SECONDS] [TARGET ...]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +45,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/corpus" "$findings"
   cp -n "$root/test/fuzz/corpus/$t/"* "$work/corpus/" 2>/dev/null
   log="$work/fuzz.log"
-  ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=0:malloc_limit_mb=4096" \
+  ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=0:malloc_limit_mb=4096:allow_user_poisoning=0" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     "$build/bin/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=6144 -timeout=30 \
       -print_final_stats=1 -artifact_prefix="$findings/" "$work/corpus" > "$log" 2>&1

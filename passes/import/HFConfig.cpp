@@ -472,7 +472,8 @@ std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error)
 
 } // namespace
 
-OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
+namespace {
+OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
                                                 int layerArg, StringRef dtypeArg,
                                                 StringRef tokenDtypeArg, std::string &name,
                                                 std::string &error, bool fusedExperts) {
@@ -560,6 +561,7 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
   name = llvm::formatv("{0}_layer{1}", r.family, layer).str();
   return module;
 }
+} // namespace
 
 //===----------------------------------------------------------------------===//
 // Whole models (--model): the decoder around the sparse blocks
@@ -730,7 +732,8 @@ struct LayerKind {
 
 } // namespace
 
-OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef configPath,
+namespace {
+OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                                                StringRef dtypeArg, std::string &name,
                                                std::string &error) {
   std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
@@ -1175,5 +1178,73 @@ OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef c
                                                                           : eos.front()))};
   (*module)->setAttr(MixDialect::kModelAttr, b.getDictionaryAttr(model));
   name = r.family + "_model";
+  return module;
+}
+} // namespace
+
+namespace {
+
+/// An error message as one line of valid UTF-8: the config's own strings (a model_type, an
+/// activation, a dtype ...) are quoted in messages, and may hold control characters or bytes
+/// that are not UTF-8. Those become \xNN; valid multi-byte characters stay.
+std::string oneLine(const std::string &text) {
+  std::string out;
+  const auto *s = reinterpret_cast<const unsigned char *>(text.data());
+  size_t n = text.size();
+  auto hex = [&](unsigned char c) {
+    static const char digits[] = "0123456789abcdef";
+    out += "\\x";
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  };
+  for (size_t i = 0; i < n;) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f)
+        hex(c);
+      else
+        out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    size_t len = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = len > 0 && i + len <= n;
+    unsigned cp = ok ? c & (0x7f >> len) : 0;
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (s[i + k] & 0xc0) == 0x80;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    ok = ok && !((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+                 (len == 4 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff));
+    if (!ok) {
+      hex(c);
+      ++i;
+      continue;
+    }
+    out.append(text, i, len);
+    i += len;
+  }
+  return out;
+}
+
+} // namespace
+
+OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
+                                                int layer, StringRef dtype, StringRef tokenDtype,
+                                                std::string &name, std::string &error,
+                                                bool fusedExperts) {
+  OwningOpRef<ModuleOp> module =
+      importLayer(context, configPath, layer, dtype, tokenDtype, name, error, fusedExperts);
+  if (!module)
+    error = oneLine(error);
+  return module;
+}
+
+OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef configPath,
+                                               StringRef dtype, std::string &name,
+                                               std::string &error) {
+  OwningOpRef<ModuleOp> module = importModel(context, configPath, dtype, name, error);
+  if (!module)
+    error = oneLine(error);
   return module;
 }
