@@ -789,6 +789,10 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     ropeDim = r.positive("qk_rope_head_dim", std::nullopt, kMaxCount);
     valueDim = r.positive("v_head_dim", std::nullopt, kMaxCount);
     headDim = nopeDim + ropeDim;
+    if (r.ok() && ropeDim % 2 != 0)
+      r.fail(llvm::formatv("field 'qk_rope_head_dim' must be even (RoPE turns pairs of dims), "
+                           "got {0}",
+                           ropeDim));
     // DeepSeek-V2 always rotates adjacent pairs; V3 unless rope_interleave is false.
     interleaved = r.family == "deepseek_v2" || r.boolean("rope_interleave", true);
     if (r.boolean("mlp_bias", false))
