@@ -249,6 +249,13 @@ FunctionEmitter::ExpertOutput FunctionEmitter::expertOutput(ExpertFFNOp ffn) {
   return out;
 }
 
+std::string FunctionEmitter::rowCount(Value v) {
+  std::vector<std::string> rows;
+  for (unsigned d = 0; d + 1 < cast<RankedTensorType>(v.getType()).getRank(); ++d)
+    rows.push_back(dim(v, d));
+  return product(rows);
+}
+
 bool FunctionEmitter::emitPortableOp(Operation *op) {
   if (isa<arith::ExtFOp, arith::TruncFOp>(op)) {
     // A bf16/f16 layer's tokens: widened at its entry, its output rounded once at its exit.
@@ -269,11 +276,8 @@ bool FunctionEmitter::emitPortableOp(Operation *op) {
   if (auto norm = dyn_cast<RMSNormOp>(op)) {
     // Over the last dim; every leading dim is a row (per-head norms use a [T, H, D] view).
     auto type = cast<RankedTensorType>(norm.getX().getType());
-    std::vector<std::string> rows;
-    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
-      rows.push_back(dim(norm.getX(), d));
     emitLibraryCall("rms_norm_rows<" + weightType(elementOf(norm.getWeight())) + ">",
-                    llvm::formatv("{0}, {1}, {2}f, {3}, {4}, {5}", product(rows),
+                    llvm::formatv("{0}, {1}, {2}f, {3}, {4}, {5}", rowCount(norm.getX()),
                                   type.getShape().back(),
                                   floatLiteral(norm.getEpsilon().convertToDouble()),
                                   ptr(norm.getX()), ptr(norm.getWeight()), ptr(norm.getY()))
@@ -283,11 +287,8 @@ bool FunctionEmitter::emitPortableOp(Operation *op) {
   if (auto slice = dyn_cast<SliceOp>(op)) {
     // Columns [offset, offset + count) of every row of the last dim.
     auto type = cast<RankedTensorType>(slice.getX().getType());
-    std::vector<std::string> rows;
-    for (unsigned d = 0; d + 1 < type.getRank(); ++d)
-      rows.push_back(dim(slice.getX(), d));
     emitLibraryCall("copy_columns",
-                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}", product(rows),
+                    llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}", rowCount(slice.getX()),
                                   type.getShape().back(), slice.getOffset(),
                                   staticDim(slice.getY(), type.getRank() - 1), ptr(slice.getX()),
                                   ptr(slice.getY()))

@@ -112,6 +112,8 @@ protected:
   /// Emits `op` when its kernel-library call takes the same arguments on every target;
   /// returns false (emitting nothing) for any other op.
   bool emitPortableOp(Operation *op);
+  /// The rows of `v` seen as [rows, last dim]: the product of every dim but the last.
+  std::string rowCount(Value v);
   /// to = from, before an op that updates `to` in place (nothing when they share a buffer).
   void copyTensor(Value to, Value from);
   /// The run-time check of Mixture of Tokens that the group size divides the batch `b`.

@@ -719,10 +719,8 @@ float halfToFloat(uint16_t h) {
 // (DeepSeek's router, `_keep_in_fp32_modules_strict`) and widens them on load from checkpoints
 // that store them narrower. Widening is exact, so the weight is widened once into a staged copy.
 bool widensToSpec(const TensorSpec &spec, const TensorView &view) {
-  if (!spec.isWeight || spec.hasSymbols() || spec.dtype != DType::F32 ||
-      (view.dtype != DType::BF16 && view.dtype != DType::F16) || view.shape != spec.shape)
-    return false;
-  return true;
+  return spec.isWeight && !spec.hasSymbols() && spec.dtype == DType::F32 &&
+         (view.dtype == DType::BF16 || view.dtype == DType::F16) && view.shape == spec.shape;
 }
 
 const void *widenedData(const TensorView &view, AlignedBuffer &staging) {

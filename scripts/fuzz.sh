@@ -21,21 +21,11 @@ targets=("$@")
 build="${MIXTILE_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 bash "$root/scripts/setup.sh" || exit 1
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
-if [[ ! -f "$build/build.ninja" ]]; then
-  cmake -S "$root" -B "$build" -G Ninja \
-    -DCMAKE_BUILD_TYPE=Release \
-    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
-    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit \
-    -DCMAKE_C_COMPILER=/usr/lib/llvm-22/bin/clang \
-    -DCMAKE_CXX_COMPILER=/usr/lib/llvm-22/bin/clang++ \
-    -DLLVM_USE_LINKER=lld \
-    -DMLIR_LINK_MLIR_DYLIB=ON \
-    -DLLVM_USE_SANITIZER=Address \
-    "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
-    "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
-    "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" > "$build.configure.log" 2>&1 ||
-    { cat "$build.configure.log"; exit 1; }
-fi
+source "$root/scripts/configure.sh"
+configure_build "$build" -DLLVM_USE_SANITIZER=Address \
+  "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
+  "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
+  "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" || exit 1
 ninja -C "$build" -j"${MIXTILE_JOBS:-2}" $(printf 'fuzz_%s ' "${targets[@]}") || exit 1
 
 status=0

@@ -247,7 +247,17 @@ def compile(source, *, target="cpu", dtype=None, layer=None, model=False, out=No
 # ---------------------------------------------------------------------------------------------
 
 
-class Artifact:
+class _Closing:
+    """Releases its runtime handles (close()) when collected."""
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Artifact(_Closing):
     """A compiled output directory (mixtilec -o OUTDIR)."""
 
     def __init__(self, outdir):
@@ -284,12 +294,6 @@ class Artifact:
             _runtime().mixtile_artifact_close(self._handle)
             self._handle = ctypes.c_void_p()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 def _open_weights(weights):
     """(mixtile_tensors handle or None, owners) for a path, a dict or None."""
@@ -302,7 +306,7 @@ def _open_weights(weights):
     return handle, []
 
 
-class Session:
+class Session(_Closing):
     """One entry point with its weights bound. session(**inputs) runs it and returns a dict of
     results (numpy arrays, or torch tensors when any input is one). One run at a time: use a
     session per thread."""
@@ -357,14 +361,8 @@ class Session:
             self._weights = None
         self._owners = []
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
-
-class Model:
+class Model(_Closing):
     """A whole decoder-only model (mixtilec --hf-config ... --model) on its checkpoint: logits
     of a batch of prompts, and greedy generation. KV caches are sized to each call (regrown
     when a call needs more), never recompiled."""
@@ -490,9 +488,3 @@ class Model:
         if self._weights:
             lib.mixtile_tensors_close(self._weights)
             self._weights = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

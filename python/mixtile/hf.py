@@ -92,11 +92,11 @@ def patch(model, *, cpu=None, num_threads=0, out=None):
 
 
 def _patched_forward(self, hidden_states):
-    flat = hidden_states.reshape(-1, hidden_states.shape[-1])
     gate = getattr(self, "gate", None)
     if gate is not None and (gate._forward_hooks or gate._forward_pre_hooks or
                              torch.nn.modules.module._global_forward_hooks):
-        gate(flat)  # hooks on the router (router logits, aux losses) still fire
+        # Hooks on the router (router logits, aux losses) still fire.
+        gate(hidden_states.reshape(-1, hidden_states.shape[-1]))
     return self._mixtile(hidden_states)
 
 

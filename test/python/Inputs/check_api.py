@@ -17,31 +17,7 @@ import model_reference
 import safetensors_io
 
 import mixtile
-
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def refused(call, needle, what):
-    try:
-        call()
-    except mixtile.MixtileError as e:
-        check(needle in str(e), f"{what}: MixtileError '{str(e)[:150]}'")
-        return
-    except Exception as e:  # noqa: BLE001 - the point: only MixtileError is acceptable
-        check(False, f"{what}: raised {type(e).__name__}: {e}")
-        return
-    check(False, f"{what}: no error")
+from checks import check, refused, rel, summary
 
 
 def main(work):
@@ -144,8 +120,7 @@ def main(work):
         torch_logits = model.forward(torch.from_numpy(ids), torch.from_numpy(mask))
         check(isinstance(torch_logits, torch.Tensor) and rel(torch_logits.numpy(), logits) == 0.0, "model on torch ids")
 
-    print(f"{len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":
