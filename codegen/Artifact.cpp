@@ -143,7 +143,8 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
 } // namespace
 
 LogicalResult mlir::mix::codegen::writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
-                                                bool build, std::string &error) {
+                                                bool build, std::string &error,
+                                                llvm::function_ref<bool()> interrupted) {
   namespace fs = llvm::sys::fs;
   if (fs::exists(outdir) && !fs::is_directory(outdir)) {
     error = "output '" + outdir.str() + "' exists and is not a directory";
@@ -182,7 +183,12 @@ LogicalResult mlir::mix::codegen::writeArtifact(const EmittedArtifact &artifact,
       return failure();
     }
   }
-  if (build && failed(buildLibrary(artifact, temporary, error))) {
+  bool builtLibrary = !build || succeeded(buildLibrary(artifact, temporary, error));
+  if (interrupted && interrupted()) {
+    error = "interrupted: nothing written";
+    builtLibrary = false;
+  }
+  if (!builtLibrary) {
     cleanup();
     return failure();
   }

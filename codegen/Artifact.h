@@ -44,9 +44,11 @@ void addCudaKernelLibrary(EmittedArtifact &artifact);
 /// Writes the artifact into `outdir` atomically: everything is produced in a temporary
 /// directory beside it and renamed into place only when complete (and, with
 /// `buildLibrary`, when the library compiled: g++ for target "cpu", nvcc for "cuda"). On failure nothing is left behind and
-/// `error` says why.
+/// `error` says why. When `interrupted` is given and returns true once the files are built,
+/// nothing is swapped in (a previous artifact stays intact) and `error` is "interrupted".
 LogicalResult writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
-                            bool buildLibrary, std::string &error);
+                            bool buildLibrary, std::string &error,
+                            llvm::function_ref<bool()> interrupted = nullptr);
 
 /// Turns an arbitrary string (a file stem, a tensor name) into a C identifier.
 std::string cIdentifier(StringRef text);

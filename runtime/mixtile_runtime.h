@@ -102,7 +102,13 @@ MIXTILE_API int mixtile_artifact_profile_entry(const mixtile_artifact *artifact,
 /* Opens a .safetensors file, or a directory: a sharded checkpoint with
  * model.safetensors.index.json, or every *.safetensors file in it (a tensor name present
  * in two files is an error). Files are memory-mapped read-only and validated strictly;
- * tensors are used in place. */
+ * tensors are used in place. A mapped file must not change while a set or session holds
+ * it: each run checks the size and modification time of the weights' and inputs' files
+ * before and after the kernels run and fails with MIXTILE_ERROR_IO naming a file that was
+ * truncated, extended or written in place (the results are not delivered). A read past the
+ * end of a file truncated in the middle of a run raises SIGBUS in the process, as for any
+ * reader of a mapped file (mixtile-run reports it in one line). Replacing a file by a
+ * rename, as tools that save checkpoints do, leaves the mapping on the old contents. */
 MIXTILE_API int mixtile_tensors_open(const char *path, mixtile_tensors **tensors);
 /* An empty set for tensors in the caller's memory (see mixtile_tensors_add). */
 MIXTILE_API int mixtile_tensors_create(mixtile_tensors **tensors);

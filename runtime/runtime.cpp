@@ -749,6 +749,16 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
   std::vector<int64_t> values(symbolCount, -1);
   std::vector<std::string> boundBy(symbolCount);
   std::vector<void *> pointers(entry.arguments.size() + entry.results.size());
+  // A mapped file truncated or rewritten since it was opened would feed the kernels other
+  // bytes than were checked (or SIGBUS past its new end): refuse before the run, and discard
+  // the results of a run during which one changed.
+  auto checkFiles = [&] {
+    if (session.weights)
+      session.weights->checkUnchanged();
+    if (inputs)
+      inputs->checkUnchanged();
+  };
+  checkFiles();
 
   for (size_t i = 0; i < entry.arguments.size(); ++i) {
     const TensorSpec &spec = entry.arguments[i];
@@ -872,6 +882,7 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                                    std::to_string(code) + ": " +
                                    (message ? message : "(no message)"));
   }
+  checkFiles();
   session.symbolValues = values;
   session.hasRun = true;
 }

@@ -211,13 +211,32 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
     }
     file->base = base;
   }
-  ::close(fd); // the mapping keeps the file alive
+  file->fd = fd; // kept open: checkUnchanged() fstats it
+  file->mtimeSeconds = static_cast<int64_t>(status.st_mtim.tv_sec);
+  file->mtimeNanoseconds = static_cast<int64_t>(status.st_mtim.tv_nsec);
   return file;
 }
 
 MappedFile::~MappedFile() {
   if (base)
     ::munmap(base, length);
+  if (fd >= 0)
+    ::close(fd);
+}
+
+void MappedFile::checkUnchanged() const {
+  struct stat status;
+  if (::fstat(fd, &status) != 0)
+    failSystem("cannot stat", filePath);
+  const size_t now = static_cast<size_t>(status.st_size);
+  if (now != length)
+    throw IoError(filePath + ": the file changed while mapped (" + std::to_string(length) +
+                  " bytes when opened, " + std::to_string(now) +
+                  " now): results computed from it are discarded; open it again");
+  if (static_cast<int64_t>(status.st_mtim.tv_sec) != mtimeSeconds ||
+      static_cast<int64_t>(status.st_mtim.tv_nsec) != mtimeNanoseconds)
+    throw IoError(filePath + ": the file was modified in place while mapped: results "
+                             "computed from it are discarded; open it again");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,6 +366,11 @@ void TensorSet::addFile(const std::shared_ptr<MappedFile> &file,
       fail(origin + ": tensor '" + name + "' is present in both " +
            inserted.first->second.source + " and " + view.source);
   }
+}
+
+void TensorSet::checkUnchanged() const {
+  for (const std::shared_ptr<MappedFile> &file : files)
+    file->checkUnchanged();
 }
 
 std::unique_ptr<TensorSet> TensorSet::empty(const std::string &description) {

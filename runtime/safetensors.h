@@ -69,10 +69,16 @@ struct TensorView {
 };
 
 /// A read-only memory mapping of a whole file; unmapped when the last holder goes away.
+/// The file stays open so a change made to it while mapped can be noticed: truncating or
+/// rewriting a mapped file in place changes what the mapping reads (past the new end, a
+/// read raises SIGBUS). Replacing the file by a rename does not touch the mapping.
 class MappedFile {
 public:
   static std::shared_ptr<MappedFile> open(const std::string &path);
   ~MappedFile();
+  /// Throws IoError naming the file when its size or modification time is no longer the one
+  /// it had when mapped (truncated, extended or written in place).
+  void checkUnchanged() const;
   MappedFile(const MappedFile &) = delete;
   MappedFile &operator=(const MappedFile &) = delete;
 
@@ -84,6 +90,8 @@ private:
   MappedFile() = default;
   void *base = nullptr;
   size_t length = 0;
+  int fd = -1;
+  int64_t mtimeSeconds = 0, mtimeNanoseconds = 0;
   std::string filePath;
 };
 
@@ -107,6 +115,8 @@ public:
   const std::map<std::string, TensorView> &tensors() const { return byName; }
   /// What the set was opened from, for messages ("weights.safetensors", "ckpt/").
   const std::string &description() const { return origin; }
+  /// MappedFile::checkUnchanged on every file of the set.
+  void checkUnchanged() const;
 
 private:
   void addFile(const std::shared_ptr<MappedFile> &file,

@@ -93,6 +93,18 @@ private:
 volatile std::sig_atomic_t g_interrupted = 0;
 extern "C" void noteInterrupt(int) { g_interrupted = 1; }
 
+// Reading a memory-mapped file past its end raises SIGBUS: the weights or inputs were
+// truncated while this process had them mapped. Say so in one line instead of dying of the
+// signal; nothing has been written yet (results are written after the runs).
+extern "C" void noteTruncatedMapping(int) {
+  static const char message[] =
+      "mixtile-run: error: a mapped file (the weights or the inputs) was truncated while in "
+      "use (SIGBUS): nothing written\n";
+  ssize_t ignored = ::write(2, message, sizeof(message) - 1);
+  (void)ignored;
+  ::_exit(1);
+}
+
 void checkInterrupted() {
   if (g_interrupted)
     die("interrupted: nothing written");
@@ -455,6 +467,7 @@ int main(int argc, char **argv) {
   Options options = parseOptions(argc, argv);
   std::signal(SIGINT, noteInterrupt);
   std::signal(SIGTERM, noteInterrupt);
+  std::signal(SIGBUS, noteTruncatedMapping);
 
   mixtile_artifact *artifact = nullptr;
   check(mixtile_artifact_open(options.outdir.c_str(), &artifact));

@@ -21,9 +21,12 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <atomic>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -91,8 +94,16 @@ static LogicalResult runStage(ModuleOp module, StringRef name, Stages &stages,
   return success();
 }
 
+// SIGINT/SIGTERM (the first one) are noted, not obeyed at once: the compile goes on to a
+// point where the temporary directory can be removed, then nothing is swapped in and the
+// previous OUTDIR, if any, stays as it was. (A compiler child in the same process group gets
+// the terminal's interrupt too and stops at once.)
+static std::atomic<bool> interruptedFlag{false};
+static void noteInterrupt() { interruptedFlag = true; }
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  llvm::sys::SetInterruptFunction(noteInterrupt);
   cl::ParseCommandLineOptions(argc, argv,
                               "mixtilec: compile a sparse layer (mix IR or a Hugging Face "
                               "config) into a header, readable kernels and a library\n");
@@ -187,7 +198,8 @@ int main(int argc, char **argv) {
       artifact.supportFiles.emplace_back(artifact.name + "." + stage + ".mlir", text);
     artifact.manifest = llvm::json::Object{{"format", 1}, {"target", target.getValue()},
                                            {"name", artifact.name}, {"emit", "mlir"}};
-    if (failed(mix::codegen::writeArtifact(artifact, outputDir, /*build=*/false, error)))
+    if (failed(mix::codegen::writeArtifact(artifact, outputDir, /*build=*/false, error,
+                                           [] { return interruptedFlag.load(); })))
       return fail(error);
     return 0;
   }
@@ -196,7 +208,8 @@ int main(int argc, char **argv) {
                        : mix::codegen::emitCpuArtifact(*module, name);
   if (failed(artifact))
     return 1;
-  if (failed(mix::codegen::writeArtifact(*artifact, outputDir, emit == "lib", error)))
+  if (failed(mix::codegen::writeArtifact(*artifact, outputDir, emit == "lib", error,
+                                         [] { return interruptedFlag.load(); })))
     return fail(error);
   return 0;
 }
