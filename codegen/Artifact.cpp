@@ -125,6 +125,17 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
       args.push_back(flag);
     args.append({"-fopenmp", "-fPIC", "-shared", "-w", include, source, "-o", library});
   }
+  // $MIXTILE_CXXFLAGS: extra flags for the library's compiler, after the others (the
+  // sanitizer builds of the test suite: scripts/test.sh --sanitize, the threads test).
+  std::vector<std::string> extraFlags;
+  if (std::optional<std::string> flags = llvm::sys::Process::GetEnv("MIXTILE_CXXFLAGS")) {
+    SmallVector<StringRef> pieces;
+    StringRef(*flags).split(pieces, ' ', -1, /*KeepEmpty=*/false);
+    for (StringRef piece : pieces)
+      extraFlags.push_back(piece.str());
+  }
+  for (const std::string &flag : extraFlags)
+    args.push_back(flag);
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
   cmake ninja-build nlohmann-json3-dev python3 python3-numpy g++ libclang-rt-22-dev
+  libomp-22-dev
 )
 # Optional peers for benchmarks only: `scripts/setup.sh --bench`.
 if [[ "${1:-}" == "--bench" ]]; then

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the whole lit suite and
 # ends with one line "N passed, N failed". Exit status 0 only when nothing failed.
+#   bash scripts/test.sh              build/ and the suite
+#   bash scripts/test.sh --sanitize   build-sanitize/: the tools, the runtime and every test
+#                                     program and artifact with ASan and UBSan, the whole suite
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  export MIXTILE_SANITIZE=1
+  export MIXTILE_BUILD_DIR="${MIXTILE_BUILD_DIR:-$root/build-sanitize}"
+fi
 build="${MIXTILE_BUILD_DIR:-$root/build}"
 bash "$root/scripts/build.sh" || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)

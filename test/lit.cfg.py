@@ -22,7 +22,47 @@ helpers = os.path.join(config.mixtile_src_root, "test", "helpers")
 config.substitutions.append(("%run_cases", os.path.join(helpers, "run_cases.sh")))
 config.substitutions.append(("%helpers", helpers))
 # The float64 reference runs on Debian's Python with numpy (scripts/setup.sh installs it).
-config.substitutions.append(("%python", "/usr/bin/python3"))
+python = "/usr/bin/python3"
+
+# Compilers of the tests' own programs: %cc (C clients of the runtime), %cxx (kernel-library
+# tests), and clang 22 itself for the ThreadSanitizer test. MIXTILE_SANITIZE=1 (set by
+# `scripts/test.sh --sanitize`, whose build of the tools and runtime is ASan+UBSan with the
+# shared sanitizer runtime) builds every test program and every artifact's library with the
+# same sanitizers, and preloads the runtime into Python (ctypes loads the instrumented
+# library); the LLVM allocator false positive is explained in scripts/fuzz.sh.
+llvm_bin = "/usr/lib/llvm-22/bin"
+llvm_lib = "/usr/lib/llvm-22/lib"
+config.substitutions.append(("%clang_cxx", f"{llvm_bin}/clang++"))
+config.substitutions.append(("%clang_cc", f"{llvm_bin}/clang"))
+config.substitutions.append(("%llvm_lib", llvm_lib))
+sanitize = os.environ.get("MIXTILE_SANITIZE") == "1"
+if sanitize:
+    import subprocess
+
+    rt_dir = subprocess.run([f"{llvm_bin}/clang", "-print-runtime-dir"], capture_output=True,
+                            text=True).stdout.strip()
+    san = (f"-fsanitize=address,undefined -fno-sanitize-recover=undefined -shared-libsan "
+           f"-fno-omit-frame-pointer -g -Wl,-rpath,{rt_dir} -Wl,-rpath,{llvm_lib}")
+    config.available_features.add("asan")
+    config.substitutions.append(("%cc", f"{llvm_bin}/clang {san}"))
+    config.substitutions.append(("%cxx", f"{llvm_bin}/clang++ {san}"))
+    config.environment["MIXTILE_CXX"] = f"{llvm_bin}/clang++"
+    config.environment["MIXTILE_CXXFLAGS"] = san
+    config.environment["ASAN_OPTIONS"] = "allow_user_poisoning=0:detect_leaks=1:abort_on_error=0"
+    config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    python = (f"env LD_PRELOAD={rt_dir}/libclang_rt.asan-x86_64.so "
+              f"ASAN_OPTIONS=allow_user_poisoning=0:detect_leaks=0 {python}")
+else:
+    config.substitutions.append(("%cc", "cc"))
+    config.substitutions.append(("%cxx", "g++"))
+config.substitutions.append(("%python", python))
+
+# tsan: clang 22 with its ThreadSanitizer runtime, LLVM's OpenMP (omp.h) and its Archer tool
+# (setup.sh installs libclang-rt-22-dev and libomp-22-dev); not in the ASan build.
+if (not sanitize and os.path.exists(f"{llvm_lib}/libarcher.so")
+        and os.path.exists(f"{llvm_lib}/clang/22/include/omp.h")
+        and os.path.exists(f"{llvm_lib}/clang/22/lib/linux/libclang_rt.tsan-x86_64.a")):
+    config.available_features.add("tsan")
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
