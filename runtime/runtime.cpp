@@ -58,12 +58,20 @@ std::string escapeUntrusted(const std::string &text) {
       ++i;
       continue;
     }
-    // A UTF-8 sequence: its length from the lead byte, then continuation bytes 10xxxxxx
-    // (overlong 2-byte leads C0/C1 and leads past F4 are invalid).
+    // A UTF-8 sequence: its length from the lead byte, then continuation bytes 10xxxxxx, and
+    // the code point it spells must be well-formed: not overlong (C0/C1 leads, E0 80-9F,
+    // F0 80-8F), not a surrogate (ED A0-BF), not past U+10FFFF (F4 90-BF, leads past F4).
     size_t length = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
     bool valid = length > 0 && i + length <= text.size();
-    for (size_t k = 1; valid && k < length; ++k)
-      valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    uint32_t codePoint = c & (0x7f >> length);
+    for (size_t k = 1; valid && k < length; ++k) {
+      unsigned char next = static_cast<unsigned char>(text[i + k]);
+      valid = (next & 0xc0) == 0x80;
+      codePoint = (codePoint << 6) | (next & 0x3f);
+    }
+    valid = valid && !((length == 3 && codePoint < 0x800) ||
+                       (length == 4 && (codePoint < 0x10000 || codePoint > 0x10ffff)) ||
+                       (codePoint >= 0xd800 && codePoint <= 0xdfff));
     if (valid) {
       out.append(text, i, length);
       i += length;

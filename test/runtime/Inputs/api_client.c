@@ -86,6 +86,16 @@ int main(int argc, char **argv) {
   EXPECT(strstr(mixtile_last_error(), "malformed JSON header") != NULL, "says why");
   printf("errors: %s\n", mixtile_last_error());
   EXPECT(mixtile_tensors_open(NULL, &broken) == MIXTILE_ERROR_INVALID_ARGUMENT, "null path");
+  /* A name shaped like UTF-8 but ill-formed (overlong, surrogate, past U+10FFFF; found by
+   * fuzz_safetensors) is quoted escaped. */
+  mixtile_tensors *empty = NULL;
+  CHECK_OK(mixtile_tensors_create(&empty));
+  EXPECT(mixtile_tensors_find(empty, "\xe0\x80\x80\xed\xa0\x80\xf4\x90\x80\x80\xc3\xa9", NULL,
+                              NULL, NULL, NULL) == MIXTILE_ERROR_BINDING, "no such tensor");
+  EXPECT(strncmp(mixtile_last_error(),
+                 "no tensor '\\xe0\\x80\\x80\\xed\\xa0\\x80\\xf4\\x90\\x80\\x80\xc3\xa9'", 54) == 0,
+         "escaped name");
+  mixtile_tensors_close(empty);
 
   mixtile_artifact *artifact = NULL;
   CHECK_OK(mixtile_artifact_open(outdir, &artifact));
