@@ -125,7 +125,7 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
       args.push_back(flag);
     args.append({"-fopenmp", "-fPIC", "-shared", "-w", include, source, "-o", library});
   }
-  // $MIXTILE_CXXFLAGS: extra flags for the library's compiler, after the others (the
+  // $MIXTILE_CXXFLAGS: extra flags for the cpu library's compiler, after the others (the
   // sanitizer builds of the test suite: scripts/test.sh --sanitize, the threads test).
   std::vector<std::string> extraFlags;
   if (std::optional<std::string> flags = llvm::sys::Process::GetEnv("MIXTILE_CXXFLAGS")) {
@@ -134,8 +134,9 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
     for (StringRef piece : pieces)
       extraFlags.push_back(piece.str());
   }
-  for (const std::string &flag : extraFlags)
-    args.push_back(flag);
+  if (!cuda) // nvcc takes host flags through -Xcompiler; the sanitizer builds are CPU-only
+    for (const std::string &flag : extraFlags)
+      args.push_back(flag);
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);

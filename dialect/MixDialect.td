@@ -27,6 +27,11 @@ def Mix_Dialect : Dialect {
     `[out, in]` layout of `torch.nn.Linear`, stacked `[E, out, in]` or one tensor per expert;
     routing math is f32. Function arguments and results carry a `mix.name` string attribute:
     the name the runtime binds tensors by.
+
+    Bounds: every static dim of a mix op's operands and results (and of a compiled function's
+    arguments) is at most 2^24, and one tensor's static dims together at most 2^40 elements;
+    the verifier refuses more, naming the operand. Run-time sizes (T, B, S) are at most
+    2^31 - 1 (tokens are indexed with 32 bits): the runtime refuses a larger input.
   }];
   let useDefaultAttributePrinterParser = 1;
   let hasRegionArgAttrVerify = 1;
@@ -107,7 +112,10 @@ def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
 def Mix_Indices : RankedTensorOf<[I32]>;
 def Mix_Scalar : 0DTensorOf<[F32]>;
 
+// Every tensor of a mix op within the size bounds (dialect/MixOps.h: kMaxDim, kMaxElements).
+def Mix_BoundedShapes : NativeOpTrait<"MixBoundedShapes">;
+
 class Mix_Op<string mnemonic, list<Trait> traits = []>
-    : Op<Mix_Dialect, mnemonic, traits>;
+    : Op<Mix_Dialect, mnemonic, !listconcat(traits, [Mix_BoundedShapes])>;
 
 #endif // MIX_DIALECT_TD

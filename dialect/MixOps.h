@@ -18,6 +18,24 @@
 #define GET_ATTRDEF_CLASSES
 #include "dialect/MixAttrs.h.inc"
 
+namespace mlir::mix {
+/// Size bounds of every tensor a mix op takes or gives (docs/MixDialect.md, "Bounds"): each
+/// static dim at most kMaxDim, each tensor's static dims together at most kMaxElements, so no
+/// size product the compiler or the generated code forms can overflow 64 bits.
+inline constexpr int64_t kMaxDim = int64_t(1) << 24;
+inline constexpr int64_t kMaxElements = int64_t(1) << 40;
+LogicalResult verifyBoundedShapes(Operation *op);
+} // namespace mlir::mix
+
+namespace mlir::OpTrait {
+/// Every mix op carries it (Mix_Op): its operands' and results' shapes are within the bounds.
+template <typename ConcreteType>
+class MixBoundedShapes : public TraitBase<ConcreteType, MixBoundedShapes> {
+public:
+  static LogicalResult verifyTrait(Operation *op) { return ::mlir::mix::verifyBoundedShapes(op); }
+};
+} // namespace mlir::OpTrait
+
 #define GET_OP_CLASSES
 #include "dialect/MixOps.h.inc"
 

@@ -6,6 +6,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -331,6 +332,35 @@ LogicalResult mlir::mix::verifyExpertWeights(Operation *op, ValueRange gate, Val
 //===----------------------------------------------------------------------===//
 // Routing primitives
 //===----------------------------------------------------------------------===//
+
+LogicalResult mlir::mix::verifyBoundedShapes(Operation *op) {
+  auto check = [&](Type type, StringRef kind, unsigned index) -> LogicalResult {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    if (!tensor)
+      return success();
+    int64_t elements = 1;
+    for (int64_t d : tensor.getShape()) {
+      if (ShapedType::isDynamic(d))
+        continue;
+      if (d > kMaxDim)
+        return op->emitOpError() << kind << " #" << index << " has a dim of " << d
+                                 << ", past the bound of 2^24 = " << kMaxDim << ": "
+                                 << shapeString(type);
+      elements *= std::max<int64_t>(d, 1); // each factor <= 2^24 and the product <= 2^40
+      if (elements > kMaxElements)
+        return op->emitOpError() << kind << " #" << index << " " << shapeString(type)
+                                 << " has more than 2^40 elements (the bound of one tensor)";
+    }
+    return success();
+  };
+  for (auto [i, operand] : llvm::enumerate(op->getOperands()))
+    if (failed(check(operand.getType(), "operand", i)))
+      return failure();
+  for (auto [i, result] : llvm::enumerate(op->getResults()))
+    if (failed(check(result.getType(), "result", i)))
+      return failure();
+  return success();
+}
 
 LogicalResult RouteOp::verify() {
   ShapeChecker check(*this);

@@ -802,6 +802,12 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
         continue;
       int s = entry.symbolIndex(spec.symbols[d]);
       std::string here = "'" + spec.name + "' (" + view->source + ")";
+      // Kernels index tokens with 32 bits (docs/MixDialect.md, "Bounds").
+      constexpr int64_t kMaxSymbolValue = (int64_t(1) << 31) - 1;
+      if (view->shape[d] > kMaxSymbolValue)
+        fail(MIXTILE_ERROR_BINDING, "symbol " + spec.symbols[d] + " = " +
+                                        std::to_string(view->shape[d]) + " from tensor " + here +
+                                        " is past the bound of 2^31 - 1");
       if (values[s] < 0) {
         values[s] = view->shape[d];
         boundBy[s] = here;

@@ -349,3 +349,21 @@ func.func @z_loss_rank(%l: tensor<?xf32>) {
   %z = mix.z_loss %l : tensor<?xf32> -> tensor<f32>
   return
 }
+
+// -----
+
+// Size bounds (every mix op): a dim past 2^24.
+func.func @route_dim_bound(%x: tensor<?x16777217xf32>, %r: tensor<8x16777217xf32>) {
+  // expected-error @+1 {{operand #0 has a dim of 16777217, past the bound of 2^24 = 16777216: [?, 16777217]}}
+  %w, %i, %l = mix.route %x, %r {k = 2} : tensor<?x16777217xf32>, tensor<8x16777217xf32> -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// Size bounds: a tensor of more than 2^40 elements (65536 x 16777216 = 2^40 is allowed).
+func.func @route_elements_bound(%x: tensor<?x16777216xf32>, %r: tensor<65537x16777216xf32>) {
+  // expected-error @+1 {{operand #1 [65537, 16777216] has more than 2^40 elements (the bound of one tensor)}}
+  %w, %i, %l = mix.route %x, %r {k = 2} : tensor<?x16777216xf32>, tensor<65537x16777216xf32> -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x65537xf32>
+  return
+}

@@ -286,7 +286,9 @@ void gemm_blocked(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
             for (int i = 0; i < MR; ++i)
               for (int v = 0; v < NV; ++v) acc[i][v] = vzero();
             microkernel<MR, NV>(kcur, s.a_pack + static_cast<int64_t>(ir) * kcur, bp, acc);
-            float *cp = s.c_partial + (ic + ir) * ldc + static_cast<int64_t>(p) * NR;
+            // c_partial exists only when K takes several blocks (null when first && last).
+            float *cp = first && last ? nullptr
+                                      : s.c_partial + (ic + ir) * ldc + static_cast<int64_t>(p) * NR;
             if (!first) {
               for (int i = 0; i < MR; ++i)
                 for (int v = 0; v < NV; ++v) acc[i][v] = vadd(acc[i][v], vload(cp + i * ldc + v * kVecWidth));
