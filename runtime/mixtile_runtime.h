@@ -158,6 +158,16 @@ MIXTILE_API int mixtile_session_create(mixtile_artifact *artifact, const char *e
  * On failure the previous results are no longer valid. */
 MIXTILE_API int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
                                     int num_threads);
+/* mixtile_session_run, writing results into the caller's memory instead of the session's:
+ * `outputs` (may be NULL) holds, under a result's name, a dense row-major tensor added with
+ * mixtile_tensors_add whose dtype and shape are exactly the result's (known once the inputs
+ * bind the symbols), writable, aligned to its element size and not overlapping any input. It
+ * is poisoned (all bits set) and written in place when 64-byte aligned (entry points write
+ * aligned results), else filled by one copy after the run; mixtile_session_result_data then
+ * points to it. A result not in `outputs` lives in the session as usual; a name that is no result of the
+ * entry point is refused (MIXTILE_ERROR_BINDING). CPU sessions only. */
+MIXTILE_API int mixtile_session_run_into(mixtile_session *session, const mixtile_tensors *inputs,
+                                         const mixtile_tensors *outputs, int num_threads);
 
 /* Results of the last successful run, in manifest order. Pointers stay valid until the
  * next run or mixtile_session_close. Out-of-range indices give NULL / 0 / -1. */

@@ -660,6 +660,7 @@ struct Result {
   AlignedBuffer buffer;
   std::vector<int64_t> shape;
   size_t bytes = 0;
+  void *data = nullptr; // buffer.data(), or the caller's memory (mixtile_session_run_into)
 };
 
 struct Session {
@@ -750,7 +751,8 @@ const void *widenedData(const TensorView &view, AlignedBuffer &staging) {
 
 std::string describeSet(const TensorSet *set) { return set ? set->description() : "(none)"; }
 
-void runSession(Session &session, const TensorSet *inputs, int numThreads) {
+void runSession(Session &session, const TensorSet *inputs, int numThreads,
+                const TensorSet *outputs = nullptr) {
   const EntryPoint &entry = *session.entry;
   session.hasRun = false;
   const size_t symbolCount = entry.dynamicDims.size();
@@ -830,6 +832,7 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
     }
   }
 
+  std::vector<void *> copyBack(entry.results.size(), nullptr);
   for (size_t r = 0; r < entry.results.size(); ++r) {
     const TensorSpec &spec = entry.results[r];
     Result &result = session.results[r];
@@ -839,7 +842,33 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                                  ? spec.shape[d]
                                  : values[entry.symbolIndex(spec.symbols[d])]);
     result.bytes = tensorByteSize(spec.dtype, result.shape, "result '" + spec.name + "'");
-    void *host = result.buffer.ensure(result.bytes);
+    // The caller's own buffer for this result (mixtile_session_run_into), checked like an input
+    // and written in place; otherwise the session's, reused across runs.
+    const TensorView *given = outputs ? outputs->find(spec.name) : nullptr;
+    if (given) {
+      if (session.cuda)
+        fail(MIXTILE_ERROR_UNSUPPORTED, "result '" + spec.name +
+                                            "': the cuda backend writes results to its own "
+                                            "buffers (run without outputs)");
+      if (given->dtype != spec.dtype || given->shape != result.shape)
+        fail(MIXTILE_ERROR_BINDING,
+             "output '" + spec.name + "' (" + given->source + "): expected " +
+                 manifestDTypeName(spec.dtype) + " " + formatShape(result.shape) + ", got " +
+                 manifestDTypeName(given->dtype) + " " + formatShape(given->shape));
+      if (given->source != "<memory>" ||
+          (result.bytes > 0 &&
+           reinterpret_cast<uintptr_t>(given->data) % dtypeBytes(given->dtype) != 0))
+        fail(MIXTILE_ERROR_BINDING, "output '" + spec.name + "' (" + given->source +
+                                        ") must be aligned, writable caller memory "
+                                        "(mixtile_tensors_add)");
+    }
+    // Entry points take 64-byte aligned results (docs/artifact-abi.md): a caller's buffer
+    // aligned less is filled by one copy from the session's after the run.
+    void *caller = given ? const_cast<void *>(given->data) : nullptr;
+    const bool direct = caller && reinterpret_cast<uintptr_t>(caller) % 64 == 0;
+    void *host = direct ? caller : result.buffer.ensure(result.bytes);
+    result.data = caller ? caller : host;
+    copyBack[r] = caller && !direct ? caller : nullptr;
     // Poison the results (all bits set: NaN in every float dtype) so an element the layer
     // fails to write shows; the cuda backend poisons its device buffers before the launch.
     if (!session.cuda && result.bytes > 0)
@@ -897,6 +926,9 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads) {
                                    (message ? message : "(no message)"));
   }
   checkFiles();
+  for (size_t r = 0; r < entry.results.size(); ++r)
+    if (copyBack[r] && session.results[r].bytes > 0)
+      std::memcpy(copyBack[r], session.results[r].buffer.data(), session.results[r].bytes);
   session.symbolValues = values;
   session.hasRun = true;
 }
@@ -962,7 +994,7 @@ const float *runModelStep(mixtile_model &model, int numThreads) {
   for (mixtile_model::Cache &cache : model.caches)
     set->addBorrowed(cache.name, cache.dtype, cache.shape, cache.buffer.data());
   runSession(model.session->impl, set.get(), numThreads);
-  return static_cast<const float *>(model.session->impl.results[0].buffer.data());
+  return static_cast<const float *>(model.session->impl.results[0].data);
 }
 
 /// Checks a batch of prompts (ids [B, S], optional left-padding mask) and returns each row's
@@ -1254,6 +1286,23 @@ int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
   });
 }
 
+int mixtile_session_run_into(mixtile_session *session, const mixtile_tensors *inputs,
+                             const mixtile_tensors *outputs, int numThreads) {
+  return guarded([&] {
+    requireArgument(session, "session");
+    if (outputs)
+      for (const auto &[name, view] : outputs->impl->tensors()) {
+        const std::vector<TensorSpec> &results = session->impl.entry->results;
+        if (std::none_of(results.begin(), results.end(),
+                         [&](const TensorSpec &r) { return r.name == name; }))
+          fail(MIXTILE_ERROR_BINDING, "output '" + name + "' is not a result of '" +
+                                          session->impl.entry->function + "'");
+      }
+    runSession(session->impl, inputs ? inputs->impl.get() : nullptr, numThreads,
+               outputs ? outputs->impl.get() : nullptr);
+  });
+}
+
 size_t mixtile_session_result_count(const mixtile_session *session) {
   return session && session->impl.hasRun ? session->impl.results.size() : 0;
 }
@@ -1294,7 +1343,7 @@ const int64_t *mixtile_session_result_shape(const mixtile_session *session, size
 }
 
 void *mixtile_session_result_data(mixtile_session *session, size_t index) {
-  return validResult(session, index) ? session->impl.results[index].buffer.data() : nullptr;
+  return validResult(session, index) ? session->impl.results[index].data : nullptr;
 }
 
 size_t mixtile_session_result_bytes(const mixtile_session *session, size_t index) {
@@ -1353,7 +1402,7 @@ int mixtile_session_write_results(const mixtile_session *session, const char *pa
     std::vector<TensorToWrite> tensors;
     for (size_t r = 0; r < state.results.size(); ++r)
       tensors.push_back({state.entry->results[r].name, state.entry->results[r].dtype,
-                         state.results[r].shape, state.results[r].buffer.data()});
+                         state.results[r].shape, state.results[r].data});
     writeSafetensors(path, tensors);
   });
 }

@@ -75,6 +75,7 @@ def _runtime():
         "mixtile_tensors_close": ([p], None),
         "mixtile_session_create": ([p, ctypes.c_char_p, p, c_int, pp], c_int),
         "mixtile_session_run": ([p, p, c_int], c_int),
+        "mixtile_session_run_into": ([p, p, p, c_int], c_int),
         "mixtile_session_result_count": ([p], c_size),
         "mixtile_session_result_name": ([p, c_size], ctypes.c_char_p),
         "mixtile_session_result_dtype": ([p, c_size], c_int),
@@ -327,17 +328,47 @@ class Session(_Closing):
         self.last_run_seconds = None
 
     def __call__(self, **inputs):
+        return self.run(inputs)
+
+    def run(self, inputs, out=None):
+        """Runs on `inputs` ({name: array or tensor}); returns {result name: array or tensor}.
+        out: {result name: a contiguous, writable array or CPU tensor of the result's exact
+        dtype and shape} to write that result into, without a copy (64-byte aligned memory,
+        as torch allocates it, is written in place; less aligned memory is filled by one
+        copy); it comes back as the same object. Other results are copied out of the session
+        into new arrays or tensors."""
         lib = _runtime()
         as_torch = any(_is_torch(v) for v in inputs.values())
+        out = dict(out or {})
+        for name, value in out.items():
+            if _is_torch(value):
+                if value.device.type != "cpu" or not value.is_contiguous() or value.requires_grad:
+                    raise MixtileError(f"output '{name}' must be a contiguous CPU tensor that "
+                                       "does not require grad")
+            elif not isinstance(value, np.ndarray) or not value.flags.c_contiguous \
+                    or not value.flags.writeable:
+                raise MixtileError(f"output '{name}' must be a C-contiguous, writable numpy "
+                                   "array")
         handle, owners = _tensor_set(inputs)
+        out_handle, out_owners = _tensor_set(out) if out else (None, [])
         try:
-            _check(lib.mixtile_session_run(self._handle, handle, self.num_threads))
+            if out_handle is None:
+                _check(lib.mixtile_session_run(self._handle, handle, self.num_threads))
+            else:
+                _check(lib.mixtile_session_run_into(self._handle, handle, out_handle,
+                                                    self.num_threads))
         finally:
             lib.mixtile_tensors_close(handle)
-            del owners
+            if out_handle is not None:
+                lib.mixtile_tensors_close(out_handle)
+            del owners, out_owners
         self.last_run_seconds = lib.mixtile_session_last_run_seconds(self._handle)
         results = {}
         for i in range(lib.mixtile_session_result_count(self._handle)):
+            name = lib.mixtile_session_result_name(self._handle, i).decode()
+            if name in out:
+                results[name] = out[name]
+                continue
             code = lib.mixtile_session_result_dtype(self._handle, i)
             rank = lib.mixtile_session_result_rank(self._handle, i)
             shape_ptr = lib.mixtile_session_result_shape(self._handle, i)
@@ -347,7 +378,6 @@ class Session(_Closing):
             array = np.empty(shape, dtype=_NUMPY[code])
             if nbytes:
                 ctypes.memmove(array.ctypes.data, data, nbytes)
-            name = lib.mixtile_session_result_name(self._handle, i).decode()
             results[name] = _wrap(array, as_torch)
         return results
 

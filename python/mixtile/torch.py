@@ -68,7 +68,11 @@ class SparseBlock(torch.nn.Module):
     def _run(self, x, tensors):
         session = self._bind([t.detach() for t in tensors])
         shape = x.shape
-        out = session(hidden_states=x.detach().reshape(-1, shape[-1]))["output"]
+        x2d = x.detach().reshape(-1, shape[-1])
+        # The block's output has the tokens' shape and dtype: written straight into a tensor
+        # torch allocated (64-byte aligned), no copy either way.
+        out = torch.empty(x2d.shape, dtype=x.dtype)
+        session.run({"hidden_states": x2d}, out={"output": out})
         return out.reshape(shape)
 
     def forward(self, x):

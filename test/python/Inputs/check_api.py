@@ -43,6 +43,26 @@ def main(work):
     wide = rng.standard_normal((reference.hidden, 9)).astype(np.float32).T
     check(rel(session(hidden_states=wide)["output"], session(hidden_states=np.ascontiguousarray(wide))["output"]) == 0.0,
           "a non-contiguous input gives the contiguous one's result")
+    # Results into the caller's arrays (session.run(..., out=)): the same object comes back,
+    # filled as a plain run fills a new one; aligned or not; a wrong shape, a read-only or a
+    # non-contiguous array, an unknown result name are refused.
+    for offset in (0, 1):
+        raw = np.empty(x.size + 16, np.float32)
+        base = (-raw.ctypes.data // 4) % 16  # elements to the next 64-byte boundary
+        target = raw[base + offset: base + offset + x.size].reshape(x.shape)
+        target[...] = np.nan
+        got = session.run({"hidden_states": x}, out={"output": target})
+        check(got["output"] is target and rel(target, out["output"]) == 0.0,
+              f"out= fills the caller's array (offset {offset} elements from 64-byte aligned)")
+    refused(lambda: session.run({"hidden_states": x}, out={"output": np.empty((8, reference.hidden), np.float32)}),
+            "expected f32 [7,", "an out= array of the wrong shape")
+    frozen = np.empty_like(x)
+    frozen.flags.writeable = False
+    refused(lambda: session.run({"hidden_states": x}, out={"output": frozen}), "writable", "a read-only out= array")
+    refused(lambda: session.run({"hidden_states": x}, out={"output": np.empty((x.shape[1], 7), np.float32).T}),
+            "contiguous", "a non-contiguous out= array")
+    refused(lambda: session.run({"hidden_states": x}, out={"logits": np.empty_like(x)}),
+            "not a result", "an out= name that is no result")
     # Weights as a dict of arrays (borrowed, not copied).
     weights, _ = safetensors_io.load(os.path.join(directory, "model.safetensors"))
     from_dict = layer.bind({k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
@@ -113,6 +133,9 @@ def main(work):
         check(isinstance(got, torch.Tensor) and rel(got.numpy(), out["output"]) == 0.0, "torch in, torch out")
         check(rel(session(hidden_states=t.T.contiguous().T)["output"].numpy(), out["output"]) == 0.0,
               "a non-contiguous torch tensor")
+        y = torch.full_like(t, float("nan"))
+        got = session.run({"hidden_states": t}, out={"output": y})
+        check(got["output"] is y and rel(y.numpy(), out["output"]) == 0.0, "torch out= tensor, written in place")
         refused(lambda: session(hidden_states=t.double()), "float64", "a float64 torch tensor")
         bf16 = mixtile.compile(directory, layer=1, token_dtype="bf16", cpu="x86-64-v4").bind(directory)
         y = bf16(hidden_states=t.to(torch.bfloat16))["output"]

@@ -137,6 +137,48 @@ int main(int argc, char **argv) {
   run_affine(session, 9); /* larger: buffers grow */
   run_affine(session, 0);
 
+  /* Results written into the caller's memory (mixtile_session_run_into). */
+  {
+    float x[8] = {1, 2, 3, 4, -1, -2, -3, -4}, wrong[12] = {0};
+    _Alignas(64) float storage[24] = {0};
+    float *y = storage; /* 64-byte aligned: written in place */
+    int64_t xs[2] = {2, 4}, ws[2] = {3, 4};
+    mixtile_tensors *in = NULL, *out = NULL, *bad = NULL;
+    CHECK_OK(mixtile_tensors_create(&in));
+    CHECK_OK(mixtile_tensors_add(in, "x", MIXTILE_DTYPE_F32, 2, xs, x));
+    CHECK_OK(mixtile_tensors_create(&out));
+    CHECK_OK(mixtile_tensors_add(out, "y", MIXTILE_DTYPE_F32, 2, xs, y));
+    CHECK_OK(mixtile_session_run_into(session, in, out, 1));
+    EXPECT(mixtile_session_result_data(session, 0) == (void *)y, "the result is the caller's");
+    int wrong_values = 0;
+    for (int i = 0; i < 8; ++i)
+      wrong_values += !(y[i] == 2.0f * x[i] + kBiasValues[i % 4]);
+    EXPECT(wrong_values == 0, "%d elements wrong in the caller's buffer", wrong_values);
+    /* Aligned to 4 bytes only: filled by a copy, the same values. */
+    mixtile_tensors_close(out);
+    y = storage + 1;
+    CHECK_OK(mixtile_tensors_create(&out));
+    CHECK_OK(mixtile_tensors_add(out, "y", MIXTILE_DTYPE_F32, 2, xs, y));
+    CHECK_OK(mixtile_session_run_into(session, in, out, 1));
+    EXPECT(mixtile_session_result_data(session, 0) == (void *)y, "the result is the caller's");
+    for (int i = 0; i < 8; ++i)
+      wrong_values += !(y[i] == 2.0f * x[i] + kBiasValues[i % 4]);
+    EXPECT(wrong_values == 0, "%d elements wrong in the unaligned buffer", wrong_values);
+    CHECK_OK(mixtile_tensors_create(&bad));
+    CHECK_OK(mixtile_tensors_add(bad, "y", MIXTILE_DTYPE_F32, 2, ws, wrong));
+    EXPECT(mixtile_session_run_into(session, in, bad, 1) == MIXTILE_ERROR_BINDING, "wrong shape");
+    printf("into: %s\n", mixtile_last_error());
+    EXPECT(wrong[0] == 0.0f, "a refused buffer is not touched");
+    mixtile_tensors_close(bad);
+    CHECK_OK(mixtile_tensors_create(&bad));
+    CHECK_OK(mixtile_tensors_add(bad, "z", MIXTILE_DTYPE_F32, 2, xs, wrong));
+    EXPECT(mixtile_session_run_into(session, in, bad, 1) == MIXTILE_ERROR_BINDING, "no such result");
+    printf("into: %s\n", mixtile_last_error());
+    mixtile_tensors_close(bad);
+    mixtile_tensors_close(out);
+    mixtile_tensors_close(in);
+  }
+
   /* A wrong dtype from memory: refused, naming the tensor; the old results are gone. */
   mixtile_tensors *inputs = NULL;
   int32_t ints[8] = {0};
