@@ -832,17 +832,28 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
   for (const Slot &slot : slots)
     plan += "  size_t " + slot.name + ";\n";
   plan += "  size_t scratch, total;\n};\n\n";
-  plan += llvm::formatv("static {0}_plan plan_{0}({1}) {{\n  {0}_plan p{{};\n  size_t at = 0;\n",
+  // The same sizes are summed in floating point beside the exact ones: run-time sizes whose
+  // workspace passes 2^56 bytes (so an exact sum might have wrapped) give a total of all ones,
+  // which the runtime refuses by name; so does a kernel's scratch function returning it.
+  plan += llvm::formatv("static {0}_plan plan_{0}({1}) {{\n  {0}_plan p{{};\n  size_t at = 0;\n"
+                        "  double approx = 0;\n  bool overflow = false;\n",
                         fname, planParams)
               .str();
-  for (const Slot &slot : slots)
-    plan += llvm::formatv("  p.{0} = at;\n  at += {3}(sizeof({1}) * (size_t)({2}));\n", slot.name,
-                          cTypeName(slot.element), slot.count, conventions.align)
+  for (const Slot &slot : slots) {
+    std::string approx = llvm::join(llvm::split(slot.count, "(int64_t)"), "(double)");
+    plan += llvm::formatv("  p.{0} = at;\n  at += {3}(sizeof({1}) * (size_t)({2}));\n"
+                          "  approx += sizeof({1}) * ({4});\n",
+                          slot.name, cTypeName(slot.element), slot.count, conventions.align,
+                          approx)
                 .str();
+  }
   plan += "  p.scratch = at;\n  size_t scratch = 0;\n";
   for (const std::string &bytes : scratch)
-    plan += "  scratch = std::max(scratch, (size_t)(" + bytes + "));\n";
-  plan += "  p.total = at + " + conventions.align + "(scratch);\n" +
+    plan += "  {\n    const size_t bytes = (size_t)(" + bytes +
+            ");\n    overflow = overflow || bytes == ~size_t(0);\n"
+            "    scratch = std::max(scratch, bytes);\n  }\n";
+  plan += "  p.total = overflow || approx + (double)scratch > 0x1p56 ? ~size_t(0) : at + " +
+          conventions.align + "(scratch);\n" +
           (conventions.planParam.empty() ? "" : "  (void)" + conventions.planArg + ";\n") +
           "  return p;\n}\n\n";
 

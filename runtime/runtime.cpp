@@ -832,6 +832,19 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     }
   }
 
+  int64_t noSymbols = 0;
+  const int64_t *dims = symbolCount ? values.data() : &noSymbols;
+  // The generated plan answers all ones for sizes whose workspace passes 2^56 bytes (its sums
+  // could have wrapped): refused before anything is allocated or run.
+  const size_t workspaceBytes = entry.workspaceSize(dims);
+  if (workspaceBytes == ~size_t(0)) {
+    std::string sizes;
+    for (size_t s = 0; s < symbolCount; ++s)
+      sizes += (s ? ", " : "") + entry.dynamicDims[s] + " = " + std::to_string(values[s]);
+    fail(MIXTILE_ERROR_BINDING, "entry point '" + entry.function + "': the workspace for " +
+                                    (sizes.empty() ? std::string("its sizes") : sizes) +
+                                    " passes 2^56 bytes");
+  }
   std::vector<void *> copyBack(entry.results.size(), nullptr);
   for (size_t r = 0; r < entry.results.size(); ++r) {
     const TensorSpec &spec = entry.results[r];
@@ -878,14 +891,12 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
                      : host;
   }
 
-  int64_t noSymbols = 0;
-  const int64_t *dims = symbolCount ? values.data() : &noSymbols;
   int code = 0;
   if (session.cuda) {
     CudaSession &cuda = *session.cuda;
     const CudaContext &context = cuda.context;
     const mixtile_cuda_host_api &api = *context.api;
-    void *workspace = cuda.workspace.ensure(entry.workspaceSize(dims), "the workspace");
+    void *workspace = cuda.workspace.ensure(workspaceBytes, "the workspace");
     // Poison the results (all bits set: NaN) so an element the layer fails to write shows.
     for (size_t r = 0; r < entry.results.size(); ++r)
       context.check(api.fill_bytes(pointers[entry.arguments.size() + r], 0xff,
@@ -913,7 +924,7 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
         api.event_elapsed_ms(&milliseconds, context.start, context.stop) == 0)
       session.lastRunSeconds = milliseconds * 1e-3;
   } else {
-    void *workspace = session.workspace.ensure(entry.workspaceSize(dims));
+    void *workspace = session.workspace.ensure(workspaceBytes);
     auto begin = std::chrono::steady_clock::now();
     code = entry.packed(pointers.data(), dims, workspace, numThreads);
     session.lastRunSeconds =

@@ -404,6 +404,7 @@ inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t D, int6
                                         MatmulPath path = MatmulPath::fma_f32) {
   const int nt = detail::resolve_threads(num_threads);
   const int64_t A = std::max<int64_t>(num_assignments, 0);
+  if (!detail::workspace_sizes_fit({A, D, F, nt})) return detail::kWorkspaceOverflow;
   if (path != MatmulPath::fma_f32) {
     const detail::EngineWorkspace w = detail::engine_workspace(A, D, F, nt, tiles);
     return w.x_bytes + w.h_bytes + static_cast<size_t>(nt) * w.per_thread;

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "simd.h"
 
@@ -87,6 +88,24 @@ namespace detail {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 inline size_t align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+/// What a *_workspace_size function returns for sizes whose workspace would not fit 64 bits
+/// (the runtime refuses the run by name; the kernels never see such sizes).
+inline constexpr size_t kWorkspaceOverflow = ~size_t(0);
+
+/// Whether a workspace function may compute with these sizes: every size at most 2^40 and the
+/// two largest together at most 2^44. Each size product a workspace function or its kernel
+/// forms involves at most two of them, times tile sizes, element bytes and the thread count
+/// (below 2^16 together), so nothing overflows 64 bits.
+inline bool workspace_sizes_fit(std::initializer_list<int64_t> sizes) {
+  int64_t first = 1, second = 1;
+  for (int64_t s : sizes) {
+    if (s > (int64_t(1) << 40)) return false;
+    if (s > first) { second = first; first = s; }
+    else if (s > second) second = s;
+  }
+  return static_cast<double>(first) * static_cast<double>(second) <= 0x1p44;
+}
 
 // Rows of the A operand: row i is base + (index ? index[first + i] : first + i) * ld.
 struct RowSource {

@@ -80,6 +80,7 @@ inline size_t linear_workspace_size(int64_t rows, int64_t in, int64_t out, int n
                                     const TileConfig &tiles = default_tile_config(),
                                     MatmulPath path = MatmulPath::fma_f32) {
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  if (!detail::workspace_sizes_fit({rows, in, out, nt})) return detail::kWorkspaceOverflow;
   const size_t fma = static_cast<size_t>(nt) * detail::gemm_scratch_bytes(tiles, std::max<int64_t>(rows, 1), in);
   if (path == MatmulPath::fma_f32) return fma;
   const detail::LinearEngineWorkspace w = detail::linear_engine_workspace(rows, in, out, nt, tiles);

@@ -478,6 +478,8 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
 inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens, int64_t cache_length,
                                        int num_threads) {
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  if (!detail::workspace_sizes_fit({tokens, cache_length, c.heads * c.head_dim, c.rotary_dim, nt}))
+    return detail::kWorkspaceOverflow;
   const detail::AttentionLayout l = detail::attention_layout(c, tokens, cache_length);
   return l.shared + static_cast<size_t>(nt) * l.per_thread;
 }

@@ -15,8 +15,8 @@
 // CHECK: "a CUDA kernel launch failed (cudaGetLastError)",
 // CHECK: struct layer_plan {
 // CHECK: at += mixtile::cuda::detail::align256(
-// CHECK: scratch = std::max(scratch, (size_t)(mixtile::cuda::dispatch_workspace_size(16)));
-// CHECK: scratch = std::max(scratch, (size_t)(mixtile::cuda::expert_ffn_workspace_size<mixtile::cuda::WeightType::bf16>(T * 4, 32)));
+// CHECK: const size_t bytes = (size_t)(mixtile::cuda::dispatch_workspace_size(16));
+// CHECK: const size_t bytes = (size_t)(mixtile::cuda::expert_ffn_workspace_size<mixtile::cuda::WeightType::bf16>(T * 4, 32));
 // CHECK: extern "C" size_t layer_workspace_size(int64_t T) {
 // CHECK: extern "C" int layer(int64_t T, const float *hidden_states, const float *gate_weight, const float *gate_e_score_correction_bias, const uint16_t *experts_gate, const uint16_t *experts_up, const uint16_t *experts_down, const uint16_t *shared_gate, const uint16_t *shared_up, const uint16_t *shared_down, float *output, void *workspace, void *stream) {
 // CHECK: const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
