@@ -12,6 +12,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+
+#include <memory>
 #include "mlir/IR/Verifier.h"
 
 #include <string>
@@ -21,17 +23,21 @@ using namespace mixtile_fuzz;
 
 namespace {
 
+/// A context shared by consecutive inputs (making one per input costs most of the time), made
+/// afresh every 4096 inputs: the types and attributes each input interns would otherwise pile
+/// up until libFuzzer's RSS limit (a mixtilec process imports one config).
 MLIRContext &context() {
-  static MLIRContext *ctx = [] {
+  static std::unique_ptr<MLIRContext> ctx;
+  static unsigned uses = 0;
+  if (!ctx || ++uses % 4096 == 0) {
     DialectRegistry registry;
     registry.insert<mix::MixDialect, func::FuncDialect, arith::ArithDialect,
                     tensor::TensorDialect>();
-    auto *c = new MLIRContext(registry);
-    c->loadAllAvailableDialects();
+    ctx = std::make_unique<MLIRContext>(registry);
+    ctx->loadAllAvailableDialects();
     // The importer reports through its error string; a verifier failure is a finding anyway.
-    c->getDiagEngine().registerHandler([](Diagnostic &) { return success(); });
-    return c;
-  }();
+    ctx->getDiagEngine().registerHandler([](Diagnostic &) { return success(); });
+  }
   return *ctx;
 }
 
