@@ -1017,6 +1017,11 @@ std::vector<int64_t> checkPrompts(const mixtile_model &model, int64_t batch, int
          "empty batch: " + std::to_string(batch) + " prompts of " + std::to_string(length) +
              " tokens (both must be >= 1)");
   requireArgument(ids, "ids");
+  // Bounded first, so the position arithmetic below cannot overflow.
+  if (extra > model.maxLength)
+    fail(MIXTILE_ERROR_INVALID_ARGUMENT,
+         std::to_string(extra) + " new tokens exceed the KV cache's max length " +
+             std::to_string(model.maxLength));
   if (batch > model.maxBatch)
     fail(MIXTILE_ERROR_INVALID_ARGUMENT, "batch of " + std::to_string(batch) +
                                              " prompts exceeds the model's max batch " +
@@ -1050,10 +1055,11 @@ std::vector<int64_t> checkPrompts(const mixtile_model &model, int64_t batch, int
                  std::to_string(s) + " lies outside the vocabulary [0, " +
                  std::to_string(model.info->vocab) + ")");
     }
-    int64_t needed = length - start + extra;
-    if (needed > model.maxLength)
+    if (length - start > model.maxLength - extra)
       fail(MIXTILE_ERROR_INVALID_ARGUMENT,
-           row + " needs " + std::to_string(needed) + " positions (" +
+           row + " needs " +
+               std::to_string(static_cast<uint64_t>(length - start) + static_cast<uint64_t>(extra)) +
+               " positions (" +
                std::to_string(length - start) + " prompt tokens" +
                (extra ? " + " + std::to_string(extra) + " new tokens" : std::string()) +
                "), more than the KV cache's max length " + std::to_string(model.maxLength));

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every front door of Mixtile with libFuzzer: the safetensors reader (a file, and a
 # sharded index with its shard), the manifest loader, the Hugging Face config importer (one
-# layer, fused experts, the whole model) and the .mlir front door (parse, verify, the CPU
-# pipeline, emission). Builds build-fuzz/ with every Mixtile source instrumented for coverage,
+# layer, fused experts, the whole model), the .mlir front door (parse, verify, the CPU
+# pipeline, emission) and the token inputs of models (prompts, masks, new-token counts). Builds build-fuzz/ with every Mixtile source instrumented for coverage,
 # AddressSanitizer and UndefinedBehaviorSanitizer (LLVM/MLIR themselves are Debian's), then
 # runs each target SECONDS (default 60) on a copy of its seed corpus (test/fuzz/corpus/). A
 # finding (crash, sanitizer report, an error message that is not one line of valid UTF-8, an
@@ -17,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-(( ${#targets[@]} )) || targets=(safetensors manifest hf_config mlir)
+(( ${#targets[@]} )) || targets=(safetensors manifest hf_config mlir prompts)
 build="${MIXTILE_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 bash "$root/scripts/setup.sh" || exit 1
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
@@ -26,7 +26,7 @@ configure_build "$build" -DLLVM_USE_SANITIZER=Address \
   "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
   "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" || exit 1
-ninja -C "$build" -j"${MIXTILE_JOBS:-2}" $(printf 'fuzz_%s ' "${targets[@]}") || exit 1
+ninja -C "$build" -j"${MIXTILE_JOBS:-2}" $(printf 'fuzz_%s ' "${targets[@]}") mixtile_fake_model || exit 1
 
 # The targets write each input to a file under $TMPDIR: tmpfs makes that about 1.5x faster.
 if [[ -z "${TMPDIR:-}" && -d /dev/shm && -w /dev/shm ]]; then export TMPDIR=/dev/shm; fi
