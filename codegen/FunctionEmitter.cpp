@@ -537,15 +537,9 @@ FailureOr<std::vector<std::string>> symbolsOf(func::FuncOp func, unsigned index,
     return func.emitError() << "argument #" << index << " must be a ranked tensor, got " << type;
   // The dialect's size bounds (MixOps.h), here for arguments no mix op takes whole (a fused
   // expert tensor that tensor.extract_slice views).
-  int64_t elements = 1;
-  for (int64_t d : tensor.getShape()) {
-    if (ShapedType::isDynamic(d))
-      continue;
-    if (d > kMaxDim || (elements *= std::max<int64_t>(d, 1)) > kMaxElements)
-      return func.emitError() << "argument #" << index << " " << type
-                              << " is past the size bounds (each dim at most 2^24, at most "
-                                 "2^40 elements)";
-  }
+  std::string why = shapeBoundViolation(type);
+  if (!why.empty())
+    return func.emitError() << "argument #" << index << " " << why;
   std::vector<std::string> names(tensor.getRank());
   // Named explicitly (models: token ids [T], caches [B, S, H, D], ...), verified by the dialect.
   if (auto symbols = func.getArgAttrOfType<ArrayAttr>(index, MixDialect::kSymbolsAttr)) {

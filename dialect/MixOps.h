@@ -24,6 +24,8 @@ namespace mlir::mix {
 /// size product the compiler or the generated code forms can overflow 64 bits.
 inline constexpr int64_t kMaxDim = int64_t(1) << 24;
 inline constexpr int64_t kMaxElements = int64_t(1) << 40;
+/// Why `type` breaks the bounds ("has a dim of N, past ..."), or "" when it keeps them.
+std::string shapeBoundViolation(Type type);
 LogicalResult verifyBoundedShapes(Operation *op);
 } // namespace mlir::mix
 

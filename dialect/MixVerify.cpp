@@ -333,25 +333,30 @@ LogicalResult mlir::mix::verifyExpertWeights(Operation *op, ValueRange gate, Val
 // Routing primitives
 //===----------------------------------------------------------------------===//
 
+std::string mlir::mix::shapeBoundViolation(Type type) {
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor)
+    return "";
+  int64_t elements = 1;
+  for (int64_t d : tensor.getShape()) {
+    if (ShapedType::isDynamic(d))
+      continue;
+    if (d > kMaxDim)
+      return "has a dim of " + std::to_string(d) + ", past the bound of 2^24 = " +
+             std::to_string(kMaxDim) + ": " + shapeString(type);
+    elements *= std::max<int64_t>(d, 1); // each factor <= 2^24 and the product <= 2^40
+    if (elements > kMaxElements)
+      return shapeString(type) + " has more than 2^40 elements (the bound of one tensor)";
+  }
+  return "";
+}
+
 LogicalResult mlir::mix::verifyBoundedShapes(Operation *op) {
   auto check = [&](Type type, StringRef kind, unsigned index) -> LogicalResult {
-    auto tensor = dyn_cast<RankedTensorType>(type);
-    if (!tensor)
+    std::string why = shapeBoundViolation(type);
+    if (why.empty())
       return success();
-    int64_t elements = 1;
-    for (int64_t d : tensor.getShape()) {
-      if (ShapedType::isDynamic(d))
-        continue;
-      if (d > kMaxDim)
-        return op->emitOpError() << kind << " #" << index << " has a dim of " << d
-                                 << ", past the bound of 2^24 = " << kMaxDim << ": "
-                                 << shapeString(type);
-      elements *= std::max<int64_t>(d, 1); // each factor <= 2^24 and the product <= 2^40
-      if (elements > kMaxElements)
-        return op->emitOpError() << kind << " #" << index << " " << shapeString(type)
-                                 << " has more than 2^40 elements (the bound of one tensor)";
-    }
-    return success();
+    return op->emitOpError() << kind << " #" << index << " " << why;
   };
   for (auto [i, operand] : llvm::enumerate(op->getOperands()))
     if (failed(check(operand.getType(), "operand", i)))
