@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 namespace mixtile::cuda {
 
@@ -39,6 +40,18 @@ template <WeightType W> using Compute = typename WeightTraits<W>::Compute;
 namespace detail {
 
 __host__ __device__ inline size_t align256(size_t bytes) { return (bytes + 255) & ~size_t(255); }
+
+/// What a *_workspace_size function answers for sizes whose workspace would not fit 64 bits
+/// (the runtime refuses such a run by name), as the CPU library does.
+constexpr size_t kWorkspaceOverflow = ~size_t(0);
+
+/// Whether the product of these sizes (each at least 1) stays within 2^56: the workspace
+/// functions below multiply at most these sizes and an element's bytes.
+inline bool workspace_product_fits(std::initializer_list<int64_t> sizes) {
+  double product = 1;
+  for (int64_t s : sizes) product *= static_cast<double>(s > 1 ? s : 1);
+  return product <= 0x1p56;
+}
 
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);

@@ -487,6 +487,7 @@ cudaError_t launch_grouped_gemm(const GroupedGemm<ASource, Epilogue> &g, int64_t
 /// Workspace of expert_ffn: h [A, F] in the compute type.
 template <WeightType W>
 inline size_t expert_ffn_workspace_size(int64_t max_assignments, int64_t inter) {
+  if (!detail::workspace_product_fits({max_assignments, inter})) return detail::kWorkspaceOverflow;
   return detail::align256(sizeof(Compute<W>) * static_cast<size_t>(std::max<int64_t>(max_assignments, 0)) *
                           static_cast<size_t>(inter));
 }

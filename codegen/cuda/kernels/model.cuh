@@ -352,6 +352,7 @@ cudaError_t launch_attend(const AttentionConfig &c, int64_t tokens, const float 
 /// Bytes of workspace `attention` needs: the rotated, scaled queries [tokens, heads·head_dim]
 /// (head_dim, not v_head_dim: queries meet keys).
 inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens) {
+  if (!detail::workspace_product_fits({tokens, c.heads, c.head_dim})) return detail::kWorkspaceOverflow;
   return detail::align256(sizeof(float) * static_cast<size_t>(std::max<int64_t>(tokens, 0)) *
                           static_cast<size_t>(std::max(c.heads, 0)) *
                           static_cast<size_t>(std::max(c.head_dim, 0)));
