@@ -1,7 +1,8 @@
 // Microbenchmark of the small-M (GEMV-shaped) path, one phase at a time: phase 1 (gated, K = D,
 // N = F) and phase 2 (plain, K = F, N = D) over E experts with M rows each, threads splitting the
 // output columns as expert_ffn does; weights evicted from the caches before every call.
-// Usage: bench_small [threads=2] [D=1024] [F=3584] [Ms=1,4,8,16] [E=8] [reps=15]
+// Usage: bench_small [threads=2] [D=1024] [F=3584] [Ms=1,4,8,16] [E=8] [reps=15] [dtypes=f32,bf16]
+// [prefetch_rows=TileConfig default] (TileConfig::small_prefetch_rows: software prefetch from this many rows)
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@ using namespace mixtile::cpu;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+int prefetch_rows = TileConfig{}.small_prefetch_rows;
 struct SinkEpilogue {
   float *out;
   int64_t ld;
@@ -69,12 +71,12 @@ void run(int threads, int64_t D, int64_t F, int64_t M, int E, int reps) {
             detail::split_columns(F, nt, tid, c0, c1);
             detail::RowSource src{x.data(), D, nullptr, 0};
             SinkEpilogue ep{h.data(), F};
-            detail::gemm_small<W, true>(M, D, src, wg[e].data(), wu[e].data(), D, c0, c1, ep);
+            detail::gemm_small<W, true>(M, D, src, wg[e].data(), wu[e].data(), D, c0, c1, prefetch_rows, ep);
           } else {
             detail::split_columns(D, nt, tid, c0, c1);
             detail::RowSource src{h.data(), F, nullptr, 0};
             SinkEpilogue ep{y.data(), D};
-            detail::gemm_small<W, false>(M, F, src, wd[e].data(), nullptr, F, c0, c1, ep);
+            detail::gemm_small<W, false>(M, F, src, wd[e].data(), nullptr, F, c0, c1, prefetch_rows, ep);
           }
         }
         (void)s;
@@ -102,6 +104,7 @@ int main(int argc, char **argv) {
   const int E = argc > 5 ? std::atoi(argv[5]) : 8;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 15;
   const std::string dt = argc > 7 ? argv[7] : "f32,bf16";
+  if (argc > 8) prefetch_rows = std::atoi(argv[8]);
   for (int64_t M : Ms) {
     if (dt.find("f32") != std::string::npos) run<WeightType::f32>(threads, D, F, M, E, reps);
     if (dt.find("bf16") != std::string::npos) run<WeightType::bf16>(threads, D, F, M, E, reps);

@@ -353,7 +353,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
         HiddenPackedRowEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0};
-        gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, ep);
+        gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles.small_prefetch_rows, ep);
       } else {
         HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
         engine_gemm<Path, Gated>(first, second, D, packed_x, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
@@ -382,7 +382,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         }
         const RowSource src{small_h, F, nullptr, 0};
         OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
-        gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, ep);
+        gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
       } else {
         OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
         engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,

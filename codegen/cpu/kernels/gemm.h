@@ -43,6 +43,11 @@ constexpr int kMicroCols = kMicroVectors * detail::kVecWidth;  // NR
 // Threads split output columns in multiples of this (a whole microkernel panel).
 constexpr int kColumnUnit = kMicroCols;
 
+// Default of TileConfig::small_prefetch_rows (a tuning/test hook; see prefetch_weights).
+#ifndef MIXTILE_PF_MIN
+#define MIXTILE_PF_MIN 4
+#endif
+
 // Cache blocking of the GEMM engine, passed into every call so the compiler can pick one per
 // token-count bucket. Defaults per ISA come from default_tile_config().
 struct TileConfig {
@@ -50,6 +55,10 @@ struct TileConfig {
   int kc = 256;          // depth of one packed slice: the kc x NR B micro-panel stays in L1
   int nc = 512;          // packed B columns per block (rounded up to NR): kc x nc B block in L2
   int small_m_max = 32;  // segments with at most this many rows take the GEMV-shaped path
+  // The GEMV-shaped path prefetches its weight streams in software for token groups of at least
+  // this many rows; fewer rely on the hardware prefetchers (a CPU-family choice: see
+  // prefetch_weights).
+  int small_prefetch_rows = MIXTILE_PF_MIN;
   // bf16 matrix-engine paths (matrix_engines.h): depth slice of the AMX / VDPBF16PS loops, a
   // multiple of 32; deeper GEMMs keep partial results between slices in the workspace.
   int engine_kc = 1024;
@@ -348,18 +357,18 @@ inline void keep_in_register(VecF &v) {
 // L1 prefetcher to keep enough misses in flight, and fetching into L1 (prefetcht0) ties up the
 // few L1 miss buffers. Measured on Zen 5 (D=1024/F=3584, 8 rows per expert): prefetcht0 2 KB
 // ahead streams ~28 GB/s, prefetcht1 4 KB ahead ~38 GB/s; with 4-6 rows prefetcht0 2 KB ahead was
-// the faster one, so blocks of fewer than kPrefetchL2MinTokens rows keep it. Pure decode (one to
-// three tokens) streams faster on the hardware prefetcher alone. The MIXTILE_* macros here are
-// tuning/test hooks (bench/kernels/build.sh forces the k-blocked path in one test build).
+// the faster one, so blocks of fewer than kPrefetchL2MinTokens rows keep it. Below
+// TileConfig::small_prefetch_rows rows nothing is prefetched in software: on Zen 5 pure decode
+// (one to three tokens) streams faster on the hardware prefetcher alone (the default, 4); on
+// Sapphire Rapids the opposite holds (bf16 lm head GEMV at one row: 0.64 of the read bandwidth
+// without, 0.92 with prefetcht0 2 KB ahead), so its tuning table sets 1. The MIXTILE_* macros
+// here are tuning/test hooks (bench/kernels/build.sh forces the k-blocked path in one test
+// build).
 #ifndef MIXTILE_PF_DIST
 #define MIXTILE_PF_DIST 2048
 #endif
-#ifndef MIXTILE_PF_MIN
-#define MIXTILE_PF_MIN 4
-#endif
 constexpr int kPrefetchDistance = MIXTILE_PF_DIST;  // bytes, full-depth streams, into L1
 constexpr int kPrefetchDistanceL2 = 4096;           // bytes, full-depth streams, into L2
-constexpr int kPrefetchMinTokens = MIXTILE_PF_MIN;
 #ifndef MIXTILE_PF_L2_MIN
 #define MIXTILE_PF_L2_MIN 8
 #endif
@@ -404,15 +413,17 @@ static_assert(kSmallPanelRows % kSmallMaxTokens == 0, "a panel holds whole token
 // MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
 // Blocks with few accumulators unroll k into U independent chains to hide the FMA latency.
 // Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r]. `pf`: weight elements
-// between a load and its prefetch (used when MT >= kPrefetchMinTokens).
+// between a load and its prefetch, 0 for none; kPrefetchByRows picks the full-depth distance for
+// MT rows (prefetch_weights).
+constexpr int64_t kPrefetchByRows = -1;
 template <WeightType W, bool Gated, int MT, int R>
 inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                        const WeightStorage<W> *const *wu, float *out, int64_t pf, bool blocked) {
+                        const WeightStorage<W> *const *wu, float *out, int64_t pf) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));
   constexpr bool kL2 = MT >= kPrefetchL2MinTokens;
-  if (MT < kPrefetchMinTokens && !blocked) pf = 0;
-  else if (!blocked) pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(WeightStorage<W>));
+  if (pf == kPrefetchByRows)
+    pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(WeightStorage<W>));
   VecF acc[U][G][MT][R];
   for (int u = 0; u < U; ++u)
     for (int g = 0; g < G; ++g)
@@ -481,12 +492,12 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
 // Runtime token count -> template MT, for MT <= MaxMT.
 template <WeightType W, bool Gated, int R, int MaxMT>
 inline void small_block_dispatch(int mt, int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                                 const WeightStorage<W> *const *wu, float *out, int64_t pf, bool blocked) {
+                                 const WeightStorage<W> *const *wu, float *out, int64_t pf) {
   if constexpr (MaxMT >= 1) {
     if (mt >= MaxMT) {
-      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out, pf, blocked);
+      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out, pf);
     } else {
-      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out, pf, blocked);
+      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out, pf);
     }
   }
 }
@@ -513,10 +524,10 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const float *con
       wu[r] = Gated ? b2 + (n0 + j + r) * ldb + k0 : nullptr;
     }
     if (j + R <= ncols) {
-      small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j, pf, pf != 0);
+      small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j, pf);
     } else {
       for (int r = 0; j + r < ncols; ++r)  // column remainder: one weight row at a time
-        small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r, pf, pf != 0);
+        small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r, pf);
     }
   }
 }
@@ -525,9 +536,11 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const float *con
 // rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors. When the
 // token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
 // computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
+// Token groups of at least `prefetch_rows` rows prefetch their weight streams in software.
 template <WeightType W, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
-                     const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
+                     const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                     Epilogue &ep) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int MaxMT = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / (G * R)));
   constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
@@ -535,11 +548,11 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
   const int64_t kb = small_k_block(M, K, MaxMT);
   if (kb >= K) {
-    const int64_t pf = 0;  // small_block picks the distance by token count
     for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
       const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
       for (int64_t m = 0; m < M; m += MaxMT) {
         const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
+        const int64_t pf = mt >= prefetch_rows ? kPrefetchByRows : 0;
         const float *x[MaxMT1];
         for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
         small_blocks_of_chunk<W, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
@@ -593,11 +606,12 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
 // the token dimension (up to kSmallMaxTokens rows share every weight vector loaded).
 template <WeightType W, bool Gated, class Epilogue>
 void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
-                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, Epilogue &ep) {
+                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                Epilogue &ep) {
   if (Gated || M <= 2) {
-    gemm_small_rows<W, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, ep);
+    gemm_small_rows<W, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
   } else {
-    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, ep);
+    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
   }
 }
 
@@ -608,7 +622,7 @@ void gemm_columns(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
                   const GemmScratch &s, Epilogue &ep) {
   if (M <= 0 || c0 >= c1) return;
   if (M <= cfg.small_m_max || K <= 0) {
-    gemm_small<W, Gated>(M, K, a, b, b2, K, c0, c1, ep);
+    gemm_small<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg.small_prefetch_rows, ep);
   } else {
     gemm_blocked<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg, s, ep);
   }

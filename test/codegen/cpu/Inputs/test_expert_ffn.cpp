@@ -523,6 +523,7 @@ int main() {
   TileConfig mixed = default_tile_config();
   mixed.small_m_max = 4;
   mixed.engine_kc = 96;  // depth slices (partial results between them) for D, F > 96
+  mixed.small_prefetch_rows = 1;  // its small segments prefetch in software, as on Sapphire Rapids
   engine_tiles.push_back({"mixed", mixed});
   TileConfig all_engine = default_tile_config();
   all_engine.small_m_max = 0;
