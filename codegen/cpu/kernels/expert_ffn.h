@@ -276,11 +276,13 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
     const int64_t ce = std::min(c1, c + max_cols);
     if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
-      amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, s, ep);
+      amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
+                      partial, s, ep);
 #endif
     } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-      dp_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, s, ep);
+      dp_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
+                     partial, s, ep);
 #endif
     }
   }

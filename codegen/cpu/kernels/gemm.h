@@ -65,6 +65,9 @@ struct TileConfig {
   // ... and token rows per pass (rounded to whole groups of 16-row blocks): the packed tokens of
   // a pass x engine_kc stay in L2 while the thread's weight columns stream past them.
   int engine_mc = 512;
+  // ... and GEMMs of at most this many rows (whole 16-row blocks) stream their weights once:
+  // depth unsliced, no software prefetch (matrix_engines.h, engine_streams).
+  int engine_stream_rows = 0;
 };
 
 // Defaults per ISA, measured on Zen 5 (AVX-512) for the Mixtral-like D=1024/F=3584 expert shape:

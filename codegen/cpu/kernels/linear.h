@@ -146,11 +146,13 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
       const int64_t ce = std::min(c1, c + layout.max_cols);
       if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
-        amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, scratch, ep);
+        amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
+                        tiles.engine_stream_rows, partial, scratch, ep);
 #endif
       } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-        dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, partial, scratch, ep);
+        dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
+                       tiles.engine_stream_rows, partial, scratch, ep);
 #endif
       }
     }

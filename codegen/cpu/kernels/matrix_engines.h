@@ -115,6 +115,12 @@ inline EngineScratch carve_engine_scratch(char *p) {
 inline int64_t engine_partial_floats(int64_t cols, int64_t blocks) {
   return (cols + 15) / 16 * 16 * (blocks + 2) * 32;  // both engines' layouts fit this bound
 }
+// Whether a GEMM over `blocks` token blocks streams its weights (TileConfig::engine_stream_rows):
+// few tokens reuse each weight tile too little to hide DRAM behind the tile products, and the
+// weights are best read once, row by row: the depth is not sliced (slices read half rows with a
+// stride, and the partial results go out and back) and nothing is prefetched in software.
+inline bool engine_streams(int64_t blocks, int64_t stream_rows) { return blocks * kTokenBlock <= stream_rows; }
+
 // The most token blocks one pass of amx_gemm / dp_gemm covers out of `blocks`, passes of `mc` rows.
 inline int64_t engine_pass_blocks(int64_t blocks, int64_t mc) {
   return std::min(blocks, std::max<int64_t>(3, mc / kTokenBlock));
@@ -248,16 +254,19 @@ inline void amx_release_tiles() { _tile_release(); }
 // column step are reused over every token pair from L2, and the slice of packed tokens
 // (blocks x kc) stays in L2 across column steps; result tiles of unfinished slices wait in
 // `partial` (engine_partial_floats(...) floats). One slice when K <= kc (then partial is unused).
+// `stream`: the weights stream from DRAM once for few tokens (engine_streams): one slice, no
+// software prefetch.
 template <bool Gated, class Epilogue>
 void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
-                   int64_t c0, int64_t c1, int64_t kc, float *partial, const EngineScratch &s, Epilogue &ep) {
+                   int64_t c0, int64_t c1, int64_t kc, bool stream, float *partial, const EngineScratch &s,
+                   Epilogue &ep) {
   constexpr int kColStep = Gated ? 16 : 32;
   const int64_t ldw = K;
   const int64_t blk = packed_block_elems(K);
   const int64_t full_steps = K / kDepthStep;
   const int ld_bytes = static_cast<int>(ldw * sizeof(uint16_t));
-  kc = std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
   const int64_t kp = padded_depth(K);
+  kc = stream ? kp : std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
   const int64_t pairs = (b1 - b0 + 1) / 2;
   uint16_t *edge0 = s.a_edge, *edge1 = s.a_edge + 16 * 32;
   for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
@@ -271,8 +280,10 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
       const bool ragged = n0 < 16 || n1 < 16;
       // The next column step's weight rows of this slice come from DRAM: prefetch them into L2
       // while this step runs (32 rows x one line per depth step, spread over the token pairs).
+      // Not when streaming: then the prefetches only compete with the tile loads for the L1
+      // miss buffers.
       const int64_t next = col + kColStep;
-      const int next_rows = static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
+      const int next_rows = stream ? 0 : static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
       const uint16_t *pf0 = w + next * ldw, *pf1 = Gated ? w2 + next * ldw : w + (next + 16) * ldw;
       const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((k_end - k_begin) / kDepthStep);
       const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
@@ -358,14 +369,17 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
 
 // Token blocks in passes of at most `mc` rows (rounded to a pair of blocks): the packed tokens
 // of one pass x kc stay in L2 while every column step of the thread streams past them.
+// `stream_rows`: TileConfig::engine_stream_rows (engine_streams).
 template <bool Gated, class Epilogue>
 void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
-              int64_t c0, int64_t c1, int64_t kc, int64_t mc, float *partial, const EngineScratch &s, Epilogue &ep) {
+              int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, float *partial,
+              const EngineScratch &s, Epilogue &ep) {
+  const bool stream = engine_streams(b1 - b0, stream_rows);
   const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
   const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;
   for (int64_t g = b0; g < b1; g += step)
-    amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, partial, s, ep);
+    amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, partial, s, ep);
 }
 
 #endif  // MIXTILE_HAVE_AMX_BF16
@@ -441,13 +455,13 @@ inline void dp_tile(const uint16_t *const *wr, int64_t K, int64_t k_begin, int64
 // kc) stay in L1 across the token blocks, and the packed tokens of the slice stream from L2.
 template <bool Gated, class Epilogue>
 void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
-                  int64_t b1, int64_t c0, int64_t c1, int64_t kc, float *partial, const EngineScratch &s,
-                  Epilogue &ep) {
+                  int64_t b1, int64_t c0, int64_t c1, int64_t kc, bool stream, float *partial,
+                  const EngineScratch &s, Epilogue &ep) {
   constexpr int G = Gated ? 2 : 1, R = kDpColumns<Gated>, NB = kDpBlocks;
   static_assert(G * NB * 256 <= kEngineResultFloats, "result tiles fit the scratch");
   static_assert(16 % R == 0 && G * 16 <= 32, "partial results fit engine_partial_floats");
   const int64_t blk = packed_block_elems(K);
-  kc = std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
+  kc = stream ? padded_depth(K) : std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
   const int64_t groups = (b1 - b0 + NB - 1) / NB;
   for (int64_t k_begin = 0; k_begin < K; k_begin += kc) {
     const int64_t k_end = std::min(K, k_begin + kc);
@@ -486,12 +500,14 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
 
 template <bool Gated, class Epilogue>
 void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
-             int64_t c0, int64_t c1, int64_t kc, int64_t mc, float *partial, const EngineScratch &s, Epilogue &ep) {
+             int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, float *partial,
+             const EngineScratch &s, Epilogue &ep) {
+  const bool stream = engine_streams(b1 - b0, stream_rows);
   const int64_t most = std::max<int64_t>(kDpBlocks, mc / kTokenBlock / kDpBlocks * kDpBlocks);
   const int64_t passes = (b1 - b0 + most - 1) / most;
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + kDpBlocks - 1) / kDpBlocks * kDpBlocks : most;
   for (int64_t g = b0; g < b1; g += step)
-    dp_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, partial, s, ep);
+    dp_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, partial, s, ep);
 }
 
 #endif  // MIXTILE_HAVE_AVX512_BF16

@@ -524,6 +524,7 @@ int main() {
   mixed.small_m_max = 4;
   mixed.engine_kc = 96;  // depth slices (partial results between them) for D, F > 96
   mixed.small_prefetch_rows = 1;  // its small segments prefetch in software, as on Sapphire Rapids
+  mixed.engine_stream_rows = 32;  // engine GEMMs of 1-2 token blocks unsliced, the others sliced
   engine_tiles.push_back({"mixed", mixed});
   TileConfig all_engine = default_tile_config();
   all_engine.small_m_max = 0;
