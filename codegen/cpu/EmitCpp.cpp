@@ -31,6 +31,8 @@ public:
 
 private:
   LogicalResult beginKernel(KernelOp kernel, unsigned index) override {
+    if (failed(checkTiles(kernel)))
+      return failure();
     currentTiles = tileFunction(kernel, index);
     // The matrix path mix-tile chose from the CPU (AMX, AVX512-BF16, f32 FMA).
     auto path = kernel->getAttrOfType<StringAttr>(kMatmulPathAttr);
@@ -44,6 +46,7 @@ private:
   std::string expertWeightArrays(Operation *op, ValueRange gate, ValueRange up, ValueRange down,
                                  int64_t experts, int64_t hidden, int64_t width);
   std::string tileFunction(KernelOp kernel, unsigned index);
+  LogicalResult checkTiles(KernelOp kernel);
   /// The run-time number of assignments in the segments `tokens` belongs to: the last
   /// offset of the dispatch or expert choice that made them.
   std::string assignmentCount(Value tokens) {
@@ -108,6 +111,42 @@ std::string CpuEmitter::expertWeightArrays(Operation *op, ValueRange gate, Value
   emitArray("down_w", down, size);
   (void)op;
   return text;
+}
+
+// The fields of mixtile::cpu::TileConfig a tuning bucket may set (gemm.h), each a count
+// in [0, 2^31 - 1]: anything else would reach the C++ compiler as a broken artifact.
+static constexpr StringLiteral kCpuTileFields[] = {
+    "mc", "kc", "nc", "small_m_max", "small_prefetch_rows", "engine_kc", "engine_mc",
+    "engine_stream_rows"};
+
+LogicalResult CpuEmitter::checkTiles(KernelOp kernel) {
+  ArrayAttr tiles = kernel.getTilesAttr();
+  if (!tiles)
+    return success();
+  for (Attribute bucket : tiles) {
+    auto dict = dyn_cast<DictionaryAttr>(bucket);
+    if (!dict || !dict.getAs<IntegerAttr>("max_tokens"))
+      return kernel.emitError() << "the cpu target needs each tile bucket to be a dictionary "
+                                   "with an integer 'max_tokens'";
+    for (NamedAttribute field : dict) {
+      StringRef name = field.getName().getValue();
+      if (name == "max_tokens")
+        continue;
+      if (!llvm::is_contained(kCpuTileFields, name)) {
+        std::string known;
+        for (StringRef f : kCpuTileFields)
+          known += (known.empty() ? "" : ", ") + f.str();
+        return kernel.emitError() << "tile field '" << name
+                                  << "' is not one of the cpu target's: " << known;
+      }
+      auto value = dyn_cast<IntegerAttr>(field.getValue());
+      if (!value || value.getValue().getSignificantBits() > 64 || value.getInt() < 0 ||
+          value.getInt() > INT32_MAX)
+        return kernel.emitError() << "tile field '" << name
+                                  << "' must be an integer in [0, 2147483647]";
+    }
+  }
+  return success();
 }
 
 std::string CpuEmitter::tileFunction(KernelOp kernel, unsigned index) {
