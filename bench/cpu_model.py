@@ -433,7 +433,10 @@ PERF_DSO_GROUPS = [  # (group, regex over the shared object), checked first
 PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     ("attention", r"attend|attn|attention|softmax|rope|rotary|kv_?cache|flash"),
     ("experts FFN (MoE)", r"expert|hiddentileepilogue|outputtileepilogue|pack_token|swiglu|moe|route|topk|router|"
-                          r"scatter|combine"),
+                          r"scatter|combine|small_block<[^,]*, true"),
+    # The GEMV-shaped path's plain blocks serve both the dense linears and the experts' down
+    # projections (one template, told apart only by a call graph).
+    ("GEMV path (lm_head, q/k/v/o, experts' down projection)", r"small_block<"),
     ("dense linear (q/k/v/o, lm_head)", r"linear|gemm|matmul|dot<|transpose"),
     ("norms / residual / embedding", r"norm|add_rows|embed|gather|argmax"),
     ("memory", r"memcpy|memset|memmove|malloc|free"),
