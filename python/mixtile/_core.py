@@ -2,8 +2,9 @@
 
 No extension module: the package is the runtime library, the tools and this file, so it needs
 no Python headers to build and works with any CPython 3.8+. Tensors cross as raw pointers
-(numpy's buffer, torch's data_ptr), never through a copy, except a non-contiguous input,
-which is made contiguous first.
+(numpy's buffer, torch's data_ptr, any other object's DLPack capsule), never through a copy,
+except a non-contiguous numpy array or torch tensor, which is made contiguous first (a
+non-contiguous DLPack object is refused).
 """
 
 import ctypes
@@ -121,11 +122,92 @@ def _torch_codes():
             torch.int64: _I64, torch.bool: _BOOL}
 
 
+# DLPack (dlpack.h, v0.8 ABI): the C structures a __dlpack__ capsule ("dltensor") points to.
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManagedTensor(ctypes.Structure):
+    pass
+
+
+_DLManagedTensor._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+                             ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManagedTensor)))]
+
+_DL_CPU, _DL_CUDA_HOST = 1, 3
+# (DLPack type code, bits) -> the runtime's dtype code: int, uint, float, bfloat, bool.
+_DLPACK_CODES = {(2, 32): _F32, (4, 16): _BF16, (2, 16): _F16, (0, 32): _I32, (0, 64): _I64,
+                 (6, 8): _BOOL}
+
+
+class _DLPackTensor:
+    """Any object with __dlpack__ (JAX, CuPy's host arrays, PaddlePaddle, ...), read through the
+    DLPack capsule itself: its memory is borrowed as it is, bf16 included, and released through
+    the producer's deleter when this owner goes."""
+
+    def __init__(self, name, value):
+        device = value.__dlpack_device__() if hasattr(value, "__dlpack_device__") else (_DL_CPU, 0)
+        if int(device[0]) not in (_DL_CPU, _DL_CUDA_HOST):
+            raise MixtileError(f"tensor '{name}' is on DLPack device type {int(device[0])}; this "
+                               "runs on the cpu (copy it to host memory first)")
+        capsule = value.__dlpack__()
+        api = ctypes.pythonapi
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        address = api.PyCapsule_GetPointer(capsule, b"dltensor")
+        # Consumed: the producer's capsule destructor must no longer free it; we call the deleter.
+        api.PyCapsule_SetName(capsule, b"used_dltensor")
+        self._managed = ctypes.cast(address, ctypes.POINTER(_DLManagedTensor))
+        t = self._managed.contents.dl_tensor
+        shape = tuple(int(t.shape[d]) for d in range(t.ndim))
+        code = _DLPACK_CODES.get((t.dtype.code, t.dtype.bits))
+        if code is None or t.dtype.lanes != 1:
+            self.close()
+            raise MixtileError(f"tensor '{name}' has DLPack dtype code {t.dtype.code}, {t.dtype.bits} "
+                               "bits, which Mixtile cannot bind (float32, bfloat16, float16, int32, "
+                               "int64, bool)")
+        if t.strides:  # null strides: compact row-major
+            expected, contiguous = 1, True
+            for d in reversed(range(t.ndim)):
+                if shape[d] != 1 and int(t.strides[d]) != expected:
+                    contiguous = False
+                expected *= shape[d]
+            if not contiguous:
+                self.close()
+                raise MixtileError(f"tensor '{name}' is not contiguous; give a contiguous one "
+                                   "(DLPack inputs are borrowed as they are, never copied)")
+        self.code, self.shape = code, shape
+        self.pointer = (t.data or 0) + int(t.byte_offset)
+
+    def close(self):
+        managed, self._managed = getattr(self, "_managed", None), None
+        if managed and managed.contents.deleter:
+            managed.contents.deleter(managed)
+
+    def __del__(self):
+        self.close()
+
+
 class _Borrowed:
     """A tensor handed to the runtime: dtype code, shape, data pointer, and the object that
     owns the memory (kept alive as long as the runtime may read it)."""
 
     def __init__(self, name, value):
+        if not _is_torch(value) and not isinstance(value, np.ndarray) and hasattr(value, "__dlpack__"):
+            owner = _DLPackTensor(name, value)
+            self.code, self.pointer, self.shape, self.owner = owner.code, owner.pointer, owner.shape, owner
+            return
         if _is_torch(value):
             if value.device.type != "cpu":
                 raise MixtileError(

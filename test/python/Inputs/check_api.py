@@ -7,6 +7,7 @@ same through torch tensors (bf16 included); without, that part says it is skippe
 Usage: check_api.py WORKDIR  (PYTHONPATH: python/ and test/helpers/; MIXTILE_HOME: build/)
 """
 
+import ctypes
 import os
 import sys
 
@@ -103,6 +104,48 @@ def main(work):
     refused(lambda: mixtile.compile({"model_type": "llama"}), "model_type", "an unsupported config")
     refused(lambda: mixtile.compile("func.func @f( {"), "error", "bad MLIR text")
     refused(lambda: layer.bind(os.path.join(work, "nowhere.safetensors")), "nowhere", "a missing checkpoint")
+
+    # Any object exporting DLPack (JAX, CuPy host arrays, ...; here numpy's own export behind a
+    # wrapper with no __array__) is borrowed through its capsule: the same result, and the
+    # producer's deleter runs once the run is done; bf16 arrives as bf16 (this layer takes f32,
+    # so the runtime names it); a non-contiguous one and one on a device are refused.
+    class Exporter:
+        def __init__(self, array, device=(1, 0), capsule=None):
+            self.array, self.device, self.capsule, self.exports = array, device, capsule, 0
+
+        def __dlpack__(self, stream=None):
+            self.exports += 1
+            return self.capsule() if self.capsule else self.array.__dlpack__()
+
+        def __dlpack_device__(self):
+            return self.device
+
+    source = Exporter(x)
+    got = session(hidden_states=source)["output"]
+    check(source.exports == 1 and rel(got, out["output"]) == 0.0, "a DLPack object gives the array's result")
+    strided = rng.standard_normal((reference.hidden, 7)).astype(np.float32).T
+    refused(lambda: session(hidden_states=Exporter(strided)), "contiguous", "a non-contiguous DLPack object")
+    refused(lambda: session(hidden_states=Exporter(x, device=(2, 0))), "device type 2", "a DLPack object on a GPU")
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)  # bf16 by truncation, as a producer would hand it
+    freed = []
+
+    def bf16_capsule():
+        # A DLManagedTensor made here, with a deleter that records its call.
+        from mixtile import _core
+        shape = (ctypes.c_int64 * 2)(*bits.shape)
+        managed = _core._DLManagedTensor()
+        managed.dl_tensor = _core._DLTensor(bits.ctypes.data, _core._DLDevice(1, 0), 2, _core._DLDataType(4, 16, 1),
+                                            shape, None, 0)
+        managed.deleter = _core._DLManagedTensor._fields_[2][1](lambda m: freed.append(True))
+        keep.append((managed, shape))
+        ctypes.pythonapi.PyCapsule_New.restype = ctypes.py_object
+        ctypes.pythonapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        return ctypes.pythonapi.PyCapsule_New(ctypes.addressof(managed), b"dltensor", None)
+
+    keep = []
+    refused(lambda: session(hidden_states=Exporter(bits, capsule=bf16_capsule)), "got bf16",
+            "a bf16 DLPack object on an f32 input (read as bf16)")
+    check(freed == [True], f"the producer's deleter ran once ({len(freed)})")
 
     # The whole model: logits of a left-padded batch and greedy tokens.
     model = mixtile.Model.from_pretrained(directory, cpu="x86-64-v4", out=os.path.join(work, "model"))
