@@ -219,9 +219,9 @@ inline void copy_weight_edge(uint16_t *__restrict dst, const uint16_t *w, int64_
 // ---- AMX (TDPBF16PS) ------------------------------------------------------------------------------
 //
 // Measured on a 2-core Sapphire Rapids VM (D=1024, F=3584, E=8, top-2, gated SiLU, 2 threads):
-// 1.3 TFLOP/s at 128 rows per expert, 1.6 at 512; from one row per expert on it is at least as
-// fast as the f32 GEMV path (both stream the weights at DRAM speed), so small_m_max = 0 suits AMX
-// there. A lone thread reaches ~0.85 TFLOP/s, ~30% of the core's TDPBF16PS peak (~2.9): weight
+// 1.3 TFLOP/s at 128 rows per expert, 1.6 at 512 (a good hour of that shared VM; it measured
+// 2-3x less on others). Up to 3 rows per expert the weight-streaming vector path with software
+// prefetch is faster (cpu-amx_bf16.json). A lone thread reaches ~0.85 TFLOP/s, ~30% of the core's TDPBF16PS peak (~2.9): weight
 // and token tiles come from L2, and the product order in amx_gemm_pass matters.
 //
 // Tile registers: 0-3 results (C^T, 16 output columns x 16 tokens, f32), 4-5 weight tiles
