@@ -5,6 +5,11 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/TargetParser/Host.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#include <cstring>
+
 using namespace mlir;
 using namespace mlir::mix;
 
@@ -30,6 +35,24 @@ std::vector<std::string> v4() {
   return f;
 }
 
+// The host's vendor from CPUID leaf 0: "intel", "amd" or "" (anything else).
+std::string hostVendor() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx))
+    return "";
+  char id[13] = {};
+  std::memcpy(id, &ebx, 4);
+  std::memcpy(id + 4, &edx, 4);
+  std::memcpy(id + 8, &ecx, 4);
+  if (std::strcmp(id, "GenuineIntel") == 0)
+    return "intel";
+  if (std::strcmp(id, "AuthenticAMD") == 0)
+    return "amd";
+#endif
+  return "";
+}
+
 } // namespace
 
 bool CpuTarget::has(StringRef feature) const { return llvm::is_contained(features, feature); }
@@ -47,6 +70,7 @@ std::optional<CpuTarget> mlir::mix::resolveCpuTarget(StringRef name, std::string
     for (const FeatureName &f : kFeatures)
       if (host.lookup(f.llvmName))
         cpu.features.push_back(f.cpuinfoName);
+    cpu.vendor = hostVendor();
   } else if (name == "x86-64") {
   } else if (name == "x86-64-v3") {
     cpu.features = v3();
@@ -55,9 +79,11 @@ std::optional<CpuTarget> mlir::mix::resolveCpuTarget(StringRef name, std::string
   } else if (name == "sapphirerapids") {
     cpu.features = v4();
     cpu.features.insert(cpu.features.end(), {"avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"});
+    cpu.vendor = "intel";
   } else if (name == "znver4" || name == "znver5") {
     cpu.features = v4();
     cpu.features.push_back("avx512_bf16");
+    cpu.vendor = "amd";
     // Debian 12's g++ 12 knows neither znver4 nor znver5: Zen 3 tuning plus the AVX-512
     // extensions Zen 4 added (Zen 5 runs every Zen 4 instruction).
     cpu.march = "znver3";
@@ -70,6 +96,12 @@ std::optional<CpuTarget> mlir::mix::resolveCpuTarget(StringRef name, std::string
     return std::nullopt;
   }
   return cpu;
+}
+
+std::string mlir::mix::cpuTuningTable(const CpuTarget &cpu, StringRef path) {
+  if (path != "fma_f32")
+    return ("cpu-" + path).str();
+  return cpu.vendor == "intel" ? "cpu-intel" : "cpu";
 }
 
 StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
@@ -102,7 +134,9 @@ std::optional<CpuTarget> mlir::mix::cpuTargetFromAttr(DictionaryAttr attr) {
   auto features = attr.getAs<ArrayAttr>("features");
   if (!name || !march || !features)
     return std::nullopt;
-  CpuTarget cpu{name.str(), march.str(), {}, {}};
+  // The vendor only picks mix-tile's tuning table and is not recorded: what codegen builds
+  // for is the -march and the features.
+  CpuTarget cpu{name.str(), march.str(), {}, {}, {}};
   for (Attribute f : features)
     if (auto s = dyn_cast<StringAttr>(f))
       cpu.features.push_back(s.str());

@@ -20,6 +20,7 @@ struct CpuTarget {
   std::string march;                  // the C++ compiler's -march for the artifact
   std::vector<std::string> isaFlags;  // instruction-set flags after it (-mavx512bf16, ...)
   std::vector<std::string> features;  // Linux /proc/cpuinfo flag names the code may use
+  std::string vendor;                 // "intel", "amd", or "" for a generic level (x86-64-v4)
   bool has(StringRef feature) const;
 };
 
@@ -28,6 +29,11 @@ struct CpuTarget {
 std::optional<CpuTarget> resolveCpuTarget(StringRef name, std::string &error);
 /// The names resolveCpuTarget accepts, for messages.
 StringRef knownCpuTargets();
+
+/// The built-in tuning table of a kernel on `path` for this CPU: "cpu-<path>" for the bf16
+/// matrix paths, and for fma_f32 "cpu-intel" on Intel CPUs (their hardware prefetchers want
+/// the GEMV path's software prefetch from one row) or "cpu" (tuned on Zen 5) otherwise.
+std::string cpuTuningTable(const CpuTarget &cpu, StringRef path);
 
 /// The matrix path of a kernel whose GEMM weights have element type `weights`:
 /// "amx_bf16" (bf16 weights, amx_bf16), "avx512_bf16" (bf16 weights, avx512_bf16) or

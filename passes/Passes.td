@@ -51,7 +51,8 @@ def TileKernels : Pass<"mix-tile", "::mlir::func::FuncOp"> {
     matrix path of every kernel with expert GEMMs: `amx_bf16` (bf16 weights on a CPU with
     AMX), `avx512_bf16` (bf16 weights, AVX512-BF16 without AMX) or `fma_f32` (weights
     widened to f32), recorded as the kernel's `mix.matmul_path` attribute; its tiles come
-    from that path's table (`passes/tuning/cpu-<path>.json`, `cpu.json` for `fma_f32`). The
+    from that path's table (`passes/tuning/cpu-<path>.json`; for `fma_f32` `cpu-intel.json` on
+    Intel CPUs, `cpu.json` otherwise). The
     CPU itself (its `-march` and features) is recorded as the function's `mix.cpu`
     attribute, which codegen builds for and the manifest lists.
   }];

@@ -20,6 +20,9 @@ const char kCpuAmxTuningTable[] =
 const char kCpuAvx512Bf16TuningTable[] =
 #include "passes/tuning/cpu-avx512_bf16.json.inc"
     ;
+const char kCpuIntelTuningTable[] =
+#include "passes/tuning/cpu-intel.json.inc"
+    ;
 } // namespace
 
 StringRef mlir::mix::builtinTuningTable(StringRef target) {
@@ -31,6 +34,8 @@ StringRef mlir::mix::builtinTuningTable(StringRef target) {
     return kCpuAmxTuningTable;
   if (target == "cpu-avx512_bf16")
     return kCpuAvx512Bf16TuningTable;
+  if (target == "cpu-intel")
+    return kCpuIntelTuningTable;
   return "";
 }
 

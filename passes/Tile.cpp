@@ -130,8 +130,9 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
         if (Type weights = gemmWeightType(kernel)) {
           StringRef path = matmulPathFor(*host, weights);
           kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
-          if (path != "fma_f32")
-            tableName = (target + "-" + path).str();
+          tableName = cpuTuningTable(*host, path);
+        } else {
+          tableName = cpuTuningTable(*host, "fma_f32");
         }
       }
       std::string source;

@@ -6,6 +6,9 @@
 // RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/malformed-table.json" 2>&1 | FileCheck %s --check-prefix=MALFORMED
 // RUN: not mixtile-opt %s --mix-tile="table=%S/Inputs/missing.json" 2>&1 | FileCheck %s --check-prefix=MISSING
 // RUN: not mixtile-opt %s --mix-tile="target=tpu" 2>&1 | FileCheck %s --check-prefix=TARGET
+// RUN: mixtile-opt %s --mix-tile="cpu=sapphirerapids" | FileCheck %s --check-prefix=INTEL
+// RUN: mixtile-opt %s --mix-tile="cpu=znver5" | FileCheck %s --check-prefix=GENERIC
+// RUN: mixtile-opt %s --mix-tile="cpu=x86-64-v4" | FileCheck %s --check-prefix=GENERIC
 
 // CHECK-LABEL: func.func @kernels
 // CHECK: mix.kernel "moe_experts"
@@ -18,6 +21,13 @@
 // BUILTIN: attributes {tiles = [{{.*}}max_tokens = -1 : i64{{.*}}]}
 // BUILTIN: mix.kernel "zeros"
 // BUILTIN: attributes {tiles = [{{.*}}max_tokens = -1 : i64{{.*}}]}
+
+// The f32 FMA path's table by CPU vendor: Intel's prefetches the GEMV path's weights in software
+// from one row (cpu-intel.json), Zen's and the generic levels' leave small rows to the hardware.
+// INTEL: mix.kernel "moe_experts"
+// INTEL: attributes {tiles = [{kc = 256 : i64, max_tokens = 128 : i64, mc = 112 : i64, nc = 512 : i64, small_m_max = 32 : i64, small_prefetch_rows = 1 : i64}
+// GENERIC: mix.kernel "moe_experts"
+// GENERIC: attributes {tiles = [{kc = 256 : i64, max_tokens = 128 : i64, mc = 112 : i64, nc = 512 : i64, small_m_max = 32 : i64}
 
 // BOUNDED: error: the last tuning bucket of kernel 'moe_experts' must have "max_tokens": null so every token count has one
 // NODEFAULT: error: tuning table ({{.*}}) has no buckets for kernel 'zeros' and no 'default'
