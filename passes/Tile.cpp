@@ -127,13 +127,12 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
     WalkResult walk = func.walk([&](KernelOp kernel) {
       std::string tableName = target;
       if (host) {
+        StringRef path = "fma_f32";  // kernels without GEMM weights: the f32 table
         if (Type weights = gemmWeightType(kernel)) {
-          StringRef path = matmulPathFor(*host, weights);
+          path = matmulPathFor(*host, weights);
           kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
-          tableName = cpuTuningTable(*host, path);
-        } else {
-          tableName = cpuTuningTable(*host, "fma_f32");
         }
+        tableName = cpuTuningTable(*host, path);
       }
       std::string source;
       const llvm::json::Object *kernels = kernelsOf(tableName, func, source);

@@ -132,13 +132,9 @@ LogicalResult CpuEmitter::checkTiles(KernelOp kernel) {
       StringRef name = field.getName().getValue();
       if (name == "max_tokens")
         continue;
-      if (!llvm::is_contained(kCpuTileFields, name)) {
-        std::string known;
-        for (StringRef f : kCpuTileFields)
-          known += (known.empty() ? "" : ", ") + f.str();
-        return kernel.emitError() << "tile field '" << name
-                                  << "' is not one of the cpu target's: " << known;
-      }
+      if (!llvm::is_contained(kCpuTileFields, name))
+        return kernel.emitError() << "tile field '" << name << "' is not one of the cpu target's: "
+                                  << llvm::join(ArrayRef<StringLiteral>(kCpuTileFields), ", ");
       auto value = dyn_cast<IntegerAttr>(field.getValue());
       if (!value || value.getValue().getSignificantBits() > 64 || value.getInt() < 0 ||
           value.getInt() > INT32_MAX)

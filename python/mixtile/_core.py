@@ -144,6 +144,10 @@ class _DLManagedTensor(ctypes.Structure):
 _DLManagedTensor._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
                              ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManagedTensor)))]
 
+ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
+ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+ctypes.pythonapi.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
 _DL_CPU, _DL_CUDA_HOST = 1, 3
 # (DLPack type code, bits) -> the runtime's dtype code: int, uint, float, bfloat, bool.
 _DLPACK_CODES = {(2, 32): _F32, (4, 16): _BF16, (2, 16): _F16, (0, 32): _I32, (0, 64): _I64,
@@ -156,18 +160,14 @@ class _DLPackTensor:
     the producer's deleter when this owner goes."""
 
     def __init__(self, name, value):
-        device = value.__dlpack_device__() if hasattr(value, "__dlpack_device__") else (_DL_CPU, 0)
-        if int(device[0]) not in (_DL_CPU, _DL_CUDA_HOST):
-            raise MixtileError(f"tensor '{name}' is on DLPack device type {int(device[0])}; this "
+        device = int(value.__dlpack_device__()[0]) if hasattr(value, "__dlpack_device__") else _DL_CPU
+        if device not in (_DL_CPU, _DL_CUDA_HOST):
+            raise MixtileError(f"tensor '{name}' is on DLPack device type {device}; this "
                                "runs on the cpu (copy it to host memory first)")
         capsule = value.__dlpack__()
-        api = ctypes.pythonapi
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        address = api.PyCapsule_GetPointer(capsule, b"dltensor")
+        address = ctypes.pythonapi.PyCapsule_GetPointer(capsule, b"dltensor")
         # Consumed: the producer's capsule destructor must no longer free it; we call the deleter.
-        api.PyCapsule_SetName(capsule, b"used_dltensor")
+        ctypes.pythonapi.PyCapsule_SetName(capsule, b"used_dltensor")
         self._managed = ctypes.cast(address, ctypes.POINTER(_DLManagedTensor))
         t = self._managed.contents.dl_tensor
         shape = tuple(int(t.shape[d]) for d in range(t.ndim))
