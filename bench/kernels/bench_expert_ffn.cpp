@@ -3,11 +3,13 @@
 // SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights, bf16 weights also on each bf16
 // MatmulPath this build enables (avx512_bf16, amx_bf16). Timings only; correctness lives in
 // test_expert_ffn.cpp. Usage: bench_expert_ffn [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048]
-// [dtypes=f32,bf16] [paths=fma_f32,avx512_bf16,amx_bf16]
+// [dtypes=f32,bf16] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
+// 2 2048 768 512 bf16 amx_bf16 128 8)
 // Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows]]]]
 // overrides the tiles of every
 // path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how the small_m_max
-// crossover is measured).
+// crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
+// default only for T <= 32), as a layer of a model whose weights exceed the L3 sees them.
 #include <cblas.h>
 #include <omp.h>
 
@@ -21,6 +23,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "codegen/cpu/kernels/kernels.h"
 
@@ -80,10 +84,11 @@ double measure_read_bandwidth(int threads) {
   return best;
 }
 
-// Reads 64 MiB (twice the L3) so the next call finds no expert weights in cache.
+// Reads twice the L3 (at least 64 MiB) so the next call finds no expert weights in cache.
 void evict_caches(int threads) {
   static float *junk = nullptr;
-  const size_t n = (size_t(64) << 20) / sizeof(float);
+  static const size_t n = std::max<size_t>(size_t(64) << 20, 2 * size_t(std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE)))) /
+                          sizeof(float);
   if (junk == nullptr) {
     junk = alloc_array<float>(n);
     for (size_t i = 0; i < n; ++i) junk[i] = 0.0f;
@@ -96,6 +101,14 @@ void evict_caches(int threads) {
     total += read_streams(junk, n * tid / nt, n * (tid + 1) / nt, 1);
   }
   sink = sink + total;
+}
+
+bool cold_always() {
+  static const bool cold = [] {
+    const char *e = std::getenv("MIXTILE_BENCH_COLD");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+  }();
+  return cold;
 }
 
 double measure_sgemm(int threads, int M, int N, int K, double *seconds) {
@@ -200,8 +213,7 @@ struct Result {
 };
 
 template <WeightType W, MatmulPath Path = MatmulPath::fma_f32>
-Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int threads, int reps) {
-  const int k = 2;
+Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t F, int threads, int reps) {
   // Several routings, cycled through, so decode reads different experts call after call instead of
   // re-reading what the previous call left in the 32 MiB L3.
   const int nroutes = T == 1 ? 16 : 2;
@@ -241,7 +253,9 @@ Result bench_ffn(const Experts &ex, int E, int64_t T, int64_t D, int64_t F, int 
     p.zero_rows = T;
     p.workspace = ws;
     p.num_threads = threads;
-    if (T <= 32) evict_caches(threads);  // decode-like calls: expert weights come from DRAM
+    // Decode-like calls, and every call under MIXTILE_BENCH_COLD=1 (a model's experts, gigabytes,
+    // never stay in cache between layers): expert weights come from DRAM.
+    if (T <= 32 || cold_always()) evict_caches(threads);
     auto t0 = Clock::now();
     expert_ffn<W, Activation::silu, true, Path>(p, tiles);
     const double s = seconds_since(t0);
@@ -291,7 +305,11 @@ double naive_ffn_seconds(const Experts &ex, int E, int64_t T, int64_t D, int64_t
 int main(int argc, char **argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t D = argc > 2 ? std::atoll(argv[2]) : 1024, F = argc > 3 ? std::atoll(argv[3]) : 3584;
-  const int E = 8;
+  const int E = argc > 7 ? std::atoi(argv[7]) : 8, k = argc > 8 ? std::atoi(argv[8]) : 2;
+  if (E < 1 || k < 1 || k > 8 || k > E) {
+    std::fprintf(stderr, "bench_expert_ffn: need 1 <= top_k <= min(8, experts)\n");
+    return 1;
+  }
   std::vector<int64_t> Ts;
   for (const char *c = argc > 4 ? argv[4] : "1,32,512,2048"; *c;) {
     Ts.push_back(std::strtoll(c, const_cast<char **>(&c), 10));
@@ -333,16 +351,16 @@ int main(int argc, char **argv) {
         const int reps = T == 1 ? 64 : T <= 32 ? 16 : T <= 512 ? 7 : 5;
         Result r{};
         if (w == WeightType::f32) {
-          r = bench_ffn<WeightType::f32>(ex, E, T, D, F, threads, reps);
+          r = bench_ffn<WeightType::f32>(ex, E, k, T, D, F, threads, reps);
         } else if (path == MatmulPath::fma_f32) {
-          r = bench_ffn<WeightType::bf16>(ex, E, T, D, F, threads, reps);
+          r = bench_ffn<WeightType::bf16>(ex, E, k, T, D, F, threads, reps);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
         } else if (path == MatmulPath::avx512_bf16) {
-          r = bench_ffn<WeightType::bf16, MatmulPath::avx512_bf16>(ex, E, T, D, F, threads, reps);
+          r = bench_ffn<WeightType::bf16, MatmulPath::avx512_bf16>(ex, E, k, T, D, F, threads, reps);
 #endif
 #if defined(MIXTILE_HAVE_AMX_BF16)
         } else if (path == MatmulPath::amx_bf16) {
-          r = bench_ffn<WeightType::bf16, MatmulPath::amx_bf16>(ex, E, T, D, F, threads, reps);
+          r = bench_ffn<WeightType::bf16, MatmulPath::amx_bf16>(ex, E, k, T, D, F, threads, reps);
 #endif
         }
         rows.push_back({w, path, T, r});
@@ -358,8 +376,8 @@ int main(int argc, char **argv) {
   const double sgemm = measure_sgemm(threads, 512, static_cast<int>(F), static_cast<int>(D), &sgemm_s);
 
   const TileConfig t = default_tile_config();
-  std::printf("threads %d, D %ld, F %ld, E %d, top-2, gated SiLU, scatter-add with gates\n", threads, (long)D,
-              (long)F, E);
+  std::printf("threads %d, D %ld, F %ld, E %d, top-%d, gated SiLU, scatter-add with gates\n", threads, (long)D,
+              (long)F, E, k);
   std::printf("tiles: MR %d NR %d mc %d kc %d nc %d small_m_max %d\n", kMicroRows, kMicroCols, t.mc, t.kc, t.nc,
               t.small_m_max);
   std::printf("read bandwidth (1 GiB, %d threads): %.1f GB/s\n", threads, bw);
