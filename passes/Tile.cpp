@@ -68,6 +68,17 @@ Type gemmWeightType(KernelOp kernel) {
   return type;
 }
 
+/// The KV cache element type of a kernel's attention (null when it has none): its two products
+/// (scores and the weighted sum of values) read the cache.
+Type attentionCacheType(KernelOp kernel) {
+  Type type;
+  kernel.walk([&](AttentionOp attention) {
+    if (!type)
+      type = cast<RankedTensorType>(attention.getKCache().getType()).getElementType();
+  });
+  return type;
+}
+
 struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
   using TileKernelsBase::TileKernelsBase;
 
@@ -131,6 +142,13 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
         if (Type weights = gemmWeightType(kernel)) {
           path = matmulPathFor(*host, weights);
           kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
+        } else if (Type cache = attentionCacheType(kernel)) {
+          // Prefill attention over a bf16 cache on AMX tiles; there is no VDPBF16PS attention,
+          // so other CPUs keep the f32 FMA tiles (and decode rows stay f32 everywhere).
+          if (matmulPathFor(*host, cache) == "amx_bf16") {
+            path = "amx_bf16";
+            kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
+          }
         }
         tableName = cpuTuningTable(*host, path);
       }

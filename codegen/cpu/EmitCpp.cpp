@@ -403,9 +403,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                    "sequence outside the cache rows [0, B)");
     Value cache = attention.getKCache();
     std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    checkAmxReady();
     line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}(), {2}, {3}, {4}, {5}, {14}, {6}, {7}, "
                        "{8}, {9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
-                       weightType(elementOf(cache)), config, t, ptr(attention.getQ()),
+                       weightType(elementOf(cache)) + pathArgument(), config, t, ptr(attention.getQ()),
                        ptr(attention.getK()), ptr(attention.getV()),
                        ptr(attention.getPositions()), ptr(attention.getSequences()), b, len,
                        ptr(cache), ptr(attention.getVCache()), ptr(attention.getOut()),

@@ -139,8 +139,34 @@ struct AttentionLayout {
   size_t rope = 0, query = 0, tiles = 0;  // offsets of the shared buffers
   size_t shared = 0;                      // their bytes; per-thread chunks follow
   size_t scores = 0, query_t = 0, out_t = 0, block_scores = 0, keys = 0, values = 0, stats = 0, row = 0;
+  size_t amx = 0;  // the AMX tile path's scratch (AmxAttentionScratch)
   size_t per_thread = 0;
 };
+
+// The AMX tile path (MatmulPath::amx_bf16, bf16 caches): the same query tiles and online softmax,
+// with both products on TDPBF16PS tiles, over kAmxKeyBlock keys per step.
+//  - Scores, transposed as the f32 path keeps them (key rows, query lanes): keys are the left
+//    operand, read in place from the cache (rows ld apart; a partial key tile or ragged depth is
+//    copied into a zero-padded tile), queries the right one, packed as VNNI token blocks
+//    (matrix_engines.h) once per tile, rounded to bf16.
+//  - Output O [query lanes, value dims] += P · V: P (the block's probabilities, rounded to bf16)
+//    transposed to query rows, V packed per block into VNNI key pairs (keys past the block zero,
+//    so 0 · garbage never reaches O); O stays in f32 memory, rescaled there when a lane's
+//    running maximum moves.
+// Precision: q and p rounded to bf16 (as a bf16 model's own attention does), f32 accumulation.
+constexpr int64_t kAmxKeyBlock = 64;
+inline size_t amx_attention_scratch_bytes(int64_t dim, int64_t vdim) {
+  const size_t dp = static_cast<size_t>(round_up(std::max<int64_t>(dim, 1), 32));
+  const size_t vp = static_cast<size_t>(round_up(std::max<int64_t>(vdim, 1), 16));
+  const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
+  return align64(sizeof(uint16_t) * 2 * 16 * dp)              // packed queries: 2 VNNI blocks
+         + align64(sizeof(float) * block * lanes)             // block scores [key][lane]
+         + align64(sizeof(uint16_t) * 2 * (block / 32) * 512)  // P tiles [query block][key step]
+         + align64(sizeof(uint16_t) * block * vp)             // V in VNNI key pairs [pair][vp][2]
+         + align64(sizeof(float) * lanes * vp)                // O [lane][vp]
+         + align64(sizeof(uint16_t) * 2 * 16 * 32)             // two zero-padded key tiles
+         + align64(sizeof(float) * 4 * lanes);                // softmax state
+}
 
 inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens, int64_t cache_length) {
   const size_t t = static_cast<size_t>(std::max<int64_t>(tokens, 0));
@@ -165,7 +191,8 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.values = l.keys + align64(sizeof(float) * kAttentionMicroRows<1> * d);
   l.stats = l.values + align64(sizeof(float) * block * vd);
   l.row = l.stats + align64(sizeof(float) * 4 * lanes);
-  l.per_thread = l.row + align64(sizeof(float) * 2 * d);
+  l.amx = l.row + align64(sizeof(float) * 2 * d);
+  l.per_thread = l.amx + amx_attention_scratch_bytes(c.head_dim, c.v_head_dim > 0 ? c.v_head_dim : c.head_dim);
   return l;
 }
 
@@ -470,6 +497,240 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
   }
 }
 
+
+#if defined(MIXTILE_HAVE_AMX_BF16)
+struct AmxAttentionScratch {
+  uint16_t *queries;  // 2 VNNI token blocks of depth round_up(dim, 32)
+  float *scores;      // [kAmxKeyBlock keys][kAttentionTileRows lanes]
+  uint16_t *p;        // A tiles [query block][key step]: 16 query rows x 32 keys, bf16
+  uint16_t *v;        // [kAmxKeyBlock / 2 key pairs][vp][2], bf16
+  float *o;           // [kAttentionTileRows lanes][vp]
+  uint16_t *k_edge;   // two 16 x 32 key tiles, zero-padded
+  float *stats;       // max, sum, shift, rescale per lane
+};
+inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t vdim) {
+  const size_t dp = static_cast<size_t>(round_up(dim, 32)), vp = static_cast<size_t>(round_up(vdim, 16));
+  const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
+  AmxAttentionScratch s;
+  char *at = base;
+  auto take = [&](size_t bytes) {
+    char *p = at;
+    at += align64(bytes);
+    return p;
+  };
+  s.queries = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * 16 * dp));
+  s.scores = reinterpret_cast<float *>(take(sizeof(float) * block * lanes));
+  s.p = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * (block / 32) * 512));
+  s.v = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * block * vp));
+  s.o = reinterpret_cast<float *>(take(sizeof(float) * lanes * vp));
+  s.k_edge = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * 16 * 32));
+  s.stats = reinterpret_cast<float *>(take(sizeof(float) * 4 * lanes));
+  return s;
+}
+
+// Key tile `kt` of a block (16 keys from row j, n - 16·kt of them valid) at depth step k0 as a
+// tile source: in place from the cache when whole, else a zero-padded copy in `edge`.
+inline const uint16_t *amx_key_tile(const uint16_t *keys, int64_t ld, int64_t dim, int rows, int64_t k0,
+                                    uint16_t *edge, int *stride_bytes) {
+  if (rows >= 16 && k0 + kDepthStep <= dim) {
+    *stride_bytes = static_cast<int>(ld * sizeof(uint16_t));
+    return keys + k0;
+  }
+  copy_weight_edge(edge, keys, ld, std::min(rows, 16), k0, dim);
+  *stride_bytes = 64;
+  return edge;
+}
+
+/// attend_tile on AMX tiles (MatmulPath::amx_bf16, bf16 caches; see AmxAttentionScratch): `rows`
+/// (<= kAttentionTileRows) queries of one sequence, lane r at positions lo[r]..hi[r]. The calling
+/// thread has configured its tiles (amx_configure_tiles).
+inline void attend_tile_amx(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
+                            float *const *out, int64_t dim, int64_t vdim, const uint16_t *keys, const uint16_t *values,
+                            int64_t ld, int64_t ldv, const AmxAttentionScratch &s) {
+  constexpr int W = 16, lanes = kAttentionTileRows;
+  static_assert(lanes == 2 * W, "two query blocks of 16 per tile");
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int nq = rows > W ? 2 : 1;  // query blocks
+  const int L = nq * W;             // lanes in use
+  const int64_t dp = round_up(dim, 32), vp = round_up(vdim, 16);
+  const int64_t q_block = dp * W;   // bf16 elements of one packed query block
+  const int dtiles = static_cast<int>(vp / 16);
+  float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
+  int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
+  for (int r = 0; r < lanes; ++r) {
+    if (r < rows) {
+      first = std::min(first, lo[r]);
+      last = std::max(last, hi[r]);
+    }
+    m[r] = kNegInf;
+    sum[r] = 0.0f;
+  }
+  for (int b = 0; b < nq; ++b) {
+    const float *qrows[16];
+    for (int t = 0; t < W; ++t) qrows[t] = b * W + t < rows ? query[b * W + t] : nullptr;
+    pack_token_block(s.queries + b * q_block, qrows, dim);
+  }
+  std::memset(s.o, 0, sizeof(float) * L * vp);
+  auto sees = [&](int r, int64_t j) { return r < rows && j >= lo[r] && j <= hi[r]; };
+  alignas(64) static const uint16_t kPairLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t kPairHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                    24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i pair_lo = _mm512_load_si512(kPairLo), pair_hi = _mm512_load_si512(kPairHi);
+  const int ld_o = static_cast<int>(vp * sizeof(float)), ld_v = static_cast<int>(vp * 2 * sizeof(uint16_t));
+
+  for (int64_t j0 = first; j0 <= last; j0 += kAmxKeyBlock) {
+    const int64_t n = std::min<int64_t>(kAmxKeyBlock, last - j0 + 1);
+    const int ktiles = static_cast<int>((n + 15) / 16), ksteps = static_cast<int>((n + 31) / 32);
+    const uint16_t *kb = keys + j0 * ld;
+    // Scores^T [key][lane] = K · Qᵀ, two key tiles at a time.
+    for (int kt = 0; kt < ktiles; kt += 2) {
+      const bool two = kt + 1 < ktiles;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t k0 = 0; k0 < dp; k0 += kDepthStep) {
+        int st0, st1 = 64;
+        const uint16_t *a0 =
+            amx_key_tile(kb + kt * 16 * ld, ld, dim, static_cast<int>(n - kt * 16), k0, s.k_edge, &st0);
+        _tile_loadd(4, a0, st0);
+        _tile_loadd(6, s.queries + k0 * W, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (nq > 1) {
+          _tile_loadd(7, s.queries + q_block + k0 * W, 64);
+          _tile_dpbf16ps(1, 4, 7);
+        }
+        if (two) {
+          const uint16_t *a1 = amx_key_tile(kb + (kt + 1) * 16 * ld, ld, dim, static_cast<int>(n - (kt + 1) * 16),
+                                            k0, s.k_edge + 512, &st1);
+          _tile_loadd(5, a1, st1);
+          _tile_dpbf16ps(2, 5, 6);
+          if (nq > 1) _tile_dpbf16ps(3, 5, 7);
+        }
+      }
+      float *sc = s.scores + kt * 16 * lanes;
+      _tile_stored(0, sc, lanes * sizeof(float));
+      if (nq > 1) _tile_stored(1, sc + W, lanes * sizeof(float));
+      if (two) {
+        _tile_stored(2, sc + 16 * lanes, lanes * sizeof(float));
+        if (nq > 1) _tile_stored(3, sc + 16 * lanes + W, lanes * sizeof(float));
+      }
+    }
+    // Online softmax over the block, as attend_tile.
+    float *p = s.scores;
+    bool whole = true;
+    for (int r = 0; r < L; ++r) whole = whole && sees(r, j0) && sees(r, j0 + n - 1);
+    if (!whole)
+      for (int64_t j = 0; j < n; ++j)
+        for (int r = 0; r < L; ++r)
+          if (!sees(r, j0 + j)) p[j * lanes + r] = kNegInf;
+    bool rescale = false;
+    for (int u = 0; u < nq; ++u) {
+      __m512 bm = _mm512_set1_ps(kNegInf);
+      for (int64_t j = 0; j < n; ++j) bm = _mm512_max_ps(bm, _mm512_loadu_ps(p + j * lanes + u * W));
+      alignas(64) float block_max[16];
+      _mm512_store_ps(block_max, bm);
+      for (int i = 0; i < W; ++i) {
+        const int r = u * W + i;
+        const float m_new = std::max(m[r], block_max[i]);
+        const float shift = m_new == kNegInf ? 0.0f : m_new;  // a lane with no key yet
+        alpha[r] = std::exp(m[r] - shift);
+        rescale = rescale || (r < rows && alpha[r] != 1.0f);  // unused lanes' O stays 0
+        neg_shift[r] = -shift;
+        m[r] = m_new;
+      }
+    }
+    for (int u = 0; u < nq; ++u) {
+      const __m512 shift = _mm512_loadu_ps(neg_shift + u * W);
+      __m512 block_sum = _mm512_setzero_ps();
+      for (int64_t j = 0; j < n; ++j) {
+        const __m512 e = vexp(VecF{_mm512_add_ps(_mm512_loadu_ps(p + j * lanes + u * W), shift)}).v;
+        _mm512_storeu_ps(p + j * lanes + u * W, e);
+        block_sum = _mm512_add_ps(block_sum, e);
+      }
+      _mm512_storeu_ps(sum + u * W, _mm512_fmadd_ps(_mm512_loadu_ps(sum + u * W), _mm512_loadu_ps(alpha + u * W),
+                                                    block_sum));
+    }
+    if (!whole) {  // vexp clamps its argument: masked keys get exactly 0, in the sums too
+      for (int64_t j = 0; j < n; ++j)
+        for (int r = 0; r < L; ++r)
+          if (!sees(r, j0 + j)) p[j * lanes + r] = 0.0f;
+    }
+    // P as A tiles: query rows of 32 keys, bf16 (keys past n are 0).
+    for (int u = 0; u < nq; ++u)
+      for (int ks = 0; ks < ksteps; ++ks) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) {
+          const int64_t a = ks * 32 + 2 * i, b = a + 1;
+          const __m512 lo_v = a < n ? _mm512_loadu_ps(p + a * lanes + u * W) : _mm512_setzero_ps();
+          const __m512 hi_v = b < n ? _mm512_loadu_ps(p + b * lanes + u * W) : _mm512_setzero_ps();
+          r[i] = bf16_pairs(lo_v, hi_v);
+        }
+        transpose16x16_epi32(r);  // r[t]: the 16 key pairs of query row t
+        uint16_t *dst = s.p + (u * (kAmxKeyBlock / 32) + ks) * 512;
+        for (int t = 0; t < 16; ++t) _mm512_store_si512(dst + t * 32, r[t]);
+      }
+    // V of the block in VNNI key pairs: row i holds (v[2i][d], v[2i + 1][d]) for d < vp.
+    const uint16_t *vb = values + j0 * ldv;
+    for (int64_t i = 0; i < ksteps * 16; ++i) {
+      const int64_t a = 2 * i, b = a + 1;
+      uint16_t *dst = s.v + i * vp * 2;
+      for (int64_t d0 = 0; d0 < vp; d0 += 32) {
+        const int64_t left = std::min<int64_t>(32, vdim - d0);
+        const __mmask32 mk = left >= 32 ? ~__mmask32(0) : left > 0 ? ((__mmask32(1) << left) - 1) : __mmask32(0);
+        const __m512i va = a < n ? _mm512_maskz_loadu_epi16(mk, vb + a * ldv + d0) : _mm512_setzero_si512();
+        const __m512i vbb = b < n ? _mm512_maskz_loadu_epi16(mk, vb + b * ldv + d0) : _mm512_setzero_si512();
+        _mm512_storeu_si512(dst + 2 * d0, _mm512_permutex2var_epi16(va, pair_lo, vbb));
+        if (d0 + 16 < vp) _mm512_storeu_si512(dst + 2 * d0 + 32, _mm512_permutex2var_epi16(va, pair_hi, vbb));
+      }
+    }
+    if (rescale)
+      for (int r = 0; r < rows; ++r) {
+        const __m512 a = _mm512_set1_ps(alpha[r]);
+        float *o = s.o + r * vp;
+        for (int64_t d = 0; d < vp; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), a));
+      }
+    // O += P · V, two value tiles by the query blocks at a time.
+    for (int dt = 0; dt < dtiles; dt += 2) {
+      const bool two = dt + 1 < dtiles;
+      float *o0 = s.o + dt * 16, *o1 = s.o + W * vp + dt * 16;
+      _tile_loadd(0, o0, ld_o);
+      if (two) _tile_loadd(1, o0 + 16, ld_o);
+      if (nq > 1) {
+        _tile_loadd(2, o1, ld_o);
+        if (two) _tile_loadd(3, o1 + 16, ld_o);
+      }
+      for (int ks = 0; ks < ksteps; ++ks) {
+        const uint16_t *vt = s.v + ks * 16 * vp * 2 + dt * 16 * 2;
+        _tile_loadd(4, s.p + ks * 512, 64);
+        _tile_loadd(6, vt, ld_v);
+        _tile_dpbf16ps(0, 4, 6);
+        if (two) {
+          _tile_loadd(7, vt + 32, ld_v);
+          _tile_dpbf16ps(1, 4, 7);
+        }
+        if (nq > 1) {
+          _tile_loadd(5, s.p + ((kAmxKeyBlock / 32) + ks) * 512, 64);
+          _tile_dpbf16ps(2, 5, 6);
+          if (two) _tile_dpbf16ps(3, 5, 7);
+        }
+      }
+      _tile_stored(0, o0, ld_o);
+      if (two) _tile_stored(1, o0 + 16, ld_o);
+      if (nq > 1) {
+        _tile_stored(2, o1, ld_o);
+        if (two) _tile_stored(3, o1 + 16, ld_o);
+      }
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    const float inv_sum = 1.0f / sum[r];
+    for (int64_t d = 0; d < vdim; ++d) out[r][d] = s.o[r * vp + d] * inv_sum;
+  }
+}
+#endif  // MIXTILE_HAVE_AMX_BF16
+
 }  // namespace detail
 
 /// Bytes of workspace `attention` needs (64-byte aligned chunks): cos/sin per token, the rotated
@@ -510,12 +771,15 @@ inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens,
 /// keys and values of one head stay in its L2, dealt round-robin so the long causal rows of a
 /// prefill spread over the threads. Tiles are runs of up to kAttentionTileRows consecutive tokens
 /// of one sequence (see detail::attention_tile_vectors for the paths).
-template <WeightType C>
+template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
 int attention(const AttentionConfig &c, int64_t tokens, const float *q, const float *k, const float *v,
               const float *rope_key, const int32_t *positions, const int32_t *sequences, int64_t cache_rows, int64_t cache_length,
               WeightStorage<C> *k_cache, WeightStorage<C> *v_cache, float *out, void *workspace,
               int num_threads) {
   using namespace detail;
+  static_assert(MatmulPathCheck<C, Path>::ok, "");
+  static_assert(Path != MatmulPath::avx512_bf16,
+                "attention has no VDPBF16PS path: the compiler gives attention amx_bf16 or fma_f32");
   if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.v_head_dim < 0 ||
       c.rotary_dim < 0 || c.rotary_dim % 2 != 0 || c.rope_offset < 0 || c.rope_offset + c.rotary_dim > c.head_dim ||
       (c.rotary_dim > 0 && c.inv_freq == nullptr) ||
@@ -595,6 +859,13 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
       }
     // (the barrier above: every key and value of this call is in the caches)
 
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    AmxAttentionScratch amx_scratch{};
+    if constexpr (Path == MatmulPath::amx_bf16) {
+      amx_scratch = carve_amx_attention(mine + layout.amx, dim, vdim);
+      amx_configure_tiles();
+    }
+#endif
 #pragma omp for schedule(static, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t h = item / tiles, tile = item % tiles;
@@ -617,12 +888,20 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
           lo[r] = window_start(positions[t]);
           hi[r] = positions[t];
         }
-        if (vectors == 1)
+        if constexpr (Path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+          attend_tile_amx(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, amx_scratch);
+#endif
+        } else if (vectors == 1) {
           attend_tile<C, 1>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
-        else
+        } else {
           attend_tile<C, 2>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
+        }
       }
     }
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_release_tiles();
+#endif
   }
   return 0;
 }

@@ -132,6 +132,12 @@ bool same_bits(const void *a, const void *b, size_t bytes) {
   return bytes == 0 || std::memcmp(a, b, bytes) == 0; // empty vectors may hand out null
 }
 
+double norm2(const double *x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i] * x[i];
+  return std::sqrt(s);
+}
+
 double relative_l2(const float *got, const double *want, int64_t n) {
   double err = 0, norm = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -283,6 +289,12 @@ struct TokenInputs {
 };
 
 double g_worst_attention[3] = {0, 0, 0};  // per cache dtype, vs float64
+// The AMX tile path rounds each query and each block's probabilities to bf16 (unit roundoff
+// u = 2^-9) on top of the bf16 caches: each output is held to the bound those roundings imply
+// (AttentionRun::check_outputs).
+constexpr double kBf16Roundoff = 0x1p-9;
+double g_worst_amx = 0, g_worst_amx_of_bound = 0;
+int g_amx_output_checks = 0;
 double g_worst_full_prefix = 0;           // decode (incremental calls) vs one full-prefix call
 double g_worst_large_scores = 0;          // the scenario whose scores reach ~100
 double g_worst_k_ulps[3] = {0, 0, 0};     // k cache vs the f64 rotation, over the dtype's one-ulp bound
@@ -297,6 +309,8 @@ struct AttentionRun {
   std::vector<double> inv_freq;
   std::map<std::pair<int32_t, int32_t>, TokenInputs> inputs;
   Tensor k_cache, v_cache;
+
+  bool amx = false;  // MatmulPath::amx_bf16: q and p rounded to bf16 (check_outputs' bound)
 
   AttentionRun(const Scenario &scenario, WeightType c, uint32_t seed)
       : s(scenario), cache_type(c), k_cache(c, cache_elems(s.dim)), v_cache(c, cache_elems(s.value_dim())) {
@@ -385,7 +399,7 @@ struct AttentionRun {
   }
 
   // with_rope_key: pass a rope_key even when the scenario has none (an error case).
-  template <WeightType C>
+  template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
   int call(const std::vector<Token> &tokens, std::vector<float> &out, int threads,
            const AttentionConfig *other_config = nullptr, bool with_rope_key = false) {
     const int64_t T = static_cast<int64_t>(tokens.size()), n = std::max<int64_t>(T, 1);
@@ -408,7 +422,7 @@ struct AttentionRun {
     std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
     std::memset(workspace + ws, 0xa5, kCanary);
     const float *rope_key_in = s.rope_key || with_rope_key ? rope_key.data() : nullptr;
-    const int rc = attention<C>(c, T, q.data(), k.data(), v.data(), rope_key_in, positions.data(), sequences.data(),
+    const int rc = attention<C, Path>(c, T, q.data(), k.data(), v.data(), rope_key_in, positions.data(), sequences.data(),
                                 s.cache_rows, s.cache_length, static_cast<WeightStorage<C> *>(k_cache.data()),
                                 static_cast<WeightStorage<C> *>(v_cache.data()), out.data(), workspace, threads);
     bool canary = true;
@@ -461,21 +475,49 @@ struct AttentionRun {
         const std::vector<double> qh = rotate(in.q.data() + h * s.dim, tok.pos);
         const int64_t g = h / group;
         scores.assign(tok.pos - lo + 1, 0.0);
-        double m = -INFINITY;
+        double m = -INFINITY, score_error = 0;  // bound of a score's error from q rounded to bf16
         for (int64_t j = lo; j <= tok.pos; ++j) {
-          double dot = 0;
-          for (int64_t d = 0; d < s.dim; ++d) dot += qh[d] * k_cache.get(k_slot(tok.seq, j, g) + d);
+          double dot = 0, magnitude = 0;
+          for (int64_t d = 0; d < s.dim; ++d) {
+            const double term = qh[d] * k_cache.get(k_slot(tok.seq, j, g) + d);
+            dot += term;
+            magnitude += std::fabs(term);
+          }
           scores[j - lo] = dot * s.softmax_scale;
+          score_error = std::max(score_error, kBf16Roundoff * magnitude * std::fabs(s.softmax_scale));
           m = std::max(m, scores[j - lo]);
         }
         double sum = 0;
         for (double &x : scores) sum += (x = std::exp(x - m));
         std::fill(ref.begin(), ref.end(), 0.0);
+        std::vector<double> spread(vdim, 0.0);  // Σ_j w_j |v_j|
         for (int64_t j = lo; j <= tok.pos; ++j)
-          for (int64_t d = 0; d < vdim; ++d) ref[d] += scores[j - lo] / sum * v_cache.get(v_slot(tok.seq, j, g) + d);
+          for (int64_t d = 0; d < vdim; ++d) {
+            const double w = scores[j - lo] / sum, value = v_cache.get(v_slot(tok.seq, j, g) + d);
+            ref[d] += w * value;
+            spread[d] += w * std::fabs(value);
+          }
         const double e = relative_l2(out.data() + (t * s.heads + h) * vdim, ref.data(), vdim);
-        worst = std::max(worst, e);
+        if (amx) {
+          // Score errors within ±ε move each normalized weight by a factor within e^(±2ε), and p
+          // rounded to bf16 moves it by u more: |Δo| <= (2ε + u)·Σ_j w_j |v_j| per dim, to first
+          // order (10% margin for the higher ones), plus the f32 path's own 1e-5.
+          const double bound = 1.1 * (2 * score_error + kBf16Roundoff) * norm2(spread.data(), vdim) /
+                                   std::max(norm2(ref.data(), vdim), 1e-300) +
+                               s.tolerance;
+          worst = std::max(worst, e / bound);
+          g_worst_amx = std::max(g_worst_amx, e);
+        } else {
+          worst = std::max(worst, e);
+        }
       }
+    }
+    if (amx) {
+      check(worst <= 1.0, "attention %s/%s/amx_bf16 %s: error %.3g of its bf16 bound", s.name, type_name(cache_type),
+            what, worst);
+      g_worst_amx_of_bound = std::max(g_worst_amx_of_bound, worst);
+      ++g_amx_output_checks;
+      return worst;
     }
     check(worst <= s.tolerance, "attention %s/%s %s: relative L2 error %.3g vs float64", s.name,
           type_name(cache_type), what, worst);
@@ -491,16 +533,17 @@ struct AttentionRun {
   }
 };
 
-template <WeightType C>
+template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
 void test_attention(const Scenario &s, uint32_t seed) {
   AttentionRun run(s, C, seed);
+  run.amx = Path == MatmulPath::amx_bf16;
   const int64_t vdim = s.value_dim(), row = s.heads * vdim;
   // Incremental: every call as listed (prefill chunks, then decode steps), checked after each.
   std::map<std::pair<int32_t, int32_t>, std::vector<float>> incremental;
   for (size_t i = 0; i < s.calls.size(); ++i) {
     const std::vector<Token> &tokens = s.calls[i];
     std::vector<float> out = poisoned(std::max<size_t>(tokens.size(), 1) * row + 1);
-    const int rc = run.call<C>(tokens, out, s.threads);
+    const int rc = run.call<C, Path>(tokens, out, s.threads);
     check(rc == 0, "attention %s/%s call %zu: returned %d", s.name, type_name(C), i, rc);
     check(std::isnan(out[tokens.size() * row]), "attention %s/%s call %zu: wrote past out", s.name, type_name(C), i);
     run.check_caches(tokens);
@@ -519,7 +562,7 @@ void test_attention(const Scenario &s, uint32_t seed) {
   std::mt19937 rng(seed + 1);
   run.reset_caches(rng);
   std::vector<float> out = poisoned(all.size() * row);
-  const int rc = run.call<C>(all, out, s.threads);
+  const int rc = run.call<C, Path>(all, out, s.threads);
   check(rc == 0, "attention %s/%s full prefix: returned %d", s.name, type_name(C), rc);
   if (s.preset.empty())  // otherwise the presets are fresh random values
     check(same_bits(run.k_cache.data(), k_after.data(), k_after.bytes()) &&
@@ -527,7 +570,9 @@ void test_attention(const Scenario &s, uint32_t seed) {
           "attention %s/%s: caches after one call differ from those after the incremental calls", s.name,
           type_name(C));
   run.check_outputs(all, out, "full prefix");
-  if (s.preset.empty()) {
+  // (On AMX both sides were held to their bf16 bound against float64 above; prefill tiles and
+  // decode rows round differently, so they agree only within it.)
+  if (s.preset.empty() && !run.amx) {
     double worst = 0;
     for (size_t t = 0; t < all.size(); ++t) {
       const std::vector<float> &inc = incremental[{all[t].seq, all[t].pos}];
@@ -560,7 +605,7 @@ void test_attention(const Scenario &s, uint32_t seed) {
       std::vector<Token> broken = good;
       broken[at] = bad;
       std::vector<float> o = poisoned(broken.size() * row);
-      const int r = run.call<C>(broken, o, s.threads);
+      const int r = run.call<C, Path>(broken, o, s.threads);
       check(r == 1 && untouched(o), "attention %s/%s: token (%d, %d) at %zu returned %d or wrote", s.name,
             type_name(C), bad.seq, bad.pos, at, r);
     }
@@ -610,11 +655,11 @@ void test_attention(const Scenario &s, uint32_t seed) {
   }
   for (const Invalid &e : invalid) {
     std::vector<float> o = poisoned(good.size() * row);
-    const int r = run.call<C>(good, o, s.threads, &e.config, e.with_rope_key);
+    const int r = run.call<C, Path>(good, o, s.threads, &e.config, e.with_rope_key);
     check(r == 2 && untouched(o), "attention %s/%s: %s returned %d or wrote", s.name, type_name(C), e.what, r);
   }
   std::vector<float> o = poisoned(row);
-  const int r = run.call<C>({}, o, s.threads);
+  const int r = run.call<C, Path>({}, o, s.threads);
   check(r == 0 && untouched(o), "attention %s/%s: T = 0 returned %d or wrote", s.name, type_name(C), r);
 }
 
@@ -733,6 +778,28 @@ int main() {
     test_attention<WeightType::bf16>(s, seed++);
     test_attention<WeightType::f16>(s, seed++);
   }
+  // The AMX tile path (bf16 caches) over the same scenarios, and a head of 128 (query, key and
+  // value) whose full key tiles are read in place, where the build and the host have AMX. Its
+  // checks are counted apart: the totals above are the same on every ISA. Not the large-scores
+  // scenario: a query rounded to bf16 moves scores of ~100 by ~0.2 (u·|s|), far past any useful
+  // bound (a bf16 model's own attention rounds the same way).
+  int amx_checks = 0, amx_failures = 0;
+  bool amx_ran = false;
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (amx_ready()) {
+    amx_ran = true;
+    const int checks_before = g_checks, failures_before = g_failures;
+    std::vector<Scenario> amx_list = scenarios();
+    std::vector<std::vector<Token>> long_prefill = {run_of(1, 0, 150), {{1, 150}}, run_of(1, 151, 20)};
+    amx_list.push_back({"gqa-8/2-d128-long", 8, 2, 128, 128, false, 0, 0.f, 1.f, 0.0883883476f, 1000000.0, 2, 200,
+                        2, long_prefill, {}});
+    for (const Scenario &s : amx_list)
+      if (s.tolerance <= 1e-5) test_attention<WeightType::bf16, MatmulPath::amx_bf16>(s, seed++);
+    amx_checks = g_checks - checks_before;
+    amx_failures = g_failures - failures_before;
+    g_checks = checks_before;
+  }
+#endif
   // (rows, width, offset, count): whole rows, MLA's nope and rope parts, one column, none, and
   // one large enough (rows·count >= 65536) for the threaded copy.
   const int64_t copy_shapes[][4] = {{0, 8, 0, 8},  {1, 1, 0, 1},   {7, 48, 0, 32},   {7, 48, 32, 16},
@@ -754,6 +821,10 @@ int main() {
   std::printf("k cache vs float64 rotation, worst error over one ulp (2^-7 |k| bf16, 2^-10 |k| f16): bf16 %.2f, "
               "f16 %.2f (bound 1)\n",
               g_worst_k_ulps[1], g_worst_k_ulps[2]);
+  if (amx_ran)
+    std::printf("attention amx_bf16 tile path (bf16 caches), %d output checks: worst relative L2 error vs float64 "
+                "%.2g, worst %.2f of the bound from q and p rounded to bf16; %d of %d checks failed\n",
+                g_amx_output_checks, g_worst_amx, g_worst_amx_of_bound, amx_failures, amx_checks);
   std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
 #if defined(__AVX512F__)
               "AVX-512"
