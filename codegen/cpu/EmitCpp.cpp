@@ -414,8 +414,8 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                        attention.getRopeKey() ? ptr(attention.getRopeKey()) : "nullptr")
              .str());
     scratch.push_back(llvm::formatv("mixtile::cpu::attention_workspace_size({0}(), {1}, {2}, "
-                                    "max_threads)",
-                                    config, t, len)
+                                    "max_threads{3})",
+                                    config, t, len, pathArgument())
                           .str());
     return success();
   }

@@ -143,32 +143,37 @@ struct AttentionLayout {
   size_t per_thread = 0;
 };
 
-// The AMX tile path (MatmulPath::amx_bf16, bf16 caches): the same query tiles and online softmax,
-// with both products on TDPBF16PS tiles, over kAmxKeyBlock keys per step.
-//  - Scores, transposed as the f32 path keeps them (key rows, query lanes): keys are the left
-//    operand, read in place from the cache (rows ld apart; a partial key tile or ragged depth is
-//    copied into a zero-padded tile), queries the right one, packed as VNNI token blocks
-//    (matrix_engines.h) once per tile, rounded to bf16.
-//  - Output O [query lanes, value dims] += P · V: P (the block's probabilities, rounded to bf16)
-//    transposed to query rows, V packed per block into VNNI key pairs (keys past the block zero,
-//    so 0 · garbage never reaches O); O stays in f32 memory, rescaled there when a lane's
-//    running maximum moves.
-// Precision: q and p rounded to bf16 (as a bf16 model's own attention does), f32 accumulation.
+// The AMX tile path (MatmulPath::amx_bf16, bf16 caches): the same query tiles and online softmax
+// (scores kept transposed, key rows by query lanes, so the softmax is lane-wise vector work), with
+// both products on TDPBF16PS tiles over kAmxKeyBlock keys per step:
+//  - Sᵀ = K · Qᵀ: key tiles (16 keys x 32 dims) are the left operand, queries the right one,
+//    packed once per tile as VNNI token blocks (matrix_engines.h), rounded to bf16.
+//  - Oᵀ += Vᵀ · Pᵀ: value tiles (16 dims x 32 keys) are the left operand, the block's
+//    probabilities the right one, as VNNI key pairs by query lanes (rounded to bf16); Oᵀ stays in
+//    f32 memory, its lanes rescaled there when their running maximum moves.
+// Each thread keeps packed copies of one kv head's keys (tiles of 16 x 32, contiguous, instead of
+// cache rows kv_heads·head_dim apart that alias in L1) and values (transposed tiles) for the
+// positions its tiles have asked for, reused by the next tiles and by the other query heads of
+// the group; positions outside those ranges are zero, so p = 0 never meets a value no call has
+// written. Precision: q and p rounded to bf16 (as a bf16 model's own attention rounds them), f32
+// softmax and accumulation.
 constexpr int64_t kAmxKeyBlock = 64;
-inline size_t amx_attention_scratch_bytes(int64_t dim, int64_t vdim) {
+inline size_t amx_attention_scratch_bytes(int64_t dim, int64_t vdim, int64_t cache_length) {
   const size_t dp = static_cast<size_t>(round_up(std::max<int64_t>(dim, 1), 32));
   const size_t vp = static_cast<size_t>(round_up(std::max<int64_t>(vdim, 1), 16));
+  const size_t positions = static_cast<size_t>(round_up(std::max<int64_t>(cache_length, 1), 32));
   const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
-  return align64(sizeof(uint16_t) * 2 * 16 * dp)              // packed queries: 2 VNNI blocks
-         + align64(sizeof(float) * block * lanes)             // block scores [key][lane]
-         + align64(sizeof(uint16_t) * 2 * (block / 32) * 512)  // P tiles [query block][key step]
-         + align64(sizeof(uint16_t) * block * vp)             // V in VNNI key pairs [pair][vp][2]
-         + align64(sizeof(float) * lanes * vp)                // O [lane][vp]
-         + align64(sizeof(uint16_t) * 2 * 16 * 32)             // two zero-padded key tiles
-         + align64(sizeof(float) * 4 * lanes);                // softmax state
+  return align64(sizeof(uint16_t) * 2 * 16 * dp)         // packed queries: 2 VNNI blocks
+         + align64(sizeof(float) * block * lanes)        // block scores [key][lane]
+         + align64(sizeof(uint16_t) * block * lanes)     // Pᵀ tiles [key step][query block]
+         + align64(sizeof(float) * vp * lanes)           // Oᵀ [value dim][lane]
+         + align64(sizeof(float) * 4 * lanes)            // softmax state
+         + align64(sizeof(uint16_t) * positions * dp)    // key tiles
+         + align64(sizeof(uint16_t) * positions * vp);   // value tiles
 }
 
-inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens, int64_t cache_length) {
+inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens, int64_t cache_length,
+                                        MatmulPath path) {
   const size_t t = static_cast<size_t>(std::max<int64_t>(tokens, 0));
   const size_t d = static_cast<size_t>(std::max<int64_t>(c.head_dim, 0));
   const size_t vd = static_cast<size_t>(std::max<int64_t>(c.v_head_dim > 0 ? c.v_head_dim : c.head_dim, 0));
@@ -192,7 +197,10 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.stats = l.values + align64(sizeof(float) * block * vd);
   l.row = l.stats + align64(sizeof(float) * 4 * lanes);
   l.amx = l.row + align64(sizeof(float) * 2 * d);
-  l.per_thread = l.amx + amx_attention_scratch_bytes(c.head_dim, c.v_head_dim > 0 ? c.v_head_dim : c.head_dim);
+  l.per_thread = l.amx + (path == MatmulPath::amx_bf16 ? amx_attention_scratch_bytes(
+                                                            c.head_dim, c.v_head_dim > 0 ? c.v_head_dim : c.head_dim,
+                                                            cache_length)
+                                                      : 0);
   return l;
 }
 
@@ -499,17 +507,25 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
 
 
 #if defined(MIXTILE_HAVE_AMX_BF16)
+// One thread's packed copy of a kv head's keys and values in one sequence (AMX tile path).
+struct AmxKvPack {
+  uint16_t *k = nullptr;   // key tiles [position / 16][depth step][16 keys x 32 dims]
+  uint16_t *vt = nullptr;  // value tiles [position / 32][value dims / 16][16 dims x 32 keys]
+  const uint16_t *keys = nullptr, *values = nullptr;  // the cache rows packed (position 0)
+  int64_t begin = 0, end = 0;                          // positions packed: [begin, end)
+};
+
 struct AmxAttentionScratch {
   uint16_t *queries;  // 2 VNNI token blocks of depth round_up(dim, 32)
   float *scores;      // [kAmxKeyBlock keys][kAttentionTileRows lanes]
-  uint16_t *p;        // A tiles [query block][key step]: 16 query rows x 32 keys, bf16
-  uint16_t *v;        // [kAmxKeyBlock / 2 key pairs][vp][2], bf16
-  float *o;           // [kAttentionTileRows lanes][vp]
-  uint16_t *k_edge;   // two 16 x 32 key tiles, zero-padded
+  uint16_t *pt;       // Pᵀ tiles [key step of 32][query block]: 16 key pairs x 16 lanes x 2
+  float *ot;          // Oᵀ [round_up(vdim, 16)][kAttentionTileRows lanes]
   float *stats;       // max, sum, shift, rescale per lane
+  AmxKvPack pack;
 };
-inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t vdim) {
+inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t vdim, int64_t cache_length) {
   const size_t dp = static_cast<size_t>(round_up(dim, 32)), vp = static_cast<size_t>(round_up(vdim, 16));
+  const size_t positions = static_cast<size_t>(round_up(std::max<int64_t>(cache_length, 1), 32));
   const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
   AmxAttentionScratch s;
   char *at = base;
@@ -520,39 +536,90 @@ inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t 
   };
   s.queries = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * 16 * dp));
   s.scores = reinterpret_cast<float *>(take(sizeof(float) * block * lanes));
-  s.p = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * (block / 32) * 512));
-  s.v = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * block * vp));
-  s.o = reinterpret_cast<float *>(take(sizeof(float) * lanes * vp));
-  s.k_edge = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * 2 * 16 * 32));
+  s.pt = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * block * lanes));
+  s.ot = reinterpret_cast<float *>(take(sizeof(float) * vp * lanes));
   s.stats = reinterpret_cast<float *>(take(sizeof(float) * 4 * lanes));
+  s.pack.k = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * positions * dp));
+  s.pack.vt = reinterpret_cast<uint16_t *>(take(sizeof(uint16_t) * positions * vp));
   return s;
 }
 
-// Key tile `kt` of a block (16 keys from row j, n - 16·kt of them valid) at depth step k0 as a
-// tile source: in place from the cache when whole, else a zero-padded copy in `edge`.
-inline const uint16_t *amx_key_tile(const uint16_t *keys, int64_t ld, int64_t dim, int rows, int64_t k0,
-                                    uint16_t *edge, int *stride_bytes) {
-  if (rows >= 16 && k0 + kDepthStep <= dim) {
-    *stride_bytes = static_cast<int>(ld * sizeof(uint16_t));
-    return keys + k0;
+// Packs the 32 positions of chunk c (positions 32c .. 32c + 31) into the key and value tiles:
+// rows outside [lo, hi) are zero (never read from the cache: past its end, or never written).
+inline void amx_pack_chunk(AmxKvPack &p, int64_t c, int64_t lo, int64_t hi, int64_t dim, int64_t vdim, int64_t ld,
+                           int64_t ldv) {
+  const int64_t dp = round_up(dim, 32), vp = round_up(vdim, 16), dsteps = dp / 32, dtiles = vp / 16;
+  const int64_t p0 = 32 * c;
+  // Keys: two tiles of 16 positions, each row 32 dims of one key per depth step.
+  for (int64_t i = 0; i < 32; ++i) {
+    const int64_t pos = p0 + i;
+    uint16_t *tile_row = p.k + ((pos / 16) * dsteps) * 512 + (pos % 16) * 32;
+    const bool valid = pos >= lo && pos < hi;
+    const uint16_t *src = p.keys + pos * ld;
+    for (int64_t ds = 0; ds < dsteps; ++ds) {
+      const int64_t left = std::min<int64_t>(32, dim - ds * 32);
+      const __mmask32 m = !valid ? __mmask32(0) : left >= 32 ? ~__mmask32(0) : (__mmask32(1) << left) - 1;
+      _mm512_storeu_si512(tile_row + ds * 512, _mm512_maskz_loadu_epi16(m, src + ds * 32));
+    }
   }
-  copy_weight_edge(edge, keys, ld, std::min(rows, 16), k0, dim);
-  *stride_bytes = 64;
-  return edge;
+  // Values, transposed: tile (c, dt) row d holds dims dt·16 + d of the 32 keys, in key order.
+  alignas(64) static const uint16_t kPairs[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                   8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i pairs = _mm512_load_si512(kPairs);
+  for (int64_t dt = 0; dt < dtiles; ++dt) {
+    const int64_t left = std::min<int64_t>(16, vdim - dt * 16);
+    const __mmask32 m = (__mmask32(1) << left) - 1;
+    __m512i r[16];
+    for (int k = 0; k < 16; ++k) {  // key pair k: (key 2k, key 2k + 1) for 16 dims
+      const int64_t a = p0 + 2 * k, b = a + 1;
+      const __m512i va = a >= lo && a < hi ? _mm512_maskz_loadu_epi16(m, p.values + a * ldv + dt * 16)
+                                           : _mm512_setzero_si512();
+      const __m512i vb = b >= lo && b < hi ? _mm512_maskz_loadu_epi16(m, p.values + b * ldv + dt * 16)
+                                           : _mm512_setzero_si512();
+      r[k] = _mm512_permutex2var_epi16(va, pairs, vb);  // 32-bit lane d: (v[a][d], v[b][d])
+    }
+    transpose16x16_epi32(r);  // r[d]: the 16 key pairs of dim d
+    uint16_t *tile = p.vt + (c * dtiles + dt) * 512;
+    for (int d = 0; d < 16; ++d) _mm512_store_si512(tile + d * 32, r[d]);
+  }
+}
+
+// Makes positions [lo, hi) of the kv head whose cache rows start at keys / values available in
+// the pack (hi <= cache_length): packs the chunks the union of the ranges asked for so far
+// gained, or starts over for another head or sequence.
+inline void amx_ensure_packed(AmxKvPack &p, const uint16_t *keys, const uint16_t *values, int64_t lo, int64_t hi,
+                              int64_t dim, int64_t vdim, int64_t ld, int64_t ldv) {
+  int64_t old_begin = p.begin, old_end = p.end;
+  if (p.keys != keys || p.values != values || hi < p.begin || lo > p.end || p.begin == p.end) {
+    p.keys = keys;
+    p.values = values;
+    old_begin = old_end = 0;
+    p.begin = lo;
+    p.end = hi;
+  } else {
+    if (lo >= p.begin && hi <= p.end) return;
+    p.begin = std::min(p.begin, lo);
+    p.end = std::max(p.end, hi);
+  }
+  for (int64_t c = p.begin / 32; c * 32 < p.end; ++c) {
+    const bool inside_old = old_begin < old_end && c * 32 >= old_begin && c * 32 + 32 <= old_end;
+    if (!inside_old) amx_pack_chunk(p, c, p.begin, p.end, dim, vdim, ld, ldv);
+  }
 }
 
 /// attend_tile on AMX tiles (MatmulPath::amx_bf16, bf16 caches; see AmxAttentionScratch): `rows`
-/// (<= kAttentionTileRows) queries of one sequence, lane r at positions lo[r]..hi[r]. The calling
-/// thread has configured its tiles (amx_configure_tiles).
+/// (<= kAttentionTileRows) queries of one sequence, lane r at positions lo[r]..hi[r], against the
+/// kv head whose cache rows start at keys / values. The calling thread has configured its tiles
+/// (amx_configure_tiles).
 inline void attend_tile_amx(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
                             float *const *out, int64_t dim, int64_t vdim, const uint16_t *keys, const uint16_t *values,
-                            int64_t ld, int64_t ldv, const AmxAttentionScratch &s) {
+                            int64_t ld, int64_t ldv, AmxAttentionScratch &s) {
   constexpr int W = 16, lanes = kAttentionTileRows;
   static_assert(lanes == 2 * W, "two query blocks of 16 per tile");
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int nq = rows > W ? 2 : 1;  // query blocks
   const int L = nq * W;             // lanes in use
-  const int64_t dp = round_up(dim, 32), vp = round_up(vdim, 16);
+  const int64_t dp = round_up(dim, 32), vp = round_up(vdim, 16), dsteps = dp / 32;
   const int64_t q_block = dp * W;   // bf16 elements of one packed query block
   const int dtiles = static_cast<int>(vp / 16);
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
@@ -565,66 +632,63 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     m[r] = kNegInf;
     sum[r] = 0.0f;
   }
+  amx_ensure_packed(s.pack, keys, values, first, last + 1, dim, vdim, ld, ldv);
   for (int b = 0; b < nq; ++b) {
     const float *qrows[16];
     for (int t = 0; t < W; ++t) qrows[t] = b * W + t < rows ? query[b * W + t] : nullptr;
     pack_token_block(s.queries + b * q_block, qrows, dim);
   }
-  std::memset(s.o, 0, sizeof(float) * L * vp);
+  std::memset(s.ot, 0, sizeof(float) * vp * lanes);
   auto sees = [&](int r, int64_t j) { return r < rows && j >= lo[r] && j <= hi[r]; };
-  alignas(64) static const uint16_t kPairLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
-                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  alignas(64) static const uint16_t kPairHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                                    24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-  const __m512i pair_lo = _mm512_load_si512(kPairLo), pair_hi = _mm512_load_si512(kPairHi);
-  const int ld_o = static_cast<int>(vp * sizeof(float)), ld_v = static_cast<int>(vp * 2 * sizeof(uint16_t));
+  constexpr int ld_ot = lanes * sizeof(float);
 
-  for (int64_t j0 = first; j0 <= last; j0 += kAmxKeyBlock) {
+  // Key blocks aligned to the value tiles' 32 positions; keys before `first` in the first block
+  // are masked like any other.
+  for (int64_t j0 = first / 32 * 32; j0 <= last; j0 += kAmxKeyBlock) {
     const int64_t n = std::min<int64_t>(kAmxKeyBlock, last - j0 + 1);
     const int ktiles = static_cast<int>((n + 15) / 16), ksteps = static_cast<int>((n + 31) / 32);
-    const uint16_t *kb = keys + j0 * ld;
-    // Scores^T [key][lane] = K · Qᵀ, two key tiles at a time.
+    // Sᵀ [key][lane] = K · Qᵀ, two key tiles by the query blocks at a time.
     for (int kt = 0; kt < ktiles; kt += 2) {
       const bool two = kt + 1 < ktiles;
+      const uint16_t *k0t = s.pack.k + ((j0 / 16 + kt) * dsteps) * 512;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t k0 = 0; k0 < dp; k0 += kDepthStep) {
-        int st0, st1 = 64;
-        const uint16_t *a0 =
-            amx_key_tile(kb + kt * 16 * ld, ld, dim, static_cast<int>(n - kt * 16), k0, s.k_edge, &st0);
-        _tile_loadd(4, a0, st0);
-        _tile_loadd(6, s.queries + k0 * W, 64);
+      for (int64_t ds = 0; ds < dsteps; ++ds) {
+        _tile_loadd(4, k0t + ds * 512, 64);
+        _tile_loadd(6, s.queries + ds * 32 * W, 64);
         _tile_dpbf16ps(0, 4, 6);
         if (nq > 1) {
-          _tile_loadd(7, s.queries + q_block + k0 * W, 64);
+          _tile_loadd(7, s.queries + q_block + ds * 32 * W, 64);
           _tile_dpbf16ps(1, 4, 7);
         }
         if (two) {
-          const uint16_t *a1 = amx_key_tile(kb + (kt + 1) * 16 * ld, ld, dim, static_cast<int>(n - (kt + 1) * 16),
-                                            k0, s.k_edge + 512, &st1);
-          _tile_loadd(5, a1, st1);
+          _tile_loadd(5, k0t + (dsteps + ds) * 512, 64);
           _tile_dpbf16ps(2, 5, 6);
           if (nq > 1) _tile_dpbf16ps(3, 5, 7);
         }
       }
       float *sc = s.scores + kt * 16 * lanes;
-      _tile_stored(0, sc, lanes * sizeof(float));
-      if (nq > 1) _tile_stored(1, sc + W, lanes * sizeof(float));
+      _tile_stored(0, sc, ld_ot);
+      if (nq > 1) _tile_stored(1, sc + W, ld_ot);
       if (two) {
-        _tile_stored(2, sc + 16 * lanes, lanes * sizeof(float));
-        if (nq > 1) _tile_stored(3, sc + 16 * lanes + W, lanes * sizeof(float));
+        _tile_stored(2, sc + 16 * lanes, ld_ot);
+        if (nq > 1) _tile_stored(3, sc + 16 * lanes + W, ld_ot);
       }
     }
-    // Online softmax over the block, as attend_tile.
+    // Online softmax over the block, lane-wise as attend_tile.
     float *p = s.scores;
     bool whole = true;
     for (int r = 0; r < L; ++r) whole = whole && sees(r, j0) && sees(r, j0 + n - 1);
     if (!whole)
-      for (int64_t j = 0; j < n; ++j)
-        for (int r = 0; r < L; ++r)
-          if (!sees(r, j0 + j)) p[j * lanes + r] = kNegInf;
+      for (int r = 0; r < L; ++r) {
+        // lanes see one contiguous range of keys: mask the rest of the block
+        const int64_t a = r < rows ? std::clamp<int64_t>(lo[r] - j0, 0, n) : n;
+        const int64_t b = r < rows ? std::clamp<int64_t>(hi[r] - j0 + 1, a, n) : n;
+        for (int64_t j = 0; j < a; ++j) p[j * lanes + r] = kNegInf;
+        for (int64_t j = b; j < n; ++j) p[j * lanes + r] = kNegInf;
+      }
     bool rescale = false;
     for (int u = 0; u < nq; ++u) {
       __m512 bm = _mm512_set1_ps(kNegInf);
@@ -645,6 +709,7 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
       const __m512 shift = _mm512_loadu_ps(neg_shift + u * W);
       __m512 block_sum = _mm512_setzero_ps();
       for (int64_t j = 0; j < n; ++j) {
+        // vexp clamps its argument: masked keys get exactly 0
         const __m512 e = vexp(VecF{_mm512_add_ps(_mm512_loadu_ps(p + j * lanes + u * W), shift)}).v;
         _mm512_storeu_ps(p + j * lanes + u * W, e);
         block_sum = _mm512_add_ps(block_sum, e);
@@ -652,81 +717,70 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
       _mm512_storeu_ps(sum + u * W, _mm512_fmadd_ps(_mm512_loadu_ps(sum + u * W), _mm512_loadu_ps(alpha + u * W),
                                                     block_sum));
     }
-    if (!whole) {  // vexp clamps its argument: masked keys get exactly 0, in the sums too
-      for (int64_t j = 0; j < n; ++j)
-        for (int r = 0; r < L; ++r)
-          if (!sees(r, j0 + j)) p[j * lanes + r] = 0.0f;
-    }
-    // P as A tiles: query rows of 32 keys, bf16 (keys past n are 0).
-    for (int u = 0; u < nq; ++u)
-      for (int ks = 0; ks < ksteps; ++ks) {
-        __m512i r[16];
+    // Pᵀ as VNNI key pairs by lanes, bf16 (keys past n are 0).
+    for (int ks = 0; ks < ksteps; ++ks)
+      for (int u = 0; u < nq; ++u) {
+        uint16_t *dst = s.pt + (ks * 2 + u) * 512;
         for (int i = 0; i < 16; ++i) {
           const int64_t a = ks * 32 + 2 * i, b = a + 1;
           const __m512 lo_v = a < n ? _mm512_loadu_ps(p + a * lanes + u * W) : _mm512_setzero_ps();
           const __m512 hi_v = b < n ? _mm512_loadu_ps(p + b * lanes + u * W) : _mm512_setzero_ps();
-          r[i] = bf16_pairs(lo_v, hi_v);
+          _mm512_store_si512(dst + i * 32, bf16_pairs(lo_v, hi_v));
         }
-        transpose16x16_epi32(r);  // r[t]: the 16 key pairs of query row t
-        uint16_t *dst = s.p + (u * (kAmxKeyBlock / 32) + ks) * 512;
-        for (int t = 0; t < 16; ++t) _mm512_store_si512(dst + t * 32, r[t]);
       }
-    // V of the block in VNNI key pairs: row i holds (v[2i][d], v[2i + 1][d]) for d < vp.
-    const uint16_t *vb = values + j0 * ldv;
-    for (int64_t i = 0; i < ksteps * 16; ++i) {
-      const int64_t a = 2 * i, b = a + 1;
-      uint16_t *dst = s.v + i * vp * 2;
-      for (int64_t d0 = 0; d0 < vp; d0 += 32) {
-        const int64_t left = std::min<int64_t>(32, vdim - d0);
-        const __mmask32 mk = left >= 32 ? ~__mmask32(0) : left > 0 ? ((__mmask32(1) << left) - 1) : __mmask32(0);
-        const __m512i va = a < n ? _mm512_maskz_loadu_epi16(mk, vb + a * ldv + d0) : _mm512_setzero_si512();
-        const __m512i vbb = b < n ? _mm512_maskz_loadu_epi16(mk, vb + b * ldv + d0) : _mm512_setzero_si512();
-        _mm512_storeu_si512(dst + 2 * d0, _mm512_permutex2var_epi16(va, pair_lo, vbb));
-        if (d0 + 16 < vp) _mm512_storeu_si512(dst + 2 * d0 + 32, _mm512_permutex2var_epi16(va, pair_hi, vbb));
-      }
-    }
     if (rescale)
-      for (int r = 0; r < rows; ++r) {
-        const __m512 a = _mm512_set1_ps(alpha[r]);
-        float *o = s.o + r * vp;
-        for (int64_t d = 0; d < vp; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), a));
-      }
-    // O += P · V, two value tiles by the query blocks at a time.
+      for (int64_t d = 0; d < vp; ++d)
+        for (int u = 0; u < nq; ++u) {
+          float *o = s.ot + d * lanes + u * W;
+          _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), _mm512_loadu_ps(alpha + u * W)));
+        }
+    // Oᵀ += Vᵀ · Pᵀ, two value tiles by the query blocks at a time.
+    const uint16_t *vt = s.pack.vt + (j0 / 32) * dtiles * 512;
     for (int dt = 0; dt < dtiles; dt += 2) {
       const bool two = dt + 1 < dtiles;
-      float *o0 = s.o + dt * 16, *o1 = s.o + W * vp + dt * 16;
-      _tile_loadd(0, o0, ld_o);
-      if (two) _tile_loadd(1, o0 + 16, ld_o);
-      if (nq > 1) {
-        _tile_loadd(2, o1, ld_o);
-        if (two) _tile_loadd(3, o1 + 16, ld_o);
+      float *o0 = s.ot + dt * 16 * lanes, *o1 = o0 + 16 * lanes;
+      _tile_loadd(0, o0, ld_ot);
+      if (nq > 1) _tile_loadd(1, o0 + W, ld_ot);
+      if (two) {
+        _tile_loadd(2, o1, ld_ot);
+        if (nq > 1) _tile_loadd(3, o1 + W, ld_ot);
       }
       for (int ks = 0; ks < ksteps; ++ks) {
-        const uint16_t *vt = s.v + ks * 16 * vp * 2 + dt * 16 * 2;
-        _tile_loadd(4, s.p + ks * 512, 64);
-        _tile_loadd(6, vt, ld_v);
+        _tile_loadd(4, vt + (ks * dtiles + dt) * 512, 64);
+        _tile_loadd(6, s.pt + (ks * 2) * 512, 64);
         _tile_dpbf16ps(0, 4, 6);
-        if (two) {
-          _tile_loadd(7, vt + 32, ld_v);
+        if (nq > 1) {
+          _tile_loadd(7, s.pt + (ks * 2 + 1) * 512, 64);
           _tile_dpbf16ps(1, 4, 7);
         }
-        if (nq > 1) {
-          _tile_loadd(5, s.p + ((kAmxKeyBlock / 32) + ks) * 512, 64);
+        if (two) {
+          _tile_loadd(5, vt + (ks * dtiles + dt + 1) * 512, 64);
           _tile_dpbf16ps(2, 5, 6);
-          if (two) _tile_dpbf16ps(3, 5, 7);
+          if (nq > 1) _tile_dpbf16ps(3, 5, 7);
         }
       }
-      _tile_stored(0, o0, ld_o);
-      if (two) _tile_stored(1, o0 + 16, ld_o);
-      if (nq > 1) {
-        _tile_stored(2, o1, ld_o);
-        if (two) _tile_stored(3, o1 + 16, ld_o);
+      _tile_stored(0, o0, ld_ot);
+      if (nq > 1) _tile_stored(1, o0 + W, ld_ot);
+      if (two) {
+        _tile_stored(2, o1, ld_ot);
+        if (nq > 1) _tile_stored(3, o1 + W, ld_ot);
       }
     }
   }
-  for (int r = 0; r < rows; ++r) {
-    const float inv_sum = 1.0f / sum[r];
-    for (int64_t d = 0; d < vdim; ++d) out[r][d] = s.o[r * vp + d] * inv_sum;
+  // out[r] = Oᵀ[.][r] / sum[r]: 16 x 16 blocks transposed back to query rows.
+  for (int u = 0; u < nq; ++u) {
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_loadu_ps(sum + u * W));
+    alignas(64) float inv_sum[16];
+    _mm512_store_ps(inv_sum, inv);
+    for (int64_t d0 = 0; d0 < vp; d0 += 16) {
+      __m512 t[16];
+      for (int i = 0; i < 16; ++i) t[i] = _mm512_loadu_ps(s.ot + (d0 + i) * lanes + u * W);
+      transpose16x16(t);  // t[i]: dims d0 .. d0 + 15 of lane u·16 + i
+      const int64_t left = std::min<int64_t>(16, vdim - d0);
+      const __mmask16 mk = static_cast<__mmask16>((1u << left) - 1);
+      for (int i = 0; i < W && u * W + i < rows; ++i)
+        _mm512_mask_storeu_ps(out[u * W + i] + d0, mk, _mm512_mul_ps(t[i], _mm512_set1_ps(inv_sum[i])));
+    }
   }
 }
 #endif  // MIXTILE_HAVE_AMX_BF16
@@ -735,13 +789,14 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
 
 /// Bytes of workspace `attention` needs (64-byte aligned chunks): cos/sin per token, the rotated
 /// queries, the tile list, and per thread a score buffer of cache_length floats plus a tile's
-/// scratch. num_threads <= 0: omp_get_max_threads().
+/// scratch; on MatmulPath::amx_bf16 also packed copies of one kv head's keys and values per thread
+/// (cache_length positions each). num_threads <= 0: omp_get_max_threads().
 inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens, int64_t cache_length,
-                                       int num_threads) {
+                                       int num_threads, MatmulPath path = MatmulPath::fma_f32) {
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   if (!detail::workspace_sizes_fit({tokens, cache_length, c.heads * c.head_dim, c.rotary_dim, nt}))
     return detail::kWorkspaceOverflow;
-  const detail::AttentionLayout l = detail::attention_layout(c, tokens, cache_length);
+  const detail::AttentionLayout l = detail::attention_layout(c, tokens, cache_length, path);
   return l.shared + static_cast<size_t>(nt) * l.per_thread;
 }
 
@@ -764,7 +819,7 @@ inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens,
 /// of kv_heads, a non-positive head count or head_dim, a negative v_head_dim, rotary_dim odd or
 /// rope_offset + rotary_dim above head_dim, no inv_freq for a rotary_dim > 0, a rope_key whose
 /// rotary dims are not each head's last). workspace: attention_workspace_size(c, tokens, cache_length,
-/// num_threads) bytes, 64-byte aligned.
+/// num_threads, Path) bytes, 64-byte aligned.
 ///
 /// Schedule: one OpenMP region. cos/sin per (token, pair); then rotated queries per (token, head)
 /// and cache writes per (token, kv head); then work items (head, tile), head-major so a thread's
@@ -795,7 +850,7 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
   // Between positions in a cache; a token's own key part in k.
   const int64_t group = heads / kv_heads, ld = kv_heads * dim, ldv = kv_heads * vdim;
   const int64_t k_width = rope_key != nullptr ? offset : dim;
-  const AttentionLayout layout = attention_layout(c, tokens, cache_length);
+  const AttentionLayout layout = attention_layout(c, tokens, cache_length, Path);
   char *ws = static_cast<char *>(workspace);
   float *rope = reinterpret_cast<float *>(ws + layout.rope);      // [tokens][cos pairs, sin pairs]
   float *rotated_q = reinterpret_cast<float *>(ws + layout.query);  // [tokens, heads, dim]
@@ -862,7 +917,7 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
 #if defined(MIXTILE_HAVE_AMX_BF16)
     AmxAttentionScratch amx_scratch{};
     if constexpr (Path == MatmulPath::amx_bf16) {
-      amx_scratch = carve_amx_attention(mine + layout.amx, dim, vdim);
+      amx_scratch = carve_amx_attention(mine + layout.amx, dim, vdim, cache_length);
       amx_configure_tiles();
     }
 #endif

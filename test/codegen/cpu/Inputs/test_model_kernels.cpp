@@ -417,7 +417,7 @@ struct AttentionRun {
       std::copy(it->second.rope_key.begin(), it->second.rope_key.end(), rope_key.begin() + t * s.rotary);
     }
     const AttentionConfig c = other_config ? *other_config : config;
-    const size_t ws = attention_workspace_size(c, T, s.cache_length, threads);
+    const size_t ws = attention_workspace_size(c, T, s.cache_length, threads, Path);
     unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + kCanary + 63) / 64 * 64));
     std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
     std::memset(workspace + ws, 0xa5, kCanary);
