@@ -157,7 +157,7 @@ struct AttentionLayout {
 // the group; positions outside those ranges are zero, so p = 0 never meets a value no call has
 // written. Precision: q and p rounded to bf16 (as a bf16 model's own attention rounds them), f32
 // softmax and accumulation.
-constexpr int64_t kAmxKeyBlock = 64;
+constexpr int64_t kAmxKeyBlock = 128;
 inline size_t amx_attention_scratch_bytes(int64_t dim, int64_t vdim, int64_t cache_length) {
   const size_t dp = static_cast<size_t>(round_up(std::max<int64_t>(dim, 1), 32));
   const size_t vp = static_cast<size_t>(round_up(std::max<int64_t>(vdim, 1), 16));
@@ -718,6 +718,11 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
                                                     block_sum));
     }
     // Pᵀ as VNNI key pairs by lanes, bf16 (keys past n are 0).
+#if defined(__AVX512BF16__)
+    alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                         8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i interleave = _mm512_load_si512(kInterleave);
+#endif
     for (int ks = 0; ks < ksteps; ++ks)
       for (int u = 0; u < nq; ++u) {
         uint16_t *dst = s.pt + (ks * 2 + u) * 512;
@@ -725,7 +730,13 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
           const int64_t a = ks * 32 + 2 * i, b = a + 1;
           const __m512 lo_v = a < n ? _mm512_loadu_ps(p + a * lanes + u * W) : _mm512_setzero_ps();
           const __m512 hi_v = b < n ? _mm512_loadu_ps(p + b * lanes + u * W) : _mm512_setzero_ps();
+#if defined(__AVX512BF16__)
+          // VCVTNE2PS2BF16 (round to nearest even, as bf16_pairs): [lo 16 | hi 16], then paired.
+          const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi_v, lo_v));
+          _mm512_store_si512(dst + i * 32, _mm512_permutexvar_epi16(interleave, both));
+#else
           _mm512_store_si512(dst + i * 32, bf16_pairs(lo_v, hi_v));
+#endif
         }
       }
     if (rescale)
