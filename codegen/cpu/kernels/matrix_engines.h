@@ -140,7 +140,16 @@ inline __m512i bf16_bits(__m512 v) {
 
 // 16 lanes of bf16 pairs (lo, hi): the VNNI element of 16 tokens for one k pair.
 inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+#if defined(__AVX512BF16__)
+  // VCVTNE2PS2BF16 rounds to nearest even as bf16_bits does (denormal inputs count as zero):
+  // [lo 0..15 | hi 0..15], then paired.
+  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave),
+                                  reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+#else
   return _mm512_or_si512(bf16_bits(lo), _mm512_slli_epi32(bf16_bits(hi), 16));
+#endif
 }
 
 // 16x16 transpose of 32-bit lanes: gemm.h's transpose16x16 on integer vectors.
@@ -156,10 +165,12 @@ inline void transpose16x16_epi32(__m512i (&r)[16]) {
 // transpose of 32-bit lanes turns 16 rows into the 16 k-pair rows of the block.
 inline void pack_token_block(uint16_t *__restrict dst, const float *const *rows, int64_t k) {
   const int64_t kp = padded_depth(k);
+#if !defined(__AVX512BF16__)
   alignas(64) static const uint16_t kLowHalves[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
                                                       22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
                                                       44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
   const __m512i idx = _mm512_load_si512(kLowHalves);
+#endif
   for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
     const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);  // may be <= 0 only if k == 0
     const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
@@ -172,8 +183,12 @@ inline void pack_token_block(uint16_t *__restrict dst, const float *const *rows,
       }
       const __m512 a = _mm512_maskz_loadu_ps(m_lo, rows[t] + k0);
       const __m512 b = _mm512_maskz_loadu_ps(m_hi, rows[t] + k0 + 16);
-      // The low halves of a's and b's lanes in k order: 32-bit lane j = (k0 + 2j, k0 + 2j + 1).
+      // a's and b's values in k order as bf16: 32-bit lane j = (k0 + 2j, k0 + 2j + 1).
+#if defined(__AVX512BF16__)
+      r[t] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
+#else
       r[t] = _mm512_permutex2var_epi16(bf16_bits(a), idx, bf16_bits(b));
+#endif
     }
     transpose16x16_epi32(r);
     uint16_t *out = dst + k0 * kTokenBlock;

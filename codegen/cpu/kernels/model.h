@@ -638,13 +638,28 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     for (int t = 0; t < W; ++t) qrows[t] = b * W + t < rows ? query[b * W + t] : nullptr;
     pack_token_block(s.queries + b * q_block, qrows, dim);
   }
-  std::memset(s.ot, 0, sizeof(float) * vp * lanes);
   auto sees = [&](int r, int64_t j) { return r < rows && j >= lo[r] && j <= hi[r]; };
+  // Each lane's key range as int32 vectors (positions < 2^31; unused lanes: empty).
+  __m512i lane_lo[2], lane_hi[2];
+  __mmask16 lane_used[2];
+  for (int u = 0; u < 2; ++u) {
+    alignas(64) int32_t l32[16], h32[16];
+    for (int i = 0; i < W; ++i) {
+      const int r = u * W + i;
+      l32[i] = r < rows ? static_cast<int32_t>(lo[r]) : std::numeric_limits<int32_t>::max();
+      h32[i] = r < rows ? static_cast<int32_t>(hi[r]) : std::numeric_limits<int32_t>::min();
+    }
+    lane_lo[u] = _mm512_load_si512(l32);
+    lane_hi[u] = _mm512_load_si512(h32);
+    const int used = static_cast<int>(std::clamp<int64_t>(rows - u * W, 0, W));
+    lane_used[u] = static_cast<__mmask16>((1u << used) - 1);
+  }
   constexpr int ld_ot = lanes * sizeof(float);
 
   // Key blocks aligned to the value tiles' 32 positions; keys before `first` in the first block
   // are masked like any other.
   for (int64_t j0 = first / 32 * 32; j0 <= last; j0 += kAmxKeyBlock) {
+    const bool first_block = j0 == first / 32 * 32;  // Oᵀ starts from zero tiles
     const int64_t n = std::min<int64_t>(kAmxKeyBlock, last - j0 + 1);
     const int ktiles = static_cast<int>((n + 15) / 16), ksteps = static_cast<int>((n + 31) / 32);
     // Sᵀ [key][lane] = K · Qᵀ, two key tiles by the query blocks at a time.
@@ -677,52 +692,51 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
         if (nq > 1) _tile_stored(3, sc + 16 * lanes + W, ld_ot);
       }
     }
-    // Online softmax over the block, lane-wise as attend_tile.
+    // Online softmax over the block, lane-wise as attend_tile; key j0 + j is in lane r's range
+    // when lo[r] <= j0 + j <= hi[r] (masked keys: score -inf, probability exactly 0).
     float *p = s.scores;
     bool whole = true;
     for (int r = 0; r < L; ++r) whole = whole && sees(r, j0) && sees(r, j0 + n - 1);
-    if (!whole)
-      for (int r = 0; r < L; ++r) {
-        // lanes see one contiguous range of keys: mask the rest of the block
-        const int64_t a = r < rows ? std::clamp<int64_t>(lo[r] - j0, 0, n) : n;
-        const int64_t b = r < rows ? std::clamp<int64_t>(hi[r] - j0 + 1, a, n) : n;
-        for (int64_t j = 0; j < a; ++j) p[j * lanes + r] = kNegInf;
-        for (int64_t j = b; j < n; ++j) p[j * lanes + r] = kNegInf;
-      }
+    auto in_range = [&](int u, int64_t j) {
+      const __m512i at = _mm512_set1_epi32(static_cast<int32_t>(j0 + j));
+      return static_cast<__mmask16>(_mm512_cmple_epi32_mask(lane_lo[u], at) & _mm512_cmpge_epi32_mask(lane_hi[u], at));
+    };
     bool rescale = false;
     for (int u = 0; u < nq; ++u) {
       __m512 bm = _mm512_set1_ps(kNegInf);
-      for (int64_t j = 0; j < n; ++j) bm = _mm512_max_ps(bm, _mm512_loadu_ps(p + j * lanes + u * W));
-      alignas(64) float block_max[16];
-      _mm512_store_ps(block_max, bm);
-      for (int i = 0; i < W; ++i) {
-        const int r = u * W + i;
-        const float m_new = std::max(m[r], block_max[i]);
-        const float shift = m_new == kNegInf ? 0.0f : m_new;  // a lane with no key yet
-        alpha[r] = std::exp(m[r] - shift);
-        rescale = rescale || (r < rows && alpha[r] != 1.0f);  // unused lanes' O stays 0
-        neg_shift[r] = -shift;
-        m[r] = m_new;
+      for (int64_t j = 0; j < n; ++j) {
+        float *row = p + j * lanes + u * W;
+        __m512 v = _mm512_loadu_ps(row);
+        if (!whole) {
+          v = _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), in_range(u, j), v);
+          _mm512_storeu_ps(row, v);
+        }
+        bm = _mm512_max_ps(bm, v);
       }
+      const __m512 m_old = _mm512_loadu_ps(m + u * W), m_new = _mm512_max_ps(m_old, bm);
+      // a lane with no key yet keeps shift 0 (its exponentials are all 0)
+      const __m512 shift = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, _mm512_set1_ps(kNegInf), _CMP_EQ_OQ),
+                                              _mm512_setzero_ps());
+      const __m512 a = vexp(VecF{_mm512_sub_ps(m_old, shift)}).v;
+      rescale = rescale || (_mm512_cmp_ps_mask(a, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ) & lane_used[u]) != 0;
+      _mm512_storeu_ps(alpha + u * W, a);
+      _mm512_storeu_ps(neg_shift + u * W, _mm512_sub_ps(_mm512_setzero_ps(), shift));
+      _mm512_storeu_ps(m + u * W, m_new);
     }
     for (int u = 0; u < nq; ++u) {
       const __m512 shift = _mm512_loadu_ps(neg_shift + u * W);
       __m512 block_sum = _mm512_setzero_ps();
       for (int64_t j = 0; j < n; ++j) {
-        // vexp clamps its argument: masked keys get exactly 0
-        const __m512 e = vexp(VecF{_mm512_add_ps(_mm512_loadu_ps(p + j * lanes + u * W), shift)}).v;
-        _mm512_storeu_ps(p + j * lanes + u * W, e);
+        float *row = p + j * lanes + u * W;
+        __m512 e = vexp(VecF{_mm512_add_ps(_mm512_loadu_ps(row), shift)}).v;
+        if (!whole) e = _mm512_maskz_mov_ps(in_range(u, j), e);
+        _mm512_storeu_ps(row, e);
         block_sum = _mm512_add_ps(block_sum, e);
       }
       _mm512_storeu_ps(sum + u * W, _mm512_fmadd_ps(_mm512_loadu_ps(sum + u * W), _mm512_loadu_ps(alpha + u * W),
                                                     block_sum));
     }
     // Pᵀ as VNNI key pairs by lanes, bf16 (keys past n are 0).
-#if defined(__AVX512BF16__)
-    alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                                         8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i interleave = _mm512_load_si512(kInterleave);
-#endif
     for (int ks = 0; ks < ksteps; ++ks)
       for (int u = 0; u < nq; ++u) {
         uint16_t *dst = s.pt + (ks * 2 + u) * 512;
@@ -730,16 +744,10 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
           const int64_t a = ks * 32 + 2 * i, b = a + 1;
           const __m512 lo_v = a < n ? _mm512_loadu_ps(p + a * lanes + u * W) : _mm512_setzero_ps();
           const __m512 hi_v = b < n ? _mm512_loadu_ps(p + b * lanes + u * W) : _mm512_setzero_ps();
-#if defined(__AVX512BF16__)
-          // VCVTNE2PS2BF16 (round to nearest even, as bf16_pairs): [lo 16 | hi 16], then paired.
-          const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi_v, lo_v));
-          _mm512_store_si512(dst + i * 32, _mm512_permutexvar_epi16(interleave, both));
-#else
           _mm512_store_si512(dst + i * 32, bf16_pairs(lo_v, hi_v));
-#endif
         }
       }
-    if (rescale)
+    if (rescale && !first_block)
       for (int64_t d = 0; d < vp; ++d)
         for (int u = 0; u < nq; ++u) {
           float *o = s.ot + d * lanes + u * W;
@@ -750,11 +758,18 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     for (int dt = 0; dt < dtiles; dt += 2) {
       const bool two = dt + 1 < dtiles;
       float *o0 = s.ot + dt * 16 * lanes, *o1 = o0 + 16 * lanes;
-      _tile_loadd(0, o0, ld_ot);
-      if (nq > 1) _tile_loadd(1, o0 + W, ld_ot);
-      if (two) {
-        _tile_loadd(2, o1, ld_ot);
-        if (nq > 1) _tile_loadd(3, o1 + W, ld_ot);
+      if (first_block) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, o0, ld_ot);
+        if (nq > 1) _tile_loadd(1, o0 + W, ld_ot);
+        if (two) {
+          _tile_loadd(2, o1, ld_ot);
+          if (nq > 1) _tile_loadd(3, o1 + W, ld_ot);
+        }
       }
       for (int ks = 0; ks < ksteps; ++ks) {
         _tile_loadd(4, vt + (ks * dtiles + dt) * 512, 64);
