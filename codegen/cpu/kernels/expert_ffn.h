@@ -180,7 +180,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   const int64_t pass_blocks = engine_pass_blocks(w.blocks + 1, t.engine_mc);  // +1: a segment may straddle
   w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
                               F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);
-  w.per_thread = align64(kEngineScratchBytes) + align64(sizeof(float) * w.partial_floats) +
+  w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
                  align64(sizeof(float) * w.small_rows * F);
   return w;
 }
@@ -277,7 +277,7 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
     if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
       amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
-                      partial, s, ep);
+                      tiles.engine_panel_rows, partial, s, ep);
 #endif
     } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
@@ -309,7 +309,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     const int nthreads = omp_get_num_threads();
     char *mine = thread_ws + layout.per_thread * tid;
     const EngineScratch scratch = carve_engine_scratch(mine);
-    float *partial = reinterpret_cast<float *>(mine + align64(kEngineScratchBytes));
+    float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
     float *small_h = partial + align64(sizeof(float) * layout.partial_floats) / sizeof(float);
 #if defined(MIXTILE_HAVE_AMX_BF16)
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();

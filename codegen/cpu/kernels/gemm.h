@@ -68,6 +68,10 @@ struct TileConfig {
   // ... and GEMMs of at most this many rows (whole 16-row blocks) stream their weights once:
   // depth unsliced, no software prefetch (matrix_engines.h, engine_streams).
   int engine_stream_rows = 0;
+  // ... and AMX GEMMs of at least this many rows (whole 16-row blocks, not streaming) copy each
+  // column step's weight tiles into a contiguous panel reused by every token pair (0: never;
+  // matrix_engines.h, amx_gemm_pass).
+  int engine_panel_rows = 0;
 };
 
 // Defaults per ISA, measured on Zen 5 (AVX-512) for the Mixtral-like D=1024/F=3584 expert shape:

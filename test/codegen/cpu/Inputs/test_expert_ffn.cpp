@@ -525,6 +525,7 @@ int main() {
   mixed.engine_kc = 96;  // depth slices (partial results between them) for D, F > 96
   mixed.small_prefetch_rows = 1;  // its small segments prefetch in software, as on Sapphire Rapids
   mixed.engine_stream_rows = 32;  // engine GEMMs of 1-2 token blocks unsliced, the others sliced
+  mixed.engine_panel_rows = 48;   // and from 3 blocks on, weight tiles copied into the panel (AMX)
   engine_tiles.push_back({"mixed", mixed});
   TileConfig all_engine = default_tile_config();
   all_engine.small_m_max = 0;
