@@ -410,6 +410,22 @@ inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int6
   }
 }
 
+/// A query tile's online-softmax state (`stats`: running max, sum, shift and rescale factor per
+/// lane) reset, and the keys its lanes see in all: [first, last].
+inline void start_tile_softmax(int64_t rows, const int64_t *lo, const int64_t *hi, int lanes, float *stats,
+                               int64_t &first, int64_t &last) {
+  first = std::numeric_limits<int64_t>::max();
+  last = -1;
+  for (int r = 0; r < lanes; ++r) {
+    if (r < rows) {
+      first = std::min(first, lo[r]);
+      last = std::max(last, hi[r]);
+    }
+    stats[r] = -std::numeric_limits<float>::infinity();
+    stats[lanes + r] = 0.0f;
+  }
+}
+
 struct AttentionTileScratch {
   float *query_t, *out_t, *block_scores, *keys, *values, *stats;
 };
@@ -425,15 +441,8 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
   constexpr int W = kVecWidth, lanes = NV * W, MR = kAttentionMicroRows<NV>;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
-  int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
-  for (int r = 0; r < lanes; ++r) {
-    if (r < rows) {
-      first = std::min(first, lo[r]);
-      last = std::max(last, hi[r]);
-    }
-    m[r] = kNegInf;
-    sum[r] = 0.0f;
-  }
+  int64_t first, last;
+  start_tile_softmax(rows, lo, hi, lanes, s.stats, first, last);
   for (int64_t d = 0; d < dim; ++d)
     for (int r = 0; r < lanes; ++r) s.query_t[d * lanes + r] = r < rows ? query[r][d] : 0.0f;
   for (int64_t i = 0; i < vdim * lanes; ++i) s.out_t[i] = 0.0f;
@@ -623,15 +632,8 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
   const int64_t q_block = dp * W;   // bf16 elements of one packed query block
   const int dtiles = static_cast<int>(vp / 16);
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
-  int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
-  for (int r = 0; r < lanes; ++r) {
-    if (r < rows) {
-      first = std::min(first, lo[r]);
-      last = std::max(last, hi[r]);
-    }
-    m[r] = kNegInf;
-    sum[r] = 0.0f;
-  }
+  int64_t first, last;
+  start_tile_softmax(rows, lo, hi, lanes, s.stats, first, last);
   amx_ensure_packed(s.pack, keys, values, first, last + 1, dim, vdim, ld, ldv);
   for (int b = 0; b < nq; ++b) {
     const float *qrows[16];
