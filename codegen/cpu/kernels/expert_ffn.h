@@ -176,7 +176,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   };
   w.max_cols_f = F < int64_t(threads) * kColumnUnit ? std::max(widest(F), F) : widest(F);
   w.max_cols_d = widest(D);
-  const int64_t kc = std::max<int64_t>(kDepthStep, t.engine_kc);
+  const int64_t kc = engine_slice_depth(t.engine_kc);  // the loops' slice depth
   const int64_t pass_blocks = engine_pass_blocks(w.blocks + 1, t.engine_mc);  // +1: a segment may straddle
   w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
                               F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);

@@ -68,7 +68,7 @@ inline LinearEngineWorkspace linear_engine_workspace(int64_t rows, int64_t in, i
   const int64_t units = (std::max<int64_t>(out, 1) + kColumnUnit - 1) / kColumnUnit;
   w.max_cols = std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
   if (out < int64_t(threads) * kColumnUnit) w.max_cols = std::max(w.max_cols, out);
-  const bool sliced = in > std::max<int64_t>(kDepthStep, t.engine_kc);
+  const bool sliced = in > engine_slice_depth(t.engine_kc);
   w.per_thread = engine_scratch_bytes(t.engine_kc) +
                  (sliced ? align64(sizeof(float) * engine_partial_floats(w.max_cols, engine_pass_blocks(w.blocks, t.engine_mc)))
                          : 0);

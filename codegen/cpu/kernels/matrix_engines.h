@@ -139,6 +139,11 @@ inline int64_t engine_pass_blocks(int64_t blocks, int64_t mc) {
 
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
 
+// The first n of 32 16-bit lanes (n clamped to [0, 32]): masked loads of a row's last bf16s.
+inline __mmask32 first_lanes32(int64_t n) {
+  return n >= 32 ? ~__mmask32(0) : n > 0 ? (__mmask32(1) << n) - 1 : __mmask32(0);
+}
+
 // Round-to-nearest-even f32 -> bf16 of 16 lanes, left in the low 16 bits of each 32-bit lane
 // (NaN stays a quiet NaN). Plain AVX-512F so AMX builds need no -mavx512bf16 for it.
 inline __m512i bf16_bits(__m512 v) {
@@ -272,6 +277,13 @@ inline void amx_configure_tiles() {
   _tile_loadconfig(cfg);
 }
 inline void amx_release_tiles() { _tile_release(); }
+// Result tiles 0-3 of a 2 x 2 step zeroed.
+inline void amx_zero_results() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
 
 // Columns [c0, c1) of C^T = W · Xᵀ (gated: gate rows from w, up rows from w2) over packed token
 // blocks [b0, b1) of depth K; ldw = K (row-major weights). Gated steps 16 columns (gate tile +
@@ -323,7 +335,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
         for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
           uint16_t *t0 = s.panel + (k0 - k_begin) / kDepthStep * 1024, *t1 = t0 + 512;
           const int64_t kv = std::min<int64_t>(kDepthStep, K - k0);
-          const __mmask32 depth = kv >= 32 ? ~__mmask32(0) : kv > 0 ? (__mmask32(1) << kv) - 1 : __mmask32(0);
+          const __mmask32 depth = first_lanes32(kv);
           for (int r = 0; r < 16; ++r) {
             _mm512_store_si512(t0 + r * 32, r < n0 ? _mm512_maskz_loadu_epi16(depth, a0 + r * ldw + k0)
                                                    : _mm512_setzero_si512());
@@ -338,10 +350,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
         const uint16_t *x1 = x0 + blk;
         float *cp = last && first ? nullptr : partial + (((col - c0) / kColStep) * pairs + (b - b0) / 2) * 1024;
         if (first) {
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
+          amx_zero_results();
         } else {
           _tile_loadd(0, cp, 64);
           _tile_loadd(1, cp + 256, 64);
@@ -512,7 +521,7 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
   static_assert(G * NB * 256 <= kEngineResultFloats, "result tiles fit the scratch");
   static_assert(16 % R == 0 && G * 16 <= 32, "partial results fit engine_partial_floats");
   const int64_t blk = packed_block_elems(K);
-  kc = stream ? padded_depth(K) : std::max<int64_t>(kDepthStep, kc / kDepthStep * kDepthStep);
+  kc = stream ? padded_depth(K) : engine_slice_depth(kc);
   const int64_t groups = (b1 - b0 + NB - 1) / NB;
   for (int64_t k_begin = 0; k_begin < K; k_begin += kc) {
     const int64_t k_end = std::min(K, k_begin + kc);

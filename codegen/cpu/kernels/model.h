@@ -566,8 +566,7 @@ inline void amx_pack_chunk(AmxKvPack &p, int64_t c, int64_t lo, int64_t hi, int6
     const bool valid = pos >= lo && pos < hi;
     const uint16_t *src = p.keys + pos * ld;
     for (int64_t ds = 0; ds < dsteps; ++ds) {
-      const int64_t left = std::min<int64_t>(32, dim - ds * 32);
-      const __mmask32 m = !valid ? __mmask32(0) : left >= 32 ? ~__mmask32(0) : (__mmask32(1) << left) - 1;
+      const __mmask32 m = valid ? first_lanes32(dim - ds * 32) : __mmask32(0);
       _mm512_storeu_si512(tile_row + ds * 512, _mm512_maskz_loadu_epi16(m, src + ds * 32));
     }
   }
@@ -577,7 +576,7 @@ inline void amx_pack_chunk(AmxKvPack &p, int64_t c, int64_t lo, int64_t hi, int6
   const __m512i pairs = _mm512_load_si512(kPairs);
   for (int64_t dt = 0; dt < dtiles; ++dt) {
     const int64_t left = std::min<int64_t>(16, vdim - dt * 16);
-    const __mmask32 m = (__mmask32(1) << left) - 1;
+    const __mmask32 m = first_lanes32(left);
     __m512i r[16];
     for (int k = 0; k < 16; ++k) {  // key pair k: (key 2k, key 2k + 1) for 16 dims
       const int64_t a = p0 + 2 * k, b = a + 1;
@@ -613,6 +612,26 @@ inline void amx_ensure_packed(AmxKvPack &p, const uint16_t *keys, const uint16_t
   for (int64_t c = p.begin / 32; c * 32 < p.end; ++c) {
     const bool inside_old = old_begin < old_end && c * 32 >= old_begin && c * 32 + 32 <= old_end;
     if (!inside_old) amx_pack_chunk(p, c, p.begin, p.end, dim, vdim, ld, ldv);
+  }
+}
+
+// Result tiles 0-3 of a 2 x 2 attention step over the query blocks, rows ld bytes apart: tile 0
+// at a, 1 at a + 16 lanes (second query block), 2 at b, 3 at b + 16 lanes (second key or value
+// tile); tiles past `blocks` query blocks or a missing second tile are skipped.
+inline void amx_attention_load(const float *a, const float *b, int ld, int blocks, bool two) {
+  _tile_loadd(0, a, ld);
+  if (blocks > 1) _tile_loadd(1, a + 16, ld);
+  if (two) {
+    _tile_loadd(2, b, ld);
+    if (blocks > 1) _tile_loadd(3, b + 16, ld);
+  }
+}
+inline void amx_attention_store(float *a, float *b, int ld, int blocks, bool two) {
+  _tile_stored(0, a, ld);
+  if (blocks > 1) _tile_stored(1, a + 16, ld);
+  if (two) {
+    _tile_stored(2, b, ld);
+    if (blocks > 1) _tile_stored(3, b + 16, ld);
   }
 }
 
@@ -668,10 +687,7 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     for (int kt = 0; kt < ktiles; kt += 2) {
       const bool two = kt + 1 < ktiles;
       const uint16_t *k0t = s.pack.k + ((j0 / 16 + kt) * dsteps) * 512;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
+      amx_zero_results();
       for (int64_t ds = 0; ds < dsteps; ++ds) {
         _tile_loadd(4, k0t + ds * 512, 64);
         _tile_loadd(6, s.queries + ds * 32 * W, 64);
@@ -687,12 +703,7 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
         }
       }
       float *sc = s.scores + kt * 16 * lanes;
-      _tile_stored(0, sc, ld_ot);
-      if (nq > 1) _tile_stored(1, sc + W, ld_ot);
-      if (two) {
-        _tile_stored(2, sc + 16 * lanes, ld_ot);
-        if (nq > 1) _tile_stored(3, sc + 16 * lanes + W, ld_ot);
-      }
+      amx_attention_store(sc, sc + 16 * lanes, ld_ot, nq, two);
     }
     // Online softmax over the block, lane-wise as attend_tile; key j0 + j is in lane r's range
     // when lo[r] <= j0 + j <= hi[r] (masked keys: score -inf, probability exactly 0).
@@ -760,19 +771,10 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     for (int dt = 0; dt < dtiles; dt += 2) {
       const bool two = dt + 1 < dtiles;
       float *o0 = s.ot + dt * 16 * lanes, *o1 = o0 + 16 * lanes;
-      if (first_block) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-      } else {
-        _tile_loadd(0, o0, ld_ot);
-        if (nq > 1) _tile_loadd(1, o0 + W, ld_ot);
-        if (two) {
-          _tile_loadd(2, o1, ld_ot);
-          if (nq > 1) _tile_loadd(3, o1 + W, ld_ot);
-        }
-      }
+      if (first_block)
+        amx_zero_results();
+      else
+        amx_attention_load(o0, o1, ld_ot, nq, two);
       for (int ks = 0; ks < ksteps; ++ks) {
         _tile_loadd(4, vt + (ks * dtiles + dt) * 512, 64);
         _tile_loadd(6, s.pt + (ks * 2) * 512, 64);
@@ -787,12 +789,7 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
           if (nq > 1) _tile_dpbf16ps(3, 5, 7);
         }
       }
-      _tile_stored(0, o0, ld_ot);
-      if (nq > 1) _tile_stored(1, o0 + W, ld_ot);
-      if (two) {
-        _tile_stored(2, o1, ld_ot);
-        if (nq > 1) _tile_stored(3, o1 + W, ld_ot);
-      }
+      amx_attention_store(o0, o1, ld_ot, nq, two);
     }
   }
   // out[r] = Oᵀ[.][r] / sum[r]: 16 x 16 blocks transposed back to query rows.
