@@ -266,16 +266,23 @@ inline void copy_weight_edge(uint16_t *__restrict dst, const uint16_t *w, int64_
 
 // Palette 1, all eight tiles 16 rows x 64 bytes. Tile configuration is per thread: every thread
 // calls this before its first tile instruction of a call and _tile_release() after its last.
-inline void amx_configure_tiles() {
-  alignas(64) uint8_t cfg[64] = {};
-  cfg[0] = 1;  // palette
+// The configuration is a constant in memory, never built on the stack: GCC 12 does not count
+// the 64 bytes LDTILECFG reads as used, and once a caller reused that stack slot (a lambda's
+// captures) it dropped the stores of the tile shapes; the tiles came up unconfigured and the
+// first tile instruction raised SIGILL.
+struct AmxTileConfig {
+  alignas(64) uint8_t bytes[64];
+};
+inline constexpr AmxTileConfig kAmxTileConfig = [] {
+  AmxTileConfig c{};
+  c.bytes[0] = 1;  // palette
   for (int t = 0; t < 8; ++t) {
-    const uint16_t colsb = 64;
-    std::memcpy(cfg + 16 + 2 * t, &colsb, sizeof colsb);
-    cfg[48 + t] = 16;
+    c.bytes[16 + 2 * t] = 64;  // colsb, little-endian uint16
+    c.bytes[48 + t] = 16;      // rows
   }
-  _tile_loadconfig(cfg);
-}
+  return c;
+}();
+inline void amx_configure_tiles() { _tile_loadconfig(kAmxTileConfig.bytes); }
 inline void amx_release_tiles() { _tile_release(); }
 // Result tiles 0-3 of a 2 x 2 step zeroed.
 inline void amx_zero_results() {
