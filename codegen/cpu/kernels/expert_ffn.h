@@ -39,10 +39,11 @@
 //   Gated:  h = act(x · W_gateᵀ) ⊙ (x · W_upᵀ),  out = h · W_downᵀ
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ
 //
-// Schedule: phase 1 computes h [A, F] into the workspace, each thread owning a disjoint range of
-// F columns for every expert (or, when F is narrower than a column panel per thread, whole
-// experts); one barrier; phase 2 computes the down projection, each thread
-// owning a disjoint range of D columns, so the scatter-add into y never races and needs no atomics.
+// Schedule: phase 1 computes h [A, F] into the workspace in (expert, range of F columns) items;
+// one barrier; phase 2 computes the down projection in ranges of D columns, each over every
+// expert, so the scatter-add into y never races and needs no atomics. Threads take the items of
+// a phase from a shared counter (WorkCounter, gemm.h), column_pieces per thread: each active
+// expert's F columns are cut into column_pieces pieces (whole experts when there are many).
 // An expert without assignments is skipped and its weights are never read. Segments with at most
 // tiles.small_m_max rows use the weight-streaming GEMV path (decode), larger ones the blocked GEMM.
 //
@@ -100,6 +101,13 @@ inline Extent extent_of(const ExpertFFNProblem &p) {
   x.zero_rows = p.out_rows != nullptr ? p.zero_rows : 0;
   x.empty = (x.A <= 0 && x.zero_rows <= 0) || p.hidden <= 0;
   return x;
+}
+
+// Experts with at least one assignment (how finely a phase cuts each one's columns).
+inline int64_t active_experts(const ExpertFFNProblem &p) {
+  int64_t n = 0;
+  for (int64_t e = 0; e < p.num_experts; ++e) n += p.offsets[e + 1] > p.offsets[e] ? 1 : 0;
+  return n;
 }
 
 // Zeroes columns [c0, c1) of y's first `rows` rows (this thread's share before its scatter).
@@ -169,7 +177,8 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
   w.h_bytes = align64(sizeof(uint16_t) * w.blocks * w.h_block);
   w.small_rows = std::clamp<int64_t>(t.small_m_max, 0, A);
-  // Widest column range of one thread per phase (split_columns; by_expert takes all F columns).
+  // Widest column range one engine_gemm call runs at once per phase (a wider item, such as a
+  // whole expert's F columns, runs in pieces of this width).
   auto widest = [threads](int64_t n) {
     const int64_t units = (n + kColumnUnit - 1) / kColumnUnit;
     return std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
@@ -302,11 +311,15 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   char *thread_ws = ws + layout.x_bytes + layout.h_bytes;
   bool any_engine = false;  // x is packed only when some segment runs on the engine
   for (int64_t e = 0; e < E; ++e) any_engine |= p.offsets[e + 1] - p.offsets[e] > tiles.small_m_max;
+  const int64_t active = active_experts(p);
+  WorkCounter phase1, phase2;
 
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
     const int nthreads = omp_get_num_threads();
+    const int64_t f_pieces = column_pieces(F, active, nthreads, kPiecesPerThread);
+    const int64_t d_pieces = column_pieces(D, 1, nthreads, kSharedPiecesPerThread);
     char *mine = thread_ws + layout.per_thread * tid;
     const EngineScratch scratch = carve_engine_scratch(mine);
     float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
@@ -337,18 +350,12 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     }
 #pragma omp barrier
 
-    // Phase 1: this thread's F columns of h (or whole experts when F is narrow; see expert_ffn).
+    // Phase 1: pieces of h's F columns, (expert, piece) items from a WorkCounter (see expert_ffn).
     int64_t c0, c1;
-    const bool by_expert = F < static_cast<int64_t>(nthreads) * kColumnUnit && E >= nthreads;
-    if (by_expert) {
-      c0 = 0;
-      c1 = F;
-    } else {
-      split_columns(F, nthreads, tid, c0, c1);
-    }
-    for (int64_t e = by_expert ? tid : 0; e < E && A > 0 && c0 < c1; e += by_expert ? nthreads : 1) {
-      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
-      if (rows <= 0) continue;
+    for (int64_t i; A > 0 && (i = phase1.take()) < E * f_pieces;) {
+      const int64_t e = i / f_pieces, begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+      split_columns(F, f_pieces, i % f_pieces, c0, c1);
+      if (rows <= 0 || c0 >= c1) continue;
       const int64_t r0 = begin - off0, r1 = r0 + rows;
       const uint16_t *first = static_cast<const uint16_t *>(Gated ? p.gate_w[e] : p.up_w[e]);
       const uint16_t *second = Gated ? static_cast<const uint16_t *>(p.up_w[e]) : nullptr;
@@ -364,31 +371,34 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     }
 
 #pragma omp barrier
-    // Phase 2: this thread's D columns of y.
-    split_columns(D, nthreads, tid, c0, c1);
-    zero_columns(p.y, D, zero_rows, c0, c1);
-    for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
-      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
-      if (rows <= 0) continue;
-      const int64_t r0 = begin - off0, r1 = r0 + rows;
-      const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
-      if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
-        // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
-        for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
-          float *dst[kTokenBlock];
-          for (int t = 0; t < kTokenBlock; ++t) {
-            const int64_t r = b * kTokenBlock + t;
-            dst[t] = r >= r0 && r < r1 ? small_h + (r - r0) * F : nullptr;
+    // Phase 2: pieces of y's D columns from a WorkCounter, each over every expert (the
+    // scatter-add of one piece never races with another's).
+    for (int64_t i; (i = phase2.take()) < d_pieces;) {
+      split_columns(D, d_pieces, i, c0, c1);
+      zero_columns(p.y, D, zero_rows, c0, c1);
+      for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
+        const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+        if (rows <= 0) continue;
+        const int64_t r0 = begin - off0, r1 = r0 + rows;
+        const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
+        if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
+          // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
+          for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
+            float *dst[kTokenBlock];
+            for (int t = 0; t < kTokenBlock; ++t) {
+              const int64_t r = b * kTokenBlock + t;
+              dst[t] = r >= r0 && r < r1 ? small_h + (r - r0) * F : nullptr;
+            }
+            unpack_token_block(packed_h + b * layout.h_block, dst, F);
           }
-          unpack_token_block(packed_h + b * layout.h_block, dst, F);
+          const RowSource src{small_h, F, nullptr, 0};
+          OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
+          gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
+        } else {
+          OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
+          engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
+                                   c0, c1, layout.max_cols_d, tiles, partial, scratch, ep);
         }
-        const RowSource src{small_h, F, nullptr, 0};
-        OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
-        gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
-      } else {
-        OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
-        engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
-                                 c0, c1, layout.max_cols_d, tiles, partial, scratch, ep);
       }
     }
 #if defined(MIXTILE_HAVE_AMX_BF16)
@@ -434,6 +444,8 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
   float *h = reinterpret_cast<float *>(ws);
   char *thread_ws = ws + detail::align64(sizeof(float) * std::max<int64_t>(A, 0) * F);
   const size_t per_thread = detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles);
+  const int64_t active = detail::active_experts(p);
+  detail::WorkCounter phase1, phase2;
 
 #pragma omp parallel num_threads(nt)
   {
@@ -441,22 +453,17 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
     const int nthreads = omp_get_num_threads();
     const detail::GemmScratch scratch =
         detail::carve_scratch(thread_ws + per_thread * tid, tiles, std::max(D, F));
+    // Phase 1: h = act(x · Wgᵀ) ⊙ (x · Wuᵀ)  or  act(x · Wuᵀ), in (expert, column piece) items
+    // taken from a WorkCounter: each active expert's F columns cut into column_pieces pieces
+    // (whole experts when there are many; Mixture of Tokens' F = 16 is one piece). h rows
+    // belong to one expert each, so any split is race-free.
+    const int64_t f_pieces = detail::column_pieces(F, active, nthreads, detail::kPiecesPerThread);
+    const int64_t d_pieces = detail::column_pieces(D, 1, nthreads, detail::kSharedPiecesPerThread);
     int64_t c0, c1;
-
-    // Phase 1: h = act(x · Wgᵀ) ⊙ (x · Wuᵀ)  or  act(x · Wuᵀ), this thread's F columns.
-    // Narrow experts (Mixture of Tokens' F = 16) leave threads without a whole column panel:
-    // then each thread takes whole experts instead. h rows belong to one expert each, so
-    // either split is race-free.
-    const bool by_expert = F < static_cast<int64_t>(nthreads) * kColumnUnit && E >= nthreads;
-    if (by_expert) {
-      c0 = 0;
-      c1 = F;
-    } else {
-      detail::split_columns(F, nthreads, tid, c0, c1);
-    }
-    for (int64_t e = by_expert ? tid : 0; e < E && A > 0; e += by_expert ? nthreads : 1) {
-      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
-      if (rows <= 0) continue;
+    for (int64_t i; A > 0 && (i = phase1.take()) < E * f_pieces;) {
+      const int64_t e = i / f_pieces, begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+      detail::split_columns(F, f_pieces, i % f_pieces, c0, c1);
+      if (rows <= 0 || c0 >= c1) continue;
       const detail::RowSource src{p.x, D, p.tokens, begin};
       detail::HiddenEpilogue<Act, Gated> ep{h, F, begin - off0};
       const WS *first = static_cast<const WS *>(Gated ? p.gate_w[e] : p.up_w[e]);
@@ -464,17 +471,20 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
       detail::gemm_columns<W, Gated>(rows, D, src, first, second, c0, c1, tiles, scratch, ep);
     }
 
-    // Phase 2 needs every F column of h: one barrier, then this thread's D columns of y.
+    // Phase 2 needs every F column of h: one barrier, then pieces of y's D columns, each over
+    // every expert (the scatter-add of one piece never races with another's).
 #pragma omp barrier
-    detail::split_columns(D, nthreads, tid, c0, c1);
-    detail::zero_columns(p.y, D, zero_rows, c0, c1);
-    for (int64_t e = 0; e < E && A > 0; ++e) {
-      const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
-      if (rows <= 0) continue;
-      const detail::RowSource src{h, F, nullptr, begin - off0};
-      detail::OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
-      detail::gemm_columns<W, false>(rows, F, src, static_cast<const WS *>(p.down_w[e]), nullptr, c0, c1,
-                                     tiles, scratch, ep);
+    for (int64_t i; (i = phase2.take()) < d_pieces;) {
+      detail::split_columns(D, d_pieces, i, c0, c1);
+      detail::zero_columns(p.y, D, zero_rows, c0, c1);
+      for (int64_t e = 0; e < E && A > 0; ++e) {
+        const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
+        if (rows <= 0) continue;
+        const detail::RowSource src{h, F, nullptr, begin - off0};
+        detail::OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
+        detail::gemm_columns<W, false>(rows, F, src, static_cast<const WS *>(p.down_w[e]), nullptr, c0, c1,
+                                       tiles, scratch, ep);
+      }
     }
   }
 }

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -636,10 +637,41 @@ void gemm_columns(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
 }
 
 // Splits [0, n) into `parts` ranges aligned to kColumnUnit; returns part `i`.
-inline void split_columns(int64_t n, int parts, int i, int64_t &begin, int64_t &end) {
+inline void split_columns(int64_t n, int64_t parts, int64_t i, int64_t &begin, int64_t &end) {
   const int64_t units = (n + kColumnUnit - 1) / kColumnUnit;
   begin = std::min(n, units * i / parts * kColumnUnit);
   end = std::min(n, units * (i + 1) / parts * kColumnUnit);
+}
+
+// Dynamic split of one phase among a team: each thread takes the next item from a shared
+// counter until none are left. A thread slowed by something outside the call (another process,
+// a busy sibling hyperthread, a shared VM core) takes fewer items and the team reaches the next
+// barrier together; with a fixed split everyone waits for the slowest. Measured on the 2-core
+// Xeon VM (OLMoE's experts, 512 tokens): one thread's share of a fixed split took 10-100% longer
+// than the other's, call after call, with no difference in the work.
+class WorkCounter {
+ public:
+  int64_t take() { return next_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> next_{0};
+};
+
+// Column pieces per thread a phase aims at when it cuts columns into WorkCounter items: enough
+// for the faster thread to take over the slower one's tail, few enough that a piece spans many
+// column steps. Every piece of a GEMM re-reads its token rows (from L2 or L3), so a phase whose
+// pieces share one set of token rows (linear, the experts' down projection: each piece runs over
+// every expert) takes kSharedPiecesPerThread; pieces of different experts read different rows.
+constexpr int64_t kPiecesPerThread = 8;
+constexpr int64_t kSharedPiecesPerThread = 4;
+
+// Pieces to cut n columns into (aligned to kColumnUnit, at most one per unit) when `owners`
+// independent owners (experts) each have their own n columns: about per_thread items per
+// thread in all.
+inline int64_t column_pieces(int64_t n, int64_t owners, int threads, int64_t per_thread) {
+  const int64_t units = std::max<int64_t>(1, (n + kColumnUnit - 1) / kColumnUnit);
+  const int64_t o = std::max<int64_t>(owners, 1);
+  return std::clamp<int64_t>((per_thread * threads + o - 1) / o, 1, units);
 }
 
 }  // namespace detail

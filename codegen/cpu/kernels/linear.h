@@ -64,7 +64,8 @@ inline LinearEngineWorkspace linear_engine_workspace(int64_t rows, int64_t in, i
   w.blocks = (std::max<int64_t>(rows, 0) + kTokenBlock - 1) / kTokenBlock;
   w.x_block = packed_block_elems(in);
   w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
-  // Widest column range of a thread: split_columns, or every column when rows are split.
+  // Widest column range one engine call runs at once: a thread's share of a split, or every
+  // column when rows are split (column pieces are never wider).
   const int64_t units = (std::max<int64_t>(out, 1) + kColumnUnit - 1) / kColumnUnit;
   w.max_cols = std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
   if (out < int64_t(threads) * kColumnUnit) w.max_cols = std::max(w.max_cols, out);
@@ -115,6 +116,7 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
   char *thread_ws = static_cast<char *>(p.workspace) + layout.x_bytes;
   const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && layout.blocks >= nt;
   const uint16_t *w = static_cast<const uint16_t *>(p.w);
+  WorkCounter pieces;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
@@ -131,29 +133,36 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
       pack_token_block(packed + b * layout.x_block, rows, p.in);
     }
 #pragma omp barrier
-    int64_t b0 = 0, b1 = layout.blocks, c0 = 0, c1 = p.out;
-    if (split_rows) {
-      b0 = layout.blocks * tid / nthreads;
-      b1 = layout.blocks * (tid + 1) / nthreads;
-    } else {
-      split_columns(p.out, nthreads, tid, c0, c1);
-    }
     LinearTileEpilogue ep{p.y, p.out, p.rows, p.bias};
 #if defined(MIXTILE_HAVE_AMX_BF16)
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
-    for (int64_t c = c0; c < c1 && b0 < b1; c += layout.max_cols) {
-      const int64_t ce = std::min(c1, c + layout.max_cols);
-      if constexpr (Path == MatmulPath::amx_bf16) {
+    // Blocks [b0, b1) x columns [c0, c1), in pieces of at most max_cols columns.
+    auto run = [&](int64_t b0, int64_t b1, int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1 && b0 < b1; c += layout.max_cols) {
+        const int64_t ce = std::min(c1, c + layout.max_cols);
+        if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
-        amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
-                        tiles.engine_stream_rows, tiles.engine_panel_rows, partial, scratch, ep);
+          amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
+                          tiles.engine_stream_rows, tiles.engine_panel_rows, partial, scratch, ep);
 #endif
-      } else {
+        } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-        dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
-                       tiles.engine_stream_rows, partial, scratch, ep);
+          dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
+                         tiles.engine_stream_rows, partial, scratch, ep);
 #endif
+        }
+      }
+    };
+    // Narrow outputs: row blocks split evenly. Otherwise column pieces from a WorkCounter.
+    if (split_rows) {
+      run(layout.blocks * tid / nthreads, layout.blocks * (tid + 1) / nthreads, 0, p.out);
+    } else {
+      const int64_t n_pieces = column_pieces(p.out, 1, nthreads, kSharedPiecesPerThread);
+      int64_t c0, c1;
+      for (int64_t i; (i = pieces.take()) < n_pieces;) {
+        split_columns(p.out, n_pieces, i, c0, c1);
+        run(0, layout.blocks, c0, c1);
       }
     }
 #if defined(MIXTILE_HAVE_AMX_BF16)
@@ -181,6 +190,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
   const size_t per_thread = detail::gemm_scratch_bytes(tiles, p.rows, p.in);
   // Narrow outputs (routers: out = E) split rows across threads instead of columns.
   const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && p.rows >= 2 * nt;
+  detail::WorkCounter pieces;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
@@ -192,12 +202,15 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
       const detail::RowSource src{p.x, p.in, p.row_index, r0};
       detail::LinearEpilogue ep{p.y, p.out, p.bias, r0};
       detail::gemm_columns<W, false>(r1 - r0, p.in, src, w, nullptr, 0, p.out, tiles, scratch, ep);
-    } else {
-      int64_t c0, c1;
-      detail::split_columns(p.out, nthreads, tid, c0, c1);
+    } else {  // column pieces from a WorkCounter
+      const int64_t n_pieces = detail::column_pieces(p.out, 1, nthreads, detail::kSharedPiecesPerThread);
       const detail::RowSource src{p.x, p.in, p.row_index, 0};
       detail::LinearEpilogue ep{p.y, p.out, p.bias, 0};
-      detail::gemm_columns<W, false>(p.rows, p.in, src, w, nullptr, c0, c1, tiles, scratch, ep);
+      int64_t c0, c1;
+      for (int64_t i; (i = pieces.take()) < n_pieces;) {
+        detail::split_columns(p.out, n_pieces, i, c0, c1);
+        detail::gemm_columns<W, false>(p.rows, p.in, src, w, nullptr, c0, c1, tiles, scratch, ep);
+      }
     }
   }
 }
