@@ -946,7 +946,9 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
       amx_configure_tiles();
     }
 #endif
-#pragma omp for schedule(static, 1)
+    // Items (head, query tile) taken one at a time in order: later tiles see more keys, and a
+    // thread slowed from outside takes fewer (as WorkCounter, gemm.h).
+#pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t h = item / tiles, tile = item % tiles;
       const int64_t t0 = tile_start[tile], rows = tile_start[tile + 1] - t0;
