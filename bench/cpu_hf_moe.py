@@ -40,7 +40,8 @@ sees its weights: mixtile-run --bench N --cold, and for PyTorch the same 256-512
 each call, outside the timing) and WARM (nothing between calls: weights that fit the L3 stay
 there). PyTorch: warm-up, then the median of >= 5 calls, OMP_WAIT_POLICY=PASSIVE so its OpenMP
 workers do not spin against Mixtile; Mixtile: N scaled so a row takes a few seconds, best median of
-2 invocations, after a 1 s pause. Speedups are like for like, cold against cold and warm against
+2 invocations, after a 1 s pause. --rounds R (default 2) times every side R times per row, the
+sides alternating, and keeps each side's best round: the VM's speed drifts over minutes. Speedups are like for like, cold against cold and warm against
 warm (reports before 2026-11-30 set Mixtile cold against PyTorch warm).
 Correctness in the same run: mixtile-run -o on the timed input, against the HF block in f32 on
 the same bf16-rounded input and weights (relative L2; also reported without the tokens whose
@@ -476,6 +477,19 @@ def time_torch(fn, quick, target_s=2.0, min_runs=5, max_runs=50, evict=None):
     return {"median_ms": statistics.median(times), "min_ms": min(times), "runs": n}
 
 
+def best_round(kept, new, rnd):
+    """The better (lower median) of two rounds' timings of one side; every round's median is
+    listed in round_medians_ms."""
+    medians = kept.get("round_medians_ms", [kept["median_ms"]]) + [new["median_ms"]]
+    best = dict(new if new["median_ms"] < kept["median_ms"] else kept)
+    best.pop("cold", None)
+    if "cold" in kept:
+        best["cold"] = kept["cold"]
+    best["round_medians_ms"] = medians
+    best["best_round"] = rnd if new["median_ms"] < kept["median_ms"] else kept.get("best_round", 0)
+    return best
+
+
 def make_evictor(torch):
     """Cold caches for PyTorch, as mixtile-run --cold makes them: reads (no writes) a buffer of 4x
     the reported last-level cache, at least 256 MiB, at most 512 MiB."""
@@ -731,9 +745,6 @@ def run_shape(torch, name, args, report, bandwidth, impls):
                         Fn.linear(s1, sgu)
                         Fn.linear(s2, sd)
                 row["dense"] = time_torch(dense, args.quick)
-                del a1, a2, wgu, wd, xr, wr
-                if S:
-                    del s1, sgu, s2, sd
             row["hf"] = hf
             # --- Mixtile: correctness, then cold timing ---
             xin = os.path.join(work, f"x_T{t}_{dt}.safetensors")
@@ -776,6 +787,34 @@ def run_shape(torch, name, args, report, bandwidth, impls):
             mx["peak_rss_bytes_cold_bench"] = mx.pop("peak_rss_bytes")  # includes the 512 MiB eviction buffer
             mx["peak_rss_bytes"] = rss  # the plain call (mixtile-run -o): weights mapped + workspace
             row["mixtile"] = mx
+            # More rounds, alternating the sides again: the VM's speed drifts over minutes, and a
+            # side timed in a slow minute would lose the comparison for it. Each side keeps its
+            # best round (lowest median); every round's median is in the JSON.
+            for rnd in range(1, args.rounds):
+                with torch.inference_mode():
+                    for impl in impls:
+                        if "median_ms" not in hf.get(impl, {}):
+                            continue
+                        set_impl(impl)
+                        hf[impl] = best_round(hf[impl], time_torch(lambda: hf_forward(block, x), args.quick), rnd)
+                        hf[impl]["cold"] = best_round(hf[impl]["cold"], time_torch(lambda: hf_forward(block, x),
+                                                                                   args.quick, evict=evict), rnd)
+                    set_impl("eager")
+                    row["dense"] = best_round(row["dense"], time_torch(dense, args.quick), rnd)
+                cold_again = mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, mx["runs"],
+                                           1 if args.quick else 2, pause=0.2 if args.quick else 1.0)
+                cold_again.pop("peak_rss_bytes", None)
+                warm_again = mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, mx["warm"]["runs"],
+                                           1 if args.quick else 2, pause=0.2 if args.quick else 1.0, cold=False)
+                warm_again.pop("peak_rss_bytes", None)
+                keep = {k: mx[k] for k in ("peak_rss_bytes", "peak_rss_bytes_cold_bench")}
+                warm = best_round(mx["warm"], warm_again, rnd)
+                mx = best_round({k: v for k, v in mx.items() if k not in keep and k != "warm"}, cold_again, rnd)
+                mx.update(keep, warm=warm)
+                row["mixtile"] = mx
+            del a1, a2, wgu, wd, xr, wr
+            if S:
+                del s1, sgu, s2, sd
             row["loadavg_after"] = loadavg()
             row["others_cpu_busy_after"] = cpu_busy()
 
@@ -919,12 +958,16 @@ def main():
     p.add_argument("--batched-mm-cap-gb", type=float, default=3.0)
     p.add_argument("--mixtile-seconds", type=float, default=3.0, help="seconds of timed Mixtile runs per invocation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="timing rounds per row, the sides alternating; each side keeps its best (default 2; --quick 1)")
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="seconds to wait before each row for other processes to leave the CPUs (default 120; --quick 0)")
     p.add_argument("--keep", action="store_true", help="keep the checkpoints in --work")
     args = p.parse_args()
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 120.0
+    if args.quick and "--rounds" not in sys.argv:
+        args.rounds = 1
     shapes = [s for s in args.shapes.split(",") if s]
     for s in shapes:
         if s not in SHAPES:
@@ -966,6 +1009,7 @@ def main():
                                   "between calls; cold: a 256-512 MiB buffer read before each call, untimed",
                          "mixtile": "mixtile-run --bench N (warm) and --bench N --cold, best median of 2 invocations, "
                                     "1 s pause first",
+                         "rounds": f"{args.rounds} per row, sides alternating, each side's best round kept",
                          "speedups": "like for like: cold vs cold (a layer inside a model) and warm vs warm; "
                                      "speedup_vs_best_hf is Mixtile cold against HF warm (earlier reports)"},
               "weights": {"router_std": f"{ROUTER_STD}/sqrt(D)", "gate_up_std": "1/sqrt(D)", "down_std": "1/sqrt(F)",
