@@ -478,16 +478,16 @@ def time_torch(fn, quick, target_s=2.0, min_runs=5, max_runs=50, evict=None):
 
 
 def best_round(kept, new, rnd):
-    """The better (lower median) of two rounds' timings of one side; every round's median is
-    listed in round_medians_ms."""
-    medians = kept.get("round_medians_ms", [kept["median_ms"]]) + [new["median_ms"]]
-    best = dict(new if new["median_ms"] < kept["median_ms"] else kept)
-    best.pop("cold", None)
-    if "cold" in kept:
-        best["cold"] = kept["cold"]
-    best["round_medians_ms"] = medians
-    best["best_round"] = rnd if new["median_ms"] < kept["median_ms"] else kept.get("best_round", 0)
-    return best
+    """The better (lower median) of two rounds' timings of one side: `new`'s timing fields replace
+    `kept`'s when faster; everything else in `kept` (nested results, peak RSS) stays. Every
+    round's median is listed in round_medians_ms."""
+    out = dict(kept)
+    out.setdefault("best_round", 0)
+    if new["median_ms"] < kept["median_ms"]:
+        out.update(new)
+        out["best_round"] = rnd
+    out["round_medians_ms"] = kept.get("round_medians_ms", [kept["median_ms"]]) + [new["median_ms"]]
+    return out
 
 
 def make_evictor(torch):
@@ -801,16 +801,14 @@ def run_shape(torch, name, args, report, bandwidth, impls):
                                                                                    args.quick, evict=evict), rnd)
                     set_impl("eager")
                     row["dense"] = best_round(row["dense"], time_torch(dense, args.quick), rnd)
-                cold_again = mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, mx["runs"],
-                                           1 if args.quick else 2, pause=0.2 if args.quick else 1.0)
-                cold_again.pop("peak_rss_bytes", None)
-                warm_again = mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, mx["warm"]["runs"],
-                                           1 if args.quick else 2, pause=0.2 if args.quick else 1.0, cold=False)
-                warm_again.pop("peak_rss_bytes", None)
-                keep = {k: mx[k] for k in ("peak_rss_bytes", "peak_rss_bytes_cold_bench")}
-                warm = best_round(mx["warm"], warm_again, rnd)
-                mx = best_round({k: v for k, v in mx.items() if k not in keep and k != "warm"}, cold_again, rnd)
-                mx.update(keep, warm=warm)
+                again = [mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, runs,
+                                       1 if args.quick else 2, pause=0.2 if args.quick else 1.0, cold=cold)
+                         for runs, cold in ((mx["runs"], True), (mx["warm"]["runs"], False))]
+                for a in again:
+                    a.pop("peak_rss_bytes", None)  # the first round's figures stay
+                warm = best_round(mx["warm"], again[1], rnd)
+                mx = best_round(mx, again[0], rnd)
+                mx["warm"] = warm
                 row["mixtile"] = mx
             del a1, a2, wgu, wd, xr, wr
             if S:
