@@ -118,6 +118,15 @@ MIXTILE_API int mixtile_tensors_create(mixtile_tensors **tensors);
 MIXTILE_API int mixtile_tensors_add(mixtile_tensors *tensors, const char *name,
                                     mixtile_dtype dtype, int rank, const int64_t *shape,
                                     const void *data);
+/* Adds a dense row-major tensor living in the memory of the current CUDA device: a device
+ * pointer of this process (cudaMalloc's, or torch.Tensor.data_ptr() of a CUDA tensor),
+ * 16-byte aligned, borrowed like mixtile_tensors_add. Only sessions on MIXTILE_DEVICE_CUDA
+ * take such tensors (a cpu session refuses them by name): as weights, used in place and
+ * never uploaded; as inputs, read in place; as outputs of mixtile_session_run_into, written
+ * in place and never copied to the host. */
+MIXTILE_API int mixtile_tensors_add_device(mixtile_tensors *tensors, const char *name,
+                                           mixtile_dtype dtype, int rank, const int64_t *shape,
+                                           const void *data);
 /* Looks up tensor `name`: its dtype (a mixtile_dtype, or -1 for another safetensors dtype),
  * rank, shape and read-only data, valid while the set lives. MIXTILE_ERROR_BINDING (naming
  * the set) if the set has no such tensor. */
@@ -145,7 +154,9 @@ MIXTILE_API void mixtile_tensors_close(mixtile_tensors *tensors);
  * no CUDA device is visible). On MIXTILE_DEVICE_CUDA the session owns a stream and device
  * memory: the weights bound here are uploaded once, now; each run uploads its inputs,
  * reuses the device workspace and result buffers (grown, never shrunk), and copies the
- * results back to host memory before it returns. */
+ * results back to host memory before it returns. Weights added with
+ * mixtile_tensors_add_device are used where they are (an f32 weight given there as bf16 or
+ * f16 is refused: it is widened on the host only). */
 MIXTILE_API int mixtile_session_create(mixtile_artifact *artifact, const char *entry,
                                        const mixtile_tensors *weights, mixtile_device device,
                                        mixtile_session **session);
@@ -165,9 +176,22 @@ MIXTILE_API int mixtile_session_run(mixtile_session *session, const mixtile_tens
  * is poisoned (all bits set) and written in place when 64-byte aligned (entry points write
  * aligned results), else filled by one copy after the run; mixtile_session_result_data then
  * points to it. A result not in `outputs` lives in the session as usual; a name that is no result of the
- * entry point is refused (MIXTILE_ERROR_BINDING). CPU sessions only. */
+ * entry point is refused (MIXTILE_ERROR_BINDING). On a cuda session an output is device memory
+ * (mixtile_tensors_add_device: the kernels write it, poisoned first; result_data then gives
+ * that device pointer) or host memory (the result is copied into it). */
 MIXTILE_API int mixtile_session_run_into(mixtile_session *session, const mixtile_tensors *inputs,
                                          const mixtile_tensors *outputs, int num_threads);
+/* Cuda sessions: from the next run on, copy and launch on the caller's `stream` (a
+ * cudaStream_t of the current device; NULL: the session's own stream again), as a framework's
+ * operator does on its current stream. A run on the caller's stream whose results all go to
+ * device outputs returns as soon as its work is queued: it is ordered after what the caller
+ * queued on that stream before and before what it queues after; a kernel fault surfaces at
+ * the caller's next synchronization, and mixtile_session_last_run_seconds gives -1 for such a
+ * run. Any other run waits for its stream before it returns, as without a caller stream.
+ * Changing the stream first waits for the work of the previous one. A session runs on one
+ * stream at a time; its workspace and buffers are reused run after run in that order.
+ * MIXTILE_ERROR_UNSUPPORTED on a cpu session. */
+MIXTILE_API int mixtile_session_set_stream(mixtile_session *session, void *stream);
 
 /* Results of the last successful run, in manifest order. Pointers stay valid until the
  * next run or mixtile_session_close. Out-of-range indices give NULL / 0 / -1. */

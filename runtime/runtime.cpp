@@ -645,12 +645,22 @@ private:
   size_t capacity = 0;
 };
 
+// Runs on a caller's stream may still be queued when a buffer grows: the old one is freed with
+// cudaFree, which waits for the device first.
 struct CudaSession {
   explicit CudaSession(const mixtile_cuda_host_api *api) : context(api), workspace(&context) {}
+  ~CudaSession() { // runs still queued on the caller's stream use the buffers freed next
+    if (callerStream)
+      context.api->stream_synchronize(callerStream);
+  }
+  CudaSession(const CudaSession &) = delete;
+  CudaSession &operator=(const CudaSession &) = delete;
   CudaContext context;                 // declared first: buffers free through it
   std::vector<DeviceBuffer> arguments; // one per argument (weights uploaded once)
   std::vector<DeviceBuffer> results;   // one per result
   DeviceBuffer workspace;
+  void *callerStream = nullptr; // mixtile_session_set_stream; nullptr: context.stream
+  void *stream() const { return callerStream ? callerStream : context.stream; }
 };
 
 // ---------------------------------------------------------------------------------------
@@ -681,6 +691,18 @@ struct Session {
 };
 
 const char *sourceOf(const TensorView &view) { return view.source.c_str(); }
+
+// A tensor in CUDA device memory reaches only a cuda session, 16-byte aligned (the CUDA
+// kernels' vector loads, docs/artifact-abi.md).
+void checkPlacement(const Session &session, const TensorView &view, const std::string &what) {
+  if (!view.onDevice)
+    return;
+  if (!session.cuda)
+    fail(MIXTILE_ERROR_BINDING, what + " is in CUDA device memory; a cpu session reads host "
+                                       "memory only");
+  if (reinterpret_cast<uintptr_t>(view.data) % 16 != 0)
+    fail(MIXTILE_ERROR_BINDING, what + " (device memory) is not 16-byte aligned");
+}
 
 // Checks dtype, rank and static dims of `view` against `spec`; symbols are checked by
 // the caller. Fails with "tensor 'x' (file): expected f32 [T, 4], got BF16 [3, 4]".
@@ -787,6 +809,7 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
                ", expected " + describeExpected(spec) + "): not in the inputs " +
                describeSet(inputs) + " nor in the weights " + describeSet(session.weights.get()));
     checkTensor(spec, *view);
+    checkPlacement(session, *view, "tensor '" + spec.name + "'");
     if (spec.isState) {
       // Updated in place: caller memory (a model's KV cache), never a mapped file or a copy.
       if (session.cuda)
@@ -820,11 +843,12 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
                  " from tensor " + here);
       }
     }
-    if (session.cuda) {
+    if (session.cuda && view->onDevice) {
+      pointers[i] = const_cast<void *>(view->data); // read in place
+    } else if (session.cuda) {
       void *device = session.cuda->arguments[i].ensure(view->bytes, "tensor '" + spec.name + "'");
       session.cuda->context.check(session.cuda->context.api->copy_to_device(
-                                      device, view->data, view->bytes,
-                                      session.cuda->context.stream),
+                                      device, view->data, view->bytes, session.cuda->stream()),
                                   "copying tensor '" + spec.name + "' to the device");
       pointers[i] = device;
     } else {
@@ -846,6 +870,7 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
                                     " passes 2^56 bytes");
   }
   std::vector<void *> copyBack(entry.results.size(), nullptr);
+  std::vector<bool> onDevice(entry.results.size(), false); // written in the caller's device memory
   for (size_t r = 0; r < entry.results.size(); ++r) {
     const TensorSpec &spec = entry.results[r];
     Result &result = session.results[r];
@@ -859,21 +884,28 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     // and written in place; otherwise the session's, reused across runs.
     const TensorView *given = outputs ? outputs->find(spec.name) : nullptr;
     if (given) {
-      if (session.cuda)
-        fail(MIXTILE_ERROR_UNSUPPORTED, "result '" + spec.name +
-                                            "': the cuda backend writes results to its own "
-                                            "buffers (run without outputs)");
       if (given->dtype != spec.dtype || given->shape != result.shape)
         fail(MIXTILE_ERROR_BINDING,
              "output '" + spec.name + "' (" + given->source + "): expected " +
                  manifestDTypeName(spec.dtype) + " " + formatShape(result.shape) + ", got " +
                  manifestDTypeName(given->dtype) + " " + formatShape(given->shape));
-      if (given->source != "<memory>" ||
+      checkPlacement(session, *given, "output '" + spec.name + "'");
+      if ((given->source != "<memory>" && !given->onDevice) ||
           (result.bytes > 0 &&
            reinterpret_cast<uintptr_t>(given->data) % dtypeBytes(given->dtype) != 0))
         fail(MIXTILE_ERROR_BINDING, "output '" + spec.name + "' (" + given->source +
                                         ") must be aligned, writable caller memory "
-                                        "(mixtile_tensors_add)");
+                                        "(mixtile_tensors_add or mixtile_tensors_add_device)");
+    }
+    if (session.cuda) {
+      // On the device: the caller's device output, else the session's buffer, copied after
+      // the run to the caller's host output or to the session's host buffer.
+      onDevice[r] = given && given->onDevice;
+      result.data = given ? const_cast<void *>(given->data) : result.buffer.ensure(result.bytes);
+      pointers[entry.arguments.size() + r] =
+          onDevice[r] ? result.data
+                      : session.cuda->results[r].ensure(result.bytes, "result '" + spec.name + "'");
+      continue;
     }
     // Entry points take 64-byte aligned results (docs/artifact-abi.md): a caller's buffer
     // aligned less is filled by one copy from the session's after the run.
@@ -884,11 +916,9 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     copyBack[r] = caller && !direct ? caller : nullptr;
     // Poison the results (all bits set: NaN in every float dtype) so an element the layer
     // fails to write shows; the cuda backend poisons its device buffers before the launch.
-    if (!session.cuda && result.bytes > 0)
+    if (result.bytes > 0)
       std::memset(host, 0xff, result.bytes);
-    pointers[entry.arguments.size() + r] =
-        session.cuda ? session.cuda->results[r].ensure(result.bytes, "result '" + spec.name + "'")
-                     : host;
+    pointers[entry.arguments.size() + r] = host;
   }
 
   int code = 0;
@@ -896,33 +926,43 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     CudaSession &cuda = *session.cuda;
     const CudaContext &context = cuda.context;
     const mixtile_cuda_host_api &api = *context.api;
+    void *stream = cuda.stream();
     void *workspace = cuda.workspace.ensure(workspaceBytes, "the workspace");
     // Poison the results (all bits set: NaN) so an element the layer fails to write shows.
     for (size_t r = 0; r < entry.results.size(); ++r)
       context.check(api.fill_bytes(pointers[entry.arguments.size() + r], 0xff,
-                                   session.results[r].bytes, context.stream),
+                                   session.results[r].bytes, stream),
                     "initializing result '" + entry.results[r].name + "'");
-    context.check(api.event_record(context.start, context.stream), "recording an event");
-    code = entry.cudaPacked(pointers.data(), dims, workspace, context.stream);
+    context.check(api.event_record(context.start, stream), "recording an event");
+    code = entry.cudaPacked(pointers.data(), dims, workspace, stream);
     if (code == 1) { // a launch failed: the CUDA error says why
       int launch = api.last_error();
-      context.check(api.stream_synchronize(context.stream), "running '" + entry.function + "'");
+      context.check(api.stream_synchronize(stream), "running '" + entry.function + "'");
       fail(MIXTILE_ERROR_KERNEL, "entry point '" + entry.function + "' failed with code 1: " +
                                      session.artifact->errorMessage(1) + ": " +
                                      api.error_string(launch));
     }
-    context.check(api.event_record(context.stop, context.stream), "recording an event");
-    for (size_t r = 0; code == 0 && r < entry.results.size(); ++r)
-      context.check(api.copy_to_host(session.results[r].buffer.data(),
-                                     pointers[entry.arguments.size() + r],
-                                     session.results[r].bytes, context.stream),
+    context.check(api.event_record(context.stop, stream), "recording an event");
+    bool toHost = false;
+    for (size_t r = 0; code == 0 && r < entry.results.size(); ++r) {
+      if (onDevice[r])
+        continue;
+      toHost = true;
+      context.check(api.copy_to_host(session.results[r].data, pointers[entry.arguments.size() + r],
+                                     session.results[r].bytes, stream),
                     "copying result '" + entry.results[r].name + "' to the host");
-    // Kernel faults surface here, at the first synchronization after them.
-    context.check(api.stream_synchronize(context.stream), "running '" + entry.function + "'");
-    float milliseconds = 0;
-    if (code == 0 &&
-        api.event_elapsed_ms(&milliseconds, context.start, context.stop) == 0)
-      session.lastRunSeconds = milliseconds * 1e-3;
+    }
+    // On the caller's stream with every result on the device, the run stays queued there
+    // like any of the caller's operators (mixtile_session_set_stream).
+    session.lastRunSeconds = -1;
+    if (toHost || !cuda.callerStream || code != 0) {
+      // Kernel faults surface here, at the first synchronization after them.
+      context.check(api.stream_synchronize(stream), "running '" + entry.function + "'");
+      float milliseconds = 0;
+      if (code == 0 &&
+          api.event_elapsed_ms(&milliseconds, context.start, context.stop) == 0)
+        session.lastRunSeconds = milliseconds * 1e-3;
+    }
   } else {
     void *workspace = session.workspace.ensure(workspaceBytes);
     auto begin = std::chrono::steady_clock::now();
@@ -1148,8 +1188,8 @@ int mixtile_tensors_create(mixtile_tensors **tensors) {
   });
 }
 
-int mixtile_tensors_add(mixtile_tensors *tensors, const char *name, mixtile_dtype dtype,
-                        int rank, const int64_t *shape, const void *data) {
+static int addTensor(mixtile_tensors *tensors, const char *name, mixtile_dtype dtype, int rank,
+                     const int64_t *shape, const void *data, bool onDevice) {
   return guarded([&] {
     requireArgument(tensors, "tensors");
     requireArgument(name, "name");
@@ -1168,8 +1208,18 @@ int mixtile_tensors_add(mixtile_tensors *tensors, const char *name, mixtile_dtyp
     if (tensors->impl->find(name))
       fail(MIXTILE_ERROR_INVALID_ARGUMENT,
            std::string("tensor '") + name + "' is already in this set");
-    tensors->impl->addBorrowed(name, static_cast<DType>(dtype), dims, data);
+    tensors->impl->addBorrowed(name, static_cast<DType>(dtype), dims, data, onDevice);
   });
+}
+
+int mixtile_tensors_add(mixtile_tensors *tensors, const char *name, mixtile_dtype dtype,
+                        int rank, const int64_t *shape, const void *data) {
+  return addTensor(tensors, name, dtype, rank, shape, data, false);
+}
+
+int mixtile_tensors_add_device(mixtile_tensors *tensors, const char *name, mixtile_dtype dtype,
+                               int rank, const int64_t *shape, const void *data) {
+  return addTensor(tensors, name, dtype, rank, shape, data, true);
 }
 
 void mixtile_tensors_close(mixtile_tensors *tensors) { delete tensors; }
@@ -1273,6 +1323,15 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
       const bool widen = widensToSpec(spec, *view);
       if (!widen)
         checkTensor(spec, *view);
+      checkPlacement(state, *view, "weight '" + spec.name + "'");
+      if (view->onDevice) {
+        if (widen)
+          fail(MIXTILE_ERROR_BINDING,
+               "weight '" + spec.name + "' (device memory): expected " + describeExpected(spec) +
+                   ", got " + describeActual(*view) + " (only host weights are widened)");
+        state.fixedArguments[i] = view->data; // used where it is
+        continue;
+      }
       const void *host = widen ? widenedData(*view, state.stagedWeights[i])
                          : state.cuda ? view->data
                                       : alignedData(*view, state.stagedWeights[i]);
@@ -1300,6 +1359,22 @@ int mixtile_session_run(mixtile_session *session, const mixtile_tensors *inputs,
   return guarded([&] {
     requireArgument(session, "session");
     runSession(session->impl, inputs ? inputs->impl.get() : nullptr, numThreads);
+  });
+}
+
+int mixtile_session_set_stream(mixtile_session *session, void *stream) {
+  return guarded([&] {
+    requireArgument(session, "session");
+    CudaSession *cuda = session->impl.cuda.get();
+    if (!cuda)
+      fail(MIXTILE_ERROR_UNSUPPORTED, "a cpu session has no stream (mixtile_session_set_stream "
+                                      "is for cuda sessions)");
+    if (stream == cuda->callerStream)
+      return;
+    // Runs queued on the previous stream may still use the workspace and buffers.
+    cuda->context.check(cuda->context.api->stream_synchronize(cuda->stream()),
+                        "waiting for the previous stream");
+    cuda->callerStream = stream;
   });
 }
 

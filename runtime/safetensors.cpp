@@ -454,13 +454,14 @@ std::unique_ptr<TensorSet> TensorSet::open(const std::string &path) {
 }
 
 void TensorSet::addBorrowed(const std::string &name, DType dtype,
-                            const std::vector<int64_t> &shape, const void *data) {
+                            const std::vector<int64_t> &shape, const void *data, bool onDevice) {
   TensorView view;
   view.name = name;
   view.dtype = dtype;
   view.shape = shape;
   view.data = data;
-  view.source = "<memory>";
+  view.source = onDevice ? "<device memory>" : "<memory>";
+  view.onDevice = onDevice;
   view.bytes = tensorByteSize(dtype, shape, "tensor '" + name + "'");
   if (!data && view.bytes > 0)
     fail("tensor '" + name + "': data pointer is null");

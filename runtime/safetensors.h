@@ -66,6 +66,7 @@ struct TensorView {
   const void *data = nullptr;
   size_t bytes = 0;
   std::string source; // the file it came from, for messages ("<memory>" for caller data)
+  bool onDevice = false; // caller memory on the current CUDA device ("<device memory>")
 };
 
 /// A read-only memory mapping of a whole file; unmapped when the last holder goes away.
@@ -108,8 +109,9 @@ public:
 
   /// Adds a tensor living in caller memory (borrowed, not copied). Throws on a duplicate
   /// name or a null pointer with a non-zero size.
+  /// onDevice: the memory is the current CUDA device's (only cuda sessions read it).
   void addBorrowed(const std::string &name, DType dtype, const std::vector<int64_t> &shape,
-                   const void *data);
+                   const void *data, bool onDevice = false);
 
   const TensorView *find(const std::string &name) const;
   const std::map<std::string, TensorView> &tensors() const { return byName; }

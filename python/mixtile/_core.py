@@ -73,10 +73,13 @@ def _runtime():
         "mixtile_tensors_create": ([pp], c_int),
         "mixtile_tensors_add": (
             [p, ctypes.c_char_p, c_int, c_int, ctypes.POINTER(i64), p], c_int),
+        "mixtile_tensors_add_device": (
+            [p, ctypes.c_char_p, c_int, c_int, ctypes.POINTER(i64), p], c_int),
         "mixtile_tensors_close": ([p], None),
         "mixtile_session_create": ([p, ctypes.c_char_p, p, c_int, pp], c_int),
         "mixtile_session_run": ([p, p, c_int], c_int),
         "mixtile_session_run_into": ([p, p, p, c_int], c_int),
+        "mixtile_session_set_stream": ([p, p], c_int),
         "mixtile_session_result_count": ([p], c_size),
         "mixtile_session_result_name": ([p, c_size], ctypes.c_char_p),
         "mixtile_session_result_dtype": ([p, c_size], c_int),
@@ -148,23 +151,27 @@ ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
 ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 ctypes.pythonapi.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
-_DL_CPU, _DL_CUDA_HOST = 1, 3
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
 # (DLPack type code, bits) -> the runtime's dtype code: int, uint, float, bfloat, bool.
 _DLPACK_CODES = {(2, 32): _F32, (4, 16): _BF16, (2, 16): _F16, (0, 32): _I32, (0, 64): _I64,
                  (6, 8): _BOOL}
 
 
 class _DLPackTensor:
-    """Any object with __dlpack__ (JAX, CuPy's host arrays, PaddlePaddle, ...), read through the
-    DLPack capsule itself: its memory is borrowed as it is, bf16 included, and released through
-    the producer's deleter when this owner goes."""
+    """Any object with __dlpack__ (JAX, CuPy, PaddlePaddle, ...), read through the DLPack
+    capsule itself: its memory is borrowed as it is, bf16 included, and released through the
+    producer's deleter when this owner goes. GPU memory (kDLCUDA) only for a cuda session:
+    the producer is asked to make it ready on `stream` (the DLPack stream protocol)."""
 
-    def __init__(self, name, value):
+    def __init__(self, name, value, cuda=False, stream=None):
         device = int(value.__dlpack_device__()[0]) if hasattr(value, "__dlpack_device__") else _DL_CPU
-        if device not in (_DL_CPU, _DL_CUDA_HOST):
+        if device not in (_DL_CPU, _DL_CUDA_HOST) and not (cuda and device == _DL_CUDA):
             raise MixtileError(f"tensor '{name}' is on DLPack device type {device}; this "
-                               "runs on the cpu (copy it to host memory first)")
-        capsule = value.__dlpack__()
+                               + ("runs on a CUDA device (kDLCUDA, or host memory)" if cuda else
+                                  "runs on the cpu (copy it to host memory first)"))
+        self.device = device == _DL_CUDA
+        capsule = value.__dlpack__(stream=stream) if self.device and stream is not None \
+            else value.__dlpack__()
         address = ctypes.pythonapi.PyCapsule_GetPointer(capsule, b"dltensor")
         # Consumed: the producer's capsule destructor must no longer free it; we call the deleter.
         ctypes.pythonapi.PyCapsule_SetName(capsule, b"used_dltensor")
@@ -200,20 +207,25 @@ class _DLPackTensor:
 
 
 class _Borrowed:
-    """A tensor handed to the runtime: dtype code, shape, data pointer, and the object that
-    owns the memory (kept alive as long as the runtime may read it)."""
+    """A tensor handed to the runtime: dtype code, shape, data pointer, whether it is in CUDA
+    device memory, and the object that owns the memory (kept alive as long as the runtime may
+    read it). cuda: the session runs on a CUDA device (torch CUDA tensors are borrowed there)."""
 
-    def __init__(self, name, value):
+    def __init__(self, name, value, cuda=False, stream=None):
+        self.device = False
         if not _is_torch(value) and not isinstance(value, np.ndarray) and hasattr(value, "__dlpack__"):
-            owner = _DLPackTensor(name, value)
+            owner = _DLPackTensor(name, value, cuda, stream)
             self.code, self.pointer, self.shape, self.owner = owner.code, owner.pointer, owner.shape, owner
+            self.device = owner.device
             return
         if _is_torch(value):
-            if value.device.type != "cpu":
+            if value.device.type != "cpu" and not (cuda and value.device.type == "cuda"):
                 raise MixtileError(
-                    f"tensor '{name}' is on {value.device}; this runs on the cpu (move it with "
-                    ".cpu())"
+                    f"tensor '{name}' is on {value.device}; this runs on "
+                    + ("a CUDA device (give a CUDA or CPU tensor)" if cuda
+                       else "the cpu (move it with .cpu())")
                 )
+            self.device = value.device.type == "cuda"
             codes = _torch_codes()
             if value.dtype not in codes:
                 raise MixtileError(f"tensor '{name}' has dtype {value.dtype}, which Mixtile cannot "
@@ -235,18 +247,20 @@ class _Borrowed:
         self.shape = tuple(int(d) for d in value.shape)
 
 
-def _tensor_set(tensors):
-    """A mixtile_tensors of borrowed memory, and the objects owning it."""
+def _tensor_set(tensors, cuda=False, stream=None):
+    """A mixtile_tensors of borrowed memory, and the objects owning it. cuda: for a session on
+    a CUDA device, which also takes tensors in device memory."""
     lib = _runtime()
     handle = ctypes.c_void_p()
     _check(lib.mixtile_tensors_create(ctypes.byref(handle)))
     owners = []
     try:
         for name, value in tensors.items():
-            b = _Borrowed(name, value)
+            b = _Borrowed(name, value, cuda, stream)
             shape = (ctypes.c_int64 * max(len(b.shape), 1))(*b.shape)
-            _check(lib.mixtile_tensors_add(handle, name.encode(), b.code, len(b.shape), shape,
-                                           ctypes.c_void_p(b.pointer)))
+            add = lib.mixtile_tensors_add_device if b.device else lib.mixtile_tensors_add
+            _check(add(handle, name.encode(), b.code, len(b.shape), shape,
+                       ctypes.c_void_p(b.pointer)))
             owners.append(b.owner)
     except Exception:
         lib.mixtile_tensors_close(handle)
@@ -362,6 +376,17 @@ class Artifact(_Closing):
     def is_model(self):
         return bool(_runtime().mixtile_artifact_is_model(self._handle))
 
+    def _entry_manifest(self, entry):
+        """The manifest's description of entry point `entry` (None: the first)."""
+        if getattr(self, "_manifest", None) is None:
+            with open(os.path.join(self.path, "manifest.json")) as f:
+                self._manifest = json.load(f)
+        points = self._manifest.get("entry_points", [])
+        for point in points:
+            if entry is None or point.get("function") == entry:
+                return point
+        raise MixtileError(f"{self.path} has no entry point '{entry}'")
+
     def bind(self, weights=None, *, entry=None, num_threads=0):
         """A Session of `entry` (default: the only one) with `weights` bound: a safetensors
         file or checkpoint directory, or a dict of tensors (borrowed: keep them unchanged)."""
@@ -378,12 +403,12 @@ class Artifact(_Closing):
             self._handle = ctypes.c_void_p()
 
 
-def _open_weights(weights):
+def _open_weights(weights, cuda=False):
     """(mixtile_tensors handle or None, owners) for a path, a dict or None."""
     if weights is None:
         return None, []
     if isinstance(weights, dict):
-        return _tensor_set(weights)
+        return _tensor_set(weights, cuda)
     handle = ctypes.c_void_p()
     _check(_runtime().mixtile_tensors_open(os.fspath(weights).encode(), ctypes.byref(handle)))
     return handle, []
@@ -396,9 +421,11 @@ class Session(_Closing):
 
     def __init__(self, artifact, weights=None, entry=None, num_threads=0):
         self.artifact = artifact
+        self.entry = entry
         self.num_threads = int(num_threads)
+        self.cuda = artifact.target == "cuda"
         lib = _runtime()
-        self._weights, self._owners = _open_weights(weights)
+        self._weights, self._owners = _open_weights(weights, self.cuda)
         self._handle = ctypes.c_void_p()
         try:
             _check(lib.mixtile_session_create(
@@ -412,27 +439,78 @@ class Session(_Closing):
     def __call__(self, **inputs):
         return self.run(inputs)
 
-    def run(self, inputs, out=None):
+    def _result_shapes(self, inputs):
+        """{result name: (shape, manifest dtype)} for these inputs: the manifest's result
+        shapes with the symbols (T, B, S) the inputs bind."""
+        point = self.artifact._entry_manifest(self.entry)
+        values = {}
+        for argument in point.get("arguments", []):
+            value = inputs.get(argument["name"])
+            if value is None or not hasattr(value, "shape"):
+                continue
+            for symbol, size in zip(argument.get("symbols") or [], tuple(value.shape)):
+                if symbol:
+                    values.setdefault(symbol, int(size))
+        shapes = {}
+        for result in point.get("results", []):
+            dims = [values.get(symbol, -1) if symbol else size
+                    for size, symbol in zip(result["shape"], result.get("symbols") or
+                                            [None] * len(result["shape"]))]
+            if all(d >= 0 for d in dims):
+                shapes[result["name"]] = (tuple(dims), result["dtype"])
+        return shapes
+
+    def run(self, inputs, out=None, stream=None):
         """Runs on `inputs` ({name: array or tensor}); returns {result name: array or tensor}.
         out: {result name: a contiguous, writable array or CPU tensor of the result's exact
         dtype and shape} to write that result into, without a copy (64-byte aligned memory,
         as torch allocates it, is written in place; less aligned memory is filled by one
         copy); it comes back as the same object. Other results are copied out of the session
-        into new arrays or tensors."""
+        into new arrays or tensors.
+
+        On a cuda artifact, torch CUDA tensors (and DLPack objects in CUDA memory) are read
+        and written in place, on `stream` (a cudaStream_t as an int, or a torch.cuda.Stream;
+        default: torch's current stream when a torch CUDA tensor is given, else the session's
+        own): results not in `out` are then new CUDA tensors on the inputs' device, and the
+        call returns once the work is queued on that stream, as a torch operator does. Host
+        arrays and CPU tensors are copied in, and results to them copied back, as before."""
         lib = _runtime()
         as_torch = any(_is_torch(v) for v in inputs.values())
         out = dict(out or {})
+        gpu = [v for v in list(inputs.values()) + list(out.values())
+               if _is_torch(v) and v.device.type == "cuda"] if self.cuda else []
         for name, value in out.items():
             if _is_torch(value):
-                if value.device.type != "cpu" or not value.is_contiguous() or value.requires_grad:
-                    raise MixtileError(f"output '{name}' must be a contiguous CPU tensor that "
-                                       "does not require grad")
-            elif not isinstance(value, np.ndarray) or not value.flags.c_contiguous \
-                    or not value.flags.writeable:
-                raise MixtileError(f"output '{name}' must be a C-contiguous, writable numpy "
-                                   "array")
-        handle, owners = _tensor_set(inputs)
-        out_handle, out_owners = _tensor_set(out) if out else (None, [])
+                if value.device.type not in (("cpu", "cuda") if self.cuda else ("cpu",)) \
+                        or not value.is_contiguous() or value.requires_grad:
+                    raise MixtileError(f"output '{name}' must be a contiguous "
+                                       + ("CPU or CUDA" if self.cuda else "CPU")
+                                       + " tensor that does not require grad")
+            elif isinstance(value, np.ndarray):
+                if not value.flags.c_contiguous or not value.flags.writeable:
+                    raise MixtileError(f"output '{name}' must be a C-contiguous, writable numpy "
+                                       "array")
+            elif not hasattr(value, "__dlpack__"):  # DLPack objects: checked as they are read
+                raise MixtileError(f"output '{name}' must be a numpy array, a tensor or a "
+                                   "DLPack object")
+        if self.cuda:
+            if stream is None and gpu:
+                import torch
+
+                stream = torch.cuda.current_stream(gpu[0].device)
+            if stream is not None and not isinstance(stream, int):
+                stream = stream.cuda_stream  # torch.cuda.Stream (or any object carrying one)
+            _check(lib.mixtile_session_set_stream(self._handle, ctypes.c_void_p(stream or None)))
+            if gpu and any(_is_torch(v) and v.device.type == "cuda" for v in inputs.values()):
+                import torch
+
+                dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16,
+                          "i32": torch.int32, "i64": torch.int64, "bool": torch.bool}
+                for name, (shape, dtype) in self._result_shapes(inputs).items():
+                    if name not in out:
+                        out[name] = torch.empty(shape, dtype=dtypes[dtype], device=gpu[0].device)
+        handle, owners = _tensor_set(inputs, self.cuda, stream)
+        out_handle, out_owners = _tensor_set(out, self.cuda, stream) if out else (None, [])
         try:
             if out_handle is None:
                 _check(lib.mixtile_session_run(self._handle, handle, self.num_threads))

@@ -50,7 +50,9 @@ def _block_tensors(block):
 
 def patch(model, *, cpu=None, num_threads=0, out=None):
     """Replaces every sparse block's forward by its compiled Mixtile layer; returns the model.
-    Refusals (another family, a config the compiler refuses, tensors on a GPU) raise
+    A model on a CUDA device gets cuda-target layers that read its parameters and the hidden
+    states where they are and run on torch's current stream (needs nvcc at patch time).
+    Refusals (another family, a config the compiler refuses, tensors on another device) raise
     MixtileError and leave the model as it was."""
     config = model.config
     family = getattr(config, "model_type", None)
@@ -68,16 +70,17 @@ def patch(model, *, cpu=None, num_threads=0, out=None):
             continue  # patched already
         tensors = _block_tensors(block)
         experts = block.experts.gate_up_proj
-        if experts.device.type != "cpu":
+        if experts.device.type not in ("cpu", "cuda"):
             raise _core.MixtileError(f"layer {index}: the experts are on {experts.device}; "
-                                     "mixtile.hf.patch runs on the cpu")
+                                     "mixtile.hf.patch runs on the cpu or a CUDA device")
+        target = "cuda" if experts.device.type == "cuda" else "cpu"
         if experts.dtype not in _DTYPES:
             raise _core.MixtileError(f"layer {index}: experts of dtype {experts.dtype}")
         dtype = _DTYPES[experts.dtype]
-        key = (dtype,) + tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(tensors.items()))
+        key = (target, dtype) + tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(tensors.items()))
         if key not in artifacts:
             artifact = _core.compile(config_dict, layer=index, dtype=dtype, token_dtype=dtype,
-                                     fused_experts=True, cpu=cpu,
+                                     fused_experts=True, cpu=cpu, target=target,
                                      out=None if out is None else f"{out}/layer{index}")
             artifacts[key] = (artifact, index)
         artifact, compiled_for = artifacts[key]

@@ -69,9 +69,10 @@ class SparseBlock(torch.nn.Module):
         session = self._bind([t.detach() for t in tensors])
         shape = x.shape
         x2d = x.detach().reshape(-1, shape[-1])
-        # The block's output has the tokens' shape and dtype: written straight into a tensor
-        # torch allocated (64-byte aligned), no copy either way.
-        out = torch.empty(x2d.shape, dtype=x.dtype)
+        # The block's output has the tokens' shape, dtype and device: written straight into a
+        # tensor torch allocated (64-byte aligned), no copy either way; on a GPU, on torch's
+        # current stream.
+        out = torch.empty(x2d.shape, dtype=x.dtype, device=x.device)
         session.run({"hidden_states": x2d}, out={"output": out})
         return out.reshape(shape)
 

@@ -235,6 +235,32 @@ run_one() {  # NAME MODE T ID: one line in $work/logs/NAME.T.line, the whole sto
     else
       echo "$label $report" > "$line"
     fi
+    # Plain cases with tokens once more through device tensors (the Python package on the
+    # runtime's C API: weights, inputs and results in the caller's device memory, the caller's
+    # stream), checked the same way.
+    [[ "$mode" == plain && "$t" != 0 ]] || return
+    local dev_line=$work/logs/$name.T$t.dev.line dev_result=$work/results/$name.T$t.dev.safetensors
+    label="$name T=$t (device tensors):"
+    cmd=(env "LD_LIBRARY_PATH=$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      "PYTHONPATH=$root/python:$root/test/helpers" "MIXTILE_HOME=$kit" timeout 300 "$python"
+      "$root/test/python/Inputs/check_device.py" --case "$dir" "$case_dir" "$dev_result")
+    echo "=== $label ${cmd[*]}"
+    "${cmd[@]}" > "$work/logs/$name.T$t.dev.run" 2>&1
+    status=$?
+    cat "$work/logs/$name.T$t.dev.run"
+    if [[ $status != 0 ]]; then
+      echo "$label FAILED: exit $status: $(first_error "$work/logs/$name.T$t.dev.run")" > "$dev_line"
+      return
+    fi
+    report=$("$python" "$root/test/helpers/check.py" "$case_dir" "$dev_result" 2>&1)
+    status=$?
+    echo "$report"
+    report=$(echo "$report" | grep -v '^checking' | tr '\n' ' ')
+    if [[ $status != 0 || ! "$report" =~ (^| )output:\ (rel|abs)_l2= ]]; then
+      echo "$label FAILED: $report" > "$dev_line"
+    else
+      echo "$label $report" > "$dev_line"
+    fi
   } > "$log" 2>&1
 }
 
@@ -265,6 +291,16 @@ for j in "${jobs_list[@]}"; do
     "$name T=$t: skipped"*) skipped=$((skipped + 1)) ;;
     *) passed=$((passed + 1)) ;;
   esac
+  # The device-tensor run of a plain case that passed (its absence after a pass: a died job).
+  if [[ "$mode" == plain && "$t" != 0 && "$line" != *FAILED* ]]; then
+    line=$(cat "$work/logs/$name.T$t.dev.line" 2>/dev/null ||
+      echo "$name T=$t (device tensors): FAILED: no result (the job died)")
+    say "$line"
+    case "$line" in
+      *": FAILED"*) failed=$((failed + 1)) ;;
+      *) passed=$((passed + 1)) ;;
+    esac
+  fi
 done
 say "run.sh: done after $(elapsed)$( ((skipped)) && echo ", $skipped skipped")"
 say "$passed passed, $failed failed"

@@ -5,7 +5,10 @@
 // allocations. Every call checks what a real device would make fail or corrupt silently:
 // the entry point gets only device pointers (arguments, results and workspace), copies go
 // host->device or device->host in the right direction and stay inside one allocation, the
-// stream and events are the session's, nothing is freed twice or leaked by the end.
+// stream is a live one (the session's, or one its caller created through this same table and
+// handed to mixtile_session_set_stream), nothing is freed twice or leaked by the end. Streams
+// are numbered s1, s2, ... in the order they were created; the log names the stream of each
+// copy, fill, launch and synchronization.
 //
 // Built by make_fake_cuda_artifact.sh with -DFAKE_NAME=<artifact> -DFAKE_FN=<function>
 // -DFAKE_CPU_LIBRARY="<path of the cpu lib<name>.so>". Environment knobs:
@@ -42,7 +45,8 @@ using CpuError = const char *(*)(int);
 struct Fake {
   std::mutex mutex;
   std::map<uintptr_t, size_t> allocations; // device "memory": start -> bytes
-  int stream = 0, events = 0, pendingError = kSuccess;
+  std::map<const void *, int> streams; // live streams -> number
+  int streamsCreated = 0, events = 0, pendingError = kSuccess;
   int streamsAlive = 0, eventsAlive = 0;
   std::map<const void *, std::chrono::steady_clock::time_point> recorded;
   void *cpu = nullptr;
@@ -86,9 +90,11 @@ struct Fake {
       violation(message);
     }
   }
-  void requireStream(void *s) {
-    if (s != &stream)
-      violation("a call on a stream the session did not create");
+  int requireStream(void *s) {
+    auto it = streams.find(s);
+    if (it == streams.end())
+      violation("a call on a stream that is not a live stream");
+    return it->second;
   }
   ~Fake() {
     if (!allocations.empty() || streamsAlive || eventsAlive)
@@ -160,46 +166,52 @@ int deviceFree(void *p) {
 int copyToDevice(void *d, const void *h, size_t bytes, void *s) {
   Fake &f = fake();
   std::lock_guard<std::mutex> lock(f.mutex);
-  f.requireStream(s);
+  int n = f.requireStream(s);
   f.requireDevice(d, bytes, "host->device copy destination");
   f.requireHost(h, bytes, "host->device copy source");
   std::memcpy(d, h, bytes);
-  f.log("h2d %zu", bytes);
+  f.log("h2d %zu s%d", bytes, n);
   return kSuccess;
 }
 int copyToHost(void *h, const void *d, size_t bytes, void *s) {
   Fake &f = fake();
   std::lock_guard<std::mutex> lock(f.mutex);
-  f.requireStream(s);
+  int n = f.requireStream(s);
   f.requireDevice(d, bytes, "device->host copy source");
   f.requireHost(h, bytes, "device->host copy destination");
   std::memcpy(h, d, bytes);
-  f.log("d2h %zu", bytes);
+  f.log("d2h %zu s%d", bytes, n);
   return kSuccess;
 }
 int fillBytes(void *d, int value, size_t bytes, void *s) {
   Fake &f = fake();
   std::lock_guard<std::mutex> lock(f.mutex);
-  f.requireStream(s);
+  int n = f.requireStream(s);
   f.requireDevice(d, bytes, "memset destination");
   std::memset(d, value, bytes);
-  f.log("fill %zu", bytes);
+  f.log("fill %zu s%d", bytes, n);
   return kSuccess;
 }
 int streamCreate(void **s) {
-  ++fake().streamsAlive;
-  *s = &fake().stream;
+  Fake &f = fake();
+  std::lock_guard<std::mutex> lock(f.mutex);
+  ++f.streamsAlive;
+  *s = new int(0);
+  f.streams[*s] = ++f.streamsCreated;
   return kSuccess;
 }
 int streamDestroy(void *s) {
-  fake().requireStream(s);
-  --fake().streamsAlive;
+  Fake &f = fake();
+  std::lock_guard<std::mutex> lock(f.mutex);
+  f.requireStream(s);
+  f.streams.erase(s);
+  delete static_cast<int *>(s);
+  --f.streamsAlive;
   return kSuccess;
 }
 int streamSynchronize(void *s) {
   Fake &f = fake();
-  f.requireStream(s);
-  f.log("sync");
+  f.log("sync s%d", f.requireStream(s));
   if (f.pendingError != kSuccess) { // a fault surfaces at the next synchronization
     int error = f.pendingError;
     f.pendingError = kSuccess;
@@ -276,8 +288,7 @@ extern "C" size_t FAKE_CAT(FAKE_FN, _packed_workspace_size)(const int64_t *dims)
 extern "C" int FAKE_CAT(FAKE_FN, _packed)(void *const *tensors, const int64_t *dims,
                                          void *workspace, void *stream) {
   Fake &f = fake();
-  f.requireStream(stream);
-  f.log("launch");
+  f.log("launch s%d", f.requireStream(stream));
   if (std::getenv("FAKE_CUDA_FAIL_LAUNCH")) {
     f.pendingError = kLaunchFailure;
     return 1;
