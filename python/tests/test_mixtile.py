@@ -30,3 +30,15 @@ def test_hf(tmp_path, capsys):
 
     status = check_hf.main(str(tmp_path))
     assert status == 0, capsys.readouterr().out
+
+
+def test_device(tmp_path, capsys):
+    """Device tensors on a cuda artifact, over the stand-in device (no GPU needed)."""
+    import shutil
+
+    if not shutil.which("g++"):
+        pytest.skip("the stand-in CUDA device is built with g++")
+    import check_device
+
+    status = check_device.main(ROOT, str(tmp_path))
+    assert status == 0, capsys.readouterr().out
