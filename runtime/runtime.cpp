@@ -624,6 +624,7 @@ public:
     if (pointer)
       context->api->free(pointer);
   }
+  void *data() const { return pointer; }
   void *ensure(size_t bytes, const std::string &what) {
     if (pointer && bytes <= capacity)
       return pointer;
@@ -811,12 +812,14 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     checkTensor(spec, *view);
     checkPlacement(session, *view, "tensor '" + spec.name + "'");
     if (spec.isState) {
-      // Updated in place: caller memory (a model's KV cache), never a mapped file or a copy.
-      if (session.cuda)
-        fail(MIXTILE_ERROR_UNSUPPORTED,
-             "state tensor '" + spec.name + "': the cuda backend does not run models yet");
-      if (view->source != "<memory>" ||
-          reinterpret_cast<uintptr_t>(view->data) % dtypeBytes(view->dtype) != 0)
+      // Updated in place: caller memory (a model's KV cache), never a mapped file or a copy;
+      // on a cuda session, device memory.
+      if (session.cuda && !view->onDevice)
+        fail(MIXTILE_ERROR_BINDING,
+             "state tensor '" + spec.name + "' (" + view->source + ") must be device memory on a "
+             "cuda session (mixtile_tensors_add_device); run a model through mixtile_model_*");
+      if (!session.cuda && (view->source != "<memory>" ||
+          reinterpret_cast<uintptr_t>(view->data) % dtypeBytes(view->dtype) != 0))
         fail(MIXTILE_ERROR_BINDING,
              "state tensor '" + spec.name + "' (" + view->source +
                  ") must be aligned, writable caller memory (mixtile_tensors_add); run a model "
@@ -1023,7 +1026,9 @@ struct mixtile_model {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    AlignedBuffer buffer;
+    AlignedBuffer buffer;                 // cpu
+    std::unique_ptr<DeviceBuffer> device; // cuda: freed before the session's context
+    void *data() { return device ? device->data() : buffer.data(); }
   };
   std::vector<Cache> caches;
   mixtile_model_timing timing{};
@@ -1043,7 +1048,7 @@ const float *runModelStep(mixtile_model &model, int numThreads) {
   set->addBorrowed("sequences", DType::I32, {t}, model.sequences.data());
   set->addBorrowed("logit_rows", DType::I32, {r}, model.rows.data());
   for (mixtile_model::Cache &cache : model.caches)
-    set->addBorrowed(cache.name, cache.dtype, cache.shape, cache.buffer.data());
+    set->addBorrowed(cache.name, cache.dtype, cache.shape, cache.data(), cache.device != nullptr);
   runSession(model.session->impl, set.get(), numThreads);
   return static_cast<const float *>(model.session->impl.results[0].data);
 }
@@ -1568,9 +1573,12 @@ int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weig
     created->info = &loaded.model;
     created->maxBatch = max_batch;
     created->maxLength = max_length;
+    // The artifact's target decides: a cuda model keeps its weights and KV caches on the GPU
+    // and brings each step's logits back for the host's argmax.
     mixtile_session *session = nullptr;
-    if (int status = mixtile_session_create(artifact, loaded.model.entry.c_str(), weights,
-                                            MIXTILE_DEVICE_CPU, &session))
+    if (int status = mixtile_session_create(
+            artifact, loaded.model.entry.c_str(), weights,
+            loaded.target == "cuda" ? MIXTILE_DEVICE_CUDA : MIXTILE_DEVICE_CPU, &session))
       fail(static_cast<mixtile_status>(status), lastError);
     created->session.reset(session);
     // Every weight must be in the checkpoint now, not discovered missing mid-generation.
@@ -1588,6 +1596,16 @@ int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weig
       cache.dtype = spec.dtype;
       cache.shape = {max_batch, max_length, spec.shape[2], spec.shape[3]};
       size_t bytes = tensorByteSize(spec.dtype, cache.shape, "KV cache '" + spec.name + "'");
+      if (CudaSession *cuda = state.cuda.get()) {
+        cache.device = std::make_unique<DeviceBuffer>(&cuda->context);
+        void *memory = cache.device->ensure(bytes, "KV cache '" + spec.name + "'");
+        cuda->context.check(cuda->context.api->fill_bytes(memory, 0, bytes, cuda->context.stream),
+                            "clearing KV cache '" + spec.name + "'");
+        cuda->context.check(cuda->context.api->stream_synchronize(cuda->context.stream),
+                            "clearing the KV caches");
+        created->caches.push_back(std::move(cache));
+        continue;
+      }
       try {
         std::memset(cache.buffer.ensure(bytes), 0, bytes);
       } catch (const std::bad_alloc &) {

@@ -566,7 +566,7 @@ class Model(_Closing):
         self.checkpoint = checkpoint if checkpoint is not None else (
             weights if not isinstance(weights, dict) else None)
         self.max_positions = _runtime().mixtile_artifact_model_max_positions(artifact._handle)
-        self._weights, self._owners = _open_weights(weights)
+        self._weights, self._owners = _open_weights(weights, artifact.target == "cuda")
         self._handle = ctypes.c_void_p()
         self._size = (0, 0)
         self._tokenizer = None
@@ -574,11 +574,12 @@ class Model(_Closing):
 
     @classmethod
     def from_pretrained(cls, directory, *, dtype=None, cpu=None, out=None, max_batch=1,
-                        num_threads=0):
+                        num_threads=0, target="cpu"):
         """Compiles the checkpoint directory's config.json as a whole model and binds its own
-        tensors (a file or shards, unconverted)."""
+        tensors (a file or shards, unconverted). target="cuda": the model runs on the current
+        GPU (weights and KV caches in device memory; nvcc at compile time)."""
         artifact = compile(os.path.join(os.fspath(directory), "config.json"), model=True,
-                           dtype=dtype, cpu=cpu, out=out)
+                           dtype=dtype, cpu=cpu, out=out, target=target)
         return cls(artifact, os.fspath(directory), max_batch=max_batch, num_threads=num_threads,
                    checkpoint=os.fspath(directory))
 

@@ -104,6 +104,22 @@ for entry in "${list[@]}"; do
   rm -f "$kit"/cases/"$name"/T*.ir
 done
 
+# Whole models: a tiny random checkpoint per family (test/helpers/make_model.py), the model's
+# artifact source (mixtilec --model --target cuda --emit source) and one prompt file; run.sh
+# runs each through mixtile-run --device cuda (logits, then greedy generation) and checks it
+# with test/helpers/check_model.py against the float64 reference.
+mkdir -p "$kit/models"
+"$python" "$root/test/helpers/make_prompts.py" "$kit/models/ids.safetensors" > /dev/null
+: > "$kit/models.tsv"
+for spec in "qwen3_moe f32" "olmoe bf16" "mixtral f32" "qwen2_moe f32" "deepseek_v3 f32"; do
+  read -r family dtype <<< "$spec"
+  name=model-$family-$dtype
+  "$python" "$root/test/helpers/make_model.py" "$kit/models/$name" --family "$family" --dtype "$dtype" > /dev/null
+  "$mixtilec" --hf-config "$kit/models/$name/config.json" --model --target cuda --emit source \
+    -o "$kit/artifacts/$name" || { echo "prepare.sh: mixtilec failed on model $name" >&2; exit 1; }
+  echo "$name" >> "$kit/models.tsv"
+done
+
 cp "$root/build/bin/mixtile-run" "$kit/bin/"
 cp "$root/build/lib/libmixtile_runtime.so" "$kit/lib/"
 cp -r "$json_include" "$kit/include/"
@@ -112,7 +128,7 @@ rm -rf "$kit/logs"
 {
   echo "made: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
   echo "commit: $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
-  echo "cases: ${#list[@]}, artifacts: ${#artifact_of[@]}"
+  echo "cases: ${#list[@]}, artifacts: ${#artifact_of[@]}, models: $(wc -l < "$kit/models.tsv")"
 } > "$kit/stamp.txt"
 
 size_kb=$(du -sk "$kit" | cut -f1)

@@ -92,8 +92,13 @@ fi
 
 # The cases: NAME MODE TOKENS ARTIFACT, filtered by --only.
 mapfile -t cases < <(awk -F'\t' -v re="$only" 're == "" || $1 ~ re' "$kit/cases.tsv")
-[[ ${#cases[@]} -gt 0 ]] || { echo "run.sh: no case matches '$only'" >&2; exit 1; }
-mapfile -t artifacts < <(printf '%s\n' "${cases[@]}" | cut -f4 | sort -u)
+artifacts=()
+(( ${#cases[@]} )) && mapfile -t artifacts < <(printf '%s\n' "${cases[@]}" | cut -f4 | sort -u)
+# Whole models (kit/models.tsv, from prepare.sh; an older kit has none), filtered by --only too.
+models=()
+[[ -f "$kit/models.tsv" ]] && mapfile -t models < <(awk -v re="$only" 're == "" || $1 ~ re' "$kit/models.tsv")
+artifacts+=("${models[@]}")
+(( ${#artifacts[@]} )) || { echo "run.sh: no case or model matches '$only'" >&2; exit 1; }
 
 # --- 1. build -------------------------------------------------------------------------------
 manifest_field() { "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
@@ -112,14 +117,20 @@ build_one() {  # ID: $work/artifacts/ID/lib<name>.so, its log in $work/build/ID.
     "$(since_ms "$t0")" > "$work/build/$id.status"
 }
 
-build_fake() {  # ID: the cpu artifact of the same layer, wrapped over the stand-in device
+build_fake() {  # ID: the cpu artifact of the same layer (or model), wrapped over the stand-in device
   local id=$1 layer
-  layer=$(ls "$kit/cases/$id"/T*/layer.mlir | head -1)
+  local -a source
+  if [[ -d "$kit/models/$id" ]]; then
+    source=(--hf-config "$kit/models/$id/config.json" --model)
+  else
+    layer=$(ls "$kit/cases/$id"/T*/layer.mlir | head -1)
+    source=("$layer")
+  fi
   local t0; t0=$(now_ms)
   {
-    echo "=== $id (fake): mixtilec $layer; make_fake_cuda_artifact.sh"
+    echo "=== $id (fake): mixtilec ${source[*]}; make_fake_cuda_artifact.sh"
     rm -rf "$work/artifacts/$id" &&
-      "$root/build/bin/mixtilec" "$layer" -o "$work/cpu/$id" 2>&1 &&
+      "$root/build/bin/mixtilec" "${source[@]}" -o "$work/cpu/$id" 2>&1 &&
       bash "$root/test/runtime/Inputs/make_fake_cuda_artifact.sh" "$root" "$work/cpu/$id" \
         "$work/artifacts/$id" 2>&1
   } > "$work/build/$id.log"
@@ -278,6 +289,45 @@ for j in "${jobs_list[@]}"; do
 done
 wait
 
+run_model() {  # NAME: logits, then 6 greedy tokens, each checked against the float64 reference
+  local name=$1 dir=$work/artifacts/$1 what status report summary=""
+  local line=$work/logs/$name.line
+  {
+    if [[ ! -f "$work/build/$name.status" ]] || ! grep -q ' ok ' "$work/build/$name.status"; then
+      echo "$name: FAILED: the artifact did not build" > "$line"
+      return
+    fi
+    for what in logits generate; do
+      local result=$work/results/$name.$what.safetensors
+      local -a extra=()
+      [[ $what == generate ]] && extra=(--generate 6)
+      local cmd=(env "LD_LIBRARY_PATH=$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300
+        "$kit/bin/mixtile-run" "$dir" --weights "$kit/models/$name" --inputs "$kit/models/ids.safetensors"
+        "${extra[@]}" -o "$result" --device cuda)
+      echo "=== $name $what: ${cmd[*]}"
+      "${cmd[@]}" > "$work/logs/$name.$what.run" 2>&1
+      status=$?
+      cat "$work/logs/$name.$what.run"
+      if [[ $status != 0 ]]; then
+        echo "$name: FAILED ($what): exit $status: $(first_error "$work/logs/$name.$what.run")" > "$line"
+        return
+      fi
+      report=$("$python" "$root/test/helpers/check_model.py" "$kit/models/$name" --inputs \
+        "$kit/models/ids.safetensors" "$result" 2>&1)
+      echo "$report"
+      if ! grep -qx PASSED <<< "$report"; then
+        echo "$name: FAILED ($what): $(tr '\n' ' ' <<< "$report")" > "$line"
+        return
+      fi
+      summary+="$(grep -E '^(logits|sequences):' <<< "$report" | tr '\n' ' ')"
+    done
+    echo "$name: $summary" > "$line"
+  } > "$work/logs/$name.log" 2>&1
+}
+(( ${#models[@]} )) && say "run.sh: running ${#models[@]} whole models"
+for m in "${models[@]}"; do run_model "$m" < /dev/null & done
+wait
+
 # --- 3. report ------------------------------------------------------------------------------
 : > "$out/run.log"
 passed=0 failed=0 skipped=0
@@ -301,6 +351,15 @@ for j in "${jobs_list[@]}"; do
       *) passed=$((passed + 1)) ;;
     esac
   fi
+done
+for m in "${models[@]}"; do
+  cat "$work/logs/$m.log" >> "$out/run.log" 2>/dev/null
+  line=$(cat "$work/logs/$m.line" 2>/dev/null || echo "$m: FAILED: no result (the job died)")
+  say "$line"
+  case "$line" in
+    *": FAILED"*) failed=$((failed + 1)) ;;
+    *) passed=$((passed + 1)) ;;
+  esac
 done
 say "run.sh: done after $(elapsed)$( ((skipped)) && echo ", $skipped skipped")"
 say "$passed passed, $failed failed"

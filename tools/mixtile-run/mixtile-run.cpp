@@ -22,9 +22,9 @@ const char *const kUsage =
     "usage: mixtile-run OUTDIR --weights W.safetensors|DIR [--inputs X.safetensors]\n"
     "                   [-o Y.safetensors] [--device cpu|cuda] [--threads N] [--bench N]\n"
     "                   [--entry NAME] [--cold] [--profile]\n"
-    "  --device cuda  run a --target cuda artifact on the current GPU: weights are uploaded\n"
-    "          once, inputs and results copied each run; --bench then times the layer on\n"
-    "          the device (CUDA events around its launches, copies excluded)\n"
+    "  --device cuda  run a --target cuda artifact (a layer or a model) on the current GPU:\n"
+    "          weights are uploaded once, inputs and results copied each run; --bench then\n"
+    "          times a layer on the device (CUDA events around its launches, copies excluded)\n"
     "  --cold  with --bench on the cpu: evict the CPU caches before each timed run, as a layer\n"
     "          in a model sees them (its weights were pushed out by the layers before it)\n"
     "  --profile  print the time per kernel kind (attention, moe_experts, ...) over the timed\n"
@@ -331,8 +331,13 @@ extern "C" void reportProgress(int64_t generated, int64_t total, void *user) {
 }
 
 int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors *weights) {
-  if (options.device != "cpu")
-    die("models run on --device cpu only for now");
+  // A model runs where its artifact was compiled for, as a layer does.
+  const std::string target = mixtile_artifact_target(artifact);
+  if (options.device != target)
+    die(options.outdir + " was built for target " + target + " and cannot run on the " +
+        options.device + " device (" +
+        (target == "cuda" ? std::string("pass --device cuda") : "compile the model with mixtilec --target " + options.device) +
+        ")");
   if (!options.entry.empty() || options.cold)
     die("--entry and --cold do not apply to a model");
   if (options.prompts.empty() == options.inputs.empty())

@@ -239,6 +239,24 @@ def main(src, work):
     check(bool(lines) and lines[0] == "sync " + stream_id, f"closing waits for the caller's stream ({lines[:1]})")
     cpu_session.close()
     device.close()
+
+    # A whole model on the cuda backend: mixtile.Model over the stand-in wraps of a cpu model
+    # artifact; the same logits and greedy tokens as the cpu artifact's.
+    import make_model
+    model_dir = os.path.join(work, "qwen")
+    make_model.write_model(model_dir, "qwen3_moe", dtype="f32", layers=2)
+    mixtile.compile(model_dir, model=True, cpu="x86-64-v3", out=os.path.join(work, "model-cpu"))
+    subprocess.run(["bash", os.path.join(src, "test", "runtime", "Inputs", "make_fake_cuda_artifact.sh"), src,
+                    os.path.join(work, "model-cpu"), os.path.join(work, "model-fake")], check=True)
+    on_cpu = mixtile.Model(mixtile.Artifact(os.path.join(work, "model-cpu")), model_dir, num_threads=1)
+    on_gpu = mixtile.Model(mixtile.Artifact(os.path.join(work, "model-fake")), model_dir)
+    ids = np.array([[0, 5, 6, 7], [9, 10, 11, 12]], dtype=np.int64)
+    mask = np.array([[0, 1, 1, 1], [1, 1, 1, 1]], dtype=np.int64)
+    check(rel(on_gpu.forward(ids, mask), on_cpu.forward(ids, mask)) == 0.0, "cuda model logits equal the cpu model's")
+    check(np.array_equal(on_gpu.generate(ids, mask, max_new_tokens=5), on_cpu.generate(ids, mask, max_new_tokens=5)),
+          "cuda model greedy tokens equal the cpu model's")
+    on_gpu.close()
+    on_cpu.close()
     return summary()
 
 

@@ -9,7 +9,10 @@ mkdir -p "$out"
 read -r name fn tensors < <("$python" - "$cpu/manifest.json" "$out/manifest.json" <<'PY'
 import json, sys
 manifest = json.load(open(sys.argv[1]))
-entry = manifest["entry_points"][0]
+# A model's entry point is the one its "model" section names (the others are its callees,
+# inside the cpu library); a layer's, the first.
+model = manifest.get("model")
+entry = next(e for e in manifest["entry_points"] if not model or e["function"] == model["entry"])
 manifest["target"] = "cuda"
 manifest.pop("profile_symbol", None)  # the cpu library's kernel profile is not the fake's
 manifest["library"] = "lib%s.so" % manifest["name"]
