@@ -556,18 +556,47 @@ def probe_plain_config(config, work, layer):
     return {"command": " ".join(cmd), "rc": r.returncode, "stderr": r.stderr.strip()[:500]}
 
 
-def run_shape(torch, name, args, report, bandwidth, impls):
+def block_config(name, quick):
+    """Shape `name`'s transformers config (eager experts) and block class, the config kwargs
+    and the fields mixtilec asks for that transformers' own config.json leaves out."""
     spec = SHAPES[name]
-    family, layer = spec["family"], spec["layer"]
-    evict = make_evictor(torch)
-    Config, Block = hf_classes(family)
+    Config, Block = hf_classes(spec["family"])
     kw = dict(spec["config"])
     extra = dict(spec.get("extra", {}))
-    if args.quick:
+    if quick:
         kw.update(QUICK[name])
         extra.update(QUICK_EXTRA.get(name, {}))
     config = Config(**kw)
     config._experts_implementation = "eager"
+    return config, Block, kw, extra
+
+
+def write_config(config, extra, work):
+    """config.json for mixtilec --hf-config: transformers' fields plus `extra`; returns its path."""
+    cfg_dict = config.to_dict()
+    cfg_dict.update(extra)
+    cfg_dict.pop("_experts_implementation", None)
+    cfg_path = os.path.join(work, "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg_dict, f, indent=2, default=str)
+    return cfg_path
+
+
+def block_dims(family, config):
+    """(hidden D, experts E, expert width F, top-k, shared expert width S) of a block."""
+    if family == "mixtral":
+        return config.hidden_size, config.num_local_experts, config.intermediate_size, config.num_experts_per_tok, 0
+    if family == "qwen3_moe":
+        return config.hidden_size, config.num_experts, config.moe_intermediate_size, config.num_experts_per_tok, 0
+    return (config.hidden_size, config.n_routed_experts, config.moe_intermediate_size, config.num_experts_per_tok,
+            config.moe_intermediate_size * config.n_shared_experts)
+
+
+def run_shape(torch, name, args, report, bandwidth, impls):
+    spec = SHAPES[name]
+    family, layer = spec["family"], spec["layer"]
+    evict = make_evictor(torch)
+    config, Block, kw, extra = block_config(name, args.quick)
     work = os.path.join(args.work, name)
     os.makedirs(work, exist_ok=True)
     entry = {"family": family, "layer": layer, "config_kwargs": kw, "config_extra_fields": extra,
@@ -577,23 +606,14 @@ def run_shape(torch, name, args, report, bandwidth, impls):
     if entry["mixtilec_plain_transformers_config"]["rc"] != 0:
         log(f"[{name}] note: mixtilec refuses transformers' own config.json: "
             f"{entry['mixtilec_plain_transformers_config']['stderr']}; adding {extra}")
-    cfg_dict = config.to_dict()
-    cfg_dict.update(extra)
-    cfg_dict.pop("_experts_implementation", None)
-    cfg_path = os.path.join(work, "config.json")
-    with open(cfg_path, "w") as f:
-        json.dump(cfg_dict, f, indent=2, default=str)
+    cfg_path = write_config(config, extra, work)
 
-    D = config.hidden_size
+    D, E, F, k, S = block_dims(family, config)
     if family == "mixtral":
-        E, F, k, S = config.num_local_experts, config.intermediate_size, config.num_experts_per_tok, 0
         cfg = {"k": k, "normalize": True}
     elif family == "qwen3_moe":
-        E, F, k, S = config.num_experts, config.moe_intermediate_size, config.num_experts_per_tok, 0
         cfg = {"k": k, "normalize": bool(config.norm_topk_prob)}
     else:
-        E, F, k = config.n_routed_experts, config.moe_intermediate_size, config.num_experts_per_tok
-        S = config.moe_intermediate_size * config.n_shared_experts
         cfg = {"k": k, "n_group": config.n_group, "topk_group": config.topk_group,
                "scaling": config.routed_scaling_factor}
     entry.update(hidden=D, ffn=F, experts=E, top_k=k, shared_width=S,

@@ -103,30 +103,11 @@ def summarize(times, hf_names):
 def run_shape(torch, mixtile, name, args, report, impls):
     spec = base.SHAPES[name]
     family, layer = spec["family"], spec["layer"]
-    Config, Block = base.hf_classes(family)
-    kw = dict(spec["config"])
-    extra = dict(spec.get("extra", {}))
-    if args.quick:
-        kw.update(base.QUICK[name])
-        extra.update(base.QUICK_EXTRA.get(name, {}))
-    config = Config(**kw)
-    config._experts_implementation = "eager"
+    config, Block, _, extra = base.block_config(name, args.quick)
     work = os.path.join(args.work, name)
     os.makedirs(work, exist_ok=True)
-    cfg_dict = config.to_dict()
-    cfg_dict.update(extra)
-    cfg_dict.pop("_experts_implementation", None)
-    cfg_path = os.path.join(work, "config.json")
-    with open(cfg_path, "w") as f:
-        base.json.dump(cfg_dict, f, indent=2, default=str)
-    D = config.hidden_size
-    if family == "mixtral":
-        E, F, k, S = config.num_local_experts, config.intermediate_size, config.num_experts_per_tok, 0
-    elif family == "qwen3_moe":
-        E, F, k, S = config.num_experts, config.moe_intermediate_size, config.num_experts_per_tok, 0
-    else:
-        E, F, k = config.n_routed_experts, config.moe_intermediate_size, config.num_experts_per_tok
-        S = config.moe_intermediate_size * config.n_shared_experts
+    cfg_path = base.write_config(config, extra, work)
+    D, E, F, k, S = base.block_dims(family, config)
     dt = args.dtype
     entry = {"family": family, "layer": layer, "hidden": D, "ffn": F, "experts": E, "top_k": k, "shared_width": S,
              "dtype": dt, "rows": [], "errors": []}

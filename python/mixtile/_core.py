@@ -477,8 +477,10 @@ class Session(_Closing):
         lib = _runtime()
         as_torch = any(_is_torch(v) for v in inputs.values())
         out = dict(out or {})
-        gpu = [v for v in list(inputs.values()) + list(out.values())
-               if _is_torch(v) and v.device.type == "cuda"] if self.cuda else []
+        def on_gpu(values):
+            return [v for v in values if _is_torch(v) and v.device.type == "cuda"] if self.cuda else []
+        gpu_inputs = on_gpu(inputs.values())
+        gpu = gpu_inputs + on_gpu(out.values())
         for name, value in out.items():
             if _is_torch(value):
                 if value.device.type not in (("cpu", "cuda") if self.cuda else ("cpu",)) \
@@ -494,21 +496,18 @@ class Session(_Closing):
                 raise MixtileError(f"output '{name}' must be a numpy array, a tensor or a "
                                    "DLPack object")
         if self.cuda:
-            if stream is None and gpu:
+            if gpu:
                 import torch
-
+            if stream is None and gpu:
                 stream = torch.cuda.current_stream(gpu[0].device)
             if stream is not None and not isinstance(stream, int):
                 stream = stream.cuda_stream  # torch.cuda.Stream (or any object carrying one)
             _check(lib.mixtile_session_set_stream(self._handle, ctypes.c_void_p(stream or None)))
-            if gpu and any(_is_torch(v) and v.device.type == "cuda" for v in inputs.values()):
-                import torch
-
-                dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16,
-                          "i32": torch.int32, "i64": torch.int64, "bool": torch.bool}
+            if gpu_inputs:  # results not given stay on the inputs' device
+                dtypes = {_NAMES[code]: dtype for dtype, code in _torch_codes().items()}
                 for name, (shape, dtype) in self._result_shapes(inputs).items():
                     if name not in out:
-                        out[name] = torch.empty(shape, dtype=dtypes[dtype], device=gpu[0].device)
+                        out[name] = torch.empty(shape, dtype=dtypes[dtype], device=gpu_inputs[0].device)
         handle, owners = _tensor_set(inputs, self.cuda, stream)
         out_handle, out_owners = _tensor_set(out, self.cuda, stream) if out else (None, [])
         try:

@@ -141,7 +141,6 @@ def main(src, work):
     entry = manifest["entry_points"][0]
     rng = np.random.default_rng(7)
     numpy_dtype = {"f32": np.float32, "i32": np.int32, "i64": np.int64}
-    st_dtype = MANIFEST
     weights = {a["name"]: (rng.standard_normal(a["shape"]) * 0.2).astype(numpy_dtype[a["dtype"]])
                for a in entry["arguments"] if a.get("kind") == "weight"}
     inputs = [a for a in entry["arguments"] if a.get("kind") == "input"]
@@ -170,7 +169,7 @@ def main(src, work):
     # Device input and outputs on the caller's stream: no copy, the launch on that stream, no
     # synchronization before the call returns; the producer was asked for that stream.
     dx = device.upload(x)
-    outs = {r["name"]: device.empty([5] + r["shape"][1:], st_dtype[r["dtype"]]) for r in entry["results"]}
+    outs = {r["name"]: device.empty([5] + r["shape"][1:], MANIFEST[r["dtype"]]) for r in entry["results"]}
     log_lines(log)
     session.run({in_name: dx}, out=outs, stream=device.stream.value)  # allocates the workspace
     lines = log_lines(log)
