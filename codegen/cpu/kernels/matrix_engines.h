@@ -300,8 +300,9 @@ inline void amx_zero_results() {
 // (blocks x kc) stays in L2 across column steps; result tiles of unfinished slices wait in
 // `partial` (engine_partial_floats(...) floats). One slice when K <= kc (then partial is unused).
 // `stream`: the weights stream from DRAM once for few tokens (engine_streams): one slice, no
-// software prefetch. `panel`: each column step's weight tiles of a slice are first copied into
-// s.panel, contiguous tile by tile (amx_gemm's panel_rows).
+// software prefetch. `panel`: the first token pair of each column step stores the weight tiles
+// it loaded into s.panel, contiguous tile by tile, and the other pairs load them from there
+// (amx_gemm's panel_rows).
 template <bool Gated, class Epilogue>
 void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
                    int64_t c0, int64_t c1, int64_t kc, bool stream, bool panel, float *partial, const EngineScratch &s,
@@ -334,25 +335,20 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
       const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((k_end - k_begin) / kDepthStep);
       const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
                                   std::max<int64_t>(1, pairs * ((k_end - k_begin) / kDepthStep));
-      int64_t pf_done = 0;
-      // The token pairs reuse this column step's weight tiles: with `panel` they are copied
-      // once, contiguous tile by tile. Read in place they are 16 rows a weight row apart (4 KiB
-      // at K = 2048: every row in the same L1 set) and come from L2 for every pair.
-      if (panel) {
-        for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
-          uint16_t *t0 = s.panel + (k0 - k_begin) / kDepthStep * 1024, *t1 = t0 + 512;
-          const int64_t kv = std::min<int64_t>(kDepthStep, K - k0);
-          const __mmask32 depth = first_lanes32(kv);
-          for (int r = 0; r < 16; ++r) {
-            _mm512_store_si512(t0 + r * 32, r < n0 ? _mm512_maskz_loadu_epi16(depth, a0 + r * ldw + k0)
-                                                   : _mm512_setzero_si512());
-            _mm512_store_si512(t1 + r * 32, r < n1 ? _mm512_maskz_loadu_epi16(depth, a1 + r * ldw + k0)
-                                                   : _mm512_setzero_si512());
-          }
-        }
-      }
+      // Prefetch cursor: line pf_done is depth pf_k, row pf_row of rows_all (gate rows, then up
+      // rows; plain: the first 16 rows, then the second tile's), kept incrementally (no division
+      // per line inside the depth loop).
+      const int rows_all = next_rows * (Gated ? 2 : 1), first_rows = Gated ? next_rows : 16;
+      int64_t pf_done = 0, pf_k = k_begin;
+      int pf_row = 0;
+      // The token pairs reuse this column step's weight tiles. Read in place they are 16 rows a
+      // weight row apart (4 KiB at K = 2048: every row in the same L1 set) and come from L2
+      // for every pair; with `panel` the first pair stores the tiles it loaded into s.panel,
+      // contiguous tile by tile, and the later pairs load them from there (the copy costs two
+      // tile stores per depth step of one pair, nothing on the vector units).
       for (int64_t b = b0; b < b1; b += 2) {
         const bool two = b + 1 < b1;
+        const bool fill = panel && b == b0, from_panel = panel && b > b0;
         const uint16_t *x0 = packed + b * blk;
         const uint16_t *x1 = x0 + blk;
         float *cp = last && first ? nullptr : partial + (((col - c0) / kColStep) * pairs + (b - b0) / 2) * 1024;
@@ -374,21 +370,22 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
             _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
           }
           for (int64_t i = 0; i < pf_per_step && pf_done < pf_lines; ++i, ++pf_done) {
-            // line pf_done: depth step pf_done / rows, row pf_done % rows (gate rows, then up rows)
-            const int64_t rows_all = next_rows * (Gated ? 2 : 1);
-            const int64_t step = pf_done / rows_all, r = pf_done % rows_all;
-            const uint16_t *row = Gated ? (r < next_rows ? pf0 + r * ldw : pf1 + (r - next_rows) * ldw)
-                                        : (r < 16 ? pf0 + r * ldw : pf1 + (r - 16) * ldw);
-            _mm_prefetch(reinterpret_cast<const char *>(row + k_begin + step * kDepthStep), _MM_HINT_T1);
+            const uint16_t *row = pf_row < first_rows ? pf0 + pf_row * ldw : pf1 + (pf_row - first_rows) * ldw;
+            _mm_prefetch(reinterpret_cast<const char *>(row + pf_k), _MM_HINT_T1);
+            if (++pf_row == rows_all) {
+              pf_row = 0;
+              pf_k += kDepthStep;
+            }
           }
           // Order: each product issues as soon as its two operands are in, and the second
           // weight tile loads while the first two products run (measured ~14% over loading all
           // four tiles first).
           const uint16_t *s0 = a0 + k0, *s1 = a1 + k0;
           int ld0 = ld_bytes, ld1 = ld_bytes;
-          if (panel) {
-            s0 = s.panel + (k0 - k_begin) / kDepthStep * 1024;
-            s1 = s0 + 512;
+          uint16_t *pt = s.panel + (k0 - k_begin) / kDepthStep * 1024;  // this step's panel tiles
+          if (from_panel) {
+            s0 = pt;
+            s1 = pt + 512;
             ld0 = ld1 = 64;
           } else if (ragged || k0 >= full_steps * kDepthStep) {
             copy_weight_edge(edge0, a0, ldw, n0, k0, K);
@@ -408,6 +405,10 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
             _tile_loadd(5, s1, ld1);
             _tile_dpbf16ps(2, 5, 6);
             if (two) _tile_dpbf16ps(3, 5, 7);
+          }
+          if (fill) {
+            _tile_stored(4, pt, 64);
+            if (n1 > 0) _tile_stored(5, pt + 512, 64);
           }
         }
         float *c = last ? s.c : cp;
@@ -433,9 +434,14 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
 // Token blocks in passes of at most `mc` rows (rounded to a pair of blocks): the packed tokens
 // of one pass x kc stay in L2 while every column step of the thread streams past them.
 // `stream_rows`: TileConfig::engine_stream_rows (engine_streams). `panel_rows`:
-// TileConfig::engine_panel_rows: GEMMs of at least that many rows (> 0) that do not stream copy
-// each column step's weight tiles into s.panel (linear 2048 x 2048 -> 4096, weights cold,
-// alternating calls: 66.8 -> 50.9 ms; expert GEMMs of 128-256 rows measured no better).
+// TileConfig::engine_panel_rows: GEMMs of at least that many rows (> 0) that do not stream reuse
+// each column step's weight tiles from s.panel. In place a tile's 16 rows lie a weight row apart
+// (all in one or two L1 sets), and in a checkpoint they are rarely 64-byte aligned: safetensors
+// aligns its data to 8 bytes, so each 64-byte tile row spans two cache lines and every pair
+// loads 32 lines per tile from L2. Same process, old/new alternating: linear 2048 x 2048 ->
+// 4096, weights cold, 66.8 -> 50.9 ms; expert FFN D=1024 F=3584 with weights 32 bytes off a
+// line, T=2048 of 8 experts top-2, warm, 0.76x the time; Qwen3-30B-A3B's shape at T=2048, cold,
+// 0.85x (aligned weights: 0.92x at 512 rows of one expert).
 template <bool Gated, class Epilogue>
 void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
               int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, int64_t panel_rows, float *partial,
