@@ -47,6 +47,7 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
 import statistics  # noqa: E402
+import struct  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
@@ -147,6 +148,11 @@ def run_shape(torch, mixtile, name, args, report, impls):
             tensors[a["name"]] = named[a["name"]] if named[a["name"]].dtype == want else named[a["name"]].to(want)
     weights = os.path.join(work, f"weights_paired_{dt}.safetensors")
     base.write_safetensors(torch, weights, tensors)
+    # Where the tensors' data lie relative to a cache line: safetensors aligns to 8 bytes only,
+    # and the kernels read the weights in place (matrix_engines.h, panel).
+    with open(weights, "rb") as f:
+        data0 = 8 + struct.unpack("<Q", f.read(8))[0]
+    entry["weights_offset_mod_64"] = sorted({(data0 + o) % 64 for o in base.tensor_offsets(tensors)})
     del tensors, named
     gc.collect()
     session = mixtile.Artifact(art["dir"]).bind(weights, num_threads=args.threads)
