@@ -364,12 +364,14 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
         // prefetch them, two lines per depth step.
         const char *pf_c = cp != nullptr ? reinterpret_cast<const char *>(cp + 1024) : nullptr;
         int pf_c_line = 0;
-        // The weight tiles of depth step k0: from the panel, from an edge copy (ragged columns,
+        // The panel's two weight tiles of depth step k (2 KB per step of the slice).
+        auto panel_at = [&](int64_t k) { return s.panel + (k - k_begin) / kDepthStep * 1024; };
+        // The weight tiles of depth step k: from the panel, from an edge copy (ragged columns,
         // the depth's last partial step) or in place; the edge copy may overwrite the buffers
         // once the previous step's tiles are loaded.
         auto sources = [&](int64_t k, const uint16_t *&t0, const uint16_t *&t1, int &ld_tiles) {
           if (from_panel) {
-            t0 = s.panel + (k - k_begin) / kDepthStep * 1024;
+            t0 = panel_at(k);
             t1 = t0 + 512;
             ld_tiles = 64;
           } else if (ragged || k >= full_steps * kDepthStep) {
@@ -405,8 +407,8 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
           // Order: each product issues as soon as its two operands are in, the second weight
           // tile loads while the first two products run (~14% over loading all four tiles
           // first), and the next step's first weight and token tiles load before this step's
-          // last product (tile instructions execute in order: 0.79-0.84x the time of loading
-          // them at the top of the step, kernel alone, aligned weights).
+          // last product (tile instructions execute in order: 0.79-0.86x the time of loading
+          // them at the top of the step, the kernel alone).
           _tile_dpbf16ps(0, 4, 6);
           if (two) {
             _tile_loadd(7, x1 + k0 * kTokenBlock, 64);
@@ -417,7 +419,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
             _tile_dpbf16ps(2, 5, 6);
           }
           if (fill) {
-            uint16_t *pt = s.panel + (k0 - k_begin) / kDepthStep * 1024;  // this step's panel tiles
+            uint16_t *pt = panel_at(k0);
             _tile_stored(4, pt, 64);
             if (n1 > 0) _tile_stored(5, pt + 512, 64);
           }
