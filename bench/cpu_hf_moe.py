@@ -263,15 +263,6 @@ def read_bandwidth(torch, work, threads, quick):
 ST_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
-def tensor_offsets(tensors):
-    """Byte offsets of each tensor's data within the data section write_safetensors writes."""
-    offs, off = [], 0
-    for t in tensors.values():
-        offs.append(off)
-        off += t.numel() * t.element_size()
-    return offs
-
-
 def write_safetensors(torch, path, tensors):
     """Streams {name: tensor} into a safetensors file without a second copy in memory."""
     header, off = {}, 0

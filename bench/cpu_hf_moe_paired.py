@@ -46,6 +46,7 @@ os.environ.update(base.CHILD_ENV)
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
@@ -151,8 +152,10 @@ def run_shape(torch, mixtile, name, args, report, impls):
     # Where the tensors' data lie relative to a cache line: safetensors aligns to 8 bytes only,
     # and the kernels read the weights in place (matrix_engines.h, panel).
     with open(weights, "rb") as f:
-        data0 = 8 + struct.unpack("<Q", f.read(8))[0]
-    entry["weights_offset_mod_64"] = sorted({(data0 + o) % 64 for o in base.tensor_offsets(tensors)})
+        header_bytes = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_bytes))
+    entry["weights_offset_mod_64"] = sorted({(8 + header_bytes + t["data_offsets"][0]) % 64
+                                             for name, t in header.items() if name != "__metadata__"})
     del tensors, named
     gc.collect()
     session = mixtile.Artifact(art["dir"]).bind(weights, num_threads=args.threads)
