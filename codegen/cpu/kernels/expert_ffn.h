@@ -189,8 +189,11 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   const int64_t pass_blocks = engine_pass_blocks(w.blocks + 1, t.engine_mc);  // +1: a segment may straddle
   w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
                               F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);
+  // The small segment's rows: f32 h rows (gemm_small), or bf16 x or h rows padded to whole
+  // depth steps (avx512_bf16's dp_small).
+  const int64_t small_row_bytes = std::max<int64_t>(sizeof(float) * F, sizeof(uint16_t) * padded_depth(std::max(D, F)));
   w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
-                 align64(sizeof(float) * w.small_rows * F);
+                 align64(static_cast<size_t>(w.small_rows * small_row_bytes));
   return w;
 }
 
@@ -362,7 +365,16 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
         HiddenPackedRowEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0};
-        gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles.small_prefetch_rows, ep);
+        if constexpr (Path == MatmulPath::avx512_bf16) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+          uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
+          round_rows_bf16(xr, src, rows, D);
+          dp_small<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0}, first, second, D, c0, c1,
+                          tiles.small_prefetch_rows, ep);
+#endif
+        } else {
+          gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles.small_prefetch_rows, ep);
+        }
       } else {
         HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
         engine_gemm<Path, Gated>(first, second, D, packed_x, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
@@ -382,6 +394,25 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         const int64_t r0 = begin - off0, r1 = r0 + rows;
         const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
+          OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
+          if constexpr (Path == MatmulPath::avx512_bf16) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+            // dp_small reads bf16 rows: this segment's h rows out of their blocks, per thread.
+            uint16_t *hr = reinterpret_cast<uint16_t *>(small_h);
+            const int64_t ldh = padded_depth(F);
+            for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
+              uint16_t *dst[kTokenBlock];
+              for (int t = 0; t < kTokenBlock; ++t) {
+                const int64_t r = b * kTokenBlock + t;
+                dst[t] = r >= r0 && r < r1 ? hr + (r - r0) * ldh : nullptr;
+              }
+              unpack_token_block_bf16(packed_h + b * layout.h_block, dst, F);
+            }
+            dp_small<false>(rows, F, RowsOf<uint16_t>{hr, ldh, nullptr, 0}, down, nullptr, F, c0, c1,
+                            tiles.small_prefetch_rows, ep);
+#endif
+            continue;
+          }
           // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
           for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
             float *dst[kTokenBlock];
@@ -392,7 +423,6 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
             unpack_token_block(packed_h + b * layout.h_block, dst, F);
           }
           const RowSource src{small_h, F, nullptr, 0};
-          OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
           gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
         } else {
           OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};

@@ -125,16 +125,18 @@ inline bool workspace_sizes_fit(std::initializer_list<int64_t> sizes) {
 }
 
 // Rows of the A operand: row i is base + (index ? index[first + i] : first + i) * ld.
-struct RowSource {
-  const float *base;
+template <class T>
+struct RowsOf {
+  const T *base;
   int64_t ld;
   const int32_t *index;
   int64_t first;
-  const float *row(int64_t i) const {
+  const T *row(int64_t i) const {
     const int64_t r = index != nullptr ? static_cast<int64_t>(index[first + i]) : first + i;
     return base + r * ld;
   }
 };
+using RowSource = RowsOf<float>;
 
 // Per-thread buffers of the blocked path, carved out of the caller's workspace.
 struct GemmScratch {
@@ -497,45 +499,61 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
       for (int r = 0; r < R; ++r) out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = sums[g][t][r];
 }
 
+// The f32 block of the small path: f32 token rows, weights widened to f32 as they are loaded.
+// A small-path kernel (gemm_small_with) names its token-row and weight element types, the
+// multiple of the depth its k-slices keep, and its MT x R block (sums laid out as small_block's).
+template <WeightType W>
+struct FmaSmallKernel {
+  using X = float;
+  using Wt = WeightStorage<W>;
+  static constexpr int kDepthMultiple = kVecWidth;
+  template <bool Gated, int MT, int R>
+  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out, int64_t pf) {
+    small_block<W, Gated, MT, R>(K, x, wg, wu, out, pf);
+  }
+};
+
 // Runtime token count -> template MT, for MT <= MaxMT.
-template <WeightType W, bool Gated, int R, int MaxMT>
-inline void small_block_dispatch(int mt, int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                                 const WeightStorage<W> *const *wu, float *out, int64_t pf) {
+template <class Kernel, bool Gated, int R, int MaxMT>
+inline void small_block_dispatch(int mt, int64_t K, const typename Kernel::X *const *x,
+                                 const typename Kernel::Wt *const *wg, const typename Kernel::Wt *const *wu,
+                                 float *out, int64_t pf) {
   if constexpr (MaxMT >= 1) {
     if (mt >= MaxMT) {
-      small_block<W, Gated, MaxMT, R>(K, x, wg, wu, out, pf);
+      Kernel::template block<Gated, MaxMT, R>(K, x, wg, wu, out, pf);
     } else {
-      small_block_dispatch<W, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out, pf);
+      small_block_dispatch<Kernel, Gated, R, MaxMT - 1>(mt, K, x, wg, wu, out, pf);
     }
   }
 }
 
-// Depth of one k-slice of the small path for segments of M rows, a multiple of the vector width;
-// K itself when the rows of a token group fit the L1 budget.
-inline int64_t small_k_block(int64_t M, int64_t K, int max_mt) {
+// Depth of one k-slice of the small path for segments of M rows of `x_bytes`-byte elements, a
+// multiple of `multiple`; K itself when the rows of a token group fit the L1 budget.
+inline int64_t small_k_block(int64_t M, int64_t K, int max_mt, int64_t x_bytes = sizeof(float),
+                             int64_t multiple = kVecWidth) {
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(M, max_mt));
-  if (rows < kSmallKBlockMinTokens || rows * K * static_cast<int64_t>(sizeof(float)) <= kSmallXBytes) return K;
-  const int64_t limit = std::max<int64_t>(kVecWidth, kSmallXBytes / (rows * static_cast<int64_t>(sizeof(float))));
+  if (rows < kSmallKBlockMinTokens || rows * K * x_bytes <= kSmallXBytes) return K;
+  const int64_t limit = std::max<int64_t>(multiple, kSmallXBytes / (rows * x_bytes));
   const int64_t slices = (K + limit - 1) / limit;
-  return std::min(K, round_up((K + slices - 1) / slices, kVecWidth));  // equal slices
+  return std::min(K, round_up((K + slices - 1) / slices, multiple));  // equal slices
 }
 
 // One block of R weight rows (or the column remainder one row at a time) at columns n0 + j.
-template <WeightType W, bool Gated, int R, int MaxMT, int MaxMT1>
-inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const float *const *x,
-                                  const WeightStorage<W> *b, const WeightStorage<W> *b2, int64_t ldb,
+template <class Kernel, bool Gated, int R, int MaxMT, int MaxMT1>
+inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const typename Kernel::X *const *x,
+                                  const typename Kernel::Wt *b, const typename Kernel::Wt *b2, int64_t ldb,
                                   int64_t n0, int64_t k0, float *buf, int64_t pf) {
   for (int j = 0; j < ncols; j += R) {
-    const WeightStorage<W> *wg[R], *wu[R];
+    const typename Kernel::Wt *wg[R], *wu[R];
     for (int r = 0; r < R; ++r) {
       wg[r] = b + (n0 + j + r) * ldb + k0;
       wu[r] = Gated ? b2 + (n0 + j + r) * ldb + k0 : nullptr;
     }
     if (j + R <= ncols) {
-      small_block_dispatch<W, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j, pf);
+      small_block_dispatch<Kernel, Gated, R, MaxMT>(mt, K, x, wg, wu, buf + j, pf);
     } else {
       for (int r = 0; j + r < ncols; ++r)  // column remainder: one weight row at a time
-        small_block_dispatch<W, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r, pf);
+        small_block_dispatch<Kernel, Gated, 1, MaxMT1>(mt, K, x, wg + r, Gated ? wu + r : wu, buf + j + r, pf);
     }
   }
 }
@@ -545,25 +563,26 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const float *con
 // token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
 // computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
 // Token groups of at least `prefetch_rows` rows prefetch their weight streams in software.
-template <WeightType W, bool Gated, int R, class Epilogue>
-void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
-                     const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+template <class Kernel, bool Gated, int R, class Epilogue>
+void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
                      Epilogue &ep) {
+  using X = typename Kernel::X;
   constexpr int G = Gated ? 2 : 1;
   constexpr int MaxMT = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / (G * R)));
   constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
   static_assert(kSmallChunk % R == 0, "a chunk holds whole blocks");
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
-  const int64_t kb = small_k_block(M, K, MaxMT);
+  const int64_t kb = small_k_block(M, K, MaxMT, sizeof(X), Kernel::kDepthMultiple);
   if (kb >= K) {
     for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
       const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
       for (int64_t m = 0; m < M; m += MaxMT) {
         const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
         const int64_t pf = mt >= prefetch_rows ? kPrefetchByRows : 0;
-        const float *x[MaxMT1];
+        const X *x[MaxMT1];
         for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
-        small_blocks_of_chunk<W, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
+        small_blocks_of_chunk<Kernel, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
         for (int t = 0; t < mt; ++t)
           ep.row(m + t, n0, ncols, buf + t * kSmallChunk,
                  Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
@@ -582,11 +601,11 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
         const int64_t kcur = std::min(kb, K - k0);
         for (int mg = 0; mg < mrows; mg += MaxMT) {
           const int mt = std::min(MaxMT, mrows - mg);
-          const float *x[MaxMT1];
+          const X *x[MaxMT1];
           for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m0 + mg + std::min(t, mt - 1)) + k0;
           for (int n = 0; n < pcols; n += kSmallChunk) {
             const int ncols = std::min(kSmallChunk, pcols - n);
-            small_blocks_of_chunk<W, Gated, R, MaxMT, MaxMT1>(mt, ncols, kcur, x, b, b2, ldb, p0 + n, k0, buf, pf);
+            small_blocks_of_chunk<Kernel, Gated, R, MaxMT, MaxMT1>(mt, ncols, kcur, x, b, b2, ldb, p0 + n, k0, buf, pf);
             for (int g = 0; g < G; ++g)
               for (int t = 0; t < mt; ++t) {
                 float *dst = &part[g][mg + t][n];
@@ -612,15 +631,24 @@ void gemm_small_rows(int64_t M, int64_t K, const RowSource &a, const WeightStora
 // effective (measured on Zen 5: one gate + one up row streams at full bandwidth, eight do not),
 // so gated blocks take one row of each matrix and plain blocks one or two rows; reuse comes from
 // the token dimension (up to kSmallMaxTokens rows share every weight vector loaded).
+template <class Kernel, bool Gated, class Epilogue>
+void gemm_small_with(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                     Epilogue &ep) {
+  if (Gated || M <= 2) {
+    gemm_small_rows<Kernel, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+  } else {
+    gemm_small_rows<Kernel, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+  }
+}
+
+// The small path on f32 token rows (every MatmulPath's default; see matrix_engines.h for the
+// VDPBF16PS one on bf16 rows).
 template <WeightType W, bool Gated, class Epilogue>
 void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
                 const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
                 Epilogue &ep) {
-  if (Gated || M <= 2) {
-    gemm_small_rows<W, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
-  } else {
-    gemm_small_rows<W, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
-  }
+  gemm_small_with<FmaSmallKernel<W>, Gated>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
 }
 
 // One thread's share of C = A · Wᵀ restricted to output columns [c0, c1).

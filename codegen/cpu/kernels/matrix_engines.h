@@ -602,6 +602,122 @@ void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *p
     dp_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, partial, s, ep);
 }
 
+// ---- AVX512-BF16 small path (dot form) ------------------------------------------------------------
+//
+// Segments of at most TileConfig::small_m_max rows on the avx512_bf16 path. The register tiles
+// above hold 16 tokens in a vector's lanes, so a segment of 4 rows would leave 3/4 of every
+// VDPBF16PS idle; gemm.h's small path instead widens the weights and multiplies at the FMA rate.
+// Here one vector holds 32 consecutive depths of one weight row (read in place) and another the
+// same depths of one token row (bf16, row-major, zero-padded to padded_depth(K)); VDPBF16PS adds
+// their 16 pair products into that (token, column)'s accumulator, whose lanes are summed once at
+// the end. Every weight vector feeds the MT token rows of a block, as in gemm.h's small path
+// (the same driver, gemm_small_with), at twice its rate on Zen 4/5.
+template <bool Gated, int MT, int R>
+inline void dp_small_block(int64_t K, const uint16_t *const *x, const uint16_t *const *wg,
+                           const uint16_t *const *wu, float *out, int64_t pf) {
+  constexpr int G = Gated ? 2 : 1;
+  constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));  // independent chains per sum
+  constexpr bool kL2 = MT >= kPrefetchL2MinTokens;
+  if (pf == kPrefetchByRows) pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(uint16_t));
+  __m512 acc[U][G][MT][R];
+  for (int u = 0; u < U; ++u)
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < R; ++r) acc[u][g][t][r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + U * kDepthStep <= K; k += U * kDepthStep) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const int64_t ku = k + u * kDepthStep;
+      __m512i wv[G][R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        if (pf != 0) {  // loop-invariant: GCC unswitches the loop on it
+          prefetch_weights<kL2>(wg[r] + ku + pf);
+          if constexpr (Gated) prefetch_weights<kL2>(wu[r] + ku + pf);
+        }
+        wv[0][r] = _mm512_loadu_si512(wg[r] + ku);
+        if constexpr (Gated) wv[G - 1][r] = _mm512_loadu_si512(wu[r] + ku);
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < MT; ++t) {
+        const __m512i xv = _mm512_loadu_si512(x[t] + ku);
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r)
+            acc[u][g][t][r] = _mm512_dpbf16_ps(acc[u][g][t][r], (__m512bh)wv[g][r], (__m512bh)xv);
+      }
+    }
+  }
+  for (; k < K; k += kDepthStep) {  // the last depths: weights masked (never read past a row)
+    const __mmask32 m = first_lanes32(K - k);
+    for (int t = 0; t < MT; ++t) {
+      const __m512i xv = _mm512_maskz_loadu_epi16(m, x[t] + k);
+      for (int g = 0; g < G; ++g)
+        for (int r = 0; r < R; ++r) {
+          const __m512i wv = _mm512_maskz_loadu_epi16(m, (g == 0 ? wg[r] : wu[r]) + k);
+          acc[0][g][t][r] = _mm512_dpbf16_ps(acc[0][g][t][r], (__m512bh)wv, (__m512bh)xv);
+        }
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) {
+        __m512 v = acc[0][g][t][r];
+        for (int u = 1; u < U; ++u) v = _mm512_add_ps(v, acc[u][g][t][r]);
+        out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = _mm512_reduce_add_ps(v);
+      }
+}
+
+struct DpSmallKernel {
+  using X = uint16_t;
+  using Wt = uint16_t;
+  static constexpr int kDepthMultiple = kDepthStep;
+  template <bool Gated, int MT, int R>
+  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out, int64_t pf) {
+    dp_small_block<Gated, MT, R>(K, x, wg, wu, out, pf);
+  }
+};
+
+// gemm_small on bf16 token rows `a` (each zero-padded to padded_depth(K), see round_rows_bf16 and
+// unpack_token_block_bf16): the same blocks, chunks, k-slices, prefetch and epilogue calls.
+template <bool Gated, class Epilogue>
+void dp_small(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint16_t *b, const uint16_t *b2, int64_t ldb,
+              int64_t c0, int64_t c1, int prefetch_rows, Epilogue &ep) {
+  gemm_small_with<DpSmallKernel, Gated>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+}
+
+// Rows [0, rows) of `src` rounded to bf16 (as pack_token_block rounds them) into dst, row i at
+// dst + i * padded_depth(k), zero-padded.
+inline void round_rows_bf16(uint16_t *__restrict dst, const RowSource &src, int64_t rows, int64_t k) {
+  const int64_t kp = padded_depth(k);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float *in = src.row(i);
+    uint16_t *out = dst + i * kp;
+    for (int64_t k0 = 0; k0 < kp; k0 += 16) {
+      const int64_t kv = std::min<int64_t>(16, k - k0);
+      const __mmask16 m = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + k0),
+                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, in + k0))));
+    }
+  }
+}
+
+// Rows of one packed token block back to bf16 rows: rows[t] (nullptr = skip) receives the
+// padded_depth(k) values of token t (the block's own zero padding included).
+inline void unpack_token_block_bf16(const uint16_t *__restrict src, uint16_t *const *rows, int64_t k) {
+  const int64_t kp = padded_depth(k);
+  for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
+    __m512i r[16];
+    const uint16_t *in = src + k0 * kTokenBlock;
+    for (int kk = 0; kk < 16; ++kk) r[kk] = _mm512_loadu_si512(in + kk * 32);
+    transpose16x16_epi32(r);  // r[t]: the 16 pairs of token t, i.e. bf16 of k0 .. k0 + 31
+    for (int t = 0; t < kTokenBlock; ++t)
+      if (rows[t] != nullptr) _mm512_storeu_si512(rows[t] + k0, r[t]);
+  }
+}
+
 #endif  // MIXTILE_HAVE_AVX512_BF16
 
 }  // namespace detail
