@@ -9,7 +9,8 @@
 //   size_t linear_workspace_size(rows, in, out, num_threads, tiles, path = MatmulPath::fma_f32);
 // The bf16 paths (bf16 weights, builds with the instructions) pack the gathered x rows to bf16
 // VNNI token blocks and run matrix_engines.h's loops when rows > tiles.small_m_max; fewer rows
-// take the fma_f32 path (its scratch is part of the bf16 paths' workspace).
+// take the fma_f32 path (its scratch is part of the bf16 paths' workspace), or on avx512_bf16
+// dp_small on the rows rounded to bf16.
 #pragma once
 
 #include <omp.h>
@@ -85,7 +86,12 @@ inline size_t linear_workspace_size(int64_t rows, int64_t in, int64_t out, int n
   const size_t fma = static_cast<size_t>(nt) * detail::gemm_scratch_bytes(tiles, std::max<int64_t>(rows, 1), in);
   if (path == MatmulPath::fma_f32) return fma;
   const detail::LinearEngineWorkspace w = detail::linear_engine_workspace(rows, in, out, nt, tiles);
-  return std::max(fma, w.x_bytes + static_cast<size_t>(nt) * w.per_thread);
+  // avx512_bf16 rounds the rows of a small call (at most small_m_max) to bf16 rows for dp_small.
+  const size_t small = path == MatmulPath::avx512_bf16
+                           ? sizeof(uint16_t) * static_cast<size_t>(std::clamp<int64_t>(rows, 0, std::max(tiles.small_m_max, 0))) *
+                                 static_cast<size_t>(detail::padded_depth(in))
+                           : 0;
+  return std::max({fma, w.x_bytes + static_cast<size_t>(nt) * w.per_thread, small});
 }
 
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
@@ -170,6 +176,40 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
 #endif
   }
 }
+
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+// Calls of at most small_m_max rows on avx512_bf16: the rows rounded to bf16 once (the engine
+// loops round them too), then dp_small over column pieces (or row ranges, narrow outputs).
+inline void linear_dp_small(const LinearProblem &p, const TileConfig &tiles) {
+  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  const int64_t ldx = padded_depth(p.in);
+  uint16_t *xr = static_cast<uint16_t *>(p.workspace);
+  const uint16_t *w = static_cast<const uint16_t *>(p.w);
+  const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && p.rows >= 2 * nt;
+  WorkCounter pieces;
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
+    const int64_t q0 = p.rows * tid / nthreads, q1 = p.rows * (tid + 1) / nthreads;
+    round_rows_bf16(xr + q0 * ldx, RowSource{p.x, p.in, p.row_index, q0}, q1 - q0, p.in);
+#pragma omp barrier
+    if (split_rows) {
+      LinearEpilogue ep{p.y, p.out, p.bias, q0};
+      dp_small<false>(q1 - q0, p.in, RowsOf<uint16_t>{xr, ldx, nullptr, q0}, w, nullptr, p.in, 0, p.out,
+                      tiles.small_prefetch_rows, ep);
+    } else {
+      const int64_t n_pieces = column_pieces(p.out, 1, nthreads, kSharedPiecesPerThread);
+      LinearEpilogue ep{p.y, p.out, p.bias, 0};
+      int64_t c0, c1;
+      for (int64_t i; (i = pieces.take()) < n_pieces;) {
+        split_columns(p.out, n_pieces, i, c0, c1);
+        dp_small<false>(p.rows, p.in, RowsOf<uint16_t>{xr, ldx, nullptr, 0}, w, nullptr, p.in, c0, c1,
+                        tiles.small_prefetch_rows, ep);
+      }
+    }
+  }
+}
+#endif
 }  // namespace detail
 #endif  // MIXTILE_HAVE_BF16_ENGINE
 
@@ -182,6 +222,14 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
   if constexpr (Path != MatmulPath::fma_f32) {
     if (p.rows > tiles.small_m_max && p.in > 0) {
       detail::linear_engine<W, Path>(p, tiles);
+      return;
+    }
+  }
+#endif
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if constexpr (Path == MatmulPath::avx512_bf16) {
+    if (p.in > 0) {
+      detail::linear_dp_small(p, tiles);
       return;
     }
   }
