@@ -279,6 +279,21 @@ struct OutputTileEpilogue {
   }
 };
 
+// Rows [r0, r1) of the packed h out of their blocks into dst (row r at dst + (r - r0) * ld), f32
+// or bf16 (see unpack_token_block).
+template <class T>
+inline void unpack_segment(const uint16_t *packed_h, int64_t h_block, int64_t r0, int64_t r1, T *dst, int64_t ld,
+                           int64_t F) {
+  for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
+    T *rows[kTokenBlock];
+    for (int t = 0; t < kTokenBlock; ++t) {
+      const int64_t r = b * kTokenBlock + t;
+      rows[t] = r >= r0 && r < r1 ? dst + (r - r0) * ld : nullptr;
+    }
+    unpack_token_block(packed_h + b * h_block, rows, F);
+  }
+}
+
 // Columns [c0, c1) in pieces of at most max_cols, the width the partial buffer is sized for.
 template <MatmulPath Path, bool Gated, class Epilogue>
 inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
@@ -400,28 +415,14 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
             // dp_small reads bf16 rows: this segment's h rows out of their blocks, per thread.
             uint16_t *hr = reinterpret_cast<uint16_t *>(small_h);
             const int64_t ldh = padded_depth(F);
-            for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
-              uint16_t *dst[kTokenBlock];
-              for (int t = 0; t < kTokenBlock; ++t) {
-                const int64_t r = b * kTokenBlock + t;
-                dst[t] = r >= r0 && r < r1 ? hr + (r - r0) * ldh : nullptr;
-              }
-              unpack_token_block_bf16(packed_h + b * layout.h_block, dst, F);
-            }
+            unpack_segment(packed_h, layout.h_block, r0, r1, hr, ldh, F);
             dp_small<false>(rows, F, RowsOf<uint16_t>{hr, ldh, nullptr, 0}, down, nullptr, F, c0, c1,
                             tiles.small_prefetch_rows, ep);
 #endif
             continue;
           }
           // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
-          for (int64_t b = r0 / kTokenBlock; b * kTokenBlock < r1; ++b) {
-            float *dst[kTokenBlock];
-            for (int t = 0; t < kTokenBlock; ++t) {
-              const int64_t r = b * kTokenBlock + t;
-              dst[t] = r >= r0 && r < r1 ? small_h + (r - r0) * F : nullptr;
-            }
-            unpack_token_block(packed_h + b * layout.h_block, dst, F);
-          }
+          unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
           const RowSource src{small_h, F, nullptr, 0};
           gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
         } else {

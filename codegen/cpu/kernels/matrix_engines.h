@@ -213,15 +213,24 @@ inline void pack_token_block(uint16_t *__restrict dst, const float *const *rows,
 }
 
 
-// Inverse of pack_token_block for the rows that exist: rows[t] (nullptr = skip) receives the
-// first k values of token t, widened back to f32.
-inline void unpack_token_block(const uint16_t *__restrict src, float *const *rows, int64_t k) {
+// One packed token block back in token order, 32 depths at a time: step(k0, r) with r[t] the 16
+// pairs of token t, i.e. its bf16 values k0 .. k0 + 31 (the block's zero padding included).
+template <class Step>
+inline void for_each_unpacked_step(const uint16_t *__restrict src, int64_t k, Step &&step) {
   const int64_t kp = padded_depth(k);
   for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
     __m512i r[16];
     const uint16_t *in = src + k0 * kTokenBlock;
     for (int kk = 0; kk < 16; ++kk) r[kk] = _mm512_loadu_si512(in + kk * 32);
-    transpose16x16_epi32(r);  // r[t]: the 16 pairs of token t, i.e. bf16 of k0 .. k0 + 31
+    transpose16x16_epi32(r);
+    step(k0, r);
+  }
+}
+
+// Inverse of pack_token_block for the rows that exist: rows[t] (nullptr = skip) receives the
+// first k values of token t, widened back to f32.
+inline void unpack_token_block(const uint16_t *__restrict src, float *const *rows, int64_t k) {
+  for_each_unpacked_step(src, k, [&](int64_t k0, const __m512i (&r)[16]) {
     const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);
     const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
     const __mmask16 m_hi = kv >= 32 ? __mmask16(0xffff) : kv > 16 ? __mmask16((1u << (kv - 16)) - 1) : __mmask16(0);
@@ -232,7 +241,15 @@ inline void unpack_token_block(const uint16_t *__restrict src, float *const *row
       _mm512_mask_storeu_ps(rows[t] + k0, m_lo, _mm512_castsi512_ps(lo));
       _mm512_mask_storeu_ps(rows[t] + k0 + 16, m_hi, _mm512_castsi512_ps(hi));
     }
-  }
+  });
+}
+
+// The same into bf16 rows: rows[t] receives the padded_depth(k) values of token t as stored.
+inline void unpack_token_block(const uint16_t *__restrict src, uint16_t *const *rows, int64_t k) {
+  for_each_unpacked_step(src, k, [&](int64_t k0, const __m512i (&r)[16]) {
+    for (int t = 0; t < kTokenBlock; ++t)
+      if (rows[t] != nullptr) _mm512_storeu_si512(rows[t] + k0, r[t]);
+  });
 }
 
 // Copies weight rows [0, nrows) x depth [k0, k0 + 32) into a zero-padded 16 x 32 tile: the
@@ -682,7 +699,7 @@ struct DpSmallKernel {
 };
 
 // gemm_small on bf16 token rows `a` (each zero-padded to padded_depth(K), see round_rows_bf16 and
-// unpack_token_block_bf16): the same blocks, chunks, k-slices, prefetch and epilogue calls.
+// unpack_token_block): the same blocks, chunks, k-slices, prefetch and epilogue calls.
 template <bool Gated, class Epilogue>
 void dp_small(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint16_t *b, const uint16_t *b2, int64_t ldb,
               int64_t c0, int64_t c1, int prefetch_rows, Epilogue &ep) {
@@ -702,20 +719,6 @@ inline void round_rows_bf16(uint16_t *__restrict dst, const RowSource &src, int6
       _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + k0),
                           reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, in + k0))));
     }
-  }
-}
-
-// Rows of one packed token block back to bf16 rows: rows[t] (nullptr = skip) receives the
-// padded_depth(k) values of token t (the block's own zero padding included).
-inline void unpack_token_block_bf16(const uint16_t *__restrict src, uint16_t *const *rows, int64_t k) {
-  const int64_t kp = padded_depth(k);
-  for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
-    __m512i r[16];
-    const uint16_t *in = src + k0 * kTokenBlock;
-    for (int kk = 0; kk < 16; ++kk) r[kk] = _mm512_loadu_si512(in + kk * 32);
-    transpose16x16_epi32(r);  // r[t]: the 16 pairs of token t, i.e. bf16 of k0 .. k0 + 31
-    for (int t = 0; t < kTokenBlock; ++t)
-      if (rows[t] != nullptr) _mm512_storeu_si512(rows[t] + k0, r[t]);
   }
 }
 
