@@ -177,39 +177,6 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
   }
 }
 
-#if defined(MIXTILE_HAVE_AVX512_BF16)
-// Calls of at most small_m_max rows on avx512_bf16: the rows rounded to bf16 once (the engine
-// loops round them too), then dp_small over column pieces (or row ranges, narrow outputs).
-inline void linear_dp_small(const LinearProblem &p, const TileConfig &tiles) {
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
-  const int64_t ldx = padded_depth(p.in);
-  uint16_t *xr = static_cast<uint16_t *>(p.workspace);
-  const uint16_t *w = static_cast<const uint16_t *>(p.w);
-  const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && p.rows >= 2 * nt;
-  WorkCounter pieces;
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
-    const int64_t q0 = p.rows * tid / nthreads, q1 = p.rows * (tid + 1) / nthreads;
-    round_rows_bf16(xr + q0 * ldx, RowSource{p.x, p.in, p.row_index, q0}, q1 - q0, p.in);
-#pragma omp barrier
-    if (split_rows) {
-      LinearEpilogue ep{p.y, p.out, p.bias, q0};
-      dp_small<false>(q1 - q0, p.in, RowsOf<uint16_t>{xr, ldx, nullptr, q0}, w, nullptr, p.in, 0, p.out,
-                      tiles.small_prefetch_rows, ep);
-    } else {
-      const int64_t n_pieces = column_pieces(p.out, 1, nthreads, kSharedPiecesPerThread);
-      LinearEpilogue ep{p.y, p.out, p.bias, 0};
-      int64_t c0, c1;
-      for (int64_t i; (i = pieces.take()) < n_pieces;) {
-        split_columns(p.out, n_pieces, i, c0, c1);
-        dp_small<false>(p.rows, p.in, RowsOf<uint16_t>{xr, ldx, nullptr, 0}, w, nullptr, p.in, c0, c1,
-                        tiles.small_prefetch_rows, ep);
-      }
-    }
-  }
-}
-#endif
 }  // namespace detail
 #endif  // MIXTILE_HAVE_BF16_ENGINE
 
@@ -226,16 +193,13 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     }
   }
 #endif
-#if defined(MIXTILE_HAVE_AVX512_BF16)
-  if constexpr (Path == MatmulPath::avx512_bf16) {
-    if (p.in > 0) {
-      detail::linear_dp_small(p, tiles);
-      return;
-    }
-  }
-#endif
   const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
   const size_t per_thread = detail::gemm_scratch_bytes(tiles, p.rows, p.in);
+  // avx512_bf16 (calls of at most small_m_max rows here): the rows rounded to bf16 once into the
+  // workspace (the engine loops round them too), then dp_small instead of the f32 small path.
+  [[maybe_unused]] const bool dp = Path == MatmulPath::avx512_bf16 && p.in > 0;
+  [[maybe_unused]] const int64_t ldx = detail::padded_depth(p.in);
+  [[maybe_unused]] uint16_t *xr = static_cast<uint16_t *>(p.workspace);
   // Narrow outputs (routers: out = E) split rows across threads instead of columns.
   const bool split_rows = (p.out + kColumnUnit - 1) / kColumnUnit < nt && p.rows >= 2 * nt;
   detail::WorkCounter pieces;
@@ -245,19 +209,38 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     const detail::GemmScratch scratch =
         detail::carve_scratch(static_cast<char *>(p.workspace) + per_thread * tid, tiles, p.in);
     const WS *w = static_cast<const WS *>(p.w);
-    if (split_rows) {
-      const int64_t r0 = p.rows * tid / nthreads, r1 = p.rows * (tid + 1) / nthreads;
-      const detail::RowSource src{p.x, p.in, p.row_index, r0};
+    const int64_t q0 = p.rows * tid / nthreads, q1 = p.rows * (tid + 1) / nthreads;
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+    if constexpr (Path == MatmulPath::avx512_bf16) {
+      if (dp) {
+        detail::round_rows_bf16(xr + q0 * ldx, detail::RowSource{p.x, p.in, p.row_index, q0}, q1 - q0, p.in);
+#pragma omp barrier
+      }
+    }
+#endif
+    // Rows [r0, r0 + n) x columns [c0, c1) of y.
+    auto run = [&](int64_t r0, int64_t n, int64_t c0, int64_t c1) {
       detail::LinearEpilogue ep{p.y, p.out, p.bias, r0};
-      detail::gemm_columns<W, false>(r1 - r0, p.in, src, w, nullptr, 0, p.out, tiles, scratch, ep);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+      if constexpr (Path == MatmulPath::avx512_bf16) {
+        if (dp) {
+          detail::dp_small<false>(n, p.in, detail::RowsOf<uint16_t>{xr, ldx, nullptr, r0}, w, nullptr, p.in, c0, c1,
+                                  tiles.small_prefetch_rows, ep);
+          return;
+        }
+      }
+#endif
+      const detail::RowSource src{p.x, p.in, p.row_index, r0};
+      detail::gemm_columns<W, false>(n, p.in, src, w, nullptr, c0, c1, tiles, scratch, ep);
+    };
+    if (split_rows) {
+      run(q0, q1 - q0, 0, p.out);
     } else {  // column pieces from a WorkCounter
       const int64_t n_pieces = detail::column_pieces(p.out, 1, nthreads, detail::kSharedPiecesPerThread);
-      const detail::RowSource src{p.x, p.in, p.row_index, 0};
-      detail::LinearEpilogue ep{p.y, p.out, p.bias, 0};
       int64_t c0, c1;
       for (int64_t i; (i = pieces.take()) < n_pieces;) {
         detail::split_columns(p.out, n_pieces, i, c0, c1);
-        detail::gemm_columns<W, false>(p.rows, p.in, src, w, nullptr, c0, c1, tiles, scratch, ep);
+        run(0, p.rows, c0, c1);
       }
     }
   }

@@ -139,6 +139,11 @@ inline int64_t engine_pass_blocks(int64_t blocks, int64_t mc) {
 
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
 
+// The first n of 16 32-bit lanes (n clamped to [0, 16]): masked loads of a row's last floats.
+inline __mmask16 first_lanes16(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
+}
+
 // The first n of 32 16-bit lanes (n clamped to [0, 32]): masked loads of a row's last bf16s.
 inline __mmask32 first_lanes32(int64_t n) {
   return n >= 32 ? ~__mmask32(0) : n > 0 ? (__mmask32(1) << n) - 1 : __mmask32(0);
@@ -189,8 +194,7 @@ inline void pack_token_block(uint16_t *__restrict dst, const float *const *rows,
 #endif
   for (int64_t k0 = 0; k0 < kp; k0 += kDepthStep) {
     const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);  // may be <= 0 only if k == 0
-    const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
-    const __mmask16 m_hi = kv >= 32 ? __mmask16(0xffff) : kv > 16 ? __mmask16((1u << (kv - 16)) - 1) : __mmask16(0);
+    const __mmask16 m_lo = first_lanes16(kv), m_hi = first_lanes16(kv - 16);
     __m512i r[16];
     for (int t = 0; t < kTokenBlock; ++t) {
       if (rows[t] == nullptr) {
@@ -232,8 +236,7 @@ inline void for_each_unpacked_step(const uint16_t *__restrict src, int64_t k, St
 inline void unpack_token_block(const uint16_t *__restrict src, float *const *rows, int64_t k) {
   for_each_unpacked_step(src, k, [&](int64_t k0, const __m512i (&r)[16]) {
     const int64_t kv = std::min<int64_t>(kDepthStep, k - k0);
-    const __mmask16 m_lo = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
-    const __mmask16 m_hi = kv >= 32 ? __mmask16(0xffff) : kv > 16 ? __mmask16((1u << (kv - 16)) - 1) : __mmask16(0);
+    const __mmask16 m_lo = first_lanes16(kv), m_hi = first_lanes16(kv - 16);
     for (int t = 0; t < kTokenBlock; ++t) {
       if (rows[t] == nullptr) continue;
       const __m512i lo = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(r[t])), 16);
@@ -732,10 +735,8 @@ inline void round_rows_bf16(uint16_t *__restrict dst, const RowSource &src, int6
     const float *in = src.row(i);
     uint16_t *out = dst + i * kp;
     for (int64_t k0 = 0; k0 < kp; k0 += 16) {
-      const int64_t kv = std::min<int64_t>(16, k - k0);
-      const __mmask16 m = kv >= 16 ? __mmask16(0xffff) : kv > 0 ? __mmask16((1u << kv) - 1) : __mmask16(0);
-      _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + k0),
-                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, in + k0))));
+      const __m512 v = _mm512_maskz_loadu_ps(first_lanes16(k - k0), in + k0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + k0), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
     }
   }
 }
