@@ -16,7 +16,8 @@ FLAGS=(-std=c++17 -O3 -fopenmp -I"$ROOT" -Wall -Wextra -Wno-maybe-uninitialized 
 # The test's shapes are too small for the k-blocked small path; a tiny L1 budget forces it.
 "$CXX" "${FLAGS[@]}" -march=native -DMIXTILE_SMALL_X_BYTES=256 -DMIXTILE_SMALL_KB_MIN=1 "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_kblock" &
 "$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/bench_small.cpp" -o "$OUT/bench_small" &
+"$CXX" "${FLAGS[@]}" -march=native "$ROOT/bench/kernels/bench_linear.cpp" -o "$OUT/bench_linear" &
 # The VDPBF16PS path on its own, as on Zen 4/5 or Cooper Lake (AVX512-BF16 without AMX).
 "$CXX" "${FLAGS[@]}" -march=x86-64-v3 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 "$ROOT/test/codegen/cpu/Inputs/test_expert_ffn.cpp" -o "$OUT/test_expert_ffn_avx512bf16" &
 wait
-echo "built in $OUT: bench_expert_ffn bench_small test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar test_expert_ffn_kblock test_expert_ffn_avx512bf16"
+echo "built in $OUT: bench_expert_ffn bench_small bench_linear test_expert_ffn test_expert_ffn_avx2 test_expert_ffn_scalar test_expert_ffn_kblock test_expert_ffn_avx512bf16"

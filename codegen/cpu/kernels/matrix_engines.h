@@ -651,13 +651,31 @@ void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *p
 // the end. Every weight vector feeds the MT token rows of a block, as in gemm.h's small path
 // (the same driver, gemm_small_with), at twice its rate on Zen 4/5. One reduction per sum: a
 // shuffle tree summing 16 accumulators at once measured 5-8% slower (Zen 4, bench_expert_ffn).
+//
+// Prefetch: blocks of TileConfig::small_prefetch_rows rows or more prefetch their weight streams
+// into L2 (prefetcht1) kDpSmallPrefetchBytes ahead along the row (full-depth blocks: several rows
+// ahead, as the rows a thread reads lie one after the other), k-blocked ones as gemm.h's small
+// path. With MT token rows per weight vector the loop runs MT times slower per byte than a GEMV,
+// its out-of-order window covers MT times fewer weight lines, and on Zen 4 the hardware
+// prefetchers alone left 3-8-row blocks at 10-20 GB/s of 34-56. Measured on the 2-core AMD EPYC
+// (Zen 4), 2 threads, weights cold, old and new builds alternating (bench/kernels/bench_linear,
+// lm head 2048 x 50304): 3 rows 9.5-11.7 -> 6.1-6.8 ms, 4 rows 10.5-11.9 -> 5.7-7.0, 8 rows
+// 11.2-14.4 -> 9.0-10.7, 16 rows 15.8-20.0 -> 13.7-16.1 (gemm.h's prefetcht0 2 KB ahead, and
+// prefetcht1 4 KB ahead from 8 rows, before); 2048 -> 4096 x 2048 at 4 rows 0.77-0.92 -> 0.60-0.73
+// ms; prefetcht1 8 / 16 / 32 / 64 KB ahead: 32 KB best or tied. Experts (bench_expert_ffn, cold):
+// Mixtral-style T=32 7.4-8.1 -> 6.7-7.4 ms, OLMoE-style T=32 (4 rows per expert) 30-32 -> 21-27.
+// One or two rows stream as fast on the hardware prefetchers alone (avx512_bf16's table starts the
+// prefetch at 3 rows).
+#ifndef MIXTILE_DP_PF_BYTES
+#define MIXTILE_DP_PF_BYTES 32768
+#endif
+constexpr int64_t kDpSmallPrefetchBytes = MIXTILE_DP_PF_BYTES;
 template <bool Gated, int MT, int R>
 inline void dp_small_block(int64_t K, const uint16_t *const *x, const uint16_t *const *wg,
                            const uint16_t *const *wu, float *out, int64_t pf) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));  // independent chains per sum
-  constexpr bool kL2 = MT >= kPrefetchL2MinTokens;
-  if (pf == kPrefetchByRows) pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(uint16_t));
+  if (pf == kPrefetchByRows) pf = kDpSmallPrefetchBytes / static_cast<int64_t>(sizeof(uint16_t));
   __m512 acc[U][G][MT][R];
   for (int u = 0; u < U; ++u)
     for (int g = 0; g < G; ++g)
@@ -672,8 +690,8 @@ inline void dp_small_block(int64_t K, const uint16_t *const *x, const uint16_t *
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         if (pf != 0) {  // loop-invariant: GCC unswitches the loop on it
-          prefetch_weights<kL2>(wg[r] + ku + pf);
-          if constexpr (Gated) prefetch_weights<kL2>(wu[r] + ku + pf);
+          prefetch_weights<true>(wg[r] + ku + pf);
+          if constexpr (Gated) prefetch_weights<true>(wu[r] + ku + pf);
         }
         wv[0][r] = _mm512_loadu_si512(wg[r] + ku);
         if constexpr (Gated) wv[G - 1][r] = _mm512_loadu_si512(wu[r] + ku);
