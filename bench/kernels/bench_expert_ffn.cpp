@@ -6,7 +6,7 @@
 // [dtypes=f32,bf16] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
 // 2 2048 768 512 bf16 amx_bf16 128 8)
 // Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows[,
-// engine_panel_rows]]]]]
+// engine_panel_rows[,small_group_rows]]]]]]
 // overrides the tiles of every
 // path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how the small_m_max
 // crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
@@ -226,11 +226,11 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
   for (auto &v : x) v = u(rng);
   TileConfig tiles = default_tile_config(T * k / E);
   // Tuning override: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
-  // engine_stream_rows[,engine_panel_rows]]]]]
+  // engine_stream_rows[,engine_panel_rows[,small_group_rows]]]]]]
   if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
+    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
                 &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows);
+                &tiles.engine_panel_rows, &tiles.small_group_rows);
   const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles, Path);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);

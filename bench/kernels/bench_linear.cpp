@@ -5,8 +5,8 @@
 // Usage: bench_linear [threads=2] [in=2048] [out=50304] [Ms=1,2,4,8,16,32] [reps=15]
 //        [path=native|fma_f32]
 // Env: MIXTILE_TILES as bench_expert_ffn's (mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
-// small_prefetch_rows[,engine_stream_rows[,engine_panel_rows]]]]]), e.g. small_m_max 0 forces the
-// matrix-engine loops, 1000000 the small path.
+// small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows]]]]]]), e.g.
+// small_m_max 0 forces the matrix-engine loops, 1000000 the small path.
 #include <omp.h>
 
 #include <algorithm>
@@ -82,9 +82,9 @@ int main(int argc, char **argv) {
   const std::string path = argc > 6 ? argv[6] : "native";
   TileConfig tiles = default_tile_config();
   if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
+    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
                 &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows);
+                &tiles.engine_panel_rows, &tiles.small_group_rows);
   for (int64_t M : Ms) {
     if (path == "fma_f32") {
       run<MatmulPath::fma_f32>(threads, in, out, M, reps, tiles);

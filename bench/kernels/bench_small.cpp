@@ -3,6 +3,7 @@
 // output columns as expert_ffn does; weights evicted from the caches before every call.
 // Usage: bench_small [threads=2] [D=1024] [F=3584] [Ms=1,4,8,16] [E=8] [reps=15] [dtypes=f32,bf16]
 // [prefetch_rows=TileConfig default] (TileConfig::small_prefetch_rows: software prefetch from this many rows)
+// [group_rows=0] (TileConfig::small_group_rows: token rows per block, 0 the kernel's most)
 #include <omp.h>
 
 #include <algorithm>
@@ -20,7 +21,7 @@ using namespace mixtile::cpu;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-int prefetch_rows = TileConfig{}.small_prefetch_rows;
+TileConfig tiles = default_tile_config();
 struct SinkEpilogue {
   float *out;
   int64_t ld;
@@ -71,12 +72,12 @@ void run(int threads, int64_t D, int64_t F, int64_t M, int E, int reps) {
             detail::split_columns(F, nt, tid, c0, c1);
             detail::RowSource src{x.data(), D, nullptr, 0};
             SinkEpilogue ep{h.data(), F};
-            detail::gemm_small<W, true>(M, D, src, wg[e].data(), wu[e].data(), D, c0, c1, prefetch_rows, ep);
+            detail::gemm_small<W, true>(M, D, src, wg[e].data(), wu[e].data(), D, c0, c1, tiles, ep);
           } else {
             detail::split_columns(D, nt, tid, c0, c1);
             detail::RowSource src{h.data(), F, nullptr, 0};
             SinkEpilogue ep{y.data(), D};
-            detail::gemm_small<W, false>(M, F, src, wd[e].data(), nullptr, F, c0, c1, prefetch_rows, ep);
+            detail::gemm_small<W, false>(M, F, src, wd[e].data(), nullptr, F, c0, c1, tiles, ep);
           }
         }
         (void)s;
@@ -104,7 +105,8 @@ int main(int argc, char **argv) {
   const int E = argc > 5 ? std::atoi(argv[5]) : 8;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 15;
   const std::string dt = argc > 7 ? argv[7] : "f32,bf16";
-  if (argc > 8) prefetch_rows = std::atoi(argv[8]);
+  if (argc > 8) tiles.small_prefetch_rows = std::atoi(argv[8]);
+  if (argc > 9) tiles.small_group_rows = std::atoi(argv[9]);
   for (int64_t M : Ms) {
     if (dt.find("f32") != std::string::npos) run<WeightType::f32>(threads, D, F, M, E, reps);
     if (dt.find("bf16") != std::string::npos) run<WeightType::bf16>(threads, D, F, M, E, reps);

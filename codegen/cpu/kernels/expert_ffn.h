@@ -385,10 +385,10 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
           uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
           round_rows_bf16(xr, src, rows, D);
           dp_small<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0}, first, second, D, c0, c1,
-                          tiles.small_prefetch_rows, ep);
+                          tiles, ep);
 #endif
         } else {
-          gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles.small_prefetch_rows, ep);
+          gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles, ep);
         }
       } else {
         HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
@@ -417,14 +417,14 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
             const int64_t ldh = padded_depth(F);
             unpack_segment(packed_h, layout.h_block, r0, r1, hr, ldh, F);
             dp_small<false>(rows, F, RowsOf<uint16_t>{hr, ldh, nullptr, 0}, down, nullptr, F, c0, c1,
-                            tiles.small_prefetch_rows, ep);
+                            tiles, ep);
 #endif
             continue;
           }
           // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
           unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
           const RowSource src{small_h, F, nullptr, 0};
-          gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles.small_prefetch_rows, ep);
+          gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles, ep);
         } else {
           OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
           engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,

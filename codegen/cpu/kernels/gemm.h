@@ -60,6 +60,11 @@ struct TileConfig {
   // this many rows; fewer rely on the hardware prefetchers (a CPU-family choice: see
   // prefetch_weights).
   int small_prefetch_rows = MIXTILE_PF_MIN;
+  // ... and takes at most this many token rows per block (0: as many as its accumulators allow,
+  // up to kSmallMaxTokens). Fewer rows per weight vector run the loop faster per weight byte,
+  // so more weight lines are in flight; the chunk's weights are then read again from L2 by the
+  // next group (a CPU-family and kernel choice: see the avx512_bf16 table's linear bucket).
+  int small_group_rows = 0;
   // bf16 matrix-engine paths (matrix_engines.h): depth slice of the AMX / VDPBF16PS loops, a
   // multiple of 32; deeper GEMMs keep partial results between slices in the workspace.
   int engine_kc = 1024;
@@ -562,10 +567,11 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const typename K
 // rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors. When the
 // token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
 // computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
-// Token groups of at least `prefetch_rows` rows prefetch their weight streams in software.
+// Token groups of at least t.small_prefetch_rows rows prefetch their weight streams in software;
+// groups hold at most t.small_group_rows rows (when set).
 template <class Kernel, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
-                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
                      Epilogue &ep) {
   using X = typename Kernel::X;
   constexpr int G = Gated ? 2 : 1;
@@ -573,13 +579,14 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
   constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
   static_assert(kSmallChunk % R == 0, "a chunk holds whole blocks");
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
-  const int64_t kb = small_k_block(M, K, MaxMT, sizeof(X), Kernel::kDepthMultiple);
+  const int group = t.small_group_rows > 0 ? std::min(MaxMT, t.small_group_rows) : MaxMT;
+  const int64_t kb = small_k_block(M, K, group, sizeof(X), Kernel::kDepthMultiple);
   if (kb >= K) {
     for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
       const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
-      for (int64_t m = 0; m < M; m += MaxMT) {
-        const int mt = static_cast<int>(std::min<int64_t>(MaxMT, M - m));
-        const int64_t pf = mt >= prefetch_rows ? kPrefetchByRows : 0;
+      for (int64_t m = 0; m < M; m += group) {
+        const int mt = static_cast<int>(std::min<int64_t>(group, M - m));
+        const int64_t pf = mt >= t.small_prefetch_rows ? kPrefetchByRows : 0;
         const X *x[MaxMT1];
         for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
         small_blocks_of_chunk<Kernel, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
@@ -599,8 +606,8 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
       const int mrows = static_cast<int>(std::min<int64_t>(kSmallPanelRows, M - m0));
       for (int64_t k0 = 0; k0 < K; k0 += kb) {
         const int64_t kcur = std::min(kb, K - k0);
-        for (int mg = 0; mg < mrows; mg += MaxMT) {
-          const int mt = std::min(MaxMT, mrows - mg);
+        for (int mg = 0; mg < mrows; mg += group) {
+          const int mt = std::min(group, mrows - mg);
           const X *x[MaxMT1];
           for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m0 + mg + std::min(t, mt - 1)) + k0;
           for (int n = 0; n < pcols; n += kSmallChunk) {
@@ -633,12 +640,12 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
 // the token dimension (up to kSmallMaxTokens rows share every weight vector loaded).
 template <class Kernel, bool Gated, class Epilogue>
 void gemm_small_with(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
-                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
                      Epilogue &ep) {
   if (Gated || M <= 2) {
-    gemm_small_rows<Kernel, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+    gemm_small_rows<Kernel, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, t, ep);
   } else {
-    gemm_small_rows<Kernel, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+    gemm_small_rows<Kernel, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, t, ep);
   }
 }
 
@@ -646,9 +653,9 @@ void gemm_small_with(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
 // VDPBF16PS one on bf16 rows).
 template <WeightType W, bool Gated, class Epilogue>
 void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
-                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, int prefetch_rows,
+                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
                 Epilogue &ep) {
-  gemm_small_with<FmaSmallKernel<W>, Gated>(M, K, a, b, b2, ldb, c0, c1, prefetch_rows, ep);
+  gemm_small_with<FmaSmallKernel<W>, Gated>(M, K, a, b, b2, ldb, c0, c1, t, ep);
 }
 
 // One thread's share of C = A · Wᵀ restricted to output columns [c0, c1).
@@ -658,7 +665,7 @@ void gemm_columns(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
                   const GemmScratch &s, Epilogue &ep) {
   if (M <= 0 || c0 >= c1) return;
   if (M <= cfg.small_m_max || K <= 0) {
-    gemm_small<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg.small_prefetch_rows, ep);
+    gemm_small<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg, ep);
   } else {
     gemm_blocked<W, Gated>(M, K, a, b, b2, K, c0, c1, cfg, s, ep);
   }

@@ -225,7 +225,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
       if constexpr (Path == MatmulPath::avx512_bf16) {
         if (dp) {
           detail::dp_small<false>(n, p.in, detail::RowsOf<uint16_t>{xr, ldx, nullptr, r0}, w, nullptr, p.in, c0, c1,
-                                  tiles.small_prefetch_rows, ep);
+                                  tiles, ep);
           return;
         }
       }

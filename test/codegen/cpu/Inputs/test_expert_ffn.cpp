@@ -445,6 +445,10 @@ int main() {
   TileConfig all_small = default_tile_config();
   all_small.small_m_max = 1 << 30;
   tile_sets.push_back({"all-small", all_small});
+  TileConfig small_groups = all_small;
+  small_groups.small_group_rows = 3;  // token groups of at most 3 rows (segments of 4+ in several)
+  small_groups.small_prefetch_rows = 2;
+  tile_sets.push_back({"all-small-groups3", small_groups});
 
   const WeightType wts[] = {WeightType::f32, WeightType::bf16, WeightType::f16};
   const Activation acts[] = {Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::relu};
@@ -535,6 +539,7 @@ int main() {
   all_engine_sliced.engine_mc = 16;  // one block group per pass
   engine_tiles.push_back({"all-engine-kc32", all_engine_sliced});
   engine_tiles.push_back({"all-small", all_small});
+  engine_tiles.push_back({"all-small-groups3", small_groups});
   const Shape engine_shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
                                  {40, 100, 37, 6, 2}, {9, 64, 96, 4, 2},   {50, 33, 70, 3, 3},
                                  {3, 17, 5, 1, 1},    {30, 130, 300, 5, 2}, {70, 96, 64, 2, 2},
