@@ -567,11 +567,11 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const typename K
 // rows per block. Sums of a chunk are buffered so the epilogue runs on whole vectors. When the
 // token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
 // computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
-// Token groups of at least t.small_prefetch_rows rows prefetch their weight streams in software;
-// groups hold at most t.small_group_rows rows (when set).
+// Token groups of at least tiles.small_prefetch_rows rows prefetch their weight streams in
+// software; groups hold at most tiles.small_group_rows rows (when set).
 template <class Kernel, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
-                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &tiles,
                      Epilogue &ep) {
   using X = typename Kernel::X;
   constexpr int G = Gated ? 2 : 1;
@@ -579,14 +579,14 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
   constexpr int MaxMT1 = std::min(kSmallMaxTokens, std::max(1, kSmallAccumulators / G));
   static_assert(kSmallChunk % R == 0, "a chunk holds whole blocks");
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
-  const int group = t.small_group_rows > 0 ? std::min(MaxMT, t.small_group_rows) : MaxMT;
+  const int group = tiles.small_group_rows > 0 ? std::min(MaxMT, tiles.small_group_rows) : MaxMT;
   const int64_t kb = small_k_block(M, K, group, sizeof(X), Kernel::kDepthMultiple);
   if (kb >= K) {
     for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
       const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
       for (int64_t m = 0; m < M; m += group) {
         const int mt = static_cast<int>(std::min<int64_t>(group, M - m));
-        const int64_t pf = mt >= t.small_prefetch_rows ? kPrefetchByRows : 0;
+        const int64_t pf = mt >= tiles.small_prefetch_rows ? kPrefetchByRows : 0;
         const X *x[MaxMT1];
         for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
         small_blocks_of_chunk<Kernel, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
@@ -640,12 +640,12 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
 // the token dimension (up to kSmallMaxTokens rows share every weight vector loaded).
 template <class Kernel, bool Gated, class Epilogue>
 void gemm_small_with(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
-                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
+                     const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &tiles,
                      Epilogue &ep) {
   if (Gated || M <= 2) {
-    gemm_small_rows<Kernel, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, t, ep);
+    gemm_small_rows<Kernel, Gated, 1>(M, K, a, b, b2, ldb, c0, c1, tiles, ep);
   } else {
-    gemm_small_rows<Kernel, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, t, ep);
+    gemm_small_rows<Kernel, Gated, 2>(M, K, a, b, b2, ldb, c0, c1, tiles, ep);
   }
 }
 
@@ -653,9 +653,9 @@ void gemm_small_with(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
 // VDPBF16PS one on bf16 rows).
 template <WeightType W, bool Gated, class Epilogue>
 void gemm_small(int64_t M, int64_t K, const RowSource &a, const WeightStorage<W> *b,
-                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &t,
+                const WeightStorage<W> *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &tiles,
                 Epilogue &ep) {
-  gemm_small_with<FmaSmallKernel<W>, Gated>(M, K, a, b, b2, ldb, c0, c1, t, ep);
+  gemm_small_with<FmaSmallKernel<W>, Gated>(M, K, a, b, b2, ldb, c0, c1, tiles, ep);
 }
 
 // One thread's share of C = A · Wᵀ restricted to output columns [c0, c1).

@@ -741,8 +741,8 @@ struct DpSmallKernel {
 // unpack_token_block): the same blocks, chunks, k-slices, prefetch and epilogue calls.
 template <bool Gated, class Epilogue>
 void dp_small(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint16_t *b, const uint16_t *b2, int64_t ldb,
-              int64_t c0, int64_t c1, const TileConfig &t, Epilogue &ep) {
-  gemm_small_with<DpSmallKernel, Gated>(M, K, a, b, b2, ldb, c0, c1, t, ep);
+              int64_t c0, int64_t c1, const TileConfig &tiles, Epilogue &ep) {
+  gemm_small_with<DpSmallKernel, Gated>(M, K, a, b, b2, ldb, c0, c1, tiles, ep);
 }
 
 // Rows [0, rows) of `src` rounded to bf16 (as pack_token_block rounds them) into dst, row i at
