@@ -176,7 +176,6 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
 #endif
   }
 }
-
 }  // namespace detail
 #endif  // MIXTILE_HAVE_BF16_ENGINE
 
