@@ -143,10 +143,12 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
           path = matmulPathFor(*host, weights);
           kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
         } else if (Type cache = attentionCacheType(kernel)) {
-          // Prefill attention over a bf16 cache on AMX tiles; there is no VDPBF16PS attention,
-          // so other CPUs keep the f32 FMA tiles (and decode rows stay f32 everywhere).
-          if (matmulPathFor(*host, cache) == "amx_bf16") {
-            path = "amx_bf16";
+          // Prefill attention over a bf16 cache on the CPU's bf16 products (AMX tiles, else
+          // VDPBF16PS); f32 and f16 caches and CPUs without either keep the f32 FMA tiles, and
+          // decode rows stay f32 everywhere.
+          StringRef chosen = matmulPathFor(*host, cache);
+          if (chosen != "fma_f32") {
+            path = chosen;
             kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
           }
         }

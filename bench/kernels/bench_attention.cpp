@@ -1,6 +1,7 @@
 // Prefill attention of the CPU kernel library (model.h `attention`) on one shape: a prompt of S
-// tokens of one sequence written into an empty bf16 KV cache, on the f32 tiles (fma_f32) and, where
-// the build and the host have AMX, on AMX tiles (amx_bf16). Prints one JSON object per path with
+// tokens of one sequence written into an empty bf16 KV cache, on the f32 tiles (fma_f32), where the
+// build and the host have AMX on AMX tiles (amx_bf16), and where the build has AVX512-BF16 on
+// VDPBF16PS (avx512_bf16). Prints one JSON object per path with
 // the times of every call (ms) and the two paths' outputs' relative L2 difference. Timings only;
 // correctness lives in test_model_kernels.cpp. Used by bench/cpu_attention.py, which runs PyTorch
 // beside it.
@@ -95,15 +96,24 @@ int main(int argc, char **argv) {
   p.v_cache.assign(p.S * kv_heads * vdim, 0);
   std::vector<float> ref(p.S * heads * vdim), out(p.S * heads * vdim);
   print("fma_f32", run<MatmulPath::fma_f32>(p, reps, threads, ref), 0.0);
-#if defined(MIXTILE_HAVE_AMX_BF16)
-  if (amx_ready()) {
-    const std::vector<double> ms = run<MatmulPath::amx_bf16>(p, reps, threads, out);
+  auto diff = [&] {
     double e = 0, n = 0;
     for (size_t i = 0; i < out.size(); ++i) {
       e += (out[i] - ref[i]) * double(out[i] - ref[i]);
       n += ref[i] * double(ref[i]);
     }
-    print("amx_bf16", ms, std::sqrt(e / n));
+    return std::sqrt(e / n);
+  };
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (amx_ready()) {
+    const std::vector<double> ms = run<MatmulPath::amx_bf16>(p, reps, threads, out);
+    print("amx_bf16", ms, diff());
+  }
+#endif
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  {
+    const std::vector<double> ms = run<MatmulPath::avx512_bf16>(p, reps, threads, out);
+    print("avx512_bf16", ms, diff());
   }
 #endif
   return 0;

@@ -139,30 +139,34 @@ struct AttentionLayout {
   size_t rope = 0, query = 0, tiles = 0;  // offsets of the shared buffers
   size_t shared = 0;                      // their bytes; per-thread chunks follow
   size_t scores = 0, query_t = 0, out_t = 0, block_scores = 0, keys = 0, values = 0, stats = 0, row = 0;
-  size_t amx = 0;  // the AMX tile path's scratch (AmxAttentionScratch)
+  size_t bf16 = 0;  // the bf16 tile paths' scratch (Bf16AttentionScratch)
   size_t per_thread = 0;
 };
 
-// The AMX tile path (MatmulPath::amx_bf16, bf16 caches): the same query tiles and online softmax
-// (scores kept transposed, key rows by query lanes, so the softmax is lane-wise vector work), with
-// both products on TDPBF16PS tiles over kAmxKeyBlock keys per step:
-//  - Sᵀ = K · Qᵀ: key tiles (16 keys x 32 dims) are the left operand, queries the right one,
+// The bf16 tile paths (bf16 caches; MatmulPath::amx_bf16 on AMX tiles, MatmulPath::avx512_bf16
+// on VDPBF16PS): the same query tiles and online softmax (scores kept transposed, key rows by
+// query lanes, so the softmax is lane-wise vector work), with both products in bf16 over
+// kBf16KeyBlock keys per step:
+//  - Sᵀ = K · Qᵀ: keys (16 keys x 32 dims per tile) are the left operand, queries the right one,
 //    packed once per tile as VNNI token blocks (matrix_engines.h), rounded to bf16.
-//  - Oᵀ += Vᵀ · Pᵀ: value tiles (16 dims x 32 keys) are the left operand, the block's
-//    probabilities the right one, as VNNI key pairs by query lanes (rounded to bf16); Oᵀ stays in
-//    f32 memory, its lanes rescaled there when their running maximum moves.
+//  - Oᵀ += Vᵀ · Pᵀ: values (transposed tiles of 16 dims x 32 keys) are the left operand, the
+//    block's probabilities the right one, as VNNI key pairs by query lanes (rounded to bf16); Oᵀ
+//    stays in f32 memory, its lanes rescaled there when their running maximum moves.
+// On AMX both are TDPBF16PS tile products. On VDPBF16PS each left element pair (a key's or a value
+// dim's) is broadcast against a vector of 16 query lanes' pairs, the same packed layouts read as
+// register tiles of 8 keys (value dims) by the query blocks (dp_gemm's shape, matrix_engines.h).
 // Each thread keeps packed copies of one kv head's keys (tiles of 16 x 32, contiguous, instead of
 // cache rows kv_heads·head_dim apart that alias in L1) and values (transposed tiles) for the
 // positions its tiles have asked for, reused by the next tiles and by the other query heads of
 // the group; positions outside those ranges are zero, so p = 0 never meets a value no call has
 // written. Precision: q and p rounded to bf16 (as a bf16 model's own attention rounds them), f32
 // softmax and accumulation.
-constexpr int64_t kAmxKeyBlock = 128;
-inline size_t amx_attention_scratch_bytes(int64_t dim, int64_t vdim, int64_t cache_length) {
+constexpr int64_t kBf16KeyBlock = 128;
+inline size_t bf16_attention_scratch_bytes(int64_t dim, int64_t vdim, int64_t cache_length) {
   const size_t dp = static_cast<size_t>(round_up(std::max<int64_t>(dim, 1), 32));
   const size_t vp = static_cast<size_t>(round_up(std::max<int64_t>(vdim, 1), 16));
   const size_t positions = static_cast<size_t>(round_up(std::max<int64_t>(cache_length, 1), 32));
-  const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
+  const size_t lanes = kAttentionTileRows, block = kBf16KeyBlock;
   return align64(sizeof(uint16_t) * 2 * 16 * dp)         // packed queries: 2 VNNI blocks
          + align64(sizeof(float) * block * lanes)        // block scores [key][lane]
          + align64(sizeof(uint16_t) * block * lanes)     // Pᵀ tiles [key step][query block]
@@ -196,8 +200,8 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.values = l.keys + align64(sizeof(float) * kAttentionMicroRows<1> * d);
   l.stats = l.values + align64(sizeof(float) * block * vd);
   l.row = l.stats + align64(sizeof(float) * 4 * lanes);
-  l.amx = l.row + align64(sizeof(float) * 2 * d);
-  l.per_thread = l.amx + (path == MatmulPath::amx_bf16 ? amx_attention_scratch_bytes(
+  l.bf16 = l.row + align64(sizeof(float) * 2 * d);
+  l.per_thread = l.bf16 + (path != MatmulPath::fma_f32 ? bf16_attention_scratch_bytes(
                                                             c.head_dim, c.v_head_dim > 0 ? c.v_head_dim : c.head_dim,
                                                             cache_length)
                                                       : 0);
@@ -515,28 +519,28 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
 }
 
 
-#if defined(MIXTILE_HAVE_AMX_BF16)
-// One thread's packed copy of a kv head's keys and values in one sequence (AMX tile path).
-struct AmxKvPack {
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+// One thread's packed copy of a kv head's keys and values in one sequence (bf16 tile paths).
+struct Bf16KvPack {
   uint16_t *k = nullptr;   // key tiles [position / 16][depth step][16 keys x 32 dims]
   uint16_t *vt = nullptr;  // value tiles [position / 32][value dims / 16][16 dims x 32 keys]
   const uint16_t *keys = nullptr, *values = nullptr;  // the cache rows packed (position 0)
   int64_t begin = 0, end = 0;                          // positions packed: [begin, end)
 };
 
-struct AmxAttentionScratch {
+struct Bf16AttentionScratch {
   uint16_t *queries;  // 2 VNNI token blocks of depth round_up(dim, 32)
-  float *scores;      // [kAmxKeyBlock keys][kAttentionTileRows lanes]
+  float *scores;      // [kBf16KeyBlock keys][kAttentionTileRows lanes]
   uint16_t *pt;       // Pᵀ tiles [key step of 32][query block]: 16 key pairs x 16 lanes x 2
   float *ot;          // Oᵀ [round_up(vdim, 16)][kAttentionTileRows lanes]
   float *stats;       // max, sum, shift, rescale per lane
-  AmxKvPack pack;
+  Bf16KvPack pack;
 };
-inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t vdim, int64_t cache_length) {
+inline Bf16AttentionScratch carve_bf16_attention(char *base, int64_t dim, int64_t vdim, int64_t cache_length) {
   const size_t dp = static_cast<size_t>(round_up(dim, 32)), vp = static_cast<size_t>(round_up(vdim, 16));
   const size_t positions = static_cast<size_t>(round_up(std::max<int64_t>(cache_length, 1), 32));
-  const size_t lanes = kAttentionTileRows, block = kAmxKeyBlock;
-  AmxAttentionScratch s;
+  const size_t lanes = kAttentionTileRows, block = kBf16KeyBlock;
+  Bf16AttentionScratch s;
   char *at = base;
   auto take = [&](size_t bytes) {
     char *p = at;
@@ -555,8 +559,8 @@ inline AmxAttentionScratch carve_amx_attention(char *base, int64_t dim, int64_t 
 
 // Packs the 32 positions of chunk c (positions 32c .. 32c + 31) into the key and value tiles:
 // rows outside [lo, hi) are zero (never read from the cache: past its end, or never written).
-inline void amx_pack_chunk(AmxKvPack &p, int64_t c, int64_t lo, int64_t hi, int64_t dim, int64_t vdim, int64_t ld,
-                           int64_t ldv) {
+inline void bf16_pack_chunk(Bf16KvPack &p, int64_t c, int64_t lo, int64_t hi, int64_t dim, int64_t vdim, int64_t ld,
+                            int64_t ldv) {
   const int64_t dp = round_up(dim, 32), vp = round_up(vdim, 16), dsteps = dp / 32, dtiles = vp / 16;
   const int64_t p0 = 32 * c;
   // Keys: two tiles of 16 positions, each row 32 dims of one key per depth step.
@@ -595,8 +599,8 @@ inline void amx_pack_chunk(AmxKvPack &p, int64_t c, int64_t lo, int64_t hi, int6
 // Makes positions [lo, hi) of the kv head whose cache rows start at keys / values available in
 // the pack (hi <= cache_length): packs the chunks the union of the ranges asked for so far
 // gained, or starts over for another head or sequence.
-inline void amx_ensure_packed(AmxKvPack &p, const uint16_t *keys, const uint16_t *values, int64_t lo, int64_t hi,
-                              int64_t dim, int64_t vdim, int64_t ld, int64_t ldv) {
+inline void bf16_ensure_packed(Bf16KvPack &p, const uint16_t *keys, const uint16_t *values, int64_t lo, int64_t hi,
+                               int64_t dim, int64_t vdim, int64_t ld, int64_t ldv) {
   int64_t old_begin = p.begin, old_end = p.end;
   if (p.keys != keys || p.values != values || hi < p.begin || lo > p.end || p.begin == p.end) {
     p.keys = keys;
@@ -611,10 +615,12 @@ inline void amx_ensure_packed(AmxKvPack &p, const uint16_t *keys, const uint16_t
   }
   for (int64_t c = p.begin / 32; c * 32 < p.end; ++c) {
     const bool inside_old = old_begin < old_end && c * 32 >= old_begin && c * 32 + 32 <= old_end;
-    if (!inside_old) amx_pack_chunk(p, c, p.begin, p.end, dim, vdim, ld, ldv);
+    if (!inside_old) bf16_pack_chunk(p, c, p.begin, p.end, dim, vdim, ld, ldv);
   }
 }
+#endif  // MIXTILE_HAVE_BF16_ENGINE
 
+#if defined(MIXTILE_HAVE_AMX_BF16)
 // Result tiles 0-3 of a 2 x 2 attention step over the query blocks, rows ld bytes apart: tile 0
 // at a, 1 at a + 16 lanes (second query block), 2 at b, 3 at b + 16 lanes (second key or value
 // tile); tiles past `blocks` query blocks or a missing second tile are skipped.
@@ -634,14 +640,96 @@ inline void amx_attention_store(float *a, float *b, int ld, int blocks, bool two
     if (blocks > 1) _tile_stored(3, b + 16, ld);
   }
 }
+#endif  // MIXTILE_HAVE_AMX_BF16
 
-/// attend_tile on AMX tiles (MatmulPath::amx_bf16, bf16 caches; see AmxAttentionScratch): `rows`
-/// (<= kAttentionTileRows) queries of one sequence, lane r at positions lo[r]..hi[r], against the
-/// kv head whose cache rows start at keys / values. The calling thread has configured its tiles
-/// (amx_configure_tiles).
-inline void attend_tile_amx(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
-                            float *const *out, int64_t dim, int64_t vdim, const uint16_t *keys, const uint16_t *values,
-                            int64_t ld, int64_t ldv, AmxAttentionScratch &s) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+// The VDPBF16PS register tile of the bf16 attention path: acc[r][b] holds row r (a key, or a
+// value dim) by the 16 query lanes of block b, fed 16 pairs at a time (one 32-deep tile row).
+template <int MR, int NB>
+struct DpAttentionTile {
+  __m512 acc[MR][NB];
+  void zero() {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
+  }
+  // 16 pairs: left rows r at left + r·32 (16 pairs each), right block b's 16 pair vectors at
+  // right + b·right_block (32 bf16 each).
+  void step16(const uint16_t *left, const uint16_t *right, int64_t right_block) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      __m512i rv[NB];
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) rv[b] = _mm512_load_si512(right + b * right_block + i * 32);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, left + r * 32 + 2 * i, sizeof pair);
+        const __m512i lv = _mm512_set1_epi32(pair);
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)lv, (__m512bh)rv[b]);
+      }
+    }
+  }
+  // Rows r of lanes at out + r·ld (floats), 16 lanes per block.
+  void load(const float *in, int64_t ld) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_loadu_ps(in + r * ld + b * 16);
+  }
+  void store(float *out, int64_t ld) const {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) _mm512_storeu_ps(out + r * ld + b * 16, acc[r][b]);
+  }
+};
+constexpr int kDpAttentionRows = 8;  // keys or value dims per register tile: 8 x 2 accumulators
+
+// Sᵀ rows of 16 keys (one key tile column: its depth steps at k0t + ds·512) by NB query blocks,
+// into scores [key][lanes].
+template <int NB>
+inline void dp_attention_scores(const uint16_t *k0t, int64_t dsteps, const uint16_t *queries, int64_t q_block,
+                                float *scores) {
+  constexpr int lanes = kAttentionTileRows;
+  for (int half = 0; half < 16; half += kDpAttentionRows) {
+    DpAttentionTile<kDpAttentionRows, NB> tile;
+    tile.zero();
+    for (int64_t ds = 0; ds < dsteps; ++ds) tile.step16(k0t + ds * 512 + half * 32, queries + ds * 512, q_block);
+    tile.store(scores + half * lanes, lanes);
+  }
+}
+
+// Oᵀ rows of one value tile (16 dims; tile ks at vt + ks·dtiles·512) by NB query blocks over
+// `ksteps` key steps of 32 (Pᵀ at pt + (ks·2 + b)·512): Oᵀ += Vᵀ·Pᵀ, or = when `zero`.
+template <int NB>
+inline void dp_attention_values(const uint16_t *vt, int64_t dtiles, int ksteps, const uint16_t *pt, bool zero,
+                                float *ot) {
+  constexpr int lanes = kAttentionTileRows;
+  for (int half = 0; half < 16; half += kDpAttentionRows) {
+    DpAttentionTile<kDpAttentionRows, NB> tile;
+    if (zero)
+      tile.zero();
+    else
+      tile.load(ot + half * lanes, lanes);
+    for (int ks = 0; ks < ksteps; ++ks) tile.step16(vt + ks * dtiles * 512 + half * 32, pt + ks * 2 * 512, 512);
+    tile.store(ot + half * lanes, lanes);
+  }
+}
+#endif  // MIXTILE_HAVE_AVX512_BF16
+
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+/// attend_tile on bf16 products (Path amx_bf16 or avx512_bf16, bf16 caches; see
+/// Bf16AttentionScratch): `rows` (<= kAttentionTileRows) queries of one sequence, lane r at
+/// positions lo[r]..hi[r], against the kv head whose cache rows start at keys / values. On
+/// amx_bf16 the calling thread has configured its tiles (amx_configure_tiles).
+template <MatmulPath Path>
+inline void attend_tile_bf16(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
+                             float *const *out, int64_t dim, int64_t vdim, const uint16_t *keys,
+                             const uint16_t *values, int64_t ld, int64_t ldv, Bf16AttentionScratch &s) {
+  static_assert(Path == MatmulPath::amx_bf16 || Path == MatmulPath::avx512_bf16, "a bf16 product path");
   constexpr int W = 16, lanes = kAttentionTileRows;
   static_assert(lanes == 2 * W, "two query blocks of 16 per tile");
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -653,7 +741,7 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
   int64_t first, last;
   start_tile_softmax(rows, lo, hi, lanes, s.stats, first, last);
-  amx_ensure_packed(s.pack, keys, values, first, last + 1, dim, vdim, ld, ldv);
+  bf16_ensure_packed(s.pack, keys, values, first, last + 1, dim, vdim, ld, ldv);
   for (int b = 0; b < nq; ++b) {
     const float *qrows[16];
     for (int t = 0; t < W; ++t) qrows[t] = b * W + t < rows ? query[b * W + t] : nullptr;
@@ -675,35 +763,50 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     const int used = static_cast<int>(std::clamp<int64_t>(rows - u * W, 0, W));
     lane_used[u] = static_cast<__mmask16>((1u << used) - 1);
   }
-  constexpr int ld_ot = lanes * sizeof(float);
+  [[maybe_unused]] constexpr int ld_ot = lanes * sizeof(float);
 
   // Key blocks aligned to the value tiles' 32 positions; keys before `first` in the first block
   // are masked like any other.
-  for (int64_t j0 = first / 32 * 32; j0 <= last; j0 += kAmxKeyBlock) {
-    const bool first_block = j0 == first / 32 * 32;  // Oᵀ starts from zero tiles
-    const int64_t n = std::min<int64_t>(kAmxKeyBlock, last - j0 + 1);
+  for (int64_t j0 = first / 32 * 32; j0 <= last; j0 += kBf16KeyBlock) {
+    const bool first_block = j0 == first / 32 * 32;  // Oᵀ starts from zero
+    const int64_t n = std::min<int64_t>(kBf16KeyBlock, last - j0 + 1);
     const int ktiles = static_cast<int>((n + 15) / 16), ksteps = static_cast<int>((n + 31) / 32);
-    // Sᵀ [key][lane] = K · Qᵀ, two key tiles by the query blocks at a time.
-    for (int kt = 0; kt < ktiles; kt += 2) {
-      const bool two = kt + 1 < ktiles;
-      const uint16_t *k0t = s.pack.k + ((j0 / 16 + kt) * dsteps) * 512;
-      amx_zero_results();
-      for (int64_t ds = 0; ds < dsteps; ++ds) {
-        _tile_loadd(4, k0t + ds * 512, 64);
-        _tile_loadd(6, s.queries + ds * 32 * W, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if (nq > 1) {
-          _tile_loadd(7, s.queries + q_block + ds * 32 * W, 64);
-          _tile_dpbf16ps(1, 4, 7);
+    // Sᵀ [key][lane] = K · Qᵀ.
+    if constexpr (Path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+      // Two key tiles by the query blocks at a time.
+      for (int kt = 0; kt < ktiles; kt += 2) {
+        const bool two = kt + 1 < ktiles;
+        const uint16_t *k0t = s.pack.k + ((j0 / 16 + kt) * dsteps) * 512;
+        amx_zero_results();
+        for (int64_t ds = 0; ds < dsteps; ++ds) {
+          _tile_loadd(4, k0t + ds * 512, 64);
+          _tile_loadd(6, s.queries + ds * 32 * W, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          if (nq > 1) {
+            _tile_loadd(7, s.queries + q_block + ds * 32 * W, 64);
+            _tile_dpbf16ps(1, 4, 7);
+          }
+          if (two) {
+            _tile_loadd(5, k0t + (dsteps + ds) * 512, 64);
+            _tile_dpbf16ps(2, 5, 6);
+            if (nq > 1) _tile_dpbf16ps(3, 5, 7);
+          }
         }
-        if (two) {
-          _tile_loadd(5, k0t + (dsteps + ds) * 512, 64);
-          _tile_dpbf16ps(2, 5, 6);
-          if (nq > 1) _tile_dpbf16ps(3, 5, 7);
-        }
+        float *sc = s.scores + kt * 16 * lanes;
+        amx_attention_store(sc, sc + 16 * lanes, ld_ot, nq, two);
       }
-      float *sc = s.scores + kt * 16 * lanes;
-      amx_attention_store(sc, sc + 16 * lanes, ld_ot, nq, two);
+#endif
+    } else {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+      for (int kt = 0; kt < ktiles; ++kt) {
+        const uint16_t *k0t = s.pack.k + ((j0 / 16 + kt) * dsteps) * 512;
+        if (nq > 1)
+          dp_attention_scores<2>(k0t, dsteps, s.queries, q_block, s.scores + kt * 16 * lanes);
+        else
+          dp_attention_scores<1>(k0t, dsteps, s.queries, q_block, s.scores + kt * 16 * lanes);
+      }
+#endif
     }
     // Online softmax over the block, lane-wise as attend_tile; key j0 + j is in lane r's range
     // when lo[r] <= j0 + j <= hi[r] (masked keys: score -inf, probability exactly 0).
@@ -766,30 +869,44 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
           float *o = s.ot + d * lanes + u * W;
           _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), _mm512_loadu_ps(alpha + u * W)));
         }
-    // Oᵀ += Vᵀ · Pᵀ, two value tiles by the query blocks at a time.
+    // Oᵀ += Vᵀ · Pᵀ.
     const uint16_t *vt = s.pack.vt + (j0 / 32) * dtiles * 512;
-    for (int dt = 0; dt < dtiles; dt += 2) {
-      const bool two = dt + 1 < dtiles;
-      float *o0 = s.ot + dt * 16 * lanes, *o1 = o0 + 16 * lanes;
-      if (first_block)
-        amx_zero_results();
-      else
-        amx_attention_load(o0, o1, ld_ot, nq, two);
-      for (int ks = 0; ks < ksteps; ++ks) {
-        _tile_loadd(4, vt + (ks * dtiles + dt) * 512, 64);
-        _tile_loadd(6, s.pt + (ks * 2) * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if (nq > 1) {
-          _tile_loadd(7, s.pt + (ks * 2 + 1) * 512, 64);
-          _tile_dpbf16ps(1, 4, 7);
+    if constexpr (Path == MatmulPath::amx_bf16) {
+#if defined(MIXTILE_HAVE_AMX_BF16)
+      // Two value tiles by the query blocks at a time.
+      for (int dt = 0; dt < dtiles; dt += 2) {
+        const bool two = dt + 1 < dtiles;
+        float *o0 = s.ot + dt * 16 * lanes, *o1 = o0 + 16 * lanes;
+        if (first_block)
+          amx_zero_results();
+        else
+          amx_attention_load(o0, o1, ld_ot, nq, two);
+        for (int ks = 0; ks < ksteps; ++ks) {
+          _tile_loadd(4, vt + (ks * dtiles + dt) * 512, 64);
+          _tile_loadd(6, s.pt + (ks * 2) * 512, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          if (nq > 1) {
+            _tile_loadd(7, s.pt + (ks * 2 + 1) * 512, 64);
+            _tile_dpbf16ps(1, 4, 7);
+          }
+          if (two) {
+            _tile_loadd(5, vt + (ks * dtiles + dt + 1) * 512, 64);
+            _tile_dpbf16ps(2, 5, 6);
+            if (nq > 1) _tile_dpbf16ps(3, 5, 7);
+          }
         }
-        if (two) {
-          _tile_loadd(5, vt + (ks * dtiles + dt + 1) * 512, 64);
-          _tile_dpbf16ps(2, 5, 6);
-          if (nq > 1) _tile_dpbf16ps(3, 5, 7);
-        }
+        amx_attention_store(o0, o1, ld_ot, nq, two);
       }
-      amx_attention_store(o0, o1, ld_ot, nq, two);
+#endif
+    } else {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+      for (int dt = 0; dt < dtiles; ++dt) {
+        if (nq > 1)
+          dp_attention_values<2>(vt + dt * 512, dtiles, ksteps, s.pt, first_block, s.ot + dt * 16 * lanes);
+        else
+          dp_attention_values<1>(vt + dt * 512, dtiles, ksteps, s.pt, first_block, s.ot + dt * 16 * lanes);
+      }
+#endif
     }
   }
   // out[r] = Oᵀ[.][r] / sum[r]: 16 x 16 blocks transposed back to query rows.
@@ -808,13 +925,13 @@ inline void attend_tile_amx(int64_t rows, const float *const *query, const int64
     }
   }
 }
-#endif  // MIXTILE_HAVE_AMX_BF16
+#endif  // MIXTILE_HAVE_BF16_ENGINE
 
 }  // namespace detail
 
 /// Bytes of workspace `attention` needs (64-byte aligned chunks): cos/sin per token, the rotated
 /// queries, the tile list, and per thread a score buffer of cache_length floats plus a tile's
-/// scratch; on MatmulPath::amx_bf16 also packed copies of one kv head's keys and values per thread
+/// scratch; on the bf16 paths (amx_bf16, avx512_bf16) also packed copies of one kv head's keys and values per thread
 /// (cache_length positions each). num_threads <= 0: omp_get_max_threads().
 inline size_t attention_workspace_size(const AttentionConfig &c, int64_t tokens, int64_t cache_length,
                                        int num_threads, MatmulPath path = MatmulPath::fma_f32) {
@@ -858,8 +975,6 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
               int num_threads) {
   using namespace detail;
   static_assert(MatmulPathCheck<C, Path>::ok, "");
-  static_assert(Path != MatmulPath::avx512_bf16,
-                "attention has no VDPBF16PS path: the compiler gives attention amx_bf16 or fma_f32");
   if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.v_head_dim < 0 ||
       c.rotary_dim < 0 || c.rotary_dim % 2 != 0 || c.rope_offset < 0 || c.rope_offset + c.rotary_dim > c.head_dim ||
       (c.rotary_dim > 0 && c.inv_freq == nullptr) ||
@@ -939,12 +1054,13 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
       }
     // (the barrier above: every key and value of this call is in the caches)
 
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+    Bf16AttentionScratch bf16_scratch{};
+    if constexpr (Path != MatmulPath::fma_f32)
+      bf16_scratch = carve_bf16_attention(mine + layout.bf16, dim, vdim, cache_length);
+#endif
 #if defined(MIXTILE_HAVE_AMX_BF16)
-    AmxAttentionScratch amx_scratch{};
-    if constexpr (Path == MatmulPath::amx_bf16) {
-      amx_scratch = carve_amx_attention(mine + layout.amx, dim, vdim, cache_length);
-      amx_configure_tiles();
-    }
+    if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
     // Items (head, query tile) taken one at a time in order: later tiles see more keys, and a
     // thread slowed from outside takes fewer (as WorkCounter, gemm.h).
@@ -970,9 +1086,9 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
           lo[r] = window_start(positions[t]);
           hi[r] = positions[t];
         }
-        if constexpr (Path == MatmulPath::amx_bf16) {
-#if defined(MIXTILE_HAVE_AMX_BF16)
-          attend_tile_amx(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, amx_scratch);
+        if constexpr (Path != MatmulPath::fma_f32) {
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+          attend_tile_bf16<Path>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, bf16_scratch);
 #endif
         } else if (vectors == 1) {
           attend_tile<C, 1>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);

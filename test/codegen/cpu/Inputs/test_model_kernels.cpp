@@ -17,6 +17,8 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -289,12 +291,14 @@ struct TokenInputs {
 };
 
 double g_worst_attention[3] = {0, 0, 0};  // per cache dtype, vs float64
-// The AMX tile path rounds each query and each block's probabilities to bf16 (unit roundoff
-// u = 2^-9) on top of the bf16 caches: each output is held to the bound those roundings imply
-// (AttentionRun::check_outputs).
+// The bf16 tile paths (AMX, VDPBF16PS) round each query and each block's probabilities to bf16
+// (unit roundoff u = 2^-9) on top of the bf16 caches: each output is held to the bound those
+// roundings imply (AttentionRun::check_outputs). Tallied per path.
 constexpr double kBf16Roundoff = 0x1p-9;
-double g_worst_amx = 0, g_worst_amx_of_bound = 0;
-int g_amx_output_checks = 0;
+struct Bf16PathTally {
+  double worst = 0, worst_of_bound = 0;
+  int output_checks = 0;
+} g_bf16_tally;
 double g_worst_full_prefix = 0;           // decode (incremental calls) vs one full-prefix call
 double g_worst_large_scores = 0;          // the scenario whose scores reach ~100
 double g_worst_k_ulps[3] = {0, 0, 0};     // k cache vs the f64 rotation, over the dtype's one-ulp bound
@@ -310,7 +314,9 @@ struct AttentionRun {
   std::map<std::pair<int32_t, int32_t>, TokenInputs> inputs;
   Tensor k_cache, v_cache;
 
-  bool amx = false;  // MatmulPath::amx_bf16: q and p rounded to bf16 (check_outputs' bound)
+  // A bf16 product path's name (amx_bf16, avx512_bf16): q and p rounded to bf16 (check_outputs'
+  // bound); null on fma_f32.
+  const char *bf16_path = nullptr;
 
   AttentionRun(const Scenario &scenario, WeightType c, uint32_t seed)
       : s(scenario), cache_type(c), k_cache(c, cache_elems(s.dim)), v_cache(c, cache_elems(s.value_dim())) {
@@ -498,7 +504,7 @@ struct AttentionRun {
             spread[d] += w * std::fabs(value);
           }
         const double e = relative_l2(out.data() + (t * s.heads + h) * vdim, ref.data(), vdim);
-        if (amx) {
+        if (bf16_path) {
           // Score errors within ±ε move each normalized weight by a factor within e^(±2ε), and p
           // rounded to bf16 moves it by u more: |Δo| <= (2ε + u)·Σ_j w_j |v_j| per dim, to first
           // order (10% margin for the higher ones), plus the f32 path's own 1e-5.
@@ -506,17 +512,17 @@ struct AttentionRun {
                                    std::max(norm2(ref.data(), vdim), 1e-300) +
                                s.tolerance;
           worst = std::max(worst, e / bound);
-          g_worst_amx = std::max(g_worst_amx, e);
+          g_bf16_tally.worst = std::max(g_bf16_tally.worst, e);
         } else {
           worst = std::max(worst, e);
         }
       }
     }
-    if (amx) {
-      check(worst <= 1.0, "attention %s/%s/amx_bf16 %s: error %.3g of its bf16 bound", s.name, type_name(cache_type),
-            what, worst);
-      g_worst_amx_of_bound = std::max(g_worst_amx_of_bound, worst);
-      ++g_amx_output_checks;
+    if (bf16_path) {
+      check(worst <= 1.0, "attention %s/%s/%s %s: error %.3g of its bf16 bound", s.name, type_name(cache_type),
+            bf16_path, what, worst);
+      g_bf16_tally.worst_of_bound = std::max(g_bf16_tally.worst_of_bound, worst);
+      ++g_bf16_tally.output_checks;
       return worst;
     }
     check(worst <= s.tolerance, "attention %s/%s %s: relative L2 error %.3g vs float64", s.name,
@@ -536,7 +542,7 @@ struct AttentionRun {
 template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
 void test_attention(const Scenario &s, uint32_t seed) {
   AttentionRun run(s, C, seed);
-  run.amx = Path == MatmulPath::amx_bf16;
+  run.bf16_path = Path == MatmulPath::amx_bf16 ? "amx_bf16" : Path == MatmulPath::avx512_bf16 ? "avx512_bf16" : nullptr;
   const int64_t vdim = s.value_dim(), row = s.heads * vdim;
   // Incremental: every call as listed (prefill chunks, then decode steps), checked after each.
   std::map<std::pair<int32_t, int32_t>, std::vector<float>> incremental;
@@ -570,9 +576,9 @@ void test_attention(const Scenario &s, uint32_t seed) {
           "attention %s/%s: caches after one call differ from those after the incremental calls", s.name,
           type_name(C));
   run.check_outputs(all, out, "full prefix");
-  // (On AMX both sides were held to their bf16 bound against float64 above; prefill tiles and
-  // decode rows round differently, so they agree only within it.)
-  if (s.preset.empty() && !run.amx) {
+  // (On the bf16 paths both sides were held to their bf16 bound against float64 above; prefill
+  // tiles and decode rows round differently, so they agree only within it.)
+  if (s.preset.empty() && !run.bf16_path) {
     double worst = 0;
     for (size_t t = 0; t < all.size(); ++t) {
       const std::vector<float> &inc = incremental[{all[t].seq, all[t].pos}];
@@ -778,27 +784,37 @@ int main() {
     test_attention<WeightType::bf16>(s, seed++);
     test_attention<WeightType::f16>(s, seed++);
   }
-  // The AMX tile path (bf16 caches) over the same scenarios, and a head of 128 (query, key and
-  // value) whose full key tiles are read in place, where the build and the host have AMX. Its
-  // checks are counted apart: the totals above are the same on every ISA. Not the large-scores
-  // scenario: a query rounded to bf16 moves scores of ~100 by ~0.2 (u·|s|), far past any useful
-  // bound (a bf16 model's own attention rounds the same way).
-  int amx_checks = 0, amx_failures = 0;
-  bool amx_ran = false;
-#if defined(MIXTILE_HAVE_AMX_BF16)
-  if (amx_ready()) {
-    amx_ran = true;
+  // The bf16 tile paths (bf16 caches) over the same scenarios, and a head of 128 (query, key and
+  // value) whose full key tiles are read in place: AMX where the build and the host have it,
+  // VDPBF16PS where the build has AVX512-BF16 (built for this host: it has it). Their checks are
+  // counted apart: the totals above are the same on every ISA. Not the large-scores scenario: a
+  // query rounded to bf16 moves scores of ~100 by ~0.2 (u·|s|), far past any useful bound (a bf16
+  // model's own attention rounds the same way).
+  std::vector<std::string> bf16_lines;
+  [[maybe_unused]] auto run_bf16_path = [&](auto path, const char *name) {
+    constexpr MatmulPath Path = decltype(path)::value;
+    g_bf16_tally = Bf16PathTally{};
     const int checks_before = g_checks, failures_before = g_failures;
-    std::vector<Scenario> amx_list = scenarios();
+    std::vector<Scenario> list = scenarios();
     std::vector<std::vector<Token>> long_prefill = {run_of(1, 0, 150), {{1, 150}}, run_of(1, 151, 20)};
-    amx_list.push_back({"gqa-8/2-d128-long", 8, 2, 128, 128, false, 0, 0.f, 1.f, 0.0883883476f, 1000000.0, 2, 200,
-                        2, long_prefill, {}});
-    for (const Scenario &s : amx_list)
-      if (s.tolerance <= 1e-5) test_attention<WeightType::bf16, MatmulPath::amx_bf16>(s, seed++);
-    amx_checks = g_checks - checks_before;
-    amx_failures = g_failures - failures_before;
+    list.push_back({"gqa-8/2-d128-long", 8, 2, 128, 128, false, 0, 0.f, 1.f, 0.0883883476f, 1000000.0, 2, 200,
+                    2, long_prefill, {}});
+    for (const Scenario &s : list)
+      if (s.tolerance <= 1e-5) test_attention<WeightType::bf16, Path>(s, seed++);
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "attention %s tile path (bf16 caches), %d output checks: worst relative L2 error vs float64 "
+                  "%.2g, worst %.2f of the bound from q and p rounded to bf16; %d of %d checks failed\n",
+                  name, g_bf16_tally.output_checks, g_bf16_tally.worst, g_bf16_tally.worst_of_bound,
+                  g_failures - failures_before, g_checks - checks_before);
+    bf16_lines.push_back(line);
     g_checks = checks_before;
-  }
+  };
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (amx_ready()) run_bf16_path(std::integral_constant<MatmulPath, MatmulPath::amx_bf16>{}, "amx_bf16");
+#endif
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  run_bf16_path(std::integral_constant<MatmulPath, MatmulPath::avx512_bf16>{}, "avx512_bf16");
 #endif
   // (rows, width, offset, count): whole rows, MLA's nope and rope parts, one column, none, and
   // one large enough (rows·count >= 65536) for the threaded copy.
@@ -821,10 +837,7 @@ int main() {
   std::printf("k cache vs float64 rotation, worst error over one ulp (2^-7 |k| bf16, 2^-10 |k| f16): bf16 %.2f, "
               "f16 %.2f (bound 1)\n",
               g_worst_k_ulps[1], g_worst_k_ulps[2]);
-  if (amx_ran)
-    std::printf("attention amx_bf16 tile path (bf16 caches), %d output checks: worst relative L2 error vs float64 "
-                "%.2g, worst %.2f of the bound from q and p rounded to bf16; %d of %d checks failed\n",
-                g_amx_output_checks, g_worst_amx, g_worst_amx_of_bound, amx_failures, amx_checks);
+  for (const std::string &line : bf16_lines) std::fputs(line.c_str(), stdout);
   std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
 #if defined(__AVX512F__)
               "AVX-512"
