@@ -18,12 +18,14 @@ Peers:
                the median of 3), OMP_WAIT_POLICY=PASSIVE.
   Mixtile      bench/kernels/bench_attention.cpp (built here with -march=native): the library's
                `attention` on the whole prompt written into an empty bf16 cache (RoPE, the cache
-               writes and both products), on the f32 tiles (fma_f32) and on AMX tiles (amx_bf16,
-               the path mixtile-tile picks for bf16 caches on a CPU with AMX); median of 3 calls.
+               writes and both products), on the f32 tiles (fma_f32) and on the bf16 path mix-tile
+               picks for bf16 caches: AMX tiles (amx_bf16) on a CPU with AMX, VDPBF16PS
+               (avx512_bf16) on one with AVX512-BF16 (both run on a CPU with both); median of 3
+               calls.
 Both sides alternate for --rounds rounds (1 s pause between them, so neither sees the other's
 spinning threads); the figure per side is the best round. GFLOP/s counts 4·heads·S²/2·dim
-(+ value dim) multiply-adds of the causal products; the AMX result is compared with the f32
-path's (relative L2, expected ~2e-3: q and p rounded to bf16).
+(+ value dim) multiply-adds of the causal products; the bf16 paths' results are compared with the
+f32 path's (relative L2, expected ~2e-3: q and p rounded to bf16).
 
 Usage: python3 bench/cpu_attention.py [--shapes qwen3_moe,...] [--lengths 512,2048,4096]
        [--rounds 3] [--threads 2] [--out FILE] (default bench/results/cpu-attention-<date>.json)
@@ -145,15 +147,18 @@ def main():
             with open(out, "w") as f:
                 json.dump(report, f, indent=1)
     common.log(f"wrote {out}")
-    print("\n| shape | S | torch sdpa bf16 ms | Mixtile f32 tiles ms | Mixtile AMX ms | AMX vs torch | AMX GFLOP/s |")
+    bf16 = next((p for p in ("amx_bf16", "avx512_bf16") if any(f"mixtile_{p}_ms" in r for r in report["rows"])),
+                None)
+    label = {"amx_bf16": "AMX", "avx512_bf16": "VDPBF16PS"}.get(bf16, "bf16")
+    print(f"\n| shape | S | torch sdpa bf16 ms | Mixtile f32 tiles ms | Mixtile {label} ms | {label} vs torch | "
+          f"{label} GFLOP/s |")
     print("|---|---|---|---|---|---|---|")
     for r in report["rows"]:
-        amx = r.get("mixtile_amx_bf16_ms")
+        ms = r.get(f"mixtile_{bf16}_ms")
         print(f"| {r['shape']} | {r['S']} | {r['torch_sdpa_ms']} | {r['mixtile_fma_f32_ms']} | "
-              f"{amx if amx is not None else '-'} | "
-              f"{str(r['speedup_amx_bf16_vs_torch']) + 'x' if amx is not None else '-'} | "
-              f"{r.get('mixtile_amx_bf16_gflops', '-')} |")
-
+              f"{ms if ms is not None else '-'} | "
+              f"{str(r[f'speedup_{bf16}_vs_torch']) + 'x' if ms is not None else '-'} | "
+              f"{r.get(f'mixtile_{bf16}_gflops', '-')} |")
 
 if __name__ == "__main__":
     main()
