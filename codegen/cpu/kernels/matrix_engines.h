@@ -584,7 +584,16 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
   static_assert(16 % R == 0 && G * 16 <= 32, "partial results fit engine_partial_floats");
   const int64_t blk = packed_block_elems(K);
   kc = stream ? padded_depth(K) : engine_slice_depth(kc);
-  const int64_t groups = (b1 - b0 + NB - 1) / NB;
+  // Groups of NB token blocks; n = 3q + 1 blocks end in two groups of 2 instead of 3 and 1 (a
+  // one-block tile runs at about half the rate of the others). Same group count either way.
+  const int64_t n_blocks = b1 - b0, groups = (n_blocks + NB - 1) / NB;
+  const bool two_pairs = NB == 3 && n_blocks >= 4 && n_blocks % 3 == 1;
+  auto group_begin = [&](int64_t g) {
+    return two_pairs && g == groups - 1 ? b1 - 2 : b0 + g * NB;
+  };
+  auto group_blocks = [&](int64_t g) {
+    return two_pairs && g >= groups - 2 ? 2 : static_cast<int>(std::min<int64_t>(NB, b1 - b0 - g * NB));
+  };
   for (int64_t k_begin = 0; k_begin < K; k_begin += kc) {
     const int64_t k_end = std::min(K, k_begin + kc);
     for (int64_t col = c0; col < c1; col += R) {
@@ -602,14 +611,15 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
         nx[r] = w + row * K;
         if constexpr (Gated) nx[R + r] = w2 + row * K;
       }
-      for (int64_t b = b0; b < b1; b += NB) {
-        const uint16_t *const *next = pf_next && b == b0 ? nx : nullptr;
-        const int nb = static_cast<int>(std::min<int64_t>(NB, b1 - b));
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t b = group_begin(g);
+        const int nb = group_blocks(g);
+        const uint16_t *const *next = pf_next && g == 0 ? nx : nullptr;
         const uint16_t *xb[NB];
         for (int j = 0; j < NB; ++j) xb[j] = packed + (b + std::min(j, nb - 1)) * blk;
         float *part = k_begin == 0 && k_end >= K
                           ? nullptr
-                          : partial + (((col - c0) / R) * groups + (b - b0) / NB) * (G * R * NB * 16);
+                          : partial + (((col - c0) / R) * groups + g) * (G * R * NB * 16);
         const float *init = k_begin == 0 ? nullptr : part;
         if (nb == 3) {
           dp_tile<G, R, 3>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
