@@ -135,6 +135,14 @@ inline int attention_tile_vectors(int64_t tile_rows) {  // 0: the row path
   return tile_rows <= kVecWidth ? 1 : 2;
 }
 
+// Query heads the row path attends together (attend_rows_grouped): a kv head's group, at most
+// kAttentionGroupRows at a time.
+constexpr int kAttentionGroupRows = 8;
+inline int64_t attention_group_rows(const AttentionConfig &c) {
+  const int64_t group = c.kv_heads > 0 && c.heads % c.kv_heads == 0 ? c.heads / c.kv_heads : 1;
+  return std::clamp<int64_t>(group, 1, kAttentionGroupRows);
+}
+
 struct AttentionLayout {
   size_t rope = 0, query = 0, tiles = 0;  // offsets of the shared buffers
   size_t shared = 0;                      // their bytes; per-thread chunks follow
@@ -189,11 +197,12 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.query = l.rope + align64(sizeof(float) * t * 2 * pairs);
   l.tiles = l.query + align64(sizeof(float) * t * static_cast<size_t>(std::max<int64_t>(c.heads, 0)) * d);
   l.shared = l.tiles + align64(sizeof(int64_t) * (t + 1));
-  // Per thread: the row path's scores; a tile's transposed queries and output, block scores,
+  // Per thread: the row path's scores (of a group's heads); a tile's transposed queries and output, block scores,
   // widened keys and values, and its softmax state (max, sum, shift, rescale) per lane; a key
   // head before and after its rotation.
   l.scores = 0;
-  l.query_t = l.scores + align64(sizeof(float) * static_cast<size_t>(std::max<int64_t>(cache_length, 1)));
+  l.query_t = l.scores + align64(sizeof(float) * static_cast<size_t>(std::max<int64_t>(cache_length, 1)) *
+                                 static_cast<size_t>(attention_group_rows(c)));
   l.out_t = l.query_t + align64(sizeof(float) * d * lanes);
   l.block_scores = l.out_t + align64(sizeof(float) * vd * lanes);
   l.keys = l.block_scores + align64(sizeof(float) * block * lanes);
@@ -288,6 +297,25 @@ inline void weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C>
   for (int u = 0; u < NV; ++u) vstore(out + u * kVecWidth, vmul(acc[u], s));
 }
 
+/// scores[j] = exp(scores[j] - m) for j < n (m their maximum); returns their sum.
+inline float exp_shifted_sum(float *scores, int64_t n, float m) {
+  if (!std::isfinite(m)) m = 0.0f;  // Inf scores: NaN follows, as in the f64 softmax
+  const VecF shift = vset1(-m);
+  VecF vsum = vzero();
+  int64_t j = 0;
+  for (; j + kVecWidth <= n; j += kVecWidth) {
+    const VecF e = vexp(vadd(vload(scores + j), shift));
+    vstore(scores + j, e);
+    vsum = vadd(vsum, e);
+  }
+  float sum = vhsum(vsum);
+  for (; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  return sum;
+}
+
 /// The row path: one query (rotated, scaled, dim wide) against keys lo..hi of its cache row,
 /// whose key j lies at keys + j·ld and value j (vdim wide) at values + j·ldv; scores is the
 /// thread's buffer of >= hi - lo + 1 floats.
@@ -304,21 +332,7 @@ inline void attend_row(const float *q, int64_t dim, int64_t vdim, const WeightSt
     scores[j] = dot<C>(q, keys + j * ld, dim);
     m = std::max(m, scores[j]);
   }
-  if (!std::isfinite(m)) m = 0.0f;  // Inf scores: NaN follows, as in the f64 softmax
-  const VecF shift = vset1(-m);
-  VecF vsum = vzero();
-  int64_t j = 0;
-  for (; j + kVecWidth <= n; j += kVecWidth) {
-    const VecF e = vexp(vadd(vload(scores + j), shift));
-    vstore(scores + j, e);
-    vsum = vadd(vsum, e);
-  }
-  float sum = vhsum(vsum);
-  for (; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - m);
-    sum += scores[j];
-  }
-  const float inv_sum = 1.0f / sum;
+  const float inv_sum = 1.0f / exp_shifted_sum(scores, n, m);
   int64_t d = 0;
   for (; d + 8 * kVecWidth <= vdim; d += 8 * kVecWidth)
     weighted_sum_slice<C, 8>(scores, n, values + d, ldv, inv_sum, out + d);
@@ -412,6 +426,98 @@ inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int6
     for (; d + kVecWidth <= dim; d += kVecWidth) vstore(o + d, vload_weight<C>(s + d));
     for (; d < dim; ++d) o[d] = load_weight_scalar<C>(s + d);
   }
+}
+
+// The row path for several query heads of one token that share a kv head (grouped-query
+// attention): each key and value row is read from the cache once for all of them instead of
+// once per head (at decode the cache rows are the bytes that matter: a Qwen3-style group of 8
+// read its keys and values 8 times, from DRAM once a batch's contexts outgrow the L2). Per head
+// the same arithmetic as attend_row (keys widened exactly, the same dot and softmax); the
+// weighted sum runs over slices of head dims with G heads x NV vectors of accumulators.
+#if defined(__AVX512F__)
+constexpr int kGroupAccumulators = 16;
+#else
+constexpr int kGroupAccumulators = 8;
+#endif
+
+/// out_h[0, NV·W) = inv_sum[h] · Σ_j p[h·n + j] · v[j·ld, +NV·W) for G heads.
+template <WeightType C, int G, int NV>
+inline void grouped_weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C> *v, int64_t ld,
+                                       const float *inv_sum, float *const *out, int64_t d) {
+  VecF acc[G][NV];
+#pragma GCC unroll 8
+  for (int h = 0; h < G; ++h)
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) acc[h][u] = vzero();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(v + (j + kAttentionPrefetchRows) * ld, NV * kVecWidth);
+    VecF vj[NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) vj[u] = vload_weight<C>(v + j * ld + u * kVecWidth);
+#pragma GCC unroll 8
+    for (int h = 0; h < G; ++h) {
+      const VecF ph = vset1(p[h * n + j]);
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[h][u] = vfma(ph, vj[u], acc[h][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int h = 0; h < G; ++h) {
+    const VecF s = vset1(inv_sum[h]);
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) vstore(out[h] + d + u * kVecWidth, vmul(acc[h][u], s));
+  }
+}
+
+/// Head dims [d, vdim) of G heads' weighted sums (see grouped_weighted_sum_slice).
+template <WeightType C, int G>
+inline void grouped_weighted_sum(const float *p, int64_t n, const WeightStorage<C> *values, int64_t ldv,
+                                 int64_t vdim, const float *inv_sum, float *const *out) {
+  constexpr int NV = kGroupAccumulators / G > 0 ? kGroupAccumulators / G : 1;
+  int64_t d = 0;
+  for (; d + NV * kVecWidth <= vdim; d += NV * kVecWidth)
+    grouped_weighted_sum_slice<C, G, NV>(p, n, values + d, ldv, inv_sum, out, d);
+  for (; d + kVecWidth <= vdim; d += kVecWidth)
+    grouped_weighted_sum_slice<C, G, 1>(p, n, values + d, ldv, inv_sum, out, d);
+  for (; d < vdim; ++d)
+    for (int h = 0; h < G; ++h) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < n; ++j) s += p[h * n + j] * load_weight_scalar<C>(values + j * ldv + d);
+      out[h][d] = s * inv_sum[h];
+    }
+}
+
+/// attend_row for `count` (<= kAttentionGroupRows) queries q[h] against the same keys lo..hi;
+/// scores holds count·(hi - lo + 1) floats, key_row dim floats (the widened key).
+template <WeightType C>
+inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, int64_t vdim,
+                                const WeightStorage<C> *keys, const WeightStorage<C> *values, int64_t ld,
+                                int64_t ldv, int64_t lo, int64_t hi, float *scores, float *key_row,
+                                float *const *out) {
+  const int64_t n = hi - lo + 1;
+  keys += lo * ld;
+  values += lo * ldv;
+  float m[kAttentionGroupRows], inv_sum[kAttentionGroupRows];
+  for (int h = 0; h < count; ++h) m[h] = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
+    const float *k = key_row;
+    if constexpr (C == WeightType::f32)
+      k = keys + j * ld;
+    else
+      widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
+    for (int h = 0; h < count; ++h) {
+      const float s = dot<WeightType::f32>(q[h], k, dim);
+      scores[h * n + j] = s;
+      m[h] = std::max(m[h], s);
+    }
+  }
+  for (int h = 0; h < count; ++h) inv_sum[h] = 1.0f / exp_shifted_sum(scores + h * n, n, m[h]);
+  int h = 0;
+  for (; h + 8 <= count; h += 8) grouped_weighted_sum<C, 8>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
+  for (; h + 4 <= count; h += 4) grouped_weighted_sum<C, 4>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
+  for (; h + 2 <= count; h += 2) grouped_weighted_sum<C, 2>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
+  for (; h < count; ++h) grouped_weighted_sum<C, 1>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
 }
 
 /// A query tile's online-softmax state (`stats`: running max, sum, shift and rescale factor per
@@ -1004,6 +1110,12 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
   }
   tile_start[tiles] = tokens;
   const int64_t items = tiles * heads;
+  // The row path attends a kv head's query heads row_group at a time (attend_rows_grouped): its
+  // group, at most kAttentionGroupRows, halved while that would leave fewer than two units of
+  // work per thread (one sequence's decode over few kv heads).
+  int64_t row_group = attention_group_rows(c);
+  while (row_group > 1 && kv_heads * tokens * ((group + row_group - 1) / row_group) < 2 * nt)
+    row_group = (row_group + 1) / 2;
   auto cache_row = [&](int64_t t) {  // token t's (sequence, position 0), in cache positions
     return static_cast<int64_t>(sequences[t]) * cache_length;
   };
@@ -1071,7 +1183,22 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
       const WeightStorage<C> *keys = k_cache + cache_row(t0) * ld + (h / group) * dim;
       const WeightStorage<C> *values = v_cache + cache_row(t0) * ldv + (h / group) * vdim;
       const int vectors = attention_tile_vectors(rows);
-      if (vectors == 0) {
+      if (vectors == 0 && row_group > 1) {
+        // The item of a subgroup's first head attends the whole subgroup; the others are empty.
+        const int64_t in_group = h % group;
+        if (in_group % row_group != 0) continue;
+        const int count = static_cast<int>(std::min<int64_t>(row_group, group - in_group));
+        for (int64_t t = t0; t < t0 + rows; ++t) {
+          const float *query[kAttentionGroupRows];
+          float *dst[kAttentionGroupRows];
+          for (int i = 0; i < count; ++i) {
+            query[i] = rotated_q + (t * heads + h + i) * dim;
+            dst[i] = out + (t * heads + h + i) * vdim;
+          }
+          attend_rows_grouped<C>(count, query, dim, vdim, keys, values, ld, ldv, window_start(positions[t]),
+                                 positions[t], scores, row, dst);
+        }
+      } else if (vectors == 0) {
         for (int64_t t = t0; t < t0 + rows; ++t)
           attend_row<C>(rotated_q + (t * heads + h) * dim, dim, vdim, keys, values, ld, ldv,
                         window_start(positions[t]), positions[t], scores, out + (t * heads + h) * vdim);
