@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "convert.h"
 #include "gemm.h"     // detail::align64
@@ -197,8 +198,8 @@ inline AttentionLayout attention_layout(const AttentionConfig &c, int64_t tokens
   l.query = l.rope + align64(sizeof(float) * t * 2 * pairs);
   l.tiles = l.query + align64(sizeof(float) * t * static_cast<size_t>(std::max<int64_t>(c.heads, 0)) * d);
   l.shared = l.tiles + align64(sizeof(int64_t) * (t + 1));
-  // Per thread: the row path's scores (of a group's heads); a tile's transposed queries and output, block scores,
-  // widened keys and values, and its softmax state (max, sum, shift, rescale) per lane; a key
+  // Per thread: the row path's scores (of a group's heads); a tile's transposed queries and
+  // output, block scores, widened keys and values, and its softmax state (max, sum, shift, rescale) per lane; a key
   // head before and after its rotation.
   l.scores = 0;
   l.query_t = l.scores + align64(sizeof(float) * static_cast<size_t>(std::max<int64_t>(cache_length, 1)) *
@@ -278,25 +279,6 @@ inline void prefetch_row(const WeightStorage<C> *row, int64_t dim) {
 }
 constexpr int64_t kAttentionPrefetchRows = 16;  // the row path's distance, in keys
 
-/// out[0, NV·W) = inv_sum · Σ_j p[j] · v[j·ld, +NV·W): a slice of head dims in registers.
-template <WeightType C, int NV>
-inline void weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C> *v, int64_t ld, float inv_sum,
-                               float *out) {
-  VecF acc[NV];
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) acc[u] = vzero();
-  for (int64_t j = 0; j < n; ++j) {
-    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(v + (j + kAttentionPrefetchRows) * ld, NV * kVecWidth);
-    const VecF pj = vset1(p[j]);
-    const WeightStorage<C> *row = v + j * ld;
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) acc[u] = vfma(pj, vload_weight<C>(row + u * kVecWidth), acc[u]);
-  }
-  const VecF s = vset1(inv_sum);
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) vstore(out + u * kVecWidth, vmul(acc[u], s));
-}
-
 /// scores[j] = exp(scores[j] - m) for j < n (m their maximum); returns their sum.
 inline float exp_shifted_sum(float *scores, int64_t n, float m) {
   if (!std::isfinite(m)) m = 0.0f;  // Inf scores: NaN follows, as in the f64 softmax
@@ -316,43 +298,117 @@ inline float exp_shifted_sum(float *scores, int64_t n, float m) {
   return sum;
 }
 
-/// The row path: one query (rotated, scaled, dim wide) against keys lo..hi of its cache row,
-/// whose key j lies at keys + j·ld and value j (vdim wide) at values + j·ldv; scores is the
-/// thread's buffer of >= hi - lo + 1 floats.
+/// f32 copies of n rows of dim elements at stride ld: the tile path's broadcast operands,
+/// contiguous (cache rows of one head lie kv_heads·head_dim apart, often 4 KiB: read in place
+/// they alias in L1 and L2 sets).
 template <WeightType C>
-inline void attend_row(const float *q, int64_t dim, int64_t vdim, const WeightStorage<C> *keys,
-                       const WeightStorage<C> *values, int64_t ld, int64_t ldv, int64_t lo, int64_t hi, float *scores,
-                       float *out) {
+inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int64_t dim, float *dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    const WeightStorage<C> *s = src + j * ld;
+    float *o = dst + j * dim;
+    int64_t d = 0;
+    for (; d + kVecWidth <= dim; d += kVecWidth) vstore(o + d, vload_weight<C>(s + d));
+    for (; d < dim; ++d) o[d] = load_weight_scalar<C>(s + d);
+  }
+}
+
+// The row path: queries of one token (a tile too small for the query lanes) against the keys
+// lo..hi of their cache row, a kv head's query heads together (grouped-query attention, up to
+// kAttentionGroupRows at a time) so each key and value row is read from the cache once for all
+// of them instead of once per head (at decode the cache rows are the bytes that matter: a
+// Qwen3-style group of 8 read its keys and values 8 times, from DRAM once a batch's contexts
+// outgrow the L2). Vector dot products over head_dim, a two-pass softmax over the thread's score
+// buffer, and the weighted sum over slices of head dims with G heads x NV vectors of
+// accumulators; per head the arithmetic does not depend on the group (keys widened exactly).
+#if defined(__AVX512F__)
+constexpr int kGroupAccumulators = 16;
+#else
+constexpr int kGroupAccumulators = 8;
+#endif
+
+/// out_h[0, NV·W) = inv_sum[h] · Σ_j p[h·n + j] · v[j·ld, +NV·W) for G heads.
+template <WeightType C, int G, int NV>
+inline void grouped_weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C> *v, int64_t ld,
+                                       const float *inv_sum, float *const *out, int64_t d) {
+  VecF acc[G][NV];
+#pragma GCC unroll 8
+  for (int h = 0; h < G; ++h)
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) acc[h][u] = vzero();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(v + (j + kAttentionPrefetchRows) * ld, NV * kVecWidth);
+    VecF vj[NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) vj[u] = vload_weight<C>(v + j * ld + u * kVecWidth);
+#pragma GCC unroll 8
+    for (int h = 0; h < G; ++h) {
+      const VecF ph = vset1(p[h * n + j]);
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[h][u] = vfma(ph, vj[u], acc[h][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int h = 0; h < G; ++h) {
+    const VecF s = vset1(inv_sum[h]);
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) vstore(out[h] + d + u * kVecWidth, vmul(acc[h][u], s));
+  }
+}
+
+/// Head dims [d, vdim) of G heads' weighted sums (see grouped_weighted_sum_slice).
+/// Slices of NV vectors while they fit, then halves of them: one pass over the keys per slice.
+template <WeightType C, int G, int NV = std::clamp(kGroupAccumulators / G, 1, 8)>
+inline void grouped_weighted_sum(const float *p, int64_t n, const WeightStorage<C> *values, int64_t ldv,
+                                 int64_t vdim, const float *inv_sum, float *const *out, int64_t d = 0) {
+  for (; d + NV * kVecWidth <= vdim; d += NV * kVecWidth)
+    grouped_weighted_sum_slice<C, G, NV>(p, n, values + d, ldv, inv_sum, out, d);
+  if constexpr (NV > 1) {
+    grouped_weighted_sum<C, G, NV / 2>(p, n, values, ldv, vdim, inv_sum, out, d);
+    return;
+  }
+  for (; d < vdim; ++d)
+    for (int h = 0; h < G; ++h) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < n; ++j) s += p[h * n + j] * load_weight_scalar<C>(values + j * ldv + d);
+      out[h][d] = s * inv_sum[h];
+    }
+}
+
+/// `count` (<= kAttentionGroupRows) queries q[h] (rotated, scaled, dim wide) against keys lo..hi
+/// of one cache row, whose key j lies at keys + j·ld and value j (vdim wide) at values + j·ldv;
+/// scores holds count·(hi - lo + 1) floats, key_row dim floats (a widened key).
+template <WeightType C>
+inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, int64_t vdim,
+                                const WeightStorage<C> *keys, const WeightStorage<C> *values, int64_t ld,
+                                int64_t ldv, int64_t lo, int64_t hi, float *scores, float *key_row,
+                                float *const *out) {
   const int64_t n = hi - lo + 1;
   keys += lo * ld;
   values += lo * ldv;
-  float m = -std::numeric_limits<float>::infinity();
+  float m[kAttentionGroupRows], inv_sum[kAttentionGroupRows];
+  for (int h = 0; h < count; ++h) m[h] = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) {
     if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
-    scores[j] = dot<C>(q, keys + j * ld, dim);
-    m = std::max(m, scores[j]);
+    // One query reads the key in place; several widen it once (exactly: the same dot products).
+    const bool widen = C != WeightType::f32 && count > 1;
+    if (widen) widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
+    for (int h = 0; h < count; ++h) {
+      const float s = widen ? dot<WeightType::f32>(q[h], key_row, dim) : dot<C>(q[h], keys + j * ld, dim);
+      scores[h * n + j] = s;
+      m[h] = std::max(m[h], s);
+    }
   }
-  const float inv_sum = 1.0f / exp_shifted_sum(scores, n, m);
-  int64_t d = 0;
-  for (; d + 8 * kVecWidth <= vdim; d += 8 * kVecWidth)
-    weighted_sum_slice<C, 8>(scores, n, values + d, ldv, inv_sum, out + d);
-  if (d + 4 * kVecWidth <= vdim) {
-    weighted_sum_slice<C, 4>(scores, n, values + d, ldv, inv_sum, out + d);
-    d += 4 * kVecWidth;
-  }
-  if (d + 2 * kVecWidth <= vdim) {
-    weighted_sum_slice<C, 2>(scores, n, values + d, ldv, inv_sum, out + d);
-    d += 2 * kVecWidth;
-  }
-  if (d + kVecWidth <= vdim) {
-    weighted_sum_slice<C, 1>(scores, n, values + d, ldv, inv_sum, out + d);
-    d += kVecWidth;
-  }
-  for (; d < vdim; ++d) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += scores[i] * load_weight_scalar<C>(values + i * ldv + d);
-    out[d] = s * inv_sum;
-  }
+  for (int h = 0; h < count; ++h) inv_sum[h] = 1.0f / exp_shifted_sum(scores + h * n, n, m[h]);
+  int h = 0;
+  auto sums = [&](auto heads) {
+    constexpr int G = decltype(heads)::value;
+    for (; h + G <= count; h += G)
+      grouped_weighted_sum<C, G>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
+  };
+  sums(std::integral_constant<int, 8>{});
+  sums(std::integral_constant<int, 4>{});
+  sums(std::integral_constant<int, 2>{});
+  sums(std::integral_constant<int, 1>{});
 }
 
 /// scores[i][lanes] = Σ_d key_i[d] · query_t[d][lanes] for MR keys (f32, row stride ld) and
@@ -412,112 +468,6 @@ inline void tile_weighted_sum(const float *values, int64_t ld, const float *p, i
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) vstore(out_t + i * lanes + u * kVecWidth, acc[i][u]);
-}
-
-/// f32 copies of n rows of dim elements at stride ld: the tile path's broadcast operands,
-/// contiguous (cache rows of one head lie kv_heads·head_dim apart, often 4 KiB: read in place
-/// they alias in L1 and L2 sets).
-template <WeightType C>
-inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int64_t dim, float *dst) {
-  for (int64_t j = 0; j < n; ++j) {
-    const WeightStorage<C> *s = src + j * ld;
-    float *o = dst + j * dim;
-    int64_t d = 0;
-    for (; d + kVecWidth <= dim; d += kVecWidth) vstore(o + d, vload_weight<C>(s + d));
-    for (; d < dim; ++d) o[d] = load_weight_scalar<C>(s + d);
-  }
-}
-
-// The row path for several query heads of one token that share a kv head (grouped-query
-// attention): each key and value row is read from the cache once for all of them instead of
-// once per head (at decode the cache rows are the bytes that matter: a Qwen3-style group of 8
-// read its keys and values 8 times, from DRAM once a batch's contexts outgrow the L2). Per head
-// the same arithmetic as attend_row (keys widened exactly, the same dot and softmax); the
-// weighted sum runs over slices of head dims with G heads x NV vectors of accumulators.
-#if defined(__AVX512F__)
-constexpr int kGroupAccumulators = 16;
-#else
-constexpr int kGroupAccumulators = 8;
-#endif
-
-/// out_h[0, NV·W) = inv_sum[h] · Σ_j p[h·n + j] · v[j·ld, +NV·W) for G heads.
-template <WeightType C, int G, int NV>
-inline void grouped_weighted_sum_slice(const float *p, int64_t n, const WeightStorage<C> *v, int64_t ld,
-                                       const float *inv_sum, float *const *out, int64_t d) {
-  VecF acc[G][NV];
-#pragma GCC unroll 8
-  for (int h = 0; h < G; ++h)
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) acc[h][u] = vzero();
-  for (int64_t j = 0; j < n; ++j) {
-    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(v + (j + kAttentionPrefetchRows) * ld, NV * kVecWidth);
-    VecF vj[NV];
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) vj[u] = vload_weight<C>(v + j * ld + u * kVecWidth);
-#pragma GCC unroll 8
-    for (int h = 0; h < G; ++h) {
-      const VecF ph = vset1(p[h * n + j]);
-#pragma GCC unroll 8
-      for (int u = 0; u < NV; ++u) acc[h][u] = vfma(ph, vj[u], acc[h][u]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int h = 0; h < G; ++h) {
-    const VecF s = vset1(inv_sum[h]);
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) vstore(out[h] + d + u * kVecWidth, vmul(acc[h][u], s));
-  }
-}
-
-/// Head dims [d, vdim) of G heads' weighted sums (see grouped_weighted_sum_slice).
-template <WeightType C, int G>
-inline void grouped_weighted_sum(const float *p, int64_t n, const WeightStorage<C> *values, int64_t ldv,
-                                 int64_t vdim, const float *inv_sum, float *const *out) {
-  constexpr int NV = kGroupAccumulators / G > 0 ? kGroupAccumulators / G : 1;
-  int64_t d = 0;
-  for (; d + NV * kVecWidth <= vdim; d += NV * kVecWidth)
-    grouped_weighted_sum_slice<C, G, NV>(p, n, values + d, ldv, inv_sum, out, d);
-  for (; d + kVecWidth <= vdim; d += kVecWidth)
-    grouped_weighted_sum_slice<C, G, 1>(p, n, values + d, ldv, inv_sum, out, d);
-  for (; d < vdim; ++d)
-    for (int h = 0; h < G; ++h) {
-      float s = 0.0f;
-      for (int64_t j = 0; j < n; ++j) s += p[h * n + j] * load_weight_scalar<C>(values + j * ldv + d);
-      out[h][d] = s * inv_sum[h];
-    }
-}
-
-/// attend_row for `count` (<= kAttentionGroupRows) queries q[h] against the same keys lo..hi;
-/// scores holds count·(hi - lo + 1) floats, key_row dim floats (the widened key).
-template <WeightType C>
-inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, int64_t vdim,
-                                const WeightStorage<C> *keys, const WeightStorage<C> *values, int64_t ld,
-                                int64_t ldv, int64_t lo, int64_t hi, float *scores, float *key_row,
-                                float *const *out) {
-  const int64_t n = hi - lo + 1;
-  keys += lo * ld;
-  values += lo * ldv;
-  float m[kAttentionGroupRows], inv_sum[kAttentionGroupRows];
-  for (int h = 0; h < count; ++h) m[h] = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) {
-    if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
-    const float *k = key_row;
-    if constexpr (C == WeightType::f32)
-      k = keys + j * ld;
-    else
-      widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
-    for (int h = 0; h < count; ++h) {
-      const float s = dot<WeightType::f32>(q[h], k, dim);
-      scores[h * n + j] = s;
-      m[h] = std::max(m[h], s);
-    }
-  }
-  for (int h = 0; h < count; ++h) inv_sum[h] = 1.0f / exp_shifted_sum(scores + h * n, n, m[h]);
-  int h = 0;
-  for (; h + 8 <= count; h += 8) grouped_weighted_sum<C, 8>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
-  for (; h + 4 <= count; h += 4) grouped_weighted_sum<C, 4>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
-  for (; h + 2 <= count; h += 2) grouped_weighted_sum<C, 2>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
-  for (; h < count; ++h) grouped_weighted_sum<C, 1>(scores + h * n, n, values, ldv, vdim, inv_sum + h, out + h);
 }
 
 /// A query tile's online-softmax state (`stats`: running max, sum, shift and rescale factor per
@@ -1183,7 +1133,7 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
       const WeightStorage<C> *keys = k_cache + cache_row(t0) * ld + (h / group) * dim;
       const WeightStorage<C> *values = v_cache + cache_row(t0) * ldv + (h / group) * vdim;
       const int vectors = attention_tile_vectors(rows);
-      if (vectors == 0 && row_group > 1) {
+      if (vectors == 0) {
         // The item of a subgroup's first head attends the whole subgroup; the others are empty.
         const int64_t in_group = h % group;
         if (in_group % row_group != 0) continue;
@@ -1198,10 +1148,6 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
           attend_rows_grouped<C>(count, query, dim, vdim, keys, values, ld, ldv, window_start(positions[t]),
                                  positions[t], scores, row, dst);
         }
-      } else if (vectors == 0) {
-        for (int64_t t = t0; t < t0 + rows; ++t)
-          attend_row<C>(rotated_q + (t * heads + h) * dim, dim, vdim, keys, values, ld, ldv,
-                        window_start(positions[t]), positions[t], scores, out + (t * heads + h) * vdim);
       } else {
         const float *query[kAttentionTileRows];
         float *dst[kAttentionTileRows];
