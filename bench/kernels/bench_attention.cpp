@@ -1,10 +1,9 @@
 // Prefill attention of the CPU kernel library (model.h `attention`) on one shape: a prompt of S
-// tokens of one sequence written into an empty bf16 KV cache, on the f32 tiles (fma_f32), where the
-// build and the host have AMX on AMX tiles (amx_bf16), and where the build has AVX512-BF16 on
-// VDPBF16PS (avx512_bf16). Prints one JSON object per path with
-// the times of every call (ms) and the two paths' outputs' relative L2 difference. Timings only;
-// correctness lives in test_model_kernels.cpp. Used by bench/cpu_attention.py, which runs PyTorch
-// beside it.
+// tokens of one sequence written into an empty bf16 KV cache, on the f32 tiles (fma_f32), on AMX
+// tiles (amx_bf16) where the build and the host have AMX, and on VDPBF16PS (avx512_bf16) where the
+// build has AVX512-BF16. Prints one JSON object per path with the times of every call (ms) and its
+// output's relative L2 difference from the f32 path's. Timings only; correctness lives in
+// test_model_kernels.cpp. Used by bench/cpu_attention.py, which runs PyTorch beside it.
 // Usage: bench_attention S HEADS KV_HEADS HEAD_DIM [V_HEAD_DIM=HEAD_DIM] [REPS=3] [THREADS=2]
 #include <omp.h>
 
