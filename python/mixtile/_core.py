@@ -53,6 +53,13 @@ _NUMPY = {_F32: np.float32, _BF16: np.uint16, _F16: np.float16, _I32: np.int32, 
 _NAMES = {_F32: "f32", _BF16: "bf16", _F16: "f16", _I32: "i32", _I64: "i64", _BOOL: "bool"}
 
 
+class _ModelTiming(ctypes.Structure):
+    """mixtile_model_timing (mixtile_runtime.h)."""
+    _fields_ = [("prefill_seconds", ctypes.c_double), ("prefill_tokens", ctypes.c_int64),
+                ("decode_seconds", ctypes.c_double), ("decode_tokens", ctypes.c_int64),
+                ("decode_steps", ctypes.c_int64)]
+
+
 def _runtime():
     global _lib
     if _lib is not None:
@@ -93,6 +100,7 @@ def _runtime():
         "mixtile_model_vocab_size": ([p], i64),
         "mixtile_model_forward": ([p, i64, i64, p, p, p, c_int], c_int),
         "mixtile_model_generate": ([p, i64, i64, p, p, i64, p, p, p, p, c_int], c_int),
+        "mixtile_model_last_timing": ([p, ctypes.POINTER(_ModelTiming)], c_int),
         "mixtile_model_close": ([p], None),
     }
     for name, (args, result) in signatures.items():
@@ -651,6 +659,16 @@ class Model(_Closing):
             mask.ctypes.data if mask is not None else None, new, sequences.ctypes.data, None,
             None, None, self.num_threads))
         return _wrap(sequences, as_torch)
+
+    def last_timing(self):
+        """Times of the last forward or generate call: a dict with prefill_seconds and
+        prefill_tokens (the call over the prompts: their unmasked tokens), decode_seconds,
+        decode_tokens and decode_steps (every later generation step; tokens of all sequences
+        together). All zero before the first call."""
+        t = _ModelTiming()
+        if self._handle:
+            _check(_runtime().mixtile_model_last_timing(self._handle, ctypes.byref(t)))
+        return {name: getattr(t, name) for name, _ in _ModelTiming._fields_}
 
     def _generate_text(self, text, max_new_tokens):
         if self._tokenizer is None:

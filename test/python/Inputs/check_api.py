@@ -161,6 +161,10 @@ def main(work):
     ref_seq = model_reference.run(reference, ids, mask, generate=4)
     ref_seq = ref_seq["sequences"] if isinstance(ref_seq, dict) else ref_seq
     check(np.array_equal(sequences, ref_seq), f"greedy tokens {sequences[:, 5:].tolist()} vs {np.asarray(ref_seq)[:, 5:].tolist()}")
+    timing = model.last_timing()  # the generate call: 3 + 5 prompt tokens, then 3 steps of 2
+    check(timing["prefill_tokens"] == 8 and timing["prefill_seconds"] > 0 and timing["decode_seconds"] > 0
+          and 1 <= timing["decode_steps"] <= 3 and timing["decode_steps"] <= timing["decode_tokens"] <= 6,
+          f"model timing of the last generate: {timing}")
     longer = model.generate(ids[:1], mask[:1], max_new_tokens=20)  # caches regrow, no recompile
     check(longer.shape == (1, 25), f"a longer generation {longer.shape}")
     refused(lambda: model.forward([[reference.vocab]]), "vocabulary", "an id outside the vocabulary")
