@@ -13,8 +13,12 @@ One round = every side once, the order rotating:
   prefill  one prompt of --prompt tokens, batch 1: HF model(ids, logits_to_keep=1); Mixtile
            generate(ids, max_new_tokens=1) (the forward over the prompt, the last position's
            logits, the argmax).
-  decode   batch 1 and 8, prompts of --decode-prompt tokens, greedy: each side generates 1 and
-           N = --new-tokens tokens back to back; decode tokens/s = B (N - 1) / (t_N - t_1).
+  decode   batch 1 and 8, prompts of --decode-prompt tokens, greedy: each side generates
+           N = --new-tokens tokens; decode tokens/s = B (N - 1) over the time of the N - 1 steps
+           after the prompt's, timed inside the generation (Mixtile: Model.last_timing(); HF: a
+           logits processor's timestamps at the first and the last step). (Before 2026-11-30's
+           last runs: B (N - 1) / (t_N - t_1) from two whole calls, which long prompts drown in
+           their prefill's noise.)
 A row's ratio is the median over rounds of (Mixtile's rate / the round's best HF rate), with
 quartiles; the rates are the medians over rounds.
 
@@ -67,7 +71,8 @@ def main(argv=None):
     report = {"date": datetime.date.today().isoformat(), "machine": cpu_model.machine_info(),
               "threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
               "rounds": args.rounds, "prompt": args.prompt, "decode_prompt": args.decode_prompt,
-              "new_tokens": args.new_tokens, "models": {}}
+              "new_tokens": args.new_tokens, "decode_timing": "inside the generation (steps after the prompt's)",
+              "models": {}}
     for name in args.models.split(","):
         entry = {"title": cpu_model.MODELS[name]["title"]}
         ckpt = cpu_model.ensure_checkpoint(name, args, entry)
@@ -82,15 +87,28 @@ def main(argv=None):
         decode_ids = torch.randint(3, vocab, (8, args.decode_prompt), generator=g)
         n = args.new_tokens
 
+        class StepClock(transformers.LogitsProcessor):
+            """Timestamps of generate's steps (called once per step, after its forward)."""
+
+            def __init__(self):
+                self.times = []
+
+            def __call__(self, input_ids, scores):
+                self.times.append(time.perf_counter())
+                return scores
+
         def hf_side(impl):
             def prefill():
                 hf.set_experts_implementation(impl)
                 with torch.inference_mode():
                     hf(input_ids=prompt, logits_to_keep=1)
 
-            def generate(ids, k):
+            def generate(ids, k):  # decode tokens/s of the steps after the prompt's
                 hf.set_experts_implementation(impl)
-                cpu_model.hf_generate(torch, hf, ids, k, 0)
+                clock = StepClock()
+                cpu_model.hf_generate(torch, hf, ids, k, 0,
+                                      logits_processor=transformers.LogitsProcessorList([clock]))
+                return ids.shape[0] * (len(clock.times) - 1) / max(clock.times[-1] - clock.times[0], 1e-9)
             return prefill, generate
 
         def mx_prefill():
@@ -98,6 +116,8 @@ def main(argv=None):
 
         def mx_generate(ids, k):
             mx.generate(ids, max_new_tokens=k)
+            t = mx.last_timing()
+            return t["decode_tokens"] / max(t["decode_seconds"], 1e-9)
 
         sides = {"mixtile": (mx_prefill, mx_generate)}
         for impl in ("eager", "grouped_mm"):
@@ -119,14 +139,7 @@ def main(argv=None):
                 prefill()
                 rates[nm]["prefill"].append(args.prompt / (time.perf_counter() - t))
                 for b in (1, 8):
-                    ids = decode_ids[:b]
-                    t = time.perf_counter()
-                    generate(ids, 1)
-                    t1 = time.perf_counter() - t
-                    t = time.perf_counter()
-                    generate(ids, n)
-                    tn = time.perf_counter() - t
-                    rates[nm][f"decode_b{b}"].append(b * (n - 1) / max(tn - t1, 1e-9))
+                    rates[nm][f"decode_b{b}"].append(generate(decode_ids[:b], n))
             print(f"[{name}] round {r + 1}: " + "; ".join(
                 f"{nm} " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates[nm].items()) for nm in names), flush=True)
         entry["rates_per_round"] = rates
