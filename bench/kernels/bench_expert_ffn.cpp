@@ -27,6 +27,7 @@
 
 #include <unistd.h>
 
+#include "bench/kernels/bench_args.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -225,12 +226,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
   std::uniform_real_distribution<float> u(-1, 1);
   for (auto &v : x) v = u(rng);
   TileConfig tiles = default_tile_config(T * k / E);
-  // Tuning override: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
-  // engine_stream_rows[,engine_panel_rows[,small_group_rows]]]]]]
-  if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
-                &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows, &tiles.small_group_rows);
+  mixtile_bench::apply_tiles_env(tiles);  // MIXTILE_TILES
   const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles, Path);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);
@@ -312,11 +308,7 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "bench_expert_ffn: need 1 <= top_k <= min(8, experts)\n");
     return 1;
   }
-  std::vector<int64_t> Ts;
-  for (const char *c = argc > 4 ? argv[4] : "1,32,512,2048"; *c;) {
-    Ts.push_back(std::strtoll(c, const_cast<char **>(&c), 10));
-    if (*c == ',') ++c;
-  }
+  const std::vector<int64_t> Ts = mixtile_bench::int_list(argc > 4 ? argv[4] : "1,32,512,2048");
   const std::string dtypes = argc > 5 ? argv[5] : "f32,bf16";
   const std::string path_list = argc > 6 ? argv[6] : "fma_f32,avx512_bf16,amx_bf16";
   std::vector<MatmulPath> bf16_paths;

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/kernels/bench_args.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -73,18 +74,11 @@ void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileCo
 int main(int argc, char **argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t in = argc > 2 ? std::atoll(argv[2]) : 2048, out = argc > 3 ? std::atoll(argv[3]) : 50304;
-  std::vector<int64_t> Ms;
-  for (const char *c = argc > 4 ? argv[4] : "1,2,4,8,16,32"; *c;) {
-    Ms.push_back(std::strtoll(c, const_cast<char **>(&c), 10));
-    if (*c == ',') ++c;
-  }
+  const std::vector<int64_t> Ms = mixtile_bench::int_list(argc > 4 ? argv[4] : "1,2,4,8,16,32");
   const int reps = argc > 5 ? std::atoi(argv[5]) : 15;
   const std::string path = argc > 6 ? argv[6] : "native";
   TileConfig tiles = default_tile_config();
-  if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
-                &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows, &tiles.small_group_rows);
+  mixtile_bench::apply_tiles_env(tiles);
   for (int64_t M : Ms) {
     if (path == "fma_f32") {
       run<MatmulPath::fma_f32>(threads, in, out, M, reps, tiles);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/kernels/bench_args.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -97,11 +98,7 @@ void run(int threads, int64_t D, int64_t F, int64_t M, int E, int reps) {
 int main(int argc, char **argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t D = argc > 2 ? std::atoll(argv[2]) : 1024, F = argc > 3 ? std::atoll(argv[3]) : 3584;
-  std::vector<int64_t> Ms;
-  for (const char *c = argc > 4 ? argv[4] : "1,4,8,16"; *c;) {
-    Ms.push_back(std::strtoll(c, const_cast<char **>(&c), 10));
-    if (*c == ',') ++c;
-  }
+  const std::vector<int64_t> Ms = mixtile_bench::int_list(argc > 4 ? argv[4] : "1,4,8,16");
   const int E = argc > 5 ? std::atoi(argv[5]) : 8;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 15;
   const std::string dt = argc > 7 ? argv[7] : "f32,bf16";
