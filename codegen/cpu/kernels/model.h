@@ -387,10 +387,10 @@ inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, i
   values += lo * ldv;
   float m[kAttentionGroupRows], inv_sum[kAttentionGroupRows];
   for (int h = 0; h < count; ++h) m[h] = -std::numeric_limits<float>::infinity();
+  // One query reads each key in place; several widen it once (exactly: the same dot products).
+  const bool widen = C != WeightType::f32 && count > 1;
   for (int64_t j = 0; j < n; ++j) {
     if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
-    // One query reads the key in place; several widen it once (exactly: the same dot products).
-    const bool widen = C != WeightType::f32 && count > 1;
     if (widen) widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
     for (int h = 0; h < count; ++h) {
       const float s = widen ? dot<WeightType::f32>(q[h], key_row, dim) : dot<C>(q[h], keys + j * ld, dim);
