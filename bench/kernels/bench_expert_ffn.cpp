@@ -27,7 +27,7 @@
 
 #include <unistd.h>
 
-#include "bench/kernels/bench_args.h"
+#include "bench/kernels/bench_common.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -84,25 +84,6 @@ double measure_read_bandwidth(int threads) {
   }
   std::free(buf);
   return best;
-}
-
-// Reads twice the L3 (at least 64 MiB) so the next call finds no expert weights in cache.
-void evict_caches(int threads) {
-  static float *junk = nullptr;
-  static const size_t n = std::max<size_t>(size_t(64) << 20, 2 * size_t(std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE)))) /
-                          sizeof(float);
-  if (junk == nullptr) {
-    junk = alloc_array<float>(n);
-    for (size_t i = 0; i < n; ++i) junk[i] = 0.0f;
-  }
-  volatile float sink = 0;
-  float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-  {
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    total += read_streams(junk, n * tid / nt, n * (tid + 1) / nt, 1);
-  }
-  sink = sink + total;
 }
 
 bool cold_always() {
@@ -253,7 +234,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
     p.num_threads = threads;
     // Decode-like calls, and every call under MIXTILE_BENCH_COLD=1 (a model's experts, gigabytes,
     // never stay in cache between layers): expert weights come from DRAM.
-    if (T <= 32 || cold_always()) evict_caches(threads);
+    if (T <= 32 || cold_always()) mixtile_bench::evict_caches(threads, size_t(64) << 20);
     auto t0 = Clock::now();
     expert_ffn<W, Activation::silu, true, Path>(p, tiles);
     const double s = seconds_since(t0);

@@ -18,22 +18,13 @@
 #include <string>
 #include <vector>
 
-#include "bench/kernels/bench_args.h"
+#include "bench/kernels/bench_common.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-void evict(int threads) {
-  static std::vector<float> junk((size_t(128) << 20) / 4, 1.f);
-  float total = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : total)
-  for (size_t i = 0; i < junk.size(); i += 16) total += junk[i];
-  static volatile float sink = 0;
-  sink = sink + total;
-}
-
 template <MatmulPath Path>
 void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileConfig &tiles) {
   std::mt19937 rng(5);
@@ -56,7 +47,7 @@ void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileCo
   p.num_threads = threads;
   std::vector<double> t;
   for (int r = -1; r < reps; ++r) {
-    evict(threads);
+    mixtile_bench::evict_caches(threads, size_t(128) << 20);
     const auto t0 = Clock::now();
     linear<WeightType::bf16, Path>(p, tiles);
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();

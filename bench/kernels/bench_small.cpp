@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/kernels/bench_args.h"
+#include "bench/kernels/bench_common.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -30,15 +30,6 @@ struct SinkEpilogue {
     for (int j = 0; j < n; ++j) out[i * ld + col + j] = v[j] + (u ? u[j] : 0.f);
   }
 };
-
-void evict(int threads) {
-  static std::vector<float> junk((size_t(96) << 20) / 4, 1.f);
-  float total = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : total)
-  for (size_t i = 0; i < junk.size(); i += 16) total += junk[i];
-  static volatile float sink = 0;
-  sink = sink + total;
-}
 
 template <WeightType W>
 void run(int threads, int64_t D, int64_t F, int64_t M, int E, int reps) {
@@ -61,7 +52,7 @@ void run(int threads, int64_t D, int64_t F, int64_t M, int E, int reps) {
   for (int phase = 1; phase <= 2; ++phase) {
     std::vector<double> t;
     for (int r = -1; r < reps; ++r) {
-      evict(threads);
+      mixtile_bench::evict_caches(threads, size_t(96) << 20);
       auto t0 = Clock::now();
 #pragma omp parallel num_threads(threads)
       {
