@@ -134,6 +134,26 @@ MODELS = {
         "json_extra": {"num_experts": 128},
         "experts": 128, "top_k": 8, "ffn": 768,
     },
+    "deepseek_v2": {
+        "title": "DeepSeek-V2-Lite config, 3 of 27 layers (1 dense + 2 MoE), default RoPE",
+        "family": "deepseek_v2",
+        "class": "DeepseekV2Config",
+        # The published deepseek-ai/DeepSeek-V2-Lite config.json, but 3 layers and RoPE without
+        # its yarn scaling (factor 40 matters only past 4096 positions): multi-head latent
+        # attention with kv_lora_rank 512 (q_lora_rank null), 16 heads of 128 + 64 rope dims,
+        # values of 128; 64 routed experts of 1408 top-6 and 2 shared; layer 0 dense (10944).
+        "config": dict(vocab_size=102400, hidden_size=2048, intermediate_size=10944, moe_intermediate_size=1408,
+                       num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=16, q_lora_rank=None,
+                       kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                       head_dim=64, n_routed_experts=64, n_shared_experts=2, num_experts_per_tok=6,
+                       first_k_dense_replace=1, n_group=1, topk_group=1, topk_method="greedy",
+                       norm_topk_prob=False, routed_scaling_factor=1.0, hidden_act="silu",
+                       max_position_embeddings=163840, rms_norm_eps=1e-6, bos_token_id=100000,
+                       eos_token_id=100001, tie_word_embeddings=False, attention_bias=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        "json_extra": {},
+        "experts": 64, "top_k": 6, "ffn": 1408,
+    },
 }
 
 

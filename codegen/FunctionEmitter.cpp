@@ -106,6 +106,8 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
     setDynamic(0, dim(gather.getIndices(), 0));
   else if (auto attention = dyn_cast_or_null<AttentionOp>(def))
     setDynamic(0, dim(attention.getQ(), 0));
+  else if (auto latent = dyn_cast_or_null<LatentAttentionOp>(def))
+    setDynamic(0, dim(latent.getQ(), 0));
   else if (isa_and_nonnull<arith::ExtFOp, arith::TruncFOp, arith::AddFOp, RMSNormOp, SliceOp>(def)) {
     for (unsigned i = 0; i < dims.size(); ++i)
       setDynamic(i, dim(def->getOperand(0), i));

@@ -353,7 +353,9 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
     `clip > 0`, q, k and v are first clamped to `[-clip, clip]` (OLMoE's `clip_qkv`).
     Scores are `q · k · softmax_scale`.
 
-    Multi-head latent attention (DeepSeek-V2/V3) takes three more pieces. `v_head_dim`
+    Multi-head latent attention (DeepSeek-V2/V3) over expanded keys and values takes three
+    more pieces (`mix.latent_attention`, which `--model` uses, caches the latents instead).
+    `v_head_dim`
     (default: `head_dim`) sets the width of each value head, of `v_cache`'s last dim and of
     each head of `out`. `rope_offset` moves the rotated dims to
     `[rope_offset, rope_offset + 2 · len(inv_freq))` of each q/k head. With the `rope_key`
@@ -394,6 +396,70 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
   let extraClassDeclaration = [{
     /// Width of each value head (and of each head of `out`).
     int64_t getValueHeadDim() { return getVHeadDim() ? getVHeadDim() : getHeadDim(); }
+  }];
+}
+
+def Mix_LatentAttentionOp : Mix_Op<"latent_attention", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "multi-head latent attention (DeepSeek-V2/V3) over a cache of latents";
+  let description = [{
+    DeepSeek's multi-head latent attention with the cache holding what each token's keys and
+    values are made from (Liu et al., 2024): per token the normalized latent `latent`
+    `[T, rank]` and the rotated shared rotary key, `rank + rope_dim` values in
+    `cache[B, S, 1, rank + rope_dim]` (rounded to the cache's dtype), instead of every head's
+    expanded key and value (`heads · (nope_dim + rope_dim + v_head_dim)` values: 4.4x as many
+    for DeepSeek-V2-Lite, 71x for V3).
+
+    Token `t` sits at position `positions[t]` of cache row `sequences[t]`. The op first writes
+    every token's cache entry: `latent[t]` followed by `rope_key[t]` `[T, rope_dim]` rotated
+    at its position. Then with `c(s)` the cached latent and `r(s)` the cached rotary key at
+    position `s`, and `kv_b` `[heads · (nope_dim + v_head_dim), rank]` (the checkpoint's
+    `kv_b_proj.weight`, rows of head `h` at `h · (nope_dim + v_head_dim)`: its `nope_dim` key
+    rows `W_k[h]`, then its `v_head_dim` value rows `W_v[h]`), head `h` of token `t` attends
+    with query `q[t, h]` (`[nope_dim | rope_dim]`, the rotary part rotated at the token's
+    position) over keys `k_h(s) = [W_k[h] · c(s) | r(s)]` and values `v_h(s) = W_v[h] · c(s)`
+    at positions `0..positions[t]` of its row (the last `window` of them when `window > 0`),
+    scores `q · k · softmax_scale`. The same result in any order of evaluation: the CPU
+    expands keys and values for sequences this call fills from position 0 (a prefill) and
+    folds `W_k` into the query and `W_v` into the output otherwise (decode: each cached
+    position is read once per token, `rank + rope_dim` values for all heads).
+
+    RoPE as `mix.attention`'s (`inv_freq`, `rope_scale`, `rope_interleaved`) over the last
+    `rope_dim = 2 · len(inv_freq)` dims of each query head and over `rope_key`. The cache must
+    be a function argument marked `mix.state`. A position outside `[0, S)` or a row outside
+    `[0, B)` is a run-time error on the CPU, with nothing written; on CUDA that token writes
+    nothing and its output is zeros.
+
+    ```mlir
+    %o = mix.latent_attention %q, %latent, %rope_key, %kv_b, %pos, %seq, %cache
+        {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>,
+         softmax_scale = 0.25}
+        : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>,
+          tensor<?xi32>, tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+    ```
+  }];
+  let arguments = (ins Mix_Activations:$q, Mix_Activations:$latent, Mix_Activations:$rope_key,
+                       Mix_Weight:$kv_b, Mix_Indices:$positions, Mix_Indices:$sequences,
+                       Mix_Tokens:$cache,
+                       Mix_Positive:$heads, Mix_Positive:$nope_dim, Mix_Positive:$v_head_dim,
+                       DenseF64ArrayAttr:$inv_freq,
+                       DefaultValuedAttr<F64Attr, "1.0">:$rope_scale,
+                       UnitAttr:$rope_interleaved,
+                       F64Attr:$softmax_scale,
+                       DefaultValuedAttr<Mix_NonNegative, "0">:$window);
+  let results = (outs Mix_Activations:$out);
+  let assemblyFormat = [{
+    $q `,` $latent `,` $rope_key `,` $kv_b `,` $positions `,` $sequences `,` $cache attr-dict
+    `:` type($q) `,` type($latent) `,` type($rope_key) `,` type($kv_b) `,` type($positions) `,`
+    type($sequences) `,` type($cache) `->` type($out)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Dims of the shared rotary key (and of each query head's rotated tail).
+    int64_t getRopeDim() { return 2 * static_cast<int64_t>(getInvFreq().size()); }
+    /// Width of the latent (the cache's entries are rank + rope_dim wide).
+    int64_t getRank() {
+      return cast<RankedTensorType>(getKvB().getType()).getDimSize(1);
+    }
   }];
 }
 

@@ -689,6 +689,63 @@ LogicalResult AttentionOp::verify() {
                            {heads * valueDim}, {"heads * v_head_dim"});
 }
 
+LogicalResult LatentAttentionOp::verify() {
+  ShapeChecker check(*this);
+  int64_t heads = getHeads(), nope = getNopeDim(), valueDim = getVHeadDim();
+  int64_t ropeDim = getRopeDim();
+  if (ropeDim == 0)
+    return emitOpError() << "attribute 'inv_freq' must hold the rotary key's frequencies "
+                            "(at least one)";
+  for (double f : getInvFreq())
+    if (!std::isfinite(f) || f < 0.0)
+      return emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got " << f;
+  for (auto [name, value] : {std::pair<StringRef, double>{"rope_scale",
+                                                          getRopeScale().convertToDouble()},
+                             {"softmax_scale", getSoftmaxScale().convertToDouble()}})
+    if (failed(positiveFinite(*this, name, value)))
+      return failure();
+  if (failed(check.weight(getKvB(), "kv_b", "[heads * (nope_dim + v_head_dim), rank]")) ||
+      failed(check.staticDim(getKvB(), "operand", "kv_b", 0, "heads * (nope_dim + v_head_dim)",
+                             heads * (nope + valueDim), "heads x (nope_dim + v_head_dim)")))
+    return failure();
+  int64_t rank = getRank();
+  int64_t tokens = dimOf(getQ(), 0);
+  for (auto [value, name, layout, width, what] :
+       {std::tuple<Value, StringRef, StringRef, int64_t, StringRef>{
+            getQ(), "q", "[T, heads * (nope_dim + rope_dim)]", heads * (nope + ropeDim),
+            "heads x (nope_dim + 2 x the frequencies in 'inv_freq')"},
+        {getLatent(), "latent", "[T, rank]", rank, "dim 1 of 'kv_b' (rank)"},
+        {getRopeKey(), "rope_key", "[T, rope_dim]", ropeDim,
+         "2 x the frequencies in 'inv_freq'"}})
+    if (failed(check.rank(value, "operand", name, layout)) ||
+        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")) ||
+        failed(check.staticDim(value, "operand", name, 1, "width", width, what)))
+      return failure();
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{getPositions(), "positions"}, {getSequences(), "sequences"}})
+    if (failed(check.rank(value, "operand", name, "[T]")) ||
+        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
+      return failure();
+  Value cache = getCache();
+  if (failed(check.rank(cache, "operand", "cache", "[B, S, 1, rank + rope_dim]")) ||
+      failed(check.staticDim(cache, "operand", "cache", 2, "1", 1, "one entry per position")) ||
+      failed(check.staticDim(cache, "operand", "cache", 3, "rank + rope_dim", rank + ropeDim,
+                             "the latent's width plus the rotary key's")))
+    return failure();
+  if (cast<RankedTensorType>(cache.getType()).getElementType() !=
+      cast<RankedTensorType>(getKvB().getType()).getElementType())
+    return emitOpError() << "operand 'cache' must have the element type of 'kv_b', got "
+                         << cache.getType() << " and " << getKvB().getType();
+  auto arg = dyn_cast<BlockArgument>(cache);
+  auto func = arg ? dyn_cast<FunctionOpInterface>(arg.getOwner()->getParentOp())
+                  : FunctionOpInterface();
+  if (!func || !func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr))
+    return emitOpError() << "operand 'cache' must be a function argument marked 'mix.state' "
+                            "(the cache is updated in place)";
+  return verifyTokenResult(check, getOut(), "out", "[T, heads * v_head_dim]", tokens,
+                           {heads * valueDim}, {"heads * v_head_dim"});
+}
+
 //===----------------------------------------------------------------------===//
 // Lightweight experts
 //===----------------------------------------------------------------------===//

@@ -62,6 +62,9 @@ Type gemmWeightType(KernelOp kernel) {
       up = linear.getWeight();
     else if (auto mix = dyn_cast<TokenMixOp>(op))
       up = mix.getController();
+    // MLA's kv_b: expanded into a prefill's keys and values, folded into decode's queries.
+    else if (auto latent = dyn_cast<LatentAttentionOp>(op))
+      up = latent.getKvB();
     if (up && !type)
       type = cast<RankedTensorType>(up.getType()).getElementType();
   });

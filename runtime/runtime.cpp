@@ -509,8 +509,10 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
         if (spec.shape.size() != 4 || spec.symbols[0] != "B" || spec.symbols[1] != "S")
           reader.bad("model", "state argument '" + spec.name + "' must be a [B, S, H, D] cache");
       }
-    if (states != static_cast<size_t>(2 * info.layers))
-      reader.bad("model", "the entry point must have two caches per layer");
+    // Keys and values per layer, or multi-head latent attention's one cache of latents.
+    if (states != static_cast<size_t>(2 * info.layers) &&
+        states != static_cast<size_t>(info.layers))
+      reader.bad("model", "the entry point must have one or two caches per layer");
   }
 
   // A cuda library links the CUDA runtime statically and touches no device until a session

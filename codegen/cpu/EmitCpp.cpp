@@ -399,7 +399,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                    .str();
     if (attentionErrorCode == 0)
       attentionErrorCode =
-          addError("mix.attention: a token's position lies outside the KV cache [0, S) or its "
+          addError("attention: a token's position lies outside the KV cache [0, S) or its "
                    "sequence outside the cache rows [0, B)");
     Value cache = attention.getKCache();
     std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
@@ -416,6 +416,48 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     scratch.push_back(llvm::formatv("mixtile::cpu::attention_workspace_size({0}(), {1}, {2}, "
                                     "max_threads{3})",
                                     config, t, len, pathArgument())
+                          .str());
+    return success();
+  }
+  if (auto latent = dyn_cast<LatentAttentionOp>(op)) {
+    std::string config =
+        llvm::formatv("latent_attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
+    std::string freqs;
+    for (double f : latent.getInvFreq())
+      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    helpers += llvm::formatv(
+                   "static mixtile::cpu::LatentAttentionConfig {0}() {{\n  static const double "
+                   "inv_freq[] = {{{1}};\n  mixtile::cpu::LatentAttentionConfig c;\n  c.heads = "
+                   "{2}; c.rank = {3}; c.nope_dim = {4}; c.rope_dim = {5}; c.v_head_dim = {6};\n  "
+                   "c.inv_freq = inv_freq; c.rope_scale = {7}f; c.rope_interleaved = {8};\n  "
+                   "c.softmax_scale = {9}f; c.window = {10};\n  return c;\n}\n\n",
+                   config, freqs, latent.getHeads(), latent.getRank(), latent.getNopeDim(),
+                   latent.getRopeDim(), latent.getVHeadDim(),
+                   floatLiteral(latent.getRopeScale().convertToDouble()),
+                   latent.getRopeInterleaved() ? "true" : "false",
+                   floatLiteral(latent.getSoftmaxScale().convertToDouble()), latent.getWindow())
+                   .str();
+    if (attentionErrorCode == 0)
+      attentionErrorCode =
+          addError("attention: a token's position lies outside the KV cache [0, S) or its "
+                   "sequence outside the cache rows [0, B)");
+    Value cache = latent.getCache();
+    std::string t = dim(latent.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    std::string storage = weightType(elementOf(cache));
+    helpers += pendingTiles;
+    pendingTiles.clear();
+    checkAmxReady();
+    line(llvm::formatv("if (mixtile::cpu::latent_attention<{0}>({1}(), {2}, {3}, {4}, {5}, {6}, "
+                       "{7}, {8}, {9}, {10}, {11}, {12}, scratch, threads, {13}({2})) != 0)\n"
+                       "      return {14};",
+                       storage + pathArgument(), config, t, ptr(latent.getQ()),
+                       ptr(latent.getLatent()), ptr(latent.getRopeKey()), ptr(latent.getKvB()),
+                       ptr(latent.getPositions()), ptr(latent.getSequences()), b, len, ptr(cache),
+                       ptr(latent.getOut()), currentTiles, attentionErrorCode)
+             .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::latent_attention_workspace_size<{0}>({1}(), "
+                                    "{2}, {3}, {4}, max_threads, {5}({2}){6})",
+                                    storage, config, t, b, len, currentTiles, pathArgument())
                           .str());
     return success();
   }

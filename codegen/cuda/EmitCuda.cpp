@@ -31,6 +31,8 @@ constexpr int kLaunchError = 1;
 /// The largest head_dim and v_head_dim the CUDA attention kernel takes (kAttentionMaxHeadDim
 /// in codegen/cuda/kernels/model.cuh): checked here so mixtilec reports it on the op.
 constexpr int64_t kAttentionMaxHeadDim = 512;
+/// latent_attention's bound on rank + rope_dim (codegen/cuda/kernels/model.cuh).
+constexpr int64_t kLatentAttentionMaxEntry = 768;
 
 /// One token-count bucket of a kernel's tiles attribute, as the CUDA kernels take it.
 struct CudaTile {
@@ -372,6 +374,47 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                                   ptr(gather.getTable()), ptr(gather.getIndices()),
                                   ptr(gather.getRows()))
                         .str());
+    return success();
+  }
+  if (auto latent = dyn_cast<LatentAttentionOp>(op)) {
+    if (latent.getRank() + latent.getRopeDim() > kLatentAttentionMaxEntry)
+      return latent.emitError() << "the cuda target supports rank + rope_dim up to "
+                                << kLatentAttentionMaxEntry << ", got "
+                                << latent.getRank() + latent.getRopeDim();
+    std::string config =
+        llvm::formatv("latent_attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
+    std::string freqs;
+    for (double f : latent.getInvFreq())
+      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    helpers += llvm::formatv("static mixtile::cuda::LatentAttentionConfig {0}() {{\n  "
+                             "mixtile::cuda::LatentAttentionConfig c;\n  c.heads = {1}; c.rank = "
+                             "{2}; c.nope_dim = {3}; c.rope_dim = {4}; c.v_head_dim = {5};\n  "
+                             "c.rope_scale = {6}f; c.rope_interleaved = {7};\n  c.softmax_scale = "
+                             "{8}f; c.window = {9};\n  static const double inv_freq[] = {{{10}};\n"
+                             "  for (int i = 0; i < {11}; ++i)\n    c.inv_freq[i] = inv_freq[i];\n"
+                             "  return c;\n}\n\n",
+                             config, latent.getHeads(), latent.getRank(), latent.getNopeDim(),
+                             latent.getRopeDim(), latent.getVHeadDim(),
+                             floatLiteral(latent.getRopeScale().convertToDouble()),
+                             latent.getRopeInterleaved() ? "true" : "false",
+                             floatLiteral(latent.getSoftmaxScale().convertToDouble()),
+                             latent.getWindow(), freqs, latent.getInvFreq().size())
+                   .str();
+    Value cache = latent.getCache();
+    std::string t = dim(latent.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
+    line("// Cache entries and the queries folded into latent space, attention over the entries");
+    line("// (a warp per (token, head)), the outputs unfolded. A token outside the cache gets zeros.");
+    emitLibraryCall("latent_attention<" + weightType(elementOf(cache)) + ">",
+                    llvm::formatv("{0}(), {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, "
+                                  "scratch",
+                                  config, t, ptr(latent.getQ()), ptr(latent.getLatent()),
+                                  ptr(latent.getRopeKey()), ptr(latent.getKvB()),
+                                  ptr(latent.getPositions()), ptr(latent.getSequences()), b, len,
+                                  ptr(cache), ptr(latent.getOut()))
+                        .str());
+    scratch.push_back(
+        llvm::formatv("mixtile::cuda::latent_attention_workspace_size({0}(), {1})", config, t)
+            .str());
     return success();
   }
   if (auto attention = dyn_cast<AttentionOp>(op)) {

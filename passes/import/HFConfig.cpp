@@ -757,7 +757,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   }
   // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
   // keys and values expanded from one compressed latent per token, plus one rotary key head
-  // shared by every head; the cache holds the expanded keys and values.
+  // shared by every head; the cache holds the latent and the rotary key (mix.latent_attention).
   const bool mla = r.family == "deepseek_v2" || r.family == "deepseek_v3";
   std::string dtype = weightDtype(r, dtypeArg, error);
   if (dtype.empty())
@@ -901,8 +901,15 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   const int64_t dyn = ShapedType::kDynamic;
   Type activations = tensor({dyn, hidden}, f32);
   Type indices = tensor({dyn}, i32);
-  Type cacheType = tensor({dyn, dyn, kvHeads, headDim}, weightType);
-  Type valueCacheType = tensor({dyn, dyn, kvHeads, mla ? valueDim : headDim}, weightType);
+  Type cacheType = mla ? tensor({dyn, dyn, 1, kvRank + ropeDim}, weightType)
+                       : tensor({dyn, dyn, kvHeads, headDim}, weightType);
+  Type valueCacheType = tensor({dyn, dyn, kvHeads, headDim}, weightType);
+  // Each layer's state: MLA's one cache of latents, else the keys and the values.
+  SmallVector<Type> cacheTypes = mla ? SmallVector<Type>{cacheType}
+                                     : SmallVector<Type>{cacheType, valueCacheType};
+  SmallVector<const char *> cacheNames = mla ? SmallVector<const char *>{"kv"}
+                                             : SmallVector<const char *>{"k", "v"};
+  const unsigned caches = cacheTypes.size(), prefix = 3 + caches;
 
   auto layerWeights = [&](int64_t layer, std::vector<Argument> &out,
                           std::optional<SparseBlock> &block) -> bool {
@@ -970,28 +977,31 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     kinds[layer] = kind;
     if (functions.count(kind))
       continue;
-    // x, positions, sequences, the two caches, then this layer's weights.
-    SmallVector<Type> inputs = {activations, indices, indices, cacheType, valueCacheType};
+    // x, positions, sequences, the caches, then this layer's weights.
+    SmallVector<Type> inputs = {activations, indices, indices};
+    inputs.append(cacheTypes.begin(), cacheTypes.end());
     for (const Argument &arg : perLayer[layer])
       inputs.push_back(tensor(arg.shape, arg.type));
     auto func = func::FuncOp::create(builder, loc, kind.functionName(),
                                      builder.getFunctionType(inputs, {activations}));
-    const char *names[] = {"hidden_states", "positions", "sequences", "k_cache", "v_cache"};
-    for (unsigned i = 0; i < 5; ++i)
+    const char *names[] = {"hidden_states", "positions", "sequences"};
+    for (unsigned i = 0; i < 3; ++i)
       func.setArgAttr(i, MixDialect::kNameAttr, builder.getStringAttr(names[i]));
     for (unsigned i : {1u, 2u})
       func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"T"}));
-    for (unsigned i : {3u, 4u}) {
+    for (unsigned i = 3; i < prefix; ++i) {
+      func.setArgAttr(i, MixDialect::kNameAttr,
+                      builder.getStringAttr(std::string(cacheNames[i - 3]) + "_cache"));
       func.setArgAttr(i, MixDialect::kStateAttr, builder.getUnitAttr());
       func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"B", "S", "", ""}));
     }
     for (auto [i, arg] : llvm::enumerate(perLayer[layer]))
-      func.setArgAttr(5 + i, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+      func.setArgAttr(prefix + i, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
     func.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("hidden_states_out"));
     Block *entry = func.addEntryBlock();
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToEnd(entry);
-    ValueRange w = entry->getArguments().drop_front(5);
+    ValueRange w = entry->getArguments().drop_front(prefix);
     size_t at = 0;
     auto next = [&]() -> Value { return w[at++]; };
     Value x = entry->getArgument(0);
@@ -1003,23 +1013,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       return LinearOp::create(builder, loc, tensor({dyn, rows}, f32), v, weight, bias);
     };
     Value h = norm(x, next());
-    Value q, k, v, ropeKey;
-    // [T, width] -> [T, count, width / count] and back: per-head views of the same bytes.
-    auto heads3d = [&](Value t, int64_t count) -> Value {
-      int64_t width = cast<RankedTensorType>(t.getType()).getDimSize(1);
-      Value tokens = tensor::DimOp::create(builder, loc, t, 0);
-      return tensor::ExpandShapeOp::create(
-          builder, loc, tensor({dyn, count, width / count}, f32), t,
-          SmallVector<ReassociationIndices>{{0}, {1, 2}},
-          SmallVector<OpFoldResult>{tokens, builder.getIndexAttr(count),
-                                    builder.getIndexAttr(width / count)});
-    };
-    auto flat = [&](Value t) -> Value {
-      auto type = cast<RankedTensorType>(t.getType());
-      return tensor::CollapseShapeOp::create(
-          builder, loc, tensor({dyn, type.getDimSize(1) * type.getDimSize(2)}, f32), t,
-          SmallVector<ReassociationIndices>{{0}, {1, 2}});
-    };
+    Value q, k, v, ropeKey, latent, kvb;
     auto slice = [&](Value t, int64_t offset, int64_t count) -> Value {
       SmallVector<int64_t> shape(cast<RankedTensorType>(t.getType()).getShape());
       shape.back() = count;
@@ -1043,15 +1037,11 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       }
       Value kva = next();
       Value kvab = qkvBias ? next() : Value();
-      Value kvNorm = next(), kvb = next();
-      Value latent = linear(h, kva, kvab, kvRank + ropeDim);
-      ropeKey = slice(latent, kvRank, ropeDim);
-      Value expanded = heads3d(
-          linear(latentNorm(slice(latent, 0, kvRank), kvNorm), kvb, Value(),
-                 heads * (nopeDim + valueDim)),
-          heads);
-      k = flat(slice(expanded, 0, nopeDim));
-      v = flat(slice(expanded, nopeDim, valueDim));
+      Value kvNorm = next();
+      kvb = next();
+      Value compressed = linear(h, kva, kvab, kvRank + ropeDim);
+      ropeKey = slice(compressed, kvRank, ropeDim);
+      latent = latentNorm(slice(compressed, 0, kvRank), kvNorm);
     } else {
       for (auto [target, rows] : {std::pair<Value *, int64_t>{&q, qWidth}, {&k, kvWidth},
                                   {&v, kvWidth}}) {
@@ -1082,16 +1072,26 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       q = perHead(q, qn, heads);
       k = perHead(k, kn, kvHeads);
     }
-    Value attended = AttentionOp::create(
-        builder, loc, tensor({dyn, outWidth}, f32), q, k, v, entry->getArgument(1),
-        entry->getArgument(2), entry->getArgument(3), entry->getArgument(4), ropeKey,
-        builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
-        builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
-        builder.getF64FloatAttr(rope->scale), interleaved ? builder.getUnitAttr() : UnitAttr(),
-        builder.getF64FloatAttr(softmaxScale), builder.getF64FloatAttr(clip),
-        builder.getI64IntegerAttr(kind.window),
-        builder.getI64IntegerAttr(mla ? valueDim : 0),
-        builder.getI64IntegerAttr(mla ? nopeDim : 0));
+    Value attended =
+        mla ? (Value)LatentAttentionOp::create(
+                  builder, loc, tensor({dyn, outWidth}, f32), q, latent, ropeKey, kvb,
+                  entry->getArgument(1), entry->getArgument(2), entry->getArgument(3),
+                  builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(nopeDim),
+                  builder.getI64IntegerAttr(valueDim),
+                  builder.getDenseF64ArrayAttr(rope->invFreq),
+                  builder.getF64FloatAttr(rope->scale),
+                  interleaved ? builder.getUnitAttr() : UnitAttr(),
+                  builder.getF64FloatAttr(softmaxScale), builder.getI64IntegerAttr(kind.window))
+            : (Value)AttentionOp::create(
+                  builder, loc, tensor({dyn, outWidth}, f32), q, k, v, entry->getArgument(1),
+                  entry->getArgument(2), entry->getArgument(3), entry->getArgument(4), Value(),
+                  builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
+                  builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
+                  builder.getF64FloatAttr(rope->scale),
+                  interleaved ? builder.getUnitAttr() : UnitAttr(),
+                  builder.getF64FloatAttr(softmaxScale), builder.getF64FloatAttr(clip),
+                  builder.getI64IntegerAttr(kind.window), builder.getI64IntegerAttr(0),
+                  builder.getI64IntegerAttr(0));
     Value o = linear(attended, wo, bo, hidden);
     Value x1 = arith::AddFOp::create(builder, loc, x, o);
     Value h2 = norm(x1, next());
@@ -1119,7 +1119,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     args.push_back({"lm_head.weight", {vocab, hidden}, weightType});
   SmallVector<Type> inputs = {indices, indices, indices, indices};
   for (int64_t layer = 0; layer < layerCount; ++layer)
-    inputs.append({cacheType, valueCacheType});
+    inputs.append(cacheTypes.begin(), cacheTypes.end());
   for (const Argument &arg : args)
     inputs.push_back(tensor(arg.shape, arg.type));
   Type logitsType = tensor({dyn, vocab}, f32);
@@ -1132,7 +1132,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   }
   unsigned argIndex = 4;
   for (int64_t layer = 0; layer < layerCount; ++layer)
-    for (const char *which : {"k", "v"}) {
+    for (const char *which : cacheNames) {
       forward.setArgAttr(argIndex, MixDialect::kNameAttr,
                          builder.getStringAttr(llvm::formatv("cache.{0}.{1}", layer, which).str()));
       forward.setArgAttr(argIndex, MixDialect::kStateAttr, builder.getUnitAttr());
@@ -1145,14 +1145,14 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   forward.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("logits"));
   Block *entry = forward.addEntryBlock();
   builder.setInsertionPointToEnd(entry);
-  unsigned weightBase = 4 + 2 * layerCount;
+  unsigned weightBase = 4 + caches * layerCount;
   Value embed = entry->getArgument(weightBase);
   Value x = GatherOp::create(builder, loc, activations, embed, entry->getArgument(0));
   unsigned at = weightBase + 1;
   for (int64_t layer = 0; layer < layerCount; ++layer) {
-    SmallVector<Value> operands = {x, entry->getArgument(1), entry->getArgument(2),
-                                   entry->getArgument(4 + 2 * layer),
-                                   entry->getArgument(5 + 2 * layer)};
+    SmallVector<Value> operands = {x, entry->getArgument(1), entry->getArgument(2)};
+    for (unsigned c = 0; c < caches; ++c)
+      operands.push_back(entry->getArgument(4 + caches * layer + c));
     for (size_t i = 0; i < perLayer[layer].size(); ++i)
       operands.push_back(entry->getArgument(at++));
     x = func::CallOp::create(builder, loc, functions[kinds[layer]], operands).getResult(0);

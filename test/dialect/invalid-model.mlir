@@ -161,3 +161,99 @@ func.func @mla_key_width(%q: tensor<?x96xf32>, %k: tensor<?x96xf32>, %r: tensor<
         tensor<?x?x2x48xf32>, tensor<?x?x2x24xf32> -> tensor<?x48xf32>
   return %a : tensor<?x48xf32>
 }
+
+// -----
+
+func.func @latent_cache_not_state(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> ) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'cache' must be a function argument marked 'mix.state' (the cache is updated in place)}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_kv_b_rows(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<60x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'kv_b' dim 0 (heads * (nope_dim + v_head_dim)) must be 64, heads x (nope_dim + v_head_dim); got [60, 16]}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<60x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_q_width(%q: tensor<?x40xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'q' dim 1 (width) must be 48, heads x (nope_dim + 2 x the frequencies in 'inv_freq'); got [?, 40]}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x40xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_width(%q: tensor<?x48xf32>, %l: tensor<?x12xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'latent' dim 1 (width) must be 16, dim 1 of 'kv_b' (rank); got [?, 12]}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x12xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_cache_width(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x16xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'cache' dim 3 (rank + rope_dim) must be 20, the latent's width plus the rotary key's; got [?, ?, 1, 16]}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x16xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_cache_dtype(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xf32> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{operand 'cache' must have the element type of 'kv_b', got 'tensor<?x?x1x20xf32>' and 'tensor<64x16xbf16>'}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xf32> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_no_rope(%q: tensor<?x32xf32>, %l: tensor<?x16xf32>, %r: tensor<?x0xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x16xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{attribute 'inv_freq' must hold the rotary key's frequencies (at least one)}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64>, softmax_scale = 0.25}
+      : tensor<?x32xf32>, tensor<?x16xf32>, tensor<?x0xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x16xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @latent_out_width(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x36xf32> {
+  // expected-error @+1 {{result 'out' dim 1 (heads * v_head_dim) must be 32}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x36xf32>
+  return %a : tensor<?x36xf32>
+}

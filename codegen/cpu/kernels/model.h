@@ -15,6 +15,7 @@
 
 #include "convert.h"
 #include "gemm.h"     // detail::align64
+#include "linear.h"   // latent_attention's key and value expansion
 #include "routing.h"  // detail::dot
 #include "simd.h"
 
@@ -1174,6 +1175,324 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
     if constexpr (Path == MatmulPath::amx_bf16) amx_release_tiles();
 #endif
   }
+  return 0;
+}
+
+/// Multi-head latent attention's constants (mix.latent_attention): heads query heads of
+/// nope_dim + rope_dim dims, value heads of v_head_dim, a latent of `rank` per token.
+struct LatentAttentionConfig {
+  int64_t heads = 0, rank = 0, nope_dim = 0, rope_dim = 0, v_head_dim = 0;
+  const double *inv_freq = nullptr;  // [rope_dim / 2], as AttentionConfig's
+  float rope_scale = 1.0f;
+  bool rope_interleaved = false;
+  float softmax_scale = 0.0f;
+  int64_t window = 0;
+};
+
+namespace detail {
+
+/// The same layer as plain attention over expanded keys and values: every head its own kv head,
+/// keys [nope | rope] with the rotary dims last, shared rope_key.
+inline AttentionConfig expanded_attention_config(const LatentAttentionConfig &c) {
+  AttentionConfig e;
+  e.heads = e.kv_heads = c.heads;
+  e.head_dim = c.nope_dim + c.rope_dim;
+  e.v_head_dim = c.v_head_dim;
+  e.rotary_dim = c.rope_dim;
+  e.rope_offset = c.nope_dim;
+  e.inv_freq = c.inv_freq;
+  e.rope_scale = c.rope_scale;
+  e.rope_interleaved = c.rope_interleaved;
+  e.softmax_scale = c.softmax_scale;
+  e.window = c.window;
+  return e;
+}
+
+inline bool latent_attention_config_valid(const LatentAttentionConfig &c) {
+  return c.heads > 0 && c.rank > 0 && c.nope_dim > 0 && c.rope_dim > 0 && c.rope_dim % 2 == 0 &&
+         c.v_head_dim > 0 && c.inv_freq != nullptr && c.window >= 0;
+}
+
+// Workspace of latent_attention: shared tables, then one region used first by the folded
+// (decode) tokens and then by the expanded (prefill) sequences.
+struct LatentAttentionLayout {
+  size_t rope = 0, rows = 0, order = 0, latent = 0, region = 0;
+  // the folded tokens: queries in latent space [T, heads, rank + rope_dim], outputs in latent
+  // space [T, heads, rank], per thread a group's scores and a widened cache entry
+  size_t q_latent = 0, o_latent = 0, folded_shared = 0, per_thread = 0;
+  // the expanded sequences
+  size_t expanded = 0, q = 0, k = 0, v = 0, rope_key = 0, positions = 0, sequences = 0, out = 0,
+         k_cache = 0, v_cache = 0, linear = 0, attention = 0, expanded_bytes = 0;
+  size_t total = 0;
+};
+
+template <WeightType C>
+inline LatentAttentionLayout latent_attention_layout(const LatentAttentionConfig &c, int64_t tokens,
+                                                     int64_t cache_rows, int64_t cache_length, int nt,
+                                                     const TileConfig &tiles, MatmulPath path) {
+  const size_t t = static_cast<size_t>(std::max<int64_t>(tokens, 0));
+  const size_t h = static_cast<size_t>(std::max<int64_t>(c.heads, 0));
+  const size_t rank = static_cast<size_t>(std::max<int64_t>(c.rank, 0));
+  const size_t nope = static_cast<size_t>(std::max<int64_t>(c.nope_dim, 0));
+  const size_t rope = static_cast<size_t>(std::max<int64_t>(c.rope_dim, 0));
+  const size_t vd = static_cast<size_t>(std::max<int64_t>(c.v_head_dim, 0));
+  const size_t entry = rank + rope;
+  LatentAttentionLayout l;
+  l.rope = 0;
+  l.rows = l.rope + align64(sizeof(float) * t * rope);
+  l.order = l.rows + align64(sizeof(int64_t) * 5 * static_cast<size_t>(std::max<int64_t>(cache_rows, 0)));
+  l.latent = l.order + align64(sizeof(int32_t) * t);
+  l.region = l.latent + align64(sizeof(float) * t * rank);
+  l.q_latent = 0;
+  l.o_latent = l.q_latent + align64(sizeof(float) * t * h * entry);
+  l.folded_shared = l.o_latent + align64(sizeof(float) * t * h * rank);
+  l.per_thread = align64(sizeof(float) * static_cast<size_t>(kAttentionGroupRows) *
+                         static_cast<size_t>(std::max<int64_t>(cache_length, 1))) +
+                 2 * align64(sizeof(float) * entry);
+  const size_t folded = l.folded_shared + static_cast<size_t>(nt) * l.per_thread;
+  const int64_t length = std::min(tokens, cache_length);  // of one expanded sequence
+  l.expanded = 0;
+  l.q = l.expanded + align64(sizeof(float) * t * h * (nope + vd));
+  l.k = l.q + align64(sizeof(float) * t * h * (nope + rope));
+  l.v = l.k + align64(sizeof(float) * t * h * nope);
+  l.rope_key = l.v + align64(sizeof(float) * t * h * vd);
+  l.positions = l.rope_key + align64(sizeof(float) * t * rope);
+  l.sequences = l.positions + align64(sizeof(int32_t) * t);
+  l.out = l.sequences + align64(sizeof(int32_t) * t);
+  l.k_cache = l.out + align64(sizeof(float) * t * h * vd);
+  l.v_cache = l.k_cache + align64(sizeof(WeightStorage<C>) * static_cast<size_t>(std::max<int64_t>(length, 0)) * h * (nope + rope));
+  l.linear = l.v_cache + align64(sizeof(WeightStorage<C>) * static_cast<size_t>(std::max<int64_t>(length, 0)) * h * vd);
+  l.attention = l.linear + align64(linear_workspace_size(tokens, c.rank, c.heads * (c.nope_dim + c.v_head_dim), nt, tiles, path));
+  l.expanded_bytes = l.attention + align64(attention_workspace_size(expanded_attention_config(c), tokens, length, nt, path));
+  l.total = l.region + std::max(folded, l.expanded_bytes);
+  return l;
+}
+
+}  // namespace detail
+
+/// Bytes of workspace latent_attention needs (64-byte aligned chunks); num_threads <= 0:
+/// omp_get_max_threads().
+template <WeightType C>
+inline size_t latent_attention_workspace_size(const LatentAttentionConfig &c, int64_t tokens, int64_t cache_rows,
+                                              int64_t cache_length, int num_threads,
+                                              const TileConfig &tiles = default_tile_config(),
+                                              MatmulPath path = MatmulPath::fma_f32) {
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  if (!detail::workspace_sizes_fit({tokens, cache_rows, cache_length, c.heads * (c.rank + c.rope_dim),
+                                    c.heads * (c.nope_dim + c.v_head_dim), nt}))
+    return detail::kWorkspaceOverflow;
+  return detail::latent_attention_layout<C>(c, tokens, cache_rows, cache_length, nt, tiles, path).total;
+}
+
+/// Multi-head latent attention (DeepSeek-V2/V3, mix.latent_attention) over a cache of latents:
+/// q [tokens, heads·(nope_dim + rope_dim)], latent [tokens, rank] (normalized), rope_key
+/// [tokens, rope_dim] (unrotated), all f32; kv_b [heads·(nope_dim + v_head_dim), rank] (head h's
+/// nope_dim key rows, then its v_head_dim value rows) and cache [cache_rows, cache_length,
+/// rank + rope_dim] in storage C; out [tokens, heads·v_head_dim]. Token t sits at positions[t] of
+/// cache row sequences[t]. Phase 1 writes every token's latent and rotated rope_key into the
+/// cache (rounded to C). Then each head attends as attention() would over keys
+/// [W_k[h]·c(s) | r(s)] and values W_v[h]·c(s) of the cached entries (c(s), r(s)) at positions
+/// 0..positions[t] (within the window):
+///  - a sequence whose tokens in this call are exactly its positions 0..n-1 (a prefill) gets its
+///    keys and values expanded from the cached latents (one GEMM with kv_b on the engine of Path)
+///    and attends on attention()'s paths over them (temporary expanded caches in storage C);
+///  - every other token (decode) folds W_k[h] into its query (q_nope·W_k[h], rank wide) and
+///    attends over the cache entries themselves, all heads sharing each entry read (the row path,
+///    rank + rope_dim wide keys whose first rank dims are the values), then W_v[h] unfolds the
+///    latent output; nothing else is expanded.
+/// Returns 0; 1, writing nothing, when a position lies outside [0, cache_length) or a sequence
+/// outside [0, cache_rows); 2, writing nothing, for an invalid config. workspace:
+/// latent_attention_workspace_size<C>(c, tokens, cache_rows, cache_length, num_threads, tiles, Path).
+template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
+int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float *q, const float *latent,
+                     const float *rope_key, const WeightStorage<C> *kv_b, const int32_t *positions,
+                     const int32_t *sequences, int64_t cache_rows, int64_t cache_length, WeightStorage<C> *cache,
+                     float *out, void *workspace, int num_threads, const TileConfig &tiles = default_tile_config()) {
+  using namespace detail;
+  static_assert(MatmulPathCheck<C, Path>::ok, "");
+  if (!latent_attention_config_valid(c)) return 2;
+  for (int64_t t = 0; t < tokens; ++t)
+    if (positions[t] < 0 || positions[t] >= cache_length || sequences[t] < 0 || sequences[t] >= cache_rows) return 1;
+  if (tokens <= 0) return 0;
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const int64_t heads = c.heads, rank = c.rank, nope = c.nope_dim, rdim = c.rope_dim, pairs = rdim / 2;
+  const int64_t vdim = c.v_head_dim, entry = rank + rdim, qdim = nope + rdim, kv_rows = nope + vdim;
+  const LatentAttentionLayout l = latent_attention_layout<C>(c, tokens, cache_rows, cache_length, nt, tiles, Path);
+  char *ws = static_cast<char *>(workspace);
+  float *rope = reinterpret_cast<float *>(ws + l.rope);  // [tokens][cos pairs, sin pairs]
+  // Per cache row: its tokens, their first and last position, where its expanded tokens start.
+  int64_t *count = reinterpret_cast<int64_t *>(ws + l.rows);
+  int64_t *first = count + cache_rows, *last = first + cache_rows, *start = last + cache_rows;
+  int64_t *fill = start + cache_rows;
+  int32_t *order = reinterpret_cast<int32_t *>(ws + l.order);  // expanded tokens by row, then folded
+  float *rounded = reinterpret_cast<float *>(ws + l.latent);   // [tokens, rank]: cached latents, widened
+  char *region = ws + l.region;
+
+  // Which rows this call fills from position 0 (their tokens: exactly positions 0..n-1).
+  for (int64_t b = 0; b < cache_rows; ++b) {
+    count[b] = 0;
+    first[b] = std::numeric_limits<int64_t>::max();
+    last[b] = -1;
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t b = sequences[t];
+    ++count[b];
+    first[b] = std::min<int64_t>(first[b], positions[t]);
+    last[b] = std::max<int64_t>(last[b], positions[t]);
+  }
+  auto expands = [&](int64_t b) { return count[b] > 0 && first[b] == 0 && last[b] == count[b] - 1; };
+  int64_t n_expanded = 0;
+  for (int64_t b = 0; b < cache_rows; ++b) {
+    start[b] = n_expanded;
+    if (expands(b)) n_expanded += count[b];
+  }
+  {
+    int64_t folded = n_expanded;
+    std::copy(start, start + cache_rows, fill);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t b = sequences[t];
+      order[expands(b) ? fill[b]++ : folded++] = static_cast<int32_t>(t);
+    }
+  }
+  const int64_t n_folded = tokens - n_expanded;
+  const int32_t *folded_tokens = order + n_expanded;
+  auto window_start = [&](int64_t p) { return c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : int64_t(0); };
+  // The folded tokens' heads attend row_group at a time (as attention's row path).
+  int64_t row_group = std::min<int64_t>(heads, kAttentionGroupRows);
+  while (row_group > 1 && n_folded * ((heads + row_group - 1) / row_group) < 2 * nt) row_group = (row_group + 1) / 2;
+  const int64_t head_blocks = (heads + row_group - 1) / row_group;
+  float *q_latent = reinterpret_cast<float *>(region + l.q_latent);  // [folded, heads, entry]
+  float *o_latent = reinterpret_cast<float *>(region + l.o_latent);  // [folded, heads, rank]
+
+#pragma omp parallel num_threads(nt)
+  {
+    char *mine = region + l.folded_shared + l.per_thread * static_cast<size_t>(omp_get_thread_num());
+    float *scores = reinterpret_cast<float *>(mine);
+    float *key_row = reinterpret_cast<float *>(
+        mine + align64(sizeof(float) * kAttentionGroupRows * static_cast<size_t>(std::max<int64_t>(cache_length, 1))));
+    float *tmp = key_row + align64(sizeof(float) * entry) / sizeof(float);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t i = 0; i < pairs; ++i) {
+        const double theta = static_cast<double>(positions[t]) * static_cast<double>(c.inv_freq[i]);
+        rope[t * rdim + i] = static_cast<float>(std::cos(theta) * static_cast<double>(c.rope_scale));
+        rope[t * rdim + pairs + i] = static_cast<float>(std::sin(theta) * static_cast<double>(c.rope_scale));
+      }
+    // Phase 1: the cache entries; the expanded tokens' latents read back (rounded) for the GEMM.
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      WeightStorage<C> *dst = cache + (static_cast<int64_t>(sequences[t]) * cache_length + positions[t]) * entry;
+      store_row<C>(latent + t * rank, rank, 0.0f, dst);
+      rotate_head(rope_key + t * rdim, rdim, 0, pairs, rope + t * rdim, rope + t * rdim + pairs, c.rope_interleaved,
+                  0.0f, 1.0f, tmp);
+      store_row<C>(tmp, rdim, 0.0f, dst + rank);
+      if (expands(sequences[t])) widen_block<C>(dst, rank, 1, rank, rounded + t * rank);
+    }
+    // (barrier: every entry of this call is in the cache)
+    if (n_folded > 0) {
+      // Queries in latent space: q_nope · W_k[h] (each key row of kv_b read once for all tokens),
+      // then the rotated rope dims; all scaled by softmax_scale.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t h = 0; h < heads; ++h) {
+        const WeightStorage<C> *wk = kv_b + h * kv_rows * rank;
+        for (int64_t a = 0; a < n_folded; ++a) std::fill_n(q_latent + (a * heads + h) * entry, rank, 0.0f);
+        for (int64_t i = 0; i < nope; ++i) {
+          const WeightStorage<C> *row = wk + i * rank;
+          for (int64_t a = 0; a < n_folded; ++a) {
+            const float x = q[static_cast<int64_t>(folded_tokens[a]) * heads * qdim + h * qdim + i];
+            const VecF s = vset1(x);
+            float *dst = q_latent + (a * heads + h) * entry;
+            int64_t d = 0;
+            for (; d + kVecWidth <= rank; d += kVecWidth) vstore(dst + d, vfma(s, vload_weight<C>(row + d), vload(dst + d)));
+            for (; d < rank; ++d) dst[d] += x * load_weight_scalar<C>(row + d);
+          }
+        }
+        for (int64_t a = 0; a < n_folded; ++a) {
+          const int64_t t = folded_tokens[a];
+          float *dst = q_latent + (a * heads + h) * entry;
+          std::memcpy(tmp, dst, sizeof(float) * static_cast<size_t>(rank));
+          std::memcpy(tmp + rank, q + t * heads * qdim + h * qdim + nope, sizeof(float) * static_cast<size_t>(rdim));
+          rotate_head(tmp, entry, rank, pairs, rope + t * rdim, rope + t * rdim + pairs, c.rope_interleaved, 0.0f,
+                      c.softmax_scale, dst);
+        }
+      }
+      // Attention over the cache entries: keys entry wide, values their first rank dims.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < n_folded * head_blocks; ++item) {
+        const int64_t a = item / head_blocks, h0 = (item % head_blocks) * row_group;
+        const int64_t t = folded_tokens[a];
+        const int count_h = static_cast<int>(std::min<int64_t>(row_group, heads - h0));
+        const float *query[kAttentionGroupRows];
+        float *dst[kAttentionGroupRows];
+        for (int i = 0; i < count_h; ++i) {
+          query[i] = q_latent + (a * heads + h0 + i) * entry;
+          dst[i] = o_latent + (a * heads + h0 + i) * rank;
+        }
+        const WeightStorage<C> *row = cache + static_cast<int64_t>(sequences[t]) * cache_length * entry;
+        attend_rows_grouped<C>(count_h, query, entry, rank, row, row, entry, entry, window_start(positions[t]),
+                               positions[t], scores, key_row, dst);
+      }
+      // Outputs: W_v[h] · o_latent (each value row of kv_b read once for all tokens).
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t h = 0; h < heads; ++h) {
+        const WeightStorage<C> *wv = kv_b + (h * kv_rows + nope) * rank;
+        for (int64_t j = 0; j < vdim; ++j)
+          for (int64_t a = 0; a < n_folded; ++a)
+            out[static_cast<int64_t>(folded_tokens[a]) * heads * vdim + h * vdim + j] =
+                dot<C>(o_latent + (a * heads + h) * rank, wv + j * rank, rank);
+      }
+    }
+  }
+  if (n_expanded == 0) return 0;
+
+  // The expanded sequences: keys and values of every cached latent they attend to (all from this
+  // call), then attention() on them, one sequence at a time.
+  float *expanded = reinterpret_cast<float *>(region + l.expanded);  // [n_expanded, heads·(nope + vdim)]
+  float *eq = reinterpret_cast<float *>(region + l.q);
+  float *ek = reinterpret_cast<float *>(region + l.k);
+  float *ev = reinterpret_cast<float *>(region + l.v);
+  float *erk = reinterpret_cast<float *>(region + l.rope_key);
+  int32_t *epos = reinterpret_cast<int32_t *>(region + l.positions);
+  int32_t *eseq = reinterpret_cast<int32_t *>(region + l.sequences);
+  float *eout = reinterpret_cast<float *>(region + l.out);
+  LinearProblem lp;
+  lp.rows = n_expanded;
+  lp.in = rank;
+  lp.out = heads * kv_rows;
+  lp.x = rounded;
+  lp.row_index = order;
+  lp.w = kv_b;
+  lp.y = expanded;
+  lp.workspace = region + l.linear;
+  lp.num_threads = nt;
+  linear<C, Path>(lp, tiles);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t m = 0; m < n_expanded; ++m) {
+    const int64_t t = order[m];
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(ek + (m * heads + h) * nope, expanded + m * heads * kv_rows + h * kv_rows,
+                  sizeof(float) * static_cast<size_t>(nope));
+      std::memcpy(ev + (m * heads + h) * vdim, expanded + m * heads * kv_rows + h * kv_rows + nope,
+                  sizeof(float) * static_cast<size_t>(vdim));
+    }
+    std::memcpy(eq + m * heads * qdim, q + t * heads * qdim, sizeof(float) * static_cast<size_t>(heads * qdim));
+    std::memcpy(erk + m * rdim, rope_key + t * rdim, sizeof(float) * static_cast<size_t>(rdim));
+    epos[m] = positions[t];
+    eseq[m] = 0;
+  }
+  const AttentionConfig e = expanded_attention_config(c);
+  auto *k_cache = reinterpret_cast<WeightStorage<C> *>(region + l.k_cache);
+  auto *v_cache = reinterpret_cast<WeightStorage<C> *>(region + l.v_cache);
+  for (int64_t b = 0; b < cache_rows; ++b) {
+    if (!expands(b)) continue;
+    const int64_t m0 = start[b], n = count[b];
+    attention<C, Path>(e, n, eq + m0 * heads * qdim, ek + m0 * heads * nope, ev + m0 * heads * vdim, erk + m0 * rdim,
+                       epos + m0, eseq + m0, 1, n, k_cache, v_cache, eout + m0 * heads * vdim, region + l.attention, nt);
+  }
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t m = 0; m < n_expanded; ++m)
+    std::memcpy(out + static_cast<int64_t>(order[m]) * heads * vdim, eout + m * heads * vdim,
+                sizeof(float) * static_cast<size_t>(heads * vdim));
   return 0;
 }
 

@@ -235,7 +235,9 @@ __global__ void attention_write_kernel(AttentionConfig c, const float *q, const 
 }
 
 /// Phase 2, one warp per (token, head), the heads of a token in consecutive warps (those of
-/// one kv head read the same cache rows, through L1). Lane l owns dims l, l + 32, ... (up to
+/// one kv head read the same cache rows, through L1). Cache rows lie key_ld (value_ld) apart:
+/// kv_heads·head_dim (kv_heads·v_head_dim) for attention; latent_attention's values are the
+/// leading dims of its keys. Lane l owns dims l, l + 32, ... (up to
 /// PER_LANE of them, enough for head_dim and for v_head_dim). Keys come in chunks of 32: a
 /// score per key (a warp sum), lane j keeping key j's, then one online-softmax step per chunk
 /// (Milakov & Gimelshein, 2018) and the weighted values, p_j broadcast from lane j. All in f32.
@@ -244,7 +246,7 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
                                         const int32_t *positions, const int32_t *sequences,
                                         int64_t cache_rows, int64_t cache_length,
                                         const Storage<C> *k_cache, const Storage<C> *v_cache,
-                                        float *out) {
+                                        int64_t key_ld, int64_t value_ld, float *out) {
   const int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (item >= tokens * c.heads)
     return;  // the whole warp
@@ -259,8 +261,6 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
     return;
   }
   const int64_t kv_head = h / (c.heads / c.kv_heads);
-  const int64_t key_ld = static_cast<int64_t>(c.kv_heads) * dim;
-  const int64_t value_ld = static_cast<int64_t>(c.kv_heads) * value_dim;
   const Storage<C> *keys = k_cache + sequence * cache_length * key_ld + kv_head * dim;
   const Storage<C> *values = v_cache + sequence * cache_length * value_ld + kv_head * value_dim;
   float query[PER_LANE], acc[PER_LANE];
@@ -337,14 +337,37 @@ template <WeightType C, int PER_LANE>
 cudaError_t launch_attend(const AttentionConfig &c, int64_t tokens, const float *rotated_q,
                           const int32_t *positions, const int32_t *sequences, int64_t cache_rows,
                           int64_t cache_length, const Storage<C> *k_cache,
-                          const Storage<C> *v_cache, float *out, cudaStream_t stream) {
+                          const Storage<C> *v_cache, int64_t key_ld, int64_t value_ld, float *out,
+                          cudaStream_t stream) {
   const int64_t blocks = (tokens * c.heads + kAttentionWarps - 1) / kAttentionWarps;
   if (blocks > 0x7fffffff)
     return cudaErrorInvalidConfiguration;
   attention_attend_kernel<C, PER_LANE><<<static_cast<unsigned>(blocks), kAttentionWarps * kWarp, 0,
                                          stream>>>(c, tokens, rotated_q, positions, sequences,
-                                                   cache_rows, cache_length, k_cache, v_cache, out);
+                                                   cache_rows, cache_length, k_cache, v_cache,
+                                                   key_ld, value_ld, out);
   return cudaGetLastError();
+}
+
+/// Phase 2 for head and value widths up to 32·24 dims: the narrowest PER_LANE that holds them.
+template <WeightType C>
+cudaError_t attend(const AttentionConfig &c, int64_t tokens, const float *rotated_q,
+                   const int32_t *positions, const int32_t *sequences, int64_t cache_rows,
+                   int64_t cache_length, const Storage<C> *k_cache, const Storage<C> *v_cache,
+                   int64_t key_ld, int64_t value_ld, float *out, cudaStream_t stream) {
+  const int per_lane = (std::max(c.head_dim, value_head_dim(c)) + kWarp - 1) / kWarp;
+#define MIXTILE_ATTEND(N)                                                                           \
+  if (per_lane <= N)                                                                                \
+    return launch_attend<C, N>(c, tokens, rotated_q, positions, sequences, cache_rows, cache_length, \
+                               k_cache, v_cache, key_ld, value_ld, out, stream);
+  MIXTILE_ATTEND(1)
+  MIXTILE_ATTEND(2)
+  MIXTILE_ATTEND(4)
+  MIXTILE_ATTEND(8)
+  MIXTILE_ATTEND(16)
+  MIXTILE_ATTEND(24)
+#undef MIXTILE_ATTEND
+  return cudaErrorInvalidValue;
 }
 
 } // namespace detail
@@ -398,21 +421,174 @@ cudaError_t attention(const AttentionConfig &c, int64_t tokens, const float *q, 
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess)
     return status;
-  const int per_lane = (std::max(c.head_dim, detail::value_head_dim(c)) + kWarp - 1) / kWarp;
-  if (per_lane <= 1)
-    return detail::launch_attend<C, 1>(c, tokens, rotated_q, positions, sequences, cache_rows,
-                                       cache_length, k_cache, v_cache, out, stream);
-  if (per_lane <= 2)
-    return detail::launch_attend<C, 2>(c, tokens, rotated_q, positions, sequences, cache_rows,
-                                       cache_length, k_cache, v_cache, out, stream);
-  if (per_lane <= 4)
-    return detail::launch_attend<C, 4>(c, tokens, rotated_q, positions, sequences, cache_rows,
-                                       cache_length, k_cache, v_cache, out, stream);
-  if (per_lane <= 8)
-    return detail::launch_attend<C, 8>(c, tokens, rotated_q, positions, sequences, cache_rows,
-                                       cache_length, k_cache, v_cache, out, stream);
-  return detail::launch_attend<C, 16>(c, tokens, rotated_q, positions, sequences, cache_rows,
-                                      cache_length, k_cache, v_cache, out, stream);
+  return detail::attend<C>(c, tokens, rotated_q, positions, sequences, cache_rows, cache_length,
+                           k_cache, v_cache, static_cast<int64_t>(c.kv_heads) * c.head_dim,
+                           static_cast<int64_t>(c.kv_heads) * detail::value_head_dim(c), out,
+                           stream);
+}
+
+
+/// The largest rank + rope_dim `latent_attention` takes (24 dims per lane of a head's warp);
+/// mixtilec's cuda target checks the same bound. DeepSeek-V2/V3: 512 + 64.
+constexpr int kLatentAttentionMaxEntry = 768;
+
+/// Multi-head latent attention's constants (mix.latent_attention), by value as a kernel parameter.
+struct LatentAttentionConfig {
+  int heads = 0, rank = 0, nope_dim = 0, rope_dim = 0, v_head_dim = 0;
+  float rope_scale = 1.0f;
+  bool rope_interleaved = false;
+  float softmax_scale = 0.0f;
+  int64_t window = 0;
+  double inv_freq[kAttentionMaxHeadDim / 2] = {};
+};
+
+namespace detail {
+
+/// One block per token: cos/sin of its position (f64 angles), its cache entry (the latent, then
+/// the rotated rope_key, rounded to C) and its queries' rotated, scaled rotary tails into q_full
+/// [tokens, heads, rank + rope_dim] at offset rank.
+template <WeightType C>
+__global__ void latent_write_kernel(LatentAttentionConfig c, const float *q, const float *latent,
+                                    const float *rope_key, const int32_t *positions,
+                                    const int32_t *sequences, int64_t cache_rows,
+                                    int64_t cache_length, Storage<C> *cache, float *q_full) {
+  extern __shared__ float rope[];  // [cos pairs, sin pairs]
+  const int64_t t = blockIdx.x;
+  const int pairs = c.rope_dim / 2, entry = c.rank + c.rope_dim, qdim = c.nope_dim + c.rope_dim;
+  const int32_t position = positions[t], sequence = sequences[t];
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    double sine, cosine;
+    sincos(static_cast<double>(position) * c.inv_freq[i], &sine, &cosine);
+    rope[i] = static_cast<float>(cosine * static_cast<double>(c.rope_scale));
+    rope[pairs + i] = static_cast<float>(sine * static_cast<double>(c.rope_scale));
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < static_cast<int64_t>(c.heads) * c.rope_dim; i += blockDim.x) {
+    const int64_t h = i / c.rope_dim;
+    const int d = static_cast<int>(i % c.rope_dim);
+    q_full[(t * c.heads + h) * entry + c.rank + d] =
+        rotate_rotary(q + (t * c.heads + h) * qdim + c.nope_dim, d, pairs, rope,
+                      c.rope_interleaved, 0.0f) *
+        c.softmax_scale;
+  }
+  if (!in_cache(position, sequence, cache_rows, cache_length))
+    return;  // the token writes nothing; it attends to nothing and gets zeros
+  Storage<C> *dst = cache + (static_cast<int64_t>(sequence) * cache_length + position) * entry;
+  for (int i = threadIdx.x; i < c.rank; i += blockDim.x)
+    dst[i] = to_storage<C>(latent[t * c.rank + i]);
+  for (int d = threadIdx.x; d < c.rope_dim; d += blockDim.x)
+    dst[c.rank + d] =
+        to_storage<C>(rotate_rotary(rope_key + t * c.rope_dim, d, pairs, rope, c.rope_interleaved, 0.0f));
+}
+
+/// One block per (token, head): the query folded into latent space, q_nope · W_k[h] (rank wide,
+/// scaled), into q_full's leading dims; threads over the latent dims (coalesced kv_b rows).
+template <WeightType C>
+__global__ void latent_fold_kernel(LatentAttentionConfig c, int64_t tokens, const float *q,
+                                   const Storage<C> *kv_b, float *q_full) {
+  const int64_t item = blockIdx.x;  // t * heads + h
+  const int64_t h = item % c.heads;
+  const int qdim = c.nope_dim + c.rope_dim, entry = c.rank + c.rope_dim;
+  const float *qn = q + item * qdim;
+  const Storage<C> *wk = kv_b + h * (c.nope_dim + c.v_head_dim) * static_cast<int64_t>(c.rank);
+  for (int e = threadIdx.x; e < c.rank; e += blockDim.x) {
+    float acc = 0.0f;
+    for (int i = 0; i < c.nope_dim; ++i)
+      acc += qn[i] * load_weight<C>(wk, static_cast<int64_t>(i) * c.rank + e);
+    q_full[item * entry + e] = acc * c.softmax_scale;
+  }
+}
+
+/// One block per (token, head), a warp per output dim: out = W_v[h] · o_latent.
+template <WeightType C>
+__global__ void latent_unfold_kernel(LatentAttentionConfig c, const float *o_latent,
+                                     const Storage<C> *kv_b, float *out) {
+  const int64_t item = blockIdx.x;
+  const int64_t h = item % c.heads;
+  const int lane = lane_id(), warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+  const float *o = o_latent + item * c.rank;
+  const Storage<C> *wv =
+      kv_b + (h * (c.nope_dim + c.v_head_dim) + c.nope_dim) * static_cast<int64_t>(c.rank);
+  for (int j = warp; j < c.v_head_dim; j += warps) {
+    float acc = 0.0f;
+    for (int e = lane; e < c.rank; e += kWarp)
+      acc += o[e] * load_weight<C>(wv, static_cast<int64_t>(j) * c.rank + e);
+    acc = warp_sum(acc);
+    if (lane == 0)
+      out[item * c.v_head_dim + j] = acc;
+  }
+}
+
+inline bool latent_attention_config_valid(const LatentAttentionConfig &c) {
+  return c.heads > 0 && c.rank > 0 && c.nope_dim > 0 && c.rope_dim > 0 && c.rope_dim % 2 == 0 &&
+         c.rope_dim / 2 <= kAttentionMaxHeadDim / 2 && c.v_head_dim > 0 &&
+         c.rank + c.rope_dim <= kLatentAttentionMaxEntry && c.window >= 0;
+}
+
+} // namespace detail
+
+/// Bytes of workspace `latent_attention` needs: the queries in latent space [tokens, heads,
+/// rank + rope_dim] and the outputs in latent space [tokens, heads, rank].
+inline size_t latent_attention_workspace_size(const LatentAttentionConfig &c, int64_t tokens) {
+  if (!detail::workspace_product_fits({tokens, c.heads, c.rank + c.rope_dim}))
+    return detail::kWorkspaceOverflow;
+  const size_t items = static_cast<size_t>(std::max<int64_t>(tokens, 0)) *
+                       static_cast<size_t>(std::max(c.heads, 0));
+  return detail::align256(sizeof(float) * items * static_cast<size_t>(std::max(c.rank + c.rope_dim, 0))) +
+         detail::align256(sizeof(float) * items * static_cast<size_t>(std::max(c.rank, 0)));
+}
+
+/// Multi-head latent attention over a cache of latents, as the CPU library's
+/// `latent_attention` (codegen/cpu/kernels/model.h): q [tokens, heads·(nope_dim + rope_dim)],
+/// latent [tokens, rank], rope_key [tokens, rope_dim] (f32); kv_b [heads·(nope_dim +
+/// v_head_dim), rank] and cache [cache_rows, cache_length, rank + rope_dim] in storage C; out
+/// [tokens, heads·v_head_dim]. Every token folds W_k[h] into its query, attends over the cache
+/// entries (keys rank + rope_dim wide, values their leading rank dims: one warp per (token,
+/// head), attention's phase 2) and unfolds the output with W_v[h]. A token outside the cache
+/// writes nothing and gets zeros. An invalid config is cudaErrorInvalidValue.
+/// workspace: latent_attention_workspace_size(c, tokens) bytes, 256-byte aligned.
+template <WeightType C>
+cudaError_t latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float *q,
+                             const float *latent, const float *rope_key, const Storage<C> *kv_b,
+                             const int32_t *positions, const int32_t *sequences,
+                             int64_t cache_rows, int64_t cache_length, Storage<C> *cache,
+                             float *out, void *workspace, cudaStream_t stream) {
+  if (!detail::latent_attention_config_valid(c))
+    return cudaErrorInvalidValue;
+  if (tokens <= 0)
+    return cudaSuccess;
+  if (tokens * c.heads > 0x7fffffff)
+    return cudaErrorInvalidConfiguration;
+  const int entry = c.rank + c.rope_dim;
+  const int64_t items = tokens * c.heads;
+  float *q_full = static_cast<float *>(workspace);
+  float *o_latent = reinterpret_cast<float *>(
+      static_cast<char *>(workspace) + detail::align256(sizeof(float) * static_cast<size_t>(items) * entry));
+  detail::latent_write_kernel<C><<<static_cast<unsigned>(tokens), 128,
+                                   sizeof(float) * static_cast<size_t>(c.rope_dim), stream>>>(
+      c, q, latent, rope_key, positions, sequences, cache_rows, cache_length, cache, q_full);
+  cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess)
+    return status;
+  detail::latent_fold_kernel<C><<<static_cast<unsigned>(items), 128, 0, stream>>>(c, tokens, q, kv_b,
+                                                                                 q_full);
+  status = cudaGetLastError();
+  if (status != cudaSuccess)
+    return status;
+  // The cache entries as one kv head: keys rank + rope_dim wide, values their first rank dims.
+  AttentionConfig a;
+  a.heads = c.heads;
+  a.kv_heads = 1;
+  a.head_dim = entry;
+  a.v_head_dim = c.rank;
+  a.window = c.window;
+  status = detail::attend<C>(a, tokens, q_full, positions, sequences, cache_rows, cache_length,
+                             cache, cache, entry, entry, o_latent, stream);
+  if (status != cudaSuccess)
+    return status;
+  detail::latent_unfold_kernel<C><<<static_cast<unsigned>(items), 128, 0, stream>>>(c, o_latent,
+                                                                                   kv_b, out);
+  return cudaGetLastError();
 }
 
 } // namespace mixtile::cuda

@@ -758,6 +758,216 @@ std::vector<Scenario> scenarios() {
 
 }  // namespace
 
+
+// ---- latent_attention (MLA over a cache of latents) ----------------------------------------------
+
+struct LatentScenario {
+  const char *name;
+  int64_t heads, rank, nope, rope, vdim;
+  bool interleaved;
+  int64_t window;
+  int64_t cache_rows, cache_length;
+  int threads;
+  std::vector<std::vector<Token>> calls;  // sequences filled from position 0 expand, the rest fold
+};
+
+struct LatentTally {
+  double worst_f32 = 0, worst_of_bound = 0;
+  int output_checks = 0;
+} g_latent[2];  // [0]: fma_f32 path, [1]: a bf16 product path
+
+// Each call against float64 MLA over the cache's entries as stored: keys [W_k[h]·c(s) | r(s)],
+// values W_v[h]·c(s), the query's rotary tail rotated at its position. The cache entries are
+// checked too: the latent rounded to the cache's dtype, the rotary key within one ulp of the f64
+// rotation. f32 caches on the f32 path: 1e-5. bf16/f16 caches: the expanded keys and values
+// are rounded to the cache's dtype (as a bf16 model computes them), and a bf16 product path also
+// rounds q and p: each output is held to the bound those roundings imply (as check_outputs).
+template <WeightType C, MatmulPath Path = MatmulPath::fma_f32>
+void test_latent_attention(const LatentScenario &s, uint32_t seed) {
+  const bool bf16_path = Path != MatmulPath::fma_f32;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  const int64_t H = s.heads, R = s.rank, n = s.nope, r = s.rope, vd = s.vdim, entry = R + r, qdim = n + r;
+  std::vector<double> inv_freq;
+  for (int64_t i = 0; i < r / 2; ++i) inv_freq.push_back(std::pow(10000.0, -2.0 * i / static_cast<double>(r)));
+  LatentAttentionConfig c;
+  c.heads = H;
+  c.rank = R;
+  c.nope_dim = n;
+  c.rope_dim = r;
+  c.v_head_dim = vd;
+  c.inv_freq = inv_freq.data();
+  c.rope_scale = 1.0f;
+  c.rope_interleaved = s.interleaved;
+  c.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qdim));
+  c.window = s.window;
+  Tensor kv_b = random_tensor(rng, C, static_cast<size_t>(H * (n + vd) * R), 1.5f / std::sqrt(static_cast<float>(R)));
+  Tensor cache(C, static_cast<size_t>(s.cache_rows * s.cache_length * entry));
+  cache.poison();
+  std::map<std::pair<int32_t, int32_t>, TokenInputs> inputs;  // q, latent (in k), rope_key
+  auto rotate = [&](const float *x, int64_t pos, double *y) {  // r dims, f64
+    for (int64_t d = 0; d < r; ++d) y[d] = x[d];
+    for (int64_t i = 0; i < r / 2; ++i) {
+      const int64_t ia = s.interleaved ? 2 * i : i, ib = s.interleaved ? 2 * i + 1 : i + r / 2;
+      const double theta = static_cast<double>(pos) * inv_freq[i], cs = std::cos(theta), sn = std::sin(theta);
+      const double a = x[ia], b = x[ib];
+      y[ia] = a * cs - b * sn;
+      y[ib] = b * cs + a * sn;
+    }
+  };
+  const int tally = bf16_path ? 1 : 0;
+  for (size_t call = 0; call < s.calls.size(); ++call) {
+    const std::vector<Token> &tokens = s.calls[call];
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    std::vector<float> q(T * H * qdim), latent(T * R), rope_key(T * r);
+    std::vector<int32_t> positions(T), sequences(T);
+    for (int64_t t = 0; t < T; ++t) {
+      TokenInputs &in = inputs[{tokens[t].seq, tokens[t].pos}];
+      in.q.resize(H * qdim);
+      in.k.resize(R);
+      in.rope_key.resize(r);
+      for (auto &x : in.q) x = 1.5f * unit(rng);
+      for (auto &x : in.k) x = unit(rng);
+      for (auto &x : in.rope_key) x = unit(rng);
+      std::copy(in.q.begin(), in.q.end(), q.begin() + t * H * qdim);
+      std::copy(in.k.begin(), in.k.end(), latent.begin() + t * R);
+      std::copy(in.rope_key.begin(), in.rope_key.end(), rope_key.begin() + t * r);
+      positions[t] = tokens[t].pos;
+      sequences[t] = tokens[t].seq;
+    }
+    const size_t ws = latent_attention_workspace_size<C>(c, T, s.cache_rows, s.cache_length, s.threads,
+                                                         default_tile_config(), Path);
+    unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + kCanary + 63) / 64 * 64));
+    std::memset(workspace, 0xff, ws);
+    std::memset(workspace + ws, 0xa5, kCanary);
+    std::vector<float> out = poisoned(T * H * vd + 1);
+    const int rc = latent_attention<C, Path>(c, T, q.data(), latent.data(), rope_key.data(),
+                                             static_cast<const WeightStorage<C> *>(kv_b.data()), positions.data(),
+                                             sequences.data(), s.cache_rows, s.cache_length,
+                                             static_cast<WeightStorage<C> *>(cache.data()), out.data(), workspace,
+                                             s.threads);
+    bool canary = true;
+    for (size_t i = 0; i < kCanary; ++i) canary = canary && workspace[ws + i] == 0xa5;
+    std::free(workspace);
+    check(rc == 0, "latent_attention %s/%s call %zu: returned %d", s.name, type_name(C), call, rc);
+    check(canary, "latent_attention %s/%s call %zu: wrote past its workspace", s.name, type_name(C), call);
+    check(std::isnan(out[T * H * vd]), "latent_attention %s/%s call %zu: wrote past out", s.name, type_name(C), call);
+    // The cache entries of this call.
+    const double ulp = C == WeightType::f32 ? 0.0 : C == WeightType::bf16 ? 0x1p-7 : 0x1p-10;
+    bool entries_ok = true;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t at = static_cast<size_t>((sequences[t] * s.cache_length + positions[t]) * entry);
+      for (int64_t d = 0; d < R; ++d) {
+        const float want = cache.rounded(latent[t * R + d]), got = cache.get(at + d);
+        entries_ok = entries_ok && same_bits(&want, &got, 4);
+      }
+      std::vector<double> rk(r);
+      rotate(rope_key.data() + t * r, positions[t], rk.data());
+      for (int64_t d = 0; d < r; ++d)
+        entries_ok = entries_ok && std::fabs(cache.get(at + R + d) - rk[d]) <= ulp * std::fabs(rk[d]) + 1e-6;
+    }
+    check(entries_ok, "latent_attention %s/%s call %zu: cache entries differ", s.name, type_name(C), call);
+    // Outputs against float64 over the entries as stored.
+    double worst = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const Token tok = tokens[t];
+      const int64_t lo = s.window > 0 ? std::max<int64_t>(0, tok.pos - s.window + 1) : 0, m = tok.pos - lo + 1;
+      const TokenInputs &in = inputs.at({tok.seq, tok.pos});
+      for (int64_t h = 0; h < H; ++h) {
+        std::vector<double> qh(qdim);
+        for (int64_t d = 0; d < n; ++d) qh[d] = in.q[h * qdim + d];
+        rotate(in.q.data() + h * qdim + n, tok.pos, qh.data() + n);
+        std::vector<double> scores(m), values(m * vd);
+        double top = -INFINITY, score_error = 0;
+        for (int64_t j = 0; j < m; ++j) {
+          const size_t at = static_cast<size_t>((tok.seq * s.cache_length + lo + j) * entry);
+          double dot = 0, magnitude = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            double key = 0;
+            for (int64_t e = 0; e < R; ++e) key += kv_b.get(static_cast<size_t>((h * (n + vd) + i) * R + e)) * cache.get(at + e);
+            dot += qh[i] * key;
+            magnitude += std::fabs(qh[i] * key);
+          }
+          for (int64_t d = 0; d < r; ++d) {
+            dot += qh[n + d] * cache.get(at + R + d);
+            magnitude += std::fabs(qh[n + d] * cache.get(at + R + d));
+          }
+          for (int64_t d = 0; d < vd; ++d) {
+            double value = 0;
+            for (int64_t e = 0; e < R; ++e) value += kv_b.get(static_cast<size_t>((h * (n + vd) + n + d) * R + e)) * cache.get(at + e);
+            values[j * vd + d] = value;
+          }
+          scores[j] = dot * c.softmax_scale;
+          // the key rounded to the cache's dtype, and with a bf16 product path q too
+          score_error = std::max(score_error, ((bf16_path ? 2 : 1) * kBf16Roundoff) * magnitude * c.softmax_scale);
+          top = std::max(top, scores[j]);
+        }
+        double sum = 0;
+        for (double &x : scores) sum += (x = std::exp(x - top));
+        std::vector<double> ref(vd, 0.0), spread(vd, 0.0);
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t d = 0; d < vd; ++d) {
+            ref[d] += scores[j] / sum * values[j * vd + d];
+            spread[d] += scores[j] / sum * std::fabs(values[j * vd + d]);
+          }
+        const double e = relative_l2(out.data() + (t * H + h) * vd, ref.data(), vd);
+        if (C == WeightType::f32 && !bf16_path) {
+          worst = std::max(worst, e / 1e-5);
+          g_latent[tally].worst_f32 = std::max(g_latent[tally].worst_f32, e);
+        } else {
+          // values rounded (u), p rounded on a bf16 path (u), scores off by score_error
+          const double bound = 1.1 * (2 * score_error + (bf16_path ? 2 : 1) * kBf16Roundoff) *
+                                   norm2(spread.data(), vd) / std::max(norm2(ref.data(), vd), 1e-300) +
+                               1e-5;
+          worst = std::max(worst, e / bound);
+        }
+        ++g_latent[tally].output_checks;
+      }
+    }
+    g_latent[tally].worst_of_bound = std::max(g_latent[tally].worst_of_bound, worst);
+    check(worst <= 1.0, "latent_attention %s/%s call %zu (%zu tokens): error %.3g of its bound", s.name, type_name(C),
+          call, tokens.size(), worst);
+  }
+  // Errors: a position past the cache and a row outside it return 1 and write nothing.
+  for (Token bad : {Token{0, static_cast<int32_t>(s.cache_length)}, Token{static_cast<int32_t>(s.cache_rows), 0}}) {
+    const std::vector<uint8_t> before(static_cast<const uint8_t *>(cache.data()),
+                                      static_cast<const uint8_t *>(cache.data()) + cache.bytes());
+    std::vector<Token> tokens = {{0, 0}, bad};
+    std::vector<float> q(2 * H * qdim, 0.5f), latent(2 * R, 0.5f), rope_key(2 * r, 0.5f), out = poisoned(2 * H * vd);
+    std::vector<int32_t> positions = {tokens[0].pos, tokens[1].pos}, sequences = {tokens[0].seq, tokens[1].seq};
+    const size_t ws = latent_attention_workspace_size<C>(c, 2, s.cache_rows, s.cache_length, s.threads,
+                                                         default_tile_config(), Path);
+    void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64);
+    const int rc = latent_attention<C, Path>(c, 2, q.data(), latent.data(), rope_key.data(),
+                                             static_cast<const WeightStorage<C> *>(kv_b.data()), positions.data(),
+                                             sequences.data(), s.cache_rows, s.cache_length,
+                                             static_cast<WeightStorage<C> *>(cache.data()), out.data(), workspace,
+                                             s.threads);
+    std::free(workspace);
+    check(rc == 1 && std::memcmp(before.data(), cache.data(), cache.bytes()) == 0 && std::isnan(out[0]),
+          "latent_attention %s/%s: an out-of-range token returned %d or wrote", s.name, type_name(C), rc);
+  }
+}
+
+std::vector<LatentScenario> latent_scenarios() {
+  // Two prefills (expanded), decode steps of both (folded), a 5-token continuation of row 0 and a
+  // call mixing a third row's prefill with decode steps of the others (each path in one call).
+  const std::vector<std::vector<Token>> mixed = {
+      concat(run_of(0, 0, 9), run_of(1, 0, 20)),
+      {{0, 9}, {1, 20}},
+      {{1, 21}, {0, 10}},
+      run_of(0, 11, 5),
+      concat(concat(run_of(2, 0, 6), {{0, 16}}), {{1, 22}}),
+  };
+  return {
+      {"mla-5h-r24", 5, 24, 8, 6, 12, false, 0, 3, 40, 2, mixed},
+      {"mla-16h-r64-interleaved", 16, 64, 16, 8, 16, true, 0, 3, 40, 3, mixed},
+      {"mla-3h-window", 3, 40, 8, 4, 8, false, 7, 3, 40, 1, mixed},
+      // a long prefill on the tile paths, then decode at length
+      {"mla-8h-r128-long", 8, 128, 32, 16, 32, true, 0, 1, 200, 2, {run_of(0, 0, 150), {{0, 150}}, {{0, 151}}}},
+  };
+}
+
 int main() {
   uint32_t seed = 1;
   for (int threads : {1, 2, 3})
@@ -816,6 +1026,33 @@ int main() {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
   run_bf16_path(std::integral_constant<MatmulPath, MatmulPath::avx512_bf16>{}, "avx512_bf16");
 #endif
+  for (const LatentScenario &s : latent_scenarios()) {
+    test_latent_attention<WeightType::f32>(s, seed++);
+    test_latent_attention<WeightType::bf16>(s, seed++);
+    test_latent_attention<WeightType::f16>(s, seed++);
+  }
+  {
+    [[maybe_unused]] auto latent_bf16_path = [&](auto path, const char *name) {
+      constexpr MatmulPath Path = decltype(path)::value;
+      g_latent[1] = LatentTally{};
+      const int checks_before = g_checks, failures_before = g_failures;
+      for (const LatentScenario &s : latent_scenarios()) test_latent_attention<WeightType::bf16, Path>(s, seed++);
+      char line[512];
+      std::snprintf(line, sizeof line,
+                    "latent_attention %s path (bf16 cache), %d output checks: worst %.2f of the bound from the "
+                    "roundings; %d of %d checks failed\n",
+                    name, g_latent[1].output_checks, g_latent[1].worst_of_bound, g_failures - failures_before,
+                    g_checks - checks_before);
+      bf16_lines.push_back(line);
+      g_checks = checks_before;
+    };
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if (amx_ready()) latent_bf16_path(std::integral_constant<MatmulPath, MatmulPath::amx_bf16>{}, "amx_bf16");
+#endif
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+    latent_bf16_path(std::integral_constant<MatmulPath, MatmulPath::avx512_bf16>{}, "avx512_bf16");
+#endif
+  }
   // (rows, width, offset, count): whole rows, MLA's nope and rope parts, one column, none, and
   // one large enough (rows·count >= 65536) for the threaded copy.
   const int64_t copy_shapes[][4] = {{0, 8, 0, 8},  {1, 1, 0, 1},   {7, 48, 0, 32},   {7, 48, 32, 16},
@@ -837,6 +1074,10 @@ int main() {
   std::printf("k cache vs float64 rotation, worst error over one ulp (2^-7 |k| bf16, 2^-10 |k| f16): bf16 %.2f, "
               "f16 %.2f (bound 1)\n",
               g_worst_k_ulps[1], g_worst_k_ulps[2]);
+  std::printf("latent_attention (MLA over cached latents: expanded prefills, folded decode, mixed calls), %d output "
+              "checks: worst relative L2 error vs float64 with f32 caches %.2g (tolerance 1e-5), worst %.2f of the "
+              "bound from the roundings with bf16/f16 caches\n",
+              g_latent[0].output_checks, g_latent[0].worst_f32, g_latent[0].worst_of_bound);
   for (const std::string &line : bf16_lines) std::fputs(line.c_str(), stdout);
   std::printf("%s: %d of %d checks failed (ISA: %s)\n", g_failures ? "FAILED" : "PASSED", g_failures, g_checks,
 #if defined(__AVX512F__)
