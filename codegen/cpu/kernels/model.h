@@ -320,7 +320,7 @@ inline void widen_block(const WeightStorage<C> *src, int64_t ld, int64_t n, int6
 // Qwen3-style group of 8 read its keys and values 8 times, from DRAM once a batch's contexts
 // outgrow the L2). Vector dot products over head_dim, a two-pass softmax over the thread's score
 // buffer, and the weighted sum over slices of head dims with G heads x NV vectors of
-// accumulators; per head the arithmetic does not depend on the group (keys widened exactly).
+// accumulators (keys widened exactly; a lone head's dot products sum in another order).
 #if defined(__AVX512F__)
 constexpr int kGroupAccumulators = 16;
 #else
@@ -375,6 +375,27 @@ inline void grouped_weighted_sum(const float *p, int64_t n, const WeightStorage<
     }
 }
 
+/// s[h] = q[h] · key over dim (f32) for G queries: G independent accumulator chains over the
+/// shared key vectors (one dot at a time waits on its own FMA latency: a 576-dim MLA entry is 36
+/// dependent FMAs per head).
+template <int G>
+inline void grouped_dots(const float *const *q, const float *key, int64_t dim, float *s) {
+  VecF acc[G];
+#pragma GCC unroll 8
+  for (int h = 0; h < G; ++h) acc[h] = vzero();
+  int64_t d = 0;
+  for (; d + kVecWidth <= dim; d += kVecWidth) {
+    const VecF k = vload(key + d);
+#pragma GCC unroll 8
+    for (int h = 0; h < G; ++h) acc[h] = vfma(vload(q[h] + d), k, acc[h]);
+  }
+  for (int h = 0; h < G; ++h) {
+    float sum = vhsum(acc[h]);
+    for (int64_t e = d; e < dim; ++e) sum += q[h][e] * key[e];
+    s[h] = sum;
+  }
+}
+
 /// `count` (<= kAttentionGroupRows) queries q[h] (rotated, scaled, dim wide) against keys lo..hi
 /// of one cache row, whose key j lies at keys + j·ld and value j (vdim wide) at values + j·ldv;
 /// scores holds count·(hi - lo + 1) floats, key_row dim floats (a widened key).
@@ -388,15 +409,32 @@ inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, i
   values += lo * ldv;
   float m[kAttentionGroupRows], inv_sum[kAttentionGroupRows];
   for (int h = 0; h < count; ++h) m[h] = -std::numeric_limits<float>::infinity();
-  // One query reads each key in place; several widen it once (exactly: the same dot products).
-  const bool widen = C != WeightType::f32 && count > 1;
+  // One query reads each key in place; several share it (widened once for bf16/f16 caches) and
+  // run their dot products side by side, one accumulator chain each (grouped_dots).
   for (int64_t j = 0; j < n; ++j) {
     if (j + kAttentionPrefetchRows < n) prefetch_row<C>(keys + (j + kAttentionPrefetchRows) * ld, dim);
-    if (widen) widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
+    float s[kAttentionGroupRows];
+    if (count == 1) {
+      s[0] = dot<C>(q[0], keys + j * ld, dim);
+    } else {
+      const float *key = reinterpret_cast<const float *>(keys + j * ld);
+      if constexpr (C != WeightType::f32) {
+        widen_block<C>(keys + j * ld, ld, 1, dim, key_row);
+        key = key_row;
+      }
+      switch (count) {
+        case 2: grouped_dots<2>(q, key, dim, s); break;
+        case 3: grouped_dots<3>(q, key, dim, s); break;
+        case 4: grouped_dots<4>(q, key, dim, s); break;
+        case 5: grouped_dots<5>(q, key, dim, s); break;
+        case 6: grouped_dots<6>(q, key, dim, s); break;
+        case 7: grouped_dots<7>(q, key, dim, s); break;
+        default: grouped_dots<8>(q, key, dim, s); break;
+      }
+    }
     for (int h = 0; h < count; ++h) {
-      const float s = widen ? dot<WeightType::f32>(q[h], key_row, dim) : dot<C>(q[h], keys + j * ld, dim);
-      scores[h * n + j] = s;
-      m[h] = std::max(m[h], s);
+      scores[h * n + j] = s[h];
+      m[h] = std::max(m[h], s[h]);
     }
   }
   for (int h = 0; h < count; ++h) inv_sum[h] = 1.0f / exp_shifted_sum(scores + h * n, n, m[h]);
