@@ -71,3 +71,21 @@ func.func @mla(%q: tensor<?x96xf32>, %latent: tensor<?x40xf32>, %kv: tensor<?x2x
         tensor<?x?x2x48xbf16>, tensor<?x?x2x24xbf16> -> tensor<?x48xf32>
   return %a : tensor<?x48xf32>
 }
+
+// Multi-head latent attention over a cache of latents: 4 heads of 8 nope + 4 rope dims, values
+// of 8, a latent of 16; the cache holds latent and rotary key, [B, S, 1, 20].
+// CHECK-LABEL: func.func @latent_attention
+func.func @latent_attention(%q: tensor<?x48xf32>, %latent: tensor<?x16xf32>,
+    %rope: tensor<?x4xf32>, %kvb: tensor<64x16xbf16>, %pos: tensor<?xi32>, %seq: tensor<?xi32>,
+    %cache: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // CHECK: mix.latent_attention %arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6
+  // CHECK-SAME: heads = 4 : i64, inv_freq = array<f64: 1.000000e+00, 1.000000e-01>, nope_dim = 8 : i64
+  // CHECK-SAME: rope_interleaved, rope_scale = 1.100000e+00 : f64, softmax_scale = 2.500000e-01 : f64, v_head_dim = 8 : i64, window = 3 : i64
+  // CHECK-SAME: : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>, tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  %a = mix.latent_attention %q, %latent, %rope, %kvb, %pos, %seq, %cache
+      {heads = 4, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>,
+       rope_scale = 1.1, rope_interleaved, softmax_scale = 0.25, window = 3}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
