@@ -693,6 +693,14 @@ LogicalResult LatentAttentionOp::verify() {
   ShapeChecker check(*this);
   int64_t heads = getHeads(), nope = getNopeDim(), valueDim = getVHeadDim();
   int64_t ropeDim = getRopeDim();
+  // Products of these sizes must not overflow: each is a tensor dim, bounded like one.
+  for (auto [name, value] : {std::pair<StringRef, int64_t>{"heads", heads},
+                             {"nope_dim", nope},
+                             {"v_head_dim", valueDim},
+                             {"inv_freq", ropeDim}})
+    if (value > kMaxDim)
+      return emitOpError() << "attribute '" << name << "' (" << value << ") exceeds the bound "
+                           << kMaxDim << " of a dim";
   if (ropeDim == 0)
     return emitOpError() << "attribute 'inv_freq' must hold the rotary key's frequencies "
                             "(at least one)";

@@ -257,3 +257,15 @@ func.func @latent_out_width(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tens
         tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x36xf32>
   return %a : tensor<?x36xf32>
 }
+
+// -----
+
+func.func @latent_huge_heads(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: tensor<?x4xf32>,
+    %w: tensor<64x16xbf16>, %p: tensor<?xi32>, %c: tensor<?x?x1x20xbf16> {mix.state}) -> tensor<?x32xf32> {
+  // expected-error @+1 {{attribute 'heads' (4611686018427387904) exceeds the bound 16777216 of a dim}}
+  %a = mix.latent_attention %q, %l, %r, %w, %p, %p, %c
+      {heads = 4611686018427387904, nope_dim = 8, v_head_dim = 8, inv_freq = array<f64: 1.0, 0.1>, softmax_scale = 0.25}
+      : tensor<?x48xf32>, tensor<?x16xf32>, tensor<?x4xf32>, tensor<64x16xbf16>, tensor<?xi32>,
+        tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
