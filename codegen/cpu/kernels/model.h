@@ -1257,7 +1257,7 @@ struct LatentAttentionLayout {
   size_t rope = 0, rows = 0, order = 0, latent = 0, region = 0;
   // the folded tokens: queries in latent space [T, heads, rank + rope_dim], outputs in latent
   // space [T, heads, rank], per thread a group's scores and a widened cache entry
-  size_t q_latent = 0, o_latent = 0, folded_shared = 0, per_thread = 0;
+  size_t q_latent = 0, o_latent = 0, folded_shared = 0, per_thread = 0, bf16 = 0;
   // the expanded sequences
   size_t expanded = 0, q = 0, k = 0, v = 0, rope_key = 0, positions = 0, sequences = 0, out = 0,
          k_cache = 0, v_cache = 0, linear = 0, attention = 0, expanded_bytes = 0;
@@ -1287,6 +1287,8 @@ inline LatentAttentionLayout latent_attention_layout(const LatentAttentionConfig
   l.per_thread = align64(sizeof(float) * static_cast<size_t>(kAttentionGroupRows) *
                          static_cast<size_t>(std::max<int64_t>(cache_length, 1))) +
                  2 * align64(sizeof(float) * entry);
+  l.bf16 = l.per_thread;
+  if (path != MatmulPath::fma_f32) l.per_thread += bf16_attention_scratch_bytes(c.rank + c.rope_dim, c.rank, cache_length);
   const size_t folded = l.folded_shared + static_cast<size_t>(nt) * l.per_thread;
   const int64_t length = std::min(tokens, cache_length);  // of one expanded sequence
   l.expanded = 0;
@@ -1395,9 +1397,23 @@ int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float
   const int64_t n_folded = tokens - n_expanded;
   const int32_t *folded_tokens = order + n_expanded;
   auto window_start = [&](int64_t p) { return c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : int64_t(0); };
-  // The folded tokens' heads attend row_group at a time (as attention's row path).
-  int64_t row_group = std::min<int64_t>(heads, kAttentionGroupRows);
-  while (row_group > 1 && n_folded * ((heads + row_group - 1) / row_group) < 2 * nt) row_group = (row_group + 1) / 2;
+  // The folded tokens' heads attend row_group at a time: on a bf16 product path as the query
+  // rows of a tile (attend_tile_bf16, up to kAttentionTileRows heads, split evenly, into more
+  // tiles while that leaves fewer than two per thread) where the tiles stay more than half a
+  // vector full; else as attention's row path (one token's 16 heads: 2 threads would share 1
+  // tile; the row path's groups of 4 measured faster there).
+  int64_t row_group = 0;
+  bool tiled = false;
+  if (Path != MatmulPath::fma_f32) {
+    int64_t tiles = (heads + kAttentionTileRows - 1) / kAttentionTileRows;
+    while (n_folded * tiles < 2 * nt && attention_tile_vectors((heads + tiles) / (tiles + 1)) != 0) ++tiles;
+    row_group = (heads + tiles - 1) / tiles;
+    tiled = n_folded * tiles >= 2 * nt && attention_tile_vectors(row_group) != 0;
+  }
+  if (!tiled) {
+    row_group = std::min<int64_t>(heads, kAttentionGroupRows);
+    while (row_group > 1 && n_folded * ((heads + row_group - 1) / row_group) < 2 * nt) row_group = (row_group + 1) / 2;
+  }
   const int64_t head_blocks = (heads + row_group - 1) / row_group;
   float *q_latent = reinterpret_cast<float *>(region + l.q_latent);  // [folded, heads, entry]
   float *o_latent = reinterpret_cast<float *>(region + l.o_latent);  // [folded, heads, rank]
@@ -1409,6 +1425,13 @@ int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float
     float *key_row = reinterpret_cast<float *>(
         mine + align64(sizeof(float) * kAttentionGroupRows * static_cast<size_t>(std::max<int64_t>(cache_length, 1))));
     float *tmp = key_row + align64(sizeof(float) * entry) / sizeof(float);
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+    Bf16AttentionScratch bf16_scratch{};
+    if constexpr (Path != MatmulPath::fma_f32) bf16_scratch = carve_bf16_attention(mine + l.bf16, entry, rank, cache_length);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
+#endif
 #pragma omp for collapse(2) schedule(static)
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t i = 0; i < pairs; ++i) {
@@ -1460,15 +1483,26 @@ int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float
         const int64_t a = item / head_blocks, h0 = (item % head_blocks) * row_group;
         const int64_t t = folded_tokens[a];
         const int count_h = static_cast<int>(std::min<int64_t>(row_group, heads - h0));
-        const float *query[kAttentionGroupRows];
-        float *dst[kAttentionGroupRows];
+        const float *query[kAttentionTileRows];
+        float *dst[kAttentionTileRows];
         for (int i = 0; i < count_h; ++i) {
           query[i] = q_latent + (a * heads + h0 + i) * entry;
           dst[i] = o_latent + (a * heads + h0 + i) * rank;
         }
         const WeightStorage<C> *row = cache + static_cast<int64_t>(sequences[t]) * cache_length * entry;
-        attend_rows_grouped<C>(count_h, query, entry, rank, row, row, entry, entry, window_start(positions[t]),
-                               positions[t], scores, key_row, dst);
+        if (tiled) {
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+          if constexpr (Path != MatmulPath::fma_f32) {
+            int64_t lo[kAttentionTileRows], hi[kAttentionTileRows];
+            std::fill_n(lo, count_h, window_start(positions[t]));
+            std::fill_n(hi, count_h, static_cast<int64_t>(positions[t]));
+            attend_tile_bf16<Path>(count_h, query, lo, hi, dst, entry, rank, row, row, entry, entry, bf16_scratch);
+          }
+#endif
+        } else {
+          attend_rows_grouped<C>(count_h, query, entry, rank, row, row, entry, entry, window_start(positions[t]),
+                                 positions[t], scores, key_row, dst);
+        }
       }
       // Outputs: W_v[h] · o_latent (each value row of kv_b read once for all tokens).
 #pragma omp for schedule(dynamic, 1)
@@ -1480,6 +1514,9 @@ int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float
                 dot<C>(o_latent + (a * heads + h) * rank, wv + j * rank, rank);
       }
     }
+#if defined(MIXTILE_HAVE_AMX_BF16)
+    if constexpr (Path == MatmulPath::amx_bf16) amx_release_tiles();
+#endif
   }
   if (n_expanded == 0) return 0;
 

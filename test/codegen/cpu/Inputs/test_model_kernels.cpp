@@ -963,6 +963,8 @@ std::vector<LatentScenario> latent_scenarios() {
       {"mla-5h-r24", 5, 24, 8, 6, 12, false, 0, 3, 40, 2, mixed},
       {"mla-16h-r64-interleaved", 16, 64, 16, 8, 16, true, 0, 3, 40, 3, mixed},
       {"mla-3h-window", 3, 40, 8, 4, 8, false, 7, 3, 40, 1, mixed},
+      // heads past a tile (two tiles of 20 decode heads on the bf16 paths), a window
+      {"mla-40h-r32-window", 40, 32, 8, 4, 8, false, 9, 3, 40, 2, mixed},
       // a long prefill on the tile paths, then decode at length
       {"mla-8h-r128-long", 8, 128, 32, 16, 32, true, 0, 1, 200, 2, {run_of(0, 0, 150), {{0, 150}}, {{0, 151}}}},
   };
