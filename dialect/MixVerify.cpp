@@ -600,6 +600,18 @@ LogicalResult SliceOp::verify() {
   return success();
 }
 
+/// The RoPE frequencies and scales of mix.attention and mix.latent_attention.
+static LogicalResult verifyRopeAndScale(Operation *op, ArrayRef<double> invFreq, double ropeScale,
+                                        double softmaxScale) {
+  for (double f : invFreq)
+    if (!std::isfinite(f) || f < 0.0)
+      return op->emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got "
+                               << f;
+  if (failed(positiveFinite(op, "rope_scale", ropeScale)))
+    return failure();
+  return positiveFinite(op, "softmax_scale", softmaxScale);
+}
+
 LogicalResult AttentionOp::verify() {
   ShapeChecker check(*this);
   int64_t heads = getHeads(), kvHeads = getKvHeads(), headDim = getHeadDim();
@@ -612,14 +624,9 @@ LogicalResult AttentionOp::verify() {
     return emitOpError() << "attribute 'inv_freq' has " << pairs
                          << " frequencies; rope_offset (" << ropeOffset
                          << ") + 2 x that must not exceed head_dim = " << headDim;
-  for (double f : getInvFreq())
-    if (!std::isfinite(f) || f < 0.0)
-      return emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got " << f;
-  for (auto [name, value] : {std::pair<StringRef, double>{"rope_scale",
-                                                          getRopeScale().convertToDouble()},
-                             {"softmax_scale", getSoftmaxScale().convertToDouble()}})
-    if (failed(positiveFinite(*this, name, value)))
-      return failure();
+  if (failed(verifyRopeAndScale(*this, getInvFreq(), getRopeScale().convertToDouble(),
+                                getSoftmaxScale().convertToDouble())))
+    return failure();
   double clip = getClip().convertToDouble();
   if (!(clip >= 0.0) || !std::isfinite(clip))
     return emitOpError() << "attribute 'clip' must be a finite number >= 0, got " << clip;
@@ -704,14 +711,9 @@ LogicalResult LatentAttentionOp::verify() {
   if (ropeDim == 0)
     return emitOpError() << "attribute 'inv_freq' must hold the rotary key's frequencies "
                             "(at least one)";
-  for (double f : getInvFreq())
-    if (!std::isfinite(f) || f < 0.0)
-      return emitOpError() << "attribute 'inv_freq' must hold finite numbers >= 0, got " << f;
-  for (auto [name, value] : {std::pair<StringRef, double>{"rope_scale",
-                                                          getRopeScale().convertToDouble()},
-                             {"softmax_scale", getSoftmaxScale().convertToDouble()}})
-    if (failed(positiveFinite(*this, name, value)))
-      return failure();
+  if (failed(verifyRopeAndScale(*this, getInvFreq(), getRopeScale().convertToDouble(),
+                                getSoftmaxScale().convertToDouble())))
+    return failure();
   if (failed(check.weight(getKvB(), "kv_b", "[heads * (nope_dim + v_head_dim), rank]")) ||
       failed(check.staticDim(getKvB(), "operand", "kv_b", 0, "heads * (nope_dim + v_head_dim)",
                              heads * (nope + valueDim), "heads x (nope_dim + v_head_dim)")))

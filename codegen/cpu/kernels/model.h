@@ -235,6 +235,20 @@ inline float clamp_abs(float x, float clip) {
   return x;
 }
 
+/// Each token's cos and sin per rotary pair, times rope_scale: rope[t][0, pairs) and
+/// rope[t][pairs, 2·pairs). f64 angles: positions reach 1e5 and more, where an f32 angle would be
+/// off by ~1e-2 rad. A worksharing loop: call it from every thread of a parallel region.
+inline void rope_tables(int64_t tokens, const int32_t *positions, const double *inv_freq, int64_t pairs,
+                        float rope_scale, float *rope) {
+#pragma omp for collapse(2) schedule(static)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t i = 0; i < pairs; ++i) {
+      const double theta = static_cast<double>(positions[t]) * inv_freq[i];
+      rope[t * 2 * pairs + i] = static_cast<float>(std::cos(theta) * static_cast<double>(rope_scale));
+      rope[t * 2 * pairs + pairs + i] = static_cast<float>(std::sin(theta) * static_cast<double>(rope_scale));
+    }
+}
+
 /// One head of q or k, clamped and its dims [offset, offset + 2·pairs) rotated (HF rotate_half,
 /// or GPT-J style adjacent pairs when interleaved) with cos/sin already scaled, the rest passed
 /// through, times `multiplier`, into dst (f32). omp simd: GCC vectorizes these loops at -O2 only so.
@@ -1123,14 +1137,7 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
                                        reinterpret_cast<float *>(mine + layout.values),
                                        reinterpret_cast<float *>(mine + layout.stats)};
 
-    // Positions reach 1e5 and more: an f32 angle would be off by ~1e-2 rad there.
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int64_t i = 0; i < pairs; ++i) {
-        const double theta = static_cast<double>(positions[t]) * static_cast<double>(c.inv_freq[i]);
-        rope[t * 2 * pairs + i] = static_cast<float>(std::cos(theta) * static_cast<double>(c.rope_scale));
-        rope[t * 2 * pairs + pairs + i] = static_cast<float>(std::sin(theta) * static_cast<double>(c.rope_scale));
-      }
+    rope_tables(tokens, positions, c.inv_freq, pairs, c.rope_scale, rope);
 
 #pragma omp for collapse(2) schedule(static) nowait
     for (int64_t t = 0; t < tokens; ++t)
@@ -1432,13 +1439,7 @@ int latent_attention(const LatentAttentionConfig &c, int64_t tokens, const float
 #if defined(MIXTILE_HAVE_AMX_BF16)
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int64_t i = 0; i < pairs; ++i) {
-        const double theta = static_cast<double>(positions[t]) * static_cast<double>(c.inv_freq[i]);
-        rope[t * rdim + i] = static_cast<float>(std::cos(theta) * static_cast<double>(c.rope_scale));
-        rope[t * rdim + pairs + i] = static_cast<float>(std::sin(theta) * static_cast<double>(c.rope_scale));
-      }
+    rope_tables(tokens, positions, c.inv_freq, pairs, c.rope_scale, rope);
     // Phase 1: the cache entries; the expanded tokens' latents read back (rounded) for the GEMM.
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tokens; ++t) {

@@ -179,6 +179,20 @@ __device__ __forceinline__ bool in_cache(int32_t position, int32_t sequence, int
   return position >= 0 && position < cache_length && sequence >= 0 && sequence < cache_rows;
 }
 
+/// The block's cos and sin of one position (rope[0, pairs) and rope[pairs, 2·pairs)), times
+/// rope_scale: f64 angles (positions reach 1e5 and more, where an f32 angle is off by ~1e-2 rad),
+/// then a barrier.
+__device__ __forceinline__ void token_rope(int32_t position, const double *inv_freq, int pairs,
+                                           float rope_scale, float *rope) {
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    double sine, cosine;
+    sincos(static_cast<double>(position) * inv_freq[i], &sine, &cosine);
+    rope[i] = static_cast<float>(cosine * static_cast<double>(rope_scale));
+    rope[pairs + i] = static_cast<float>(sine * static_cast<double>(rope_scale));
+  }
+  __syncthreads();
+}
+
 /// Phase 1, one block per token: cos/sin of its position in f64 (positions reach 1e5 and more,
 /// where an f32 angle is off by ~1e-2 rad), the rotated, scaled queries into rotated_q, and the
 /// rotated key and the value of each kv head into the caches (rounded to their dtype). With a
@@ -194,13 +208,7 @@ __global__ void attention_write_kernel(AttentionConfig c, const float *q, const 
   const int pairs = c.rotary_dim / 2, dim = c.head_dim, offset = c.rope_offset;
   const int value_dim = value_head_dim(c);
   const int32_t position = positions[t], sequence = sequences[t];
-  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    double sine, cosine;
-    sincos(static_cast<double>(position) * c.inv_freq[i], &sine, &cosine);
-    rope[i] = static_cast<float>(cosine * static_cast<double>(c.rope_scale));
-    rope[pairs + i] = static_cast<float>(sine * static_cast<double>(c.rope_scale));
-  }
-  __syncthreads();
+  token_rope(position, c.inv_freq, pairs, c.rope_scale, rope);
   const int64_t q_width = static_cast<int64_t>(c.heads) * dim;
   for (int64_t i = threadIdx.x; i < q_width; i += blockDim.x)
     rotated_q[t * q_width + i] =
@@ -456,13 +464,7 @@ __global__ void latent_write_kernel(LatentAttentionConfig c, const float *q, con
   const int64_t t = blockIdx.x;
   const int pairs = c.rope_dim / 2, entry = c.rank + c.rope_dim, qdim = c.nope_dim + c.rope_dim;
   const int32_t position = positions[t], sequence = sequences[t];
-  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    double sine, cosine;
-    sincos(static_cast<double>(position) * c.inv_freq[i], &sine, &cosine);
-    rope[i] = static_cast<float>(cosine * static_cast<double>(c.rope_scale));
-    rope[pairs + i] = static_cast<float>(sine * static_cast<double>(c.rope_scale));
-  }
-  __syncthreads();
+  token_rope(position, c.inv_freq, pairs, c.rope_scale, rope);
   for (int64_t i = threadIdx.x; i < static_cast<int64_t>(c.heads) * c.rope_dim; i += blockDim.x) {
     const int64_t h = i / c.rope_dim;
     const int d = static_cast<int>(i % c.rope_dim);
