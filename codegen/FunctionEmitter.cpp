@@ -26,6 +26,13 @@ std::string mlir::mix::codegen::product(ArrayRef<std::string> dims) {
   return text;
 }
 
+std::string mlir::mix::codegen::frequencyList(ArrayRef<double> frequencies) {
+  std::string list;
+  for (double f : frequencies)
+    list += (list.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+  return list;
+}
+
 std::string mlir::mix::codegen::floatLiteral(double value) {
   if (std::isinf(value))
     return value > 0 ? "INFINITY" : "-INFINITY";

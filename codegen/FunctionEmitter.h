@@ -40,6 +40,8 @@ struct Slot {
 std::string product(ArrayRef<std::string> dims);
 /// A double as a C literal.
 std::string floatLiteral(double value);
+/// RoPE frequencies as a C++ initializer list, every f64 digit kept (angles reach 1e5 rad).
+std::string frequencyList(ArrayRef<double> frequencies);
 int64_t staticDim(Value v, unsigned i);
 Type elementOf(Value v);
 

@@ -600,6 +600,29 @@ LogicalResult SliceOp::verify() {
   return success();
 }
 
+/// positions and sequences [T] of mix.attention and mix.latent_attention.
+static LogicalResult verifyTokenPlaces(ShapeChecker &check, Value positions, Value sequences,
+                                       int64_t tokens) {
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{positions, "positions"}, {sequences, "sequences"}})
+    if (failed(check.rank(value, "operand", name, "[T]")) ||
+        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
+      return failure();
+  return success();
+}
+
+/// A KV cache operand: updated in place, so it must be a state argument of its function.
+static LogicalResult verifyStateArgument(Operation *op, Value value, StringRef name) {
+  auto arg = dyn_cast<BlockArgument>(value);
+  auto func = arg ? dyn_cast<FunctionOpInterface>(arg.getOwner()->getParentOp())
+                  : FunctionOpInterface();
+  if (!func || !func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr))
+    return op->emitOpError() << "operand '" << name
+                             << "' must be a function argument marked 'mix.state' (the cache "
+                                "is updated in place)";
+  return success();
+}
+
 /// The RoPE frequencies and scales of mix.attention and mix.latent_attention.
 static LogicalResult verifyRopeAndScale(Operation *op, ArrayRef<double> invFreq, double ropeScale,
                                         double softmaxScale) {
@@ -660,11 +683,8 @@ LogicalResult AttentionOp::verify() {
         failed(check.staticDim(value, "operand", name, 1, "kv_heads * width", kvHeads * width,
                                what)))
       return failure();
-  for (auto [value, name] :
-       {std::pair<Value, StringRef>{getPositions(), "positions"}, {getSequences(), "sequences"}})
-    if (failed(check.rank(value, "operand", name, "[T]")) ||
-        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
-      return failure();
+  if (failed(verifyTokenPlaces(check, getPositions(), getSequences(), tokens)))
+    return failure();
   for (auto [value, name, width, what] :
        {std::tuple<Value, StringRef, int64_t, StringRef>{getKCache(), "k_cache", headDim,
                                                          "attribute 'head_dim'"},
@@ -675,13 +695,8 @@ LogicalResult AttentionOp::verify() {
         failed(check.staticDim(value, "operand", name, 3, "head width", width, what)))
       return failure();
     // The caches are updated in place: they must be the function's state arguments.
-    auto arg = dyn_cast<BlockArgument>(value);
-    auto func = arg ? dyn_cast<FunctionOpInterface>(arg.getOwner()->getParentOp())
-                    : FunctionOpInterface();
-    if (!func || !func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr))
-      return emitOpError() << "operand '" << name
-                           << "' must be a function argument marked 'mix.state' (the cache "
-                              "is updated in place)";
+    if (failed(verifyStateArgument(*this, value, name)))
+      return failure();
   }
   auto kCache = cast<RankedTensorType>(getKCache().getType());
   auto vCache = cast<RankedTensorType>(getVCache().getType());
@@ -731,11 +746,8 @@ LogicalResult LatentAttentionOp::verify() {
         failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")) ||
         failed(check.staticDim(value, "operand", name, 1, "width", width, what)))
       return failure();
-  for (auto [value, name] :
-       {std::pair<Value, StringRef>{getPositions(), "positions"}, {getSequences(), "sequences"}})
-    if (failed(check.rank(value, "operand", name, "[T]")) ||
-        failed(check.dim(value, "operand", name, 0, "T", tokens, "the token count of 'q'")))
-      return failure();
+  if (failed(verifyTokenPlaces(check, getPositions(), getSequences(), tokens)))
+    return failure();
   Value cache = getCache();
   if (failed(check.rank(cache, "operand", "cache", "[B, S, 1, rank + rope_dim]")) ||
       failed(check.staticDim(cache, "operand", "cache", 2, "1", 1, "one entry per position")) ||
@@ -746,12 +758,8 @@ LogicalResult LatentAttentionOp::verify() {
       cast<RankedTensorType>(getKvB().getType()).getElementType())
     return emitOpError() << "operand 'cache' must have the element type of 'kv_b', got "
                          << cache.getType() << " and " << getKvB().getType();
-  auto arg = dyn_cast<BlockArgument>(cache);
-  auto func = arg ? dyn_cast<FunctionOpInterface>(arg.getOwner()->getParentOp())
-                  : FunctionOpInterface();
-  if (!func || !func.getArgAttr(arg.getArgNumber(), MixDialect::kStateAttr))
-    return emitOpError() << "operand 'cache' must be a function argument marked 'mix.state' "
-                            "(the cache is updated in place)";
+  if (failed(verifyStateArgument(*this, cache, "cache")))
+    return failure();
   return verifyTokenResult(check, getOut(), "out", "[T, heads * v_head_dim]", tokens,
                            {heads * valueDim}, {"heads * v_head_dim"});
 }

@@ -374,10 +374,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     // plan calls too.
     std::string config =
         llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
-    std::string freqs;
-    // Full double precision: RoPE angles reach position x frequency ~ 1e5.
-    for (double f : attention.getInvFreq())
-      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    std::string freqs = frequencyList(attention.getInvFreq());
     helpers += llvm::formatv(
                    "static mixtile::cpu::AttentionConfig {0}() {{\n  static const double "
                    "inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig c;\n  c.heads = {2}; "
@@ -422,9 +419,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   if (auto latent = dyn_cast<LatentAttentionOp>(op)) {
     std::string config =
         llvm::formatv("latent_attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
-    std::string freqs;
-    for (double f : latent.getInvFreq())
-      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    std::string freqs = frequencyList(latent.getInvFreq());
     helpers += llvm::formatv(
                    "static mixtile::cpu::LatentAttentionConfig {0}() {{\n  static const double "
                    "inv_freq[] = {{{1}};\n  mixtile::cpu::LatentAttentionConfig c;\n  c.heads = "

@@ -383,9 +383,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                                 << latent.getRank() + latent.getRopeDim();
     std::string config =
         llvm::formatv("latent_attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
-    std::string freqs;
-    for (double f : latent.getInvFreq())
-      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    std::string freqs = frequencyList(latent.getInvFreq());
     helpers += llvm::formatv("static mixtile::cuda::LatentAttentionConfig {0}() {{\n  "
                              "mixtile::cuda::LatentAttentionConfig c;\n  c.heads = {1}; c.rank = "
                              "{2}; c.nope_dim = {3}; c.rope_dim = {4}; c.v_head_dim = {5};\n  "
@@ -429,9 +427,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     // function the workspace plan calls too; the config travels as a kernel parameter.
     std::string config =
         llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
-    std::string freqs;
-    for (double f : attention.getInvFreq())
-      freqs += (freqs.empty() ? "" : ", ") + llvm::formatv("{0:e16}", f).str();
+    std::string freqs = frequencyList(attention.getInvFreq());
     size_t pairs = attention.getInvFreq().size();
     std::string setFreqs =
         pairs == 0 ? std::string()
