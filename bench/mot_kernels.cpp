@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     down[e] = wo + e * D * F;
   }
   const TileConfig tiles = default_tile_config(rows);
-  const size_t ws_bytes = expert_ffn_workspace_size(E * rows, D, F, max_threads(), tiles);
+  const size_t ws_bytes = expert_ffn_workspace_size(E * rows, E, D, F, max_threads(), tiles);
   void *workspace = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
   void *mix_ws = std::aligned_alloc(64, (token_mix_workspace_size(B, S, D, E, max_threads()) + 63) / 64 * 64);
   ExpertFFNProblem p;
@@ -121,7 +121,7 @@ int main(int argc, char **argv) {
   {
     std::vector<void *> ws(threads);
     for (int t = 0; t < threads; ++t) {
-      const size_t bytes = expert_ffn_workspace_size((E / threads + 1) * rows, D, F, 1, tiles);
+      const size_t bytes = expert_ffn_workspace_size((E / threads + 1) * rows, E / threads + 1, D, F, 1, tiles);
       ws[t] = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     }
     for (int r = 0; r < runs + 1; ++r) {

@@ -208,7 +208,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
   for (auto &v : x) v = u(rng);
   TileConfig tiles = default_tile_config(T * k / E);
   mixtile_bench::apply_tiles_env(tiles);  // MIXTILE_TILES
-  const size_t ws_bytes = expert_ffn_workspace_size(T * k, D, F, threads, tiles, Path);
+  const size_t ws_bytes = expert_ffn_workspace_size(T * k, E, D, F, threads, tiles, Path);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);
   std::vector<double> times;

@@ -256,10 +256,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                        shape.gated ? "true" : "false", tiles, tokenCountExpr, path)
              .str());
     line("}");
-    scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {1}, {2}, "
+    scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {6}, {1}, {2}, "
                                     "max_threads, {3}({4}){5})",
                                     assignments, hidden, shape.intermediate, tiles,
-                                    tokenCountExpr, path)
+                                    tokenCountExpr, path, experts)
                           .str());
   };
 

@@ -20,15 +20,15 @@
 //     const int32_t *out_rows;     // [A] y row of each assignment, y[out_rows[a]] += gate * FFN(x);
 //                                  // nullptr => y[a - offsets[0]] = gate * FFN(x) (plain store)
 //     int64_t zero_rows = 0;       // scatter mode only: rows [0, zero_rows) of y are zeroed first
-//     void *workspace;             // >= expert_ffn_workspace_size(A, D, F, num_threads, tiles, Path) bytes,
+//     void *workspace;             // >= expert_ffn_workspace_size(A, E, D, F, num_threads, tiles, Path) bytes,
 //                                  // 64-byte aligned; A = offsets[E] - offsets[0]
 //     int num_threads;             // <= 0: omp_get_max_threads()
 //   };
 //
 //   template <WeightType W, Activation Act, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
 //   void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_tile_config());
-//   size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t D, int64_t F,
-//                                    int num_threads, const TileConfig &tiles = default_tile_config(),
+//   size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_experts, int64_t D,
+//                                    int64_t F, int num_threads, const TileConfig &tiles = default_tile_config(),
 //                                    MatmulPath path = MatmulPath::fma_f32);
 //
 //   bool amx_ready();  // matrix_engines.h: call (once is enough) before a MatmulPath::amx_bf16 call
@@ -49,7 +49,8 @@
 //
 // bf16 matrix-engine paths (Path = avx512_bf16 / amx_bf16, bf16 weights only): a stage before
 // phase 1 packs the x rows of all assignments into bf16 VNNI token blocks (matrix_engines.h),
-// split over threads, then a barrier. h is kept in the same packed bf16 form (rounded once), so
+// split over threads, then a barrier; an expert that runs on the engine loops starts a block
+// (packed_rows), so its tiles hold no rows of its neighbours. h is kept in the same packed bf16 form (rounded once), so
 // phase 2 reads it directly. Segments above small_m_max run the engine loops (weights read in
 // place, never copied); smaller ones the same GEMV path as fma_f32, with h rows unpacked to f32
 // per thread for the down projection.
@@ -159,23 +160,33 @@ inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, c
   return gemm_scratch_bytes(t, A, std::max(D, F));
 }
 
-// Workspace of the bf16 engine paths: packed x, packed h, then per thread the engine scratch,
-// the partial results of depth-sliced GEMMs (K > engine_kc) and the f32 h rows of one small
-// segment (the GEMV path's down projection input). Sized for `threads` threads; a smaller team
-// runs its wider column ranges in pieces of max_cols.
+// Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, then per
+// thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc) and the h
+// rows of one small segment (the GEMV path's down projection input). Sized for `threads`
+// threads; a smaller team runs its wider column ranges in pieces of max_cols.
+//
+// Packed rows: experts follow each other in the packed blocks, and each expert whose segment runs
+// on the engine loops (more than small_m_max rows) starts at a block boundary (packed_rows), so
+// its register tiles cover ceil(rows / 16) blocks instead of straddling one more on each side
+// with rows of its neighbours. There are at most A / (small_m_max + 1) such experts (and at most
+// E), each adding at most 15 rows.
 struct EngineWorkspace {
-  int64_t blocks, x_block, h_block;  // packed blocks; bf16 elements per x / h block
-  size_t x_bytes, h_bytes, per_thread;
+  int64_t blocks, x_block, h_block;  // packed blocks (an upper bound); bf16 elements per x / h block
+  size_t x_bytes, h_bytes, rows_bytes, per_thread;
   int64_t small_rows, max_cols_f, max_cols_d, partial_floats;  // max_cols_*: per thread, phase 1 / 2
 };
-inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int threads, const TileConfig &t) {
+inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t F, int threads,
+                                        const TileConfig &t) {
   EngineWorkspace w;
   A = std::max<int64_t>(A, 0);
-  w.blocks = (A + kTokenBlock - 1) / kTokenBlock;
+  E = std::max<int64_t>(E, 0);
+  const int64_t aligned_experts = std::min(E, A / (std::max(t.small_m_max, 0) + 1));
+  w.blocks = (A + (kTokenBlock - 1) * aligned_experts + kTokenBlock - 1) / kTokenBlock;
   w.x_block = packed_block_elems(D);
   w.h_block = packed_block_elems(F);
   w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
   w.h_bytes = align64(sizeof(uint16_t) * w.blocks * w.h_block);
+  w.rows_bytes = align64(sizeof(int64_t) * (E + 1));
   w.small_rows = std::clamp<int64_t>(t.small_m_max, 0, A);
   // Widest column range one engine_gemm call runs at once per phase (a wider item, such as a
   // whole expert's F columns, runs in pieces of this width).
@@ -186,7 +197,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   w.max_cols_f = F < int64_t(threads) * kColumnUnit ? std::max(widest(F), F) : widest(F);
   w.max_cols_d = widest(D);
   const int64_t kc = engine_slice_depth(t.engine_kc);  // the loops' slice depth
-  const int64_t pass_blocks = engine_pass_blocks(w.blocks + 1, t.engine_mc);  // +1: a segment may straddle
+  const int64_t pass_blocks = engine_pass_blocks(w.blocks, t.engine_mc);
   w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
                               F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);
   // The small segment's rows: f32 h rows (gemm_small), or bf16 x or h rows padded to whole
@@ -195,6 +206,29 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t D, int64_t F, int thr
   w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
                  align64(static_cast<size_t>(w.small_rows * small_row_bytes));
   return w;
+}
+
+// Packed row of each expert's first assignment into rows[0 .. E] (rows[E]: the rows in use), as
+// engine_workspace lays them out; returns the packed blocks in use.
+inline int64_t packed_rows(const ExpertFFNProblem &p, const TileConfig &t, int64_t *rows) {
+  int64_t cursor = 0;
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    const int64_t n = p.offsets[e + 1] - p.offsets[e];
+    if (n > t.small_m_max) cursor = (cursor + kTokenBlock - 1) / kTokenBlock * kTokenBlock;
+    rows[e] = cursor;
+    cursor += std::max<int64_t>(n, 0);
+  }
+  rows[p.num_experts] = cursor;
+  return (cursor + kTokenBlock - 1) / kTokenBlock;
+}
+
+// The assignment at packed row r (-1: a gap before an aligned expert, or past the last), from
+// packed_rows' table: the last expert starting at or before r owns it if r is within its rows.
+inline int64_t assignment_at(const ExpertFFNProblem &p, const int64_t *rows, int64_t r) {
+  const int64_t e = std::upper_bound(rows, rows + p.num_experts, r) - rows - 1;
+  if (e < 0) return -1;
+  const int64_t i = r - rows[e];
+  return i < p.offsets[e + 1] - p.offsets[e] ? p.offsets[e] + i : -1;
 }
 
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
@@ -257,7 +291,8 @@ struct OutputTileEpilogue {
   const int32_t *out_rows;
   const float *gates;
   int64_t offset0;
-  int64_t r0, r1;
+  int64_t r0, r1;  // this expert's packed rows
+  int64_t begin;   // its first assignment (offsets[e])
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *) {
     const int64_t t0 = b * kTokenBlock;
     const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
@@ -267,13 +302,13 @@ struct OutputTileEpilogue {
     transpose16x16_epi32(r);
     const __mmask16 cols = static_cast<__mmask16>((1u << ncols) - 1);
     for (int t = lo; t < hi; ++t) {
-      const int64_t a = offset0 + t0 + t;
+      const int64_t a = begin + (t0 + t - r0);
       const __m512 v = _mm512_mul_ps(_mm512_set1_ps(gates != nullptr ? gates[a] : 1.0f), _mm512_castsi512_ps(r[t]));
       if (out_rows != nullptr) {
         float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
         _mm512_mask_storeu_ps(dst, cols, _mm512_add_ps(_mm512_maskz_loadu_ps(cols, dst), v));
       } else {
-        _mm512_mask_storeu_ps(y + (t0 + t) * ldy + col, cols, v);
+        _mm512_mask_storeu_ps(y + (a - offset0) * ldy + col, cols, v);
       }
     }
   }
@@ -294,11 +329,13 @@ inline void unpack_segment(const uint16_t *packed_h, int64_t h_block, int64_t r0
   }
 }
 
-// Columns [c0, c1) in pieces of at most max_cols, the width the partial buffer is sized for.
+// Packed rows [r0, r1) (r0 at a block boundary) x columns [c0, c1), in pieces of at most max_cols
+// columns, the width the partial buffer is sized for.
 template <MatmulPath Path, bool Gated, class Epilogue>
-inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
-                        int64_t b1, int64_t c0, int64_t c1, int64_t max_cols, const TileConfig &tiles,
+inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t r0,
+                        int64_t r1, int64_t c0, int64_t c1, int64_t max_cols, const TileConfig &tiles,
                         float *partial, const EngineScratch &s, Epilogue &ep) {
+  const int64_t b0 = r0 / kTokenBlock, b1 = (r1 + kTokenBlock - 1) / kTokenBlock;
   for (int64_t c = c0; c < c1; c += max_cols) {
     const int64_t ce = std::min(c1, c + max_cols);
     if constexpr (Path == MatmulPath::amx_bf16) {
@@ -308,8 +345,8 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
 #endif
     } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-      dp_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
-                     partial, s, ep);
+      dp_gemm<Gated>(w, w2, K, packed, b0, b1, r1 - (b1 - 1) * kTokenBlock, c, ce, tiles.engine_kc,
+                     tiles.engine_mc, tiles.engine_stream_rows, partial, s, ep);
 #endif
     }
   }
@@ -322,11 +359,13 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
   if (extent.empty) return;
   const int nt = resolve_threads(p.num_threads);
-  const EngineWorkspace layout = engine_workspace(A, D, F, nt, tiles);
+  const EngineWorkspace layout = engine_workspace(A, E, D, F, nt, tiles);
   char *ws = static_cast<char *>(p.workspace);
   uint16_t *packed_x = reinterpret_cast<uint16_t *>(ws);
   uint16_t *packed_h = reinterpret_cast<uint16_t *>(ws + layout.x_bytes);
-  char *thread_ws = ws + layout.x_bytes + layout.h_bytes;
+  int64_t *prow = reinterpret_cast<int64_t *>(ws + layout.x_bytes + layout.h_bytes);
+  char *thread_ws = ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes;
+  const int64_t blocks = packed_rows(p, tiles, prow);
   bool any_engine = false;  // x is packed only when some segment runs on the engine
   for (int64_t e = 0; e < E; ++e) any_engine |= p.offsets[e + 1] - p.offsets[e] > tiles.small_m_max;
   const int64_t active = active_experts(p);
@@ -346,20 +385,20 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
 
-    // Stage 0: pack x (gathered through tokens, rounded to bf16) and zero what phase 1 never
-    // writes in h: the depth padding past F and the token padding past A.
-    for (int64_t b = tid; b < layout.blocks; b += nthreads) {
-      const int64_t t0 = b * kTokenBlock;
-      if (any_engine) {
-        const float *rows[kTokenBlock];
-        for (int t = 0; t < kTokenBlock; ++t) {
-          const int64_t a = off0 + t0 + t;
-          rows[t] = t0 + t < A ? p.x + (p.tokens != nullptr ? static_cast<int64_t>(p.tokens[a]) : a) * D : nullptr;
-        }
-        pack_token_block(packed_x + b * layout.x_block, rows, D);
+    // Stage 0: pack x (gathered through tokens, rounded to bf16; gap rows zero) and zero what
+    // phase 1 never writes in h: the depth padding past F, and whole blocks with gap rows.
+    for (int64_t b = tid; b < blocks; b += nthreads) {
+      const float *rows[kTokenBlock];
+      bool full = true;
+      for (int t = 0; t < kTokenBlock; ++t) {
+        const int64_t a = assignment_at(p, prow, b * kTokenBlock + t);
+        full &= a >= 0;
+        rows[t] = a >= 0 ? p.x + (p.tokens != nullptr ? static_cast<int64_t>(p.tokens[a]) : a) * D
+                         : nullptr;
       }
+      if (any_engine) pack_token_block(packed_x + b * layout.x_block, rows, D);
       uint16_t *hb = packed_h + b * layout.h_block;
-      if (t0 + kTokenBlock > A) {
+      if (!full) {
         std::memset(hb, 0, sizeof(uint16_t) * layout.h_block);
       } else {
         const int64_t first_pair = F / 2;  // a pair holding column F - 1 alone gets its zero here
@@ -374,7 +413,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       const int64_t e = i / f_pieces, begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
       split_columns(F, f_pieces, i % f_pieces, c0, c1);
       if (rows <= 0 || c0 >= c1) continue;
-      const int64_t r0 = begin - off0, r1 = r0 + rows;
+      const int64_t r0 = prow[e], r1 = r0 + rows;
       const uint16_t *first = static_cast<const uint16_t *>(Gated ? p.gate_w[e] : p.up_w[e]);
       const uint16_t *second = Gated ? static_cast<const uint16_t *>(p.up_w[e]) : nullptr;
       if (rows <= tiles.small_m_max) {
@@ -392,8 +431,8 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         }
       } else {
         HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
-        engine_gemm<Path, Gated>(first, second, D, packed_x, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
-                                 c0, c1, layout.max_cols_f, tiles, partial, scratch, ep);
+        engine_gemm<Path, Gated>(first, second, D, packed_x, r0, r1, c0, c1, layout.max_cols_f, tiles, partial,
+                                 scratch, ep);
       }
     }
 
@@ -406,7 +445,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
         const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
         if (rows <= 0) continue;
-        const int64_t r0 = begin - off0, r1 = r0 + rows;
+        const int64_t r0 = prow[e], r1 = r0 + rows;
         const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
           OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
@@ -426,9 +465,9 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
           const RowSource src{small_h, F, nullptr, 0};
           gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles, ep);
         } else {
-          OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1};
-          engine_gemm<Path, false>(down, nullptr, F, packed_h, r0 / kTokenBlock, (r1 + kTokenBlock - 1) / kTokenBlock,
-                                   c0, c1, layout.max_cols_d, tiles, partial, scratch, ep);
+          OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin};
+          engine_gemm<Path, false>(down, nullptr, F, packed_h, r0, r1, c0, c1, layout.max_cols_d, tiles, partial,
+                                   scratch, ep);
         }
       }
     }
@@ -442,15 +481,15 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 
 }  // namespace detail
 
-inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t D, int64_t F, int num_threads,
-                                        const TileConfig &tiles = default_tile_config(),
+inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_experts, int64_t D, int64_t F,
+                                        int num_threads, const TileConfig &tiles = default_tile_config(),
                                         MatmulPath path = MatmulPath::fma_f32) {
   const int nt = detail::resolve_threads(num_threads);
   const int64_t A = std::max<int64_t>(num_assignments, 0);
-  if (!detail::workspace_sizes_fit({A, D, F, nt})) return detail::kWorkspaceOverflow;
+  if (!detail::workspace_sizes_fit({A, num_experts, D, F, nt})) return detail::kWorkspaceOverflow;
   if (path != MatmulPath::fma_f32) {
-    const detail::EngineWorkspace w = detail::engine_workspace(A, D, F, nt, tiles);
-    return w.x_bytes + w.h_bytes + static_cast<size_t>(nt) * w.per_thread;
+    const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles);
+    return w.x_bytes + w.h_bytes + w.rows_bytes + static_cast<size_t>(nt) * w.per_thread;
   }
   return detail::align64(sizeof(float) * A * F) +
          static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles);

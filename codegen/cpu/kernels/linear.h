@@ -154,7 +154,8 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
 #endif
         } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-          dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
+          const int last_rows = static_cast<int>(std::min<int64_t>(kTokenBlock, p.rows - (b1 - 1) * kTokenBlock));
+          dp_gemm<false>(w, nullptr, p.in, packed, b0, b1, last_rows, c, ce, tiles.engine_kc, tiles.engine_mc,
                          tiles.engine_stream_rows, partial, scratch, ep);
 #endif
         }

@@ -513,27 +513,47 @@ constexpr int kDpBlocks = 3;                  // NB: token blocks per register t
 template <bool Gated>
 constexpr int kDpColumns = Gated ? 4 : 8;     // R: output columns per register tile
 
+// Whether dp_tile may run a half-empty last token block on 256-bit vectors (AVX512-VL).
+#if defined(__AVX512VL__)
+constexpr bool kDpHalfBlocks = true;
+#else
+constexpr bool kDpHalfBlocks = false;
+#endif
+
 // Depth [k_begin, k_end) of one register tile (k_begin even); starts from `init` (nullptr: zero)
 // and ends in `partial` ([NB][G][R][16], when not the last slice) or, on the last slice, in
 // `out` as 16 x 16 tiles [NB][G] (row = column r) for the epilogue.
-template <int G, int R, int NB>
+// Half: the last of the NB blocks has tokens in its first 8 lanes only (the last block of a
+// segment of 16q + 1 .. 16q + 8 rows). Its accumulators are 256-bit vectors over those 8 tokens
+// (the first 32 bytes of each 64-byte row of the block), the other 8 lanes of its results are
+// zero. Zen 4 runs a 512-bit VDPBF16PS as two 256-bit halves, so the half block costs half a
+// block there (and as much as a whole one where 512-bit vectors are native, no worse than before).
+template <int G, int R, int NB, bool Half = false>
 inline void dp_tile(const uint16_t *const *wr, int64_t K, int64_t k_begin, int64_t k_end,
                     const uint16_t *const *xb, const float *init, float *partial, float *out,
                     const uint16_t *const *next = nullptr) {
-  __m512 acc[G][R][NB];
+  static_assert(!Half || kDpHalfBlocks, "half blocks need AVX512-VL");
+  constexpr int NF = NB - (Half ? 1 : 0);  // blocks on 512-bit accumulators
+  constexpr int H = NB - 1;                // the half block, when Half
+  __m512 acc[G][R][NF > 0 ? NF : 1];
+  [[maybe_unused]] __m256 acch[G][R];
   for (int g = 0; g < G; ++g)
-    for (int r = 0; r < R; ++r)
-      for (int b = 0; b < NB; ++b)
+    for (int r = 0; r < R; ++r) {
+      for (int b = 0; b < NF; ++b)
         acc[g][r][b] = init ? _mm512_loadu_ps(init + ((b * G + g) * R + r) * 16) : _mm512_setzero_ps();
+      if constexpr (Half) acch[g][r] = init ? _mm256_loadu_ps(init + ((H * G + g) * R + r) * 16) : _mm256_setzero_ps();
+    }
   const int64_t pair_end = std::min(k_end, K) / 2;
   for (int64_t kk0 = k_begin / 2; kk0 < pair_end; kk0 += 16) {
     if (next != nullptr)
       for (int i = 0; i < G * R; ++i) _mm_prefetch(reinterpret_cast<const char *>(next[i] + 2 * kk0), _MM_HINT_T1);
     const int64_t kk1 = std::min(pair_end, kk0 + 16);
     for (int64_t kk = kk0; kk < kk1; ++kk) {
-      __m512i xv[NB];
+      __m512i xv[NF > 0 ? NF : 1];
 #pragma GCC unroll 4
-      for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+      for (int b = 0; b < NF; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+      [[maybe_unused]] __m256i xh;
+      if constexpr (Half) xh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xb[H] + kk * 32));
 #pragma GCC unroll 16
       for (int g = 0; g < G; ++g)
 #pragma GCC unroll 16
@@ -542,31 +562,45 @@ inline void dp_tile(const uint16_t *const *wr, int64_t K, int64_t k_begin, int64
           std::memcpy(&pair, wr[g * R + r] + 2 * kk, sizeof pair);
           const __m512i wv = _mm512_set1_epi32(pair);
 #pragma GCC unroll 4
-          for (int b = 0; b < NB; ++b)
+          for (int b = 0; b < NF; ++b)
             acc[g][r][b] = _mm512_dpbf16_ps(acc[g][r][b], (__m512bh)wv, (__m512bh)xv[b]);
+          if constexpr (Half)
+            acch[g][r] = _mm256_dpbf16_ps(acch[g][r], (__m256bh)_mm512_castsi512_si256(wv), (__m256bh)xh);
         }
     }
   }
   if ((K & 1) && k_end >= K) {  // last odd depth: the pair's upper weight is past the row, use 0
     const int64_t kk = K / 2;
-    __m512i xv[NB];
-    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+    __m512i xv[NF > 0 ? NF : 1];
+    for (int b = 0; b < NF; ++b) xv[b] = _mm512_loadu_si512(xb[b] + kk * 32);
+    [[maybe_unused]] __m256i xh;
+    if constexpr (Half) xh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xb[H] + kk * 32));
     for (int g = 0; g < G; ++g)
       for (int r = 0; r < R; ++r) {
         const __m512i wv = _mm512_set1_epi32(static_cast<int32_t>(wr[g * R + r][K - 1]));
-        for (int b = 0; b < NB; ++b)
+        for (int b = 0; b < NF; ++b)
           acc[g][r][b] = _mm512_dpbf16_ps(acc[g][r][b], (__m512bh)wv, (__m512bh)xv[b]);
+        if constexpr (Half)
+          acch[g][r] = _mm256_dpbf16_ps(acch[g][r], (__m256bh)_mm512_castsi512_si256(wv), (__m256bh)xh);
       }
   }
   if (k_end < K) {
     for (int g = 0; g < G; ++g)
-      for (int r = 0; r < R; ++r)
-        for (int b = 0; b < NB; ++b) _mm512_storeu_ps(partial + ((b * G + g) * R + r) * 16, acc[g][r][b]);
+      for (int r = 0; r < R; ++r) {
+        for (int b = 0; b < NF; ++b) _mm512_storeu_ps(partial + ((b * G + g) * R + r) * 16, acc[g][r][b]);
+        if constexpr (Half) _mm256_storeu_ps(partial + ((H * G + g) * R + r) * 16, acch[g][r]);
+      }
     return;
   }
-  for (int g = 0; g < G; ++g)
-    for (int b = 0; b < NB; ++b)
+  for (int g = 0; g < G; ++g) {
+    for (int b = 0; b < NF; ++b)
       for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + ((b * G + g) * 16 + r) * 16, acc[g][r][b]);
+    if constexpr (Half)
+      for (int r = 0; r < R; ++r) {
+        _mm256_storeu_ps(out + ((H * G + g) * 16 + r) * 16, acch[g][r]);
+        _mm256_storeu_ps(out + ((H * G + g) * 16 + r) * 16 + 8, _mm256_setzero_ps());
+      }
+  }
 }
 
 // Same contract as amx_gemm_pass. Within a depth slice the weight rows of one column step (R rows x
@@ -575,9 +609,10 @@ inline void dp_tile(const uint16_t *const *wr, int64_t K, int64_t k_begin, int64
 // into L2 (one line per row every 16 depth pairs): Zen 4, cold weights, alternating binaries,
 // OLMoE's (64 rows per expert), Mixtral's (128, 512) and Qwen3-30B-A3B's (128) expert FFNs took
 // 0.95-1.02x the time (11 of 15 pairs faster; prefetcht0 instead measured the same).
+// `last_rows` (1 .. 16): the tokens in block b1 - 1; at most 8 run it as a half block (dp_tile).
 template <bool Gated, class Epilogue>
 void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0,
-                  int64_t b1, int64_t c0, int64_t c1, int64_t kc, bool stream, float *partial,
+                  int64_t b1, int last_rows, int64_t c0, int64_t c1, int64_t kc, bool stream, float *partial,
                   const EngineScratch &s, Epilogue &ep) {
   constexpr int G = Gated ? 2 : 1, R = kDpColumns<Gated>, NB = kDpBlocks;
   static_assert(G * NB * 256 <= kEngineResultFloats, "result tiles fit the scratch");
@@ -621,7 +656,17 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
                           ? nullptr
                           : partial + (((col - c0) / R) * groups + g) * (G * R * NB * 16);
         const float *init = k_begin == 0 ? nullptr : part;
-        if (nb == 3) {
+        if (kDpHalfBlocks && g == groups - 1 && last_rows <= kTokenBlock / 2) {
+          if constexpr (kDpHalfBlocks) {
+            if (nb == 3) {
+              dp_tile<G, R, 3, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+            } else if (nb == 2) {
+              dp_tile<G, R, 2, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+            } else {
+              dp_tile<G, R, 1, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+            }
+          }
+        } else if (nb == 3) {
           dp_tile<G, R, 3>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
         } else if (nb == 2) {
           dp_tile<G, R, 2>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
@@ -638,16 +683,20 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
   }
 }
 
+// `last_rows` (1 .. 16): the tokens in block b1 - 1 (dp_gemm_pass).
 template <bool Gated, class Epilogue>
 void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
-             int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, float *partial,
+             int last_rows, int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, float *partial,
              const EngineScratch &s, Epilogue &ep) {
   const bool stream = engine_streams(b1 - b0, stream_rows);
   const int64_t most = std::max<int64_t>(kDpBlocks, mc / kTokenBlock / kDpBlocks * kDpBlocks);
   const int64_t passes = (b1 - b0 + most - 1) / most;
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + kDpBlocks - 1) / kDpBlocks * kDpBlocks : most;
-  for (int64_t g = b0; g < b1; g += step)
-    dp_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, partial, s, ep);
+  for (int64_t g = b0; g < b1; g += step) {
+    const int64_t ge = std::min(b1, g + step);
+    dp_gemm_pass<Gated>(w, w2, K, packed, g, ge, ge == b1 ? last_rows : kTokenBlock, c0, c1, kc, stream, partial,
+                        s, ep);
+  }
 }
 
 // ---- AVX512-BF16 small path (dot form) ------------------------------------------------------------

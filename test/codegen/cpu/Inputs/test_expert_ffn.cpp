@@ -264,7 +264,7 @@ void run_case(const Case &c, uint32_t seed) {
   p.y = y.data();
   p.out_rows = c.use_out_rows ? out_rows.data() : nullptr;
   p.zero_rows = (c.use_out_rows && c.zero_in_kernel) ? y_rows : 0;
-  const size_t ws = expert_ffn_workspace_size(A, D, F, c.threads, c.tiles, c.path);
+  const size_t ws = expert_ffn_workspace_size(A, E, D, F, c.threads, c.tiles, c.path);
   unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + 63) / 64 * 64 + kCanary));
   std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
   std::memset(workspace + ws, 0xa5, (ws + 63) / 64 * 64 + kCanary - ws);  // must stay untouched
@@ -415,7 +415,7 @@ void test_nan_propagation(const TileConfig &tiles, const char *name, MatmulPath 
   p.out_rows = tokens.data();
   p.zero_rows = T;
   p.num_threads = 2;
-  const size_t ws = expert_ffn_workspace_size(static_cast<int64_t>(tokens.size()), D, F, 2, tiles, path);
+  const size_t ws = expert_ffn_workspace_size(static_cast<int64_t>(tokens.size()), E, D, F, 2, tiles, path);
   void *workspace = std::aligned_alloc(64, (ws + 63) / 64 * 64 + 64);
   p.workspace = workspace;
   pick(wt, Activation::silu, true, path)(p, tiles);
