@@ -158,6 +158,9 @@ struct Case {
   TileConfig tiles;
   std::string tile_name;
   MatmulPath path = MatmulPath::fma_f32;
+  // > 0: the call sees its assignments at offsets shifted by this much (offsets[0] = shift), with
+  // that many poisoned entries before them in tokens, gates, out_rows (and x rows, contiguous).
+  int64_t shift = 0;
 };
 
 void run_case(const Case &c, uint32_t seed) {
@@ -250,19 +253,34 @@ void run_case(const Case &c, uint32_t seed) {
     }
   }
 
+  // The shifted view (Case::shift): same assignments, global indices offsets[0] + i.
+  const int64_t sh = c.shift;
+  auto shifted = [sh](const auto &v, auto poison) {
+    std::vector<std::decay_t<decltype(v[0])>> out(sh, poison);
+    out.insert(out.end(), v.begin(), v.end());
+    return out;
+  };
+  std::vector<int32_t> offsets_s(offsets);
+  for (auto &o : offsets_s) o += static_cast<int32_t>(sh);
+  const std::vector<int32_t> tokens_s = shifted(tokens, std::numeric_limits<int32_t>::max());
+  const std::vector<int32_t> out_rows_s = shifted(out_rows, std::numeric_limits<int32_t>::max());
+  const std::vector<float> gates_s = shifted(gates, std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> x_s(c.use_tokens ? 0 : sh * D, std::numeric_limits<float>::quiet_NaN());
+  x_s.insert(x_s.end(), x.begin(), x.end());
+
   ExpertFFNProblem p;
   p.num_experts = E;
   p.hidden = D;
   p.inter = F;
-  p.x = x.data();
-  p.offsets = offsets.data();
-  p.tokens = c.use_tokens ? tokens.data() : nullptr;
-  p.gates = c.use_gates ? gates.data() : nullptr;
+  p.x = x_s.data();
+  p.offsets = offsets_s.data();
+  p.tokens = c.use_tokens ? tokens_s.data() : nullptr;
+  p.gates = c.use_gates ? gates_s.data() : nullptr;
   p.gate_w = c.gated ? gp.data() : nullptr;
   p.up_w = up.data();
   p.down_w = dp.data();
   p.y = y.data();
-  p.out_rows = c.use_out_rows ? out_rows.data() : nullptr;
+  p.out_rows = c.use_out_rows ? out_rows_s.data() : nullptr;
   p.zero_rows = (c.use_out_rows && c.zero_in_kernel) ? y_rows : 0;
   const size_t ws = expert_ffn_workspace_size(A, E, D, F, c.threads, c.tiles, c.path);
   unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + 63) / 64 * 64 + kCanary));
@@ -489,6 +507,7 @@ int main() {
           c.threads = 1 + combo % 3;
           c.tiles = ts.second;
           c.tile_name = ts.first;
+          c.shift = (seed % 3 == 0) ? 3 : 0;
           run_case(c, seed++);
         }
       }
@@ -558,6 +577,7 @@ int main() {
             c.tiles = ts.second;
             c.tile_name = ts.first;
             c.path = path;
+            c.shift = (seed % 3 == 0) ? 5 : 0;  // 3 is coprime to the option cycle: every option shifted
             run_case(c, seed++);
           }
         }
