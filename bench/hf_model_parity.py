@@ -170,13 +170,12 @@ def hf_outputs(model, ids, mask, new_tokens):
     return {"logits": hf_logits(model, ids, mask), "sequences": sequences, "step_logits": steps}
 
 
-def router_sensitivity(model, ids, mask, trials=4, rel=2.0**-8, seed=0):
-    """[B, S]: the most each position's logits (rel-L2 over the vocabulary) move when only the
-    routers' inputs are perturbed, each element by a factor 1 + rel * N(0, 1), rel one bf16
-    rounding step, over `trials` draws. Nothing else changes, so a position moves by more than
+def router_sensitivity(model, ids, mask, base, trials=4, rel=2.0**-8, seed=0):
+    """[B, S]: the most each position's logits (rel-L2 over the vocabulary, against `base`, the
+    model's own hf_logits) move when only the routers' inputs are perturbed, each element by a
+    factor 1 + rel * N(0, 1), rel one bf16 rounding step, over `trials` draws. Nothing else changes, so a position moves by more than
     the gate weights' own change only where a routing decision at it or before it in its
     sequence flips: a near-tie that bf16 arithmetic decides either way."""
-    base = hf_logits(model, ids, mask)
     gates = [m for n, m in model.named_modules() if ROUTER_MODULE.search(n)]
     g = torch.Generator().manual_seed(seed + 7)
 
@@ -411,7 +410,7 @@ def run_case(case, args, root):
                 native = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         hf[dtype] = hf_outputs(native, ids, mask, args.generate)
         if dtype == "bf16":
-            sensitivity = router_sensitivity(native, ids, mask, seed=args.seed)
+            sensitivity = router_sensitivity(native, ids, mask, hf[dtype]["logits"], seed=args.seed)
         save_hf_outputs(os.path.join(work, f"hf_{dtype}.safetensors"), hf[dtype])
         logits, sequences = run_reference(directory, ids_path, args.generate)
         lines.append(compare(f"{case:<26} {dtype:<4} reference", logits, sequences, hf[dtype], mask, args.tol))

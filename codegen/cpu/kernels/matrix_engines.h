@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "gemm.h"
 #include "simd.h"
@@ -656,22 +657,25 @@ void dp_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16
                           ? nullptr
                           : partial + (((col - c0) / R) * groups + g) * (G * R * NB * 16);
         const float *init = k_begin == 0 ? nullptr : part;
-        if (kDpHalfBlocks && g == groups - 1 && last_rows <= kTokenBlock / 2) {
-          if constexpr (kDpHalfBlocks) {
-            if (nb == 3) {
-              dp_tile<G, R, 3, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
-            } else if (nb == 2) {
-              dp_tile<G, R, 2, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
-            } else {
-              dp_tile<G, R, 1, true>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
-            }
+        // One register tile of nb blocks, the last one half (dp_tile) when `half` says so.
+        auto tile = [&](auto half) {
+          constexpr bool H = decltype(half)::value;
+          if (nb == 3) {
+            dp_tile<G, R, 3, H>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+          } else if (nb == 2) {
+            dp_tile<G, R, 2, H>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+          } else {
+            dp_tile<G, R, 1, H>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
           }
-        } else if (nb == 3) {
-          dp_tile<G, R, 3>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
-        } else if (nb == 2) {
-          dp_tile<G, R, 2>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+        };
+        if constexpr (kDpHalfBlocks) {
+          if (g == groups - 1 && last_rows <= kTokenBlock / 2) {
+            tile(std::true_type{});
+          } else {
+            tile(std::false_type{});
+          }
         } else {
-          dp_tile<G, R, 1>(wr, K, k_begin, k_end, xb, init, part, s.c, next);
+          tile(std::false_type{});
         }
         if (k_end < K) continue;
         for (int j = 0; j < nb; ++j) {
