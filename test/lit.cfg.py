@@ -100,6 +100,11 @@ if {"amx_bf16", "amx_tile"} <= _flags:
     config.available_features.add("amx-bf16")
 if "avx512_bf16" in _flags:
     config.available_features.add("avx512-bf16")
+# avx512: x86-64-v4 (AVX-512 F/BW/DQ/VL/CD): the AMX path runs there with its tile instructions
+# emulated (test/helpers/amx_emulation.h), on CPUs without AMX too.
+if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= _flags:
+    config.available_features.add("avx512")
+config.substitutions.append(("%mixtilec_amx_emulated", "bash " + os.path.join(helpers, "mixtilec_amx_emulated.sh")))
 
 # torch: MIXTILE_TORCH_PYTHON names a Python with torch and transformers 5.x (the pyenv one:
 # `MIXTILE_TORCH_PYTHON=$(command -v python3) bash scripts/test.sh`); the Python package's

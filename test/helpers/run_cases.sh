@@ -11,6 +11,8 @@
 #   (test/runtime/Inputs/fake_cuda_device.cpp), run with --device cuda: tests the runtime's
 #   cuda backend without a GPU. --cpu NAME: compile with mixtilec --cpu NAME (the CPU, and so
 #   the matrix path of bf16 experts: x86-64-v4 f32 FMA, znver5 VDPBF16PS, sapphirerapids AMX).
+#   --amx-emulation: compile with mixtilec_amx_emulated.sh (sapphirerapids' AMX path, its tile
+#   instructions emulated in software: runs on any AVX-512 CPU).
 # One artifact serving every T is part of what is tested: the IR must not change with T.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,9 +27,13 @@ if [[ "${1:-}" == "--device" ]]; then
   fi
 fi
 cpu_args=()
+compiler=(mixtilec)
 if [[ "${1:-}" == "--cpu" ]]; then
   cpu_args=(--cpu "$2")
   shift 2
+elif [[ "${1:-}" == "--amx-emulation" ]]; then
+  compiler=(bash "$here/mixtilec_amx_emulated.sh")
+  shift
 fi
 case "$device" in
   cpu) compile=() run=(--threads 2) ;;
@@ -55,7 +61,7 @@ for t in ${tokens//,/ }; do
       bash "$here/../runtime/Inputs/make_fake_cuda_artifact.sh" "$here/../.." \
         "$work/cpu-artifact" "$work/artifact"
     else
-      mixtilec "$case_dir/layer.mlir" "${compile[@]}" ${cpu_args[@]+"${cpu_args[@]}"} -o "$work/artifact"
+      "${compiler[@]}" "$case_dir/layer.mlir" "${compile[@]}" ${cpu_args[@]+"${cpu_args[@]}"} -o "$work/artifact"
     fi
     grep -v '^//' "$case_dir/layer.mlir" > "$work/layer.mlir"
   fi

@@ -31,8 +31,10 @@ namespace mixtile::cpu {
 
 namespace detail {
 // Which bf16 engines this translation unit was built with (-mamx-tile -mamx-bf16, -mavx512bf16);
-// the packing and epilogues need AVX-512F as well.
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
+// the packing and epilogues need AVX-512F as well. MIXTILE_AMX_EMULATION: the tile instructions
+// are a test's software model (test/helpers/amx_emulation.h), for CPUs without AMX.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && \
+    ((defined(__AMX_TILE__) && defined(__AMX_BF16__)) || defined(MIXTILE_AMX_EMULATION))
 #define MIXTILE_HAVE_AMX_BF16 1
 constexpr bool kHaveAmxBf16 = true;
 #else
@@ -69,7 +71,9 @@ struct MatmulPathCheck {
 /// ARCH_REQ_XCOMP_PERM) and says whether AMX tiles may be used. Thread-safe; false on builds
 /// without -mamx-tile -mamx-bf16, on CPUs without AMX-BF16 and where the kernel refuses.
 inline bool amx_ready() {
-#if defined(MIXTILE_HAVE_AMX_BF16) && defined(__linux__) && defined(__x86_64__)
+#if defined(MIXTILE_AMX_EMULATION)
+  return true;
+#elif defined(MIXTILE_HAVE_AMX_BF16) && defined(__linux__) && defined(__x86_64__)
   static const bool ready = [] {
     constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     if (!__builtin_cpu_supports("avx512f")) return false;
