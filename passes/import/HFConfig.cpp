@@ -716,16 +716,23 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
 }
 
 /// One decoder layer's shape: what decides whether two layers share one compiled function.
+// `last`: the model's last layer, which takes the logit rows and returns only those rows of its
+// output (nothing else reads the others): its keys and values are cached and its attention runs
+// for every token, but the output projection, the MLP and the residual adds only for the rows
+// the logits need (one per sequence in a generation's prefill).
 struct LayerKind {
   bool sparse = false;
   int64_t window = 0;
+  bool last = false;
   bool operator<(const LayerKind &o) const {
-    return std::tie(sparse, window) < std::tie(o.sparse, o.window);
+    return std::tie(sparse, window, last) < std::tie(o.sparse, o.window, o.last);
   }
   std::string functionName() const {
     std::string name = sparse ? "decoder_layer_moe" : "decoder_layer_mlp";
     if (window > 0)
       name += "_window" + std::to_string(window);
+    if (last)
+      name += "_last";
     return name;
   }
 };
@@ -909,7 +916,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                                      : SmallVector<Type>{cacheType, valueCacheType};
   SmallVector<const char *> cacheNames = mla ? SmallVector<const char *>{"kv"}
                                              : SmallVector<const char *>{"k", "v"};
-  const unsigned caches = cacheTypes.size(), prefix = 3 + caches;
+  const unsigned caches = cacheTypes.size();
 
   auto layerWeights = [&](int64_t layer, std::vector<Argument> &out,
                           std::optional<SparseBlock> &block) -> bool {
@@ -973,25 +980,29 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       error = r.error;
       return nullptr;
     }
-    LayerKind kind{block.has_value(), windows[layer]};
+    LayerKind kind{block.has_value(), windows[layer], layer == layerCount - 1};
     kinds[layer] = kind;
     if (functions.count(kind))
       continue;
-    // x, positions, sequences, the caches, then this layer's weights.
+    // x, positions, sequences, (the last layer: the logit rows,) the caches, then this layer's
+    // weights.
+    const unsigned cacheBase = kind.last ? 4 : 3, prefix = cacheBase + caches;
     SmallVector<Type> inputs = {activations, indices, indices};
+    if (kind.last)
+      inputs.push_back(indices);
     inputs.append(cacheTypes.begin(), cacheTypes.end());
     for (const Argument &arg : perLayer[layer])
       inputs.push_back(tensor(arg.shape, arg.type));
     auto func = func::FuncOp::create(builder, loc, kind.functionName(),
                                      builder.getFunctionType(inputs, {activations}));
-    const char *names[] = {"hidden_states", "positions", "sequences"};
-    for (unsigned i = 0; i < 3; ++i)
+    const char *names[] = {"hidden_states", "positions", "sequences", "logit_rows"};
+    for (unsigned i = 0; i < cacheBase; ++i)
       func.setArgAttr(i, MixDialect::kNameAttr, builder.getStringAttr(names[i]));
-    for (unsigned i : {1u, 2u})
-      func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"T"}));
-    for (unsigned i = 3; i < prefix; ++i) {
+    for (unsigned i = 1; i < cacheBase; ++i)
+      func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({i == 3 ? "R" : "T"}));
+    for (unsigned i = cacheBase; i < prefix; ++i) {
       func.setArgAttr(i, MixDialect::kNameAttr,
-                      builder.getStringAttr(std::string(cacheNames[i - 3]) + "_cache"));
+                      builder.getStringAttr(std::string(cacheNames[i - cacheBase]) + "_cache"));
       func.setArgAttr(i, MixDialect::kStateAttr, builder.getUnitAttr());
       func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"B", "S", "", ""}));
     }
@@ -1075,7 +1086,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     Value attended =
         mla ? (Value)LatentAttentionOp::create(
                   builder, loc, tensor({dyn, outWidth}, f32), q, latent, ropeKey, kvb,
-                  entry->getArgument(1), entry->getArgument(2), entry->getArgument(3),
+                  entry->getArgument(1), entry->getArgument(2), entry->getArgument(cacheBase),
                   builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(nopeDim),
                   builder.getI64IntegerAttr(valueDim),
                   builder.getDenseF64ArrayAttr(rope->invFreq),
@@ -1084,7 +1095,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                   builder.getF64FloatAttr(softmaxScale), builder.getI64IntegerAttr(kind.window))
             : (Value)AttentionOp::create(
                   builder, loc, tensor({dyn, outWidth}, f32), q, k, v, entry->getArgument(1),
-                  entry->getArgument(2), entry->getArgument(3), entry->getArgument(4), Value(),
+                  entry->getArgument(2), entry->getArgument(cacheBase),
+                  entry->getArgument(cacheBase + 1), Value(),
                   builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
                   builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
                   builder.getF64FloatAttr(rope->scale),
@@ -1092,6 +1104,11 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                   builder.getF64FloatAttr(softmaxScale), builder.getF64FloatAttr(clip),
                   builder.getI64IntegerAttr(kind.window), builder.getI64IntegerAttr(0),
                   builder.getI64IntegerAttr(0));
+    if (kind.last) {  // from here on, only the logit rows
+      Value rows = entry->getArgument(3);
+      attended = GatherOp::create(builder, loc, attended.getType(), attended, rows);
+      x = GatherOp::create(builder, loc, activations, x, rows);
+    }
     Value o = linear(attended, wo, bo, hidden);
     Value x1 = arith::AddFOp::create(builder, loc, x, o);
     Value h2 = norm(x1, next());
@@ -1151,6 +1168,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   unsigned at = weightBase + 1;
   for (int64_t layer = 0; layer < layerCount; ++layer) {
     SmallVector<Value> operands = {x, entry->getArgument(1), entry->getArgument(2)};
+    if (kinds[layer].last)
+      operands.push_back(entry->getArgument(3));
     for (unsigned c = 0; c < caches; ++c)
       operands.push_back(entry->getArgument(4 + caches * layer + c));
     for (size_t i = 0; i < perLayer[layer].size(); ++i)
@@ -1159,8 +1178,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   }
   Value finalNorm = entry->getArgument(at++);
   Value head = tied ? embed : entry->getArgument(at++);
-  Value rows = GatherOp::create(builder, loc, activations, x, entry->getArgument(3));
-  Value normed = RMSNormOp::create(builder, loc, activations, rows, finalNorm,
+  // The last layer returned the logit rows only.
+  Value normed = RMSNormOp::create(builder, loc, activations, x, finalNorm,
                                    builder.getF64FloatAttr(epsilon));
   Value logits = LinearOp::create(builder, loc, logitsType, normed, head, Value());
   func::ReturnOp::create(builder, loc, logits);
