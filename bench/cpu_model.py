@@ -453,13 +453,14 @@ PERF_DSO_GROUPS = [  # (group, regex over the shared object), checked first
 PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     ("attention", r"attend|attn|attention|softmax|rope|rotary|kv_?cache|flash"),
     ("experts FFN (MoE)", r"expert|hiddentileepilogue|outputtileepilogue|pack_token|swiglu|moe|route|topk|router|"
-                          r"scatter|combine|small_block<[^,]*, true|dp_tile<2,"),
+                          r"scatter|combine|small_block<[^,]*, true|small_block<true|"
+                          r"small_blocks_of_chunk<[^,]*, true|dp_tile<2,"),
     # The avx512_bf16 register tiles: gated ones (dp_tile<2, ...>) are the experts' gate/up
     # GEMMs above; plain ones serve the dense linears and the experts' down projections alike.
     ("register tiles (q/k/v/o, lm_head, experts' down projection)", r"dp_tile<1,"),
     # The GEMV-shaped path's plain blocks serve both the dense linears and the experts' down
     # projections (one template, told apart only by a call graph).
-    ("GEMV path (lm_head, q/k/v/o, experts' down projection)", r"small_block<"),
+    ("GEMV path (lm_head, q/k/v/o, experts' down projection)", r"small_block<|small_blocks_of_chunk<"),
     ("dense linear (q/k/v/o, lm_head)", r"linear|gemm|matmul|dot<|transpose"),
     ("norms / residual / embedding", r"norm|add_rows|embed|gather|argmax"),
     ("memory", r"memcpy|memset|memmove|malloc|free"),
