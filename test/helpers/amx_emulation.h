@@ -140,6 +140,7 @@ inline void dpbf16ps(int dst, int a, int b) {
     std::memset(tiles.data[dst][m], 0, 64);
     std::memcpy(tiles.data[dst][m], acc, 4 * n_cols);
   }
+  for (int m = m_rows; m < 16; ++m) std::memset(tiles.data[dst][m], 0, 64);  // rows past the shape
 }
 
 }  // namespace mixtile_amx_emulation
