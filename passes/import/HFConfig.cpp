@@ -716,10 +716,10 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
 }
 
 /// One decoder layer's shape: what decides whether two layers share one compiled function.
-// `last`: the model's last layer, which takes the logit rows and returns only those rows of its
-// output (nothing else reads the others): its keys and values are cached and its attention runs
-// for every token, but the output projection, the MLP and the residual adds only for the rows
-// the logits need (one per sequence in a generation's prefill).
+/// `last`: the model's last layer, which takes the logit rows and returns only those rows of its
+/// output (nothing else reads the others): its keys and values are cached and its attention runs
+/// for every token, but the output projection, the MLP and the residual adds only for the rows
+/// the logits need (one per sequence in a generation's prefill).
 struct LayerKind {
   bool sparse = false;
   int64_t window = 0;

@@ -18,7 +18,7 @@ done
 MIXTILE_CXXFLAGS="${MIXTILE_CXXFLAGS:-} -march=x86-64-v4 -include $here/amx_emulation.h" \
   mixtilec --cpu sapphirerapids "$@"
 "$python" - "$out/manifest.json" <<'PY'
-import json, sys
+import json, os, sys
 path = sys.argv[1]
 with open(path) as f:
     manifest = json.load(f)
@@ -32,6 +32,5 @@ cpu["amx_emulation"] = True
 tmp = path + ".tmp"
 with open(tmp, "w") as f:
     json.dump(manifest, f, indent=2)
-import os
 os.replace(tmp, path)
 PY
