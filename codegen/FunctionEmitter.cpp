@@ -1096,6 +1096,16 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitArtifact(ModuleOp module, Str
       object[field.getName().getValue()] = toJson(field.getValue());
     artifact.manifest["model"] = std::move(object);
   }
+  // Weights the checkpoint stores quantized (mix.weight_quantization): the runtime
+  // dequantizes them on binding.
+  if (auto quantization =
+          module->getAttrOfType<DictionaryAttr>(MixDialect::kWeightQuantizationAttr)) {
+    llvm::json::Array block;
+    for (Attribute size : quantization.getAs<ArrayAttr>("block"))
+      block.push_back(cast<IntegerAttr>(size).getInt());
+    artifact.manifest["weight_quantization"] = llvm::json::Object{
+        {"format", quantization.getAs<StringAttr>("format").str()}, {"block", std::move(block)}};
+  }
   if (!conventions.profileBegin.empty())
     artifact.manifest["profile_symbol"] = artifact.name + "_profile";
   for (const auto &[key, value] : conventions.manifestSymbols)

@@ -111,3 +111,23 @@ LogicalResult MixDialect::verifyRegionResultAttribute(Operation *op, unsigned /*
                                                       NamedAttribute attribute) {
   return verifyTensorName(op, resultIndex, /*isResult=*/true, attribute);
 }
+
+LogicalResult MixDialect::verifyOperationAttribute(Operation *op, NamedAttribute attribute) {
+  if (attribute.getName() != kWeightQuantizationAttr)
+    return success(); // mix.model is the importer's record for the runtime, read as given
+  auto fields = dyn_cast<DictionaryAttr>(attribute.getValue());
+  auto format = fields ? fields.getAs<StringAttr>("format") : StringAttr();
+  auto block = fields ? fields.getAs<ArrayAttr>("block") : ArrayAttr();
+  bool good = isa<ModuleOp>(op) && fields && fields.size() == 2 && format &&
+              format.getValue() == "fp8_e4m3" && block && block.size() == 2;
+  if (good)
+    for (Attribute size : block.getValue()) {
+      auto n = dyn_cast<IntegerAttr>(size);
+      good = good && n && n.getInt() > 0;
+    }
+  if (!good)
+    return op->emitError() << "'mix.weight_quantization' must be a module attribute "
+                              "{format = \"fp8_e4m3\", block = [rows, cols]} with positive "
+                              "block sizes";
+  return success();
+}

@@ -36,6 +36,7 @@ def Mix_Dialect : Dialect {
   let useDefaultAttributePrinterParser = 1;
   let hasRegionArgAttrVerify = 1;
   let hasRegionResultAttrVerify = 1;
+  let hasOperationAttrVerify = 1;
   let extraClassDeclaration = [{
     /// The argument/result attribute naming the tensor the runtime binds.
     static constexpr llvm::StringLiteral kNameAttr = "mix.name";
@@ -49,6 +50,11 @@ def Mix_Dialect : Dialect {
     /// runtime needs to run one (entry point, vocabulary, end-of-sequence ids), copied to
     /// the manifest's "model" object.
     static constexpr llvm::StringLiteral kModelAttr = "mix.model";
+    /// A module attribute: the checkpoint stores the artifact's 2-D weights quantized, as
+    /// `{format = "fp8_e4m3", block = [rows, cols]}` (e4m3 values and one f32 scale per block
+    /// in the tensor `<name>_scale_inv`); the runtime dequantizes such a weight on binding.
+    /// Copied to the manifest's "weight_quantization" object.
+    static constexpr llvm::StringLiteral kWeightQuantizationAttr = "mix.weight_quantization";
   }];
 }
 

@@ -272,6 +272,9 @@ struct Artifact {
     int64_t layers = 0, vocab = 0, maxPositions = 0, padId = 0;
     std::vector<int64_t> eosIds;
   } model;
+  // Weights the checkpoint may store as fp8 e4m3 with one scale per block of blockRows x
+  // blockCols (manifest "weight_quantization"); 0 when the artifact declares none.
+  int64_t quantBlockRows = 0, quantBlockCols = 0;
   ~Artifact() {
     if (handle)
       ::dlclose(handle);
@@ -473,6 +476,20 @@ std::unique_ptr<Artifact> loadArtifact(const std::string &outdir) {
       entry.cost.expertsPerToken = reader.number(*cost, "experts_per_token", at);
     }
     artifact->entries.push_back(std::move(entry));
+  }
+
+  auto quantization = manifest.find("weight_quantization");
+  if (quantization != manifest.end()) {
+    if (reader.string(*quantization, "format", "weight_quantization") != "fp8_e4m3")
+      reader.bad("weight_quantization.format", "expected \"fp8_e4m3\"");
+    const nlohmann::json &block = reader.field(*quantization, "block", "weight_quantization");
+    if (!block.is_array() || block.size() != 2 || !block[0].is_number_integer() ||
+        !block[1].is_number_integer() || block[0].get<int64_t>() < 1 ||
+        block[1].get<int64_t>() < 1)
+      reader.bad("weight_quantization.block", "expected two positive integers, got " +
+                                                  block.dump());
+    artifact->quantBlockRows = block[0].get<int64_t>();
+    artifact->quantBlockCols = block[1].get<int64_t>();
   }
 
   auto model = manifest.find("model");
@@ -775,6 +792,125 @@ const void *widenedData(const TensorView &view, AlignedBuffer &staging) {
 }
 
 std::string describeSet(const TensorSet *set) { return set ? set->description() : "(none)"; }
+
+// A weight the checkpoint stores as fp8 (e4m3, transformers' fine-grained fp8: DeepSeek-V3,
+// Qwen3 FP8) where the artifact computes in f32, bf16 or f16: dequantized once into a staged
+// copy, as transformers does on a CPU, w = dtype(f32(e4m3) * f32(scale)) with the scale of
+// the weight's (row / blockRows, col / blockCols) block from the tensor `<name>_scale_inv`
+// [ceil(rows / blockRows), ceil(cols / blockCols)]. Only for artifacts whose manifest declares
+// the quantization (mixtilec read it from the config's quantization_config).
+bool dequantizesToSpec(const TensorSpec &spec, const TensorView &view) {
+  return spec.isWeight && !spec.hasSymbols() && view.dtype == DType::F8_E4M3 &&
+         spec.shape.size() == 2 && view.shape == spec.shape &&
+         (spec.dtype == DType::F32 || spec.dtype == DType::BF16 || spec.dtype == DType::F16);
+}
+
+// e4m3fn (no infinities; S.1111.111 is NaN) to float, exactly.
+float e4m3ToFloat(uint8_t code) {
+  const int exponent = (code >> 3) & 0xf, mantissa = code & 0x7;
+  float magnitude = exponent == 0xf && mantissa == 0x7 ? std::numeric_limits<float>::quiet_NaN()
+                    : exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -9)
+                                    : std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);
+  return code & 0x80 ? -magnitude : magnitude;
+}
+
+uint16_t floatToBf16(float value) { // round to nearest, ties to even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+uint16_t floatToHalf(float value) { // round to nearest, ties to even
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u)
+    return sign | 0x7e00u; // NaN
+  if (magnitude >= 0x477ff000u)
+    return sign | 0x7c00u; // 65520 and up round to infinity
+  if (magnitude < 0x38800000u) { // below 2^-14: a subnormal half, in units of 2^-24
+    float scaled;
+    std::memcpy(&scaled, &magnitude, 4);
+    return sign | static_cast<uint16_t>(std::nearbyint(scaled * 16777216.0f));
+  }
+  const uint32_t rest = magnitude & 0x1fffu;
+  uint32_t half = ((magnitude >> 23) - 112) << 10 | (magnitude >> 13 & 0x3ffu);
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u)))
+    ++half;
+  return sign | static_cast<uint16_t>(half);
+}
+
+const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
+                            const TensorView &view, const TensorSet *weights,
+                            AlignedBuffer &staging) {
+  const std::string what = "fp8 weight '" + spec.name + "' (" + view.source + ")";
+  if (artifact.quantBlockRows == 0)
+    fail(MIXTILE_ERROR_BINDING,
+         what + ": this artifact was compiled for unquantized weights (expected " +
+             describeExpected(spec) + "); compile it from the checkpoint's own config.json, "
+             "whose quantization_config declares the fp8 blocks");
+  const std::string scaleName = spec.name + "_scale_inv";
+  const TensorView *scales = weights ? weights->find(scaleName) : nullptr;
+  const int64_t rows = spec.shape[0], cols = spec.shape[1];
+  const int64_t br = artifact.quantBlockRows, bc = artifact.quantBlockCols;
+  const std::vector<int64_t> grid = {(rows + br - 1) / br, (cols + bc - 1) / bc};
+  const std::string expected = "f32 [" + std::to_string(grid[0]) + ", " +
+                               std::to_string(grid[1]) + "]";
+  if (!scales)
+    fail(MIXTILE_ERROR_BINDING, what + ": missing its block scales '" + scaleName +
+                                    "' (expected " + expected + " for blocks of " +
+                                    std::to_string(br) + " x " + std::to_string(bc) +
+                                    ") in the weights " + describeSet(weights));
+  if (scales->onDevice || view.onDevice)
+    fail(MIXTILE_ERROR_BINDING, what + ": fp8 weights and their scales are dequantized on the "
+                                       "host; give them in host memory");
+  if ((scales->dtype != DType::F32 && scales->dtype != DType::BF16 &&
+       scales->dtype != DType::F16) ||
+      scales->shape != grid)
+    fail(MIXTILE_ERROR_BINDING, "tensor '" + scaleName + "' (" + scales->source +
+                                    "): the block scales of " + what + " must be " + expected +
+                                    " (blocks of " + std::to_string(br) + " x " +
+                                    std::to_string(bc) + "), got " + describeActual(*scales));
+  std::vector<float> scale(static_cast<size_t>(grid[0] * grid[1]));
+  const unsigned char *raw = static_cast<const unsigned char *>(scales->data);
+  for (size_t i = 0; i < scale.size(); ++i) {
+    if (scales->dtype == DType::F32) {
+      std::memcpy(&scale[i], raw + 4 * i, 4);
+      continue;
+    }
+    uint16_t h;
+    std::memcpy(&h, raw + 2 * i, 2);
+    uint32_t bits = static_cast<uint32_t>(h) << 16;
+    if (scales->dtype == DType::BF16)
+      std::memcpy(&scale[i], &bits, 4);
+    else
+      scale[i] = halfToFloat(h);
+  }
+  float table[256];
+  for (int code = 0; code < 256; ++code)
+    table[code] = e4m3ToFloat(static_cast<uint8_t>(code));
+  const size_t elements = static_cast<size_t>(rows * cols);
+  void *out = staging.ensure(elements * dtypeBytes(spec.dtype));
+  const uint8_t *in = static_cast<const uint8_t *>(view.data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *rowScales = scale.data() + (r / br) * grid[1];
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r * cols + c);
+      const float value = table[in[i]] * rowScales[c / bc]; // one f32 product, as transformers
+      if (spec.dtype == DType::F32)
+        static_cast<float *>(out)[i] = value;
+      else if (spec.dtype == DType::BF16)
+        static_cast<uint16_t *>(out)[i] = floatToBf16(value);
+      else
+        static_cast<uint16_t *>(out)[i] = floatToHalf(value);
+    }
+  }
+  return out;
+}
+
 
 void runSession(Session &session, const TensorSet *inputs, int numThreads,
                 const TensorSet *outputs = nullptr) {
@@ -1328,21 +1464,27 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
       if (!view)
         continue; // may come with the inputs; run() names it if it does not
       const bool widen = widensToSpec(spec, *view);
-      if (!widen)
+      const bool dequantize = dequantizesToSpec(spec, *view);
+      if (!widen && !dequantize)
         checkTensor(spec, *view);
       checkPlacement(state, *view, "weight '" + spec.name + "'");
       if (view->onDevice) {
-        if (widen)
+        if (widen || dequantize)
           fail(MIXTILE_ERROR_BINDING,
                "weight '" + spec.name + "' (device memory): expected " + describeExpected(spec) +
                    ", got " + describeActual(*view) + " (only host weights are widened)");
         state.fixedArguments[i] = view->data; // used where it is
         continue;
       }
-      const void *host = widen ? widenedData(*view, state.stagedWeights[i])
-                         : state.cuda ? view->data
-                                      : alignedData(*view, state.stagedWeights[i]);
-      const size_t bytes = widen ? view->bytes * 2 : view->bytes;
+      const void *host =
+          widen ? widenedData(*view, state.stagedWeights[i])
+          : dequantize
+              ? dequantizedData(loaded, spec, *view, state.weights.get(), state.stagedWeights[i])
+          : state.cuda ? view->data
+                       : alignedData(*view, state.stagedWeights[i]);
+      const size_t bytes = widen        ? view->bytes * 2
+                           : dequantize ? view->bytes * dtypeBytes(spec.dtype)
+                                        : view->bytes;
       if (state.cuda) { // uploaded once; runs reuse the device copy
         const CudaContext &context = state.cuda->context;
         void *device = state.cuda->arguments[i].ensure(bytes, "weight '" + spec.name + "'");

@@ -470,6 +470,73 @@ std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error)
   return dtype;
 }
 
+/// The checkpoint's weight quantization (`quantization_config`) as the module attribute
+/// mix.weight_quantization: a null attribute when the config has none, nullopt (with `error`
+/// set) when it names one Mixtile cannot bind. Supported: transformers' fine-grained fp8
+/// (`quant_method` "fp8", DeepSeek-V3's and the Qwen3 FP8 checkpoints): e4m3 weights, one f32
+/// `weight_scale_inv` per `weight_block_size` block; the runtime dequantizes each such weight
+/// on binding to the dtype the artifact computes in, as transformers does on a CPU
+/// (docs/MixDialect.md, "Weight quantization"). Activations are not quantized.
+std::optional<DictionaryAttr> weightQuantization(const llvm::json::Object &config, Builder &b,
+                                                 std::string &error) {
+  const llvm::json::Value *value = config.get("quantization_config");
+  if (!value || value->kind() == llvm::json::Value::Null)
+    return DictionaryAttr();
+  const llvm::json::Object *q = value->getAsObject();
+  auto refuse = [&](const Twine &message) -> std::optional<DictionaryAttr> {
+    error = ("config.json: " + message).str();
+    return std::nullopt;
+  };
+  if (!q)
+    return refuse("field 'quantization_config' must be an object");
+  auto text = [&](StringRef key, StringRef fallback) -> std::optional<std::string> {
+    const llvm::json::Value *field = q->get(key);
+    if (!field || field->kind() == llvm::json::Value::Null)
+      return fallback.str();
+    if (std::optional<StringRef> s = field->getAsString())
+      return s->str();
+    return std::nullopt;
+  };
+  std::optional<std::string> method = text("quant_method", "");
+  if (!method || method->empty())
+    return refuse("field 'quantization_config.quant_method' must be a string");
+  if (*method != "fp8")
+    return refuse("field 'quantization_config.quant_method' = '" +
+                  StringRef(*method).take_front(64) +
+                  "' is not supported (fp8 with block scales is; dequantize the checkpoint to "
+                  "bf16 and drop quantization_config)");
+  struct Expected {
+    const char *key, *fallback, *supported;
+  };
+  for (Expected field : {Expected{"fmt", "e4m3", "e4m3"}, Expected{"scale_fmt", "float", "float"},
+                         Expected{"expert_dtype", "fp8", "fp8"}}) {
+    std::optional<std::string> got = text(field.key, field.fallback);
+    if (!got || *got != field.supported)
+      return refuse("field 'quantization_config." + Twine(field.key) + "' = '" +
+                    StringRef(got.value_or("(not a string)")).take_front(64) +
+                    "' is not supported (expected '" + field.supported + "')");
+  }
+  std::optional<std::string> scheme = text("activation_scheme", "dynamic");
+  if (!scheme || (*scheme != "dynamic" && *scheme != "static"))
+    return refuse("field 'quantization_config.activation_scheme' must be 'dynamic' or 'static'");
+  SmallVector<int64_t, 2> block = {128, 128}; // FineGrainedFP8Config's default
+  if (const llvm::json::Value *sizes = q->get("weight_block_size")) {
+    const llvm::json::Array *list = sizes->getAsArray();
+    bool good = list && list->size() == 2;
+    for (size_t i = 0; good && i < 2; ++i) {
+      std::optional<int64_t> n = (*list)[i].getAsInteger();
+      good = n && *n > 0 && *n <= kMaxSize;
+      if (good)
+        block[i] = *n;
+    }
+    if (!good)
+      return refuse("field 'quantization_config.weight_block_size' must be two positive "
+                    "integers (per-tensor fp8 scales are not supported)");
+  }
+  return b.getDictionaryAttr({b.getNamedAttr("format", b.getStringAttr("fp8_e4m3")),
+                              b.getNamedAttr("block", b.getI64ArrayAttr(block))});
+}
+
 } // namespace
 
 namespace {
@@ -515,6 +582,9 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   if (dtype.empty())
     return nullptr;
   Builder b(context);
+  std::optional<DictionaryAttr> quantization = weightQuantization(r.config, b, error);
+  if (!quantization)
+    return nullptr;
   auto floatType = [&](StringRef name) {
     return name == "bf16"  ? Type(b.getBF16Type())
            : name == "f16" ? Type(b.getF16Type())
@@ -542,6 +612,8 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   OpBuilder builder(context);
   Location loc = FileLineColLoc::get(b.getStringAttr(configPath), 1, 1);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  if (*quantization)
+    (*module)->setAttr(MixDialect::kWeightQuantizationAttr, *quantization);
   builder.setInsertionPointToEnd(module->getBody());
   SmallVector<Type> inputTypes;
   for (const Argument &arg : args)
@@ -770,6 +842,9 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (dtype.empty())
     return nullptr;
   Builder b(context);
+  std::optional<DictionaryAttr> quantization = weightQuantization(r.config, b, error);
+  if (!quantization)
+    return nullptr;
   Type weightType = dtype == "bf16"  ? Type(b.getBF16Type())
                     : dtype == "f16" ? Type(b.getF16Type())
                                      : Type(b.getF32Type());
@@ -899,6 +974,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   OpBuilder builder(context);
   Location loc = FileLineColLoc::get(b.getStringAttr(configPath), 1, 1);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  if (*quantization)
+    (*module)->setAttr(MixDialect::kWeightQuantizationAttr, *quantization);
   builder.setInsertionPointToEnd(module->getBody());
   int64_t qWidth = heads * headDim, kvWidth = kvHeads * headDim;
   int64_t outWidth = heads * (mla ? valueDim : headDim);  // the attention's output, o_proj's input

@@ -265,6 +265,37 @@ def block_spec(config, layer):
     }
 
 
+def model_dtype(config):
+    """The safetensors dtype the model computes in: 5.x's `dtype`, 4.x's `torch_dtype`."""
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(name, "F32")
+
+
+def dequantize_fp8(config, weights, dtypes):
+    """Replaces each F8_E4M3 weight of a fine-grained fp8 checkpoint (quantization_config
+    quant_method "fp8": DeepSeek-V3, Qwen3 FP8) by its dequantized value, as transformers
+    loads one on a CPU: dtype(f32(w) * f32(scale)), the scale of the weight's block
+    (weight_block_size, default 128 x 128) from `<name>_scale_inv`, dtype the model's.
+    Returns the weights' names whose scales it used (so they can be dropped)."""
+    quant = config.get("quantization_config")
+    if not quant:
+        return set()
+    rows, cols = quant.get("weight_block_size") or (128, 128)
+    target = model_dtype(config)
+    used = set()
+    for name in [n for n, d in dtypes.items() if d == "F8_E4M3"]:
+        scale_name = name + "_scale_inv"
+        if scale_name not in weights:
+            raise ConfigError(f"checkpoint: fp8 weight '{name}' has no '{scale_name}'")
+        w = weights[name]
+        scale = np.repeat(np.repeat(weights[scale_name], rows, axis=0), cols, axis=1)
+        product = w.astype(np.float32) * scale[: w.shape[0], : w.shape[1]].astype(np.float32)
+        weights[name] = safetensors_io.round_to_dtype(product, target)
+        dtypes[name] = target
+        used.add(scale_name)
+    return used
+
+
 def pick_layer(config, checkpoint_names):
     """The first sparse layer whose router tensor is in the checkpoint (else the first)."""
     layers = sparse_layers(config)
@@ -305,7 +336,11 @@ def compute(config_path, checkpoint, inputs_path, layer=None, router_precision="
         layer = pick_layer(config, checkpoint_names(checkpoint))
     spec = block_spec(config, layer)
     wanted = {n for v in spec["tensors"].values() for n in (v if isinstance(v, list) else [v])}
-    weights, dtypes = safetensors_io.load(checkpoint, names=wanted)
+    weights, dtypes = safetensors_io.load(
+        checkpoint, names=wanted | {n + "_scale_inv" for n in wanted}
+    )
+    for scale in dequantize_fp8(config, weights, dtypes):
+        del weights[scale], dtypes[scale]
     missing = sorted(wanted - set(weights))
     if missing:
         raise ConfigError(

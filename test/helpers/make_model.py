@@ -15,6 +15,7 @@ Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_d
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
+       [--fp8 ROWS,COLS]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie] [--sharded]
 """
 
@@ -335,6 +336,45 @@ def make_tensors(config, dtype, rng, narrow_router=False):
     return tensors, dtypes
 
 
+def quantize_fp8(config, tensors, dtypes, block):
+    """Stores the decoder layers' projections (attention, experts, shared experts, dense
+    MLPs; not the routers, embeddings or lm head) as a fine-grained fp8 checkpoint does:
+    e4m3 codes of w / scale and an f32 `<name>_scale_inv` per block of block[0] x block[1],
+    scale = the block's largest magnitude / 448. The first of them also holds every finite
+    e4m3 code once (its first 254 elements), subnormals and -0 included."""
+    rows, cols = block
+    projections = [
+        n
+        for n, t in tensors.items()
+        if n.startswith("model.layers.")
+        and t.ndim == 2
+        and not n.endswith(".gate.weight")  # routers stay as they are
+        and "shared_expert_gate" not in n
+    ]
+    for name in projections:
+        w = tensors[name].astype(np.float64)
+        grid = (-(-w.shape[0] // rows), -(-w.shape[1] // cols))
+        scale = np.empty(grid, dtype=np.float32)
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                part = w[i * rows : (i + 1) * rows, j * cols : (j + 1) * cols]
+                scale[i, j] = max(np.abs(part).max(), 1e-12) / 448.0
+        full = np.repeat(np.repeat(scale, rows, axis=0), cols, axis=1)[: w.shape[0], : w.shape[1]]
+        codes = safetensors_io.f32_to_e4m3_bits(w / full)
+        if name == projections[0]:  # every finite code once (subnormals, -0), so decoding is checked
+            finite = np.array([c for c in range(256) if c & 0x7F != 0x7F], dtype=np.uint8)
+            codes.reshape(-1)[: finite.size] = finite[: codes.size]
+        tensors[name] = codes
+        dtypes[name] = "F8_E4M3"
+        tensors[name + "_scale_inv"], dtypes[name + "_scale_inv"] = scale, "F32"
+    config["quantization_config"] = {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [rows, cols],
+    }
+
+
 def write_model(
     out_dir,
     family,
@@ -347,14 +387,17 @@ def write_model(
     tie=False,
     sharded=False,
     narrow_router=False,
+    fp8_block=None,
 ):
     config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie)
+    tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
+    if fp8_block:
+        quantize_fp8(config, tensors, dtypes, fp8_block)
     os.makedirs(out_dir, exist_ok=True)
     for name, value in (("config.json", config), ("generation_config.json", generation_config(config))):
         with open(os.path.join(out_dir, name), "w") as f:
             json.dump(value, f, indent=2)
             f.write("\n")
-    tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if sharded:
         total = sum(t.size * safetensors_io.STORAGE[dtypes[n]].itemsize for n, t in tensors.items())
         safetensors_io.write_sharded(out_dir, tensors, dtypes, max_shard_bytes=total // 3 + 1)
@@ -388,9 +431,23 @@ def main(argv=None):
         action="store_true",
         help="deepseek: the router in the checkpoint's dtype (as DeepSeek's hub checkpoints), not f32",
     )
+    p.add_argument(
+        "--fp8",
+        metavar="ROWS,COLS",
+        help="a fine-grained fp8 checkpoint: the layers' projections as e4m3 with one f32 "
+        "scale per ROWS x COLS block (quantization_config as DeepSeek-V3's)",
+    )
     args = p.parse_args(argv)
     if args.layers < 1 or args.vocab < 4:
         p.error("need --layers >= 1 and --vocab >= 4")
+    fp8_block = None
+    if args.fp8:
+        try:
+            fp8_block = [int(v) for v in args.fp8.split(",")]
+        except ValueError:
+            fp8_block = []
+        if len(fp8_block) != 2 or min(fp8_block) < 1:
+            p.error("--fp8 takes two positive integers ROWS,COLS")
     try:
         config = write_model(
             args.out_dir,
@@ -404,6 +461,7 @@ def main(argv=None):
             args.tie,
             args.sharded,
             args.narrow_router,
+            fp8_block,
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))

@@ -18,8 +18,9 @@ STORAGE = {
     "BF16": np.dtype("<u2"),
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
+    "F8_E4M3": np.dtype("u1"),  # raw e4m3fn codes
 }
-FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3")
 INDEX_NAME = "model.safetensors.index.json"
 
 
@@ -39,6 +40,41 @@ def bf16_bits_to_f32(bits):
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+def _e4m3_table():
+    """float64 value of each e4m3fn code (sign, 4 exponent bits of bias 7, 3 mantissa bits;
+    no infinities, S.1111.111 is NaN)."""
+    codes = np.arange(256)
+    exponent, mantissa = (codes >> 3) & 0xF, codes & 0x7
+    magnitude = np.where(
+        exponent == 0, mantissa * 2.0**-9, (8 + mantissa) * np.exp2(exponent.astype(np.float64) - 10)
+    )
+    magnitude[(exponent == 0xF) & (mantissa == 0x7)] = np.nan
+    return np.where(codes & 0x80, -magnitude, magnitude)
+
+
+E4M3_VALUES = _e4m3_table()
+
+
+def e4m3_bits_to_f64(bits):
+    """Widens e4m3fn codes to float64 exactly."""
+    return E4M3_VALUES[np.asarray(bits, dtype=np.uint8)]
+
+
+def f32_to_e4m3_bits(values):
+    """Rounds to e4m3fn (nearest, ties to the even code; beyond 448 saturates to +-448, as
+    torch's float8_e4m3fn cast of a scaled weight never goes past it) and returns the codes."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = E4M3_VALUES[:0x7F]  # codes 0 .. 0x7e: 0 .. 448, increasing
+    magnitude = np.minimum(np.abs(values), 448.0)
+    upper = np.clip(np.searchsorted(finite, magnitude), 1, 0x7E)
+    lower = upper - 1
+    below, above = magnitude - finite[lower], finite[upper] - magnitude
+    pick_upper = (above < below) | ((above == below) & (upper % 2 == 0))
+    codes = np.where(pick_upper, upper, lower).astype(np.uint8)
+    codes[magnitude == 0] = 0
+    return codes | np.where(np.signbit(values), 0x80, 0).astype(np.uint8)
+
+
 def round_to_dtype(values, dtype):
     """The float64 values a tensor holds after being stored as `dtype` (F32, BF16, F16)."""
     return widen(to_storage(values, dtype), dtype)
@@ -48,6 +84,9 @@ def to_storage(values, dtype):
     """Converts a numpy array to the storage array of safetensors dtype `dtype`."""
     if dtype == "BF16":
         return f32_to_bf16_bits(values)
+    if dtype == "F8_E4M3":
+        values = np.asarray(values)
+        return values if values.dtype == np.uint8 else f32_to_e4m3_bits(values)
     return np.asarray(values).astype(STORAGE[dtype])
 
 
@@ -55,6 +94,8 @@ def widen(storage, dtype):
     """Storage array -> float64 (exact for every float dtype here)."""
     if dtype == "BF16":
         return bf16_bits_to_f32(storage).astype(np.float64)
+    if dtype == "F8_E4M3":
+        return e4m3_bits_to_f64(storage)
     return storage.astype(np.float64)
 
 
