@@ -8,7 +8,8 @@ this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
 std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
 f32 and bf16, and checks against HF's own model(input_ids, attention_mask).logits and greedy
-generate() on a left-padded batch of 3 prompts of different lengths:
+generate() on a left-padded batch of 3 prompts of different lengths (mixtral, qwen3_moe and
+deepseek_v3 also as a fine-grained fp8 checkpoint, FP8_CASES, which HF dequantizes on load):
   reference  test/helpers/model_reference.py (float64 numpy) on both checkpoints
   make_model test/helpers/make_model.py's output: config.json identical to what transformers
              re-saves, the same tensor names/shapes/dtypes transformers saves, loads with no
@@ -74,6 +75,11 @@ CASES = {
     "deepseek_v3_negative_bias": ("deepseek_v3", {}, {}),
 }
 SELECTION_BIAS_MEAN = {"deepseek_v3_negative_bias": -0.9}
+# Cases that also run as a fine-grained fp8 checkpoint (the bf16 one's projections as e4m3 with
+# one f32 scale per block, quantization_config as DeepSeek-V3's): 8 x 8 blocks divide every
+# tiny matrix, as transformers' CPU dequantization requires (it derives the block from the
+# scale grid and refuses ragged ones).
+FP8_CASES = {"mixtral": (8, 8), "qwen3_moe": (8, 8), "deepseek_v3": (8, 8)}
 PROMPT_LENGTHS = (9, 5, 12)
 ROUTER = re.compile(r"\.mlp\.gate\.weight$")
 ROUTER_MODULE = re.compile(r"\.mlp\.gate$")
@@ -377,6 +383,25 @@ def run_mixtile(args, model_dir, ids_path, scratch, new_tokens):
     return logits, np.asarray(sequences).astype(np.int64)
 
 
+def write_fp8(bf16_dir, out_dir, block):
+    """The bf16 checkpoint as a fine-grained fp8 one (make_model.quantize_fp8)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(bf16_dir, "config.json")) as f:
+        config = json.load(f)
+    tensors, dtypes = safetensors_io.load(bf16_dir)
+    make_model.quantize_fp8(config, tensors, dtypes, block)
+    for name in ("config.json", "generation_config.json"):
+        value = config
+        if name != "config.json":
+            with open(os.path.join(bf16_dir, name)) as f:
+                value = json.load(f)
+        with open(os.path.join(out_dir, name), "w") as f:
+            json.dump(value, f, indent=2)
+    safetensors_io.write_file(
+        os.path.join(out_dir, "model.safetensors"), tensors, dtypes, metadata={"format": "pt"}
+    )
+
+
 def run_case(case, args, root):
     family, options, extra = CASES[case]
     work = os.path.join(root, case)
@@ -400,17 +425,28 @@ def run_case(case, args, root):
         low.load_state_dict(model.state_dict())
         low.generation_config = model.generation_config
     low.save_pretrained(dirs["bf16"])
-    hf, sensitivity = {}, None
+    if case in FP8_CASES:
+        dirs["fp8"] = os.path.join(work, "fp8")
+        write_fp8(dirs["bf16"], dirs["fp8"], FP8_CASES[case])
+    hf, sensitivity = {}, {}
     for dtype, directory in dirs.items():
         if dtype == "f32":
             native = model
+        elif dtype == "fp8":
+            # transformers dequantizes an fp8 checkpoint on a CPU to the parameters' dtype:
+            # load it as the config says (bf16 parameters, as Mixtile's artifact), then run the
+            # same values in f32, as the bf16 checkpoint is run above.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                native = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16)
+            native = native.float().eval()
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 native = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         hf[dtype] = hf_outputs(native, ids, mask, args.generate)
-        if dtype == "bf16":
-            sensitivity = router_sensitivity(native, ids, mask, hf[dtype]["logits"], seed=args.seed)
+        if dtype != "f32":
+            sensitivity[dtype] = router_sensitivity(native, ids, mask, hf[dtype]["logits"], seed=args.seed)
         save_hf_outputs(os.path.join(work, f"hf_{dtype}.safetensors"), hf[dtype])
         logits, sequences = run_reference(directory, ids_path, args.generate)
         lines.append(compare(f"{case:<26} {dtype:<4} reference", logits, sequences, hf[dtype], mask, args.tol))
@@ -436,7 +472,7 @@ def run_case(case, args, root):
             lines.append(
                 compare(
                     name, logits, sequences, hf[dtype], mask, tol, eos_ids(directory), args.tie_allowance,
-                    sensitivity if dtype == "bf16" else None,
+                    sensitivity.get(dtype),
                 )
             )
     return lines
