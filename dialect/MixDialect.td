@@ -32,6 +32,15 @@ def Mix_Dialect : Dialect {
     arguments) is at most 2^24, and one tensor's static dims together at most 2^40 elements;
     the verifier refuses more, naming the operand. Run-time sizes (T, B, S) are at most
     2^31 - 1 (tokens are indexed with 32 bits): the runtime refuses a larger input.
+
+    Weight quantization: a module whose checkpoint stores weights quantized says so with the
+    module attribute `mix.weight_quantization = {format = "fp8_e4m3", block = [rows, cols]}`
+    (transformers' fine-grained fp8, as DeepSeek-V3's and the Qwen3 FP8 checkpoints: e4m3fn
+    values and one f32 scale per block of rows x cols in the tensor `<name>_scale_inv`, of
+    shape [ceil(out / rows), ceil(in / cols)]). The ops still compute with the weights' own
+    dtype: any 2-D weight may then come as fp8, and the runtime dequantizes it once when it
+    binds the weights, `dtype(f32(w) * f32(scale))` as transformers does on a CPU
+    (activations are not quantized).
   }];
   let useDefaultAttributePrinterParser = 1;
   let hasRegionArgAttrVerify = 1;
