@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fstream>
@@ -843,6 +844,22 @@ uint16_t floatToHalf(float value) { // round to nearest, ties to even
   return sign | static_cast<uint16_t>(half);
 }
 
+// After a weight was copied out of its file (dequantized), the mapped pages it read need not
+// stay in this process: dropping them as the copy proceeds keeps the resident memory near the
+// copy's size instead of the copy plus the file's bytes. Only whole pages inside
+// [offset, offset + bytes) of the tensor are dropped, and only of a read-only file mapping,
+// where a later read (a neighbour's bytes) faults the same bytes back in from the file; caller
+// memory is never touched.
+void releaseMappedPages(const TensorView &view, size_t offset, size_t bytes) {
+  if (!view.mapped || bytes == 0)
+    return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = reinterpret_cast<uintptr_t>(view.data) + offset;
+  const uintptr_t begin = (first + page - 1) / page * page, end = (first + bytes) / page * page;
+  if (end > begin)
+    ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
 const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
                             const TensorView &view, const TensorSet *weights,
                             AlignedBuffer &staging) {
@@ -900,7 +917,7 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
   const size_t outBytes = dtypeBytes(spec.dtype);
   unsigned char *out = static_cast<unsigned char *>(staging.ensure(elements * outBytes));
   const uint8_t *in = static_cast<const uint8_t *>(view.data);
-  for (int64_t gr = 0; gr < grid[0]; ++gr)
+  for (int64_t gr = 0; gr < grid[0]; ++gr) {
     for (int64_t gc = 0; gc < grid[1]; ++gc) {
       const float s = scale[static_cast<size_t>(gr * grid[1] + gc)];
       float asFloat[256];
@@ -924,9 +941,11 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
         }
       }
     }
+    const int64_t r0 = gr * br, r1 = std::min(rows, r0 + br);
+    releaseMappedPages(view, static_cast<size_t>(r0 * cols), static_cast<size_t>((r1 - r0) * cols));
+  }
   return out;
 }
-
 
 void runSession(Session &session, const TensorSet *inputs, int numThreads,
                 const TensorSet *outputs = nullptr) {

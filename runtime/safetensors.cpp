@@ -294,6 +294,7 @@ std::map<std::string, TensorView> parseSafetensors(const MappedFile &file) {
     TensorView view;
     view.name = name;
     view.source = path;
+    view.mapped = true;
     if (!entry["dtype"].is_string())
       fail(where + ": dtype must be a string, got " + entry["dtype"].dump());
     const std::string dtypeText = entry["dtype"].get<std::string>();

@@ -67,6 +67,7 @@ struct TensorView {
   size_t bytes = 0;
   std::string source; // the file it came from, for messages ("<memory>" for caller data)
   bool onDevice = false; // caller memory on the current CUDA device ("<device memory>")
+  bool mapped = false;   // inside a read-only mapping of a file (never caller memory)
 };
 
 /// A read-only memory mapping of a whole file; unmapped when the last holder goes away.
