@@ -1507,7 +1507,8 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
         if (widen || dequantize)
           fail(MIXTILE_ERROR_BINDING,
                "weight '" + spec.name + "' (device memory): expected " + describeExpected(spec) +
-                   ", got " + describeActual(*view) + " (only host weights are widened)");
+                   ", got " + describeActual(*view) +
+                   " (only host weights are widened or dequantized)");
         state.fixedArguments[i] = view->data; // used where it is
         continue;
       }
