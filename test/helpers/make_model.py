@@ -15,7 +15,7 @@ Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_d
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
-       [--fp8 ROWS,COLS]
+       [--fp8 ROWS,COLS [--fp8-scales f32|bf16]]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie] [--sharded]
 """
 
@@ -336,11 +336,11 @@ def make_tensors(config, dtype, rng, narrow_router=False):
     return tensors, dtypes
 
 
-def quantize_fp8(config, tensors, dtypes, block):
+def quantize_fp8(config, tensors, dtypes, block, scale_dtype="F32"):
     """Stores the decoder layers' projections (attention, experts, shared experts, dense
     MLPs; not the routers, embeddings or lm head) as a fine-grained fp8 checkpoint does:
-    e4m3 codes of w / scale and an f32 `<name>_scale_inv` per block of block[0] x block[1],
-    scale = the block's largest magnitude / 448. The first of them also holds every finite
+    e4m3 codes of w / scale and a `<name>_scale_inv` (scale_dtype F32, as DeepSeek's, or BF16,
+    as Qwen's) per block of block[0] x block[1], scale = the block's largest magnitude / 448. The first of them also holds every finite
     e4m3 code once (its first 254 elements), subnormals and -0 included."""
     rows, cols = block
     projections = [
@@ -359,6 +359,8 @@ def quantize_fp8(config, tensors, dtypes, block):
             for j in range(grid[1]):
                 part = w[i * rows : (i + 1) * rows, j * cols : (j + 1) * cols]
                 scale[i, j] = max(np.abs(part).max(), 1e-12) / 448.0
+        if scale_dtype == "BF16":  # Qwen's FP8 releases store the scales in bf16
+            scale = safetensors_io.round_to_dtype(scale, "BF16").astype(np.float32)
         full = np.repeat(np.repeat(scale, rows, axis=0), cols, axis=1)[: w.shape[0], : w.shape[1]]
         codes = safetensors_io.f32_to_e4m3_bits(w / full)
         if name == projections[0]:  # every finite code once (subnormals, -0), so decoding is checked
@@ -366,7 +368,7 @@ def quantize_fp8(config, tensors, dtypes, block):
             codes.reshape(-1)[: finite.size] = finite[: codes.size]
         tensors[name] = codes
         dtypes[name] = "F8_E4M3"
-        tensors[name + "_scale_inv"], dtypes[name + "_scale_inv"] = scale, "F32"
+        tensors[name + "_scale_inv"], dtypes[name + "_scale_inv"] = scale, scale_dtype
     config["quantization_config"] = {
         "activation_scheme": "dynamic",
         "fmt": "e4m3",
@@ -388,11 +390,12 @@ def write_model(
     sharded=False,
     narrow_router=False,
     fp8_block=None,
+    fp8_scales="F32",
 ):
     config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie)
     tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if fp8_block:
-        quantize_fp8(config, tensors, dtypes, fp8_block)
+        quantize_fp8(config, tensors, dtypes, fp8_block, fp8_scales)
     os.makedirs(out_dir, exist_ok=True)
     for name, value in (("config.json", config), ("generation_config.json", generation_config(config))):
         with open(os.path.join(out_dir, name), "w") as f:
@@ -437,6 +440,9 @@ def main(argv=None):
         help="a fine-grained fp8 checkpoint: the layers' projections as e4m3 with one f32 "
         "scale per ROWS x COLS block (quantization_config as DeepSeek-V3's)",
     )
+    p.add_argument(
+        "--fp8-scales", choices=("f32", "bf16"), default="f32", help="with --fp8: the scales' dtype"
+    )
     args = p.parse_args(argv)
     if args.layers < 1 or args.vocab < 4:
         p.error("need --layers >= 1 and --vocab >= 4")
@@ -462,6 +468,7 @@ def main(argv=None):
             args.sharded,
             args.narrow_router,
             fp8_block,
+            args.fp8_scales.upper(),
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))
