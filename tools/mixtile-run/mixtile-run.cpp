@@ -14,6 +14,7 @@
 #include <string>
 #include <unistd.h>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -82,8 +83,18 @@ private:
   volatile uint64_t sink = 0;
 };
 
+// The session or model open while running: an error closes it before exiting, so the device
+// memory, streams and events it holds are given back as a library user's would be (a GPU's
+// driver would reclaim them at exit anyway; the stand-in device of the tests reports them).
+mixtile_session *g_openSession = nullptr;
+mixtile_model *g_openModel = nullptr;
+
 [[noreturn]] void die(const std::string &message) {
   std::fprintf(stderr, "mixtile-run: error: %s\n", message.c_str());
+  if (g_openSession)
+    mixtile_session_close(std::exchange(g_openSession, nullptr));
+  if (g_openModel)
+    mixtile_model_close(std::exchange(g_openModel, nullptr));
   std::exit(1);
 }
 
@@ -383,6 +394,7 @@ int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors
   int64_t maxLength = std::max<int64_t>(1, length + newTokens);
   mixtile_model *model = nullptr;
   check(mixtile_model_create(artifact, weights, std::max<int64_t>(batch, 1), maxLength, &model));
+  g_openModel = model;
   int threads = options.threads > 0 ? options.threads : allCores();
   const int64_t vocab = mixtile_model_vocab_size(model);
   const int64_t *maskData = mask.empty() ? nullptr : mask.data();
@@ -464,7 +476,7 @@ int runModel(const Options &options, mixtile_artifact *artifact, mixtile_tensors
     if (!decodeRates.empty())
       std::printf("decode tokens/s: %.1f\n", median(decodeRates));
   }
-  mixtile_model_close(model);
+  mixtile_model_close(std::exchange(g_openModel, nullptr));
   mixtile_tensors_close(inputs);
   return 0;
 }
@@ -507,6 +519,7 @@ int main(int argc, char **argv) {
   mixtile_session *session = nullptr;
   check(mixtile_session_create(artifact, options.entry.empty() ? nullptr : options.entry.c_str(),
                                weights, device, &session));
+  g_openSession = session;
   int threads = options.threads > 0 ? options.threads : allCores();
 
   if (options.profile && device == MIXTILE_DEVICE_CUDA)
@@ -556,7 +569,7 @@ int main(int argc, char **argv) {
                   shapeText(session, r).c_str());
   }
 
-  mixtile_session_close(session);
+  mixtile_session_close(std::exchange(g_openSession, nullptr));
   mixtile_tensors_close(inputs);
   mixtile_tensors_close(weights);
   mixtile_artifact_close(artifact);

@@ -96,10 +96,13 @@ struct Fake {
       violation("a call on a stream that is not a live stream");
     return it->second;
   }
-  ~Fake() {
-    if (!allocations.empty() || streamsAlive || eventsAlive)
+  ~Fake() { // at exit: a leak fails the process, whatever it was about to return
+    if (!allocations.empty() || streamsAlive || eventsAlive) {
       std::fprintf(stderr, "fake-cuda: LEAK: %zu allocations, %d streams, %d events alive\n",
                    allocations.size(), streamsAlive, eventsAlive);
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
   }
 };
 
