@@ -24,6 +24,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 using namespace mixtile::runtime;
@@ -917,33 +919,60 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
   const size_t outBytes = dtypeBytes(spec.dtype);
   unsigned char *out = static_cast<unsigned char *>(staging.ensure(elements * outBytes));
   const uint8_t *in = static_cast<const uint8_t *>(view.data);
-  for (int64_t gr = 0; gr < grid[0]; ++gr) {
-    for (int64_t gc = 0; gc < grid[1]; ++gc) {
-      const float s = scale[static_cast<size_t>(gr * grid[1] + gc)];
-      float asFloat[256];
-      uint16_t asHalf[256];
-      for (int code = 0; code < 256; ++code) {
-        asFloat[code] = decoded[code] * s; // one f32 product, as transformers
-        asHalf[code] = spec.dtype == DType::BF16 ? floatToBf16(asFloat[code])
-                                                 : floatToHalf(asFloat[code]);
-      }
-      const int64_t c0 = gc * bc, c1 = std::min(cols, c0 + bc);
-      for (int64_t r = gr * br; r < std::min(rows, (gr + 1) * br); ++r) {
-        const size_t at = static_cast<size_t>(r * cols);
-        if (spec.dtype == DType::F32) {
-          float *row = reinterpret_cast<float *>(out) + at;
-          for (int64_t c = c0; c < c1; ++c)
-            row[c] = asFloat[in[at + c]];
-        } else {
-          uint16_t *row = reinterpret_cast<uint16_t *>(out) + at;
-          for (int64_t c = c0; c < c1; ++c)
-            row[c] = asHalf[in[at + c]];
+  // Block rows [g0, g1): converted, then their file pages dropped.
+  auto convert = [&](int64_t g0, int64_t g1) {
+    for (int64_t gr = g0; gr < g1; ++gr) {
+      for (int64_t gc = 0; gc < grid[1]; ++gc) {
+        const float s = scale[static_cast<size_t>(gr * grid[1] + gc)];
+        float asFloat[256];
+        uint16_t asHalf[256];
+        for (int code = 0; code < 256; ++code) {
+          asFloat[code] = decoded[code] * s; // one f32 product, as transformers
+          asHalf[code] = spec.dtype == DType::BF16 ? floatToBf16(asFloat[code])
+                                                   : floatToHalf(asFloat[code]);
+        }
+        const int64_t c0 = gc * bc, c1 = std::min(cols, c0 + bc);
+        for (int64_t r = gr * br; r < std::min(rows, (gr + 1) * br); ++r) {
+          const size_t at = static_cast<size_t>(r * cols);
+          if (spec.dtype == DType::F32) {
+            float *row = reinterpret_cast<float *>(out) + at;
+            for (int64_t c = c0; c < c1; ++c)
+              row[c] = asFloat[in[at + c]];
+          } else {
+            uint16_t *row = reinterpret_cast<uint16_t *>(out) + at;
+            for (int64_t c = c0; c < c1; ++c)
+              row[c] = asHalf[in[at + c]];
+          }
         }
       }
+      const int64_t r0 = gr * br, r1 = std::min(rows, r0 + br);
+      releaseMappedPages(view, static_cast<size_t>(r0 * cols),
+                         static_cast<size_t>((r1 - r0) * cols));
     }
-    const int64_t r0 = gr * br, r1 = std::min(rows, r0 + br);
-    releaseMappedPages(view, static_cast<size_t>(r0 * cols), static_cast<size_t>((r1 - r0) * cols));
+  };
+  // Large weights are split by block rows over the host's cores (each thread writes and drops
+  // its own rows; a page two threads share is dropped by neither). Where a thread cannot be
+  // started, the rest runs here.
+  constexpr int64_t kParallelElements = int64_t(1) << 22;
+  const int64_t parts = static_cast<int64_t>(elements) < kParallelElements
+                            ? 1
+                            : std::min<int64_t>({grid[0], 8,
+                                                 std::max(1u, std::thread::hardware_concurrency())});
+  std::vector<std::thread> helpers;
+  int64_t begun = parts;
+  for (int64_t t = 1; t < parts; ++t) {
+    try {
+      helpers.emplace_back(convert, grid[0] * t / parts, grid[0] * (t + 1) / parts);
+    } catch (const std::system_error &) {
+      begun = t;
+      break;
+    }
   }
+  convert(0, grid[0] / parts);
+  if (begun < parts)
+    convert(grid[0] * begun / parts, grid[0]);
+  for (std::thread &helper : helpers)
+    helper.join();
   return out;
 }
 

@@ -7,7 +7,7 @@ x = the 32 x 32 identity. Through test/integration/cpu/Inputs/fp8-dequant.mlir
 (y = x w^T with w in f32, yb the same with w in bf16) the results are the dequantized
 weights transposed, which `check DIR RESULT.safetensors` compares bit for bit with
 transformers' CPU dequantization, dtype(f32(code) * f32(scale)).
-Usage: fp8_dequant_case.py write DIR | check DIR RESULT.safetensors
+Usage: fp8_dequant_case.py write DIR [--large] | check DIR RESULT.safetensors [--large]
 """
 
 import os
@@ -19,10 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
 
 ROWS, COLS, BLOCK = 24, 32, (4, 8)
+# --large: Inputs/fp8-dequant-large.mlir, weights of 65536 x 64 (4M elements: the runtime
+# splits them over threads) in blocks of 128 x 32.
+LARGE = (65536, 64, (128, 32))
 
 
 def dequantized(codes, scales, dtype):
-    full = np.repeat(np.repeat(scales, BLOCK[0], axis=0), BLOCK[1], axis=1)
+    full = np.repeat(np.repeat(scales, BLOCK[0], axis=0), BLOCK[1], axis=1)[: codes.shape[0], : codes.shape[1]]
     product = safetensors_io.e4m3_bits_to_f64(codes).astype(np.float32) * full.astype(np.float32)
     return safetensors_io.round_to_dtype(product, dtype)
 
@@ -56,6 +59,10 @@ def check(directory, result_path):
     for name, out, dtype in (("w", "y", "F32"), ("wb", "yb", "BF16")):
         want = dequantized(weights[name], weights[name + "_scale_inv"], dtype)
         got = result[out].T
+        if got.shape != want.shape:
+            print(f"{name} ({dtype}): result shape {list(got.shape)[::-1]}, expected {list(want.shape)[::-1]}")
+            ok = False
+            continue
         bad = int(np.sum(got != want))
         print(f"{name} ({dtype}): {bad} of {want.size} elements differ from the dequantized weight")
         ok = ok and bad == 0
@@ -64,6 +71,9 @@ def check(directory, result_path):
 
 
 if __name__ == "__main__":
+    if "--large" in sys.argv:
+        sys.argv.remove("--large")
+        ROWS, COLS, BLOCK = LARGE
     if len(sys.argv) == 3 and sys.argv[1] == "write":
         write(sys.argv[2])
         sys.exit(0)
