@@ -110,7 +110,8 @@ def compare(expected, near_tie, results_path, tol, info):
         return False
     ok = True
     for name in sorted(set(got) - set(expected)):
-        print(f"note: {results_path} has an unexpected tensor '{name}' (ignored)")
+        print(f"{name}: FAIL unexpected tensor in {results_path}")
+        ok = False
     for name, ref in expected.items():
         if name not in got:
             print(f"{name}: FAIL missing from {results_path}")
@@ -257,10 +258,13 @@ def _corruptions(expected, near_tie):
     def missing(r):
         del r["output"]
 
+    def extra(r):
+        r["output_copy"] = r["output"]
+
     def wrong_aux_loss(r):
         r["aux_loss"] = r["aux_loss"] * 1.1 + 0.1
 
-    found = [scale_one_token, one_nan, all_zero, drop_last_token, missing]
+    found = [scale_one_token, one_nan, all_zero, drop_last_token, missing, extra]
     return found + ([wrong_aux_loss] if "aux_loss" in expected else [])
 
 
