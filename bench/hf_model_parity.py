@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Whole-model parity against transformers (needs torch + transformers; run it with the
-pyenv python3, not Debian's).
+"""Whole-model parity against transformers (needs torch + transformers, and accelerate for the
+fp8 cases, which transformers' fp8 loader requires; run it with the pyenv python3, not
+Debian's).
 
 For each case (a family, plus variants that exercise sliding windows, linear/llama3/yarn
 RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE),
@@ -26,6 +27,7 @@ Usage: hf_model_parity.py [--families F ...] [--no-variants] [--save DIR]
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -425,7 +427,10 @@ def run_case(case, args, root):
         low.load_state_dict(model.state_dict())
         low.generation_config = model.generation_config
     low.save_pretrained(dirs["bf16"])
-    if case in FP8_CASES:
+    skipped = []
+    if case in FP8_CASES and importlib.util.find_spec("accelerate") is None:
+        skipped.append((f"{case:<26} fp8: SKIP (transformers' fp8 loader needs accelerate: pip install accelerate)", True))
+    elif case in FP8_CASES:
         dirs["fp8"] = os.path.join(work, "fp8")
         write_fp8(dirs["bf16"], dirs["fp8"], FP8_CASES[case])
     hf, sensitivity = {}, {}
@@ -475,7 +480,7 @@ def run_case(case, args, root):
                     sensitivity.get(dtype),
                 )
             )
-    return lines
+    return lines + skipped
 
 
 def main(argv=None):
