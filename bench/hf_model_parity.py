@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -392,13 +393,9 @@ def write_fp8(bf16_dir, out_dir, block):
         config = json.load(f)
     tensors, dtypes = safetensors_io.load(bf16_dir)
     make_model.quantize_fp8(config, tensors, dtypes, block)
-    for name in ("config.json", "generation_config.json"):
-        value = config
-        if name != "config.json":
-            with open(os.path.join(bf16_dir, name)) as f:
-                value = json.load(f)
-        with open(os.path.join(out_dir, name), "w") as f:
-            json.dump(value, f, indent=2)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    shutil.copy(os.path.join(bf16_dir, "generation_config.json"), out_dir)
     safetensors_io.write_file(
         os.path.join(out_dir, "model.safetensors"), tensors, dtypes, metadata={"format": "pt"}
     )

@@ -777,20 +777,28 @@ bool widensToSpec(const TensorSpec &spec, const TensorView &view) {
          (view.dtype == DType::BF16 || view.dtype == DType::F16) && view.shape == spec.shape;
 }
 
+// Element i of a bf16, f16 or f32 tensor's bytes as f32 (exact).
+float widenElement(DType dtype, const unsigned char *bytes, size_t i) {
+  float value;
+  if (dtype == DType::F32) {
+    std::memcpy(&value, bytes + 4 * i, 4);
+    return value;
+  }
+  uint16_t h;
+  std::memcpy(&h, bytes + 2 * i, 2);
+  if (dtype == DType::F16)
+    return halfToFloat(h);
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
 const void *widenedData(const TensorView &view, AlignedBuffer &staging) {
   const size_t count = view.bytes / 2;
   float *out = static_cast<float *>(staging.ensure(count * sizeof(float)));
   const unsigned char *in = static_cast<const unsigned char *>(view.data);
-  for (size_t i = 0; i < count; ++i) {
-    uint16_t h;
-    std::memcpy(&h, in + 2 * i, 2);
-    if (view.dtype == DType::BF16) {
-      uint32_t bits = static_cast<uint32_t>(h) << 16;
-      std::memcpy(out + i, &bits, 4);
-    } else {
-      out[i] = halfToFloat(h);
-    }
-  }
+  for (size_t i = 0; i < count; ++i)
+    out[i] = widenElement(view.dtype, in, i);
   return out;
 }
 
@@ -894,20 +902,8 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
                                     " (blocks of " + std::to_string(br) + " x " +
                                     std::to_string(bc) + "), got " + describeActual(*scales));
   std::vector<float> scale(static_cast<size_t>(grid[0] * grid[1]));
-  const unsigned char *raw = static_cast<const unsigned char *>(scales->data);
-  for (size_t i = 0; i < scale.size(); ++i) {
-    if (scales->dtype == DType::F32) {
-      std::memcpy(&scale[i], raw + 4 * i, 4);
-      continue;
-    }
-    uint16_t h;
-    std::memcpy(&h, raw + 2 * i, 2);
-    uint32_t bits = static_cast<uint32_t>(h) << 16;
-    if (scales->dtype == DType::BF16)
-      std::memcpy(&scale[i], &bits, 4);
-    else
-      scale[i] = halfToFloat(h);
-  }
+  for (size_t i = 0; i < scale.size(); ++i)
+    scale[i] = widenElement(scales->dtype, static_cast<const unsigned char *>(scales->data), i);
   // Within a block every element's value depends on its code alone: each block builds the
   // table of its 256 results (the same f32 product and rounding per element), then the rows
   // are byte lookups: ~1 ns per weight with the first touch of the copy, half the time of

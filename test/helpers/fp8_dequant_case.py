@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hf_reference  # noqa: E402
 import safetensors_io  # noqa: E402
 
 ROWS, COLS, BLOCK = 24, 32, (4, 8)
@@ -24,16 +25,10 @@ ROWS, COLS, BLOCK = 24, 32, (4, 8)
 LARGE = (65536, 64, (128, 32))
 
 
-def dequantized(codes, scales, dtype):
-    full = np.repeat(np.repeat(scales, BLOCK[0], axis=0), BLOCK[1], axis=1)[: codes.shape[0], : codes.shape[1]]
-    product = safetensors_io.e4m3_bits_to_f64(codes).astype(np.float32) * full.astype(np.float32)
-    return safetensors_io.round_to_dtype(product, dtype)
-
-
 def write(directory):
     rng = np.random.default_rng(7)
     os.makedirs(directory, exist_ok=True)
-    finite = np.array([c for c in range(256) if c & 0x7F != 0x7F], dtype=np.uint8)
+    finite = safetensors_io.E4M3_FINITE_CODES
     tensors, dtypes = {}, {}
     for name in ("w", "wb"):
         codes = rng.choice(finite, size=ROWS * COLS)
@@ -57,7 +52,8 @@ def check(directory, result_path):
     result, _ = safetensors_io.load(result_path)
     ok = True
     for name, out, dtype in (("w", "y", "F32"), ("wb", "yb", "BF16")):
-        want = dequantized(weights[name], weights[name + "_scale_inv"], dtype)
+        values = safetensors_io.e4m3_bits_to_f64(weights[name])
+        want = hf_reference.dequantize(values, weights[name + "_scale_inv"], BLOCK, dtype)
         got = result[out].T
         if got.shape != want.shape:
             print(f"{name} ({dtype}): result shape {list(got.shape)[::-1]}, expected {list(want.shape)[::-1]}")

@@ -271,6 +271,20 @@ def model_dtype(config):
     return {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(name, "F32")
 
 
+def block_scales(scale, block, shape):
+    """Each element's scale: `scale` [ceil(rows / block[0]), ceil(cols / block[1])] spread
+    over a matrix of `shape` (the last blocks cut at its edges)."""
+    full = np.repeat(np.repeat(scale, block[0], axis=0), block[1], axis=1)
+    return full[: shape[0], : shape[1]]
+
+
+def dequantize(values, scale, block, dtype):
+    """An fp8 weight's values (float64) times its block scales as transformers dequantizes on
+    a CPU: one f32 product, rounded to the safetensors dtype `dtype`; float64 result."""
+    full = block_scales(scale, block, values.shape)
+    return safetensors_io.round_to_dtype(values.astype(np.float32) * full.astype(np.float32), dtype)
+
+
 def dequantize_fp8(config, weights, dtypes):
     """Replaces each F8_E4M3 weight of a fine-grained fp8 checkpoint (quantization_config
     quant_method "fp8": DeepSeek-V3, Qwen3 FP8) by its dequantized value, as transformers
@@ -280,17 +294,14 @@ def dequantize_fp8(config, weights, dtypes):
     quant = config.get("quantization_config")
     if not quant:
         return set()
-    rows, cols = quant.get("weight_block_size") or (128, 128)
+    block = quant.get("weight_block_size") or (128, 128)
     target = model_dtype(config)
     used = set()
     for name in [n for n, d in dtypes.items() if d == "F8_E4M3"]:
         scale_name = name + "_scale_inv"
         if scale_name not in weights:
             raise ConfigError(f"checkpoint: fp8 weight '{name}' has no '{scale_name}'")
-        w = weights[name]
-        scale = np.repeat(np.repeat(weights[scale_name], rows, axis=0), cols, axis=1)
-        product = w.astype(np.float32) * scale[: w.shape[0], : w.shape[1]].astype(np.float32)
-        weights[name] = safetensors_io.round_to_dtype(product, target)
+        weights[name] = dequantize(weights[name], weights[scale_name], block, target)
         dtypes[name] = target
         used.add(scale_name)
     return used

@@ -340,8 +340,9 @@ def quantize_fp8(config, tensors, dtypes, block, scale_dtype="F32"):
     """Stores the decoder layers' projections (attention, experts, shared experts, dense
     MLPs; not the routers, embeddings or lm head) as a fine-grained fp8 checkpoint does:
     e4m3 codes of w / scale and a `<name>_scale_inv` (scale_dtype F32, as DeepSeek's, or BF16,
-    as Qwen's) per block of block[0] x block[1], scale = the block's largest magnitude / 448. The first of them also holds every finite
-    e4m3 code once (its first 254 elements), subnormals and -0 included."""
+    as Qwen's) per block of block[0] x block[1], scale = the block's largest magnitude / 448.
+    The first of them also holds every finite e4m3 code once (its first 254 elements),
+    subnormals and -0 included."""
     rows, cols = block
     projections = [
         n
@@ -361,10 +362,9 @@ def quantize_fp8(config, tensors, dtypes, block, scale_dtype="F32"):
                 scale[i, j] = max(np.abs(part).max(), 1e-12) / 448.0
         if scale_dtype == "BF16":  # Qwen's FP8 releases store the scales in bf16
             scale = safetensors_io.round_to_dtype(scale, "BF16").astype(np.float32)
-        full = np.repeat(np.repeat(scale, rows, axis=0), cols, axis=1)[: w.shape[0], : w.shape[1]]
-        codes = safetensors_io.f32_to_e4m3_bits(w / full)
+        codes = safetensors_io.f32_to_e4m3_bits(w / hf_reference.block_scales(scale, block, w.shape))
         if name == projections[0]:  # every finite code once (subnormals, -0), so decoding is checked
-            finite = np.array([c for c in range(256) if c & 0x7F != 0x7F], dtype=np.uint8)
+            finite = safetensors_io.E4M3_FINITE_CODES
             codes.reshape(-1)[: finite.size] = finite[: codes.size]
         tensors[name] = codes
         dtypes[name] = "F8_E4M3"

@@ -53,6 +53,8 @@ def _e4m3_table():
 
 
 E4M3_VALUES = _e4m3_table()
+# Every e4m3fn code but the two NaNs (0x7f, 0xff).
+E4M3_FINITE_CODES = np.array([c for c in range(256) if c & 0x7F != 0x7F], dtype=np.uint8)
 
 
 def e4m3_bits_to_f64(bits):
