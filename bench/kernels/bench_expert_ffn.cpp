@@ -3,7 +3,7 @@
 // SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights, bf16 weights also on each bf16
 // MatmulPath this build enables (avx512_bf16, amx_bf16). Timings only; correctness lives in
 // test_expert_ffn.cpp. Usage: bench_expert_ffn [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048]
-// [dtypes=f32,bf16] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
+// [dtypes=f32,bf16,fp8] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
 // 2 2048 768 512 bf16 amx_bf16 128 8)
 // Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows[,
 // engine_panel_rows[,small_group_rows]]]]]]
@@ -161,6 +161,7 @@ uint16_t to_bf16(float f) {
 
 struct Experts {
   std::vector<const void *> gate, up, down;
+  std::vector<const float *> gate_s, up_s, down_s;  // fp8: 128 x 128 block scales
   std::vector<void *> owned;
 };
 
@@ -171,7 +172,16 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
   const float sd = 1.0f / std::sqrt(static_cast<float>(D)), sf = 1.0f / std::sqrt(static_cast<float>(F));
   auto make = [&](int64_t n, float scale) -> const void * {
     void *p;
-    if (w == WeightType::f32) {
+    if (w == WeightType::fp8_e4m3) {
+      // Random finite codes (|value| <= 448) and scales of 1/448 of the target range: the bytes
+      // and the dequantization work of a fine-grained fp8 checkpoint.
+      uint8_t *c = alloc_array<uint8_t>(n);
+      for (int64_t i = 0; i < n; ++i) {
+        uint8_t v = static_cast<uint8_t>(rng() & 0xff);
+        c[i] = (v & 0x7f) == 0x7f ? 0 : v;
+      }
+      p = c;
+    } else if (w == WeightType::f32) {
       float *f = alloc_array<float>(n);
       for (int64_t i = 0; i < n; ++i) f[i] = u(rng) * scale;
       p = f;
@@ -183,10 +193,22 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
     ex.owned.push_back(p);
     return p;
   };
+  auto scales = [&](int64_t rows, int64_t cols, float scale) -> const float * {
+    const int64_t n = ((rows + 127) / 128) * ((cols + 127) / 128);
+    float *s = alloc_array<float>(n);
+    for (int64_t i = 0; i < n; ++i) s[i] = scale / 448.0f * (1.0f + 0.1f * u(rng));
+    ex.owned.push_back(s);
+    return s;
+  };
   for (int e = 0; e < E; ++e) {
     ex.gate.push_back(make(F * D, sd));
     ex.up.push_back(make(F * D, sd));
     ex.down.push_back(make(D * F, sf));
+    if (w == WeightType::fp8_e4m3) {
+      ex.gate_s.push_back(scales(F, D, sd));
+      ex.up_s.push_back(scales(F, D, sd));
+      ex.down_s.push_back(scales(D, F, sf));
+    }
   }
   return ex;
 }
@@ -208,7 +230,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
   for (auto &v : x) v = u(rng);
   TileConfig tiles = default_tile_config(T * k / E);
   mixtile_bench::apply_tiles_env(tiles);  // MIXTILE_TILES
-  const size_t ws_bytes = expert_ffn_workspace_size(T * k, E, D, F, threads, tiles, Path);
+  const size_t ws_bytes = expert_ffn_workspace_size(T * k, E, D, F, threads, tiles, Path, W);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);
   std::vector<double> times;
@@ -227,6 +249,12 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
     p.gate_w = ex.gate.data();
     p.up_w = ex.up.data();
     p.down_w = ex.down.data();
+    if (W == WeightType::fp8_e4m3) {
+      p.gate_scale = ex.gate_s.data();
+      p.up_scale = ex.up_s.data();
+      p.down_scale = ex.down_s.data();
+      p.scale_block_rows = p.scale_block_cols = 128;
+    }
     p.y = y.data();
     p.out_rows = r.tokens.data();
     p.zero_rows = T;
@@ -241,7 +269,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
     if (rep < 0) continue;  // warm-up (page faults of the workspace, thread pool start)
     times.push_back(s);
     ++calls;
-    bytes += 3.0 * D * F * (W == WeightType::f32 ? 4 : 2) * r.active_experts;
+    bytes += 3.0 * D * F * sizeof(WeightStorage<W>) * r.active_experts;
     flops += 2.0 * 3.0 * D * F * static_cast<double>(r.tokens.size());
   }
   std::free(ws);
@@ -306,6 +334,7 @@ int main(int argc, char **argv) {
   std::vector<WeightType> wts;
   if (dtypes.find("f32") != std::string::npos) wts.push_back(WeightType::f32);
   if (dtypes.find("bf16") != std::string::npos) wts.push_back(WeightType::bf16);
+  if (dtypes.find("fp8") != std::string::npos) wts.push_back(WeightType::fp8_e4m3);
 
   // Bandwidth before and after the kernels (best of both): the host may be shared.
   double bw = measure_read_bandwidth(threads);
@@ -327,6 +356,16 @@ int main(int argc, char **argv) {
         Result r{};
         if (w == WeightType::f32) {
           r = bench_ffn<WeightType::f32>(ex, E, k, T, D, F, threads, reps);
+        } else if (w == WeightType::fp8_e4m3) {
+          if (path == MatmulPath::fma_f32) r = bench_ffn<WeightType::fp8_e4m3>(ex, E, k, T, D, F, threads, reps);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+          if (path == MatmulPath::avx512_bf16)
+            r = bench_ffn<WeightType::fp8_e4m3, MatmulPath::avx512_bf16>(ex, E, k, T, D, F, threads, reps);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+          if (path == MatmulPath::amx_bf16)
+            r = bench_ffn<WeightType::fp8_e4m3, MatmulPath::amx_bf16>(ex, E, k, T, D, F, threads, reps);
+#endif
         } else if (path == MatmulPath::fma_f32) {
           r = bench_ffn<WeightType::bf16>(ex, E, k, T, D, F, threads, reps);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
@@ -366,12 +405,15 @@ int main(int argc, char **argv) {
   for (const Row &row : rows) {
     const Result &r = row.r;
     const bool f32 = row.w == WeightType::f32;
-    if (row.T == 1 && row.path == MatmulPath::fma_f32) (f32 ? f32_decode : bf16_decode) = r.seconds;
+    const char *dtype = f32 ? "f32" : row.w == WeightType::bf16 ? "bf16" : "fp8";
+    const int elem = f32 ? 4 : row.w == WeightType::bf16 ? 2 : 1;
+    if (row.T == 1 && row.path == MatmulPath::fma_f32 && row.w != WeightType::fp8_e4m3)
+      (f32 ? f32_decode : bf16_decode) = r.seconds;
     const double gbs = r.weight_bytes / r.seconds / 1e9, gf = r.flops / r.seconds / 1e9;
-    std::printf("%-5s %-12s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", f32 ? "f32" : "bf16",
+    std::printf("%-5s %-12s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", dtype,
                 path_names[static_cast<int>(row.path)], (long)row.T, r.seconds * 1e3, r.best * 1e3, gbs, gbs / bw, gf,
                 gf / sgemm,
-                r.weight_bytes / (3.0 * D * F * (f32 ? 4 : 2)));
+                r.weight_bytes / (3.0 * D * F * elem));
   }
   if (naive_s > 0) std::printf("naive single-thread loop, f32 T=32: %.1f ms\n", naive_s * 1e3);
   if (f32_decode > 0 && bf16_decode > 0)

@@ -5,7 +5,7 @@
 // API (namespace mixtile::cpu):
 //
 //   enum class Activation { silu, gelu, gelu_tanh, relu };        // gelu = erf form
-//   enum class WeightType { f32, bf16, f16 };                      // bf16/f16 stored as uint16_t bits
+//   enum class WeightType { f32, bf16, f16, fp8_e4m3 };            // bf16/f16 stored as uint16_t bits
 //
 //   struct ExpertFFNProblem {
 //     int64_t num_experts, hidden /*D*/, inter /*F*/;
@@ -20,6 +20,8 @@
 //     const int32_t *out_rows;     // [A] y row of each assignment, y[out_rows[a]] += gate * FFN(x);
 //                                  // nullptr => y[a - offsets[0]] = gate * FFN(x) (plain store)
 //     int64_t zero_rows = 0;       // scatter mode only: rows [0, zero_rows) of y are zeroed first
+//     const float *const *gate_scale, *up_scale, *down_scale;  // fp8_e4m3 weights only: per expert,
+//     int64_t scale_block_rows, scale_block_cols;              //   block scales as in fp8.h
 //     void *workspace;             // >= expert_ffn_workspace_size(A, E, D, F, num_threads, tiles, Path) bytes,
 //                                  // 64-byte aligned; A = offsets[E] - offsets[0]
 //     int num_threads;             // <= 0: omp_get_max_threads()
@@ -33,8 +35,12 @@
 //
 //   bool amx_ready();  // matrix_engines.h: call (once is enough) before a MatmulPath::amx_bf16 call
 //
-//   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16 only, and only in builds that
-//   enable their instructions (static_assert otherwise). The bf16 paths round x and h to bf16.
+//   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16 or fp8_e4m3 only, and only in
+//   builds that enable their instructions (static_assert otherwise). The bf16 paths round x and h
+//   to bf16. fp8_e4m3 weights (uint8_t codes with block scales) are read in place and dequantized
+//   to bf16 (fp8.h) a slab of at most 32 weight rows at a time into the thread's workspace, which
+//   the bf16 loops then read as the weight (exactly the bf16 weights the codes stand for; slower
+//   than those today, see fp8.h).
 //
 //   Gated:  h = act(x · W_gateᵀ) ⊙ (x · W_upᵀ),  out = h · W_downᵀ
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ
@@ -63,6 +69,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "fp8.h"
 #include "gemm.h"
 #include "matrix_engines.h"
 #include "simd.h"
@@ -81,6 +88,10 @@ struct ExpertFFNProblem {
   float *y = nullptr;
   const int32_t *out_rows = nullptr;
   int64_t zero_rows = 0;
+  const float *const *gate_scale = nullptr;
+  const float *const *up_scale = nullptr;
+  const float *const *down_scale = nullptr;
+  int64_t scale_block_rows = 0, scale_block_cols = 0;
   void *workspace = nullptr;
   int num_threads = 0;
 };
@@ -115,6 +126,68 @@ inline int64_t active_experts(const ExpertFFNProblem &p) {
 inline void zero_columns(float *y, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
   if (c1 <= c0) return;
   for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ld + c0, 0, sizeof(float) * (c1 - c0));
+}
+
+// ---- fp8 weights: slabs of dequantized rows ---------------------------------------------------
+
+// The weight type the GEMM loops read: fp8 weights reach them as bf16 slabs.
+template <WeightType W>
+constexpr WeightType kernel_weight_type = W == WeightType::fp8_e4m3 ? WeightType::bf16 : W;
+
+// Weight rows per slab for depth K: 32 (a column step of every loop) while two slabs of them stay
+// within half of a 1 MB L2, 16 beyond (DeepSeek-V3's D = 7168).
+inline int64_t fp8_slab_rows(int64_t K) { return K <= 2048 ? 32 : 16; }
+// Per-thread slab bytes: two matrices (gate and up) of 32 rows at the deeper of D and F.
+inline size_t fp8_slab_bytes(int64_t D, int64_t F) {
+  return align64(sizeof(uint16_t) * 2 * 32 * static_cast<size_t>(std::max<int64_t>({D, F, 0})));
+}
+
+// An epilogue whose columns are numbered from `shift`: the loops run over a slab's rows 0 .. n
+// while the result belongs to columns shift .. shift + n.
+template <class Epilogue>
+struct ShiftedEpilogue {
+  Epilogue &ep;
+  int64_t shift;
+  void row(int64_t i, int64_t col, int n, const float *v, const float *u) { ep.row(i, col + shift, n, v, u); }
+  void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) { ep.tile(b, col + shift, ncols, c, u); }
+};
+
+// The scale array of expert e's weight (fp8 weights), nullptr otherwise.
+inline const float *scale_of(const float *const *scales, int64_t e) { return scales != nullptr ? scales[e] : nullptr; }
+
+// Columns [c0, c1) of one expert's weight (w, and w2 when gated; depth K) as the GEMM loops read
+// them: fn(w, w2, c0, c1, shift). In place with shift 0, or for fp8 weights in slabs of
+// fp8_slab_rows(K) rows dequantized into `slab` (w's, then w2's), fn(slab, slab2, 0, n, c).
+template <WeightType W, class Fn>
+inline void with_weight_columns(const void *w, const void *w2, const float *s, const float *s2,
+                                const ExpertFFNProblem &p, int64_t K, int64_t c0, int64_t c1, uint16_t *slab,
+                                Fn &&fn) {
+  using KS = WeightStorage<kernel_weight_type<W>>;
+  if constexpr (W != WeightType::fp8_e4m3) {
+    (void)s, (void)s2, (void)p, (void)K, (void)slab;
+    fn(static_cast<const KS *>(w), static_cast<const KS *>(w2), c0, c1, int64_t(0));
+  } else {
+    const int64_t rows = fp8_slab_rows(K);
+    const Fp8Scales first{s, p.scale_block_rows, p.scale_block_cols}, second{s2, p.scale_block_rows, p.scale_block_cols};
+    for (int64_t c = c0; c < c1; c += rows) {
+      const int64_t n = std::min(rows, c1 - c);
+      dequantize_fp8_rows(slab, static_cast<const uint8_t *>(w), first, K, c, n);
+      uint16_t *slab2 = nullptr;
+      if (w2 != nullptr) {
+        slab2 = slab + rows * K;
+        dequantize_fp8_rows(slab2, static_cast<const uint8_t *>(w2), second, K, c, n);
+      }
+      // The next slab's codes head for L2 while the loops run over this one (each slab is read
+      // once, and the conversion alone would otherwise wait on DRAM with nothing to overlap).
+      const int64_t next = std::min(rows, c1 - c - n);
+      for (const void *m : {w, w2}) {
+        if (m == nullptr || next <= 0) continue;
+        const char *base = static_cast<const char *>(m) + (c + n) * K;
+        for (int64_t b = 0; b < next * K; b += 64) _mm_prefetch(base + b, _MM_HINT_T1);
+      }
+      fn(static_cast<const KS *>(slab), static_cast<const KS *>(slab2), int64_t(0), n, c);
+    }
+  }
 }
 
 // Phase-1 epilogue: h[row] = act(g) (⊙ u).
@@ -156,13 +229,14 @@ struct OutputEpilogue {
   }
 };
 
-inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, const TileConfig &t) {
-  return gemm_scratch_bytes(t, A, std::max(D, F));
+inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, const TileConfig &t, bool fp8) {
+  return gemm_scratch_bytes(t, A, std::max(D, F)) + (fp8 ? fp8_slab_bytes(D, F) : 0);
 }
 
 // Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, then per
-// thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc) and the h
-// rows of one small segment (the GEMV path's down projection input). Sized for `threads`
+// thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc), the h
+// rows of one small segment (the GEMV path's down projection input) and, for fp8 weights, the
+// slab of dequantized weight rows. Sized for `threads`
 // threads; a smaller team runs its wider column ranges in pieces of max_cols.
 //
 // Packed rows: experts follow each other in the packed blocks, and each expert whose segment runs
@@ -176,7 +250,7 @@ struct EngineWorkspace {
   int64_t small_rows, max_cols_f, max_cols_d, partial_floats;  // max_cols_*: per thread, phase 1 / 2
 };
 inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t F, int threads,
-                                        const TileConfig &t) {
+                                        const TileConfig &t, bool fp8) {
   EngineWorkspace w;
   A = std::max<int64_t>(A, 0);
   E = std::max<int64_t>(E, 0);
@@ -204,7 +278,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t
   // depth steps (avx512_bf16's dp_small).
   const int64_t small_row_bytes = std::max<int64_t>(sizeof(float) * F, sizeof(uint16_t) * padded_depth(std::max(D, F)));
   w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
-                 align64(static_cast<size_t>(w.small_rows * small_row_bytes));
+                 align64(static_cast<size_t>(w.small_rows * small_row_bytes)) + (fp8 ? fp8_slab_bytes(D, F) : 0);
   return w;
 }
 
@@ -352,14 +426,15 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
   }
 }
 
-template <Activation Act, bool Gated, MatmulPath Path>
+template <WeightType W, Activation Act, bool Gated, MatmulPath Path>
 void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
   const Extent extent = extent_of(p);
   const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
   if (extent.empty) return;
   const int nt = resolve_threads(p.num_threads);
-  const EngineWorkspace layout = engine_workspace(A, E, D, F, nt, tiles);
+  constexpr bool kFp8 = W == WeightType::fp8_e4m3;
+  const EngineWorkspace layout = engine_workspace(A, E, D, F, nt, tiles, kFp8);
   char *ws = static_cast<char *>(p.workspace);
   uint16_t *packed_x = reinterpret_cast<uint16_t *>(ws);
   uint16_t *packed_h = reinterpret_cast<uint16_t *>(ws + layout.x_bytes);
@@ -381,6 +456,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     const EngineScratch scratch = carve_engine_scratch(mine);
     float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
     float *small_h = partial + align64(sizeof(float) * layout.partial_floats) / sizeof(float);
+    uint16_t *slab = reinterpret_cast<uint16_t *>(mine + layout.per_thread - (kFp8 ? fp8_slab_bytes(D, F) : 0));
 #if defined(MIXTILE_HAVE_AMX_BF16)
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
@@ -414,25 +490,37 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       split_columns(F, f_pieces, i % f_pieces, c0, c1);
       if (rows <= 0 || c0 >= c1) continue;
       const int64_t r0 = prow[e], r1 = r0 + rows;
-      const uint16_t *first = static_cast<const uint16_t *>(Gated ? p.gate_w[e] : p.up_w[e]);
-      const uint16_t *second = Gated ? static_cast<const uint16_t *>(p.up_w[e]) : nullptr;
+      const void *first = Gated ? p.gate_w[e] : p.up_w[e];
+      const void *second = Gated ? p.up_w[e] : nullptr;
+      const float *s1 = scale_of(Gated ? p.gate_scale : p.up_scale, e);
+      const float *s2 = Gated ? scale_of(p.up_scale, e) : nullptr;
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
-        HiddenPackedRowEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0};
-        if constexpr (Path == MatmulPath::avx512_bf16) {
+        HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0};
+        [[maybe_unused]] uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-          uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
-          round_rows_bf16(xr, src, rows, D);
-          dp_small<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0}, first, second, D, c0, c1,
-                          tiles, ep);
+        if constexpr (Path == MatmulPath::avx512_bf16) round_rows_bf16(xr, src, rows, D);
 #endif
-        } else {
-          gemm_small<WeightType::bf16, Gated>(rows, D, src, first, second, D, c0, c1, tiles, ep);
-        }
+        with_weight_columns<W>(first, second, s1, s2, p, D, c0, c1, slab,
+                               [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
+                                 ShiftedEpilogue<decltype(inner)> ep{inner, shift};
+                                 if constexpr (Path == MatmulPath::avx512_bf16) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+                                   dp_small<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0}, w1,
+                                                   w2, D, a, b, tiles, ep);
+#endif
+                                 } else {
+                                   gemm_small<WeightType::bf16, Gated>(rows, D, src, w1, w2, D, a, b, tiles, ep);
+                                 }
+                               });
       } else {
-        HiddenTileEpilogue<Act, Gated> ep{packed_h, layout.h_block, r0, r1};
-        engine_gemm<Path, Gated>(first, second, D, packed_x, r0, r1, c0, c1, layout.max_cols_f, tiles, partial,
-                                 scratch, ep);
+        HiddenTileEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, r1};
+        with_weight_columns<W>(first, second, s1, s2, p, D, c0, c1, slab,
+                               [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
+                                 ShiftedEpilogue<decltype(inner)> ep{inner, shift};
+                                 engine_gemm<Path, Gated>(w1, w2, D, packed_x, r0, r1, a, b, layout.max_cols_f,
+                                                          tiles, partial, scratch, ep);
+                               });
       }
     }
 
@@ -446,28 +534,38 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
         if (rows <= 0) continue;
         const int64_t r0 = prow[e], r1 = r0 + rows;
-        const uint16_t *down = static_cast<const uint16_t *>(p.down_w[e]);
+        const void *down = p.down_w[e];
+        const float *sd = scale_of(p.down_scale, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
-          OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
-          if constexpr (Path == MatmulPath::avx512_bf16) {
+          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
+          // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
+          // (dp_small) or f32 ones (gemm_small, the rounded values).
+          if constexpr (Path == MatmulPath::avx512_bf16)
+            unpack_segment(packed_h, layout.h_block, r0, r1, reinterpret_cast<uint16_t *>(small_h), padded_depth(F), F);
+          else
+            unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
+          with_weight_columns<W>(down, nullptr, sd, nullptr, p, F, c0, c1, slab,
+                                 [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
+                                   ShiftedEpilogue<OutputEpilogue> ep{inner, shift};
+                                   if constexpr (Path == MatmulPath::avx512_bf16) {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-            // dp_small reads bf16 rows: this segment's h rows out of their blocks, per thread.
-            uint16_t *hr = reinterpret_cast<uint16_t *>(small_h);
-            const int64_t ldh = padded_depth(F);
-            unpack_segment(packed_h, layout.h_block, r0, r1, hr, ldh, F);
-            dp_small<false>(rows, F, RowsOf<uint16_t>{hr, ldh, nullptr, 0}, down, nullptr, F, c0, c1,
-                            tiles, ep);
+                                     const RowsOf<uint16_t> hr{reinterpret_cast<uint16_t *>(small_h), padded_depth(F),
+                                                               nullptr, 0};
+                                     dp_small<false>(rows, F, hr, w1, nullptr, F, a, b, tiles, ep);
 #endif
-            continue;
-          }
-          // The GEMV path reads f32 rows: unpack this segment's h rows (rounded values) per thread.
-          unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
-          const RowSource src{small_h, F, nullptr, 0};
-          gemm_small<WeightType::bf16, false>(rows, F, src, down, nullptr, F, c0, c1, tiles, ep);
+                                   } else {
+                                     const RowSource src{small_h, F, nullptr, 0};
+                                     gemm_small<WeightType::bf16, false>(rows, F, src, w1, nullptr, F, a, b, tiles, ep);
+                                   }
+                                 });
         } else {
-          OutputTileEpilogue ep{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin};
-          engine_gemm<Path, false>(down, nullptr, F, packed_h, r0, r1, c0, c1, layout.max_cols_d, tiles, partial,
-                                   scratch, ep);
+          OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin};
+          with_weight_columns<W>(down, nullptr, sd, nullptr, p, F, c0, c1, slab,
+                                 [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
+                                   ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};
+                                   engine_gemm<Path, false>(w1, nullptr, F, packed_h, r0, r1, a, b, layout.max_cols_d,
+                                                            tiles, partial, scratch, ep);
+                                 });
         }
       }
     }
@@ -483,16 +581,18 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 
 inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_experts, int64_t D, int64_t F,
                                         int num_threads, const TileConfig &tiles = default_tile_config(),
-                                        MatmulPath path = MatmulPath::fma_f32) {
+                                        MatmulPath path = MatmulPath::fma_f32,
+                                        WeightType weights = WeightType::f32) {
   const int nt = detail::resolve_threads(num_threads);
   const int64_t A = std::max<int64_t>(num_assignments, 0);
   if (!detail::workspace_sizes_fit({A, num_experts, D, F, nt})) return detail::kWorkspaceOverflow;
+  const bool fp8 = weights == WeightType::fp8_e4m3;
   if (path != MatmulPath::fma_f32) {
-    const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles);
+    const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles, fp8);
     return w.x_bytes + w.h_bytes + w.rows_bytes + static_cast<size_t>(nt) * w.per_thread;
   }
   return detail::align64(sizeof(float) * A * F) +
-         static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles);
+         static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, fp8);
 }
 
 template <WeightType W, Activation Act, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
@@ -500,11 +600,12 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
   static_assert(detail::MatmulPathCheck<W, Path>::ok, "");
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
   if constexpr (Path != MatmulPath::fma_f32) {
-    detail::expert_ffn_engine<Act, Gated, Path>(p, tiles);
+    detail::expert_ffn_engine<W, Act, Gated, Path>(p, tiles);
     return;
   }
 #endif
-  using WS = WeightStorage<W>;
+  constexpr WeightType KW = detail::kernel_weight_type<W>;
+  constexpr bool kFp8 = W == WeightType::fp8_e4m3;
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
   const detail::Extent extent = detail::extent_of(p);
   const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
@@ -513,7 +614,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
   char *ws = static_cast<char *>(p.workspace);
   float *h = reinterpret_cast<float *>(ws);
   char *thread_ws = ws + detail::align64(sizeof(float) * std::max<int64_t>(A, 0) * F);
-  const size_t per_thread = detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles);
+  const size_t per_thread = detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, kFp8);
   const int64_t active = detail::active_experts(p);
   detail::WorkCounter phase1, phase2;
 
@@ -523,6 +624,8 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
     const int nthreads = omp_get_num_threads();
     const detail::GemmScratch scratch =
         detail::carve_scratch(thread_ws + per_thread * tid, tiles, std::max(D, F));
+    uint16_t *slab = reinterpret_cast<uint16_t *>(thread_ws + per_thread * (tid + 1) -
+                                                  (kFp8 ? detail::fp8_slab_bytes(D, F) : 0));
     // Phase 1: h = act(x · Wgᵀ) ⊙ (x · Wuᵀ)  or  act(x · Wuᵀ), in (expert, column piece) items
     // taken from a WorkCounter: each active expert's F columns cut into column_pieces pieces
     // (whole experts when there are many; Mixture of Tokens' F = 16 is one piece). h rows
@@ -535,10 +638,14 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
       detail::split_columns(F, f_pieces, i % f_pieces, c0, c1);
       if (rows <= 0 || c0 >= c1) continue;
       const detail::RowSource src{p.x, D, p.tokens, begin};
-      detail::HiddenEpilogue<Act, Gated> ep{h, F, begin - off0};
-      const WS *first = static_cast<const WS *>(Gated ? p.gate_w[e] : p.up_w[e]);
-      const WS *second = Gated ? static_cast<const WS *>(p.up_w[e]) : nullptr;
-      detail::gemm_columns<W, Gated>(rows, D, src, first, second, c0, c1, tiles, scratch, ep);
+      detail::HiddenEpilogue<Act, Gated> inner{h, F, begin - off0};
+      detail::with_weight_columns<W>(
+          Gated ? p.gate_w[e] : p.up_w[e], Gated ? p.up_w[e] : nullptr,
+          detail::scale_of(Gated ? p.gate_scale : p.up_scale, e), Gated ? detail::scale_of(p.up_scale, e) : nullptr, p,
+          D, c0, c1, slab, [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *w2, int64_t a, int64_t b, int64_t shift) {
+            detail::ShiftedEpilogue<decltype(inner)> ep{inner, shift};
+            detail::gemm_columns<KW, Gated>(rows, D, src, w1, w2, a, b, tiles, scratch, ep);
+          });
     }
 
     // Phase 2 needs every F column of h: one barrier, then pieces of y's D columns, each over
@@ -551,9 +658,13 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
         const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
         if (rows <= 0) continue;
         const detail::RowSource src{h, F, nullptr, begin - off0};
-        detail::OutputEpilogue ep{p.y, D, p.out_rows, p.gates, begin, off0};
-        detail::gemm_columns<W, false>(rows, F, src, static_cast<const WS *>(p.down_w[e]), nullptr, c0, c1,
-                                       tiles, scratch, ep);
+        detail::OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
+        detail::with_weight_columns<W>(
+            p.down_w[e], nullptr, detail::scale_of(p.down_scale, e), nullptr, p, F, c0, c1, slab,
+            [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *, int64_t a, int64_t b, int64_t shift) {
+              detail::ShiftedEpilogue<detail::OutputEpilogue> ep{inner, shift};
+              detail::gemm_columns<KW, false>(rows, F, src, w1, nullptr, a, b, tiles, scratch, ep);
+            });
       }
     }
   }

@@ -51,12 +51,12 @@ constexpr bool kHaveAvx512Bf16 = false;
 #endif
 
 // The rules of a MatmulPath, checked where a kernel is instantiated: the bf16 paths multiply bf16
-// weights, and only in builds that enable their instructions (never a silent fallback).
+// weights (fp8 ones become bf16 first), and only in builds that enable their instructions (never a silent fallback).
 template <WeightType W, MatmulPath Path>
 struct MatmulPathCheck {
-  static_assert(Path == MatmulPath::fma_f32 || W == WeightType::bf16,
-                "MatmulPath::avx512_bf16 and MatmulPath::amx_bf16 multiply bf16 weights only; "
-                "f32 and f16 weights take MatmulPath::fma_f32");
+  static_assert(Path == MatmulPath::fma_f32 || W == WeightType::bf16 || W == WeightType::fp8_e4m3,
+                "MatmulPath::avx512_bf16 and MatmulPath::amx_bf16 multiply bf16 weights only (fp8 weights "
+                "dequantized to bf16 on the way, fp8.h); f32 and f16 weights take MatmulPath::fma_f32");
   static_assert(Path != MatmulPath::amx_bf16 || kHaveAmxBf16,
                 "MatmulPath::amx_bf16 is not enabled in this build: compile with -mamx-tile -mamx-bf16 "
                 "-mavx512f -mavx512bw (e.g. -march=sapphirerapids)");

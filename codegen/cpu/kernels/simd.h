@@ -16,14 +16,15 @@
 namespace mixtile::cpu {
 
 enum class Activation { silu, gelu, gelu_tanh, relu };  // gelu = erf form
-enum class WeightType { f32, bf16, f16 };
+enum class WeightType { f32, bf16, f16, fp8_e4m3 };
 // The instructions a GEMM multiplies with, chosen by the compiler per target: f32 FMA (weights
 // widened to f32), AVX512-BF16 VDPBF16PS, or AMX TDPBF16PS tiles. The bf16 paths take bf16
 // weights and round their activation operand to bf16 (matrix_engines.h).
 enum class MatmulPath { fma_f32, avx512_bf16, amx_bf16 };
 
 template <WeightType W>
-using WeightStorage = typename std::conditional<W == WeightType::f32, float, uint16_t>::type;
+using WeightStorage = typename std::conditional<
+    W == WeightType::f32, float, typename std::conditional<W == WeightType::fp8_e4m3, uint8_t, uint16_t>::type>::type;
 
 namespace detail {
 

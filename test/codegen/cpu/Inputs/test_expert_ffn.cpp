@@ -5,6 +5,10 @@
 // Where the build enables them (and, for AMX, the OS grants tiles), the bf16 matrix-engine paths
 // (MatmulPath::avx512_bf16, amx_bf16) run the same cases with bf16 weights; they round x and h to
 // bf16 (relative 2^-9 each), so their tolerance is 1e-2 instead of 1e-5.
+// fp8_e4m3 weights (random codes of every finite value, subnormals included, with random block
+// scales of several block shapes, ragged at the edges) run every path: the reference multiplies
+// with bf16(code * scale), the value the kernel must dequantize each weight to, so the fma_f32
+// path keeps the 1e-5 tolerance.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,7 +27,9 @@ using namespace mixtile::cpu;
 namespace {
 
 int g_failures = 0, g_checks = 0;
-double g_max_rel[3] = {0, 0, 0};  // worst relative L2 error of expert_ffn (fma_f32) per weight dtype
+double g_max_rel[4] = {0, 0, 0, 0};  // worst relative L2 error of expert_ffn (fma_f32) per weight dtype
+double g_max_rel_fp8_engine = 0;     // worst relative L2 error of fp8 weights on the bf16 paths
+int g_fp8_checks = 0, g_fp8_engine_checks = 0;
 double g_max_rel_path[3] = {0, 0, 0};  // worst relative L2 error per MatmulPath (bf16 paths: bf16 weights)
 int g_path_checks[3] = {0, 0, 0};
 double g_max_rel_linear = 0;  // worst relative L2 error of linear on the bf16 paths
@@ -79,14 +85,30 @@ bool canary_intact(const unsigned char *p, size_t n) {
   return true;
 }
 
-const char *wt_name(WeightType w) { return w == WeightType::f32 ? "f32" : w == WeightType::bf16 ? "bf16" : "f16"; }
+const char *wt_name(WeightType w) {
+  return w == WeightType::f32 ? "f32" : w == WeightType::bf16 ? "bf16" : w == WeightType::f16 ? "f16" : "fp8_e4m3";
+}
+
+// e4m3 (OCP e4m3fn) code -> value, written from the format's definition (not the library's).
+double e4m3_value(uint8_t code) {
+  const int e = (code >> 3) & 15, m = code & 7;
+  const double mag = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return (code & 0x80) ? -mag : mag;
+}
+
+// Block shape of the fp8 weights of the current case (rows, cols of one scale block).
+int64_t g_fp8_block_rows = 16, g_fp8_block_cols = 24;
 
 // Weights of one matrix in the storage dtype plus their exact f32 values for the reference.
 struct Matrix {
   std::vector<float> f32;      // storage when WeightType::f32, and the dequantized values always
   std::vector<uint16_t> bits;  // storage for bf16/f16
+  std::vector<uint8_t> codes;  // storage for fp8_e4m3, with one scale per block:
+  std::vector<float> scales;   // [ceil(rows / g_fp8_block_rows), ceil(cols / g_fp8_block_cols)]
   const void *data(WeightType w) const {
-    return w == WeightType::f32 ? static_cast<const void *>(f32.data()) : static_cast<const void *>(bits.data());
+    return w == WeightType::f32    ? static_cast<const void *>(f32.data())
+           : w == WeightType::fp8_e4m3 ? static_cast<const void *>(codes.data())
+                                       : static_cast<const void *>(bits.data());
   }
 };
 
@@ -94,6 +116,25 @@ Matrix make_matrix(std::mt19937 &rng, int64_t rows, int64_t cols, WeightType w, 
   std::uniform_real_distribution<float> dist(-scale, scale);
   Matrix m;
   m.f32.resize(rows * cols);
+  if (w == WeightType::fp8_e4m3) {
+    // Random codes (every finite one equally likely: |value| up to 448) and block scales that
+    // bring them near `scale`, each block's a little different.
+    const int64_t br = g_fp8_block_rows, bc = g_fp8_block_cols;
+    const int64_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+    std::uniform_real_distribution<float> spread(0.5f, 2.0f);
+    m.scales.resize(std::max<int64_t>(nbr * nbc, 1));
+    for (float &s : m.scales) s = scale / 448.0f * 4.0f * spread(rng);
+    m.codes.resize(rows * cols);
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      uint8_t c;
+      do c = static_cast<uint8_t>(rng() & 0xff);
+      while ((c & 0x7f) == 0x7f);  // NaN
+      m.codes[i] = c;
+      const float s = m.scales[(i / cols / br) * nbc + (i % cols) / bc];
+      m.f32[i] = mixtile::cpu::detail::bf16_to_f32(f32_to_bf16(static_cast<float>(e4m3_value(c)) * s));
+    }
+    return m;
+  }
   if (w != WeightType::f32) m.bits.resize(rows * cols);
   for (int64_t i = 0; i < rows * cols; ++i) {
     float v = dist(rng);
@@ -133,17 +174,25 @@ const char *path_name(MatmulPath p) {
 FfnFn pick(WeightType w, Activation a, bool gated, MatmulPath path = MatmulPath::fma_f32) {
   // The bf16 paths exist only where the build enables their instructions (instantiating them
   // elsewhere is a compile error by design).
+  const bool fp8 = w == WeightType::fp8_e4m3;
 #if defined(MIXTILE_HAVE_AVX512_BF16)
+  if (path == MatmulPath::avx512_bf16 && fp8)
+    return gated ? pick_act<WeightType::fp8_e4m3, true, MatmulPath::avx512_bf16>(a)
+                 : pick_act<WeightType::fp8_e4m3, false, MatmulPath::avx512_bf16>(a);
   if (path == MatmulPath::avx512_bf16)
     return gated ? pick_act<WeightType::bf16, true, MatmulPath::avx512_bf16>(a)
                  : pick_act<WeightType::bf16, false, MatmulPath::avx512_bf16>(a);
 #endif
 #if defined(MIXTILE_HAVE_AMX_BF16)
+  if (path == MatmulPath::amx_bf16 && fp8)
+    return gated ? pick_act<WeightType::fp8_e4m3, true, MatmulPath::amx_bf16>(a)
+                 : pick_act<WeightType::fp8_e4m3, false, MatmulPath::amx_bf16>(a);
   if (path == MatmulPath::amx_bf16)
     return gated ? pick_act<WeightType::bf16, true, MatmulPath::amx_bf16>(a)
                  : pick_act<WeightType::bf16, false, MatmulPath::amx_bf16>(a);
 #endif
   if (path != MatmulPath::fma_f32) std::abort();
+  if (fp8) return gated ? pick_act<WeightType::fp8_e4m3, true>(a) : pick_act<WeightType::fp8_e4m3, false>(a);
   if (w == WeightType::f32) return gated ? pick_act<WeightType::f32, true>(a) : pick_act<WeightType::f32, false>(a);
   if (w == WeightType::bf16) return gated ? pick_act<WeightType::bf16, true>(a) : pick_act<WeightType::bf16, false>(a);
   return gated ? pick_act<WeightType::f16, true>(a) : pick_act<WeightType::f16, false>(a);
@@ -210,6 +259,7 @@ void run_case(const Case &c, uint32_t seed) {
   }
   std::vector<Matrix> gw(E), uw(E), dw(E);
   std::vector<const void *> gp(E), up(E), dp(E);
+  std::vector<const float *> gs(E, nullptr), us(E, nullptr), ds(E, nullptr);  // fp8 scales
   for (int64_t e = 0; e < E; ++e) {
     if (c.gated) gw[e] = make_matrix(rng, F, D, c.w, 1.0f / std::sqrt(static_cast<float>(D)));
     uw[e] = make_matrix(rng, F, D, c.w, 1.0f / std::sqrt(static_cast<float>(D)));
@@ -217,6 +267,11 @@ void run_case(const Case &c, uint32_t seed) {
     gp[e] = c.gated ? gw[e].data(c.w) : nullptr;
     up[e] = uw[e].data(c.w);
     dp[e] = dw[e].data(c.w);
+    if (c.w == WeightType::fp8_e4m3) {
+      gs[e] = c.gated ? gw[e].scales.data() : nullptr;
+      us[e] = uw[e].scales.data();
+      ds[e] = dw[e].scales.data();
+    }
   }
   // Experts with no assignment get a null weight pointer: proves they are never read.
   for (int64_t e = 0; e < E; ++e)
@@ -282,7 +337,14 @@ void run_case(const Case &c, uint32_t seed) {
   p.y = y.data();
   p.out_rows = c.use_out_rows ? out_rows_s.data() : nullptr;
   p.zero_rows = (c.use_out_rows && c.zero_in_kernel) ? y_rows : 0;
-  const size_t ws = expert_ffn_workspace_size(A, E, D, F, c.threads, c.tiles, c.path);
+  if (c.w == WeightType::fp8_e4m3) {
+    p.gate_scale = c.gated ? gs.data() : nullptr;
+    p.up_scale = us.data();
+    p.down_scale = ds.data();
+    p.scale_block_rows = g_fp8_block_rows;
+    p.scale_block_cols = g_fp8_block_cols;
+  }
+  const size_t ws = expert_ffn_workspace_size(A, E, D, F, c.threads, c.tiles, c.path, c.w);
   unsigned char *workspace = static_cast<unsigned char *>(std::aligned_alloc(64, (ws + 63) / 64 * 64 + kCanary));
   std::memset(workspace, 0xff, ws);  // NaN bit patterns: scratch read before written shows
   std::memset(workspace + ws, 0xa5, (ws + 63) / 64 * 64 + kCanary - ws);  // must stay untouched
@@ -303,7 +365,12 @@ void run_case(const Case &c, uint32_t seed) {
   const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
   const double tol = c.path == MatmulPath::fma_f32 ? 1e-5 : 1e-2;
   if (c.path == MatmulPath::fma_f32) g_max_rel[static_cast<int>(c.w)] = std::max(g_max_rel[static_cast<int>(c.w)], rel);
-  g_max_rel_path[static_cast<int>(c.path)] = std::max(g_max_rel_path[static_cast<int>(c.path)], rel);
+  if (c.w == WeightType::fp8_e4m3) {
+    ++g_fp8_checks;
+    if (c.path != MatmulPath::fma_f32) g_max_rel_fp8_engine = std::max(g_max_rel_fp8_engine, rel), ++g_fp8_engine_checks;
+  } else {
+    g_max_rel_path[static_cast<int>(c.path)] = std::max(g_max_rel_path[static_cast<int>(c.path)], rel);
+  }
   ++g_path_checks[static_cast<int>(c.path)];
   ++g_checks;
   if (!within) {
@@ -521,6 +588,34 @@ int main() {
           Case c{T, 100, 37, 5, 2, w, a, bool(gated), true, true, true, false, 2, default_tile_config(), "default"};
           run_case(c, seed++);
         }
+  // fp8_e4m3 weights (fp8.h, dequantized in slabs of weight rows): every tile set and shape, block
+  // shapes cycling (ragged edges, a single block, one-row blocks), depths past 2048 (16-row slabs).
+  const int64_t fp8_blocks[][2] = {{16, 24}, {8, 8}, {128, 128}, {1, 32}, {5, 3}};
+  int fp8_case = 0;
+  uint32_t fp8_seed = 100000;  // its own seeds: the other cases keep their data
+  auto fp8_block = [&] {
+    g_fp8_block_rows = fp8_blocks[fp8_case % 5][0];
+    g_fp8_block_cols = fp8_blocks[fp8_case % 5][1];
+    ++fp8_case;
+  };
+  std::vector<Shape> fp8_shapes(std::begin(shapes), std::end(shapes));
+  fp8_shapes.push_back({6, 2100, 40, 3, 2});
+  fp8_shapes.push_back({20, 40, 2100, 3, 2});
+  for (const auto &ts : tile_sets)
+    for (const Shape &s : fp8_shapes)
+      for (int opts : {0, 2, 7, 15})
+        for (int gated = 0; gated < 2; ++gated) {
+          Case c;
+          if (!option_case(s, opts, gated, c)) continue;
+          c.w = WeightType::fp8_e4m3;
+          c.act = acts[fp8_case % 4];
+          c.threads = 1 + fp8_case % 3;
+          c.tiles = ts.second;
+          c.tile_name = ts.first;
+          c.shift = (fp8_seed % 3 == 0) ? 3 : 0;
+          fp8_block();
+          run_case(c, fp8_seed++);
+        }
   // Linear: all dtypes, gather/bias, both paths and both thread splits.
   for (WeightType w : wts)
     for (int64_t rows : {int64_t(0), int64_t(1), int64_t(5), int64_t(37)})
@@ -583,6 +678,26 @@ int main() {
         }
       }
     }
+    std::vector<Shape> fp8_engine_shapes(std::begin(engine_shapes), std::end(engine_shapes));
+    fp8_engine_shapes.push_back({6, 2100, 40, 3, 2});
+    fp8_engine_shapes.push_back({70, 2100, 40, 3, 2});
+    fp8_engine_shapes.push_back({70, 40, 2100, 3, 2});
+    for (const auto &ts : engine_tiles)
+      for (const Shape &s : fp8_engine_shapes)
+        for (int opts : {0, 2, 7, 15})
+          for (int gated = 0; gated < 2; ++gated) {
+            Case c;
+            if (!option_case(s, opts, gated, c)) continue;
+            c.w = WeightType::fp8_e4m3;
+            c.act = acts[fp8_case % 4];
+            c.threads = 1 + fp8_case % 3;
+            c.tiles = ts.second;
+            c.tile_name = ts.first;
+            c.path = path;
+            c.shift = (fp8_seed % 3 == 0) ? 5 : 0;
+            fp8_block();
+            run_case(c, fp8_seed++);
+          }
     for (Activation a : acts)
       for (int gated = 0; gated < 2; ++gated)
         for (int64_t T : {int64_t(2), int64_t(25), int64_t(300)}) {
@@ -603,6 +718,10 @@ int main() {
 
   std::printf("worst relative L2 error vs float64: f32 %.2g, bf16 %.2g, f16 %.2g (tolerance 1e-5)\n", g_max_rel[0],
               g_max_rel[1], g_max_rel[2]);
+  std::printf("fp8_e4m3 weights: %d cases (%d on the bf16 paths), worst relative L2 error vs float64 fma_f32 %.2g "
+              "(tolerance 1e-5), bf16 paths %.2g (tolerance 1e-2)\n",
+              g_fp8_checks, g_fp8_engine_checks, g_max_rel[static_cast<int>(WeightType::fp8_e4m3)],
+              g_max_rel_fp8_engine);
   std::printf("matmul paths tested:");
   for (MatmulPath path : {MatmulPath::fma_f32, MatmulPath::avx512_bf16, MatmulPath::amx_bf16})
     if (g_path_checks[static_cast<int>(path)] > 0) std::printf(" %s", path_name(path));
