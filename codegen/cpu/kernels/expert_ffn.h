@@ -499,7 +499,18 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0};
         [[maybe_unused]] uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-        if constexpr (Path == MatmulPath::avx512_bf16) round_rows_bf16(xr, src, rows, D);
+        if constexpr (Path == MatmulPath::avx512_bf16) {
+          round_rows_bf16(xr, src, rows, D);
+          if constexpr (kFp8) {
+            const Fp8Scales q1{s1, p.scale_block_rows, p.scale_block_cols}, q2{s2, p.scale_block_rows, p.scale_block_cols};
+            if (dp_fp8_blocks_fit(q1) && rows <= kDpFp8MaxTokens) {  // codes converted in registers, no slab
+              dp_small_fp8<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
+                                  static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), q1, q2,
+                                  c0, c1, inner);
+              continue;
+            }
+          }
+        }
 #endif
         with_weight_columns<W>(first, second, s1, s2, p, D, c0, c1, slab,
                                [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
@@ -544,6 +555,16 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
             unpack_segment(packed_h, layout.h_block, r0, r1, reinterpret_cast<uint16_t *>(small_h), padded_depth(F), F);
           else
             unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+          if constexpr (Path == MatmulPath::avx512_bf16 && kFp8) {
+            const Fp8Scales q{sd, p.scale_block_rows, p.scale_block_cols};
+            if (dp_fp8_blocks_fit(q) && rows <= kDpFp8MaxTokens) {  // codes converted in registers, no slab
+              dp_small_fp8<false>(rows, F, RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
+                                  static_cast<const uint8_t *>(down), nullptr, q, q, c0, c1, inner);
+              continue;
+            }
+          }
+#endif
           with_weight_columns<W>(down, nullptr, sd, nullptr, p, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputEpilogue> ep{inner, shift};

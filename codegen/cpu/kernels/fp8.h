@@ -85,6 +85,23 @@ inline __m512i e4m3_to_f16_scaled(__m256i codes) {
   return _mm512_mask_mov_epi16(h, nan, _mm512_set1_epi16(0x7e00));
 }
 
+// 32 e4m3 codes -> their exact values as bf16 bits (every e4m3 value is a bf16 value): normal
+// codes by moving exponent and mantissa into place and rebiasing (7 -> 127), subnormal codes
+// (m * 2^-9) and NaN from a table, the sign or-ed in. For loops that apply the block scale to
+// their f32 partial sums instead of to each weight.
+inline __m512i e4m3_to_bf16_exact(__m256i codes) {
+  const __m512i w = _mm512_cvtepu8_epi16(codes);
+  const __m512i mag = _mm512_and_si512(w, _mm512_set1_epi16(0x7f));
+  const __m512i normal = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(0x3c00));
+  // Indexed by the low 5 bits: 0 .. 7 the subnormals, 31 (the magnitude 127) NaN.
+  const __m512i special = _mm512_set_epi16(0x7fc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                           0, 0x3c60, 0x3c40, 0x3c20, 0x3c00, 0x3bc0, 0x3b80, 0x3b00, 0);
+  const __mmask32 odd = _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)) |
+                        _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f));
+  const __m512i r = _mm512_mask_permutexvar_epi16(normal, odd, mag, special);
+  return _mm512_ternarylogic_epi32(r, _mm512_slli_epi16(w, 8), _mm512_set1_epi16(static_cast<short>(0x8000)), 0xf8);
+}
+
 // 2 x 16 f32 -> 32 bf16 bits (lo first), round to nearest even, NaN stays a quiet NaN.
 inline __m512i bf16_round_pairs(__m512 lo, __m512 hi) {
 #if defined(__AVX512BF16__)

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "fp8.h"
 #include "gemm.h"
 #include "simd.h"
 
@@ -810,6 +811,122 @@ template <bool Gated, class Epilogue>
 void dp_small(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint16_t *b, const uint16_t *b2, int64_t ldb,
               int64_t c0, int64_t c1, const TileConfig &tiles, Epilogue &ep) {
   gemm_small_with<DpSmallKernel, Gated>(M, K, a, b, b2, ldb, c0, c1, tiles, ep);
+}
+
+// ---- AVX512-BF16 small path over fp8 weights ----------------------------------------------------
+//
+// Segments of at most small_m_max rows with block-scaled e4m3 weights (fp8.h) whose scale blocks
+// span whole depth steps (block_cols a multiple of 32, DeepSeek-V3's and Qwen3's 128): the codes
+// are read in place, 32 per step, turned into their exact values as bf16 in registers
+// (e4m3_to_bf16_exact), and VDPBF16PS sums them with the token rows depth block by depth block;
+// each block's f32 partial sum is multiplied by its scale. The weights multiplied are thus
+// exactly code * scale, where the slab path (expert_ffn's with_weight_columns) multiplies
+// bf16(code * scale): the two differ by the weights' bf16 rounding, 2^-9 relative at most.
+// A step converts 32 codes in ~9 instructions, so the loop is slower per byte than dp_small's and
+// its out-of-order window covers fewer lines: it always prefetches its streams into L2
+// kDpFp8PrefetchBytes ahead (a decode GEMV prototype on the Zen 4 VM, 2 threads, cold: 12 -> 18-20
+// G codes/s with 16 KB). Token groups of at most 4 rows (two accumulator sets per row).
+constexpr int64_t kDpFp8PrefetchBytes = 16384;
+constexpr int kDpFp8MaxTokens = 4;
+
+template <bool Gated, int MT, int R>
+inline void dp_fp8_block(int64_t K, int64_t bc, const uint16_t *const *x, const uint8_t *const *wg,
+                         const uint8_t *const *wu, const float *const *sg, const float *const *su, float *out) {
+  constexpr int G = Gated ? 2 : 1;
+  __m512 acc[G][MT][R];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) acc[g][t][r] = _mm512_setzero_ps();
+  for (int64_t kb = 0, j = 0; kb < K; kb += bc, ++j) {
+    const int64_t ke = std::min(K, kb + bc);
+    __m512 part[G][MT][R];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < R; ++r) part[g][t][r] = _mm512_setzero_ps();
+    for (int64_t k = kb; k < ke; k += kDepthStep) {
+      const __mmask32 m = first_lanes32(ke - k);
+      __m512i wv[G][R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        for (int g = 0; g < G; ++g) {
+          const uint8_t *row = (g == 0 ? wg[r] : wu[r]) + k;
+          if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char *>(row + kDpFp8PrefetchBytes), _MM_HINT_T1);
+          wv[g][r] = e4m3_to_bf16_exact(m == ~__mmask32(0) ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row))
+                                                           : _mm256_maskz_loadu_epi8(m, row));
+        }
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < MT; ++t) {
+        const __m512i xv = _mm512_loadu_si512(x[t] + k);  // rows are zero-padded to whole steps
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r)
+            part[g][t][r] = _mm512_dpbf16_ps(part[g][t][r], (__m512bh)wv[g][r], (__m512bh)xv);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_set1_ps((g == 0 ? sg[r] : su[r])[j]);
+        for (int t = 0; t < MT; ++t) acc[g][t][r] = _mm512_fmadd_ps(part[g][t][r], sv, acc[g][t][r]);
+      }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = _mm512_reduce_add_ps(acc[g][t][r]);
+}
+
+template <bool Gated, int R>
+inline void dp_fp8_dispatch(int mt, int64_t K, int64_t bc, const uint16_t *const *x, const uint8_t *const *wg,
+                            const uint8_t *const *wu, const float *const *sg, const float *const *su, float *out) {
+  switch (mt) {
+    case 1: dp_fp8_block<Gated, 1, R>(K, bc, x, wg, wu, sg, su, out); break;
+    case 2: dp_fp8_block<Gated, 2, R>(K, bc, x, wg, wu, sg, su, out); break;
+    case 3: dp_fp8_block<Gated, 3, R>(K, bc, x, wg, wu, sg, su, out); break;
+    default: dp_fp8_block<Gated, 4, R>(K, bc, x, wg, wu, sg, su, out); break;
+  }
+}
+
+// Whether dp_small_fp8 takes weights of these scale blocks (whole depth steps per block).
+inline bool dp_fp8_blocks_fit(const Fp8Scales &s) { return s.block_cols > 0 && s.block_cols % kDepthStep == 0; }
+
+// C = A · Wᵀ over columns [c0, c1) for the M bf16 token rows `a` (zero-padded to
+// padded_depth(K)) and e4m3 weights b (b2: the up projection when gated) of depth K with their
+// block scales; epilogue calls as dp_small's, chunks of kSmallChunk columns.
+template <bool Gated, class Epilogue>
+void dp_small_fp8(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint8_t *b, const uint8_t *b2,
+                  const Fp8Scales &s, const Fp8Scales &s2, int64_t c0, int64_t c1, Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1;
+  constexpr int R = Gated ? 1 : 2;
+  alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
+  const int64_t col_blocks = (K + s.block_cols - 1) / s.block_cols;
+  for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
+    const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
+    for (int64_t m = 0; m < M; m += kDpFp8MaxTokens) {
+      const int mt = static_cast<int>(std::min<int64_t>(kDpFp8MaxTokens, M - m));
+      const uint16_t *x[kDpFp8MaxTokens];
+      for (int t = 0; t < kDpFp8MaxTokens; ++t) x[t] = a.row(m + std::min(t, mt - 1));
+      for (int j = 0; j < ncols; j += R) {
+        const int nr = std::min(R, ncols - j);
+        const uint8_t *wg[R], *wu[R];
+        const float *sg[R], *su[R];
+        for (int r = 0; r < R; ++r) {
+          const int64_t row = n0 + j + std::min(r, nr - 1);
+          wg[r] = b + row * K;
+          sg[r] = s.scales + (row / s.block_rows) * col_blocks;
+          wu[r] = Gated ? b2 + row * K : nullptr;
+          su[r] = Gated ? s2.scales + (row / s2.block_rows) * col_blocks : nullptr;
+        }
+        if (nr == R) {
+          dp_fp8_dispatch<Gated, R>(mt, K, s.block_cols, x, wg, wu, sg, su, buf + j);
+        } else {
+          dp_fp8_dispatch<Gated, 1>(mt, K, s.block_cols, x, wg, wu, sg, su, buf + j);
+        }
+      }
+      for (int t = 0; t < mt; ++t)
+        ep.row(m + t, n0, ncols, buf + t * kSmallChunk, Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
+    }
+  }
 }
 
 // Rows [0, rows) of `src` rounded to bf16 (as pack_token_block rounds them) into dst, row i at

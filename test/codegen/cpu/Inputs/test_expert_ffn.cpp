@@ -590,12 +590,12 @@ int main() {
         }
   // fp8_e4m3 weights (fp8.h, dequantized in slabs of weight rows): every tile set and shape, block
   // shapes cycling (ragged edges, a single block, one-row blocks), depths past 2048 (16-row slabs).
-  const int64_t fp8_blocks[][2] = {{16, 24}, {8, 8}, {128, 128}, {1, 32}, {5, 3}};
+  const int64_t fp8_blocks[][2] = {{16, 24}, {8, 8}, {128, 128}, {1, 32}, {5, 3}, {32, 64}};
   int fp8_case = 0;
   uint32_t fp8_seed = 100000;  // its own seeds: the other cases keep their data
   auto fp8_block = [&] {
-    g_fp8_block_rows = fp8_blocks[fp8_case % 5][0];
-    g_fp8_block_cols = fp8_blocks[fp8_case % 5][1];
+    g_fp8_block_rows = fp8_blocks[fp8_case % 6][0];
+    g_fp8_block_cols = fp8_blocks[fp8_case % 6][1];
     ++fp8_case;
   };
   std::vector<Shape> fp8_shapes(std::begin(shapes), std::end(shapes));
