@@ -33,6 +33,8 @@ StringRef mlir::mix::codegen::dtypeName(Type element) {
     return "f16";
   if (element.isInteger(32))
     return "i32";
+  if (isa<Float8E4M3FNType>(element))
+    return "f8_e4m3";
   return "unsupported";
 }
 
@@ -43,12 +45,16 @@ StringRef mlir::mix::codegen::cTypeName(Type element) {
     return "uint16_t";
   if (element.isInteger(32))
     return "int32_t";
+  if (isa<Float8E4M3FNType>(element))
+    return "uint8_t";
   return "void";
 }
 
 int64_t mlir::mix::codegen::dtypeBytes(Type element) {
   if (element.isBF16() || element.isF16())
     return 2;
+  if (isa<Float8E4M3FNType>(element))
+    return 1;
   return 4;
 }
 

@@ -54,7 +54,7 @@ LogicalResult writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
 std::string cIdentifier(StringRef text);
 
 /// The dtype vocabulary of manifests and the C types behind it: the one home of that mapping.
-StringRef dtypeName(Type element);    // "f32", "bf16", "f16", "i32"
+StringRef dtypeName(Type element);    // "f32", "bf16", "f16", "i32", "f8_e4m3"
 StringRef cTypeName(Type element);    // "float", "uint16_t", "int32_t"
 int64_t dtypeBytes(Type element);
 

@@ -159,7 +159,10 @@ std::vector<std::string> FunctionEmitter::dimsOf(Value v) {
 }
 
 std::string FunctionEmitter::weightType(Type element) const {
-  const char *name = element.isF32() ? "f32" : element.isBF16() ? "bf16" : "f16";
+  const char *name = element.isF32()                 ? "f32"
+                     : element.isBF16()                ? "bf16"
+                     : isa<Float8E4M3FNType>(element) ? "fp8_e4m3"
+                                                       : "f16";
   return conventions.kernelNamespace + "::WeightType::" + name;
 }
 

@@ -124,6 +124,10 @@ def Mix_Activations : RankedTensorOf<[F32]>;
 // entry and rounds the output once, at its exit (layers.md, Conventions).
 def Mix_Tokens : RankedTensorOf<[F32, BF16, F16]>;
 def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
+// Routed expert weights may also be e4m3 codes (fine-grained fp8 checkpoints), each with a
+// tensor of f32 block scales (Mix_BlockScales) and the op's `weight_block`.
+def Mix_ExpertWeight : RankedTensorOf<[F32, BF16, F16, F8E4M3FN]>;
+def Mix_BlockScales : RankedTensorOf<[F32]>;
 def Mix_Indices : RankedTensorOf<[I32]>;
 def Mix_Scalar : 0DTensorOf<[F32]>;
 

@@ -59,6 +59,14 @@ LogicalResult verifyExpertWeights(Operation *op, ValueRange gate, ValueRange up,
                                   ValueRange down, int64_t numExperts, int64_t hidden,
                                   ExpertWeightShape &shape);
 
+/// Checks the block scales of fp8 expert weights (f8E4M3FN, per expert: `weight_block` set and
+/// one f32 [ceil(rows / r), ceil(cols / c)] scale tensor per weight, in `gate_scale`,
+/// `up_scale`, `down_scale`), and that weights of other dtypes come without them.
+LogicalResult verifyExpertScales(Operation *op, const ExpertWeightShape &shape, ValueRange gate,
+                                 ValueRange up, ValueRange down, ValueRange gateScale,
+                                 ValueRange upScale, ValueRange downScale,
+                                 std::optional<ArrayRef<int64_t>> block);
+
 } // namespace mlir::mix
 
 #endif // MIXTILE_DIALECT_MIXOPS_H

@@ -148,6 +148,13 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
     `down · act(up · x)` otherwise. Weights are stacked (`[E, F, D]`, `[E, D, F]`, one tensor
     each) or one tensor per expert (`E` tensors `[F, D]`, `[D, F]`), all of one dtype.
 
+    fp8 weights (the fine-grained fp8 checkpoints of DeepSeek-V3 and Qwen3): per-expert
+    `f8E4M3FN` tensors, each with its f32 block scales in `gate_scale`, `up_scale`,
+    `down_scale` (`[ceil(rows / r), ceil(cols / c)]` for `weight_block = array<i64: r, c>`):
+    weight `[i, j]` is `code[i, j] * scale[i / r, j / c]`. They are read in place; the CPU
+    kernels multiply a segment of at most 4 rows with exactly that value, larger ones with
+    it rounded to bf16 (as transformers dequantizes such a checkpoint on a CPU).
+
     ```mlir
     %h = mix.expert_ffn %x, %off, %tok
         gate(%w1 : tensor<8x14336x4096xbf16>) up(%w3 : tensor<8x14336x4096xbf16>)
@@ -156,13 +163,19 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
     ```
   }];
   let arguments = (ins Mix_Activations:$x, Mix_Indices:$offsets, Mix_Indices:$tokens,
-                       Variadic<Mix_Weight>:$gate, Variadic<Mix_Weight>:$up,
-                       Variadic<Mix_Weight>:$down, Mix_ActivationAttr:$activation);
+                       Variadic<Mix_ExpertWeight>:$gate, Variadic<Mix_ExpertWeight>:$up,
+                       Variadic<Mix_ExpertWeight>:$down,
+                       Variadic<Mix_BlockScales>:$gate_scale, Variadic<Mix_BlockScales>:$up_scale,
+                       Variadic<Mix_BlockScales>:$down_scale, Mix_ActivationAttr:$activation,
+                       OptionalAttr<DenseI64ArrayAttr>:$weight_block);
   let results = (outs Mix_Activations:$h);
   let assemblyFormat = [{
     $x `,` $offsets `,` $tokens
     (`gate` `(` $gate^ `:` type($gate) `)`)?
     `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    (`gate_scale` `(` $gate_scale^ `:` type($gate_scale) `)`)?
+    (`up_scale` `(` $up_scale^ `:` type($up_scale) `)`)?
+    (`down_scale` `(` $down_scale^ `:` type($down_scale) `)`)?
     attr-dict `:` type($x) `,` type($offsets) `,` type($tokens) `->` type($h)
   }];
   let hasVerifier = 1;
@@ -652,7 +665,8 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
   let description = [{
     `y_t = Σ_j w_{t,j} · FFN_{idx_{t,j}}(x_t) (+ shared(x_t))` with routing as `mix.route`
     (all its attributes apply), optional capacity as `mix.capacity` (`capacity` or
-    `capacity_factor`; neither means dropless), experts as `mix.expert_ffn` and optional
+    `capacity_factor`; neither means dropless), experts as `mix.expert_ffn` (fp8 experts with
+    their block scales and `weight_block` as there) and optional
     shared experts as `mix.ffn`, optionally scaled by `sigmoid(x · shared_expert_gateᵀ)`.
 
     Optional results, in this order when present: `router_logits [T, E]`,
@@ -672,9 +686,12 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     Mix_Weight:$router,
     Optional<Mix_Weight>:$router_bias,
     Optional<Mix_Weight>:$selection_bias,
-    Variadic<Mix_Weight>:$gate,
-    Variadic<Mix_Weight>:$up,
-    Variadic<Mix_Weight>:$down,
+    Variadic<Mix_ExpertWeight>:$gate,
+    Variadic<Mix_ExpertWeight>:$up,
+    Variadic<Mix_ExpertWeight>:$down,
+    Variadic<Mix_BlockScales>:$gate_scale,
+    Variadic<Mix_BlockScales>:$up_scale,
+    Variadic<Mix_BlockScales>:$down_scale,
     Optional<Mix_Weight>:$shared_gate,
     Optional<Mix_Weight>:$shared_up,
     Optional<Mix_Weight>:$shared_down,
@@ -689,7 +706,8 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     DefaultValuedAttr<Mix_GroupScoreAttr, "::mlir::mix::GroupScore::max">:$group_score,
     OptionalAttr<Mix_NonNegative>:$capacity,
     OptionalAttr<F64Attr>:$capacity_factor,
-    Mix_ActivationAttr:$activation
+    Mix_ActivationAttr:$activation,
+    OptionalAttr<DenseI64ArrayAttr>:$weight_block
   );
   let results = (outs Mix_Tokens:$output,
                       Optional<Mix_Activations>:$router_logits,
@@ -701,6 +719,9 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
     `experts` (`gate` `(` $gate^ `:` type($gate) `)`)?
     `up` `(` $up `:` type($up) `)` `down` `(` $down `:` type($down) `)`
+    (`gate_scale` `(` $gate_scale^ `:` type($gate_scale) `)`)?
+    (`up_scale` `(` $up_scale^ `:` type($up_scale) `)`)?
+    (`down_scale` `(` $down_scale^ `:` type($down_scale) `)`)?
     (`shared_gate` `(` $shared_gate^ `:` type($shared_gate) `)`)?
     (`shared_up` `(` $shared_up^ `:` type($shared_up) `)`)?
     (`shared_down` `(` $shared_down^ `:` type($shared_down) `)`)?

@@ -439,6 +439,48 @@ LogicalResult DispatchOp::verify() {
 // Expert computation primitives
 //===----------------------------------------------------------------------===//
 
+LogicalResult mlir::mix::verifyExpertScales(Operation *op, const ExpertWeightShape &shape,
+                                            ValueRange gate, ValueRange up, ValueRange down,
+                                            ValueRange gateScale, ValueRange upScale,
+                                            ValueRange downScale,
+                                            std::optional<ArrayRef<int64_t>> block) {
+  if (!isa<Float8E4M3FNType>(shape.elementType)) {
+    if (!gateScale.empty() || !upScale.empty() || !downScale.empty() || block)
+      return op->emitOpError() << "block scales and 'weight_block' belong to f8E4M3FN expert "
+                               << "weights; these are " << shape.elementType;
+    return success();
+  }
+  if (shape.stacked)
+    return op->emitOpError() << "f8E4M3FN expert weights must be one tensor per expert [F, D] / "
+                             << "[D, F], not stacked";
+  if (!block || block->size() != 2 || (*block)[0] <= 0 || (*block)[1] <= 0)
+    return op->emitOpError() << "f8E4M3FN expert weights need 'weight_block' = array<i64: rows, "
+                             << "cols>, two positive sizes";
+  const int64_t br = (*block)[0], bc = (*block)[1];
+  auto group = [&](ValueRange weights, ValueRange scales, StringRef role) -> LogicalResult {
+    if (scales.size() != weights.size())
+      return op->emitOpError() << "operand group '" << role << "_scale' must hold one tensor per '"
+                               << role << "' weight (" << weights.size() << "), got "
+                               << scales.size();
+    for (auto [i, w] : llvm::enumerate(weights)) {
+      int64_t rows = dimOf(w, 0), cols = dimOf(w, 1);
+      SmallVector<int64_t> expected = {(rows + br - 1) / br, (cols + bc - 1) / bc};
+      auto type = cast<RankedTensorType>(scales[i].getType());
+      if (type.getShape() != ArrayRef<int64_t>(expected))
+        return op->emitOpError() << "operand '" << role << "_scale #" << i << "' must be f32 ["
+                                 << expected[0] << ", " << expected[1] << "] (blocks of " << br
+                                 << " x " << bc << " of '" << role << " #" << i << "' "
+                                 << shapeString(w.getType()) << "), got "
+                                 << shapeString(scales[i].getType());
+    }
+    return success();
+  };
+  if (failed(group(gate, gateScale, "gate")) || failed(group(up, upScale, "up")) ||
+      failed(group(down, downScale, "down")))
+    return failure();
+  return success();
+}
+
 LogicalResult ExpertFFNOp::verify() {
   ShapeChecker check(*this);
   if (failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
@@ -451,7 +493,9 @@ LogicalResult ExpertFFNOp::verify() {
                          << shapeString(getOffsets().getType());
   ExpertWeightShape shape;
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), segments - 1,
-                                 dimOf(getX(), 1), shape)))
+                                 dimOf(getX(), 1), shape)) ||
+      failed(verifyExpertScales(*this, shape, getGate(), getUp(), getDown(), getGateScale(),
+                                getUpScale(), getDownScale(), getWeightBlock())))
     return failure();
   if (failed(check.rank(getH(), "result", "h", "[A, D]")) ||
       failed(check.dim(getH(), "result", "h", 0, "A", dimOf(getTokens(), 0),
@@ -967,6 +1011,8 @@ LogicalResult TokenChoiceMoEOp::verify() {
   ExpertWeightShape shape;
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
                                  shape)) ||
+      failed(verifyExpertScales(*this, shape, getGate(), getUp(), getDown(), getGateScale(),
+                                getUpScale(), getDownScale(), getWeightBlock())) ||
       failed(verifySharedExperts(check, getSharedGate(), getSharedUp(), getSharedDown(),
                                  getSharedExpertGate(), hidden)))
     return failure();

@@ -1,6 +1,7 @@
 // CPU levels, host detection and the matrix-path policy (see CpuTarget.h).
 #include "passes/CpuTarget.h"
 
+#include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/TargetParser/Host.h"
@@ -105,7 +106,8 @@ std::string mlir::mix::cpuTuningTable(const CpuTarget &cpu, StringRef path) {
 }
 
 StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
-  if (weights && weights.isBF16()) {
+  // fp8 expert weights become bf16 on their way into the same loops (kernels/fp8.h).
+  if (weights && (weights.isBF16() || isa<mlir::Float8E4M3FNType>(weights))) {
     if (cpu.has("amx_bf16") && cpu.has("amx_tile"))
       return "amx_bf16";
     if (cpu.has("avx512_bf16") && cpu.has("avx512f"))

@@ -27,7 +27,9 @@ int64_t dimOf(Value v, unsigned i) { return cast<RankedTensorType>(v.getType()).
 /// dispatch → expert_ffn → combine into `init`. Returns the combined output.
 Value buildRoutedExperts(OpBuilder &b, Location loc, Value x, Value weights, Value experts,
                          int64_t numExperts, ValueRange gate, ValueRange up, ValueRange down,
-                         ActivationAttr activation, Value init) {
+                         ActivationAttr activation, Value init, ValueRange gateScale = {},
+                         ValueRange upScale = {}, ValueRange downScale = {},
+                         DenseI64ArrayAttr weightBlock = {}) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   int64_t hidden = dimOf(x, 1);
   auto dispatch = DispatchOp::create(
@@ -36,7 +38,7 @@ Value buildRoutedExperts(OpBuilder &b, Location loc, Value x, Value weights, Val
       weights, experts, b.getI64IntegerAttr(numExperts));
   auto ffn = ExpertFFNOp::create(b, loc, tensorOf({ShapedType::kDynamic, hidden}, f32), x,
                                  dispatch.getOffsets(), dispatch.getTokens(), gate, up, down,
-                                 activation);
+                                 gateScale, upScale, downScale, activation, weightBlock);
   return CombineOp::create(b, loc, ffn.getH(), dispatch.getTokens(), dispatch.getGates(), init)
       .getY();
 }
@@ -77,7 +79,8 @@ void decompose(TokenChoiceMoEOp op) {
   }
   Value output = buildRoutedExperts(b, loc, x, route.getWeights(), experts, numExperts,
                                     op.getGate(), op.getUp(), op.getDown(),
-                                    op.getActivationAttr(), init);
+                                    op.getActivationAttr(), init, op.getGateScale(),
+                                    op.getUpScale(), op.getDownScale(), op.getWeightBlockAttr());
   op.getOutput().replaceAllUsesWith(output);
   if (Value logits = op.getRouterLogits())
     logits.replaceAllUsesWith(route.getLogits());
@@ -102,7 +105,8 @@ void decompose(ExpertChoiceMoEOp op) {
       x, op.getRouter(), op.getCapacityFactorAttr());
   auto ffn = ExpertFFNOp::create(b, loc, tensorOf({ShapedType::kDynamic, dimOf(x, 1)}, f32), x,
                                  choice.getOffsets(), choice.getTokens(), op.getGate(),
-                                 op.getUp(), op.getDown(), op.getActivationAttr());
+                                 op.getUp(), op.getDown(), ValueRange(), ValueRange(),
+                                 ValueRange(), op.getActivationAttr(), DenseI64ArrayAttr());
   Value zeros = ZerosLikeOp::create(b, loc, x).getZeros();
   Value output =
       CombineOp::create(b, loc, ffn.getH(), choice.getTokens(), choice.getGates(), zeros).getY();

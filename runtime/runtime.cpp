@@ -329,7 +329,7 @@ public:
     const std::string named = where + " ('" + spec.name + "')";
     std::string dtype = string(json, "dtype", named);
     if (!parseManifestDType(dtype, spec.dtype))
-      bad(named, "unknown dtype '" + dtype + "' (expected f32, bf16, f16 or i32)");
+      bad(named, "unknown dtype '" + dtype + "' (expected f32, bf16, f16, i32 or f8_e4m3)");
     const nlohmann::json &shape = array(json, "shape", named);
     const nlohmann::json &symbols = array(json, "symbols", named);
     if (symbols.size() != shape.size())
@@ -1525,6 +1525,12 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
         continue; // may come with the inputs; run() names it if it does not
       const bool widen = widensToSpec(spec, *view);
       const bool dequantize = dequantizesToSpec(spec, *view);
+      if (spec.dtype == DType::F8_E4M3 && view->dtype != DType::F8_E4M3)
+        fail(MIXTILE_ERROR_BINDING,
+             "tensor '" + spec.name + "' (" + view->source + "): expected " +
+                 describeExpected(spec) + ", got " + describeActual(*view) +
+                 ": this artifact multiplies an fp8 checkpoint's expert weights as they are "
+                 "stored; compile it from this checkpoint's own config.json");
       if (!widen && !dequantize)
         checkTensor(spec, *view);
       checkPlacement(state, *view, "weight '" + spec.name + "'");

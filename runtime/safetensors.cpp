@@ -38,7 +38,7 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::I16, "I16", nullptr, 2}, {DType::I8, "I8", nullptr, 1},
     {DType::U8, "U8", nullptr, 1},   {DType::BOOL, "BOOL", nullptr, 1},
     {DType::U16, "U16", nullptr, 2}, {DType::U32, "U32", nullptr, 4},
-    {DType::U64, "U64", nullptr, 8}, {DType::F8_E4M3, "F8_E4M3", nullptr, 1},
+    {DType::U64, "U64", nullptr, 8}, {DType::F8_E4M3, "F8_E4M3", "f8_e4m3", 1},
     {DType::F8_E5M2, "F8_E5M2", nullptr, 1},
 };
 

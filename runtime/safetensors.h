@@ -49,7 +49,7 @@ const char *manifestDTypeName(DType dtype);
 size_t dtypeBytes(DType dtype);
 /// Parses a safetensors spelling; false when unknown.
 bool parseSafetensorsDType(const std::string &text, DType &dtype);
-/// Parses a manifest spelling (only f32, bf16, f16, i32); false when unknown.
+/// Parses a manifest spelling (only f32, bf16, f16, i32, f8_e4m3); false when unknown.
 bool parseManifestDType(const std::string &text, DType &dtype);
 
 /// "[4, 8]"

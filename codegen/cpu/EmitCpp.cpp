@@ -234,11 +234,27 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                            std::string zeroRows, ValueRange gate, ValueRange up,
                            ValueRange down, int64_t experts, int64_t hidden,
                            std::string assignments, ActivationAttr activation,
-                           std::string tokenCountExpr) -> void {
+                           std::string tokenCountExpr, ValueRange gateScale = {},
+                           ValueRange upScale = {}, ValueRange downScale = {},
+                           std::optional<ArrayRef<int64_t>> block = std::nullopt) -> void {
     ExpertWeightShape shape;
     (void)verifyExpertWeights(op, gate, up, down, experts, hidden, shape);
     line("{");
     line(expertWeightArrays(op, gate, up, down, experts, hidden, shape.intermediate).substr(4));
+    // fp8 weights: each expert's block scales beside its codes (mix.expert_ffn's weight_block).
+    bool fp8 = block.has_value();
+    if (fp8) {
+      auto scales = [&](StringRef role, ValueRange values) {
+        std::string text = llvm::formatv("const float *{0}[{1}] = {{", role, experts).str();
+        for (auto [e, v] : llvm::enumerate(values))
+          text += (e ? ", " : "") + ptr(v);
+        line(text + "};");
+      };
+      if (shape.gated)
+        scales("gate_s", gateScale);
+      scales("up_s", upScale);
+      scales("down_s", downScale);
+    }
     line(llvm::formatv(
              "mixtile::cpu::ExpertFFNProblem p;\n    p.num_experts = {0}; p.hidden = {1}; p.inter "
              "= {2};\n    p.x = {3}; p.offsets = {4}; p.tokens = {5}; p.gates = {6};\n    "
@@ -247,6 +263,11 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
              experts, hidden, shape.intermediate, ptr(x), offsets, tokensPtr, gatesPtr,
              shape.gated ? "gate_w" : "nullptr", y, outRows, zeroRows)
              .str());
+    if (fp8)
+      line(llvm::formatv("p.gate_scale = {0}; p.up_scale = up_s; p.down_scale = down_s;\n    "
+                         "p.scale_block_rows = {1}; p.scale_block_cols = {2};",
+                         shape.gated ? "gate_s" : "nullptr", (*block)[0], (*block)[1])
+               .str());
     helpers += pendingTiles;
     pendingTiles.clear();
     std::string path = pathArgument();
@@ -256,10 +277,14 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                        shape.gated ? "true" : "false", tiles, tokenCountExpr, path)
              .str());
     line("}");
+    // The workspace of fp8 weights holds each thread's slab of dequantized rows as well.
+    std::string sizeTail =
+        fp8 ? ", mixtile::cpu::MatmulPath::" + currentPath + ", " + weightType(shape.elementType)
+            : path;
     scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {6}, {1}, {2}, "
                                     "max_threads, {3}({4}){5})",
                                     assignments, hidden, shape.intermediate, tiles,
-                                    tokenCountExpr, path, experts)
+                                    tokenCountExpr, sizeTail, experts)
                           .str());
   };
 
@@ -305,7 +330,8 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     ExpertOutput o = expertOutput(ffn);
     emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()), o.gates, o.outRows,
                   o.y, o.zeroRows, ffn.getGate(), ffn.getUp(), ffn.getDown(), experts, hidden,
-                  assignments, ffn.getActivationAttr(), tokenCount);
+                  assignments, ffn.getActivationAttr(), tokenCount, ffn.getGateScale(),
+                  ffn.getUpScale(), ffn.getDownScale(), ffn.getWeightBlock());
     return success();
   }
   if (auto combine = dyn_cast<CombineOp>(op)) {

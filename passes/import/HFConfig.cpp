@@ -15,6 +15,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -207,6 +208,9 @@ struct SparseBlock {
   bool normalize = false, sigmoid = false, top2Sum = false, gated = true, routerBias = false;
   bool sharedExpertGate = false, selectionBias = false;
   bool fused = false;  // transformers 5.x's in-memory [E, 2F, D] gate_up_proj and [E, D, F] down_proj
+  // Set when the routed experts take the checkpoint's fp8 weights in place (e4m3 codes with
+  // `<name>_scale_inv` block scales of this many rows x columns; see fp8ExpertBlock).
+  std::optional<std::array<int64_t, 2>> fp8Block;
   double scale = 1.0, epsilon = 0.0;
   std::optional<Activation> activation;
   std::string prefix, router, routerBiasName, selectionBiasName;
@@ -348,11 +352,17 @@ struct SparseBlock {
     for (StringRef role : {"gate", "up", "down"}) {
       if (fused || (role == "gate" && !gated))
         continue;
+      SmallVector<int64_t> shape = role == "down" ? SmallVector<int64_t>{hidden, width}
+                                                  : SmallVector<int64_t>{width, hidden};
       for (int64_t e = 0; e < experts; ++e)
-        weights.push_back({expertName(e, role),
-                           role == "down" ? SmallVector<int64_t>{hidden, width}
-                                          : SmallVector<int64_t>{width, hidden},
-                           weightType});
+        weights.push_back({expertName(e, role), shape,
+                           fp8Block ? Type(b.getType<Float8E4M3FNType>()) : weightType});
+      if (fp8Block) // the role's block scales follow its weights
+        for (int64_t e = 0; e < experts; ++e)
+          weights.push_back({expertName(e, role) + "_scale_inv",
+                             {(shape[0] + (*fp8Block)[0] - 1) / (*fp8Block)[0],
+                              (shape[1] + (*fp8Block)[1] - 1) / (*fp8Block)[1]},
+                             f32});
     }
     if (sharedWidth > 0) {
       weights.push_back({sharedPrefix + "gate_proj.weight", {sharedWidth, hidden}, weightType});
@@ -372,7 +382,7 @@ struct SparseBlock {
     Value routerValue = next();
     Value routerBiasValue = routerBias ? next() : Value();
     Value selectionBiasValue = selectionBias ? next() : Value();
-    SmallVector<Value> gate, up, down;
+    SmallVector<Value> gate, up, down, gateScale, upScale, downScale;
     if (fused) {
       // Each expert's matrices are contiguous blocks of the fused tensors: views, no copy.
       Value gateUp = next(), downs = next();
@@ -392,13 +402,17 @@ struct SparseBlock {
         down.push_back(block(downs, e, 0, hidden, width));
       }
     } else {
-      if (gated)
+      auto role = [&](SmallVector<Value> &weights, SmallVector<Value> &scales) {
         for (int64_t e = 0; e < experts; ++e)
-          gate.push_back(next());
-      for (int64_t e = 0; e < experts; ++e)
-        up.push_back(next());
-      for (int64_t e = 0; e < experts; ++e)
-        down.push_back(next());
+          weights.push_back(next());
+        if (fp8Block)
+          for (int64_t e = 0; e < experts; ++e)
+            scales.push_back(next());
+      };
+      if (gated)
+        role(gate, gateScale);
+      role(up, upScale);
+      role(down, downScale);
     }
     Value sharedGate, sharedUp, sharedDown, sharedGateWeight;
     if (sharedWidth > 0) {
@@ -410,7 +424,8 @@ struct SparseBlock {
     }
     auto layerOp = TokenChoiceMoEOp::create(
         builder, loc, outputType, Type(), Type(), Type(), x, routerValue, routerBiasValue,
-        selectionBiasValue, gate, up, down, sharedGate, sharedUp, sharedDown, sharedGateWeight,
+        selectionBiasValue, gate, up, down, gateScale, upScale, downScale, sharedGate, sharedUp,
+        sharedDown, sharedGateWeight,
         builder.getI64IntegerAttr(k),
         ScoringAttr::get(context, sigmoid ? Scoring::sigmoid : Scoring::softmax),
         normalize ? builder.getUnitAttr() : UnitAttr(), builder.getF64FloatAttr(epsilon),
@@ -418,7 +433,8 @@ struct SparseBlock {
         builder.getI64IntegerAttr(topkGroup),
         GroupScoreAttr::get(context, top2Sum ? GroupScore::top2_sum : GroupScore::max),
         capacity ? builder.getI64IntegerAttr(*capacity) : IntegerAttr(), FloatAttr(),
-        ActivationAttr::get(context, *activation));
+        ActivationAttr::get(context, *activation),
+        fp8Block ? builder.getDenseI64ArrayAttr(*fp8Block) : DenseI64ArrayAttr());
     return layerOp.getOutput();
   }
 };
@@ -537,13 +553,30 @@ std::optional<DictionaryAttr> weightQuantization(const llvm::json::Object &confi
                               b.getNamedAttr("block", b.getI64ArrayAttr(block))});
 }
 
+/// Whether the routed experts of a block take the checkpoint's fp8 weights in place, and their
+/// scale blocks: for an fp8 checkpoint (`quantization`) compiled to bf16 for a target whose
+/// kernels multiply fp8 weights (`fp8InPlace`: the CPU), with one tensor per expert. Everything
+/// else of such a checkpoint (attention, dense and shared MLPs, and the experts elsewhere) is
+/// dequantized by the runtime when it binds the weights.
+std::optional<std::array<int64_t, 2>> fp8ExpertBlock(DictionaryAttr quantization, Type weightType,
+                                                     bool fusedExperts, StringRef family,
+                                                     bool fp8InPlace) {
+  if (!quantization || !fp8InPlace || !weightType.isBF16() || fusedExperts ||
+      family == "switch_transformers")
+    return std::nullopt;
+  auto block = cast<ArrayAttr>(quantization.get("block"));
+  return std::array<int64_t, 2>{cast<IntegerAttr>(block[0]).getInt(),
+                                cast<IntegerAttr>(block[1]).getInt()};
+}
+
 } // namespace
 
 namespace {
 OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
                                                 int layerArg, StringRef dtypeArg,
                                                 StringRef tokenDtypeArg, std::string &name,
-                                                std::string &error, bool fusedExperts) {
+                                                std::string &error, bool fusedExperts,
+                                                bool fp8InPlace) {
   std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
   if (!parsed)
     return nullptr;
@@ -596,6 +629,7 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
 
   SparseBlock block;
   block.fused = fusedExperts;
+  block.fp8Block = fp8ExpertBlock(*quantization, weightType, fusedExperts, r.family, fp8InPlace);
   if (fusedExperts && r.family == "switch_transformers") {
     error = "--fused-experts applies to the gated families (transformers fuses their "
             "experts); switch_transformers keeps one module per expert";
@@ -814,7 +848,7 @@ struct LayerKind {
 namespace {
 OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                                                StringRef dtypeArg, std::string &name,
-                                               std::string &error) {
+                                               std::string &error, bool fp8InPlace) {
   std::optional<llvm::json::Value> parsed = loadConfig(configPath, error);
   if (!parsed)
     return nullptr;
@@ -1034,6 +1068,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     out.push_back({p + "post_attention_layernorm.weight", {hidden}, weightType});
     if (llvm::is_contained(sparse, layer)) {
       block.emplace();
+      block->fp8Block = fp8ExpertBlock(*quantization, weightType, false, r.family, fp8InPlace);
       if (!block->describe(r, layer, weightType, b))
         return false;
       out.insert(out.end(), block->weights.begin(), block->weights.end());
@@ -1332,9 +1367,9 @@ std::string oneLine(const std::string &text) {
 OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef configPath,
                                                 int layer, StringRef dtype, StringRef tokenDtype,
                                                 std::string &name, std::string &error,
-                                                bool fusedExperts) {
-  OwningOpRef<ModuleOp> module =
-      importLayer(context, configPath, layer, dtype, tokenDtype, name, error, fusedExperts);
+                                                bool fusedExperts, bool fp8InPlace) {
+  OwningOpRef<ModuleOp> module = importLayer(context, configPath, layer, dtype, tokenDtype, name,
+                                             error, fusedExperts, fp8InPlace);
   if (!module)
     error = oneLine(error);
   return module;
@@ -1342,8 +1377,8 @@ OwningOpRef<ModuleOp> mlir::mix::importHFConfig(MLIRContext *context, StringRef 
 
 OwningOpRef<ModuleOp> mlir::mix::importHFModel(MLIRContext *context, StringRef configPath,
                                                StringRef dtype, std::string &name,
-                                               std::string &error) {
-  OwningOpRef<ModuleOp> module = importModel(context, configPath, dtype, name, error);
+                                               std::string &error, bool fp8InPlace) {
+  OwningOpRef<ModuleOp> module = importModel(context, configPath, dtype, name, error, fp8InPlace);
   if (!module)
     error = oneLine(error);
   return module;

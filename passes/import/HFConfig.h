@@ -19,10 +19,14 @@ namespace mlir::mix {
 /// With `fusedExperts`, the expert weights are the two tensors transformers 5.x holds in
 /// memory, `model.layers.<N>.mlp.experts.gate_up_proj` [E, 2F, D] (each expert's gate rows,
 /// then its up rows) and `...experts.down_proj` [E, D, F], used in place (each expert's
-/// matrices are contiguous blocks of them); the other weights keep their names.
+/// matrices are contiguous blocks of them); the other weights keep their names. With
+/// `fp8InPlace` (the CPU target) and a fine-grained fp8 checkpoint compiled to bf16, the routed
+/// experts take the e4m3 weights in place with their `<name>_scale_inv` block scales; without
+/// it (or for the model's other weights) the runtime dequantizes them when it binds them.
 OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath, int layer,
                                      StringRef dtype, StringRef tokenDtype, std::string &name,
-                                     std::string &error, bool fusedExperts = false);
+                                     std::string &error, bool fusedExperts = false,
+                                     bool fp8InPlace = false);
 
 /// Reads `configPath` and returns the module of the whole decoder-only model (`--model`):
 /// one function per distinct decoder-layer kind (`decoder_layer_moe`, `decoder_layer_mlp`,
@@ -32,7 +36,8 @@ OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath,
 /// `dtype` as in importHFConfig; the KV caches have the weights' dtype. Families: mixtral,
 /// qwen2_moe, qwen3_moe, olmoe. `name` is set to `<model_type>_model`.
 OwningOpRef<ModuleOp> importHFModel(MLIRContext *context, StringRef configPath, StringRef dtype,
-                                    std::string &name, std::string &error);
+                                    std::string &name, std::string &error,
+                                    bool fp8InPlace = false);
 
 } // namespace mlir::mix
 

@@ -2,7 +2,7 @@
 
 func.func @ffn_no_up(%x: tensor<?x8xf32>, %o: tensor<2xi32>, %t: tensor<?xi32>, %d: tensor<1x8x16xf32>) {
   // expected-error @+1 {{expert weights need 'up' and 'down' tensors}}
-  %h = "mix.expert_ffn"(%x, %o, %t, %d) <{activation = #mix.activation<silu>, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 1>}>
+  %h = "mix.expert_ffn"(%x, %o, %t, %d) <{activation = #mix.activation<silu>, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 1, 0, 0, 0>}>
       : (tensor<?x8xf32>, tensor<2xi32>, tensor<?xi32>, tensor<1x8x16xf32>) -> tensor<?x8xf32>
   return
 }

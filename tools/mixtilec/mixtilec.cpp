@@ -152,9 +152,11 @@ int main(int argc, char **argv) {
   std::string name;
   if (!hfConfig.empty()) {
     std::string error;
-    module = wholeModel ? mix::importHFModel(&context, hfConfig, dtype, name, error)
+    // The CPU kernels multiply fp8 expert weights in place; the CUDA target's are dequantized.
+    const bool fp8InPlace = target == "cpu";
+    module = wholeModel ? mix::importHFModel(&context, hfConfig, dtype, name, error, fp8InPlace)
                         : mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype,
-                                              name, error, fusedExperts);
+                                              name, error, fusedExperts, fp8InPlace);
     if (!module)
       return fail(error);
   } else {
