@@ -37,10 +37,11 @@
 //
 //   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16 or fp8_e4m3 only, and only in
 //   builds that enable their instructions (static_assert otherwise). The bf16 paths round x and h
-//   to bf16. fp8_e4m3 weights (uint8_t codes with block scales) are read in place and dequantized
-//   to bf16 (fp8.h) a slab of at most 32 weight rows at a time into the thread's workspace, which
-//   the bf16 loops then read as the weight (exactly the bf16 weights the codes stand for; slower
-//   than those today, see fp8.h).
+//   to bf16. fp8_e4m3 weights (uint8_t codes with block scales) are read in place: segments of
+//   up to 4 rows on avx512_bf16 (scale blocks of whole 32-deep steps) multiply the codes' exact
+//   values in registers and scale each block's partial sum (dp_small_fp8); every other segment
+//   reads slabs of at most 32 weight rows dequantized to bf16(code * scale) into the thread's
+//   workspace (fp8.h), which the bf16 loops read as the weight.
 //
 //   Gated:  h = act(x · W_gateᵀ) ⊙ (x · W_upᵀ),  out = h · W_downᵀ
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ

@@ -1,18 +1,21 @@
 // fp8 weights of the CPU kernel library: rows of a block-scaled e4m3 weight (the fine-grained fp8
 // checkpoints of DeepSeek-V3 and Qwen3: one f32 scale per block of `rows` x `cols` elements)
 // dequantized to bf16, a few rows at a time, into a buffer the bf16 GEMM loops read as if it were
-// the weight itself (expert_ffn's fp8_e4m3 weights). Each element becomes bf16(f32(code) * scale),
-// rounded to nearest even: the value transformers gives the weight when it loads such a checkpoint
-// on a CPU, and what the runtime's load-time dequantization writes, so the loops multiply exactly
-// the bf16 weights the codes stand for. Mechanism only: mixtilec does not emit fp8 weights yet
-// (the runtime dequantizes fp8 checkpoints when it binds them, docs/artifact-abi.md).
+// the weight itself (expert_ffn's fp8_e4m3 weights, segments of more than 4 rows). Each element
+// becomes bf16(f32(code) * scale), rounded to nearest even: the value transformers gives the
+// weight when it loads such a checkpoint on a CPU, and what the runtime's load-time
+// dequantization writes. Segments of up to 4 rows take matrix_engines.h's dp_small_fp8 instead,
+// which turns the codes into their exact bf16 values in registers (e4m3_to_bf16_exact) and
+// scales each block's partial sum. Mechanism only: which weights are fp8 is mixtilec's decision
+// (mix.expert_ffn's f8E4M3FN operands).
 //
-// Speed (AMD EPYC Zen 4, 2 threads, bench_expert_ffn 2 2048 768 1,8,32,512 bf16,fp8 avx512_bf16
-// 128 8, Qwen3-30B-A3B's experts): the codes are read at half the bytes, but converting them
-// (VPERMI2B through a 128-entry table per scale block where AVX512-VBMI exists, 13-18 G codes/s
-// per core from L1; VCVTPH2PS and a multiply elsewhere, ~11) and re-reading the slab cost more
-// than the bytes save: T=1 2.69 ms against bf16's 1.79, T=512 162 against 133. A decode path at
-// the bandwidth needs the conversion inside the GEMV's registers, without the slab.
+// Speed (AMD EPYC Zen 4, 2 threads, bench_expert_ffn 2 2048 768 1,8,32,128,512 bf16,fp8
+// avx512_bf16 128 8, Qwen3-30B-A3B's experts, cold, an hour of ~33 GB/s): T=1 1.53 ms against
+// bf16's 2.29, T=8 10.5 / 14.4, T=32 29.9 / 34.3, T=128 68.3 / 50.6, T=512 140 / 114. The slab
+// conversion (VPERMI2B through a 128-entry table per scale block where AVX512-VBMI exists, 13-18
+// G codes/s per core from L1; VCVTPH2PS and a multiply elsewhere, ~11) costs the larger
+// segments; the fused GEMV converts ~13 G codes/s per core from DRAM, so it gains where a core
+// has less read bandwidth than that (in an hour of ~55 GB/s on 2 cores, T=1 1.42 / 1.56 ms).
 //
 // API (namespace mixtile::cpu):
 //
