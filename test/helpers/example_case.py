@@ -26,6 +26,7 @@ import safetensors_io  # noqa: E402
 OPERANDS = {
     "token_choice_moe": [
         "x", "router", "router_bias", "selection_bias", "gate", "up", "down",
+        "gate_scale", "up_scale", "down_scale",  # fp8 experts' block scales (none in the examples)
         "shared_gate", "shared_up", "shared_down", "shared_expert_gate",
     ],
     "expert_choice_moe": ["x", "router", "gate", "up", "down"],
