@@ -88,21 +88,29 @@ inline __m512i e4m3_to_f16_scaled(__m256i codes) {
   return _mm512_mask_mov_epi16(h, nan, _mm512_set1_epi16(0x7e00));
 }
 
-// 32 e4m3 codes -> their exact values as bf16 bits (every e4m3 value is a bf16 value): normal
-// codes by moving exponent and mantissa into place and rebiasing (7 -> 127), subnormal codes
-// (m * 2^-9) and NaN from a table, the sign or-ed in. For loops that apply the block scale to
-// their f32 partial sums instead of to each weight.
+// 32 e4m3 codes -> their exact values as bf16 bits (every e4m3 value is a bf16 value), for loops
+// that apply the block scale to their f32 partial sums instead of to each weight. Normal codes
+// take four 512-bit instructions: sign-extended to 16 bits and shifted left by 4, a code holds
+// its sign in bits 15 .. 11 and exponent and mantissa in 10 .. 4, where bf16 wants them; keep
+// bit 15 and bits 10 .. 4, and rebias the exponent (+120 at bit 7). Subnormal codes (m * 2^-9,
+// zero included) and NaN come from a table, on a branch: in a checkpoint they are rare (its
+// codes span the block's range, |code| up to 448), so the branch is almost never taken.
 inline __m512i e4m3_to_bf16_exact(__m256i codes) {
-  const __m512i w = _mm512_cvtepu8_epi16(codes);
-  const __m512i mag = _mm512_and_si512(w, _mm512_set1_epi16(0x7f));
-  const __m512i normal = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(0x3c00));
-  // Indexed by the low 5 bits: 0 .. 7 the subnormals, 31 (the magnitude 127) NaN.
-  const __m512i special = _mm512_set_epi16(0x7fc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                           0, 0x3c60, 0x3c40, 0x3c20, 0x3c00, 0x3bc0, 0x3b80, 0x3b00, 0);
-  const __mmask32 odd = _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)) |
-                        _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f));
-  const __m512i r = _mm512_mask_permutexvar_epi16(normal, odd, mag, special);
-  return _mm512_ternarylogic_epi32(r, _mm512_slli_epi16(w, 8), _mm512_set1_epi16(static_cast<short>(0x8000)), 0xf8);
+  const __m512i w = _mm512_cvtepi8_epi16(codes);
+  __m512i r = _mm512_add_epi16(_mm512_and_si512(_mm512_slli_epi16(w, 4), _mm512_set1_epi16(static_cast<short>(0x87f0))),
+                               _mm512_set1_epi16(0x3c00));
+  const __mmask32 odd =
+      _mm256_testn_epi8_mask(codes, _mm256_set1_epi8(0x78)) |
+      _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(0x7f)), _mm256_set1_epi8(0x7f));
+  if (__builtin_expect(odd != 0, 0)) {
+    // Indexed by the low 5 bits (the code's): 0 .. 7 the subnormals, 31 (magnitude 127) NaN.
+    const __m512i special = _mm512_set_epi16(0x7fc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0x3c60, 0x3c40, 0x3c20, 0x3c00, 0x3bc0, 0x3b80, 0x3b00, 0);
+    const __m512i magnitude = _mm512_permutexvar_epi16(w, special);
+    r = _mm512_mask_mov_epi16(
+        r, odd, _mm512_or_si512(magnitude, _mm512_and_si512(w, _mm512_set1_epi16(static_cast<short>(0x8000)))));
+  }
+  return r;
 }
 
 // 2 x 16 f32 -> 32 bf16 bits (lo first), round to nearest even, NaN stays a quiet NaN.

@@ -826,7 +826,10 @@ void dp_small(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint16_t *b
 // its out-of-order window covers fewer lines: it always prefetches its streams into L2
 // kDpFp8PrefetchBytes ahead (a decode GEMV prototype on the Zen 4 VM, 2 threads, cold: 12 -> 18-20
 // G codes/s with 16 KB). Token groups of at most 4 rows (two accumulator sets per row).
-constexpr int64_t kDpFp8PrefetchBytes = 16384;
+#ifndef MIXTILE_DP_FP8_PF_BYTES
+#define MIXTILE_DP_FP8_PF_BYTES 16384
+#endif
+constexpr int64_t kDpFp8PrefetchBytes = MIXTILE_DP_FP8_PF_BYTES;
 constexpr int kDpFp8MaxTokens = 4;
 
 template <bool Gated, int MT, int R>

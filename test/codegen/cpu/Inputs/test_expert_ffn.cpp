@@ -593,29 +593,33 @@ int main() {
   const int64_t fp8_blocks[][2] = {{16, 24}, {8, 8}, {128, 128}, {1, 32}, {5, 3}, {32, 64}};
   int fp8_case = 0;
   uint32_t fp8_seed = 100000;  // its own seeds: the other cases keep their data
-  auto fp8_block = [&] {
-    g_fp8_block_rows = fp8_blocks[fp8_case % 6][0];
-    g_fp8_block_cols = fp8_blocks[fp8_case % 6][1];
-    ++fp8_case;
+  // Every tile set x shape x four routing options x gated/plain with fp8 weights on `path`,
+  // block shapes, activations and thread counts cycling; `shift`: Case::shift of every third.
+  auto run_fp8_cases = [&](const std::vector<std::pair<std::string, TileConfig>> &sets,
+                           const std::vector<Shape> &fp8_shapes, MatmulPath path, int64_t shift) {
+    for (const auto &ts : sets)
+      for (const Shape &s : fp8_shapes)
+        for (int opts : {0, 2, 7, 15})
+          for (int gated = 0; gated < 2; ++gated) {
+            Case c;
+            if (!option_case(s, opts, gated, c)) continue;
+            c.w = WeightType::fp8_e4m3;
+            c.act = acts[fp8_case % 4];
+            c.threads = 1 + fp8_case % 3;
+            c.tiles = ts.second;
+            c.tile_name = ts.first;
+            c.path = path;
+            c.shift = (fp8_seed % 3 == 0) ? shift : 0;
+            g_fp8_block_rows = fp8_blocks[fp8_case % 6][0];
+            g_fp8_block_cols = fp8_blocks[fp8_case % 6][1];
+            ++fp8_case;
+            run_case(c, fp8_seed++);
+          }
   };
   std::vector<Shape> fp8_shapes(std::begin(shapes), std::end(shapes));
   fp8_shapes.push_back({6, 2100, 40, 3, 2});
   fp8_shapes.push_back({20, 40, 2100, 3, 2});
-  for (const auto &ts : tile_sets)
-    for (const Shape &s : fp8_shapes)
-      for (int opts : {0, 2, 7, 15})
-        for (int gated = 0; gated < 2; ++gated) {
-          Case c;
-          if (!option_case(s, opts, gated, c)) continue;
-          c.w = WeightType::fp8_e4m3;
-          c.act = acts[fp8_case % 4];
-          c.threads = 1 + fp8_case % 3;
-          c.tiles = ts.second;
-          c.tile_name = ts.first;
-          c.shift = (fp8_seed % 3 == 0) ? 3 : 0;
-          fp8_block();
-          run_case(c, fp8_seed++);
-        }
+  run_fp8_cases(tile_sets, fp8_shapes, MatmulPath::fma_f32, 3);
   // Linear: all dtypes, gather/bias, both paths and both thread splits.
   for (WeightType w : wts)
     for (int64_t rows : {int64_t(0), int64_t(1), int64_t(5), int64_t(37)})
@@ -682,22 +686,7 @@ int main() {
     fp8_engine_shapes.push_back({6, 2100, 40, 3, 2});
     fp8_engine_shapes.push_back({70, 2100, 40, 3, 2});
     fp8_engine_shapes.push_back({70, 40, 2100, 3, 2});
-    for (const auto &ts : engine_tiles)
-      for (const Shape &s : fp8_engine_shapes)
-        for (int opts : {0, 2, 7, 15})
-          for (int gated = 0; gated < 2; ++gated) {
-            Case c;
-            if (!option_case(s, opts, gated, c)) continue;
-            c.w = WeightType::fp8_e4m3;
-            c.act = acts[fp8_case % 4];
-            c.threads = 1 + fp8_case % 3;
-            c.tiles = ts.second;
-            c.tile_name = ts.first;
-            c.path = path;
-            c.shift = (fp8_seed % 3 == 0) ? 5 : 0;
-            fp8_block();
-            run_case(c, fp8_seed++);
-          }
+    run_fp8_cases(engine_tiles, fp8_engine_shapes, path, 5);
     for (Activation a : acts)
       for (int gated = 0; gated < 2; ++gated)
         for (int64_t T : {int64_t(2), int64_t(25), int64_t(300)}) {
