@@ -20,7 +20,7 @@ namespace mlir::mix {
 /// memory, `model.layers.<N>.mlp.experts.gate_up_proj` [E, 2F, D] (each expert's gate rows,
 /// then its up rows) and `...experts.down_proj` [E, D, F], used in place (each expert's
 /// matrices are contiguous blocks of them); the other weights keep their names. With
-/// `fp8InPlace` (the CPU target) and a fine-grained fp8 checkpoint compiled to bf16, the routed
+/// `fp8InPlace` (mixtilec: the CPU target with AVX-512 BW and VL) and a fine-grained fp8 checkpoint compiled to bf16, the routed
 /// experts take the e4m3 weights in place with their `<name>_scale_inv` block scales; without
 /// it (or for the model's other weights) the runtime dequantizes them when it binds them.
 OwningOpRef<ModuleOp> importHFConfig(MLIRContext *context, StringRef configPath, int layer,

@@ -132,10 +132,16 @@ int main(int argc, char **argv) {
     return fail("--layer must be >= 0, got " + Twine(layerIndex.getValue()));
   if (cpu.getNumOccurrences() && target != "cpu")
     return fail("--cpu applies only to --target cpu");
+  // The CPU kernels multiply fp8 expert weights in place where the CPU has AVX-512 (BW, VL: the
+  // codes are converted in vector registers); elsewhere, and on the CUDA target, the runtime
+  // dequantizes them when binding (a scalar conversion per use would cost more than the copy).
+  bool fp8InPlace = false;
   {
     std::string error;
-    if (!mix::resolveCpuTarget(cpu, error))
+    std::optional<mix::CpuTarget> resolved = mix::resolveCpuTarget(cpu, error);
+    if (!resolved)
       return fail(error);
+    fp8InPlace = target == "cpu" && resolved->has("avx512bw") && resolved->has("avx512vl");
   }
   if (!tokenDtype.empty() && tokenDtype != "f32" && tokenDtype != "bf16" && tokenDtype != "f16")
     return fail("unknown --token-dtype '" + tokenDtype + "' (expected f32, bf16 or f16)");
@@ -152,8 +158,6 @@ int main(int argc, char **argv) {
   std::string name;
   if (!hfConfig.empty()) {
     std::string error;
-    // The CPU kernels multiply fp8 expert weights in place; the CUDA target's are dequantized.
-    const bool fp8InPlace = target == "cpu";
     module = wholeModel ? mix::importHFModel(&context, hfConfig, dtype, name, error, fp8InPlace)
                         : mix::importHFConfig(&context, hfConfig, layerIndex, dtype, tokenDtype,
                                               name, error, fusedExperts, fp8InPlace);
