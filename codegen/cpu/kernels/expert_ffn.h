@@ -153,6 +153,16 @@ struct ShiftedEpilogue {
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) { ep.tile(b, col + shift, ncols, c, u); }
 };
 
+#ifndef MIXTILE_DP_FP8_FUSED_ROWS
+#define MIXTILE_DP_FP8_FUSED_ROWS 4
+#endif
+// Segments of at most this many rows multiply fp8 weights in the fused GEMV (dp_small_fp8), the
+// larger ones through slabs. The fused GEMV re-converts the codes for each group of 4 rows, so
+// 5-8 rows cost two conversions: bench_expert_ffn 2 2048 768 64,128,256 fp8 avx512_bf16 128 8
+// (Zen 4, 2 threads, small_m_max 8, alternating), fused up to 4 / up to 8 rows, ms: T=64
+// 44.3 46.7 / 56.2 51.3, T=128 79.1 80.5 / 89.7 87.0, T=256 127 129 / 134 130.
+constexpr int64_t kDpFp8FusedRows = MIXTILE_DP_FP8_FUSED_ROWS;
+
 // The scale array of expert e's weight (fp8 weights), nullptr otherwise.
 inline const float *scale_of(const float *const *scales, int64_t e) { return scales != nullptr ? scales[e] : nullptr; }
 
@@ -504,7 +514,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
           round_rows_bf16(xr, src, rows, D);
           if constexpr (kFp8) {
             const Fp8Scales q1{s1, p.scale_block_rows, p.scale_block_cols}, q2{s2, p.scale_block_rows, p.scale_block_cols};
-            if (dp_fp8_blocks_fit(q1) && rows <= kDpFp8MaxTokens) {  // codes converted in registers, no slab
+            if (dp_fp8_blocks_fit(q1) && rows <= kDpFp8FusedRows) {  // codes converted in registers, no slab
               dp_small_fp8<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
                                   static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), q1, q2,
                                   c0, c1, inner);
@@ -559,7 +569,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
           if constexpr (Path == MatmulPath::avx512_bf16 && kFp8) {
             const Fp8Scales q{sd, p.scale_block_rows, p.scale_block_cols};
-            if (dp_fp8_blocks_fit(q) && rows <= kDpFp8MaxTokens) {  // codes converted in registers, no slab
+            if (dp_fp8_blocks_fit(q) && rows <= kDpFp8FusedRows) {  // codes converted in registers, no slab
               dp_small_fp8<false>(rows, F, RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
                                   static_cast<const uint8_t *>(down), nullptr, q, q, c0, c1, inner);
               continue;
