@@ -163,30 +163,40 @@ struct ShiftedEpilogue {
 // 44.3 46.7 / 56.2 51.3, T=128 79.1 80.5 / 89.7 87.0, T=256 127 129 / 134 130.
 constexpr int64_t kDpFp8FusedRows = MIXTILE_DP_FP8_FUSED_ROWS;
 
-// The scale array of expert e's weight (fp8 weights), nullptr otherwise.
-inline const float *scale_of(const float *const *scales, int64_t e) { return scales != nullptr ? scales[e] : nullptr; }
+// Expert e's block scales from one of the problem's scale arrays (empty for weights without them).
+inline Fp8Scales scales_of(const ExpertFFNProblem &p, const float *const *scales, int64_t e) {
+  return {scales != nullptr ? scales[e] : nullptr, p.scale_block_rows, p.scale_block_cols};
+}
+
+// Whether a segment of `rows` rows multiplies fp8 weights of these scales in the fused GEMV.
+inline bool fp8_fused(const Fp8Scales &s, int64_t rows) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  return rows <= kDpFp8FusedRows && dp_fp8_blocks_fit(s);
+#else
+  (void)s, (void)rows;
+  return false;
+#endif
+}
 
 // Columns [c0, c1) of one expert's weight (w, and w2 when gated; depth K) as the GEMM loops read
 // them: fn(w, w2, c0, c1, shift). In place with shift 0, or for fp8 weights in slabs of
 // fp8_slab_rows(K) rows dequantized into `slab` (w's, then w2's), fn(slab, slab2, 0, n, c).
 template <WeightType W, class Fn>
-inline void with_weight_columns(const void *w, const void *w2, const float *s, const float *s2,
-                                const ExpertFFNProblem &p, int64_t K, int64_t c0, int64_t c1, uint16_t *slab,
-                                Fn &&fn) {
+inline void with_weight_columns(const void *w, const void *w2, const Fp8Scales &s, const Fp8Scales &s2, int64_t K,
+                                int64_t c0, int64_t c1, uint16_t *slab, Fn &&fn) {
   using KS = WeightStorage<kernel_weight_type<W>>;
   if constexpr (W != WeightType::fp8_e4m3) {
-    (void)s, (void)s2, (void)p, (void)K, (void)slab;
+    (void)s, (void)s2, (void)K, (void)slab;
     fn(static_cast<const KS *>(w), static_cast<const KS *>(w2), c0, c1, int64_t(0));
   } else {
     const int64_t rows = fp8_slab_rows(K);
-    const Fp8Scales first{s, p.scale_block_rows, p.scale_block_cols}, second{s2, p.scale_block_rows, p.scale_block_cols};
     for (int64_t c = c0; c < c1; c += rows) {
       const int64_t n = std::min(rows, c1 - c);
-      dequantize_fp8_rows(slab, static_cast<const uint8_t *>(w), first, K, c, n);
+      dequantize_fp8_rows(slab, static_cast<const uint8_t *>(w), s, K, c, n);
       uint16_t *slab2 = nullptr;
       if (w2 != nullptr) {
         slab2 = slab + rows * K;
-        dequantize_fp8_rows(slab2, static_cast<const uint8_t *>(w2), second, K, c, n);
+        dequantize_fp8_rows(slab2, static_cast<const uint8_t *>(w2), s2, K, c, n);
       }
       // The next slab's codes head for L2 while the loops run over this one (each slab is read
       // once, and the conversion alone would otherwise wait on DRAM with nothing to overlap).
@@ -503,8 +513,8 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       const int64_t r0 = prow[e], r1 = r0 + rows;
       const void *first = Gated ? p.gate_w[e] : p.up_w[e];
       const void *second = Gated ? p.up_w[e] : nullptr;
-      const float *s1 = scale_of(Gated ? p.gate_scale : p.up_scale, e);
-      const float *s2 = Gated ? scale_of(p.up_scale, e) : nullptr;
+      const Fp8Scales s1 = scales_of(p, Gated ? p.gate_scale : p.up_scale, e);
+      const Fp8Scales s2 = scales_of(p, Gated ? p.up_scale : nullptr, e);
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
         HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0};
@@ -512,18 +522,15 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
         if constexpr (Path == MatmulPath::avx512_bf16) {
           round_rows_bf16(xr, src, rows, D);
-          if constexpr (kFp8) {
-            const Fp8Scales q1{s1, p.scale_block_rows, p.scale_block_cols}, q2{s2, p.scale_block_rows, p.scale_block_cols};
-            if (dp_fp8_blocks_fit(q1) && rows <= kDpFp8FusedRows) {  // codes converted in registers, no slab
-              dp_small_fp8<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
-                                  static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), q1, q2,
-                                  c0, c1, inner);
-              continue;
-            }
+          if (kFp8 && fp8_fused(s1, rows)) {  // codes converted in registers, no slab
+            dp_small_fp8<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
+                                static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), s1, s2, c0,
+                                c1, inner);
+            continue;
           }
         }
 #endif
-        with_weight_columns<W>(first, second, s1, s2, p, D, c0, c1, slab,
+        with_weight_columns<W>(first, second, s1, s2, D, c0, c1, slab,
                                [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
                                  ShiftedEpilogue<decltype(inner)> ep{inner, shift};
                                  if constexpr (Path == MatmulPath::avx512_bf16) {
@@ -537,7 +544,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                });
       } else {
         HiddenTileEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, r1};
-        with_weight_columns<W>(first, second, s1, s2, p, D, c0, c1, slab,
+        with_weight_columns<W>(first, second, s1, s2, D, c0, c1, slab,
                                [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
                                  ShiftedEpilogue<decltype(inner)> ep{inner, shift};
                                  engine_gemm<Path, Gated>(w1, w2, D, packed_x, r0, r1, a, b, layout.max_cols_f,
@@ -557,7 +564,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         if (rows <= 0) continue;
         const int64_t r0 = prow[e], r1 = r0 + rows;
         const void *down = p.down_w[e];
-        const float *sd = scale_of(p.down_scale, e);
+        const Fp8Scales sd = scales_of(p, p.down_scale, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
           OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
           // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
@@ -567,16 +574,13 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
           else
             unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-          if constexpr (Path == MatmulPath::avx512_bf16 && kFp8) {
-            const Fp8Scales q{sd, p.scale_block_rows, p.scale_block_cols};
-            if (dp_fp8_blocks_fit(q) && rows <= kDpFp8FusedRows) {  // codes converted in registers, no slab
-              dp_small_fp8<false>(rows, F, RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
-                                  static_cast<const uint8_t *>(down), nullptr, q, q, c0, c1, inner);
-              continue;
-            }
+          if (Path == MatmulPath::avx512_bf16 && kFp8 && fp8_fused(sd, rows)) {  // in registers, no slab
+            dp_small_fp8<false>(rows, F, RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
+                                static_cast<const uint8_t *>(down), nullptr, sd, sd, c0, c1, inner);
+            continue;
           }
 #endif
-          with_weight_columns<W>(down, nullptr, sd, nullptr, p, F, c0, c1, slab,
+          with_weight_columns<W>(down, nullptr, sd, Fp8Scales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputEpilogue> ep{inner, shift};
                                    if constexpr (Path == MatmulPath::avx512_bf16) {
@@ -592,7 +596,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                  });
         } else {
           OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin};
-          with_weight_columns<W>(down, nullptr, sd, nullptr, p, F, c0, c1, slab,
+          with_weight_columns<W>(down, nullptr, sd, Fp8Scales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};
                                    engine_gemm<Path, false>(w1, nullptr, F, packed_h, r0, r1, a, b, layout.max_cols_d,
@@ -673,7 +677,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
       detail::HiddenEpilogue<Act, Gated> inner{h, F, begin - off0};
       detail::with_weight_columns<W>(
           Gated ? p.gate_w[e] : p.up_w[e], Gated ? p.up_w[e] : nullptr,
-          detail::scale_of(Gated ? p.gate_scale : p.up_scale, e), Gated ? detail::scale_of(p.up_scale, e) : nullptr, p,
+          detail::scales_of(p, Gated ? p.gate_scale : p.up_scale, e), detail::scales_of(p, Gated ? p.up_scale : nullptr, e),
           D, c0, c1, slab, [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *w2, int64_t a, int64_t b, int64_t shift) {
             detail::ShiftedEpilogue<decltype(inner)> ep{inner, shift};
             detail::gemm_columns<KW, Gated>(rows, D, src, w1, w2, a, b, tiles, scratch, ep);
@@ -692,7 +696,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
         const detail::RowSource src{h, F, nullptr, begin - off0};
         detail::OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
         detail::with_weight_columns<W>(
-            p.down_w[e], nullptr, detail::scale_of(p.down_scale, e), nullptr, p, F, c0, c1, slab,
+            p.down_w[e], nullptr, detail::scales_of(p, p.down_scale, e), Fp8Scales{}, F, c0, c1, slab,
             [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *, int64_t a, int64_t b, int64_t shift) {
               detail::ShiftedEpilogue<detail::OutputEpilogue> ep{inner, shift};
               detail::gemm_columns<KW, false>(rows, F, src, w1, nullptr, a, b, tiles, scratch, ep);

@@ -132,17 +132,22 @@ inline __m512i bf16_round_pairs(__m512 lo, __m512 hi) {
 #endif
 }
 
-// Depths [k0, k1) of one row, all of one scale block. 2^8 * scale is exact (a power of two), so
-// each lane's product is f32(code) * scale rounded once, as in the scalar path.
-inline void dequantize_fp8_span_f32(uint16_t *dst, const uint8_t *w, int64_t k0, int64_t k1, float scale) {
+// 32 codes -> 32 bf16(f32(code) * scale), `scale256` = 2^8 * scale broadcast. 2^8 * scale is
+// exact (a power of two), so each lane's product is f32(code) * scale rounded once, as in the
+// scalar path.
+inline __m512i e4m3_to_bf16_scaled(__m256i codes, __m512 scale256) {
+  const __m512i h = e4m3_to_f16_scaled(codes);
+  return bf16_round_pairs(_mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), scale256),
+                          _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), scale256));
+}
+
+// Depths [k0, k1) of one row, all of one scale block.
+inline void dequantize_fp8_span(uint16_t *dst, const uint8_t *w, int64_t k0, int64_t k1, float scale) {
   const __m512 s = _mm512_set1_ps(scale * 256.0f);
   for (int64_t k = k0; k < k1; k += 32) {
     const int64_t n = std::min<int64_t>(32, k1 - k);
     const __mmask32 m = n == 32 ? ~__mmask32(0) : (__mmask32(1) << n) - 1;
-    const __m512i h = e4m3_to_f16_scaled(_mm256_maskz_loadu_epi8(m, w + k));
-    const __m512 lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
-    const __m512 hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
-    _mm512_mask_storeu_epi16(dst + k, m, bf16_round_pairs(lo, hi));
+    _mm512_mask_storeu_epi16(dst + k, m, e4m3_to_bf16_scaled(_mm256_maskz_loadu_epi8(m, w + k), s));
   }
 }
 
@@ -157,11 +162,11 @@ inline Fp8Table fp8_table(float scale) {
   const __m512 s = _mm512_set1_ps(scale * 256.0f);
   __m256i lo[4], hi[4];
   for (int q = 0; q < 4; ++q) {
-    alignas(32) uint8_t codes[32];
-    for (int i = 0; i < 32; ++i) codes[i] = static_cast<uint8_t>(q * 32 + i);
-    const __m512i h = e4m3_to_f16_scaled(_mm256_load_si256(reinterpret_cast<const __m256i *>(codes)));
-    const __m512i v = bf16_round_pairs(_mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s),
-                                       _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s));
+    // The magnitudes 32q .. 32q + 31.
+    const __m256i codes = _mm256_add_epi8(_mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                                                           18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31),
+                                          _mm256_set1_epi8(static_cast<char>(32 * q)));
+    const __m512i v = e4m3_to_bf16_scaled(codes, s);
     lo[q] = _mm512_cvtepi16_epi8(v);
     hi[q] = _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8));
   }
@@ -184,27 +189,27 @@ inline void dequantize_fp8_span_table(uint16_t *dst, const uint8_t *w, int64_t k
       52, 53, 54, 55, 24, 25, 26, 27, 28, 29, 30, 31, 56, 57, 58, 59, 60, 61, 62, 63};
   const __m512i order = _mm512_load_si512(kOrder);
   const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  // 64 codes in memory order -> their low and high result bytes, ready to interleave.
+  auto look_up = [&](__m512i loaded, __m512i &lo, __m512i &hi) {
+    const __m512i codes = _mm512_permutexvar_epi8(order, loaded);
+    lo = _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]);
+    hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]), codes, sign, 0xf8);
+  };
+  __m512i lo, hi;
   int64_t k = k0;
   for (; k + 64 <= k1; k += 64) {
-    const __m512i codes = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(w + k));
-    const __m512i lo = _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]);
-    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]), codes, sign, 0xf8);
+    look_up(_mm512_loadu_si512(w + k), lo, hi);
     _mm512_storeu_si512(dst + k, _mm512_unpacklo_epi8(lo, hi));
     _mm512_storeu_si512(dst + k + 32, _mm512_unpackhi_epi8(lo, hi));
   }
   if (k < k1) {
     const __mmask64 m = (__mmask64(1) << (k1 - k)) - 1;
-    const __m512i codes = _mm512_permutexvar_epi8(order, _mm512_maskz_loadu_epi8(m, w + k));
-    const __m512i lo = _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]);
-    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]), codes, sign, 0xf8);
+    look_up(_mm512_maskz_loadu_epi8(m, w + k), lo, hi);
     _mm512_mask_storeu_epi16(dst + k, static_cast<__mmask32>(m), _mm512_unpacklo_epi8(lo, hi));
     _mm512_mask_storeu_epi16(dst + k + 32, static_cast<__mmask32>(m >> 32), _mm512_unpackhi_epi8(lo, hi));
   }
 }
 #endif
-inline void dequantize_fp8_span(uint16_t *dst, const uint8_t *w, int64_t k0, int64_t k1, float scale) {
-  dequantize_fp8_span_f32(dst, w, k0, k1, scale);
-}
 #else
 inline void dequantize_fp8_span(uint16_t *dst, const uint8_t *w, int64_t k0, int64_t k1, float scale) {
   dequantize_fp8_span_scalar(dst, w, k0, k1, scale);
