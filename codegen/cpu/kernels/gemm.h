@@ -227,27 +227,34 @@ template <WeightType W>
 inline void pack_b_lanes(float *__restrict dst, int lane0, int nlanes, int nvalid,
                          const WeightStorage<W> *__restrict w, int64_t ldw, int64_t k0, int kc) {
   constexpr int NR = kMicroCols;
-  int kdone = 0;
 #if defined(__AVX512F__)
-  if (nlanes == 16 && nvalid == 16) {
-    const WeightStorage<W> *src = w + k0;
-    for (; kdone + 16 <= kc; kdone += 16) {
+  // Whole groups of 16 valid lanes (a gated half panel, or both halves of a plain one) go
+  // through the transpose; the rest of the lanes and of the depth take the scalar loop.
+  const int groups = std::min(nlanes, nvalid) / 16;
+  const int kvec = kc / 16 * 16;
+  for (int g = 0; g < groups; ++g) {
+    const WeightStorage<W> *src = w + static_cast<int64_t>(g) * 16 * ldw + k0;
+    float *out = dst + lane0 + g * 16;
+    for (int kb = 0; kb < kvec; kb += 16) {
       __m512 r[16];
-      for (int j = 0; j < 16; ++j) {
-        const WeightStorage<W> *row = src + j * ldw + kdone;
-        r[j] = vload_weight<W>(row).v;
-      }
+      for (int j = 0; j < 16; ++j) r[j] = vload_weight<W>(src + j * ldw + kb).v;
       transpose16x16(r);
-      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(dst + (kdone + k) * NR + lane0, r[k]);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + static_cast<int64_t>(kb + k) * NR, r[k]);
     }
+    for (int j = 0; j < 16; ++j)
+      for (int k = kvec; k < kc; ++k)
+        out[static_cast<int64_t>(k) * NR + j] = load_weight_scalar<W>(src + j * ldw + k);
   }
+  const int jdone = groups * 16;
+#else
+  const int jdone = 0;
 #endif
-  for (int j = 0; j < nvalid; ++j) {
+  for (int j = jdone; j < nvalid; ++j) {
     const WeightStorage<W> *src = w + j * ldw + k0;
-    for (int k = kdone; k < kc; ++k) dst[static_cast<int64_t>(k) * NR + lane0 + j] = load_weight_scalar<W>(src + k);
+    for (int k = 0; k < kc; ++k) dst[static_cast<int64_t>(k) * NR + lane0 + j] = load_weight_scalar<W>(src + k);
   }
-  for (int j = nvalid; j < nlanes; ++j)
-    for (int k = kdone; k < kc; ++k) dst[static_cast<int64_t>(k) * NR + lane0 + j] = 0.0f;
+  for (int j = std::max(nvalid, jdone); j < nlanes; ++j)
+    for (int k = 0; k < kc; ++k) dst[static_cast<int64_t>(k) * NR + lane0 + j] = 0.0f;
 }
 
 // Packs A rows [i0, i0 + mcur), depth [k0, k0 + kc) MR-interleaved: block b, dst[b*MR*kc + k*MR + i].
@@ -260,7 +267,19 @@ inline void pack_a(float *__restrict dst, const RowSource &a, int64_t i0, int mc
     const float *src[MR];
     for (int i = 0; i < MR; ++i) src[i] = i < rows ? a.row(i0 + ib + i) + k0 : nullptr;
     if (rows == MR) {
-      for (int k = 0; k < kc; ++k)
+      int k = 0;
+#if defined(__AVX512F__)
+      // 16 depths of the MR rows at a time, transposed in registers (rows MR..15 are zeros).
+      static_assert(MR <= 16, "one transpose covers the tile's rows");
+      constexpr __mmask16 kRows = static_cast<__mmask16>((1u << MR) - 1);
+      for (; k + 16 <= kc; k += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_loadu_ps(src[i] + k) : _mm512_setzero_ps();
+        transpose16x16(r);
+        for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(blk + (k + j) * MR, kRows, r[j]);
+      }
+#endif
+      for (; k < kc; ++k)
         for (int i = 0; i < MR; ++i) blk[k * MR + i] = src[i][k];
     } else {
       for (int k = 0; k < kc; ++k)
