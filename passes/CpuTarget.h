@@ -24,7 +24,8 @@ struct CpuTarget {
   bool has(StringRef feature) const;
 };
 
-/// `name`: native (the host), x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5.
+/// `name`: native (the host), x86-64, x86-64-v3, x86-64-v4, sapphirerapids, cooperlake, znver4,
+/// znver5.
 /// Returns nullopt and sets `error` for any other name.
 std::optional<CpuTarget> resolveCpuTarget(StringRef name, std::string &error);
 /// The names resolveCpuTarget accepts, for messages.
@@ -36,8 +37,8 @@ StringRef knownCpuTargets();
 std::string cpuTuningTable(const CpuTarget &cpu, StringRef path);
 
 /// The matrix path of a kernel whose GEMM weights have element type `weights`:
-/// "amx_bf16" (bf16 weights, amx_bf16), "avx512_bf16" (bf16 weights, avx512_bf16) or
-/// "fma_f32" (widened to f32; every other case).
+/// "amx_bf16" (bf16 weights, amx_bf16), "avx512_bf16" (bf16 weights, avx512_bf16, not Intel:
+/// there VDPBF16PS has half the f32 FMA's rate) or "fma_f32" (widened to f32; every other case).
 StringRef matmulPathFor(const CpuTarget &cpu, Type weights);
 
 /// The function attribute recording the CPU (`mix.cpu`) and the kernel attribute recording

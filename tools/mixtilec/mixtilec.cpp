@@ -58,7 +58,7 @@ static cl::opt<bool> fusedExperts(
 static cl::opt<std::string> cpu(
     "cpu",
     cl::desc("CPU the cpu target compiles for: native (the host, default), x86-64, x86-64-v3, "
-             "x86-64-v4, sapphirerapids, znver4 or znver5"),
+             "x86-64-v4, sapphirerapids, cooperlake, znver4 or znver5"),
     cl::init("native"));
 static cl::opt<std::string> target("target", cl::desc("Target: cpu or cuda"), cl::init("cpu"));
 static cl::opt<std::string> emit("emit", cl::desc("What to emit: mlir, source or lib"),

@@ -40,7 +40,7 @@
 // ZEN-MANIFEST: "march": "znver3",
 // ZEN-MANIFEST: "matmul_path": "avx512_bf16"
 // ZEN-MANIFEST-NOT: amx
-// BADCPU: mixtilec: error: unknown --cpu 'pentium4' (expected one of native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, znver4, znver5)
+// BADCPU: mixtilec: error: unknown --cpu 'pentium4' (expected one of native, x86-64, x86-64-v3, x86-64-v4, sapphirerapids, cooperlake, znver4, znver5)
 
 // CHECK: static mixtile::cpu::TileConfig tiles_layer_k2(int64_t tokens) {
 // CHECK-NEXT: mixtile::cpu::TileConfig c = mixtile::cpu::default_tile_config(tokens);
