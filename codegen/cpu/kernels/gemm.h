@@ -189,7 +189,8 @@ inline GemmScratch carve_scratch(char *p, const TileConfig &cfg, int64_t max_dep
 
 #if defined(__AVX512F__)
 // In-register transpose: on return r[k] holds element k of the 16 input rows r[0..15].
-inline void transpose16x16(__m512 (&r)[16]) {
+// Always inlined: called out of line, GCC passes the 16 registers through memory.
+__attribute__((always_inline)) inline void transpose16x16(__m512 (&r)[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -309,6 +310,50 @@ inline void microkernel(int kc, const float *__restrict a, const float *__restri
 
 // ---- blocked path ---------------------------------------------------------------------------------
 
+// The weights of the next (column block, depth slice) that gemm_blocked packs come from DRAM: a
+// model's experts are read once per call, and an expert's few rows (32-64 per expert in a
+// 512-token prefill of Qwen3-30B-A3B or OLMoE) use each packed weight only that many times, so
+// packing them on demand (16 rows at a time, each row's lines a page apart) stalled on memory
+// for a quarter of the expert time. While this slice's microkernels run, its successor's lines
+// are prefetched into L2, spread evenly over the slice's microkernel calls.
+template <WeightType W>
+struct NextSlicePrefetch {
+  const char *w[2] = {nullptr, nullptr};  // gate (or the only) rows, up rows when gated
+  int64_t row_bytes = 0;                  // ldb in bytes
+  int rows = 0, lines = 0;                // rows of the next slice, cache lines per row
+  int64_t total = 0, done = 0, per_step = 0;
+  int line = 0, g = 0;  // the cursor: line of row `row` of matrix g
+  int64_t row = 0;
+  NextSlicePrefetch(const WeightStorage<W> *b, const WeightStorage<W> *b2, int64_t ldb, int64_t K,
+                    int64_t c1, int64_t jc, int64_t pc, int64_t cols_per_block, int kc,
+                    int64_t steps) {
+    int64_t nj = jc, npc = pc + kc;
+    if (npc >= K) {
+      nj = jc + cols_per_block;
+      npc = 0;
+    }
+    if (nj >= c1 || steps <= 0) return;
+    const int64_t depth_bytes = std::min<int64_t>(kc, K - npc) * sizeof(WeightStorage<W>);
+    row_bytes = ldb * static_cast<int64_t>(sizeof(WeightStorage<W>));
+    rows = static_cast<int>(std::min(cols_per_block, c1 - nj));
+    lines = static_cast<int>((depth_bytes + 63) / 64 + 1);  // +1: rows are not line-aligned
+    w[0] = reinterpret_cast<const char *>(b + nj * ldb + npc);
+    if (b2 != nullptr) w[1] = reinterpret_cast<const char *>(b2 + nj * ldb + npc);
+    total = static_cast<int64_t>(rows) * lines * (b2 != nullptr ? 2 : 1);
+    per_step = (total + steps - 1) / steps;
+  }
+  void step() {
+    for (int64_t n = 0; n < per_step && done < total; ++n, ++done) {
+      __builtin_prefetch(w[g] + row * row_bytes + line * 64, 0, 2);
+      if (++line < lines) continue;
+      line = 0;
+      if (w[1] != nullptr && ++g < 2) continue;
+      g = 0;
+      ++row;
+    }
+  }
+};
+
 // Epilogue concept: ep.row(int64_t i, int64_t col, int n, const float *v, const float *u) receives
 // n finished sums of local row i for output columns [col, col + n); u is the up projection of the
 // same columns in gated mode, nullptr otherwise.
@@ -323,12 +368,15 @@ void gemm_blocked(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
   const int64_t panels_per_block = sh.nc / NR;
   const int64_t cols_per_block = panels_per_block * NRo;
   const int64_t ldc = sh.nc;
+  const int64_t row_tiles = (M + MR - 1) / MR;  // microkernel calls per panel
   for (int64_t jc = c0; jc < c1; jc += cols_per_block) {
     const int64_t ncur = std::min(cols_per_block, c1 - jc);
     const int np = static_cast<int>((ncur + NRo - 1) / NRo);
     for (int64_t pc = 0; pc < K; pc += sh.kc) {
       const int kcur = static_cast<int>(std::min<int64_t>(sh.kc, K - pc));
       const bool first = pc == 0, last = pc + kcur >= K;
+      NextSlicePrefetch<W> next(b, Gated ? b2 : nullptr, ldb, K, c1, jc, pc, cols_per_block, sh.kc,
+                                np * row_tiles);
       for (int p = 0; p < np; ++p) {
         const int64_t col = jc + static_cast<int64_t>(p) * NRo;
         const int nvalid = static_cast<int>(std::min<int64_t>(NRo, c1 - col));
@@ -347,6 +395,7 @@ void gemm_blocked(int64_t M, int64_t K, const RowSource &a, const WeightStorage<
             VecF acc[MR][NV];
             for (int i = 0; i < MR; ++i)
               for (int v = 0; v < NV; ++v) acc[i][v] = vzero();
+            next.step();
             microkernel<MR, NV>(kcur, s.a_pack + static_cast<int64_t>(ir) * kcur, bp, acc);
             // c_partial exists only when K takes several blocks (null when first && last).
             float *cp = first && last ? nullptr
