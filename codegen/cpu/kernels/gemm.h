@@ -6,8 +6,9 @@
 // Two paths:
 //  * blocked (M > TileConfig::small_m_max): BLIS-style. W panels of NR columns are packed k-major
 //    (bf16/f16 widened to f32 while packing), gathered A rows are packed MR-interleaved, and an
-//    MR x NR register-blocked microkernel runs over kc-deep slices. Partial sums between kc slices
-//    live in a per-thread buffer; the epilogue runs once per output element after the last slice.
+//    MR x NR register-blocked microkernel runs over kc-deep slices, prefetching the next slice's
+//    weights into L2 as it goes. Partial sums between kc slices live in a per-thread buffer; the
+//    epilogue runs once per output element after the last slice.
 //  * small-M (GEMV-shaped, decode, M <= small_m_max): weight rows are read unpacked, each loaded
 //    vector feeding up to kSmallMaxTokens token rows with independent vector accumulators, reduced
 //    horizontally at the end; sums are buffered per 16 columns so the epilogue runs on vectors.
