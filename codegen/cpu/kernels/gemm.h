@@ -268,25 +268,20 @@ inline void pack_a(float *__restrict dst, const RowSource &a, int64_t i0, int mc
     const int rows = std::min(MR, mcur - ib);
     const float *src[MR];
     for (int i = 0; i < MR; ++i) src[i] = i < rows ? a.row(i0 + ib + i) + k0 : nullptr;
-    if (rows == MR) {
-      int k = 0;
+    int k = 0;
 #if defined(__AVX512F__)
-      // 16 depths of the MR rows at a time, transposed in registers (rows MR..15 are zeros).
-      static_assert(MR <= 16, "one transpose covers the tile's rows");
-      constexpr __mmask16 kRows = static_cast<__mmask16>((1u << MR) - 1);
-      for (; k + 16 <= kc; k += 16) {
-        __m512 r[16];
-        for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_loadu_ps(src[i] + k) : _mm512_setzero_ps();
-        transpose16x16(r);
-        for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(blk + (k + j) * MR, kRows, r[j]);
-      }
-#endif
-      for (; k < kc; ++k)
-        for (int i = 0; i < MR; ++i) blk[k * MR + i] = src[i][k];
-    } else {
-      for (int k = 0; k < kc; ++k)
-        for (int i = 0; i < MR; ++i) blk[k * MR + i] = i < rows ? src[i][k] : 0.0f;
+    // 16 depths of the tile's rows at a time, transposed in registers (missing rows are zeros).
+    static_assert(MR <= 16, "one transpose covers the tile's rows");
+    constexpr __mmask16 kRows = static_cast<__mmask16>((1u << MR) - 1);
+    for (; k + 16 <= kc; k += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_loadu_ps(src[i] + k) : _mm512_setzero_ps();
+      transpose16x16(r);
+      for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(blk + (k + j) * MR, kRows, r[j]);
     }
+#endif
+    for (; k < kc; ++k)
+      for (int i = 0; i < MR; ++i) blk[k * MR + i] = i < rows ? src[i][k] : 0.0f;
   }
 }
 
@@ -321,7 +316,7 @@ template <WeightType W>
 struct NextSlicePrefetch {
   const char *w[2] = {nullptr, nullptr};  // gate (or the only) rows, up rows when gated
   int64_t row_bytes = 0;                  // ldb in bytes
-  int rows = 0, lines = 0;                // rows of the next slice, cache lines per row
+  int lines = 0;                          // cache lines per row of the next slice
   int64_t total = 0, done = 0, per_step = 0;
   int line = 0, g = 0;  // the cursor: line of row `row` of matrix g
   int64_t row = 0;
@@ -336,11 +331,11 @@ struct NextSlicePrefetch {
     if (nj >= c1 || steps <= 0) return;
     const int64_t depth_bytes = std::min<int64_t>(kc, K - npc) * sizeof(WeightStorage<W>);
     row_bytes = ldb * static_cast<int64_t>(sizeof(WeightStorage<W>));
-    rows = static_cast<int>(std::min(cols_per_block, c1 - nj));
+    const int64_t rows = std::min(cols_per_block, c1 - nj);
     lines = static_cast<int>((depth_bytes + 63) / 64 + 1);  // +1: rows are not line-aligned
     w[0] = reinterpret_cast<const char *>(b + nj * ldb + npc);
     if (b2 != nullptr) w[1] = reinterpret_cast<const char *>(b2 + nj * ldb + npc);
-    total = static_cast<int64_t>(rows) * lines * (b2 != nullptr ? 2 : 1);
+    total = rows * lines * (b2 != nullptr ? 2 : 1);
     per_step = (total + steps - 1) / steps;
   }
   void step() {
