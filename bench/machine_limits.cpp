@@ -19,29 +19,56 @@ static double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Streaming read bandwidth: integer sums (associative, so the compiler vectorizes them with
-// independent accumulators; a float sum would be bound by add latency, not memory).
+// Streaming read bandwidth: integer sums (associative, so the compiler vectorizes them) into 8
+// independent accumulators per thread, each thread over its own contiguous half. Measured with
+// and without a software prefetch 2 KiB ahead; the faster variant's median of 7 passes counts.
+// A plain reduction loop (one accumulator, no prefetch) read 21-23 GB/s on the Emerald Rapids VM
+// where these loads and the kernels themselves reach 26-27: a probe below the kernels' own rate
+// would make them look closer to the limit than they are.
+static uint64_t sumRange(const uint64_t *p, size_t begin, size_t end, bool prefetch) {
+  uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    if (prefetch)
+      __builtin_prefetch(p + i + 256, 0, 3);  // 2 KiB ahead
+    for (int j = 0; j < 8; ++j)
+      acc[j] += p[i + j];
+  }
+  for (; i < end; ++i)
+    acc[0] += p[i];
+  uint64_t total = 0;
+  for (uint64_t a : acc)
+    total += a;
+  return total;
+}
+
 static double readBandwidth(int threads) {
   const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
   uint64_t *buffer = static_cast<uint64_t *>(std::aligned_alloc(64, n * sizeof(uint64_t)));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (size_t i = 0; i < n; ++i)
     buffer[i] = i;
-  // The median of 7 passes: on a shared host single passes stray both ways.
-  std::vector<double> rates;
+  // The median of 7 passes per variant: on a shared host single passes stray both ways.
+  double best = 0;
   volatile uint64_t sink = 0;
-  for (int rep = 0; rep < 7; ++rep) {
-    auto t0 = Clock::now();
-    uint64_t total = 0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
-    for (size_t i = 0; i < n; ++i)
-      total += buffer[i];
-    sink = sink + total;
-    rates.push_back(n * sizeof(uint64_t) / since(t0) / 1e9);
+  for (bool prefetch : {false, true}) {
+    std::vector<double> rates;
+    for (int rep = 0; rep < 7; ++rep) {
+      auto t0 = Clock::now();
+      uint64_t total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+      {
+        const size_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        total += sumRange(buffer, n * t / nt, n * (t + 1) / nt, prefetch);
+      }
+      sink = sink + total;
+      rates.push_back(n * sizeof(uint64_t) / since(t0) / 1e9);
+    }
+    std::sort(rates.begin(), rates.end());
+    best = std::max(best, rates[rates.size() / 2]);
   }
   std::free(buffer);
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return best;
 }
 
 // Median GFLOP/s of C[M,N] = A[M,K] · B[N,K]ᵀ (the [out, in] weight layout) over a few runs.
