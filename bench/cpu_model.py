@@ -309,8 +309,20 @@ def read_bandwidth(work, threads):
 
 def decode_bytes_per_token(conf):
     """Weight bytes (bf16) one batch-1 decode step must read: lm_head, and per layer the
-    attention projections and norms, the router and the top-k experts' three matrices."""
+    attention projections and norms, the router and the top-k experts' three matrices (DeepSeek:
+    latent attention's projections, dense MLPs in the first first_k_dense_replace layers, shared
+    experts beside the routed ones)."""
     D, V, L = conf["hidden_size"], conf["vocab_size"], conf["num_hidden_layers"]
+    if conf.get("model_type", "").startswith("deepseek"):
+        H, r, nope = conf["num_attention_heads"], conf["qk_rope_head_dim"], conf["qk_nope_head_dim"]
+        vd, kvr, qr = conf["v_head_dim"], conf["kv_lora_rank"], conf.get("q_lora_rank")
+        q = D * H * (nope + r) if not qr else D * qr + qr + qr * H * (nope + r)
+        attn = q + D * (kvr + r) + kvr + kvr * H * (nope + vd) + H * vd * D
+        dense = conf.get("first_k_dense_replace", 0)
+        F, E, k = conf["moe_intermediate_size"], conf["n_routed_experts"], conf["num_experts_per_tok"]
+        moe = E * D + (k + conf.get("n_shared_experts", 0)) * 3 * D * F
+        layers = dense * (attn + 2 * D + 3 * D * conf["intermediate_size"]) + (L - dense) * (attn + 2 * D + moe)
+        return 2 * (V * D + D + layers + D)
     H, KV = conf["num_attention_heads"], conf["num_key_value_heads"]
     hd = conf.get("head_dim") or D // H
     E = conf.get("num_experts") or conf.get("num_local_experts")
