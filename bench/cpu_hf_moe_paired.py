@@ -257,7 +257,14 @@ def main():
     p.add_argument("--dtype", choices=("bf16", "f32"), default="bf16")
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per row and mode (default 8; --quick 0.2)")
     p.add_argument("--impls", default=None)
-    p.add_argument("--batched-mm-cap-gb", type=float, default=3.0)
+    # 1 GB, not the 3 GB of bench/cpu_hf_moe.py: here the sides take turns in one process, and on
+    # the Emerald Rapids VM the call after a side that allocated, filled and freed gigabytes ran
+    # slower whichever side it was (Qwen3-30B-A3B's block at T=32, Mixtile cold: 97 ms after
+    # batched_mm's 2.4 GB of gathered weights, 52 ms with batched_mm skipped; a numpy array of
+    # 2.4 GB made and freed before the call gave 99 ms against 50, with no page faults and no
+    # system time in the call). batched_mm was 15-25x slower than grouped_mm at those sizes and
+    # never the fastest HF side in any recorded run.
+    p.add_argument("--batched-mm-cap-gb", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=os.path.join(base.tempfile.gettempdir(), "mixtile-cpu-hf-moe-paired"))
     p.add_argument("--out", default=None)
