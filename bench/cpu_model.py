@@ -889,7 +889,10 @@ def set_vocab_none(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 
 import conversion
-names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM"}
+# DeepSeek-V2 converts, but this llama.cpp tells V2-Lite (no query latent) from V2 by the layer
+# count (26 or 27), so the 3-layer cut loads as V2 and is refused (no q_lora_rank): recorded as
+# llama.cpp's error.
+names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM"}
 patched = []
 for arch in names:
     try:
