@@ -889,9 +889,6 @@ def set_vocab_none(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 
 import conversion
-# DeepSeek-V2 converts, but this llama.cpp tells V2-Lite (no query latent) from V2 by the layer
-# count (26 or 27), so the 3-layer cut loads as V2 and is refused (no q_lora_rank): recorded as
-# llama.cpp's error.
 names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM"}
 patched = []
 for arch in names:
@@ -944,6 +941,16 @@ def run_llama(name, ckpt, paths, args, report, entry):
         log(f"[{name}] llama.cpp: {ll['error']}")
         return
     report["versions"]["llama_cpp_python"] = probe.stdout.strip()
+    with open(os.path.join(ckpt, "config.json")) as f:
+        conf = json.load(f)
+    if conf.get("model_type") == "deepseek_v2" and conf.get("q_lora_rank") is None \
+            and conf["num_hidden_layers"] not in (26, 27):
+        # Not converted for nothing: this llama.cpp tells V2-Lite (no query latent) from V2 by the
+        # layer count alone and refuses any other cut of it ("key not found: q_lora_rank").
+        ll["error"] = (f"llama.cpp takes a DeepSeek-V2 without q_lora_rank for V2-Lite only at 26 or 27 layers; "
+                       f"it refuses this {conf['num_hidden_layers']}-layer cut: not run")
+        log(f"[{name}] llama.cpp: {ll['error']}")
+        return
     src = find_llama_src(args, ll)
     ll["llama_cpp_src"] = src
     gguf_path = os.path.join(args.workdir, name, "model-bf16.gguf")
