@@ -5,7 +5,7 @@
 // Usage: bench_linear [threads=2] [in=2048] [out=50304] [Ms=1,2,4,8,16,32] [reps=15]
 //        [path=native|fma_f32]
 // Env: MIXTILE_TILES as bench_expert_ffn's (mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
-// small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows]]]]]]), e.g.
+// small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]), e.g.
 // small_m_max 0 forces the matrix-engine loops, 1000000 the small path.
 #include <omp.h>
 

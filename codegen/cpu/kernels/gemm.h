@@ -66,6 +66,12 @@ struct TileConfig {
   // so more weight lines are in flight; the chunk's weights are then read again from L2 by the
   // next group (a CPU-family and kernel choice: see the avx512_bf16 table's linear bucket).
   int small_group_rows = 0;
+  // ... and when > 0, its prefetching full-depth token groups (rows that fit the L1 budget, not
+  // k-blocked) prefetch into L2 (prefetcht1) this many bytes ahead along the row, as the
+  // VDPBF16PS small path does (matrix_engines.h, kDpSmallPrefetchBytes); 0 keeps the row rule of
+  // prefetch_weights (into L1 2 KB ahead below kPrefetchL2MinTokens rows, into L2 4 KB ahead from
+  // there). A CPU-family choice: see the Intel table.
+  int small_prefetch_l2_bytes = 0;
   // bf16 matrix-engine paths (matrix_engines.h): depth slice of the AMX / VDPBF16PS loops, a
   // multiple of 32; deeper GEMMs keep partial results between slices in the workspace.
   int engine_kc = 1024;
@@ -440,7 +446,10 @@ inline void keep_in_register(VecF &v) {
 // TileConfig::small_prefetch_rows rows nothing is prefetched in software: on Zen 5 pure decode
 // (one to three tokens) streams faster on the hardware prefetcher alone (the default, 4); on
 // Sapphire Rapids the opposite holds (bf16 lm head GEMV at one row: 0.64 of the read bandwidth
-// without, 0.92 with prefetcht0 2 KB ahead), so its tuning table sets 1. The MIXTILE_* macros
+// without, 0.92 with prefetcht0 2 KB ahead), so its tuning table sets 1. On the Emerald Rapids
+// VM the prefetcht0 rule starved 3-4-row blocks (the L1 miss buffers cap the lines in flight):
+// TileConfig::small_prefetch_l2_bytes sends full-depth blocks' prefetches into L2 32 KB ahead
+// instead (the Intel table; lm head 2048 x 50304, 3 / 4 rows: 1.32x / 1.40x). The MIXTILE_* macros
 // here are tuning/test hooks (bench/kernels/build.sh forces the k-blocked path in one test
 // build).
 #ifndef MIXTILE_PF_DIST
@@ -491,18 +500,13 @@ static_assert(kSmallPanelRows % kSmallMaxTokens == 0, "a panel holds whole token
 
 // MT token rows x R weight rows (x2 when gated): every weight vector loaded once feeds MT FMAs.
 // Blocks with few accumulators unroll k into U independent chains to hide the FMA latency.
-// Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r]. `pf`: weight elements
-// between a load and its prefetch, 0 for none; kPrefetchByRows picks the full-depth distance for
-// MT rows (prefetch_weights).
-constexpr int64_t kPrefetchByRows = -1;
-template <WeightType W, bool Gated, int MT, int R>
-inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
-                        const WeightStorage<W> *const *wu, float *out, int64_t pf) {
+// Sums go to out[g * kSmallChunk * kSmallMaxTokens + t * kSmallChunk + r]. kPf: the prefetch
+// kind (0 none, 1 into L1, 2 into L2), `pf` weight elements ahead.
+template <WeightType W, bool Gated, int MT, int R, int kPf>
+inline void small_block_loop(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
+                             const WeightStorage<W> *const *wu, float *out, int64_t pf) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));
-  constexpr bool kL2 = MT >= kPrefetchL2MinTokens;
-  if (pf == kPrefetchByRows)
-    pf = (kL2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(WeightStorage<W>));
   VecF acc[U][G][MT][R];
   for (int u = 0; u < U; ++u)
     for (int g = 0; g < G; ++g)
@@ -516,9 +520,9 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
       VecF wv[G][R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        if (pf != 0) {  // loop-invariant: GCC unswitches the loop on it
-          prefetch_weights<kL2>(wg[r] + ku + pf);
-          if constexpr (Gated) prefetch_weights<kL2>(wu[r] + ku + pf);
+        if constexpr (kPf != 0) {
+          prefetch_weights<kPf == 2>(wg[r] + ku + pf);
+          if constexpr (Gated) prefetch_weights<kPf == 2>(wu[r] + ku + pf);
         }
         wv[0][r] = vload_weight<W>(wg[r] + ku);
         keep_in_register(wv[0][r]);
@@ -568,6 +572,31 @@ inline void small_block(int64_t K, const float *const *x, const WeightStorage<W>
       for (int r = 0; r < R; ++r) out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = sums[g][t][r];
 }
 
+// Software prefetch of a small-path block's weight streams: `ahead` weight elements between a load
+// and its prefetch (0: none; kPrefetchByRows: the kernel's own full-depth distance for its MT
+// rows), into L2 when `l2`, else by the kernel's row rule (prefetch_weights).
+constexpr int64_t kPrefetchByRows = -1;
+struct SmallPrefetch {
+  int64_t ahead = 0;
+  bool l2 = false;
+};
+
+template <WeightType W, bool Gated, int MT, int R>
+inline void small_block(int64_t K, const float *const *x, const WeightStorage<W> *const *wg,
+                        const WeightStorage<W> *const *wu, float *out, SmallPrefetch prefetch) {
+  const bool l2 = prefetch.l2 || MT >= kPrefetchL2MinTokens;
+  int64_t pf = prefetch.ahead;
+  if (pf == kPrefetchByRows)
+    pf = (l2 ? kPrefetchDistanceL2 : kPrefetchDistance) / static_cast<int64_t>(sizeof(WeightStorage<W>));
+  if (pf == 0) {
+    small_block_loop<W, Gated, MT, R, 0>(K, x, wg, wu, out, 0);
+  } else if (l2) {
+    small_block_loop<W, Gated, MT, R, 2>(K, x, wg, wu, out, pf);
+  } else {
+    small_block_loop<W, Gated, MT, R, 1>(K, x, wg, wu, out, pf);
+  }
+}
+
 // The f32 block of the small path: f32 token rows, weights widened to f32 as they are loaded.
 // A small-path kernel (gemm_small_with) names its token-row and weight element types, the
 // multiple of the depth its k-slices keep, and its MT x R block (sums laid out as small_block's).
@@ -577,7 +606,8 @@ struct FmaSmallKernel {
   using Wt = WeightStorage<W>;
   static constexpr int kDepthMultiple = kVecWidth;
   template <bool Gated, int MT, int R>
-  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out, int64_t pf) {
+  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out,
+                    SmallPrefetch pf) {
     small_block<W, Gated, MT, R>(K, x, wg, wu, out, pf);
   }
 };
@@ -586,7 +616,7 @@ struct FmaSmallKernel {
 template <class Kernel, bool Gated, int R, int MaxMT>
 inline void small_block_dispatch(int mt, int64_t K, const typename Kernel::X *const *x,
                                  const typename Kernel::Wt *const *wg, const typename Kernel::Wt *const *wu,
-                                 float *out, int64_t pf) {
+                                 float *out, SmallPrefetch pf) {
   if constexpr (MaxMT >= 1) {
     if (mt >= MaxMT) {
       Kernel::template block<Gated, MaxMT, R>(K, x, wg, wu, out, pf);
@@ -611,7 +641,7 @@ inline int64_t small_k_block(int64_t M, int64_t K, int max_mt, int64_t x_bytes =
 template <class Kernel, bool Gated, int R, int MaxMT, int MaxMT1>
 inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const typename Kernel::X *const *x,
                                   const typename Kernel::Wt *b, const typename Kernel::Wt *b2, int64_t ldb,
-                                  int64_t n0, int64_t k0, float *buf, int64_t pf) {
+                                  int64_t n0, int64_t k0, float *buf, SmallPrefetch pf) {
   for (int j = 0; j < ncols; j += R) {
     const typename Kernel::Wt *wg[R], *wu[R];
     for (int r = 0; r < R; ++r) {
@@ -632,7 +662,8 @@ inline void small_blocks_of_chunk(int mt, int ncols, int64_t K, const typename K
 // token rows of a group do not fit in L1 (small_k_block < K), panels of kSmallPanel columns are
 // computed k-slice by k-slice instead, partial sums of up to kSmallPanelRows rows kept in a buffer.
 // Token groups of at least tiles.small_prefetch_rows rows prefetch their weight streams in
-// software; groups hold at most tiles.small_group_rows rows (when set).
+// software (full-depth ones tiles.small_prefetch_l2_bytes ahead into L2, when set); groups hold
+// at most tiles.small_group_rows rows (when set).
 template <class Kernel, bool Gated, int R, class Epilogue>
 void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, const typename Kernel::Wt *b,
                      const typename Kernel::Wt *b2, int64_t ldb, int64_t c0, int64_t c1, const TileConfig &tiles,
@@ -645,12 +676,16 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
   alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
   const int group = tiles.small_group_rows > 0 ? std::min(MaxMT, tiles.small_group_rows) : MaxMT;
   const int64_t kb = small_k_block(M, K, group, sizeof(X), Kernel::kDepthMultiple);
+  const bool far = tiles.small_prefetch_l2_bytes > 0;
   if (kb >= K) {
     for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
       const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
       for (int64_t m = 0; m < M; m += group) {
         const int mt = static_cast<int>(std::min<int64_t>(group, M - m));
-        const int64_t pf = mt >= tiles.small_prefetch_rows ? kPrefetchByRows : 0;
+        SmallPrefetch pf;
+        if (mt >= tiles.small_prefetch_rows)
+          pf = far ? SmallPrefetch{tiles.small_prefetch_l2_bytes / static_cast<int64_t>(sizeof(typename Kernel::Wt)), true}
+                   : SmallPrefetch{kPrefetchByRows, false};
         const X *x[MaxMT1];
         for (int t = 0; t < MaxMT1; ++t) x[t] = a.row(m + std::min(t, mt - 1));
         small_blocks_of_chunk<Kernel, Gated, R, MaxMT, MaxMT1>(mt, ncols, K, x, b, b2, ldb, n0, 0, buf, pf);
@@ -662,7 +697,7 @@ void gemm_small_rows(int64_t M, int64_t K, const RowsOf<typename Kernel::X> &a, 
     return;
   }
   // k-blocked: the prefetch runs kSmallPrefetchBlocks blocks of R rows ahead at the same depth.
-  const int64_t pf = kSmallPrefetchBlocks * R * ldb;
+  const SmallPrefetch pf{kSmallPrefetchBlocks * R * ldb, false};
   alignas(64) float part[G][kSmallPanelRows][kSmallPanel];
   for (int64_t p0 = c0; p0 < c1; p0 += kSmallPanel) {
     const int pcols = static_cast<int>(std::min<int64_t>(kSmallPanel, c1 - p0));

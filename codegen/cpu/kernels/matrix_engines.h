@@ -740,9 +740,10 @@ void dp_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *p
 constexpr int64_t kDpSmallPrefetchBytes = MIXTILE_DP_PF_BYTES;
 template <bool Gated, int MT, int R>
 inline void dp_small_block(int64_t K, const uint16_t *const *x, const uint16_t *const *wg,
-                           const uint16_t *const *wu, float *out, int64_t pf) {
+                           const uint16_t *const *wu, float *out, SmallPrefetch prefetch) {
   constexpr int G = Gated ? 2 : 1;
   constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));  // independent chains per sum
+  int64_t pf = prefetch.ahead;  // always into L2
   if (pf == kPrefetchByRows) pf = kDpSmallPrefetchBytes / static_cast<int64_t>(sizeof(uint16_t));
   __m512 acc[U][G][MT][R];
   for (int u = 0; u < U; ++u)
@@ -800,7 +801,8 @@ struct DpSmallKernel {
   using Wt = uint16_t;
   static constexpr int kDepthMultiple = kDepthStep;
   template <bool Gated, int MT, int R>
-  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out, int64_t pf) {
+  static void block(int64_t K, const X *const *x, const Wt *const *wg, const Wt *const *wu, float *out,
+                    SmallPrefetch pf) {
     dp_small_block<Gated, MT, R>(K, x, wg, wu, out, pf);
   }
 };

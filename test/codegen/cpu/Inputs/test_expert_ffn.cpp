@@ -629,6 +629,33 @@ int main() {
 
   for (const auto &ts : tile_sets) test_nan_propagation(ts.second, ts.first.c_str());
 
+  // The small path prefetching into L2 (TileConfig::small_prefetch_l2_bytes, the Intel table's
+  // linear): every shape and dtype, expert FFNs and linear, on seeds of their own (the other
+  // cases keep their data).
+  {
+    TileConfig small_l2 = all_small;
+    small_l2.small_prefetch_rows = 1;  // every token group prefetches in software,
+    small_l2.small_prefetch_l2_bytes = 4096;  // full-depth ones into L2
+    uint32_t l2_seed = 200000;
+    int l2_combo = 0;
+    for (const Shape &s : shapes)
+      for (int opts : {0, 2, 7, 15})
+        for (int gated = 0; gated < 2; ++gated) {
+          Case c;
+          if (!option_case(s, opts, gated, c)) continue;
+          c.w = wts[l2_combo % 3];
+          c.act = acts[(l2_combo / 3) % 4];
+          ++l2_combo;
+          c.threads = 1 + l2_combo % 3;
+          c.tiles = small_l2;
+          c.tile_name = "all-small-l2";
+          run_case(c, l2_seed++);
+        }
+    for (WeightType w : wts)
+      for (int64_t rows : {int64_t(1), int64_t(3), int64_t(4), int64_t(5), int64_t(37)})
+        for (int gb = 0; gb < 4; ++gb) test_linear(w, rows, 70, 100, gb & 1, gb & 2, 2, small_l2, l2_seed++);
+  }
+
   // The bf16 matrix-engine paths over the same shapes and routing options, bf16 weights. Tile
   // sets: the default (GEMV path up to small_m_max rows per expert, engines above: both in one
   // call), engines for every segment (with and without depth slices), and the GEMV path for
