@@ -1,5 +1,5 @@
 // The machine's own limits, measured in the same run as the layers they judge: streaming read
-// bandwidth (GB/s over a 1 GiB buffer, median of 7 passes) and OpenBLAS sgemm GFLOP/s for given shapes. Prints
+// bandwidth (machine_limits.h: GB/s over a 1 GiB buffer, median of 7 passes) and OpenBLAS sgemm GFLOP/s for given shapes. Prints
 // JSON. Usage: machine_limits THREADS M,N,K [M,N,K ...]   (one sgemm rate per shape)
 #include <cblas.h>
 #include <omp.h>
@@ -13,62 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "machine_limits.h"
+
 using Clock = std::chrono::steady_clock;
 
 static double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Streaming read bandwidth: integer sums (associative, so the compiler vectorizes them) into 8
-// independent accumulators per thread, each thread over its own contiguous half. Measured with
-// and without a software prefetch 2 KiB ahead; the faster variant's median of 7 passes counts.
-// A plain reduction loop (one accumulator, no prefetch) read 21-23 GB/s on the Emerald Rapids VM
-// where these loads and the kernels themselves reach 26-27: a probe below the kernels' own rate
-// would make them look closer to the limit than they are.
-static uint64_t sumRange(const uint64_t *p, size_t begin, size_t end, bool prefetch) {
-  uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    if (prefetch)
-      __builtin_prefetch(p + i + 256, 0, 3);  // 2 KiB ahead
-    for (int j = 0; j < 8; ++j)
-      acc[j] += p[i + j];
-  }
-  for (; i < end; ++i)
-    acc[0] += p[i];
-  uint64_t total = 0;
-  for (uint64_t a : acc)
-    total += a;
-  return total;
-}
-
-static double readBandwidth(int threads) {
-  const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
-  uint64_t *buffer = static_cast<uint64_t *>(std::aligned_alloc(64, n * sizeof(uint64_t)));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t i = 0; i < n; ++i)
-    buffer[i] = i;
-  // The median of 7 passes per variant: on a shared host single passes stray both ways.
-  double best = 0;
-  volatile uint64_t sink = 0;
-  for (bool prefetch : {false, true}) {
-    std::vector<double> rates;
-    for (int rep = 0; rep < 7; ++rep) {
-      auto t0 = Clock::now();
-      uint64_t total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-      {
-        const size_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-        total += sumRange(buffer, n * t / nt, n * (t + 1) / nt, prefetch);
-      }
-      sink = sink + total;
-      rates.push_back(n * sizeof(uint64_t) / since(t0) / 1e9);
-    }
-    std::sort(rates.begin(), rates.end());
-    best = std::max(best, rates[rates.size() / 2]);
-  }
-  std::free(buffer);
-  return best;
 }
 
 // Median GFLOP/s of C[M,N] = A[M,K] · B[N,K]ᵀ (the [out, in] weight layout) over a few runs.
@@ -88,6 +38,7 @@ static double sgemmRate(int m, int n, int k) {
 }
 
 int main(int argc, char **argv) {
+  mixtile_bench::use_openblas_avx512_kernels(argv);
   if (argc < 2) {
     std::fprintf(stderr, "usage: machine_limits THREADS M,N,K ...\n");
     return 1;
@@ -95,7 +46,7 @@ int main(int argc, char **argv) {
   int threads = std::atoi(argv[1]);
   openblas_set_num_threads(threads);
   std::printf("{\n  \"threads\": %d,\n  \"read_bandwidth_gbs\": %.2f,\n  \"sgemm\": [", threads,
-              readBandwidth(threads));
+              mixtile_bench::measure_read_bandwidth(threads).median_gbs);
   for (int i = 2; i < argc; ++i) {
     int m, n, k;
     if (std::sscanf(argv[i], "%d,%d,%d", &m, &n, &k) != 3)

@@ -6,7 +6,7 @@
 // [dtypes=f32,bf16,fp8] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
 // 2 2048 768 512 bf16 amx_bf16 128 8)
 // Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows[,
-// engine_panel_rows[,small_group_rows]]]]]]
+// engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]
 // overrides the tiles of every
 // path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how the small_m_max
 // crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench/kernels/bench_common.h"
+#include "bench/machine_limits.h"
 #include "codegen/cpu/kernels/kernels.h"
 
 using namespace mixtile::cpu;
@@ -42,48 +43,6 @@ double seconds_since(Clock::time_point t0) {
 template <class T>
 T *alloc_array(size_t n) {
   return static_cast<T *>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
-}
-
-// Sums [begin, end) with `streams` concurrent sequential streams and 8 accumulators per stream.
-float read_streams(const float *buf, size_t begin, size_t end, int streams) {
-  const int W = detail::kVecWidth;
-  const size_t chunk = (end - begin) / streams / (8 * W) * (8 * W);
-  detail::VecF acc[2][8];
-  for (auto &row : acc)
-    for (auto &a : row) a = detail::vzero();
-  for (size_t i = 0; i < chunk; i += 8 * W)
-    for (int s = 0; s < streams; ++s)
-      for (int j = 0; j < 8; ++j)
-        acc[s][j] = detail::vadd(acc[s][j], detail::vload(buf + begin + s * chunk + i + j * W));
-  for (int s = 0; s < 2; ++s)
-    for (int j = 0; j < 8; ++j) acc[0][0] = detail::vadd(acc[0][0], acc[s][j]);
-  return detail::vhsum(acc[0][0]);
-}
-
-// Multi-threaded streaming read (sum) over a 1 GiB buffer: best over passes and over one or two
-// sequential streams per thread, in GB/s.
-double measure_read_bandwidth(int threads) {
-  const size_t n = (size_t(1) << 30) / sizeof(float);
-  float *buf = alloc_array<float>(n);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t i = 0; i < n; ++i) buf[i] = 1.0f;
-  double best = 0;
-  volatile float sink = 0;
-  for (int rep = 0; rep < 6; ++rep) {
-    const int streams = 1 + rep % 2;
-    auto t0 = Clock::now();
-    float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-      total += read_streams(buf, n * tid / nt, n * (tid + 1) / nt, streams);
-    }
-    const double s = seconds_since(t0);
-    sink = sink + total;
-    best = std::max(best, n * sizeof(float) / s / 1e9);
-  }
-  std::free(buf);
-  return best;
 }
 
 bool cold_always() {
@@ -319,6 +278,7 @@ double naive_ffn_seconds(const Experts &ex, int E, int64_t T, int64_t D, int64_t
 }  // namespace
 
 int main(int argc, char **argv) {
+  mixtile_bench::use_openblas_avx512_kernels(argv);
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t D = argc > 2 ? std::atoll(argv[2]) : 1024, F = argc > 3 ? std::atoll(argv[3]) : 3584;
   const int E = argc > 7 ? std::atoi(argv[7]) : 8, k = argc > 8 ? std::atoi(argv[8]) : 2;
@@ -346,7 +306,7 @@ int main(int argc, char **argv) {
   if (dtypes.find("fp8") != std::string::npos) wts.push_back(WeightType::fp8_e4m3);
 
   // Bandwidth before and after the kernels (best of both): the host may be shared.
-  double bw = measure_read_bandwidth(threads);
+  double bw = mixtile_bench::measure_read_bandwidth(threads).median_gbs;
   struct Row {
     WeightType w;
     MatmulPath path;
@@ -393,7 +353,7 @@ int main(int argc, char **argv) {
       naive_s = naive_ffn_seconds(ex, E, 32, D, F);
     for (void *p : ex.owned) std::free(p);
   }
-  bw = std::max(bw, measure_read_bandwidth(threads));
+  bw = std::max(bw, mixtile_bench::measure_read_bandwidth(threads).median_gbs);
   // OpenBLAS last: its worker threads keep spinning after a call and would steal our cores.
   double sgemm_s = 1;
   const double sgemm = measure_sgemm(threads, 512, static_cast<int>(F), static_cast<int>(D), &sgemm_s);
@@ -403,7 +363,7 @@ int main(int argc, char **argv) {
               (long)F, E, k);
   std::printf("tiles: MR %d NR %d mc %d kc %d nc %d small_m_max %d\n", kMicroRows, kMicroCols, t.mc, t.kc, t.nc,
               t.small_m_max);
-  std::printf("read bandwidth (1 GiB, %d threads): %.1f GB/s\n", threads, bw);
+  std::printf("read bandwidth (1 GiB, %d threads, bench/machine_limits.h, median pass): %.1f GB/s\n", threads, bw);
   std::printf("%s, core %s\n", openblas_get_config(), openblas_get_corename());
   std::printf("OpenBLAS sgemm M=512 N=%ld K=%ld (C = A·Bᵀ): %.1f GFLOP/s (%.2f ms)\n", (long)F, (long)D, sgemm,
               sgemm_s * 1e3);
