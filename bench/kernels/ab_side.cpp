@@ -1,0 +1,81 @@
+// One side of bench/kernels/ab.sh's in-process A/B: the kernel library of one source tree,
+// compiled into its own namespace (-Dmixtile=mixtileA or mixtileB) with AB_SIDE naming the entry
+// points, so two versions of the kernels run alternately in one process (see ab_main.cpp).
+// AB_TILES_ENV names this side's MIXTILE_TILES-style variable (TILES_A / TILES_B).
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "codegen/cpu/kernels/kernels.h"
+
+#define AB_CAT2(a, b) a##b
+#define AB_CAT(a, b) AB_CAT2(a, b)
+#define AB_STR2(a) #a
+#define AB_STR(a) AB_STR2(a)
+
+namespace {
+using namespace mixtile::cpu;
+
+TileConfig side_tiles(int64_t bucket_rows) {
+  TileConfig t = default_tile_config(bucket_rows);
+  // Fields in MIXTILE_TILES's order (bench_common.h); read field by field so that a side built
+  // from an older tree ignores fields it does not have.
+  if (const char *env = std::getenv(AB_STR(AB_TILES_ENV))) {
+    int v[11];
+    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                              &v[6], &v[7], &v[8], &v[9], &v[10]);
+    int *fields[] = {&t.mc, &t.kc, &t.nc, &t.small_m_max, &t.engine_kc, &t.engine_mc, &t.small_prefetch_rows,
+                     &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_EXTRA_FIELD};
+    for (int i = 0; i < n && i < 11; ++i)
+      if (fields[i] != nullptr) *fields[i] = v[i];
+  }
+  return t;
+}
+
+void *grow(void *&buf, size_t &have, size_t need) {
+  if (need > have) {
+    std::free(buf);
+    buf = std::aligned_alloc(64, (need + 63) / 64 * 64);
+    have = need;
+  }
+  return buf;
+}
+}  // namespace
+
+// y [M, N] = x [M, K] · Wᵀ, bf16 W [N, K], on the fma_f32 path or (dp != 0, AVX512-BF16 builds)
+// the avx512_bf16 path.
+void AB_CAT(ab_linear_, AB_SIDE)(int64_t M, int64_t K, int64_t N, const float *x, const uint16_t *w, float *y,
+                                 int threads, int dp) {
+  static TileConfig t = side_tiles(M);
+  static void *ws = nullptr;
+  static size_t have = 0;
+  LinearProblem p;
+  p.rows = M, p.in = K, p.out = N, p.x = x, p.w = w, p.y = y, p.num_threads = threads;
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if (dp) {
+    p.workspace = grow(ws, have, linear_workspace_size(M, K, N, threads, t, MatmulPath::avx512_bf16) + 64);
+    linear<WeightType::bf16, MatmulPath::avx512_bf16>(p, t);
+    return;
+  }
+#else
+  (void)dp;
+#endif
+  p.workspace = grow(ws, have, linear_workspace_size(M, K, N, threads, t, MatmulPath::fma_f32) + 64);
+  linear<WeightType::bf16, MatmulPath::fma_f32>(p, t);
+}
+
+// Gated SiLU expert FFN, bf16 weights, scatter-add into y (zeroed first), fma_f32 path.
+void AB_CAT(ab_experts_, AB_SIDE)(int E, int64_t D, int64_t F, int64_t T, int64_t rows_per_expert,
+                                  const float *x, const int32_t *offsets, const int32_t *tokens, const float *gates,
+                                  const void *const *gate_w, const void *const *up_w, const void *const *down_w,
+                                  float *y, int threads) {
+  static TileConfig t = side_tiles(rows_per_expert);
+  static void *ws = nullptr;
+  static size_t have = 0;
+  ExpertFFNProblem p;
+  p.num_experts = E, p.hidden = D, p.inter = F, p.x = x, p.offsets = offsets, p.tokens = tokens, p.gates = gates;
+  p.gate_w = gate_w, p.up_w = up_w, p.down_w = down_w, p.y = y, p.out_rows = tokens, p.zero_rows = T;
+  p.num_threads = threads;
+  p.workspace = grow(ws, have, expert_ffn_workspace_size(offsets[E], E, D, F, threads, t) + 64);
+  expert_ffn<WeightType::bf16, Activation::silu, true>(p, t);
+}
