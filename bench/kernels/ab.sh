@@ -31,13 +31,14 @@ git -C "$ROOT" archive "$base" codegen/cpu/kernels | tar -x -C "$work" ||
   { echo "ab.sh: cannot export codegen/cpu/kernels at '$base'" >&2; exit 1; }
 CXX="${CXX:-g++}"
 FLAGS=(-std=c++17 -O3 -fopenmp -march=native -w)
-extra() {  # the 11th tile field, where that tree's TileConfig has it
-  if grep -q small_prefetch_l2_bytes "$1/codegen/cpu/kernels/gemm.h"; then echo "&t.small_prefetch_l2_bytes"; else echo nullptr; fi
+field() {  # -DAB_FIELD_<N>=&t.<name> where that tree's TileConfig has the field, else nullptr
+  if grep -q "int $3 " "$1/codegen/cpu/kernels/gemm.h"; then echo "-DAB_FIELD_$2=&t.$3"; else echo "-DAB_FIELD_$2=nullptr"; fi
 }
+fields() { echo "$(field "$1" 11 small_prefetch_l2_bytes) $(field "$1" 12 small_dp_rows)"; }
 "$CXX" "${FLAGS[@]}" -I"$work" $flags_a -Dmixtile=mixtileA -DAB_SIDE=A -DAB_TILES_ENV=TILES_A \
-  "-DAB_EXTRA_FIELD=$(extra "$work")" -c "$ROOT/bench/kernels/ab_side.cpp" -o "$work/a.o" &
+  $(fields "$work") -c "$ROOT/bench/kernels/ab_side.cpp" -o "$work/a.o" &
 "$CXX" "${FLAGS[@]}" -I"$ROOT" $flags_b -Dmixtile=mixtileB -DAB_SIDE=B -DAB_TILES_ENV=TILES_B \
-  "-DAB_EXTRA_FIELD=$(extra "$ROOT")" -c "$ROOT/bench/kernels/ab_side.cpp" -o "$work/b.o" &
+  $(fields "$ROOT") -c "$ROOT/bench/kernels/ab_side.cpp" -o "$work/b.o" &
 wait %1 && wait %2
 "$CXX" "${FLAGS[@]}" "$ROOT/bench/kernels/ab_main.cpp" "$work/a.o" "$work/b.o" -o "$work/ab"
 echo "A: $base${flags_a:+ $flags_a}${TILES_A:+ tiles $TILES_A}   B: working tree${flags_b:+ $flags_b}${TILES_B:+ tiles $TILES_B}"

@@ -21,12 +21,13 @@ TileConfig side_tiles(int64_t bucket_rows) {
   // Fields in MIXTILE_TILES's order (bench_common.h); read field by field so that a side built
   // from an older tree ignores fields it does not have.
   if (const char *env = std::getenv(AB_STR(AB_TILES_ENV))) {
-    int v[11];
-    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                              &v[6], &v[7], &v[8], &v[9], &v[10]);
+    int v[12];
+    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4],
+                              &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11]);
+    // AB_FIELD_11/12: &t.<field> where this tree's TileConfig has the field, else nullptr (ab.sh).
     int *fields[] = {&t.mc, &t.kc, &t.nc, &t.small_m_max, &t.engine_kc, &t.engine_mc, &t.small_prefetch_rows,
-                     &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_EXTRA_FIELD};
-    for (int i = 0; i < n && i < 11; ++i)
+                     &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_FIELD_11, AB_FIELD_12};
+    for (int i = 0; i < n && i < 12; ++i)
       if (fields[i] != nullptr) *fields[i] = v[i];
   }
   return t;

@@ -31,13 +31,14 @@ inline std::vector<int64_t> int_list(const char *text) {
 }
 
 /// MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
-/// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]] overrides those fields of
+/// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes[,small_dp_rows]]]]]]]] overrides those fields of
 /// `tiles`, in that order (fields not given keep their values).
 inline void apply_tiles_env(mixtile::cpu::TileConfig &tiles) {
   if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
+    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
                 &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows, &tiles.small_group_rows, &tiles.small_prefetch_l2_bytes);
+                &tiles.engine_panel_rows, &tiles.small_group_rows, &tiles.small_prefetch_l2_bytes,
+                &tiles.small_dp_rows);
 }
 
 /// Reads max(min_bytes, twice the L3) with `threads` threads, a float per cache line, so the

@@ -117,7 +117,8 @@ std::string CpuEmitter::expertWeightArrays(Operation *op, ValueRange gate, Value
 // in [0, 2^31 - 1]: anything else would reach the C++ compiler as a broken artifact.
 static constexpr StringLiteral kCpuTileFields[] = {
     "mc", "kc", "nc", "small_m_max", "small_prefetch_rows", "small_group_rows",
-    "small_prefetch_l2_bytes", "engine_kc", "engine_mc", "engine_stream_rows", "engine_panel_rows"};
+    "small_prefetch_l2_bytes", "small_dp_rows", "engine_kc", "engine_mc", "engine_stream_rows",
+    "engine_panel_rows"};
 
 LogicalResult CpuEmitter::checkTiles(KernelOp kernel) {
   ArrayAttr tiles = kernel.getTilesAttr();

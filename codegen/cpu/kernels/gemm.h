@@ -72,6 +72,11 @@ struct TileConfig {
   // prefetch_weights (into L1 2 KB ahead below kPrefetchL2MinTokens rows, into L2 4 KB ahead from
   // there). A CPU-family choice: see the Intel table.
   int small_prefetch_l2_bytes = 0;
+  // ... and linear maps on the fma_f32 path with bf16 weights, in builds with AVX512-BF16, run
+  // calls of at least this many rows (and at most small_m_max) on the VDPBF16PS small path
+  // instead, their rows rounded to bf16 as the bf16 paths round them (0: never; linear.h). A
+  // CPU-family choice: see the Intel table.
+  int small_dp_rows = 0;
   // bf16 matrix-engine paths (matrix_engines.h): depth slice of the AMX / VDPBF16PS loops, a
   // multiple of 32; deeper GEMMs keep partial results between slices in the workspace.
   int engine_kc = 1024;

@@ -10,7 +10,8 @@
 // The bf16 paths (bf16 weights, builds with the instructions) pack the gathered x rows to bf16
 // VNNI token blocks and run matrix_engines.h's loops when rows > tiles.small_m_max; fewer rows
 // take the fma_f32 path (its scratch is part of the bf16 paths' workspace), or on avx512_bf16
-// dp_small on the rows rounded to bf16.
+// dp_small on the rows rounded to bf16. The fma_f32 path itself takes dp_small for bf16 weights
+// from tiles.small_dp_rows rows (when set, and the build has AVX512-BF16).
 #pragma once
 
 #include <omp.h>
@@ -36,6 +37,11 @@ struct LinearProblem {
 };
 
 namespace detail {
+// Whether an fma_f32 call of `rows` rows with bf16 weights takes dp_small (TileConfig::small_dp_rows).
+inline bool linear_small_dp(int64_t rows, const TileConfig &t) {
+  return t.small_dp_rows > 0 && rows >= t.small_dp_rows && rows <= t.small_m_max;
+}
+
 struct LinearEpilogue {
   float *y;
   int64_t ldy;
@@ -84,7 +90,13 @@ inline size_t linear_workspace_size(int64_t rows, int64_t in, int64_t out, int n
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   if (!detail::workspace_sizes_fit({rows, in, out, nt})) return detail::kWorkspaceOverflow;
   const size_t fma = static_cast<size_t>(nt) * detail::gemm_scratch_bytes(tiles, std::max<int64_t>(rows, 1), in);
-  if (path == MatmulPath::fma_f32) return fma;
+  if (path == MatmulPath::fma_f32) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+    if (detail::linear_small_dp(rows, tiles))  // the rows rounded to bf16 (any weight type: an upper bound)
+      return std::max(fma, sizeof(uint16_t) * static_cast<size_t>(rows) * static_cast<size_t>(detail::padded_depth(in)));
+#endif
+    return fma;
+  }
   const detail::LinearEngineWorkspace w = detail::linear_engine_workspace(rows, in, out, nt, tiles);
   // avx512_bf16 rounds the rows of a small call (at most small_m_max) to bf16 rows for dp_small.
   const size_t small = path == MatmulPath::avx512_bf16
@@ -197,7 +209,11 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
   const size_t per_thread = detail::gemm_scratch_bytes(tiles, p.rows, p.in);
   // avx512_bf16 (calls of at most small_m_max rows here): the rows rounded to bf16 once into the
   // workspace (the engine loops round them too), then dp_small instead of the f32 small path.
-  [[maybe_unused]] const bool dp = Path == MatmulPath::avx512_bf16 && p.in > 0;
+  [[maybe_unused]] bool dp = Path == MatmulPath::avx512_bf16 && p.in > 0;
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if constexpr (Path == MatmulPath::fma_f32 && W == WeightType::bf16)
+    dp = p.in > 0 && detail::linear_small_dp(p.rows, tiles);
+#endif
   [[maybe_unused]] const int64_t ldx = detail::padded_depth(p.in);
   [[maybe_unused]] uint16_t *xr = static_cast<uint16_t *>(p.workspace);
   // Narrow outputs (routers: out = E) split rows across threads instead of columns.
@@ -211,7 +227,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     const WS *w = static_cast<const WS *>(p.w);
     const int64_t q0 = p.rows * tid / nthreads, q1 = p.rows * (tid + 1) / nthreads;
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-    if constexpr (Path == MatmulPath::avx512_bf16) {
+    if constexpr (Path == MatmulPath::avx512_bf16 || (Path == MatmulPath::fma_f32 && W == WeightType::bf16)) {
       if (dp) {
         detail::round_rows_bf16(xr + q0 * ldx, detail::RowSource{p.x, p.in, p.row_index, q0}, q1 - q0, p.in);
 #pragma omp barrier
@@ -222,7 +238,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     auto run = [&](int64_t r0, int64_t n, int64_t c0, int64_t c1) {
       detail::LinearEpilogue ep{p.y, p.out, p.bias, r0};
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-      if constexpr (Path == MatmulPath::avx512_bf16) {
+      if constexpr (Path == MatmulPath::avx512_bf16 || (Path == MatmulPath::fma_f32 && W == WeightType::bf16)) {
         if (dp) {
           detail::dp_small<false>(n, p.in, detail::RowsOf<uint16_t>{xr, ldx, nullptr, r0}, w, nullptr, p.in, c0, c1,
                                   tiles, ep);
