@@ -209,6 +209,9 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
   const size_t per_thread = detail::gemm_scratch_bytes(tiles, p.rows, p.in);
   // avx512_bf16 (calls of at most small_m_max rows here): the rows rounded to bf16 once into the
   // workspace (the engine loops round them too), then dp_small instead of the f32 small path.
+  // fma_f32 on bf16 weights takes the same route from tiles.small_dp_rows rows.
+  [[maybe_unused]] constexpr bool kDpCapable =
+      Path == MatmulPath::avx512_bf16 || (Path == MatmulPath::fma_f32 && W == WeightType::bf16);
   [[maybe_unused]] bool dp = Path == MatmulPath::avx512_bf16 && p.in > 0;
 #if defined(MIXTILE_HAVE_AVX512_BF16)
   if constexpr (Path == MatmulPath::fma_f32 && W == WeightType::bf16)
@@ -227,7 +230,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     const WS *w = static_cast<const WS *>(p.w);
     const int64_t q0 = p.rows * tid / nthreads, q1 = p.rows * (tid + 1) / nthreads;
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-    if constexpr (Path == MatmulPath::avx512_bf16 || (Path == MatmulPath::fma_f32 && W == WeightType::bf16)) {
+    if constexpr (kDpCapable) {
       if (dp) {
         detail::round_rows_bf16(xr + q0 * ldx, detail::RowSource{p.x, p.in, p.row_index, q0}, q1 - q0, p.in);
 #pragma omp barrier
@@ -238,7 +241,7 @@ void linear(const LinearProblem &p, const TileConfig &tiles = default_tile_confi
     auto run = [&](int64_t r0, int64_t n, int64_t c0, int64_t c1) {
       detail::LinearEpilogue ep{p.y, p.out, p.bias, r0};
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-      if constexpr (Path == MatmulPath::avx512_bf16 || (Path == MatmulPath::fma_f32 && W == WeightType::bf16)) {
+      if constexpr (kDpCapable) {
         if (dp) {
           detail::dp_small<false>(n, p.in, detail::RowsOf<uint16_t>{xr, ldx, nullptr, r0}, w, nullptr, p.in, c0, c1,
                                   tiles, ep);
