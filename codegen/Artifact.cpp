@@ -8,8 +8,11 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/Program.h"
+#include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <deque>
+#include <thread>
 #include <unistd.h>
 
 using namespace mlir;
@@ -88,6 +91,251 @@ std::optional<std::string> findNvcc() {
   return std::nullopt;
 }
 
+/// Where compiled kernel instantiations are kept between builds: $MIXTILE_CACHE_DIR, else
+/// $XDG_CACHE_HOME/mixtile/kernels, else ~/.cache/mixtile/kernels; "off" (or a directory that
+/// cannot be made) builds without one.
+std::optional<std::string> kernelCacheDir() {
+  std::string dir;
+  if (std::optional<std::string> chosen = llvm::sys::Process::GetEnv("MIXTILE_CACHE_DIR")) {
+    if (chosen->empty() || *chosen == "off")
+      return std::nullopt;
+    dir = *chosen;
+  } else if (std::optional<std::string> xdg = llvm::sys::Process::GetEnv("XDG_CACHE_HOME");
+             xdg && !xdg->empty()) {
+    dir = *xdg + "/mixtile/kernels";
+  } else if (std::optional<std::string> home = llvm::sys::Process::GetEnv("HOME");
+             home && !home->empty()) {
+    dir = *home + "/.cache/mixtile/kernels";
+  } else {
+    return std::nullopt;
+  }
+  if (llvm::sys::fs::create_directories(dir) || !llvm::sys::fs::is_directory(dir))
+    return std::nullopt;
+  return dir;
+}
+
+/// What a cached object depends on besides its own source: the compiler (its version text,
+/// and the size and time of the binary the name resolves to), the flags, and the kernel
+/// library's headers as the artifact carries them.
+void hashBuildInputs(llvm::SHA256 &hash, StringRef program, ArrayRef<std::string> flags,
+                     StringRef includeFlag, const EmittedArtifact &artifact,
+                     StringRef scratchDir) {
+  auto field = [&](StringRef text) {
+    hash.update(text);
+    hash.update(StringRef("\0", 1));
+  };
+  field(program);
+  SmallString<256> real;
+  llvm::sys::fs::file_status status;
+  if (!llvm::sys::fs::real_path(program, real) && !llvm::sys::fs::status(real, status)) {
+    field(real);
+    field(std::to_string(status.getSize()));
+    field(std::to_string(status.getLastModificationTime().time_since_epoch().count()));
+  }
+  std::string versionFile = (scratchDir + "/compiler-version").str();
+  std::optional<StringRef> redirects[] = {std::nullopt, StringRef(versionFile),
+                                          StringRef(versionFile)};
+  StringRef versionArgs[] = {program, "--version"};
+  if (llvm::sys::ExecuteAndWait(program, versionArgs, std::nullopt, redirects) == 0)
+    if (auto buffer = llvm::MemoryBuffer::getFile(versionFile))
+      field((*buffer)->getBuffer());
+  for (size_t i = 0; i < flags.size(); ++i) {
+    if (flags[i] == includeFlag)  // the artifact's temporary directory: its headers count below
+      continue;
+    field(flags[i]);
+    // A header forced in through $MIXTILE_CXXFLAGS (-include FILE) counts by its contents.
+    if (flags[i] == "-include" && i + 1 < flags.size())
+      if (auto buffer = llvm::MemoryBuffer::getFile(flags[i + 1]))
+        field((*buffer)->getBuffer());
+  }
+  for (const auto &[path, text] : artifact.supportFiles) {
+    field(path);
+    field(text);
+  }
+}
+
+/// One compiler run of a split build: its command, and where its object goes once built.
+struct CompileJob {
+  std::string source, object, log;
+  std::string cacheEntry;  // the cache file to fill from `object`, or ""
+  bool separateKernels = false;  // the artifact's own source: its kernels are compiled apart
+  llvm::sys::ProcessInfo process;
+};
+
+/// Builds a cpu library whose heavy kernel instantiations are declared extern in the source
+/// (EmittedArtifact::separateKernels): each instantiation is compiled in a translation unit of
+/// its own, or taken from the kernel cache when an identical build made it before; the source
+/// is compiled with MIXTILE_SEPARATE_KERNELS; up to $MIXTILE_JOBS (default: the hardware
+/// threads, at most 8) compilers run at once; then everything is linked into lib<name>.so.
+/// A link that fails over cached objects is retried once with all of them rebuilt.
+LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, StringRef program,
+                              ArrayRef<std::string> flags, std::string &error) {
+  namespace fs = llvm::sys::fs;
+  std::string work = (dir + "/.build").str();
+  if (std::error_code ec = fs::create_directories(work)) {
+    error = "cannot create '" + work + "': " + ec.message();
+    return failure();
+  }
+  auto finish = [&](LogicalResult result) {
+    fs::remove_directories(work);
+    return result;
+  };
+  std::optional<std::string> cache = kernelCacheDir();
+  llvm::SHA256 common;
+  if (cache)
+    hashBuildInputs(common, program, flags, "-I" + dir.str(), artifact, work);
+  const std::array<uint8_t, 32> commonHash = common.result();
+
+  std::vector<std::string> objects;
+  std::vector<CompileJob> jobs;
+  std::vector<size_t> cachedKernels;  // indices into separateKernels taken from the cache
+  auto kernelJob = [&](size_t i, bool useCache) -> LogicalResult {
+    const std::string &kernel = artifact.separateKernels[i];
+    std::string text = "// One kernel instantiation of lib" + artifact.name +
+                       ".so, compiled on its own by mixtilec.\n#include "
+                       "\"mixtile_kernels/kernels.h\"\n\ntemplate decltype(" +
+                       kernel + ") " + kernel + ";\n";
+    CompileJob job;
+    job.source = work + "/kernel" + std::to_string(i) + ".cpp";
+    job.object = work + "/kernel" + std::to_string(i) + ".o";
+    job.log = work + "/kernel" + std::to_string(i) + ".log";
+    if (cache) {
+      llvm::SHA256 hash;
+      hash.update(commonHash);
+      hash.update(text);
+      job.cacheEntry = *cache + "/" + llvm::toHex(hash.result(), /*LowerCase=*/true) + ".o";
+      uint64_t size = 0;
+      if (useCache && !fs::file_size(job.cacheEntry, size) && size > 0) {
+        objects[i] = job.cacheEntry;
+        cachedKernels.push_back(i);
+        return success();
+      }
+    }
+    if (failed(writeFile(job.source, text, error)))
+      return failure();
+    objects[i] = job.object;
+    jobs.push_back(std::move(job));
+    return success();
+  };
+
+  auto run = [&](std::vector<CompileJob> &batch) -> LogicalResult {
+    unsigned width = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+    if (std::optional<std::string> chosen = llvm::sys::Process::GetEnv("MIXTILE_JOBS")) {
+      unsigned n = 0;
+      if (!StringRef(*chosen).getAsInteger(10, n) && n > 0)
+        width = std::min(n, 64u);
+    }
+    std::deque<CompileJob *> running;
+    std::string failedLog;
+    bool ok = true;
+    auto waitOldest = [&] {
+      CompileJob *job = running.front();
+      running.pop_front();
+      std::string message;
+      llvm::sys::ProcessInfo done =
+          llvm::sys::Wait(job->process, std::nullopt, &message);
+      if (done.ReturnCode != 0) {
+        if (ok) {
+          auto buffer = llvm::MemoryBuffer::getFile(job->log);
+          failedLog = (message.empty() ? "" : ": " + message) +
+                      (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
+        }
+        ok = false;
+        return;
+      }
+      if (!job->cacheEntry.empty()) {
+        // Filled atomically: a temporary beside the entry, renamed over it.
+        std::string temporary = job->cacheEntry + ".tmp-" + std::to_string(::getpid());
+        if (fs::copy_file(job->object, temporary) || fs::rename(temporary, job->cacheEntry))
+          fs::remove(temporary);  // a full disk or a read-only cache: built without keeping it
+      }
+    };
+    for (CompileJob &job : batch) {
+      if (running.size() >= width)
+        waitOldest();
+      if (!ok)
+        break;
+      std::optional<StringRef> redirects[] = {std::nullopt, StringRef(job.log),
+                                              StringRef(job.log)};
+      SmallVector<StringRef> args = {program};
+      for (const std::string &flag : flags)
+        args.push_back(flag);
+      if (job.separateKernels)
+        args.push_back("-DMIXTILE_SEPARATE_KERNELS");
+      args.append({"-c", job.source, "-o", job.object});
+      std::string message;
+      bool failedToStart = false;
+      job.process = llvm::sys::ExecuteNoWait(program, args, std::nullopt, redirects, 0, &message,
+                                             &failedToStart);
+      if (failedToStart) {
+        failedLog = ": " + message;
+        ok = false;
+        break;
+      }
+      running.push_back(&job);
+    }
+    while (!running.empty())
+      waitOldest();
+    if (!ok) {
+      error = "the C++ compiler failed to build lib" + artifact.name + ".so" + failedLog;
+      return failure();
+    }
+    return success();
+  };
+
+  objects.assign(artifact.separateKernels.size(), "");
+  for (size_t i = 0; i < artifact.separateKernels.size(); ++i)
+    if (failed(kernelJob(i, /*useCache=*/true)))
+      return finish(failure());
+  CompileJob glue;
+  glue.source = (dir + "/" + artifact.sourceFile).str();
+  glue.object = work + "/source.o";
+  glue.log = work + "/source.log";
+  glue.separateKernels = true;
+  jobs.insert(jobs.begin(), std::move(glue));
+  if (failed(run(jobs)))
+    return finish(failure());
+  objects.push_back(work + "/source.o");
+
+  std::string library = (dir + "/lib" + artifact.name + ".so").str();
+  std::string linkLog = work + "/link.log";
+  auto link = [&](std::string &failedLog) {
+    SmallVector<StringRef> args = {program};
+    for (const std::string &flag : flags)  // as the one-command build had them: link flags too
+      args.push_back(flag);
+    args.push_back("-shared");
+    for (const std::string &object : objects)
+      args.push_back(object);
+    args.append({"-o", library});
+    std::optional<StringRef> redirects[] = {std::nullopt, StringRef(linkLog), StringRef(linkLog)};
+    std::string message;
+    if (llvm::sys::ExecuteAndWait(program, args, std::nullopt, redirects, 0, 0, &message) == 0)
+      return true;
+    auto buffer = llvm::MemoryBuffer::getFile(linkLog);
+    failedLog = (message.empty() ? "" : ": " + message) +
+                (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
+    return false;
+  };
+  std::string failedLog;
+  if (link(failedLog))
+    return finish(success());
+  if (!cachedKernels.empty()) {
+    // A cached object the linker refused (damaged, or from another toolchain): rebuild them.
+    std::vector<size_t> again = cachedKernels;
+    cachedKernels.clear();
+    jobs.clear();
+    for (size_t i : again)
+      if (failed(kernelJob(i, /*useCache=*/false)))
+        return finish(failure());
+    if (failed(run(jobs)))
+      return finish(failure());
+    if (link(failedLog))
+      return finish(success());
+  }
+  error = "the C++ compiler failed to link lib" + artifact.name + ".so" + failedLog;
+  return finish(failure());
+}
+
 /// Compiles the generated source into lib<name>.so: with the system C++ compiler (or
 /// $MIXTILE_CXX) for the host it runs on, or with nvcc for sm_80 and sm_90 (target cuda).
 LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::string &error) {
@@ -143,6 +391,15 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
   if (!cuda) // nvcc takes host flags through -Xcompiler; the sanitizer builds are CPU-only
     for (const std::string &flag : extraFlags)
       args.push_back(flag);
+  if (!cuda && !artifact.separateKernels.empty()) {
+    SmallVector<std::string> flags = {"-std=c++17", "-O3", march};
+    for (const std::string &flag : artifact.isaFlags)
+      flags.push_back(flag);
+    flags.append({"-fopenmp", "-fPIC", "-w", include});
+    for (const std::string &flag : extraFlags)
+      flags.push_back(flag);
+    return buildCpuInParts(artifact, dir, *program, flags, error);
+  }
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);

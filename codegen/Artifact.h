@@ -24,6 +24,11 @@ struct EmittedArtifact {
   std::vector<std::string> isaFlags;  // cpu: instruction-set flags after -march
   /// Support files the source includes, relative to OUTDIR (the kernel library).
   std::vector<std::pair<std::string, std::string>> supportFiles;
+  /// cpu: the kernel library's heavy template instantiations the source calls (for example
+  /// "mixtile::cpu::linear<mixtile::cpu::WeightType::bf16>"). The source declares them
+  /// `extern template` when MIXTILE_SEPARATE_KERNELS is defined; the library build then
+  /// compiles each in a translation unit of its own, side by side, and caches the object.
+  std::vector<std::string> separateKernels;
 };
 
 /// Emits the CPU artifact of a module that went through the cpu pipeline (mix.kernel ops).

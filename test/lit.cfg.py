@@ -65,6 +65,11 @@ if (not sanitize and os.path.exists(f"{llvm_lib}/libarcher.so")
     config.available_features.add("tsan")
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+# mixtilec's kernel cache (compiled kernel instantiations, codegen/Artifact.cpp): one per build
+# tree, shared by the suite's tests, emptied by scripts/test.sh before each run; never the
+# user's own (~/.cache/mixtile). MIXTILE_CACHE_DIR overrides it ("off": no cache).
+config.environment["MIXTILE_CACHE_DIR"] = os.environ.get(
+    "MIXTILE_CACHE_DIR", os.path.join(config.mixtile_obj_root, "test-kernel-cache"))
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.mixtile_tools_dir, config.llvm_tools_dir]

@@ -538,6 +538,51 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                          << "' inside kernel '" << kernel.getKind() << "'";
 }
 
+/// The kernel library's entry points whose instantiations cost most of a library's compile
+/// time (seconds each at -O3): the grouped expert FFN, linear, the attentions, expert choice
+/// and the token mixer. Everything else is cheap and stays in the artifact's own source.
+static constexpr StringLiteral kSeparateKernels[] = {"expert_ffn",       "linear",
+                                                     "attention",        "latent_attention",
+                                                     "expert_choice",    "token_mix"};
+
+/// Finds the instantiations of kSeparateKernels the source calls and declares them
+/// `extern template` after the kernel library's include, under MIXTILE_SEPARATE_KERNELS: the
+/// library build (Artifact.cpp) then compiles each one on its own, in parallel, and caches the
+/// object; a user compiling the source alone gets the implicit instantiations as before.
+static void declareSeparateKernels(EmittedArtifact &artifact) {
+  static constexpr StringLiteral prefix = "mixtile::cpu::";
+  std::set<std::string> found;
+  StringRef text = artifact.source;
+  for (size_t at = text.find(prefix); at != StringRef::npos; at = text.find(prefix, at + 1)) {
+    StringRef rest = text.substr(at + prefix.size());
+    for (StringRef name : kSeparateKernels) {
+      if (!rest.starts_with(name) || !rest.drop_front(name.size()).starts_with("<"))
+        continue;
+      // Template arguments are enumerators and bools: no nested brackets or parentheses.
+      size_t close = rest.find('>');
+      if (close == StringRef::npos || !rest.drop_front(close + 1).starts_with("("))
+        continue;
+      found.insert((prefix + rest.take_front(close + 1)).str());
+    }
+  }
+  if (found.empty())
+    return;
+  std::string block = "#if defined(MIXTILE_SEPARATE_KERNELS)\n// Compiled in translation units "
+                      "of their own by mixtilec's library build.\n";
+  for (const std::string &kernel : found) {
+    block += "extern template decltype(" + kernel + ") " + kernel + ";\n";
+    artifact.separateKernels.push_back(kernel);
+  }
+  block += "#endif\n\n";
+  static constexpr StringLiteral include = "#include \"mixtile_kernels/kernels.h\"\n\n";
+  size_t pos = artifact.source.find(include.str());
+  if (pos == std::string::npos) { // not the cpu intro: leave the source whole
+    artifact.separateKernels.clear();
+    return;
+  }
+  artifact.source.insert(pos + include.size(), block);
+}
+
 } // namespace
 
 FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, StringRef name) {
@@ -606,6 +651,7 @@ FailureOr<EmittedArtifact> mlir::mix::codegen::emitCpuArtifact(ModuleOp module, 
       paths.push_back(llvm::json::Object{{"kernel", kernel.getKind().str()},
                                          {"matmul_path", path.str()}});
   });
+  declareSeparateKernels(*artifact);
   artifact->manifest["cpu"] = llvm::json::Object{{"name", cpu ? cpu->name : "native"},
                                                  {"march", artifact->march},
                                                  {"isa_flags", std::move(isaFlags)},
