@@ -191,8 +191,9 @@ LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, St
   std::vector<size_t> cachedKernels;  // indices into separateKernels taken from the cache
   auto kernelJob = [&](size_t i, bool useCache) -> LogicalResult {
     const std::string &kernel = artifact.separateKernels[i];
-    std::string text = "// One kernel instantiation of lib" + artifact.name +
-                       ".so, compiled on its own by mixtilec.\n#include "
+    // Nothing of the artifact's own (its name, its directory) in the text: the object is the
+    // same for every artifact that calls the kernel, and so is its cache entry.
+    std::string text = "// One kernel instantiation, compiled on its own by mixtilec.\n#include "
                        "\"mixtile_kernels/kernels.h\"\n\ntemplate decltype(" +
                        kernel + ") " + kernel + ";\n";
     CompileJob job;
