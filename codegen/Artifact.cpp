@@ -11,7 +11,11 @@
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <chrono>
 #include <deque>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -114,6 +118,54 @@ std::optional<std::string> kernelCacheDir() {
   return dir;
 }
 
+/// Keeps the kernel cache under $MIXTILE_CACHE_MAX_MB megabytes (default 1024): removes the
+/// least recently used entries first (a build that takes an entry refreshes its time) and
+/// temporaries a crashed build left more than an hour ago. Entries another build is about to
+/// link may go too: that build's link fails and rebuilds them (buildCpuInParts).
+void trimKernelCache(StringRef dir) {
+  namespace fs = llvm::sys::fs;
+  uint64_t limit = uint64_t(1024) << 20;
+  if (std::optional<std::string> chosen = llvm::sys::Process::GetEnv("MIXTILE_CACHE_MAX_MB")) {
+    uint64_t megabytes = 0;
+    if (!StringRef(*chosen).getAsInteger(10, megabytes) && megabytes < (uint64_t(1) << 40))
+      limit = megabytes << 20;
+  }
+  struct Entry {
+    std::string path;
+    uint64_t size;
+    llvm::sys::TimePoint<> time;
+  };
+  std::vector<Entry> entries;
+  uint64_t total = 0;
+  const auto now = std::chrono::system_clock::now();
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
+    fs::file_status status;
+    if (fs::status(it->path(), status) || status.type() != fs::file_type::regular_file)
+      continue;
+    StringRef name = llvm::sys::path::filename(it->path());
+    if (name.contains(".o.tmp-")) {
+      if (now - status.getLastModificationTime() > std::chrono::hours(1))
+        fs::remove(it->path());
+      continue;
+    }
+    if (!name.ends_with(".o"))
+      continue;
+    entries.push_back({it->path(), status.getSize(), status.getLastModificationTime()});
+    total += status.getSize();
+  }
+  if (total <= limit)
+    return;
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry &a, const Entry &b) { return a.time < b.time; });
+  for (const Entry &entry : entries) {
+    if (total <= limit)
+      break;
+    if (!fs::remove(entry.path))
+      total -= entry.size;
+  }
+}
+
 /// What a cached object depends on besides its own source: the compiler (its version text,
 /// and the size and time of the binary the name resolves to), the flags, and the kernel
 /// library's headers as the artifact carries them.
@@ -176,11 +228,13 @@ LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, St
     error = "cannot create '" + work + "': " + ec.message();
     return failure();
   }
+  std::optional<std::string> cache = kernelCacheDir();
   auto finish = [&](LogicalResult result) {
     fs::remove_directories(work);
+    if (cache)  // once linked: this build's entries are the newest, the last to go
+      trimKernelCache(*cache);
     return result;
   };
-  std::optional<std::string> cache = kernelCacheDir();
   llvm::SHA256 common;
   if (cache)
     hashBuildInputs(common, program, flags, "-I" + dir.str(), artifact, work);
@@ -207,6 +261,7 @@ LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, St
       job.cacheEntry = *cache + "/" + llvm::toHex(hash.result(), /*LowerCase=*/true) + ".o";
       uint64_t size = 0;
       if (useCache && !fs::file_size(job.cacheEntry, size) && size > 0) {
+        ::utimensat(AT_FDCWD, job.cacheEntry.c_str(), nullptr, 0);  // used now (trimKernelCache)
         objects[i] = job.cacheEntry;
         cachedKernels.push_back(i);
         return success();
