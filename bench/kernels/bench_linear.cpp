@@ -6,7 +6,9 @@
 //        [path=native|fma_f32]
 // Env: MIXTILE_TILES as bench_expert_ffn's (mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
 // small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]), e.g.
-// small_m_max 0 forces the matrix-engine loops, 1000000 the small path.
+// small_m_max 0 forces the matrix-engine loops, 1000000 the small path. MIXTILE_BENCH_HOT=1 keeps
+// the weights in the caches (no eviction): with a matrix that fits in L2 (e.g. 2048 x 256) that
+// is the loop's compute-bound rate.
 #include <omp.h>
 
 #include <algorithm>
@@ -46,8 +48,9 @@ void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileCo
   p.rows = M, p.in = in, p.out = out, p.x = x.data(), p.w = w, p.y = y.data(), p.workspace = ws,
   p.num_threads = threads;
   std::vector<double> t;
+  const bool hot = std::getenv("MIXTILE_BENCH_HOT") != nullptr && std::atoi(std::getenv("MIXTILE_BENCH_HOT")) != 0;
   for (int r = -1; r < reps; ++r) {
-    mixtile_bench::evict_caches(threads, size_t(128) << 20);
+    if (!hot) mixtile_bench::evict_caches(threads, size_t(128) << 20);
     const auto t0 = Clock::now();
     linear<WeightType::bf16, Path>(p, tiles);
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -56,8 +59,8 @@ void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileCo
   std::free(ws);
   std::sort(t.begin(), t.end());
   const double med = t[t.size() / 2], bytes = 2.0 * in * out, flops = 2.0 * M * in * out;
-  std::printf("%-11s in=%-5ld out=%-6ld M=%-3ld median %8.3f ms best %8.3f ms  %6.1f GB/s  %6.1f GFLOP/s\n",
-              Path == MatmulPath::fma_f32 ? "fma_f32" : "native", (long)in, (long)out, (long)M, med * 1e3,
+  std::printf("%-11s %s in=%-5ld out=%-6ld M=%-3ld median %8.3f ms best %8.3f ms  %6.1f GB/s  %6.1f GFLOP/s\n",
+              Path == MatmulPath::fma_f32 ? "fma_f32" : "native", hot ? "hot " : "cold", (long)in, (long)out, (long)M, med * 1e3,
               t[0] * 1e3, bytes / med / 1e9, flops / med / 1e9);
 }
 }  // namespace
