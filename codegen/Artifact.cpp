@@ -95,6 +95,13 @@ std::optional<std::string> findNvcc() {
   return std::nullopt;
 }
 
+/// What a failed compiler or linker run left to say: the process error, then the start of its log.
+std::string failureDetail(StringRef message, StringRef logPath) {
+  auto buffer = llvm::MemoryBuffer::getFile(logPath);
+  return (message.empty() ? "" : ": " + message.str()) +
+         (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
+}
+
 /// Where compiled kernel instantiations are kept between builds: $MIXTILE_CACHE_DIR, else
 /// $XDG_CACHE_HOME/mixtile/kernels, else ~/.cache/mixtile/kernels; "off" (or a directory that
 /// cannot be made) builds without one.
@@ -291,11 +298,8 @@ LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, St
       llvm::sys::ProcessInfo done =
           llvm::sys::Wait(job->process, std::nullopt, &message);
       if (done.ReturnCode != 0) {
-        if (ok) {
-          auto buffer = llvm::MemoryBuffer::getFile(job->log);
-          failedLog = (message.empty() ? "" : ": " + message) +
-                      (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
-        }
+        if (ok)
+          failedLog = failureDetail(message, job->log);
         ok = false;
         return;
       }
@@ -367,9 +371,7 @@ LogicalResult buildCpuInParts(const EmittedArtifact &artifact, StringRef dir, St
     std::string message;
     if (llvm::sys::ExecuteAndWait(program, args, std::nullopt, redirects, 0, 0, &message) == 0)
       return true;
-    auto buffer = llvm::MemoryBuffer::getFile(linkLog);
-    failedLog = (message.empty() ? "" : ": " + message) +
-                (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
+    failedLog = failureDetail(message, linkLog);
     return false;
   };
   std::string failedLog;
@@ -424,47 +426,42 @@ LogicalResult buildLibrary(const EmittedArtifact &artifact, StringRef dir, std::
   std::string log = (dir + "/build.log").str();
   std::string include = "-I" + dir.str();
   std::string march = "-march=" + artifact.march;
+  // The cpu compiler's flags, for every unit of a split build and the one-command build alike;
+  // $MIXTILE_CXXFLAGS last (the sanitizer builds of the test suite: scripts/test.sh --sanitize,
+  // the threads test). nvcc takes host flags through -Xcompiler; the sanitizer builds are
+  // CPU-only.
+  SmallVector<std::string> cpuFlags;
+  if (!cuda) {
+    cpuFlags = {"-std=c++17", "-O3", march};
+    for (const std::string &flag : artifact.isaFlags)
+      cpuFlags.push_back(flag);
+    cpuFlags.append({"-fopenmp", "-fPIC", "-w", include});
+    if (std::optional<std::string> extra = llvm::sys::Process::GetEnv("MIXTILE_CXXFLAGS")) {
+      SmallVector<StringRef> pieces;
+      StringRef(*extra).split(pieces, ' ', -1, /*KeepEmpty=*/false);
+      for (StringRef piece : pieces)
+        cpuFlags.push_back(piece.str());
+    }
+    if (!artifact.separateKernels.empty())
+      return buildCpuInParts(artifact, dir, *program, cpuFlags, error);
+  }
   SmallVector<StringRef> args;
-  if (cuda)
+  if (cuda) {
     args = {*program, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
             "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
             "-cudart", "static", include, "-o", library, source};
-  else {
-    args = {*program, "-std=c++17", "-O3", march};
-    for (const std::string &flag : artifact.isaFlags)
+  } else {
+    args.push_back(*program);
+    for (const std::string &flag : cpuFlags)
       args.push_back(flag);
-    args.append({"-fopenmp", "-fPIC", "-shared", "-w", include, source, "-o", library});
-  }
-  // $MIXTILE_CXXFLAGS: extra flags for the cpu library's compiler, after the others (the
-  // sanitizer builds of the test suite: scripts/test.sh --sanitize, the threads test).
-  std::vector<std::string> extraFlags;
-  if (std::optional<std::string> flags = llvm::sys::Process::GetEnv("MIXTILE_CXXFLAGS")) {
-    SmallVector<StringRef> pieces;
-    StringRef(*flags).split(pieces, ' ', -1, /*KeepEmpty=*/false);
-    for (StringRef piece : pieces)
-      extraFlags.push_back(piece.str());
-  }
-  if (!cuda) // nvcc takes host flags through -Xcompiler; the sanitizer builds are CPU-only
-    for (const std::string &flag : extraFlags)
-      args.push_back(flag);
-  if (!cuda && !artifact.separateKernels.empty()) {
-    SmallVector<std::string> flags = {"-std=c++17", "-O3", march};
-    for (const std::string &flag : artifact.isaFlags)
-      flags.push_back(flag);
-    flags.append({"-fopenmp", "-fPIC", "-w", include});
-    for (const std::string &flag : extraFlags)
-      flags.push_back(flag);
-    return buildCpuInParts(artifact, dir, *program, flags, error);
+    args.append({"-shared", source, "-o", library});
   }
   std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log), StringRef(log)};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects, 0, 0, &message);
   if (status != 0) {
-    auto buffer = llvm::MemoryBuffer::getFile(log);
     error = std::string(cuda ? "nvcc" : "the C++ compiler") + " failed to build lib" +
-            artifact.name + ".so" +
-            (message.empty() ? "" : ": " + message) +
-            (buffer ? "\n" + (*buffer)->getBuffer().take_front(4000).str() : "");
+            artifact.name + ".so" + failureDetail(message, log);
     return failure();
   }
   llvm::sys::fs::remove(log);

@@ -565,7 +565,9 @@ static void declareSeparateKernels(EmittedArtifact &artifact) {
       found.insert((prefix + rest.take_front(close + 1)).str());
     }
   }
-  if (found.empty())
+  static constexpr StringLiteral include = "#include \"mixtile_kernels/kernels.h\"\n\n";
+  size_t pos = artifact.source.find(include.str());
+  if (found.empty() || pos == std::string::npos)  // nothing heavy, or not the cpu intro
     return;
   std::string block = "#if defined(MIXTILE_SEPARATE_KERNELS)\n// Compiled in translation units "
                       "of their own by mixtilec's library build.\n";
@@ -574,12 +576,6 @@ static void declareSeparateKernels(EmittedArtifact &artifact) {
     artifact.separateKernels.push_back(kernel);
   }
   block += "#endif\n\n";
-  static constexpr StringLiteral include = "#include \"mixtile_kernels/kernels.h\"\n\n";
-  size_t pos = artifact.source.find(include.str());
-  if (pos == std::string::npos) { // not the cpu intro: leave the source whole
-    artifact.separateKernels.clear();
-    return;
-  }
   artifact.source.insert(pos + include.size(), block);
 }
 
