@@ -4,7 +4,8 @@ fp8 cases, which transformers' fp8 loader requires; run it with the pyenv python
 Debian's).
 
 For each case (a family, plus variants that exercise sliding windows, linear/llama3/yarn
-RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE),
+RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE, GLM's
+partial rotary with and without use_qk_norm, dots1's layer_types windows),
 this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
 std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
@@ -76,8 +77,19 @@ CASES = {
     # e_score_correction_bias ~ -0.9: most biased scores are negative, so HF's -inf masking
     # of dropped groups differs from masking them to 0 (DeepSeek's remote code).
     "deepseek_v3_negative_bias": ("deepseek_v3", {}, {}),
+    # GLM-4.5: partial rotary (half of head_dim 32), q/k/v biases, layer 0 dense, 4 groups keep 2.
+    "glm4_moe": ("glm4_moe", {}, {}),
+    # use_qk_norm, and yarn computed over the rotary half only.
+    "glm4_moe_qknorm_yarn": ("glm4_moe", {"qk_norm": True, "rope": "yarn", "layers": 3}, {}),
+    # As deepseek_v3_negative_bias (a uniform shift leaves HF's choice alone; it catches
+    # masking dropped groups to 0 instead of -inf in the compiled model).
+    "glm4_moe_negative_bias": ("glm4_moe", {}, {}),
+    # dots.llm1: q/k/v/o biases, per-head q/k norms, 2 shared experts, unnormalized top-k.
+    "dots1": ("dots1", {}, {}),
+    # layer_types: layers 1 and 2 slide (max_window_layers 1), layer 0 is full.
+    "dots1_sw_llama3_tied": ("dots1", {"sliding_window": 3, "rope": "llama3", "tie": True, "layers": 3}, {}),
 }
-SELECTION_BIAS_MEAN = {"deepseek_v3_negative_bias": -0.9}
+SELECTION_BIAS_MEAN = {"deepseek_v3_negative_bias": -0.9, "glm4_moe_negative_bias": -0.9}
 # Cases that also run as a fine-grained fp8 checkpoint (the bf16 one's projections as e4m3 with
 # one f32 scale per block, quantization_config as DeepSeek-V3's): 8 x 8 blocks divide every
 # tiny matrix, as transformers' CPU dequantization requires (it derives the block from the

@@ -169,7 +169,10 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
       if (!llvm::is_contained(dense, i) && experts > 0 && (i + 1) % step == 0)
         layers.push_back(i);
   } else {
-    int64_t first = r.nonNegative("first_k_dense_replace", 0, kMaxCount);
+    // deepseek_v2/v3, glm4_moe and dots1: dense layers first, then sparse ones. Glm4MoeConfig's
+    // default is 1 dense layer (a saved config spells it out).
+    int64_t first = r.nonNegative("first_k_dense_replace", r.family == "glm4_moe" ? 1 : 0,
+                                  kMaxCount);
     for (int64_t i = std::max<int64_t>(first, 0); i < count; ++i)
       layers.push_back(i);
   }
@@ -265,6 +268,27 @@ struct SparseBlock {
           sharedExpertGate = sharedWidth > 0;
           sharedPrefix = prefix + "shared_expert.";
         }
+      } else if (r.family == "glm4_moe" || r.family == "dots1") {
+        // DeepSeek-V3's routing (sigmoid scores, the selection bias, group-limited top-k over
+        // the top-2 sums) with neither scoring_func nor topk_method: transformers' Glm4Moe and
+        // Dots1 routers always route this way.
+        bool glm = r.family == "glm4_moe";
+        experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
+        width = r.positive("moe_intermediate_size");
+        scale = r.number("routed_scaling_factor", 1.0);
+        sigmoid = true;
+        top2Sum = true;
+        nGroup = r.positive("n_group", 1);
+        topkGroup = r.positive("topk_group", 1);
+        normalize = r.boolean("norm_topk_prob", glm);
+        epsilon = 1e-20;
+        selectionBias = true;
+        selectionBiasName = prefix + "gate.e_score_correction_bias";
+        // Dots1Config has no default (transformers cannot build the block without one).
+        if (!glm && !r.config.get("n_shared_experts"))
+          r.fail("field 'n_shared_experts' is missing");
+        sharedWidth = r.nonNegative("n_shared_experts", glm ? 1 : 0, kMaxCount) * width;
+        sharedPrefix = prefix + "shared_experts.";
       } else {
         experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
         width = r.positive("moe_intermediate_size");
@@ -336,13 +360,16 @@ struct SparseBlock {
     if (!r.ok())
       return false;
     Type f32 = b.getF32Type();
-    // transformers keeps DeepSeek's router in f32 (`_keep_in_fp32_modules_strict`), whatever
-    // the other weights; a checkpoint storing it narrower is widened once when bound.
-    bool deepseek = r.family == "deepseek_v2" || r.family == "deepseek_v3";
-    weights.push_back({router, {experts, hidden}, deepseek ? f32 : weightType});
+    // transformers keeps the routers of DeepSeek, GLM-4.5 and dots.llm1 in f32
+    // (`_keep_in_fp32_modules_strict`), whatever the other weights; a checkpoint storing one
+    // narrower is widened once when bound.
+    bool f32Router = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
+                     r.family == "glm4_moe" || r.family == "dots1";
+    weights.push_back({router, {experts, hidden}, f32Router ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
-    // DeepSeek-V3 keeps e_score_correction_bias in f32 in its checkpoints, whatever the weights.
+    // e_score_correction_bias is f32 in the checkpoints (and transformers keeps it so),
+    // whatever the weights.
     if (selectionBias)
       weights.push_back({selectionBiasName, {experts}, f32});
     if (fused) {
@@ -585,11 +612,11 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   r.family = r.string("model_type", "");
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
                                    "olmoe",       "deepseek_v2", "deepseek_v3",
-                                   "switch_transformers"};
+                                   "glm4_moe",    "dots1",       "switch_transformers"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a supported MoE family (mixtral, qwen2_moe, qwen3_moe, olmoe, "
-            "deepseek_v2, deepseek_v3, switch_transformers)";
+            "deepseek_v2, deepseek_v3, glm4_moe, dots1, switch_transformers)";
     return nullptr;
   }
 
@@ -686,7 +713,9 @@ struct Rope {
   double mscaleAllDim = 0.0;  // rope_scaling.mscale_all_dim (DeepSeek's softmax correction)
 };
 
-std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
+/// `partial`: the family rotates the first partial_rotary_factor of each head (GLM-4.5,
+/// whose config defaults it to 0.5); every other family's attention rotates whole heads.
+std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads = false) {
   const llvm::json::Object *params = nullptr;
   std::string field = "rope_parameters";
   for (const char *key : {"rope_parameters", "rope_scaling"})
@@ -722,9 +751,18 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim) {
   double theta = r.number("rope_theta", 10000.0);
   if (params)
     theta = number("rope_theta", theta).value_or(theta);
-  double partial = r.number("partial_rotary_factor", 1.0);
+  // Glm4MoeConfig fills 0.5 where the key is absent; a null one is whole heads.
+  double partial = r.number("partial_rotary_factor",
+                            partialHeads && !r.config.get("partial_rotary_factor") ? 0.5 : 1.0);
   if (params)
     partial = number("partial_rotary_factor", partial).value_or(partial);
+  if (!partialHeads && partial != 1.0 && r.ok()) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", partial);
+    r.fail(llvm::formatv("partial_rotary_factor {0} is not supported for {1}: its attention "
+                         "rotates whole heads",
+                         text, r.family));
+  }
   if (!(theta > 1.0) || !std::isfinite(theta))
     r.fail(llvm::formatv("rope_theta must be a finite number > 1, got {0}", theta));
   int64_t dim = static_cast<int64_t>(headDim * partial);
@@ -857,15 +895,15 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
             "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-            "deepseek_v3)";
+            "deepseek_v3, glm4_moe, dots1)";
     return nullptr;
   }
-  static const char *families[] = {"mixtral", "qwen2_moe",   "qwen3_moe",
-                                   "olmoe",   "deepseek_v2", "deepseek_v3"};
+  static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
+                                   "deepseek_v2", "deepseek_v3", "glm4_moe",  "dots1"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
-            "deepseek_v2, deepseek_v3)";
+            "deepseek_v2, deepseek_v3, glm4_moe, dots1)";
     return nullptr;
   }
   // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
@@ -887,7 +925,14 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   // ---- the decoder's sizes ----------------------------------------------------------------
   int64_t hidden = r.positive("hidden_size");
   int64_t heads = r.positive("num_attention_heads", std::nullopt, kMaxCount);
-  int64_t kvHeads = mla ? heads : r.positive("num_key_value_heads", heads, kMaxCount);
+  // The config classes' defaults where a config omits the count (Dots1Config's is 32, not
+  // the head count; Glm4MoeConfig's 8).
+  int64_t kvHeads = mla ? heads
+                        : r.positive("num_key_value_heads",
+                                     r.family == "dots1"      ? 32
+                                     : r.family == "glm4_moe" ? 8
+                                                              : heads,
+                                     kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
   int64_t headDim = r.config.get("head_dim") &&
@@ -917,7 +962,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.ok() && heads * std::max(headDim, valueDim) > kMaxSize)
     r.fail(llvm::formatv("num_attention_heads x the head width ({0} x {1}) exceeds the bound {2}",
                          heads, std::max(headDim, valueDim), kMaxSize));
-  double epsilon = r.number("rms_norm_eps", 1e-6);
+  double epsilon = r.number("rms_norm_eps", r.family == "glm4_moe" ? 1e-5 : 1e-6);
   bool tied = r.boolean("tie_word_embeddings", false);
   int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
   if (r.ok() && heads % kvHeads != 0)
@@ -935,6 +980,14 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   double clip = 0.0;
   if (r.family == "qwen2_moe") {
     qkvBias = r.boolean("qkv_bias", true);
+  } else if (r.family == "glm4_moe") {
+    // GLM-4.5: q/k/v biases, o_proj without one, per-head q/k norms when use_qk_norm.
+    qkvBias = r.boolean("attention_bias", false);
+    headNorm = r.boolean("use_qk_norm", false);
+  } else if (r.family == "dots1") {
+    // dots.llm1: Qwen3's per-head q/k norms, attention_bias on all four projections.
+    qkvBias = outBias = r.boolean("attention_bias", false);
+    headNorm = true;
   } else if (r.family == "qwen3_moe" || r.family == "olmoe" || mla) {
     // DeepSeek's: q_a_proj, kv_a_proj_with_mqa and o_proj.
     qkvBias = outBias = r.boolean("attention_bias", false);
@@ -946,7 +999,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
         r.fail("field 'clip_qkv' must be a finite number > 0 or null");
     }
   }
-  std::optional<Rope> rope = ropeOf(r, mla ? ropeDim : headDim);
+  std::optional<Rope> rope = ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe");
   double softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
   if (rope && mla && rope->type != "default" && rope->mscaleAllDim != 0.0) {
     // DeepSeek's yarn correction of the softmax scale: mscale(factor, mscale_all_dim)².
@@ -954,31 +1007,49 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     softmaxScale *= m * m;
   }
   std::vector<int64_t> sparse = sparseLayers(r);
-  // Sliding windows: Mixtral's applies to every layer; Qwen2-MoE's to the layers its
-  // layer_types (or use_sliding_window and max_window_layers) mark.
+  // Sliding windows: Mixtral's applies to every layer; Qwen2-MoE's and dots.llm1's to the
+  // layers their layer_types (else each family's rule) mark.
   std::vector<int64_t> windows(layerCount, 0);
+  // Sets `window` on the layers layer_types marks sliding; false when the config has none.
+  auto layerTypes = [&](int64_t window) {
+    const llvm::json::Value *types = r.config.get("layer_types");
+    if (!types || types->kind() == llvm::json::Value::Null)
+      return false;
+    const llvm::json::Array *list = types->getAsArray();
+    if (!list || static_cast<int64_t>(list->size()) != layerCount) {
+      r.fail("field 'layer_types' must list one type per layer");
+      return true;
+    }
+    for (auto [i, t] : llvm::enumerate(*list)) {
+      std::optional<StringRef> text = t.getAsString();
+      if (!text || (*text != "full_attention" && *text != "sliding_attention"))
+        r.fail("field 'layer_types' must hold 'full_attention' or 'sliding_attention'");
+      else if (*text == "sliding_attention")
+        windows[i] = window;
+    }
+    return true;
+  };
   if (r.family == "mixtral") {
     int64_t window = r.nonNegative("sliding_window", 0, int64_t(1) << 24);
     std::fill(windows.begin(), windows.end(), window);
+  } else if (r.family == "dots1") {
+    // Dots1Config: without layer_types, the layers from max_window_layers on slide when
+    // sliding_window is set (use_sliding_window is not read).
+    const llvm::json::Value *w = r.config.get("sliding_window");
+    int64_t window = w && w->kind() == llvm::json::Value::Null
+                         ? 0
+                         : r.nonNegative("sliding_window", 4096, int64_t(1) << 24);
+    if (!layerTypes(window)) {
+      int64_t maxWindowLayers = r.nonNegative("max_window_layers", 62, kMaxCount);
+      for (int64_t i = maxWindowLayers; i < layerCount; ++i)
+        windows[i] = window;
+    }
   } else if (r.family == "qwen2_moe" || r.family == "qwen3_moe") {
     bool use = r.boolean("use_sliding_window", false);
     if (use && r.family == "qwen3_moe")
       r.fail("field 'use_sliding_window' = true is not supported for qwen3_moe by --model");
     int64_t window = use ? r.nonNegative("sliding_window", 0, int64_t(1) << 24) : 0;
-    const llvm::json::Value *types = r.config.get("layer_types");
-    if (types && types->kind() != llvm::json::Value::Null) {
-      const llvm::json::Array *list = types->getAsArray();
-      if (!list || static_cast<int64_t>(list->size()) != layerCount)
-        r.fail("field 'layer_types' must list one type per layer");
-      else
-        for (auto [i, t] : llvm::enumerate(*list)) {
-          std::optional<StringRef> text = t.getAsString();
-          if (!text || (*text != "full_attention" && *text != "sliding_attention"))
-            r.fail("field 'layer_types' must hold 'full_attention' or 'sliding_attention'");
-          else if (*text == "sliding_attention")
-            windows[i] = use ? window : 0;
-        }
-    } else if (use) {
+    if (!layerTypes(window) && use) {
       int64_t maxWindowLayers = r.nonNegative("max_window_layers", layerCount, kMaxCount);
       for (int64_t i = 0; i < layerCount; ++i)
         if ((i + 1) % 2 && i < maxWindowLayers)

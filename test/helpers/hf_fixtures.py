@@ -205,6 +205,58 @@ CONFIGS = {
         "qk_rope_head_dim": 8,
         "v_head_dim": 16,
     },
+    # GLM-4.5-Air's fields scaled down: an explicit head_dim, partial_rotary_factor at the top
+    # level (as the hub configs have it), q/k/v biases, one dense layer, one MTP layer.
+    "glm4_moe": {
+        "architectures": ["Glm4MoeForCausalLM"],
+        "model_type": "glm4_moe",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "partial_rotary_factor": 0.5,
+        "hidden_act": "silu",
+        "n_routed_experts": 16,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 4,
+        "first_k_dense_replace": 1,
+        "routed_scaling_factor": 2.5,
+        "n_group": 4,
+        "topk_group": 2,
+        "norm_topk_prob": True,
+        "use_qk_norm": False,
+        "attention_bias": True,
+        "num_nextn_predict_layers": 1,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-5,
+    },
+    # dots.llm1's fields scaled down: 2 shared experts, no group limit, q/k norms always.
+    "dots1": {
+        "architectures": ["Dots1ForCausalLM"],
+        "model_type": "dots1",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "hidden_act": "silu",
+        "n_routed_experts": 16,
+        "n_shared_experts": 2,
+        "num_experts_per_tok": 4,
+        "first_k_dense_replace": 1,
+        "routed_scaling_factor": 2.5,
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": True,
+        "attention_bias": False,
+        "sliding_window": None,
+        "max_window_layers": 62,
+        "rms_norm_eps": 1e-5,
+    },
     "switch_transformers": {
         "architectures": ["SwitchTransformersForConditionalGeneration"],
         "model_type": "switch_transformers",
@@ -283,7 +335,8 @@ def make_checkpoint(config, layer, dtype, rng):
             std = 1.0 / math.sqrt(shape[1])  # 1/sqrt(fan_in): FFN outputs are O(1)
         for name in names if isinstance(names, list) else [names]:
             tensors[name] = (rng.standard_normal(shape) * std).astype(np.float32)
-            # DeepSeek-V3 keeps e_score_correction_bias in f32 even in a bf16 checkpoint.
+            # DeepSeek-V3, GLM and dots1 keep e_score_correction_bias in f32 even in a bf16
+            # checkpoint.
             dtypes[name] = "F32" if role == "selection_bias" else storage
     if config["model_type"] == "switch_transformers":
         norm = f"encoder.block.{layer}.layer.1.layer_norm.weight"

@@ -30,6 +30,10 @@ HF_ACTIVATIONS = {
     "relu": "relu",
 }
 UNIT_ROUNDOFF = {"F32": 0.0, "BF16": 2.0**-8, "F16": 2.0**-11}
+# transformers 5.24's config-class defaults that differ between the DeepSeek-V3-style families.
+FIRST_DENSE_DEFAULT = {"glm4_moe": 1}
+NORM_TOPK_DEFAULT = {"glm4_moe": True}
+SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1}  # Dots1Config's is None, which transformers cannot build
 
 
 class ConfigError(Exception):
@@ -78,8 +82,10 @@ def sparse_layers(config):
             for i in range(field(config, "num_hidden_layers"))
             if i not in dense and experts > 0 and (i + 1) % step == 0
         ]
-    if family in ("deepseek_v2", "deepseek_v3"):
-        first = field(config, "first_k_dense_replace", 0, False)
+    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1"):
+        # Layers below first_k_dense_replace are dense (Glm4MoeConfig's default is 1, the
+        # others' 0); num_hidden_layers excludes GLM's multi-token-prediction layers.
+        first = field(config, "first_k_dense_replace", FIRST_DENSE_DEFAULT.get(family, 0), False)
         return list(range(first, field(config, "num_hidden_layers")))
     if family == "switch_transformers":
         # SwitchTransformersStack: block i is sparse iff i % step == 1 (every block when step
@@ -91,7 +97,8 @@ def sparse_layers(config):
         return [i for i in range(layers) if step > 0 and (i % step == 1 or step == 1)]
     raise ConfigError(
         f"config.json: model_type '{family}' is not a supported MoE family "
-        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, switch_transformers)"
+        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
+        "switch_transformers)"
     )
 
 
@@ -228,6 +235,35 @@ def block_spec(config, layer):
                 )
                 tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
             shared = field(config, "n_shared_experts", 0, False)
+        elif family in ("glm4_moe", "dots1"):
+            # Glm4MoeTopkRouter / Dots1TopkRouter: DeepSeek-V3's noaux_tc router without the
+            # scoring_func/topk_method fields (always sigmoid, group top-2 sums, -inf masking).
+            num_experts = field(config, "n_routed_experts", None, False) or field(
+                config, "num_local_experts"
+            )
+            ffn = field(config, "moe_intermediate_size")
+            prefix = f"model.layers.{layer}.mlp."
+            tensors.update(
+                _gated_experts(prefix, num_experts, ("gate_proj", "up_proj", "down_proj"))
+            )
+            attrs.update(
+                scoring="sigmoid",
+                n_group=field(config, "n_group", 1, False),
+                topk_group=field(config, "topk_group", 1, False),
+                group_score="top2_sum",
+                normalize=bool(
+                    field(config, "norm_topk_prob", NORM_TOPK_DEFAULT.get(family, False), False)
+                ),
+                norm_epsilon=1e-20,
+                scale=float(field(config, "routed_scaling_factor", 1.0, False)),
+            )
+            tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
+            # The shared experts are always built: one gated MLP of width
+            # moe_intermediate_size * n_shared_experts.
+            shared = field(
+                config, "n_shared_experts", SHARED_EXPERTS_DEFAULT.get(family), family == "dots1"
+            )
+        if family in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1"):
             if shared:
                 for role, proj in (
                     ("shared_gate", "gate_proj"),

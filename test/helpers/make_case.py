@@ -54,6 +54,35 @@ PRESETS = {
         shared=32,
         activation="silu",
     ),
+    # GLM-4.5 and dots.llm1: DeepSeek-V3's router (sigmoid, selection bias, group top-2 sums);
+    # GLM normalizes the top-k weights, dots1 by default does not; shared width 1 x / 2 x ffn.
+    "glm4_moe": dict(
+        kind="token_choice",
+        experts=16,
+        k=4,
+        scoring="sigmoid",
+        selection_bias=True,
+        n_group=4,
+        topk_group=2,
+        group_score="top2_sum",
+        normalize=True,
+        norm_epsilon=1e-20,
+        scale=2.5,
+        shared=32,
+        activation="silu",
+    ),
+    "dots1": dict(
+        kind="token_choice",
+        experts=16,
+        k=4,
+        scoring="sigmoid",
+        selection_bias=True,
+        group_score="top2_sum",
+        norm_epsilon=1e-20,
+        scale=2.5,
+        shared=64,
+        activation="silu",
+    ),
     "switch": dict(
         kind="token_choice", experts=8, k=1, capacity_factor=1.25, plain=True, activation="relu"
     ),

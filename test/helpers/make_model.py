@@ -10,12 +10,17 @@ mixtral  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight, ...block_s
 others   model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight,      ...mlp.gate.weight
 (checked against bench/hf_model_parity.py, which saves real transformers models).
 
+Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1.
 Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
-(qwen3_moe: 32), 8 experts top-2 of width 32, dense MLP width 96, vocab 256, 2 layers.
+(qwen3_moe and glm4_moe: 32), 8 experts top-2 of width 32, dense MLP width 96, vocab 256,
+2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2, scale 2.5, one
+shared expert, layer 0 dense (--qk-norm: use_qk_norm); dots1: q/k/v/o biases and q/k norms,
+no group limit, top-k weights not normalized, scale 2.0, 2 shared experts, every layer sparse
+(--sliding-window W: layers 1, 2, ... slide).
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
-       [--fp8 ROWS,COLS [--fp8-scales f32|bf16]]
+       [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie] [--sharded]
 """
 
@@ -30,7 +35,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_reference  # noqa: E402
 import safetensors_io  # noqa: E402
 
-FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
+FAMILIES = (
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "glm4_moe",
+    "dots1",
+)
 TRANSFORMERS_VERSION = "5.24.0"
 ARCHITECTURES = {
     "mixtral": "MixtralForCausalLM",
@@ -39,7 +53,12 @@ ARCHITECTURES = {
     "olmoe": "OlmoeForCausalLM",
     "deepseek_v2": "DeepseekV2ForCausalLM",
     "deepseek_v3": "DeepseekV3ForCausalLM",
+    "glm4_moe": "Glm4MoeForCausalLM",
+    "dots1": "Dots1ForCausalLM",
 }
+# The families whose router weight and e_score_correction_bias stay f32 in a bf16 checkpoint
+# (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]).
+F32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1")
 DEFAULT_THETA = {"mixtral": 1e6}  # MixtralConfig.default_theta; every other family 1e4
 HIDDEN, HEADS, KV_HEADS, EXPERTS, TOP_K, EXPERT_WIDTH, DENSE_WIDTH = 64, 4, 2, 8, 2, 32, 96
 ROUTER_STD, WEIGHT_STD = 1.0, 0.02
@@ -50,7 +69,14 @@ OLMOE_CLIP_QKV = 0.5
 
 def rope_parameters(family, rope, max_positions):
     """rope_parameters as 5.24 saves them (its standardization adds rope_theta/rope_type)."""
-    theta = DEFAULT_THETA.get(family, 10000.0)
+    params = _rope_kind(family, rope, max_positions, DEFAULT_THETA.get(family, 10000.0))
+    if family == "glm4_moe":
+        # GLM rotates half of each head; 5.24 saves the factor inside rope_parameters.
+        params = dict(sorted({**params, "partial_rotary_factor": 0.5}.items()))
+    return params
+
+
+def _rope_kind(family, rope, max_positions, theta):
     if rope == "default":
         return {"rope_theta": theta, "rope_type": "default"}
     if rope == "linear":
@@ -82,10 +108,14 @@ def rope_parameters(family, rope, max_positions):
     raise ValueError(f"unknown rope type '{rope}'")
 
 
-def make_config(family, dtype="bf16", layers=2, vocab=256, sliding_window=None, rope="default", tie=False):
+def make_config(
+    family, dtype="bf16", layers=2, vocab=256, sliding_window=None, rope="default", tie=False, qk_norm=False
+):
     """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys)."""
-    if sliding_window is not None and family not in ("mixtral", "qwen2_moe"):
-        raise ValueError("--sliding-window is for mixtral and qwen2_moe")
+    if sliding_window is not None and family not in ("mixtral", "qwen2_moe", "dots1"):
+        raise ValueError("--sliding-window is for mixtral, qwen2_moe and dots1")
+    if qk_norm and family != "glm4_moe":
+        raise ValueError("--qk-norm is for glm4_moe (qwen3_moe and dots1 always normalize q/k)")
     torch_dtype = {"bf16": "bfloat16", "f32": "float32"}[dtype]
     common = {
         "architectures": [ARCHITECTURES[family]],
@@ -224,6 +254,61 @@ def make_config(family, dtype="bf16", layers=2, vocab=256, sliding_window=None, 
             config.update(num_nextn_predict_layers=1, rope_interleave=True)
         else:
             config.update(mlp_bias=False, topk_method="greedy")
+    elif family == "glm4_moe":
+        # Glm4MoeConfig has no head_dim field: an explicit one (as every GLM-4.5 config has,
+        # 5120 / 96 heads not being whole) is saved as an extra key.
+        config = {
+            "attention_bias": True,
+            "bos_token_id": None,
+            "eos_token_id": [2, 3],
+            "first_k_dense_replace": 1,
+            "head_dim": 32,
+            "intermediate_size": DENSE_WIDTH,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "n_group": 4,
+            "n_routed_experts": EXPERTS,
+            "n_shared_experts": 1,
+            "norm_topk_prob": True,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            # Saved under this name (Glm4MoeConfig's num_mtp_layers is an attribute_map alias).
+            "num_nextn_predict_layers": 1,
+            "pad_token_id": 1,
+            "rms_norm_eps": 1e-05,
+            "routed_scaling_factor": 2.5,
+            "topk_group": 2,
+            "use_qk_norm": bool(qk_norm),
+        }
+    elif family == "dots1":
+        # Dots1Config.__post_init__: layers at or above max_window_layers slide when
+        # sliding_window is set; 5.24 saves the derived layer_types.
+        max_window_layers = 1
+        config = {
+            "attention_bias": True,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "first_k_dense_replace": 0,
+            "intermediate_size": DENSE_WIDTH,
+            "layer_types": [
+                "sliding_attention"
+                if sliding_window is not None and i >= max_window_layers
+                else "full_attention"
+                for i in range(layers)
+            ],
+            "max_window_layers": max_window_layers,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "n_group": 1,
+            "n_routed_experts": EXPERTS,
+            "n_shared_experts": 2,
+            "norm_topk_prob": False,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": None,
+            "rms_norm_eps": 1e-06,
+            "routed_scaling_factor": 2.0,
+            "sliding_window": sliding_window,
+            "topk_group": 1,
+        }
     else:
         raise ValueError(f"unknown family '{family}'")
     config.update(common)
@@ -274,12 +359,17 @@ def tensor_shapes(config):
         else:
             head_dim = config.get("head_dim") or hidden // heads
             q, kv = heads * head_dim, kv_heads * head_dim
+            qkv_bias = (family == "qwen2_moe" and config.get("qkv_bias", True)) or (
+                family in ("glm4_moe", "dots1") and config.get("attention_bias", False)
+            )
             for proj, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
                 out.append((a + proj + ".weight", (rows, hidden), "weight"))
-                if family == "qwen2_moe" and config.get("qkv_bias", True):
+                if qkv_bias:
                     out.append((a + proj + ".bias", (rows,), "bias"))
             out.append((a + "o_proj.weight", (hidden, q), "weight"))
-            if family == "qwen3_moe":
+            if family == "dots1" and config.get("attention_bias", False):  # GLM's o_proj has none
+                out.append((a + "o_proj.bias", (hidden,), "bias"))
+            if family in ("qwen3_moe", "dots1") or (family == "glm4_moe" and config.get("use_qk_norm")):
                 out.append((a + "q_norm.weight", (head_dim,), "norm"))
                 out.append((a + "k_norm.weight", (head_dim,), "norm"))
             if family == "olmoe":
@@ -308,10 +398,10 @@ def tensor_shapes(config):
 
 
 def make_tensors(config, dtype, rng, narrow_router=False):
-    """Random tensors and their safetensors dtypes. DeepSeek keeps the router weight and
-    e_score_correction_bias in f32 even in a bf16 checkpoint (_keep_in_fp32_modules_strict);
-    narrow_router stores the router in the checkpoint's dtype, as DeepSeek's own hub
-    checkpoints do (transformers widens it on load)."""
+    """Random tensors and their safetensors dtypes. DeepSeek, GLM and dots1 keep the router
+    weight and e_score_correction_bias in f32 even in a bf16 checkpoint
+    (_keep_in_fp32_modules_strict); narrow_router stores the router in the checkpoint's dtype,
+    as DeepSeek's own hub checkpoints do (transformers widens it on load)."""
     storage = "BF16" if dtype == "bf16" else "F32"
     tensors, dtypes = {}, {}
     for name, shape, kind in tensor_shapes(config):
@@ -329,7 +419,7 @@ def make_tensors(config, dtype, rng, narrow_router=False):
         else:
             value = WEIGHT_STD * z
         tensors[name] = value.astype(np.float32)
-        keep_f32 = config["model_type"].startswith("deepseek") and (
+        keep_f32 = config["model_type"] in F32_ROUTER_FAMILIES and (
             kind == "selection_bias" or (kind == "router" and not narrow_router)
         )
         dtypes[name] = "F32" if keep_f32 else storage
@@ -391,8 +481,9 @@ def write_model(
     narrow_router=False,
     fp8_block=None,
     fp8_scales="F32",
+    qk_norm=False,
 ):
-    config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie)
+    config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie, qk_norm)
     tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if fp8_block:
         quantize_fp8(config, tensors, dtypes, fp8_block, fp8_scales)
@@ -424,15 +515,18 @@ def main(argv=None):
     p.add_argument(
         "--sliding-window",
         type=int,
-        help="mixtral: every layer; qwen2_moe: use_sliding_window, layers 0, 2, ... slide",
+        help="mixtral: every layer; qwen2_moe: use_sliding_window, layers 0, 2, ... slide; "
+        "dots1: layers 1, 2, ... slide (max_window_layers 1)",
     )
+    p.add_argument("--qk-norm", action="store_true", help="glm4_moe: use_qk_norm (per-head q/k RMSNorm)")
     p.add_argument("--rope", choices=("default", "linear", "llama3", "yarn"), default="default")
     p.add_argument("--tie", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
     p.add_argument("--sharded", action="store_true", help="3 shards + model.safetensors.index.json")
     p.add_argument(
         "--narrow-router",
         action="store_true",
-        help="deepseek: the router in the checkpoint's dtype (as DeepSeek's hub checkpoints), not f32",
+        help="deepseek, glm4_moe, dots1: the router in the checkpoint's dtype (as DeepSeek's hub "
+        "checkpoints), not f32",
     )
     p.add_argument(
         "--fp8",
@@ -469,6 +563,7 @@ def main(argv=None):
             args.narrow_router,
             fp8_block,
             args.fp8_scales.upper(),
+            args.qk_norm,
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))

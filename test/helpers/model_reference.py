@@ -5,8 +5,8 @@ greedy generation. Numpy only; the sparse blocks are reference.token_choice thro
 hf_reference.block_spec's family table, everything around them is here.
 
 Families (transformers 5.24 semantics): mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3. Weights are the checkpoint's values exactly (bf16 widened); every activation
-and the KV cache stay float64.
+deepseek_v3, glm4_moe, dots1. Weights are the checkpoint's values exactly (bf16 widened);
+every activation and the KV cache stay float64.
 
 Contract (the runtime's): IDS.safetensors holds input_ids [B, S] and optionally
 attention_mask [B, S] (left padding only: each row zeros then ones). A row's unmasked tokens
@@ -31,7 +31,16 @@ import hf_reference  # noqa: E402
 import reference  # noqa: E402
 import safetensors_io  # noqa: E402
 
-FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
+FAMILIES = (
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "glm4_moe",
+    "dots1",
+)
 
 # transformers 5.24's config-class defaults for the optional fields read here (a saved
 # config.json spells them all out; older or hand-written ones may not).
@@ -48,7 +57,19 @@ _DEFAULTS = {
     "olmoe": {"rms_norm_eps": 1e-5},
     "deepseek_v2": {"rms_norm_eps": 1e-6},
     "deepseek_v3": {"rms_norm_eps": 1e-6, "rope_interleave": True},
+    # Glm4MoeConfig.__post_init__ sets partial_rotary_factor 0.5 when config.json has none.
+    "glm4_moe": {"rms_norm_eps": 1e-5, "num_key_value_heads": 8, "partial_rotary_factor": 0.5},
+    "dots1": {
+        "rms_norm_eps": 1e-6,
+        "num_key_value_heads": 32,
+        "max_window_layers": 62,
+        "sliding_window": 4096,
+    },
 }
+# The families whose attention rotates only the first int(head_dim * partial_rotary_factor)
+# dims of each head; the others' apply_rotary_pos_emb rotates whole heads, so a factor other
+# than 1 fails there (or is ignored) and is refused here.
+PARTIAL_ROTARY_FAMILIES = ("glm4_moe",)
 # DeepseekV2/V3RMSNorm(q_lora_rank) and (kv_lora_rank) are built without eps=: always 1e-6.
 MLA_LATENT_NORM_EPS = 1e-6
 
@@ -80,6 +101,15 @@ def rope_parameters(config):
         raise ModelError("config.json: per-layer-type rope_parameters are not supported")
     params.setdefault("rope_theta", theta)
     params.setdefault("rope_type", params.get("type", "default"))
+    # 5.24's standardization: rope_parameters' own partial_rotary_factor, else config.json's
+    # top-level one (even a null one: GLM's default only fills an absent key), else the
+    # config class's default.
+    if "partial_rotary_factor" in config:
+        partial = config["partial_rotary_factor"]
+    else:
+        partial = _DEFAULTS[family].get("partial_rotary_factor")
+    if partial is not None:
+        params.setdefault("partial_rotary_factor", partial)
     if params["rope_type"] in ("llama3", "yarn"):
         if config.get("original_max_position_embeddings") is not None:
             params["original_max_position_embeddings"] = config["original_max_position_embeddings"]
@@ -91,12 +121,28 @@ def yarn_mscale(scale, mscale=1.0):
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
+def rotary_dim(config, head_dim):
+    """How many leading dims of each head RoPE rotates: int(head_dim * partial_rotary_factor)
+    for the families that honour the factor, else head_dim (a factor other than 1 refused)."""
+    factor = float(rope_parameters(config).get("partial_rotary_factor", 1.0))
+    if factor == 1.0:
+        return head_dim
+    if config["model_type"] not in PARTIAL_ROTARY_FAMILIES:
+        raise ModelError("config.json: partial_rotary_factor other than 1 is not supported")
+    dim = int(head_dim * factor)
+    if dim <= 0 or dim % 2:
+        raise ModelError(
+            f"config.json: partial_rotary_factor {factor} gives an odd or empty rotary part "
+            f"({dim} of head_dim {head_dim})"
+        )
+    return dim
+
+
 def rope_frequencies(config, dim):
-    """(inv_freq [dim/2], attention_factor) as transformers computes them for the rope type."""
+    """(inv_freq [dim/2], attention_factor) as transformers computes them for the rope type;
+    `dim` is the rotary part of a head (rotary_dim)."""
     params = rope_parameters(config)
     kind, base = params["rope_type"], float(params["rope_theta"])
-    if params.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ModelError("config.json: partial_rotary_factor other than 1 is not supported")
     exponent = np.arange(0, dim, 2, dtype=np.float64) / dim
     inv_freq = 1.0 / base**exponent
     if kind == "default":
@@ -148,8 +194,13 @@ def rope_frequencies(config, dim):
 
 
 def apply_rope(x, positions, inv_freq, attention_factor, interleaved):
-    """x [m, heads, dim] at positions [m]. Half-split pairs (i, i + dim/2) as rotate_half
-    does, or DeepSeek's interleaved pairs (2i, 2i+1); cos and sin carry attention_factor."""
+    """x [m, heads, dim] at positions [m]. Half-split pairs (i, i + r/2) as rotate_half
+    does, or DeepSeek's interleaved pairs (2i, 2i+1); cos and sin carry attention_factor.
+    Only the first r = 2 * len(inv_freq) dims rotate (GLM's partial rotary); the rest pass."""
+    rotary = 2 * inv_freq.shape[0]
+    if rotary < x.shape[-1]:
+        rotated = apply_rope(x[..., :rotary], positions, inv_freq, attention_factor, interleaved)
+        return np.concatenate([rotated, x[..., rotary:]], axis=-1)
     angles = positions[:, None].astype(np.float64) * inv_freq[None, :]
     cos = (np.cos(angles) * attention_factor)[:, None, :]
     sin = (np.sin(angles) * attention_factor)[:, None, :]
@@ -218,7 +269,9 @@ class Model:
             self.interleaved = family == "deepseek_v2" or bool(self.get("rope_interleave"))
             if self.get("mlp_bias", False):
                 raise ModelError("config.json: field 'mlp_bias' = true is not supported")
-            self.inv_freq, self.attention_factor = rope_frequencies(config, self.rope_dim)
+            self.inv_freq, self.attention_factor = rope_frequencies(
+                config, rotary_dim(config, self.rope_dim)
+            )
         else:
             self.kv_heads = config.get("num_key_value_heads") or self.defaults.get(
                 "num_key_value_heads", self.heads
@@ -226,7 +279,9 @@ class Model:
             self.head_dim = config.get("head_dim") or self.hidden // self.heads
             self.scaling = self.head_dim**-0.5
             self.interleaved = False
-            self.inv_freq, self.attention_factor = rope_frequencies(config, self.head_dim)
+            self.inv_freq, self.attention_factor = rope_frequencies(
+                config, rotary_dim(config, self.head_dim)
+            )
         if self.heads % self.kv_heads:
             raise ModelError(
                 f"config.json: {self.heads} attention heads are not a multiple of "
@@ -236,9 +291,16 @@ class Model:
             self.attention_bias = ("q", "k", "v") if self.get("qkv_bias") else ()
         elif family == "mixtral":
             self.attention_bias = ()
-        else:  # attention_bias: DeepSeek's q_a_proj, kv_a_proj_with_mqa and o_proj
+        elif family == "glm4_moe":  # attention_bias: q, k and v; o_proj never has one
+            self.attention_bias = ("q", "k", "v") if self.get("attention_bias", False) else ()
+        else:  # attention_bias: q, k, v and o (DeepSeek: q_a_proj, kv_a_proj_with_mqa, o_proj)
             self.attention_bias = ("q", "k", "v", "o") if self.get("attention_bias", False) else ()
         self.clip_qkv = config.get("clip_qkv") if family == "olmoe" else None
+        # Per-head q/k RMSNorm over head_dim before RoPE: Qwen3 and dots1 always, GLM when
+        # use_qk_norm (olmoe's full-width norm is separate).
+        self.head_qk_norm = family in ("qwen3_moe", "dots1") or (
+            family == "glm4_moe" and bool(self.get("use_qk_norm", False))
+        )
         self.windows = self._sliding_windows()
         self.sparse = set(hf_reference.sparse_layers(config))
         self.blocks = {}
@@ -298,7 +360,20 @@ class Model:
                 for i in range(self.layers)
             ]
             return [window if t == "sliding_attention" else None for t in types]
-        return none  # olmoe and deepseek build a plain causal mask
+        if family == "dots1":
+            # Dots1Config.__post_init__: layers at or above max_window_layers slide when
+            # sliding_window is set (a null one means none; an absent one the default 4096).
+            window = config.get("sliding_window", self.defaults["sliding_window"])
+            types = config.get("layer_types") or [
+                "sliding_attention"
+                if window is not None and i >= self.get("max_window_layers")
+                else "full_attention"
+                for i in range(self.layers)
+            ]
+            if window is None and "sliding_attention" in types:
+                raise ModelError("config.json: sliding layer_types but sliding_window is null")
+            return [window if t == "sliding_attention" else None for t in types[: self.layers]]
+        return none  # olmoe, deepseek and glm4_moe build a plain causal mask
 
     def linear(self, x, name, bias=False):
         y = x @ self.tensor(name + ".weight").T
@@ -347,7 +422,7 @@ class Model:
         q = q.reshape(m, self.heads, self.head_dim)
         k = k.reshape(m, self.kv_heads, self.head_dim)
         v = v.reshape(m, self.kv_heads, self.head_dim)
-        if self.family == "qwen3_moe":  # per-head RMSNorm over head_dim
+        if self.head_qk_norm:
             q = rms_norm(q, self.tensor(a + "q_norm.weight"), self.eps)
             k = rms_norm(k, self.tensor(a + "k_norm.weight"), self.eps)
         q = apply_rope(q, positions, self.inv_freq, self.attention_factor, False)

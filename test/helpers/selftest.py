@@ -673,6 +673,8 @@ def test_whole_model(tmp):
         ("qwen3_moe", {"rope": "yarn"}),
         ("olmoe", {"dtype": "f32", "sharded": True}),
         ("deepseek_v2", {"rope": "linear"}),
+        ("glm4_moe", {"qk_norm": True, "rope": "yarn"}),
+        ("dots1", {"layers": 3, "sliding_window": 2, "tie": True}),
         ("deepseek_v3", {"rope": "yarn", "layers": 1}),
     ]:
         directory = os.path.join(tmp, "model_" + family)
@@ -714,6 +716,27 @@ def test_whole_model(tmp):
             expect(0 < (np.abs(q) > config["clip_qkv"]).mean() < 1, "olmoe: clip_qkv clips some q")
         if family == "qwen2_moe":
             expect(model.windows == [2, None, 2], f"qwen2_moe sliding layers {model.windows}")
+        if family == "dots1":
+            expect(model.windows == [None, 2, 2], f"dots1 sliding layers {model.windows}")
+        if family == "glm4_moe":
+            # Half of each head rotates (partial_rotary_factor 0.5 in rope_parameters); the
+            # factor at config.json's top level, or absent (Glm4MoeConfig's default 0.5), is
+            # the same model, and a factor of 1 is a different one.
+            rotary = 2 * model.inv_freq.size
+            expect(rotary == model.head_dim // 2, f"glm4_moe rotates {rotary} of {model.head_dim} dims")
+            with open(os.path.join(directory, "config.json")) as f:
+                saved = json.load(f)
+            for label, factor, same in [("top level", 0.5, True), ("absent", None, True), ("1", 1.0, False)]:
+                changed = dict(saved, rope_parameters=dict(saved["rope_parameters"]))
+                del changed["rope_parameters"]["partial_rotary_factor"]
+                if factor is not None:
+                    changed["partial_rotary_factor"] = factor
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump(changed, f)
+                other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
+                expect(close(other, logits) == same, f"glm4_moe partial_rotary_factor {label}")
+            with open(os.path.join(directory, "config.json"), "w") as f:
+                json.dump(saved, f)
     # An eos the model emits first stops that row at once; the rest is padding.
     model.eos, model.fill = [int(sequences[0, seq])], 7
     out = model_reference.run(model, ids, mask, generate=3)["sequences"]
@@ -736,6 +759,14 @@ def test_whole_model(tmp):
         ),
         "interleaved rope = half-split rope on de-interleaved pairs",
     )
+    # Families whose attention rotates whole heads refuse a partial rotary factor.
+    mixtral = make_model.make_config("mixtral", layers=1)
+    mixtral["rope_parameters"]["partial_rotary_factor"] = 0.5
+    try:
+        model_reference.rotary_dim(mixtral, 16)
+        expect(False, "mixtral refuses partial_rotary_factor 0.5")
+    except model_reference.ModelError as e:
+        expect("partial_rotary_factor" in str(e), f"refusal names partial_rotary_factor: {e}")
     bad = os.path.join(tmp, "right_padded.safetensors")
     st.write_file(bad, {"input_ids": ids, "attention_mask": mask[:, ::-1].copy()})
     with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
