@@ -5,13 +5,15 @@ Debian's).
 
 For each case (a family, plus variants that exercise sliding windows, linear/llama3/yarn
 RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE, GLM's
-partial rotary with and without use_qk_norm, dots1's layer_types windows),
+partial rotary with and without use_qk_norm, dots1's layer_types windows, GLM-4.7-Flash's MLA
+with biases, MiniMax-M2's partial rotary from rotary_dim),
 this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
 std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
 f32 and bf16, and checks against HF's own model(input_ids, attention_mask).logits and greedy
-generate() on a left-padded batch of 3 prompts of different lengths (mixtral, qwen3_moe and
-deepseek_v3 also as a fine-grained fp8 checkpoint, FP8_CASES, which HF dequantizes on load):
+generate() on a left-padded batch of 3 prompts of different lengths (mixtral, qwen3_moe,
+deepseek_v3 and minimax_m2 also as a fine-grained fp8 checkpoint, FP8_CASES, which HF
+dequantizes on load):
   reference  test/helpers/model_reference.py (float64 numpy) on both checkpoints
   make_model test/helpers/make_model.py's output: config.json identical to what transformers
              re-saves, the same tensor names/shapes/dtypes transformers saves, loads with no
@@ -88,13 +90,40 @@ CASES = {
     "dots1": ("dots1", {}, {}),
     # layer_types: layers 1 and 2 slide (max_window_layers 1), layer 0 is full.
     "dots1_sw_llama3_tied": ("dots1", {"sliding_window": 3, "rope": "llama3", "tie": True, "layers": 3}, {}),
+    # GLM-4.7-Flash: DeepSeek-V3's MLA (q_lora_rank, interleaved RoPE) and router (4 groups
+    # keep 2, scale 1.8), layer 0 dense by mlp_layer_types.
+    "glm4_moe_lite": ("glm4_moe_lite", {}, {}),
+    # yarn with mscale != mscale_all_dim (the softmax-scale correction), layers 1 and 2 sparse.
+    "glm4_moe_lite_yarn": ("glm4_moe_lite", {"rope": "yarn", "layers": 3}, {}),
+    # attention_bias (q_a_proj, kv_a_proj_with_mqa, o_proj), no q_lora_rank (its q_proj has
+    # no bias), half-split RoPE, and mlp_layer_types other than the default.
+    "glm4_moe_lite_bias_flat": (
+        "glm4_moe_lite",
+        {"layers": 3},
+        {
+            "attention_bias": True,
+            "q_lora_rank": None,
+            "rope_interleave": False,
+            "mlp_layer_types": ["sparse", "dense", "sparse"],
+        },
+    ),
+    "glm4_moe_lite_negative_bias": ("glm4_moe_lite", {}, {}),
+    # MiniMax-M2: full-width q/k norms, rotary_dim 16 of head_dim 32, sigmoid top-2 with a
+    # selection bias and no group limit; router and bias in the checkpoint's dtype.
+    "minimax_m2": ("minimax_m2", {}, {}),
+    # llama3 over the rotary part only, and tied embeddings.
+    "minimax_m2_llama3_tied": ("minimax_m2", {"rope": "llama3", "tie": True, "layers": 3}, {}),
 }
-SELECTION_BIAS_MEAN = {"deepseek_v3_negative_bias": -0.9, "glm4_moe_negative_bias": -0.9}
+SELECTION_BIAS_MEAN = {
+    "deepseek_v3_negative_bias": -0.9,
+    "glm4_moe_negative_bias": -0.9,
+    "glm4_moe_lite_negative_bias": -0.9,
+}
 # Cases that also run as a fine-grained fp8 checkpoint (the bf16 one's projections as e4m3 with
 # one f32 scale per block, quantization_config as DeepSeek-V3's): 8 x 8 blocks divide every
 # tiny matrix, as transformers' CPU dequantization requires (it derives the block from the
 # scale grid and refuses ragged ones).
-FP8_CASES = {"mixtral": (8, 8), "qwen3_moe": (8, 8), "deepseek_v3": (8, 8)}
+FP8_CASES = {"mixtral": (8, 8), "qwen3_moe": (8, 8), "deepseek_v3": (8, 8), "minimax_m2": (8, 8)}
 PROMPT_LENGTHS = (9, 5, 12)
 ROUTER = re.compile(r"\.mlp\.gate\.weight$")
 ROUTER_MODULE = re.compile(r"\.mlp\.gate$")

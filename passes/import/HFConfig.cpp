@@ -158,9 +158,41 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
     return layers;
   }
   int64_t count = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
-  if (r.family == "mixtral" || r.family == "olmoe") {
+  if (r.family == "mixtral" || r.family == "olmoe" || r.family == "minimax_m2") {
     for (int64_t i = 0; i < count; ++i)
       layers.push_back(i);
+  } else if (r.family == "glm4_moe_lite") {
+    // Glm4MoeLiteConfig: mlp_layer_types, by default one dense layer and then sparse ones.
+    const llvm::json::Value *types = r.config.get("mlp_layer_types");
+    if (!types || types->kind() == llvm::json::Value::Null) {
+      for (int64_t i = 1; i < count; ++i)
+        layers.push_back(i);
+      return layers;
+    }
+    const llvm::json::Array *list = types->getAsArray();
+    if (!list || static_cast<int64_t>(list->size()) < count) {
+      r.fail("field 'mlp_layer_types' must list a type for every layer");
+      return layers;
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      std::optional<StringRef> text = (*list)[i].getAsString();
+      if (!text || (*text != "dense" && *text != "sparse"))
+        r.fail("field 'mlp_layer_types' must hold 'dense' or 'sparse'");
+      else if (*text == "sparse")
+        layers.push_back(i);
+    }
+    // transformers builds the layers from mlp_layer_types alone; the hub configs also carry
+    // GLM's own first_k_dense_replace, which must then say the same.
+    const llvm::json::Value *first = r.config.get("first_k_dense_replace");
+    if (first && first->kind() != llvm::json::Value::Null) {
+      int64_t k = r.nonNegative("first_k_dense_replace", 0, kMaxCount);
+      bool same = static_cast<int64_t>(layers.size()) == std::max<int64_t>(count - k, 0) &&
+                  (layers.empty() || layers.front() == k);
+      if (r.ok() && !same)
+        r.fail(llvm::formatv("field 'first_k_dense_replace' = {0} disagrees with the dense "
+                             "layers of mlp_layer_types",
+                             k));
+    }
   } else if (r.family == "qwen2_moe" || r.family == "qwen3_moe") {
     int64_t step = r.positive("decoder_sparse_step", 1, kMaxCount);
     std::vector<int64_t> dense = r.integers("mlp_only_layers");
@@ -268,14 +300,41 @@ struct SparseBlock {
           sharedExpertGate = sharedWidth > 0;
           sharedPrefix = prefix + "shared_expert.";
         }
-      } else if (r.family == "glm4_moe" || r.family == "dots1") {
+      } else if (r.family == "minimax_m2") {
+        // MiniMax-M2: Mixtral's names (block_sparse_moe, w1/w3/w2) and expert width, sigmoid
+        // scores chosen with the block's e_score_correction_bias, renormalized without an
+        // epsilon; no groups, no scaling. The router stays in the model's dtype.
+        experts = r.positive(r.expertCountKey(), std::nullopt, kMaxCount);
+        width = r.positive("intermediate_size");
+        // Switches of MiniMax's own code that transformers ignores: refused where they ask
+        // for something else.
+        if (r.string("scoring_func", "sigmoid") != "sigmoid")
+          r.fail("field 'scoring_func' is not supported for minimax_m2 (transformers ignores "
+                 "it)");
+        if (!r.boolean("use_routing_bias", true))
+          r.fail("field 'use_routing_bias' = false is not supported for minimax_m2 "
+                 "(transformers ignores it)");
+        if (r.nonNegative("shared_intermediate_size", 0) != 0)
+          r.fail("field 'shared_intermediate_size' is not supported for minimax_m2 "
+                 "(transformers ignores it)");
+        prefix = llvm::formatv(fused ? "model.layers.{0}.mlp." : "model.layers.{0}.block_sparse_moe.",
+                               layer)
+                     .str();
+        gateProj = "w1";
+        upProj = "w3";
+        downProj = "w2";
+        sigmoid = true;
+        normalize = true;
+        selectionBias = true;
+        selectionBiasName = prefix + "e_score_correction_bias";
+      } else if (r.family == "glm4_moe" || r.family == "glm4_moe_lite" || r.family == "dots1") {
         // DeepSeek-V3's routing (sigmoid scores, the selection bias, group-limited top-k over
-        // the top-2 sums) with neither scoring_func nor topk_method: transformers' Glm4Moe and
-        // Dots1 routers always route this way.
-        bool glm = r.family == "glm4_moe";
+        // the top-2 sums) with neither scoring_func nor topk_method: transformers' Glm4Moe(Lite)
+        // and Dots1 routers always route this way.
+        bool glm = r.family != "dots1";
         experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
         width = r.positive("moe_intermediate_size");
-        scale = r.number("routed_scaling_factor", 1.0);
+        scale = r.number("routed_scaling_factor", r.family == "glm4_moe_lite" ? 1.8 : 1.0);
         sigmoid = true;
         top2Sum = true;
         nGroup = r.positive("n_group", 1);
@@ -364,7 +423,7 @@ struct SparseBlock {
     // (`_keep_in_fp32_modules_strict`), whatever the other weights; a checkpoint storing one
     // narrower is widened once when bound.
     bool f32Router = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
-                     r.family == "glm4_moe" || r.family == "dots1";
+                     r.family == "glm4_moe" || r.family == "glm4_moe_lite" || r.family == "dots1";
     weights.push_back({router, {experts, hidden}, f32Router ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
@@ -612,11 +671,13 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   r.family = r.string("model_type", "");
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
                                    "olmoe",       "deepseek_v2", "deepseek_v3",
-                                   "glm4_moe",    "dots1",       "switch_transformers"};
+                                   "glm4_moe",    "glm4_moe_lite", "dots1",
+                                   "minimax_m2",  "switch_transformers"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a supported MoE family (mixtral, qwen2_moe, qwen3_moe, olmoe, "
-            "deepseek_v2, deepseek_v3, glm4_moe, dots1, switch_transformers)";
+            "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
+            "switch_transformers)";
     return nullptr;
   }
 
@@ -713,9 +774,11 @@ struct Rope {
   double mscaleAllDim = 0.0;  // rope_scaling.mscale_all_dim (DeepSeek's softmax correction)
 };
 
-/// `partial`: the family rotates the first partial_rotary_factor of each head (GLM-4.5,
-/// whose config defaults it to 0.5); every other family's attention rotates whole heads.
-std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads = false) {
+/// `partialHeads`: the family rotates the first partial_rotary_factor of each head (GLM-4.5,
+/// MiniMax-M2), `defaultPartial` where the config gives none; every other family's attention
+/// rotates whole heads. `defaultTheta`: the config class's rope_theta.
+std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads,
+                           double defaultPartial, double defaultTheta) {
   const llvm::json::Object *params = nullptr;
   std::string field = "rope_parameters";
   for (const char *key : {"rope_parameters", "rope_scaling"})
@@ -748,12 +811,10 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads =
         break;
       }
   }
-  double theta = r.number("rope_theta", 10000.0);
+  double theta = r.number("rope_theta", defaultTheta);
   if (params)
     theta = number("rope_theta", theta).value_or(theta);
-  // Glm4MoeConfig fills 0.5 where the key is absent; a null one is whole heads.
-  double partial = r.number("partial_rotary_factor",
-                            partialHeads && !r.config.get("partial_rotary_factor") ? 0.5 : 1.0);
+  double partial = r.number("partial_rotary_factor", defaultPartial);
   if (params)
     partial = number("partial_rotary_factor", partial).value_or(partial);
   if (!partialHeads && partial != 1.0 && r.ok()) {
@@ -770,6 +831,10 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads =
     r.fail(llvm::formatv("partial_rotary_factor must be in (0, 1] and rotate at least 2 dims, "
                          "got {0}",
                          partial));
+  else if (partial != 1.0 && dim % 2 != 0)
+    r.fail(llvm::formatv("partial_rotary_factor {0} of head_dim {1} rotates an odd number of "
+                         "dims ({2}); RoPE turns pairs",
+                         partial, headDim, dim));
   if (!r.ok())
     return std::nullopt;
   Rope rope;
@@ -895,21 +960,28 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
             "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-            "deepseek_v3, glm4_moe, dots1)";
+            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2)";
     return nullptr;
   }
-  static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
-                                   "deepseek_v2", "deepseek_v3", "glm4_moe",  "dots1"};
+  static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",     "olmoe",
+                                   "deepseek_v2", "deepseek_v3", "glm4_moe",      "glm4_moe_lite",
+                                   "dots1",       "minimax_m2"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
-            "deepseek_v2, deepseek_v3, glm4_moe, dots1)";
+            "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2)";
     return nullptr;
   }
   // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
   // keys and values expanded from one compressed latent per token, plus one rotary key head
   // shared by every head; the cache holds the latent and the rotary key (mix.latent_attention).
-  const bool mla = r.family == "deepseek_v2" || r.family == "deepseek_v3";
+  const bool mla = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
+                   r.family == "glm4_moe_lite";
+  // GLM-4.7-Flash's attention repeats the expanded keys by heads / num_key_value_heads again:
+  // transformers runs only configs where they are equal.
+  if (r.family == "glm4_moe_lite" && r.integer("num_key_value_heads", 0) != 0 &&
+      r.integer("num_key_value_heads", 0) != r.integer("num_attention_heads", 0))
+    r.fail("num_key_value_heads must equal num_attention_heads for glm4_moe_lite");
   std::string dtype = weightDtype(r, dtypeArg, error);
   if (dtype.empty())
     return nullptr;
@@ -929,9 +1001,9 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   // the head count; Glm4MoeConfig's 8).
   int64_t kvHeads = mla ? heads
                         : r.positive("num_key_value_heads",
-                                     r.family == "dots1"      ? 32
-                                     : r.family == "glm4_moe" ? 8
-                                                              : heads,
+                                     r.family == "dots1"                                 ? 32
+                                     : r.family == "glm4_moe" || r.family == "minimax_m2" ? 8
+                                                                                          : heads,
                                      kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
@@ -962,7 +1034,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.ok() && heads * std::max(headDim, valueDim) > kMaxSize)
     r.fail(llvm::formatv("num_attention_heads x the head width ({0} x {1}) exceeds the bound {2}",
                          heads, std::max(headDim, valueDim), kMaxSize));
-  double epsilon = r.number("rms_norm_eps", r.family == "glm4_moe" ? 1e-5 : 1e-6);
+  double epsilon =
+      r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ? 1e-5 : 1e-6);
   bool tied = r.boolean("tie_word_embeddings", false);
   int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
   if (r.ok() && heads % kvHeads != 0)
@@ -984,6 +1057,22 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     // GLM-4.5: q/k/v biases, o_proj without one, per-head q/k norms when use_qk_norm.
     qkvBias = r.boolean("attention_bias", false);
     headNorm = r.boolean("use_qk_norm", false);
+  } else if (r.family == "minimax_m2") {
+    // MiniMax-M2: q/k norms over the whole projections (as OLMoE's), no biases; transformers
+    // ignores the hub config's switches for other choices, which are refused.
+    fullNorm = true;
+    if (!r.boolean("use_qk_norm", true) || r.string("qk_norm_type", "per_layer") != "per_layer" ||
+        r.boolean("attention_bias", false))
+      r.fail("fields 'use_qk_norm', 'qk_norm_type' and 'attention_bias' must be true, "
+             "'per_layer' and false for minimax_m2 (transformers ignores them)");
+    if (const llvm::json::Value *types = r.config.get("attn_type_list");
+        types && types->kind() != llvm::json::Value::Null)
+      for (int64_t t : r.integers("attn_type_list"))
+        if (t != 1) {
+          r.fail("field 'attn_type_list' asks for linear attention layers, which minimax_m2 "
+                 "in transformers does not have");
+          break;
+        }
   } else if (r.family == "dots1") {
     // dots.llm1: Qwen3's per-head q/k norms, attention_bias on all four projections.
     qkvBias = outBias = r.boolean("attention_bias", false);
@@ -999,7 +1088,20 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
         r.fail("field 'clip_qkv' must be a finite number > 0 or null");
     }
   }
-  std::optional<Rope> rope = ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe");
+  // Partial rotary: Glm4MoeConfig fills 0.5 where the key is absent (a null one is whole
+  // heads); MiniMaxM2Config derives it from rotary_dim.
+  double defaultPartial = 1.0;
+  if (r.family == "glm4_moe" && !r.config.get("partial_rotary_factor"))
+    defaultPartial = 0.5;
+  if (r.family == "minimax_m2" && !r.config.get("partial_rotary_factor")) {
+    const llvm::json::Value *v = r.config.get("rotary_dim");
+    if (v && v->kind() != llvm::json::Value::Null)
+      defaultPartial = static_cast<double>(r.positive("rotary_dim", std::nullopt, kMaxCount)) /
+                       static_cast<double>(headDim);
+  }
+  std::optional<Rope> rope =
+      ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe" || r.family == "minimax_m2",
+             defaultPartial, r.family == "minimax_m2" ? 5e6 : 10000.0);
   double softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
   if (rope && mla && rope->type != "default" && rope->mscaleAllDim != 0.0) {
     // DeepSeek's yarn correction of the softmax scale: mscale(factor, mscale_all_dim)².

@@ -257,6 +257,69 @@ CONFIGS = {
         "max_window_layers": 62,
         "rms_norm_eps": 1e-5,
     },
+    # GLM-4.7-Flash's hub fields scaled down: DeepSeek-V3's MLA, no group limit, scale 1.8,
+    # and the fields transformers 5.24 ignores (first_k_dense_replace, which agrees with its
+    # default mlp_layer_types; topk_method; the top-level partial_rotary_factor 1.0).
+    "glm4_moe_lite": {
+        "architectures": ["Glm4MoeLiteForCausalLM"],
+        "model_type": "glm4_moe_lite",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "q_lora_rank": 48,
+        "kv_lora_rank": 32,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 16,
+        "hidden_act": "silu",
+        "n_routed_experts": 16,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 4,
+        "first_k_dense_replace": 1,
+        "routed_scaling_factor": 1.8,
+        "n_group": 1,
+        "topk_group": 1,
+        "topk_method": "noaux_tc",
+        "norm_topk_prob": True,
+        "num_nextn_predict_layers": 1,
+        "partial_rotary_factor": 1.0,
+        "rope_scaling": None,
+        "rope_theta": 1e6,
+        "rms_norm_eps": 1e-5,
+    },
+    # MiniMax-M2's hub fields scaled down: rotary_dim (half of head_dim), the switches
+    # transformers 5.24 ignores at the values it implies, experts of width intermediate_size.
+    "minimax_m2": {
+        "architectures": ["MiniMaxM2ForCausalLM"],
+        "model_type": "minimax_m2",
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "rotary_dim": 16,
+        "hidden_act": "silu",
+        "num_local_experts": 16,
+        "num_experts_per_tok": 4,
+        "scoring_func": "sigmoid",
+        "use_routing_bias": True,
+        "use_qk_norm": True,
+        "qk_norm_type": "per_layer",
+        "shared_intermediate_size": 0,
+        "attn_type_list": [1, 1],
+        "use_mtp": True,
+        "num_mtp_modules": 3,
+        "mtp_transformer_layers": 1,
+        "output_router_logits": False,
+        "router_aux_loss_coef": 0.001,
+        "router_jitter_noise": 0.0,
+        "rope_theta": 5e6,
+        "rms_norm_eps": 1e-6,
+    },
     "switch_transformers": {
         "architectures": ["SwitchTransformersForConditionalGeneration"],
         "model_type": "switch_transformers",
@@ -298,6 +361,9 @@ CONFIGS = {
 }
 FAMILIES = tuple(CONFIGS)
 ROUTER_STD = 2.0  # router logits ~ N(0, 2²) on N(0, 1) inputs: scores spread out
+# DeepSeek-V3, GLM, GLM-4.7-Flash and dots1 keep e_score_correction_bias in f32 even in a bf16
+# checkpoint; MiniMax-M2's (a buffer of the block, not of its gate) is in the model's dtype.
+SELECTION_BIAS_IN_STORAGE_DTYPE = ("minimax_m2",)
 
 
 def make_config(family, dtype, transformers5=False):
@@ -323,6 +389,7 @@ def make_checkpoint(config, layer, dtype, rng):
     """Random tensors of layer `layer`'s sparse block under the checkpoint's names, plus the
     block's norm weight (a tensor the runtime must ignore). Returns (tensors, dtypes)."""
     spec = hf_reference.block_spec(config, layer)
+    family = config["model_type"]
     tensors, dtypes = {}, {}
     storage = "BF16" if dtype == "bf16" else "F32"
     for role, names in spec["tensors"].items():
@@ -335,9 +402,8 @@ def make_checkpoint(config, layer, dtype, rng):
             std = 1.0 / math.sqrt(shape[1])  # 1/sqrt(fan_in): FFN outputs are O(1)
         for name in names if isinstance(names, list) else [names]:
             tensors[name] = (rng.standard_normal(shape) * std).astype(np.float32)
-            # DeepSeek-V3, GLM and dots1 keep e_score_correction_bias in f32 even in a bf16
-            # checkpoint.
-            dtypes[name] = "F32" if role == "selection_bias" else storage
+            f32 = role == "selection_bias" and family not in SELECTION_BIAS_IN_STORAGE_DTYPE
+            dtypes[name] = "F32" if f32 else storage
     if config["model_type"] == "switch_transformers":
         norm = f"encoder.block.{layer}.layer.1.layer_norm.weight"
     else:

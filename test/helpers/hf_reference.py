@@ -32,8 +32,14 @@ HF_ACTIVATIONS = {
 UNIT_ROUNDOFF = {"F32": 0.0, "BF16": 2.0**-8, "F16": 2.0**-11}
 # transformers 5.24's config-class defaults that differ between the DeepSeek-V3-style families.
 FIRST_DENSE_DEFAULT = {"glm4_moe": 1}
-NORM_TOPK_DEFAULT = {"glm4_moe": True}
-SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1}  # Dots1Config's is None, which transformers cannot build
+NORM_TOPK_DEFAULT = {"glm4_moe": True, "glm4_moe_lite": True}
+# Dots1Config's is None, which transformers cannot build.
+SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1, "glm4_moe_lite": 1}
+SCALE_DEFAULT = {"glm4_moe_lite": 1.8}
+SUPPORTED = (
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
+    "glm4_moe_lite, minimax_m2, switch_transformers"
+)
 
 
 class ConfigError(Exception):
@@ -70,8 +76,10 @@ def expert_count(config):
 def sparse_layers(config):
     """The layer indices holding a sparse block, by each family's rule in transformers."""
     family = config.get("model_type")
-    if family in ("mixtral", "olmoe"):
+    if family in ("mixtral", "olmoe", "minimax_m2"):
         return list(range(field(config, "num_hidden_layers")))
+    if family == "glm4_moe_lite":
+        return _mlp_layer_types_sparse(config)
     if family in ("qwen2_moe", "qwen3_moe"):
         step, dense = field(config, "decoder_sparse_step", 1, False), field(
             config, "mlp_only_layers", [], False
@@ -95,11 +103,36 @@ def sparse_layers(config):
         sparse = field(config, "num_sparse_encoder_layers", 3, False)
         step = field(config, "encoder_sparse_step", layers // sparse if sparse > 0 else 0, False)
         return [i for i in range(layers) if step > 0 and (i % step == 1 or step == 1)]
-    raise ConfigError(
-        f"config.json: model_type '{family}' is not a supported MoE family "
-        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
-        "switch_transformers)"
-    )
+    raise ConfigError(f"config.json: model_type '{family}' is not a supported MoE family ({SUPPORTED})")
+
+
+def _mlp_layer_types_sparse(config):
+    """Glm4MoeLiteConfig: layer i is sparse iff mlp_layer_types[i] is "sparse", by default
+    ["dense"] + ["sparse"] * (num_hidden_layers - 1). transformers 5.24 ignores the hub
+    configs' first_k_dense_replace (GLM's own code reads it), so one that disagrees with the
+    layout transformers builds is refused, as is a layer type other than dense/sparse
+    (transformers would silently build a dense MLP) or a list shorter than the layers."""
+    layers = field(config, "num_hidden_layers")
+    types = field(config, "mlp_layer_types", None, False)
+    if types is None:
+        types = ["dense"] + ["sparse"] * (layers - 1)
+    if len(types) < layers:
+        raise ConfigError(
+            f"config.json: field 'mlp_layer_types' has {len(types)} entries for {layers} layers"
+        )
+    types = types[:layers]
+    unknown = sorted(set(types) - {"dense", "sparse"})
+    if unknown:
+        raise ConfigError(
+            f"config.json: field 'mlp_layer_types' holds {unknown} (only 'dense' and 'sparse')"
+        )
+    first = config.get("first_k_dense_replace")
+    if first is not None and types != ["dense" if i < first else "sparse" for i in range(layers)]:
+        raise ConfigError(
+            f"config.json: field 'first_k_dense_replace' = {first} disagrees with the dense "
+            f"layers transformers builds from mlp_layer_types ({types})"
+        )
+    return [i for i, t in enumerate(types) if t == "sparse"]
 
 
 def _gated_experts(prefix, num_experts, names):
@@ -235,9 +268,34 @@ def block_spec(config, layer):
                 )
                 tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
             shared = field(config, "n_shared_experts", 0, False)
-        elif family in ("glm4_moe", "dots1"):
-            # Glm4MoeTopkRouter / Dots1TopkRouter: DeepSeek-V3's noaux_tc router without the
-            # scoring_func/topk_method fields (always sigmoid, group top-2 sums, -inf masking).
+        elif family == "minimax_m2":
+            # MiniMaxM2TopKRouter: sigmoid scores, top-k of scores + e_score_correction_bias
+            # (a buffer of the block, not of its gate), the unbiased scores of the chosen
+            # experts divided by their sum (no epsilon, no scaling), no groups, no shared
+            # experts. transformers 5.24 ignores the hub configs' switches for these; values
+            # that would ask MiniMax's own code for something else are refused.
+            for name, allowed in (
+                ("scoring_func", ("sigmoid",)),
+                ("use_routing_bias", (True,)),
+                ("shared_intermediate_size", (0,)),
+            ):
+                if config.get(name) is not None and config[name] not in allowed:
+                    raise ConfigError(
+                        f"config.json: field '{name}' = {json.dumps(config[name])} is not "
+                        "supported for minimax_m2 (transformers ignores it)"
+                    )
+            num_experts = field(config, "num_local_experts", None, False) or field(
+                config, "num_experts"
+            )
+            ffn = field(config, "intermediate_size")
+            prefix = f"model.layers.{layer}.block_sparse_moe."
+            tensors.update(_gated_experts(prefix, num_experts, ("w1", "w3", "w2")))
+            attrs.update(scoring="sigmoid", normalize=True)
+            tensors["selection_bias"] = prefix + "e_score_correction_bias"
+        elif family in ("glm4_moe", "dots1", "glm4_moe_lite"):
+            # Glm4MoeTopkRouter / Dots1TopkRouter / Glm4MoeLiteTopkRouter: DeepSeek-V3's
+            # noaux_tc router without the scoring_func/topk_method fields (always sigmoid,
+            # group top-2 sums, -inf masking).
             num_experts = field(config, "n_routed_experts", None, False) or field(
                 config, "num_local_experts"
             )
@@ -255,7 +313,9 @@ def block_spec(config, layer):
                     field(config, "norm_topk_prob", NORM_TOPK_DEFAULT.get(family, False), False)
                 ),
                 norm_epsilon=1e-20,
-                scale=float(field(config, "routed_scaling_factor", 1.0, False)),
+                scale=float(
+                    field(config, "routed_scaling_factor", SCALE_DEFAULT.get(family, 1.0), False)
+                ),
             )
             tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
             # The shared experts are always built: one gated MLP of width
@@ -263,7 +323,7 @@ def block_spec(config, layer):
             shared = field(
                 config, "n_shared_experts", SHARED_EXPERTS_DEFAULT.get(family), family == "dots1"
             )
-        if family in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1"):
+        if family in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite"):
             if shared:
                 for role, proj in (
                     ("shared_gate", "gate_proj"),

@@ -83,6 +83,32 @@ PRESETS = {
         shared=64,
         activation="silu",
     ),
+    # GLM-4.7-Flash: DeepSeek-V3's router without a group limit, scale 1.8, one shared expert.
+    "glm4_moe_lite": dict(
+        kind="token_choice",
+        experts=16,
+        k=4,
+        scoring="sigmoid",
+        selection_bias=True,
+        group_score="top2_sum",
+        normalize=True,
+        norm_epsilon=1e-20,
+        scale=1.8,
+        shared=32,
+        activation="silu",
+    ),
+    # MiniMax-M2: sigmoid, top-k of scores + bias, the chosen unbiased scores divided by their
+    # sum with no epsilon, no scaling, no groups, no shared experts; the router and the bias
+    # in the model's dtype (the default router_dtype).
+    "minimax_m2": dict(
+        kind="token_choice",
+        experts=16,
+        k=4,
+        scoring="sigmoid",
+        selection_bias=True,
+        normalize=True,
+        activation="silu",
+    ),
     "switch": dict(
         kind="token_choice", experts=8, k=1, capacity_factor=1.25, plain=True, activation="relu"
     ),

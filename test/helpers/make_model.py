@@ -6,17 +6,22 @@ writes it: OUTDIR/config.json (every key 5.24 writes for that family, in its spe
 
 5.24 keeps fused experts in memory (`experts.gate_up_proj` [E, 2F, D]) but save_pretrained
 converts them back to the per-expert names every hub checkpoint uses, so this writes those:
-mixtral  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight, ...block_sparse_moe.gate.weight
-others   model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight,      ...mlp.gate.weight
+mixtral, minimax_m2  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight,
+                    ...block_sparse_moe.gate.weight (minimax_m2: ...block_sparse_moe.e_score_correction_bias)
+others              model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight, ...mlp.gate.weight
 (checked against bench/hf_model_parity.py, which saves real transformers models).
 
-Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1.
+Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1,
+glm4_moe_lite, minimax_m2.
 Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
-(qwen3_moe and glm4_moe: 32), 8 experts top-2 of width 32, dense MLP width 96, vocab 256,
-2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2, scale 2.5, one
-shared expert, layer 0 dense (--qk-norm: use_qk_norm); dots1: q/k/v/o biases and q/k norms,
-no group limit, top-k weights not normalized, scale 2.0, 2 shared experts, every layer sparse
-(--sliding-window W: layers 1, 2, ... slide).
+(qwen3_moe, glm4_moe and minimax_m2: 32), 8 experts top-2 of width 32, dense MLP width 96,
+vocab 256, 2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2,
+scale 2.5, one shared expert, layer 0 dense (--qk-norm: use_qk_norm); dots1: q/k/v/o biases
+and q/k norms, no group limit, top-k weights not normalized, scale 2.0, 2 shared experts,
+every layer sparse (--sliding-window W: layers 1, 2, ... slide); glm4_moe_lite: DeepSeek-V3's
+MLA (q_lora_rank 48) and router, 4 groups keep 2, scale 1.8, one shared expert, layer 0 dense
+(mlp_layer_types); minimax_m2: full-width q/k norms, rotary_dim 16 of head_dim 32, theta 5e6,
+sigmoid top-2 with a selection bias, every layer sparse.
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
@@ -44,6 +49,8 @@ FAMILIES = (
     "deepseek_v3",
     "glm4_moe",
     "dots1",
+    "glm4_moe_lite",
+    "minimax_m2",
 )
 TRANSFORMERS_VERSION = "5.24.0"
 ARCHITECTURES = {
@@ -55,11 +62,19 @@ ARCHITECTURES = {
     "deepseek_v3": "DeepseekV3ForCausalLM",
     "glm4_moe": "Glm4MoeForCausalLM",
     "dots1": "Dots1ForCausalLM",
+    "glm4_moe_lite": "Glm4MoeLiteForCausalLM",
+    "minimax_m2": "MiniMaxM2ForCausalLM",
 }
 # The families whose router weight and e_score_correction_bias stay f32 in a bf16 checkpoint
-# (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]).
-F32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1")
-DEFAULT_THETA = {"mixtral": 1e6}  # MixtralConfig.default_theta; every other family 1e4
+# (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]); MiniMax-M2's
+# router and selection bias are in the checkpoint's dtype.
+F32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite")
+MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
+# The config classes' default_theta (MixtralConfig, MiniMaxM2Config); every other family 1e4.
+DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6}
+# MiniMax-M2 rotates rotary_dim of each head (its hub configs' field; 5.24 also saves
+# rotary_dim / head_dim as rope_parameters' partial_rotary_factor).
+MINIMAX_HEAD_DIM, MINIMAX_ROTARY_DIM = 32, 16
 HIDDEN, HEADS, KV_HEADS, EXPERTS, TOP_K, EXPERT_WIDTH, DENSE_WIDTH = 64, 4, 2, 8, 2, 32, 96
 ROUTER_STD, WEIGHT_STD = 1.0, 0.02
 # olmoe's clip_qkv: q and k come out of their RMSNorm with RMS ~1, so 0.5 clips most of
@@ -73,6 +88,9 @@ def rope_parameters(family, rope, max_positions):
     if family == "glm4_moe":
         # GLM rotates half of each head; 5.24 saves the factor inside rope_parameters.
         params = dict(sorted({**params, "partial_rotary_factor": 0.5}.items()))
+    if family == "minimax_m2":
+        factor = MINIMAX_ROTARY_DIM / MINIMAX_HEAD_DIM
+        params = dict(sorted({**params, "partial_rotary_factor": factor}.items()))
     return params
 
 
@@ -100,7 +118,7 @@ def _rope_kind(family, rope, max_positions, theta):
             "rope_theta": theta,
             "rope_type": "yarn",
         }
-        if family.startswith("deepseek"):
+        if family in MLA_FAMILIES:
             # mscale != mscale_all_dim: both the cos/sin attention factor and DeepSeek's
             # softmax-scale correction differ from 1.
             params.update(mscale=1.0, mscale_all_dim=0.8)
@@ -309,6 +327,53 @@ def make_config(
             "sliding_window": sliding_window,
             "topk_group": 1,
         }
+    elif family == "glm4_moe_lite":
+        # DeepSeek-V3's sizes. Glm4MoeLiteConfig has no head_dim (an attribute_map alias of
+        # qk_rope_head_dim) and no first_k_dense_replace: mlp_layer_types says which layers
+        # are dense (its default, as here, is layer 0 only); __post_init__ saves qk_head_dim.
+        config = {
+            "attention_bias": False,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "intermediate_size": DENSE_WIDTH,
+            "kv_lora_rank": 32,
+            "mlp_layer_types": ["dense" if i in dense else "sparse" for i in range(layers)],
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "n_group": 4,
+            "n_routed_experts": EXPERTS,
+            "n_shared_experts": 1,
+            "norm_topk_prob": True,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": HEADS,
+            "pad_token_id": None,
+            "pretraining_tp": 1,
+            "q_lora_rank": 48,
+            "qk_head_dim": 24,
+            "qk_nope_head_dim": 16,
+            "qk_rope_head_dim": 8,
+            "rms_norm_eps": 1e-05,
+            "rope_interleave": True,
+            "routed_scaling_factor": 1.8,
+            "topk_group": 2,
+            "v_head_dim": 16,
+        }
+    elif family == "minimax_m2":
+        # rotary_dim is no MiniMaxM2Config field: saved as an extra key, as a hub config
+        # re-saved by 5.24 has it.
+        config = {
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "head_dim": MINIMAX_HEAD_DIM,
+            "intermediate_size": EXPERT_WIDTH,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "num_local_experts": EXPERTS,
+            "pad_token_id": None,
+            "rms_norm_eps": 1e-06,
+            "rotary_dim": MINIMAX_ROTARY_DIM,
+            "router_aux_loss_coef": 0.001,
+            "router_jitter_noise": 0.0,
+        }
     else:
         raise ValueError(f"unknown family '{family}'")
     config.update(common)
@@ -343,19 +408,26 @@ def tensor_shapes(config):
         out.append((p + "input_layernorm.weight", (hidden,), "norm"))
         out.append((p + "post_attention_layernorm.weight", (hidden,), "norm"))
         a = p + "self_attn."
-        if family.startswith("deepseek"):
+        if family in MLA_FAMILIES:
             nope, rope, v = config["qk_nope_head_dim"], config["qk_rope_head_dim"], config["v_head_dim"]
             rank, q_rank = config["kv_lora_rank"], config.get("q_lora_rank")
+            bias = bool(config.get("attention_bias"))  # q_a_proj, kv_a_proj_with_mqa, o_proj
             if q_rank is None:
                 out.append((a + "q_proj.weight", (heads * (nope + rope), hidden), "weight"))
             else:
                 out.append((a + "q_a_proj.weight", (q_rank, hidden), "weight"))
+                if bias:
+                    out.append((a + "q_a_proj.bias", (q_rank,), "bias"))
                 out.append((a + "q_a_layernorm.weight", (q_rank,), "norm"))
                 out.append((a + "q_b_proj.weight", (heads * (nope + rope), q_rank), "weight"))
             out.append((a + "kv_a_proj_with_mqa.weight", (rank + rope, hidden), "weight"))
+            if bias:
+                out.append((a + "kv_a_proj_with_mqa.bias", (rank + rope,), "bias"))
             out.append((a + "kv_a_layernorm.weight", (rank,), "norm"))
             out.append((a + "kv_b_proj.weight", (heads * (nope + v), rank), "weight"))
             out.append((a + "o_proj.weight", (hidden, heads * v), "weight"))
+            if bias:
+                out.append((a + "o_proj.bias", (hidden,), "bias"))
         else:
             head_dim = config.get("head_dim") or hidden // heads
             q, kv = heads * head_dim, kv_heads * head_dim
@@ -372,7 +444,7 @@ def tensor_shapes(config):
             if family in ("qwen3_moe", "dots1") or (family == "glm4_moe" and config.get("use_qk_norm")):
                 out.append((a + "q_norm.weight", (head_dim,), "norm"))
                 out.append((a + "k_norm.weight", (head_dim,), "norm"))
-            if family == "olmoe":
+            if family in ("olmoe", "minimax_m2"):  # over all heads at once
                 out.append((a + "q_norm.weight", (q,), "norm"))
                 out.append((a + "k_norm.weight", (kv,), "norm"))
         if layer in sparse:
@@ -398,10 +470,11 @@ def tensor_shapes(config):
 
 
 def make_tensors(config, dtype, rng, narrow_router=False):
-    """Random tensors and their safetensors dtypes. DeepSeek, GLM and dots1 keep the router
-    weight and e_score_correction_bias in f32 even in a bf16 checkpoint
+    """Random tensors and their safetensors dtypes. DeepSeek, GLM (and GLM-4.7-Flash) and
+    dots1 keep the router weight and e_score_correction_bias in f32 even in a bf16 checkpoint
     (_keep_in_fp32_modules_strict); narrow_router stores the router in the checkpoint's dtype,
-    as DeepSeek's own hub checkpoints do (transformers widens it on load)."""
+    as DeepSeek's own hub checkpoints do (transformers widens it on load). MiniMax-M2 keeps
+    both in the checkpoint's dtype."""
     storage = "BF16" if dtype == "bf16" else "F32"
     tensors, dtypes = {}, {}
     for name, shape, kind in tensor_shapes(config):
@@ -525,8 +598,8 @@ def main(argv=None):
     p.add_argument(
         "--narrow-router",
         action="store_true",
-        help="deepseek, glm4_moe, dots1: the router in the checkpoint's dtype (as DeepSeek's hub "
-        "checkpoints), not f32",
+        help="deepseek, glm4_moe, dots1, glm4_moe_lite: the router in the checkpoint's dtype (as "
+        "DeepSeek's hub checkpoints), not f32",
     )
     p.add_argument(
         "--fp8",

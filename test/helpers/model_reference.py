@@ -5,8 +5,9 @@ greedy generation. Numpy only; the sparse blocks are reference.token_choice thro
 hf_reference.block_spec's family table, everything around them is here.
 
 Families (transformers 5.24 semantics): mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, dots1. Weights are the checkpoint's values exactly (bf16 widened);
-every activation and the KV cache stay float64.
+deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2. Weights are the checkpoint's values
+exactly (bf16 widened); every activation and the KV cache stay float64 (so is MiniMax-M2's
+router, which transformers runs in the model's dtype).
 
 Contract (the runtime's): IDS.safetensors holds input_ids [B, S] and optionally
 attention_mask [B, S] (left padding only: each row zeros then ones). A row's unmasked tokens
@@ -40,7 +41,11 @@ FAMILIES = (
     "deepseek_v3",
     "glm4_moe",
     "dots1",
+    "glm4_moe_lite",
+    "minimax_m2",
 )
+# Multi-head latent attention (DeepSeek-V2's): GLM-4.7-Flash's is DeepSeek-V3's verbatim.
+MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
 
 # transformers 5.24's config-class defaults for the optional fields read here (a saved
 # config.json spells them all out; older or hand-written ones may not).
@@ -65,11 +70,19 @@ _DEFAULTS = {
         "max_window_layers": 62,
         "sliding_window": 4096,
     },
+    "glm4_moe_lite": {"rms_norm_eps": 1e-5, "rope_interleave": True},
+    # MiniMaxM2Config: head_dim is a field (128), default_theta 5e6.
+    "minimax_m2": {
+        "rms_norm_eps": 1e-6,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rope_theta": 5e6,
+    },
 }
 # The families whose attention rotates only the first int(head_dim * partial_rotary_factor)
 # dims of each head; the others' apply_rotary_pos_emb rotates whole heads, so a factor other
 # than 1 fails there (or is ignored) and is refused here.
-PARTIAL_ROTARY_FAMILIES = ("glm4_moe",)
+PARTIAL_ROTARY_FAMILIES = ("glm4_moe", "minimax_m2")
 # DeepseekV2/V3RMSNorm(q_lora_rank) and (kv_lora_rank) are built without eps=: always 1e-6.
 MLA_LATENT_NORM_EPS = 1e-6
 
@@ -102,10 +115,13 @@ def rope_parameters(config):
     params.setdefault("rope_theta", theta)
     params.setdefault("rope_type", params.get("type", "default"))
     # 5.24's standardization: rope_parameters' own partial_rotary_factor, else config.json's
-    # top-level one (even a null one: GLM's default only fills an absent key), else the
+    # top-level one (even a null one: GLM's default only fills an absent key), else MiniMax's
+    # legacy rotary_dim / head_dim (MiniMaxM2Config.convert_rope_params_to_dict), else the
     # config class's default.
     if "partial_rotary_factor" in config:
         partial = config["partial_rotary_factor"]
+    elif family == "minimax_m2" and config.get("rotary_dim") is not None:
+        partial = config["rotary_dim"] / (config.get("head_dim") or _DEFAULTS[family]["head_dim"])
     else:
         partial = _DEFAULTS[family].get("partial_rotary_factor")
     if partial is not None:
@@ -222,6 +238,27 @@ def apply_rope(x, positions, inv_freq, attention_factor, interleaved):
 # ---------------------------------------------------------------------------------------------
 
 
+def _refuse_ignored_minimax_fields(config):
+    """MiniMax-M2's hub configs carry switches that transformers 5.24 ignores (it always
+    normalizes q and k over all heads and runs full softmax attention in every layer); a
+    value asking MiniMax's own code for something else is refused."""
+    for name, allowed in (
+        ("use_qk_norm", (True,)),
+        ("qk_norm_type", ("per_layer",)),
+        ("attention_bias", (False,)),
+    ):
+        if config.get(name) is not None and config[name] not in allowed:
+            raise ModelError(
+                f"config.json: field '{name}' = {json.dumps(config[name])} is not supported "
+                "for minimax_m2 (transformers ignores it)"
+            )
+    if any(t != 1 for t in config.get("attn_type_list") or []):
+        raise ModelError(
+            "config.json: field 'attn_type_list' asks for linear attention layers (0), which "
+            "minimax_m2 in transformers does not have"
+        )
+
+
 def _eos_ids(config):
     eos = config.get("eos_token_id")
     if eos is None:
@@ -254,12 +291,22 @@ class Model:
         self.vocab = self.get("vocab_size")
         self.eps = float(self.get("rms_norm_eps"))
         self.activation = hf_reference.activation(config, "hidden_act")
-        self.mla = family.startswith("deepseek")
+        self.mla = family in MLA_FAMILIES
+        if family == "minimax_m2":
+            _refuse_ignored_minimax_fields(config)
         if self.mla:
             self.nope, self.rope_dim = self.get("qk_nope_head_dim"), self.get("qk_rope_head_dim")
             self.v_dim, self.kv_rank = self.get("v_head_dim"), self.get("kv_lora_rank")
             self.q_rank = config.get("q_lora_rank")
             self.kv_heads = self.heads  # MLA expands its latent to every head
+            kv_heads = config.get("num_key_value_heads")
+            if family == "glm4_moe_lite" and kv_heads is not None and kv_heads != self.heads:
+                # transformers repeats the per-head keys num_heads / num_key_value_heads
+                # times again and fails: only an equal count builds a model.
+                raise ModelError(
+                    f"config.json: num_key_value_heads {kv_heads} differs from "
+                    f"num_attention_heads {self.heads} (transformers fails on it for {family})"
+                )
             self.head_dim = self.nope + self.rope_dim
             self.scaling = self.head_dim**-0.5
             params = rope_parameters(config)
@@ -276,7 +323,9 @@ class Model:
             self.kv_heads = config.get("num_key_value_heads") or self.defaults.get(
                 "num_key_value_heads", self.heads
             )
-            self.head_dim = config.get("head_dim") or self.hidden // self.heads
+            self.head_dim = (
+                config.get("head_dim") or self.defaults.get("head_dim") or self.hidden // self.heads
+            )
             self.scaling = self.head_dim**-0.5
             self.interleaved = False
             self.inv_freq, self.attention_factor = rope_frequencies(
@@ -289,7 +338,7 @@ class Model:
             )
         if family == "qwen2_moe":  # qkv_bias: q, k and v only
             self.attention_bias = ("q", "k", "v") if self.get("qkv_bias") else ()
-        elif family == "mixtral":
+        elif family in ("mixtral", "minimax_m2"):
             self.attention_bias = ()
         elif family == "glm4_moe":  # attention_bias: q, k and v; o_proj never has one
             self.attention_bias = ("q", "k", "v") if self.get("attention_bias", False) else ()
@@ -297,7 +346,7 @@ class Model:
             self.attention_bias = ("q", "k", "v", "o") if self.get("attention_bias", False) else ()
         self.clip_qkv = config.get("clip_qkv") if family == "olmoe" else None
         # Per-head q/k RMSNorm over head_dim before RoPE: Qwen3 and dots1 always, GLM when
-        # use_qk_norm (olmoe's full-width norm is separate).
+        # use_qk_norm (olmoe's and MiniMax-M2's full-width norms are separate).
         self.head_qk_norm = family in ("qwen3_moe", "dots1") or (
             family == "glm4_moe" and bool(self.get("use_qk_norm", False))
         )
@@ -373,7 +422,7 @@ class Model:
             if window is None and "sliding_attention" in types:
                 raise ModelError("config.json: sliding layer_types but sliding_window is null")
             return [window if t == "sliding_attention" else None for t in types[: self.layers]]
-        return none  # olmoe, deepseek and glm4_moe build a plain causal mask
+        return none  # olmoe, deepseek, glm4_moe(_lite) and minimax_m2 build a plain causal mask
 
     def linear(self, x, name, bias=False):
         y = x @ self.tensor(name + ".weight").T
@@ -412,8 +461,9 @@ class Model:
         q = self.linear(x, a + "q_proj", "q" in bias)
         k = self.linear(x, a + "k_proj", "k" in bias)
         v = self.linear(x, a + "v_proj", "v" in bias)
-        if self.family == "olmoe":
-            # OLMoE: RMSNorm over the whole q / k projection, then clip q, k and v.
+        if self.family in ("olmoe", "minimax_m2"):
+            # OLMoE and MiniMax-M2: RMSNorm over the whole q / k projection (all heads at
+            # once); OLMoE then clips q, k and v.
             q = rms_norm(q, self.tensor(a + "q_norm.weight"), self.eps)
             k = rms_norm(k, self.tensor(a + "k_norm.weight"), self.eps)
             if self.clip_qkv is not None:

@@ -355,6 +355,7 @@ def test_layers_against_loops(tmp):
         ],
         "all_to_one": ["--preset", "mixtral", "--all-to-one-expert", "--capacity-factor", "1.0"],
         "idle": ["--preset", "olmoe", "--idle-experts", "--aux"],
+        "minimax_m2_bf16": ["--preset", "minimax_m2", "--dtype", "bf16"],
     }.items():
         case_dir = os.path.join(tmp, name)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -545,16 +546,37 @@ def test_hf(tmp):
     del switch["encoder_sparse_step"]
     switch.update(num_layers=12, num_sparse_encoder_layers=6)
     expect(hf_reference.sparse_layers(switch) == [1, 3, 5, 7, 9, 11], "switch-base-8 sparse blocks")
+    # GLM-4.7-Flash: mlp_layer_types decides (transformers ignores first_k_dense_replace).
+    lite = hf_fixtures.make_config("glm4_moe_lite", "f32")
+    expect(hf_reference.sparse_layers(lite) == [1, 2], "glm4_moe_lite default mlp_layer_types")
+    lite.update(mlp_layer_types=["sparse", "dense", "sparse"], first_k_dense_replace=None)
+    expect(hf_reference.sparse_layers(lite) == [0, 2], "glm4_moe_lite mlp_layer_types")
+    spec = hf_reference.block_spec(hf_fixtures.make_config("minimax_m2", "f32"), 1)
+    expect(
+        spec["tensors"]["selection_bias"] == "model.layers.1.block_sparse_moe.e_score_correction_bias"
+        and spec["attrs"]["normalize"]
+        and spec["attrs"]["norm_epsilon"] == 0.0
+        and spec["attrs"]["scale"] == 1.0
+        and "shared_up" not in spec["tensors"],
+        f"minimax_m2 block: {spec['attrs']}",
+    )
     for family, change, needle in [
         ("deepseek_v2", {"norm_topk_prob": True}, "norm_topk_prob"),
         ("deepseek_v2", {"moe_layer_freq": 2}, "moe_layer_freq"),
         ("deepseek_v3", {"topk_method": "greedy"}, "topk_method"),
+        ("glm4_moe_lite", {"first_k_dense_replace": 2}, "first_k_dense_replace"),
+        ("glm4_moe_lite", {"mlp_layer_types": ["dense", "moe", "sparse"]}, "mlp_layer_types"),
+        ("glm4_moe_lite", {"mlp_layer_types": ["dense", "sparse"]}, "mlp_layer_types"),
+        ("minimax_m2", {"scoring_func": "softmax"}, "scoring_func"),
+        ("minimax_m2", {"use_routing_bias": False}, "use_routing_bias"),
         ("mixtral", {"model_type": "llama"}, "model_type"),
         ("mixtral", {}, "dense"),
     ]:
         config = {**hf_fixtures.make_config(family, "f32"), **change}
         try:
-            hf_reference.block_spec(config, 0 if needle != "dense" else 5)
+            # glm4_moe_lite's layer 0 is dense: ask for layer 2, so only the refusal can fail.
+            layer = 5 if needle == "dense" else 2 if family == "glm4_moe_lite" else 0
+            hf_reference.block_spec(config, layer)
             expect(False, f"{family} {change} refused")
         except hf_reference.ConfigError as e:
             expect(needle in str(e) or "sparse layers" in str(e), f"refusal names '{needle}': {e}")
@@ -675,6 +697,8 @@ def test_whole_model(tmp):
         ("deepseek_v2", {"rope": "linear"}),
         ("glm4_moe", {"qk_norm": True, "rope": "yarn"}),
         ("dots1", {"layers": 3, "sliding_window": 2, "tie": True}),
+        ("glm4_moe_lite", {"layers": 3, "rope": "yarn"}),
+        ("minimax_m2", {"rope": "llama3", "tie": True}),
         ("deepseek_v3", {"rope": "yarn", "layers": 1}),
     ]:
         directory = os.path.join(tmp, "model_" + family)
@@ -735,6 +759,63 @@ def test_whole_model(tmp):
                     json.dump(changed, f)
                 other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
                 expect(close(other, logits) == same, f"glm4_moe partial_rotary_factor {label}")
+            with open(os.path.join(directory, "config.json"), "w") as f:
+                json.dump(saved, f)
+        if family == "glm4_moe_lite":
+            # MLA with layer 0 dense by mlp_layer_types; a partial rotary factor (transformers'
+            # cos/sin then do not fit qk_rope_head_dim) and key/value heads other than the
+            # heads (transformers repeats the expanded keys again) are refused.
+            expect(
+                model.mla and sorted(model.sparse) == [1, 2],
+                f"glm4_moe_lite sparse layers {sorted(model.sparse)}",
+            )
+            with open(os.path.join(directory, "config.json")) as f:
+                saved = json.load(f)
+            for change, needle in [
+                ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+                ({"num_key_value_heads": 2}, "num_key_value_heads"),
+            ]:
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump({**saved, **change}, f)
+                try:
+                    model_reference.Model(directory)
+                    expect(False, f"glm4_moe_lite refuses {change}")
+                except model_reference.ModelError as e:
+                    expect(needle in str(e), f"refusal names '{needle}': {e}")
+            with open(os.path.join(directory, "config.json"), "w") as f:
+                json.dump(saved, f)
+        if family == "minimax_m2":
+            # q/k norms over all heads at once; rotary_dim 16 of head_dim 32 rotates. 5.24's
+            # priority: rope_parameters' partial_rotary_factor, else the top-level one, else
+            # rotary_dim / head_dim.
+            q_norm = model.tensor("model.layers.0.self_attn.q_norm.weight")
+            expect(q_norm.shape == (model.heads * model.head_dim,), f"minimax_m2 q_norm {q_norm.shape}")
+            expect(2 * model.inv_freq.size == 16, f"minimax_m2 rotates {2 * model.inv_freq.size} dims")
+            with open(os.path.join(directory, "config.json")) as f:
+                saved = json.load(f)
+            params = {k: v for k, v in saved["rope_parameters"].items() if k != "partial_rotary_factor"}
+            top_level = {"rope_parameters": params, "rotary_dim": 32, "partial_rotary_factor": 0.5}
+            for label, change, same in [
+                ("rotary_dim alone", {"rope_parameters": params}, True),
+                ("rope_parameters over rotary_dim", {"rotary_dim": 32}, True),
+                ("top level over rotary_dim", top_level, True),
+                ("rotary_dim 32", {"rope_parameters": params, "rotary_dim": 32}, False),
+            ]:
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump({**saved, **change}, f)
+                other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
+                expect(close(other, logits) == same, f"minimax_m2 {label}")
+            for change, needle in [
+                ({"use_qk_norm": False}, "use_qk_norm"),
+                ({"attn_type_list": [0, 1]}, "attn_type_list"),
+            ]:
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump({**saved, **change}, f)
+                try:
+                    model_reference.Model(directory)
+                    expect(False, f"minimax_m2 refuses {change}")
+                except model_reference.ModelError as e:
+                    expect(needle in str(e), f"refusal names '{needle}': {e}")
             with open(os.path.join(directory, "config.json"), "w") as f:
                 json.dump(saved, f)
     # An eos the model emits first stops that row at once; the rest is padding.
