@@ -18,7 +18,9 @@ Models (transformers builds them from their config classes, random bf16 weights)
              ratios move with depth.
 Weights (torch.manual_seed(seed), drawn once, kept in --workdir and reused): embeddings N(0,1);
 every projection (attention, experts, lm_head) N(0, 1/fan_in); routers N(0, --router-std^2)
-(0.5: routing far from ties and spread over the experts); RMS-norm weights 1 + 0.1 N(0,1). Saved
+(0.5: routing far from ties and spread over the experts; GLM's sigmoid router N(0, (2 x
+router-std)^2 / hidden), whose logits N(0, 1) do not saturate the sigmoid into ties);
+RMS-norm weights 1 + 0.1 N(0,1). Saved
 with save_pretrained in bf16 (per-expert tensors, as transformers 5 writes them).
 
 Per model:
@@ -177,6 +179,7 @@ MODELS = {
                                         "partial_rotary_factor": 0.5}),
         "json_extra": {},
         "experts": 128, "top_k": 8, "ffn": 1408,
+        "sigmoid_router": True,
         "optional": True,
     },
 }
@@ -385,7 +388,7 @@ def config_object(name):
     return cfg, differ
 
 
-def init_weights(torch, model, seed, router_std):
+def init_weights(torch, model, seed, router_std, sigmoid=False):
     """The module docstring's scheme, parameter by parameter, in place (bf16)."""
     torch.manual_seed(seed)
     counts = {}
@@ -399,7 +402,12 @@ def init_weights(torch, model, seed, router_std):
                 p.normal_(0.0, 1.0)
             elif re.search(r"\.mlp\.gate\.weight$", name):
                 kind = "router"
-                p.normal_(0.0, router_std)
+                # A sigmoid router (GLM) with N(0, router_std^2) weights over thousands of
+                # inputs saturates: most scores round to 1.0 and the top-k is a tie. Its
+                # logits get the spread a softmax router's have relative to each other instead
+                # (std router_std * 2 over the inputs: about N(0, 1)).
+                std = router_std * 2 / math.sqrt(p.shape[1]) if sigmoid else router_std
+                p.normal_(0.0, std)
             elif p.dim() == 2:
                 kind = "projection"
                 p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]))
@@ -420,7 +428,7 @@ def ensure_checkpoint(name, args, entry):
     d = os.path.join(args.workdir, name, "hf")
     meta_path = os.path.join(d, "cpu_model_meta.json")
     want = {"config": spec["config"], "json_extra": spec["json_extra"], "seed": args.seed,
-            "router_std": args.router_std, "scheme": "v1"}
+            "router_std": args.router_std, "scheme": "v2" if spec.get("sigmoid_router") else "v1"}
     if os.path.exists(meta_path):
         try:
             have = json.load(open(meta_path))
@@ -435,7 +443,7 @@ def ensure_checkpoint(name, args, entry):
     cfg, differ = config_object(name)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     t_build = time.monotonic() - t0
-    counts = init_weights(torch, model, args.seed, args.router_std)
+    counts = init_weights(torch, model, args.seed, args.router_std, sigmoid=spec.get("sigmoid_router", False))
     t_init = time.monotonic() - t0 - t_build
     model.save_pretrained(d)
     cj = os.path.join(d, "config.json")
@@ -518,13 +526,15 @@ PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     ("attention", r"attend|attn|attention|softmax|rope|rotary|kv_?cache|flash"),
     ("experts FFN (MoE)", r"expert|hiddentileepilogue|outputtileepilogue|pack_token|swiglu|moe|route|topk|router|"
                           r"scatter|combine|small_block<[^,]*, true|small_block<true|"
-                          r"small_blocks_of_chunk<[^,]*, true|dp_tile<2,"),
+                          r"small_blocks_of_chunk<[^,]*, true|small_block_loop<[^,]*, true|"
+                          r"dp_small_block<true|dp_tile<2,"),
     # The avx512_bf16 register tiles: gated ones (dp_tile<2, ...>) are the experts' gate/up
     # GEMMs above; plain ones serve the dense linears and the experts' down projections alike.
     ("register tiles (q/k/v/o, lm_head, experts' down projection)", r"dp_tile<1,"),
     # The GEMV-shaped path's plain blocks serve both the dense linears and the experts' down
     # projections (one template, told apart only by a call graph).
-    ("GEMV path (lm_head, q/k/v/o, experts' down projection)", r"small_block<|small_blocks_of_chunk<"),
+    ("GEMV path (lm_head, q/k/v/o, experts' down projection)",
+     r"small_block<|small_blocks_of_chunk<|small_block_loop<|dp_small_block<"),
     ("dense linear (q/k/v/o, lm_head)", r"linear|gemm|matmul|dot<|transpose"),
     ("norms / residual / embedding", r"norm|add_rows|embed|gather|argmax"),
     ("memory", r"memcpy|memset|memmove|malloc|free"),
@@ -933,7 +943,7 @@ def set_vocab_none(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 
 import conversion
-names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM"}
+names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM", "Glm4MoeForCausalLM"}
 patched = []
 for arch in names:
     try:

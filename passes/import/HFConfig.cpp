@@ -427,8 +427,8 @@ struct SparseBlock {
     weights.push_back({router, {experts, hidden}, f32Router ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
-    // e_score_correction_bias is f32 in the checkpoints (and transformers keeps it so),
-    // whatever the weights.
+    // e_score_correction_bias is f32 in DeepSeek's, GLM's and dots' checkpoints, whatever the
+    // weights; MiniMax-M2 stores it in the model's dtype, widened (exactly) when bound.
     if (selectionBias)
       weights.push_back({selectionBiasName, {experts}, f32});
     if (fused) {
@@ -826,7 +826,7 @@ std::optional<Rope> ropeOf(ConfigReader &r, int64_t headDim, bool partialHeads,
   }
   if (!(theta > 1.0) || !std::isfinite(theta))
     r.fail(llvm::formatv("rope_theta must be a finite number > 1, got {0}", theta));
-  int64_t dim = static_cast<int64_t>(headDim * partial);
+  int64_t dim = partial > 0.0 && partial <= 1.0 ? static_cast<int64_t>(headDim * partial) : 0;
   if (!(partial > 0.0 && partial <= 1.0) || dim < 2)
     r.fail(llvm::formatv("partial_rotary_factor must be in (0, 1] and rotate at least 2 dims, "
                          "got {0}",
@@ -1095,7 +1095,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     defaultPartial = 0.5;
   if (r.family == "minimax_m2" && !r.config.get("partial_rotary_factor")) {
     const llvm::json::Value *v = r.config.get("rotary_dim");
-    if (v && v->kind() != llvm::json::Value::Null)
+    if (v && v->kind() != llvm::json::Value::Null && headDim > 0)
       defaultPartial = static_cast<double>(r.positive("rotary_dim", std::nullopt, kMaxCount)) /
                        static_cast<double>(headDim);
   }
