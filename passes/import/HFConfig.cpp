@@ -561,7 +561,11 @@ std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error)
             : torchDtype == "float16" ? "f16"
             : torchDtype == "float32" ? "f32"
                                       : "";
-    if (dtype.empty() && r.ok()) {
+    if (dtype.empty() && !r.ok()) {
+      error = r.error;  // the field's own failure (not a string), already said
+      return "";
+    }
+    if (dtype.empty()) {
       error = llvm::formatv("field '{0}' = '{1}' is not supported (expected float32, bfloat16 "
                             "or float16; or give --dtype)",
                             field, llvm::StringRef(torchDtype).take_front(64))
@@ -977,11 +981,6 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   // shared by every head; the cache holds the latent and the rotary key (mix.latent_attention).
   const bool mla = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
                    r.family == "glm4_moe_lite";
-  // GLM-4.7-Flash's attention repeats the expanded keys by heads / num_key_value_heads again:
-  // transformers runs only configs where they are equal.
-  if (r.family == "glm4_moe_lite" && r.integer("num_key_value_heads", 0) != 0 &&
-      r.integer("num_key_value_heads", 0) != r.integer("num_attention_heads", 0))
-    r.fail("num_key_value_heads must equal num_attention_heads for glm4_moe_lite");
   std::string dtype = weightDtype(r, dtypeArg, error);
   if (dtype.empty())
     return nullptr;
@@ -1038,6 +1037,11 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ? 1e-5 : 1e-6);
   bool tied = r.boolean("tie_word_embeddings", false);
   int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
+  // GLM-4.7-Flash's attention repeats the expanded keys by heads / num_key_value_heads again:
+  // transformers runs only configs where they are equal.
+  if (r.ok() && r.family == "glm4_moe_lite" && r.config.get("num_key_value_heads") &&
+      r.positive("num_key_value_heads", std::nullopt, kMaxCount) != heads)
+    r.fail("num_key_value_heads must equal num_attention_heads for glm4_moe_lite");
   if (r.ok() && heads % kvHeads != 0)
     r.fail(llvm::formatv("num_key_value_heads ({0}) must divide num_attention_heads ({1})",
                          kvHeads, heads));
