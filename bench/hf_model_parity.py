@@ -6,7 +6,8 @@ Debian's).
 For each case (a family, plus variants that exercise sliding windows, linear/llama3/yarn
 RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE, GLM's
 partial rotary with and without use_qk_norm, dots1's layer_types windows, GLM-4.7-Flash's MLA
-with biases, MiniMax-M2's partial rotary from rotary_dim),
+with biases, MiniMax-M2's partial rotary from rotary_dim, ERNIE-4.5's interleaved RoPE and
+moe_layer_interval),
 this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
 std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
@@ -113,6 +114,17 @@ CASES = {
     "minimax_m2": ("minimax_m2", {}, {}),
     # llama3 over the rotary part only, and tied embeddings.
     "minimax_m2_llama3_tied": ("minimax_m2", {"rope": "llama3", "tie": True, "layers": 3}, {}),
+    # ERNIE-4.5: layer 0 dense, interleaved RoPE (theta 5e5), f32 softmax top-2 chosen through
+    # the [1, E] moe_statics bias, 2 shared experts, tied embeddings (the config's default).
+    "ernie4_5_moe": ("ernie4_5_moe", {}, {}),
+    # Untied embeddings and yarn over interleaved pairs.
+    "ernie4_5_moe_yarn_untied": ("ernie4_5_moe", {"rope": "yarn", "tie": False}, {}),
+    # moe_layer_interval 2 with an end index: layers 1 and 3 sparse, 0, 2 and 4 dense; llama3.
+    "ernie4_5_moe_every2_llama3": (
+        "ernie4_5_moe",
+        {"rope": "llama3", "layers": 5},
+        {"moe_layer_interval": 2, "moe_layer_end_index": 3},
+    ),
 }
 SELECTION_BIAS_MEAN = {
     "deepseek_v3_negative_bias": -0.9,

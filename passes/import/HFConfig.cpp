@@ -161,6 +161,18 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
   if (r.family == "mixtral" || r.family == "olmoe" || r.family == "minimax_m2") {
     for (int64_t i = 0; i < count; ++i)
       layers.push_back(i);
+  } else if (r.family == "ernie4_5_moe") {
+    // Ernie4_5_MoeDecoderLayer: sparse iff (i + 1) % interval == 0 and start <= i <= end
+    // (end -1: the last layer).
+    int64_t interval = r.positive("moe_layer_interval", 1, kMaxCount);
+    int64_t start = r.nonNegative("moe_layer_start_index", 1, kMaxCount);
+    std::optional<int64_t> end = r.integer("moe_layer_end_index", -1);
+    int64_t last = end && *end == -1 ? count - 1 : end.value_or(count - 1);
+    if (r.ok() && last < -1)
+      r.fail("field 'moe_layer_end_index' must be -1 or a layer index");
+    for (int64_t i = start; i < count && i <= last; ++i)
+      if ((i + 1) % interval == 0)
+        layers.push_back(i);
   } else if (r.family == "glm4_moe_lite") {
     // Glm4MoeLiteConfig: mlp_layer_types, by default one dense layer and then sparse ones.
     const llvm::json::Value *types = r.config.get("mlp_layer_types");
@@ -242,6 +254,7 @@ struct SparseBlock {
   std::optional<int64_t> capacity;
   bool normalize = false, sigmoid = false, top2Sum = false, gated = true, routerBias = false;
   bool sharedExpertGate = false, selectionBias = false;
+  bool selectionBiasRows = false;  // stored [1, E] (ERNIE-4.5), viewed as [E]
   bool fused = false;  // transformers 5.x's in-memory [E, 2F, D] gate_up_proj and [E, D, F] down_proj
   // Set when the routed experts take the checkpoint's fp8 weights in place (e4m3 codes with
   // `<name>_scale_inv` block scales of this many rows x columns; see fp8ExpertBlock).
@@ -277,7 +290,10 @@ struct SparseBlock {
       };
     } else {
       hidden = r.positive("hidden_size");
-      k = r.positive("num_experts_per_tok");
+      // Ernie4_5_MoeConfig saves the count as moe_k (num_experts_per_tok is its alias).
+      k = r.positive(r.family == "ernie4_5_moe" && !r.config.get("num_experts_per_tok")
+                         ? "moe_k"
+                         : "num_experts_per_tok");
       activation = r.activation("hidden_act", "silu");
       prefix = llvm::formatv("model.layers.{0}.mlp.", layer).str();
       if (r.family == "mixtral") {
@@ -300,6 +316,27 @@ struct SparseBlock {
           sharedExpertGate = sharedWidth > 0;
           sharedPrefix = prefix + "shared_expert.";
         }
+      } else if (r.family == "ernie4_5_moe") {
+        // ERNIE-4.5: f32 softmax scores, experts chosen by scores + the selection bias (stored
+        // [1, E] as mlp.moe_statics.e_score_correction_bias; in transformers' memory under
+        // gate.), the chosen scores divided by max(their sum, moe_norm_min). That is the plain
+        // renormalization unless the chosen experts' probabilities add up to less than
+        // moe_norm_min (1e-12 in every released config): a bound above 1e-6 is refused.
+        experts = r.positive(r.config.get("num_experts") ? "num_experts" : "moe_num_experts",
+                             std::nullopt, kMaxCount);
+        width = r.positive("moe_intermediate_size");
+        normalize = true;
+        double normMin = r.number("moe_norm_min", 1e-12);
+        if (r.ok() && !(normMin >= 0.0 && normMin <= 1e-6))
+          r.fail("field 'moe_norm_min' must be in [0, 1e-6]");
+        if (r.boolean("use_bias", false))
+          r.fail("field 'use_bias' = true is not supported for ernie4_5_moe");
+        selectionBias = true;
+        selectionBiasRows = true;
+        selectionBiasName =
+            prefix + (fused ? "gate.moe_statics." : "moe_statics.") + "e_score_correction_bias";
+        sharedWidth = r.nonNegative("moe_num_shared_experts", 2, kMaxCount) * width;
+        sharedPrefix = prefix + "shared_experts.";
       } else if (r.family == "minimax_m2") {
         // MiniMax-M2: Mixtral's names (block_sparse_moe, w1/w3/w2) and expert width, sigmoid
         // scores chosen with the block's e_score_correction_bias, renormalized without an
@@ -423,14 +460,18 @@ struct SparseBlock {
     // (`_keep_in_fp32_modules_strict`), whatever the other weights; a checkpoint storing one
     // narrower is widened once when bound.
     bool f32Router = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
-                     r.family == "glm4_moe" || r.family == "glm4_moe_lite" || r.family == "dots1";
+                     r.family == "glm4_moe" || r.family == "glm4_moe_lite" ||
+                     r.family == "dots1" || r.family == "ernie4_5_moe";
     weights.push_back({router, {experts, hidden}, f32Router ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
     // e_score_correction_bias is f32 in DeepSeek's, GLM's and dots' checkpoints, whatever the
     // weights; MiniMax-M2 stores it in the model's dtype, widened (exactly) when bound.
     if (selectionBias)
-      weights.push_back({selectionBiasName, {experts}, f32});
+      weights.push_back({selectionBiasName,
+                         selectionBiasRows ? SmallVector<int64_t>{1, experts}
+                                           : SmallVector<int64_t>{experts},
+                         f32});
     if (fused) {
       weights.push_back({prefix + "experts.gate_up_proj", {experts, 2 * width, hidden}, weightType});
       weights.push_back({prefix + "experts.down_proj", {experts, hidden, width}, weightType});
@@ -468,6 +509,10 @@ struct SparseBlock {
     Value routerValue = next();
     Value routerBiasValue = routerBias ? next() : Value();
     Value selectionBiasValue = selectionBias ? next() : Value();
+    if (selectionBiasValue && selectionBiasRows) // [1, E] -> [E]: a view of the same bytes
+      selectionBiasValue = tensor::CollapseShapeOp::create(
+          builder, loc, RankedTensorType::get({experts}, builder.getF32Type()),
+          selectionBiasValue, SmallVector<ReassociationIndices>{{0, 1}});
     SmallVector<Value> gate, up, down, gateScale, upScale, downScale;
     if (fused) {
       // Each expert's matrices are contiguous blocks of the fused tensors: views, no copy.
@@ -676,12 +721,12 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
                                    "olmoe",       "deepseek_v2", "deepseek_v3",
                                    "glm4_moe",    "glm4_moe_lite", "dots1",
-                                   "minimax_m2",  "switch_transformers"};
+                                   "minimax_m2",  "ernie4_5_moe",  "switch_transformers"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a supported MoE family (mixtral, qwen2_moe, qwen3_moe, olmoe, "
             "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
-            "switch_transformers)";
+            "ernie4_5_moe, switch_transformers)";
     return nullptr;
   }
 
@@ -964,16 +1009,17 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
             "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2)";
+            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe)";
     return nullptr;
   }
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",     "olmoe",
                                    "deepseek_v2", "deepseek_v3", "glm4_moe",      "glm4_moe_lite",
-                                   "dots1",       "minimax_m2"};
+                                   "dots1",       "minimax_m2",  "ernie4_5_moe"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
-            "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2)";
+            "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
+            "ernie4_5_moe)";
     return nullptr;
   }
   // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
@@ -1002,6 +1048,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                         : r.positive("num_key_value_heads",
                                      r.family == "dots1"                                 ? 32
                                      : r.family == "glm4_moe" || r.family == "minimax_m2" ? 8
+                                     : r.family == "ernie4_5_moe"                        ? 4
                                                                                           : heads,
                                      kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
@@ -1034,8 +1081,12 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     r.fail(llvm::formatv("num_attention_heads x the head width ({0} x {1}) exceeds the bound {2}",
                          heads, std::max(headDim, valueDim), kMaxSize));
   double epsilon =
-      r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ? 1e-5 : 1e-6);
-  bool tied = r.boolean("tie_word_embeddings", false);
+      r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ||
+                                       r.family == "ernie4_5_moe"
+                                   ? 1e-5
+                                   : 1e-6);
+  // Ernie4_5_MoeConfig ties the lm head to the embedding unless the config says otherwise.
+  bool tied = r.boolean("tie_word_embeddings", r.family == "ernie4_5_moe");
   int64_t maxPositions = r.positive("max_position_embeddings", 4096, int64_t(1) << 24);
   // GLM-4.7-Flash's attention repeats the expanded keys by heads / num_key_value_heads again:
   // transformers runs only configs where they are equal.
@@ -1077,6 +1128,12 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                  "in transformers does not have");
           break;
         }
+  } else if (r.family == "ernie4_5_moe") {
+    // ERNIE-4.5: no q/k norms, RoPE on adjacent pairs (2i, 2i+1); use_bias (biases on every
+    // projection, the lm head included) is refused.
+    interleaved = true;
+    if (r.boolean("use_bias", false))
+      r.fail("field 'use_bias' = true is not supported for ernie4_5_moe");
   } else if (r.family == "dots1") {
     // dots.llm1: Qwen3's per-head q/k norms, attention_bias on all four projections.
     qkvBias = outBias = r.boolean("attention_bias", false);
@@ -1105,7 +1162,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   }
   std::optional<Rope> rope =
       ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe" || r.family == "minimax_m2",
-             defaultPartial, r.family == "minimax_m2" ? 5e6 : 10000.0);
+             defaultPartial,
+             r.family == "minimax_m2" ? 5e6 : r.family == "ernie4_5_moe" ? 5e5 : 10000.0);
   double softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
   if (rope && mla && rope->type != "default" && rope->mscaleAllDim != 0.0) {
     // DeepSeek's yarn correction of the softmax scale: mscale(factor, mscale_all_dim)².

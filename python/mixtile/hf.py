@@ -10,7 +10,8 @@ gate_up_proj [E, 2F, D] and down_proj [E, D, F]) and every layer of that shape b
 parameters, without a copy. The router module is still called, so transformers' hooks on it
 (router logits, auxiliary losses) keep firing; its result is not used: Mixtile routes again,
 as the config says, in f32. Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2. Inference only: the patched block has no backward.
+deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe. Inference only: the
+patched block has no backward.
 """
 
 import types
@@ -23,7 +24,7 @@ from .torch import SparseBlock
 __all__ = ["patch", "unpatch", "patched_layers"]
 
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe",
-            "glm4_moe_lite", "dots1", "minimax_m2")
+            "glm4_moe_lite", "dots1", "minimax_m2", "ernie4_5_moe")
 _DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 
 

@@ -320,6 +320,35 @@ CONFIGS = {
         "rope_theta": 5e6,
         "rms_norm_eps": 1e-6,
     },
+    # ERNIE-4.5-21B-A3B-PT's hub fields scaled down (layer 0 dense, 2 shared experts, tied
+    # embeddings, theta 5e5 at the top level, no moe_layer_end_index: -1, the last layer),
+    # with the fields of Baidu's own code that transformers 5.24 ignores (moe_capacity,
+    # moe_gate, moe_use_aux_free, the multi-token-prediction layer count).
+    "ernie4_5_moe": {
+        "architectures": ["Ernie4_5_MoeForCausalLM"],
+        "model_type": "ernie4_5_moe",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "moe_num_experts": 16,
+        "moe_num_shared_experts": 2,
+        "moe_layer_start_index": 1,
+        "moe_layer_interval": 1,
+        "moe_intermediate_size": 32,
+        "moe_k": 4,
+        "moe_capacity": [16, 16, 16],
+        "moe_gate": "topk",
+        "moe_use_aux_free": True,
+        "num_nextn_predict_layers": 1,
+        "use_bias": False,
+        "tie_word_embeddings": True,
+        "pad_token_id": 0,
+        "rope_theta": 500000.0,
+        "rms_norm_eps": 1e-5,
+    },
     "switch_transformers": {
         "architectures": ["SwitchTransformersForConditionalGeneration"],
         "model_type": "switch_transformers",
@@ -361,8 +390,9 @@ CONFIGS = {
 }
 FAMILIES = tuple(CONFIGS)
 ROUTER_STD = 2.0  # router logits ~ N(0, 2²) on N(0, 1) inputs: scores spread out
-# DeepSeek-V3, GLM, GLM-4.7-Flash and dots1 keep e_score_correction_bias in f32 even in a bf16
-# checkpoint; MiniMax-M2's (a buffer of the block, not of its gate) is in the model's dtype.
+# DeepSeek-V3, GLM, GLM-4.7-Flash, dots1 and ERNIE-4.5 (its [1, E] moe_statics) keep
+# e_score_correction_bias in f32 even in a bf16 checkpoint; MiniMax-M2's (a buffer of the
+# block, not of its gate) is in the model's dtype.
 SELECTION_BIAS_IN_STORAGE_DTYPE = ("minimax_m2",)
 
 
@@ -382,6 +412,8 @@ def make_config(family, dtype, transformers5=False):
         if family == "deepseek_v3":
             config.pop("scoring_func", None)
             config.pop("topk_method", None)
+        if family == "ernie4_5_moe":  # __post_init__ resolves the last sparse layer's -1
+            config["moe_layer_end_index"] = config["num_hidden_layers"] - 1
     return config
 
 

@@ -36,10 +36,28 @@ NORM_TOPK_DEFAULT = {"glm4_moe": True, "glm4_moe_lite": True}
 # Dots1Config's is None, which transformers cannot build.
 SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1, "glm4_moe_lite": 1}
 SCALE_DEFAULT = {"glm4_moe_lite": 1.8}
+# The families whose shared experts are one gated MLP `mlp.shared_experts.{gate,up,down}_proj`
+# of width moe_intermediate_size * (their count).
+SHARED_EXPERTS_FAMILIES = (
+    "deepseek_v2",
+    "deepseek_v3",
+    "glm4_moe",
+    "dots1",
+    "glm4_moe_lite",
+    "ernie4_5_moe",
+)
 SUPPORTED = (
     "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
-    "glm4_moe_lite, minimax_m2, switch_transformers"
+    "glm4_moe_lite, minimax_m2, ernie4_5_moe, switch_transformers"
 )
+# Ernie4_5_MoeConfig's defaults (moe_norm_min is ERNIE's only routing knob).
+ERNIE_DEFAULTS = {
+    "moe_layer_interval": 1,
+    "moe_layer_start_index": 1,
+    "moe_layer_end_index": -1,
+    "moe_num_shared_experts": 2,
+    "moe_norm_min": 1e-12,
+}
 
 
 class ConfigError(Exception):
@@ -80,6 +98,8 @@ def sparse_layers(config):
         return list(range(field(config, "num_hidden_layers")))
     if family == "glm4_moe_lite":
         return _mlp_layer_types_sparse(config)
+    if family == "ernie4_5_moe":
+        return _ernie_sparse(config)
     if family in ("qwen2_moe", "qwen3_moe"):
         step, dense = field(config, "decoder_sparse_step", 1, False), field(
             config, "mlp_only_layers", [], False
@@ -135,6 +155,32 @@ def _mlp_layer_types_sparse(config):
     return [i for i, t in enumerate(types) if t == "sparse"]
 
 
+def _ernie_sparse(config):
+    """Ernie4_5_MoeDecoderLayer: layer i is sparse iff (i + 1) % moe_layer_interval == 0 and
+    moe_layer_start_index <= i <= moe_layer_end_index (-1: the last layer, which
+    Ernie4_5_MoeConfig.__post_init__ resolves, so a config 5.24 saved holds the index)."""
+    layers = field(config, "num_hidden_layers")
+    interval = field(config, "moe_layer_interval", ERNIE_DEFAULTS["moe_layer_interval"], False)
+    start = field(config, "moe_layer_start_index", ERNIE_DEFAULTS["moe_layer_start_index"], False)
+    end = field(config, "moe_layer_end_index", ERNIE_DEFAULTS["moe_layer_end_index"], False)
+    if interval < 1:
+        raise ConfigError(f"config.json: field 'moe_layer_interval' = {interval} must be >= 1")
+    if start < 0:
+        raise ConfigError(f"config.json: field 'moe_layer_start_index' = {start} must be >= 0")
+    if end < -1:
+        raise ConfigError(
+            f"config.json: field 'moe_layer_end_index' = {end} must be -1 or a layer index"
+        )
+    last = layers - 1 if end == -1 else end
+    return [i for i in range(layers) if (i + 1) % interval == 0 and start <= i <= last]
+
+
+def _ernie_alias(config, alias, name):
+    """Ernie4_5_MoeConfig.attribute_map: config.json's `num_experts_per_tok` / `num_experts`
+    win over `moe_k` / `moe_num_experts` when both are there (save_pretrained writes moe_*)."""
+    return field(config, alias) if config.get(alias) is not None else field(config, name)
+
+
 def _gated_experts(prefix, num_experts, names):
     gate, up, down = names
     return {
@@ -181,7 +227,11 @@ def block_spec(config, layer):
             activation=activation(config, "dense_act_fn", "relu"),
         )
     else:
-        hidden, k = field(config, "hidden_size"), field(config, "num_experts_per_tok")
+        hidden = field(config, "hidden_size")
+        if family == "ernie4_5_moe":
+            k = _ernie_alias(config, "num_experts_per_tok", "moe_k")
+        else:
+            k = field(config, "num_experts_per_tok")
         act = activation(config, "hidden_act")
         attrs.update(k=k, activation=act)
         if family == "mixtral":
@@ -268,6 +318,31 @@ def block_spec(config, layer):
                 )
                 tensors["selection_bias"] = prefix + "gate.e_score_correction_bias"
             shared = field(config, "n_shared_experts", 0, False)
+        elif family == "ernie4_5_moe":
+            # Ernie4_5_MoeTopKRouter: f32 softmax over all experts, top-k of softmax + the
+            # selection bias (Ernie4_5_MoeStatics, stored [1, E] in f32 as
+            # mlp.moe_statics.e_score_correction_bias), the chosen unbiased probabilities
+            # divided by max(their sum, moe_norm_min), no scaling; shared experts are one gated
+            # MLP of width moe_intermediate_size * moe_num_shared_experts. use_bias puts biases
+            # on the shared experts (and on every other projection): refused.
+            if field(config, "use_bias", False, False):
+                raise ConfigError(
+                    "config.json: field 'use_bias' = true is not supported for ernie4_5_moe"
+                )
+            num_experts = _ernie_alias(config, "num_experts", "moe_num_experts")
+            ffn = field(config, "moe_intermediate_size")
+            prefix = f"model.layers.{layer}.mlp."
+            tensors.update(
+                _gated_experts(prefix, num_experts, ("gate_proj", "up_proj", "down_proj"))
+            )
+            norm_min = float(field(config, "moe_norm_min", ERNIE_DEFAULTS["moe_norm_min"], False))
+            if norm_min < 0:
+                raise ConfigError(f"config.json: field 'moe_norm_min' = {norm_min} must be >= 0")
+            attrs.update(normalize=True, norm_min=norm_min)
+            tensors["selection_bias"] = prefix + "moe_statics.e_score_correction_bias"
+            shared = field(
+                config, "moe_num_shared_experts", ERNIE_DEFAULTS["moe_num_shared_experts"], False
+            )
         elif family == "minimax_m2":
             # MiniMaxM2TopKRouter: sigmoid scores, top-k of scores + e_score_correction_bias
             # (a buffer of the block, not of its gate), the unbiased scores of the chosen
@@ -323,7 +398,7 @@ def block_spec(config, layer):
             shared = field(
                 config, "n_shared_experts", SHARED_EXPERTS_DEFAULT.get(family), family == "dots1"
             )
-        if family in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite"):
+        if family in SHARED_EXPERTS_FAMILIES:
             if shared:
                 for role, proj in (
                     ("shared_gate", "gate_proj"),
@@ -336,7 +411,9 @@ def block_spec(config, layer):
     shapes = {
         "router": (num_experts, hidden),
         "router_bias": (num_experts,),
-        "selection_bias": (num_experts,),
+        # ERNIE-4.5 stores its selection bias [1, E] (one row per expert group); block_tensors
+        # flattens it.
+        "selection_bias": (1, num_experts) if family == "ernie4_5_moe" else (num_experts,),
         "gate": (ffn, hidden),
         "up": (ffn, hidden),
         "down": (hidden, ffn),
@@ -359,6 +436,21 @@ def block_spec(config, layer):
         "experts": num_experts,
         "ffn": ffn,
     }
+
+
+def block_tensors(spec, lookup):
+    """The block's float64 tensors by role for reference.token_choice: each expert role
+    stacked [E, ...], the selection bias flattened to [E] (ERNIE-4.5 stores [1, E]);
+    `lookup(name)` gives a checkpoint tensor."""
+    tensors = {}
+    for role, names in spec["tensors"].items():
+        if isinstance(names, list):
+            tensors[role] = np.stack([lookup(n) for n in names])
+        else:
+            tensors[role] = lookup(names)
+    if "selection_bias" in tensors:
+        tensors["selection_bias"] = tensors["selection_bias"].reshape(-1)
+    return tensors
 
 
 def model_dtype(config):
@@ -453,11 +545,7 @@ def compute(config_path, checkpoint, inputs_path, layer=None, router_precision="
         raise ConfigError(
             f"{checkpoint}: missing tensor(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}"
         )
-    tensors = {}
-    for role, names in spec["tensors"].items():
-        tensors[role] = (
-            np.stack([weights[n] for n in names]) if isinstance(names, list) else weights[names]
-        )
+    tensors = block_tensors(spec, weights.__getitem__)
     inputs, _ = safetensors_io.load(inputs_path)
     x = inputs["hidden_states"]
     router_dtype = dtypes[spec["tensors"]["router"]]

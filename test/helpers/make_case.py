@@ -109,6 +109,18 @@ PRESETS = {
         normalize=True,
         activation="silu",
     ),
+    # ERNIE-4.5: softmax over all experts, top-k of softmax + the selection bias, the chosen
+    # unbiased probabilities renormalized (moe_norm_min's clamp is inert at its 1e-12 default),
+    # no scaling, shared experts 2 x ffn.
+    "ernie4_5_moe": dict(
+        kind="token_choice",
+        experts=16,
+        k=4,
+        selection_bias=True,
+        normalize=True,
+        shared=64,
+        activation="silu",
+    ),
     "switch": dict(
         kind="token_choice", experts=8, k=1, capacity_factor=1.25, plain=True, activation="relu"
     ),

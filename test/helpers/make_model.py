@@ -9,10 +9,12 @@ converts them back to the per-expert names every hub checkpoint uses, so this wr
 mixtral, minimax_m2  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight,
                     ...block_sparse_moe.gate.weight (minimax_m2: ...block_sparse_moe.e_score_correction_bias)
 others              model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight, ...mlp.gate.weight
+                    (ernie4_5_moe: ...mlp.moe_statics.e_score_correction_bias [1, E] f32, which
+                    5.24 holds as mlp.gate.moe_statics.e_score_correction_bias and renames back)
 (checked against bench/hf_model_parity.py, which saves real transformers models).
 
 Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1,
-glm4_moe_lite, minimax_m2.
+glm4_moe_lite, minimax_m2, ernie4_5_moe.
 Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
 (qwen3_moe, glm4_moe and minimax_m2: 32), 8 experts top-2 of width 32, dense MLP width 96,
 vocab 256, 2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2,
@@ -21,12 +23,14 @@ and q/k norms, no group limit, top-k weights not normalized, scale 2.0, 2 shared
 every layer sparse (--sliding-window W: layers 1, 2, ... slide); glm4_moe_lite: DeepSeek-V3's
 MLA (q_lora_rank 48) and router, 4 groups keep 2, scale 1.8, one shared expert, layer 0 dense
 (mlp_layer_types); minimax_m2: full-width q/k norms, rotary_dim 16 of head_dim 32, theta 5e6,
-sigmoid top-2 with a selection bias, every layer sparse.
+sigmoid top-2 with a selection bias, every layer sparse; ernie4_5_moe: 3 layers by default,
+layer 0 dense (moe_layer_start_index 1), interleaved RoPE with theta 5e5, softmax top-2 with a
+selection bias, 2 shared experts, tied embeddings unless --no-tie.
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
        [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm]
-       [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie] [--sharded]
+       [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie|--no-tie] [--sharded]
 """
 
 import argparse
@@ -51,6 +55,7 @@ FAMILIES = (
     "dots1",
     "glm4_moe_lite",
     "minimax_m2",
+    "ernie4_5_moe",
 )
 TRANSFORMERS_VERSION = "5.24.0"
 ARCHITECTURES = {
@@ -64,14 +69,27 @@ ARCHITECTURES = {
     "dots1": "Dots1ForCausalLM",
     "glm4_moe_lite": "Glm4MoeLiteForCausalLM",
     "minimax_m2": "MiniMaxM2ForCausalLM",
+    "ernie4_5_moe": "Ernie4_5_MoeForCausalLM",
 }
 # The families whose router weight and e_score_correction_bias stay f32 in a bf16 checkpoint
 # (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]); MiniMax-M2's
 # router and selection bias are in the checkpoint's dtype.
-F32_ROUTER_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite")
+F32_ROUTER_FAMILIES = (
+    "deepseek_v2",
+    "deepseek_v3",
+    "glm4_moe",
+    "dots1",
+    "glm4_moe_lite",
+    "ernie4_5_moe",
+)
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
-# The config classes' default_theta (MixtralConfig, MiniMaxM2Config); every other family 1e4.
-DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6}
+# The config classes' default_theta (MixtralConfig, MiniMaxM2Config, Ernie4_5_MoeConfig); every
+# other family 1e4.
+DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6, "ernie4_5_moe": 5e5}
+# Per-family defaults of --layers and --tie (ERNIE-4.5: one dense layer, then two sparse ones
+# so that a sparse layer follows another; Ernie4_5_MoeConfig ties by default).
+DEFAULT_LAYERS = {"ernie4_5_moe": 3}
+DEFAULT_TIE = {"ernie4_5_moe": True}
 # MiniMax-M2 rotates rotary_dim of each head (its hub configs' field; 5.24 also saves
 # rotary_dim / head_dim as rope_parameters' partial_rotary_factor).
 MINIMAX_HEAD_DIM, MINIMAX_ROTARY_DIM = 32, 16
@@ -127,9 +145,14 @@ def _rope_kind(family, rope, max_positions, theta):
 
 
 def make_config(
-    family, dtype="bf16", layers=2, vocab=256, sliding_window=None, rope="default", tie=False, qk_norm=False
+    family, dtype="bf16", layers=None, vocab=256, sliding_window=None, rope="default", tie=None, qk_norm=False
 ):
-    """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys)."""
+    """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys).
+    layers and tie None: the family's default (DEFAULT_LAYERS, else 2; DEFAULT_TIE, else no)."""
+    if layers is None:
+        layers = DEFAULT_LAYERS.get(family, 2)
+    if tie is None:
+        tie = DEFAULT_TIE.get(family, False)
     if sliding_window is not None and family not in ("mixtral", "qwen2_moe", "dots1"):
         raise ValueError("--sliding-window is for mixtral, qwen2_moe and dots1")
     if qk_norm and family != "glm4_moe":
@@ -374,6 +397,29 @@ def make_config(
             "router_aux_loss_coef": 0.001,
             "router_jitter_noise": 0.0,
         }
+    elif family == "ernie4_5_moe":
+        # Ernie4_5_MoeConfig saves the counts under moe_k / moe_num_experts (num_experts_per_tok
+        # and num_experts are attribute_map aliases), resolves moe_layer_end_index -1 to the
+        # last layer, and has no attention_dropout.
+        config = {
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "intermediate_size": DENSE_WIDTH,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "moe_k": TOP_K,
+            "moe_layer_end_index": layers - 1,
+            "moe_layer_interval": 1,
+            "moe_layer_start_index": len(dense),
+            "moe_norm_min": 1e-12,
+            "moe_num_experts": EXPERTS,
+            "moe_num_shared_experts": 2,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": 0,
+            "rms_norm_eps": 1e-05,
+            "router_aux_loss_coef": 0.001,
+            "use_bias": False,
+        }
+        del common["attention_dropout"]
     else:
         raise ValueError(f"unknown family '{family}'")
     config.update(common)
@@ -470,11 +516,11 @@ def tensor_shapes(config):
 
 
 def make_tensors(config, dtype, rng, narrow_router=False):
-    """Random tensors and their safetensors dtypes. DeepSeek, GLM (and GLM-4.7-Flash) and
-    dots1 keep the router weight and e_score_correction_bias in f32 even in a bf16 checkpoint
-    (_keep_in_fp32_modules_strict); narrow_router stores the router in the checkpoint's dtype,
-    as DeepSeek's own hub checkpoints do (transformers widens it on load). MiniMax-M2 keeps
-    both in the checkpoint's dtype."""
+    """Random tensors and their safetensors dtypes. DeepSeek, GLM (and GLM-4.7-Flash), dots1
+    and ERNIE-4.5 keep the router weight and e_score_correction_bias in f32 even in a bf16
+    checkpoint (_keep_in_fp32_modules_strict); narrow_router stores the router in the
+    checkpoint's dtype, as DeepSeek's own hub checkpoints do (transformers widens it on load).
+    MiniMax-M2 keeps both in the checkpoint's dtype."""
     storage = "BF16" if dtype == "bf16" else "F32"
     tensors, dtypes = {}, {}
     for name, shape, kind in tensor_shapes(config):
@@ -544,12 +590,12 @@ def write_model(
     out_dir,
     family,
     dtype="bf16",
-    layers=2,
+    layers=None,
     seed=0,
     vocab=256,
     sliding_window=None,
     rope="default",
-    tie=False,
+    tie=None,
     sharded=False,
     narrow_router=False,
     fp8_block=None,
@@ -582,7 +628,7 @@ def main(argv=None):
     p.add_argument("out_dir")
     p.add_argument("--family", required=True, choices=FAMILIES)
     p.add_argument("--dtype", choices=("f32", "bf16"), default="bf16")
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--layers", type=int, help="default 2 (ernie4_5_moe: 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument(
@@ -593,13 +639,17 @@ def main(argv=None):
     )
     p.add_argument("--qk-norm", action="store_true", help="glm4_moe: use_qk_norm (per-head q/k RMSNorm)")
     p.add_argument("--rope", choices=("default", "linear", "llama3", "yarn"), default="default")
-    p.add_argument("--tie", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
+    p.add_argument(
+        "--tie",
+        action=argparse.BooleanOptionalAction,
+        help="tie_word_embeddings (no lm_head.weight); default: the family's (ernie4_5_moe ties)",
+    )
     p.add_argument("--sharded", action="store_true", help="3 shards + model.safetensors.index.json")
     p.add_argument(
         "--narrow-router",
         action="store_true",
-        help="deepseek, glm4_moe, dots1, glm4_moe_lite: the router in the checkpoint's dtype (as "
-        "DeepSeek's hub checkpoints), not f32",
+        help="deepseek, glm4_moe, dots1, glm4_moe_lite, ernie4_5_moe: the router in the "
+        "checkpoint's dtype (as DeepSeek's hub checkpoints), not f32",
     )
     p.add_argument(
         "--fp8",
@@ -611,7 +661,7 @@ def main(argv=None):
         "--fp8-scales", choices=("f32", "bf16"), default="f32", help="with --fp8: the scales' dtype"
     )
     args = p.parse_args(argv)
-    if args.layers < 1 or args.vocab < 4:
+    if (args.layers is not None and args.layers < 1) or args.vocab < 4:
         p.error("need --layers >= 1 and --vocab >= 4")
     fp8_block = None
     if args.fp8:

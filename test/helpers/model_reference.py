@@ -5,9 +5,10 @@ greedy generation. Numpy only; the sparse blocks are reference.token_choice thro
 hf_reference.block_spec's family table, everything around them is here.
 
 Families (transformers 5.24 semantics): mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2. Weights are the checkpoint's values
-exactly (bf16 widened); every activation and the KV cache stay float64 (so is MiniMax-M2's
-router, which transformers runs in the model's dtype).
+deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2, ernie4_5_moe. Weights are the
+checkpoint's values exactly (bf16 widened); every activation and the KV cache stay float64 (so
+is MiniMax-M2's router, which transformers runs in the model's dtype, and ERNIE-4.5's routing
+weights, which transformers rounds to the model's dtype).
 
 Contract (the runtime's): IDS.safetensors holds input_ids [B, S] and optionally
 attention_mask [B, S] (left padding only: each row zeros then ones). A row's unmasked tokens
@@ -43,6 +44,7 @@ FAMILIES = (
     "dots1",
     "glm4_moe_lite",
     "minimax_m2",
+    "ernie4_5_moe",
 )
 # Multi-head latent attention (DeepSeek-V2's): GLM-4.7-Flash's is DeepSeek-V3's verbatim.
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
@@ -77,6 +79,14 @@ _DEFAULTS = {
         "num_key_value_heads": 8,
         "head_dim": 128,
         "rope_theta": 5e6,
+    },
+    # Ernie4_5_MoeConfig: default_theta 5e5, embeddings tied unless config.json says otherwise.
+    "ernie4_5_moe": {
+        "rms_norm_eps": 1e-5,
+        "num_key_value_heads": 4,
+        "rope_theta": 5e5,
+        "tie_word_embeddings": True,
+        "use_bias": False,
     },
 }
 # The families whose attention rotates only the first int(head_dim * partial_rotary_factor)
@@ -211,7 +221,8 @@ def rope_frequencies(config, dim):
 
 def apply_rope(x, positions, inv_freq, attention_factor, interleaved):
     """x [m, heads, dim] at positions [m]. Half-split pairs (i, i + r/2) as rotate_half
-    does, or DeepSeek's interleaved pairs (2i, 2i+1); cos and sin carry attention_factor.
+    does, or DeepSeek's and ERNIE's interleaved pairs (2i, 2i+1); cos and sin carry
+    attention_factor.
     Only the first r = 2 * len(inv_freq) dims rotate (GLM's partial rotary); the rest pass."""
     rotary = 2 * inv_freq.shape[0]
     if rotary < x.shape[-1]:
@@ -294,6 +305,9 @@ class Model:
         self.mla = family in MLA_FAMILIES
         if family == "minimax_m2":
             _refuse_ignored_minimax_fields(config)
+        if family == "ernie4_5_moe" and self.get("use_bias"):
+            # Biases on q/k/v/o, the dense MLPs, the shared experts and the lm head.
+            raise ModelError("config.json: field 'use_bias' = true is not supported for ernie4_5_moe")
         if self.mla:
             self.nope, self.rope_dim = self.get("qk_nope_head_dim"), self.get("qk_rope_head_dim")
             self.v_dim, self.kv_rank = self.get("v_head_dim"), self.get("kv_lora_rank")
@@ -327,7 +341,9 @@ class Model:
                 config.get("head_dim") or self.defaults.get("head_dim") or self.hidden // self.heads
             )
             self.scaling = self.head_dim**-0.5
-            self.interleaved = False
+            # ERNIE-4.5 rotates adjacent pairs (2i, 2i+1) (its own rotate_half and
+            # repeat_interleave'd cos/sin); the others rotate_half's (i, i + d/2).
+            self.interleaved = family == "ernie4_5_moe"
             self.inv_freq, self.attention_factor = rope_frequencies(
                 config, rotary_dim(config, self.head_dim)
             )
@@ -338,7 +354,7 @@ class Model:
             )
         if family == "qwen2_moe":  # qkv_bias: q, k and v only
             self.attention_bias = ("q", "k", "v") if self.get("qkv_bias") else ()
-        elif family in ("mixtral", "minimax_m2"):
+        elif family in ("mixtral", "minimax_m2", "ernie4_5_moe"):  # ERNIE: use_bias refused
             self.attention_bias = ()
         elif family == "glm4_moe":  # attention_bias: q, k and v; o_proj never has one
             self.attention_bias = ("q", "k", "v") if self.get("attention_bias", False) else ()
@@ -355,12 +371,7 @@ class Model:
         self.blocks = {}
         for layer in sorted(self.sparse):
             spec = hf_reference.block_spec(config, layer)
-            tensors = {
-                role: np.stack([self.tensor(n) for n in names])
-                if isinstance(names, list)
-                else self.tensor(names)
-                for role, names in spec["tensors"].items()
-            }
+            tensors = hf_reference.block_tensors(spec, self.tensor)
             attrs = dict(spec["attrs"])
             self.blocks[layer] = (tensors, attrs)
         self.embed = self.tensor("model.embed_tokens.weight")
@@ -422,7 +433,8 @@ class Model:
             if window is None and "sliding_attention" in types:
                 raise ModelError("config.json: sliding layer_types but sliding_window is null")
             return [window if t == "sliding_attention" else None for t in types[: self.layers]]
-        return none  # olmoe, deepseek, glm4_moe(_lite) and minimax_m2 build a plain causal mask
+        # olmoe, deepseek, glm4_moe(_lite), minimax_m2 and ernie4_5_moe build a plain causal mask
+        return none
 
     def linear(self, x, name, bias=False):
         y = x @ self.tensor(name + ".weight").T
@@ -475,8 +487,8 @@ class Model:
         if self.head_qk_norm:
             q = rms_norm(q, self.tensor(a + "q_norm.weight"), self.eps)
             k = rms_norm(k, self.tensor(a + "k_norm.weight"), self.eps)
-        q = apply_rope(q, positions, self.inv_freq, self.attention_factor, False)
-        k = apply_rope(k, positions, self.inv_freq, self.attention_factor, False)
+        q = apply_rope(q, positions, self.inv_freq, self.attention_factor, self.interleaved)
+        k = apply_rope(k, positions, self.inv_freq, self.attention_factor, self.interleaved)
         return q, k, v
 
     def attention(self, layer, x, positions, cache):

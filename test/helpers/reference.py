@@ -88,6 +88,7 @@ def route(
     normalize=False,
     norm_epsilon=0.0,
     scale=1.0,
+    norm_min=0.0,
 ):
     """Token-choice selection. Returns a dict: logits, scores [T, E], selection (the scores
     topk ran on, after bias and group masking), experts [T, k], weights [T, k], and the
@@ -115,7 +116,10 @@ def route(
     experts = topk(selection, k)
     weights = np.take_along_axis(scores, experts, axis=-1)
     if normalize:
-        weights = weights / (weights.sum(axis=-1, keepdims=True) + norm_epsilon)
+        # ERNIE-4.5 divides by max(Σw, moe_norm_min) instead of adding an epsilon; with
+        # experts chosen by biased scores, Σw has no useful lower bound, so it is kept exact.
+        total = weights.sum(axis=-1, keepdims=True) + norm_epsilon
+        weights = weights / (np.maximum(total, norm_min) if norm_min else total)
     weights = weights * scale
     return {
         "logits": logits,
@@ -306,6 +310,7 @@ def token_choice(x, t, a, unit_roundoff=0.0):
         a.get("normalize", False),
         a.get("norm_epsilon", 0.0),
         a.get("scale", 1.0),
+        a.get("norm_min", 0.0),
     )
     num_experts = t["router"].shape[0]
     capacity = capacity_of(x.shape[0], k, num_experts, a.get("capacity"), a.get("capacity_factor"))

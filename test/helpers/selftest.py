@@ -244,8 +244,25 @@ def test_group_limited_masking():
             scale=2.5,
         ),
         dict(k=2, router_bias=b, normalize=True),
+        # ERNIE-4.5: softmax, biased choice, max(sum, moe_norm_min) active for some tokens.
+        dict(k=2, selection_bias=b, normalize=True, norm_min=0.3),
     ]:
         expect(_close_routes(x, w, ref.route(x, w, **kw), kw), f"route vs loop {kw}")
+    # ERNIE-4.5's clamp: a bias that picks the two least likely experts leaves their sum below
+    # moe_norm_min (the sum of biased-chosen probabilities has no k / E lower bound), so each
+    # weight is its probability / moe_norm_min; a sum above it divides as usual.
+    logits = [3.0, 2.0, -2.0, -3.0]
+    p = ref.softmax(np.array(logits))
+    bias = np.array([0.0, 0.0, 1.0, 1.0])
+    r = route(logits, k=2, selection_bias=bias, normalize=True, norm_min=0.1)
+    expect(
+        r["experts"].tolist() == [[2, 3]]
+        and p[[2, 3]].sum() < 0.1
+        and close(r["weights"], p[[2, 3]][None] / 0.1),
+        f"moe_norm_min clamps a small sum {r['weights']}",
+    )
+    r = route(logits, k=2, normalize=True, norm_min=0.1)
+    expect(close(r["weights"], p[[0, 1]][None] / p[[0, 1]].sum()), "moe_norm_min below the sum is inert")
 
 
 def loop_route(
@@ -261,6 +278,7 @@ def loop_route(
     normalize=False,
     norm_epsilon=0.0,
     scale=1.0,
+    norm_min=0.0,
 ):
     """layers.md §2 for one token, written with Python lists and sorted()."""
     logits = [float(np.dot(row, x)) for row in w]
@@ -285,7 +303,7 @@ def loop_route(
     idx = sorted(range(len(masked)), key=lambda e: (-masked[e], e))[:k]
     weights = [scores[e] for e in idx]
     if normalize:
-        total = sum(weights) + norm_epsilon
+        total = max(sum(weights) + norm_epsilon, norm_min)
         weights = [v / total for v in weights]
     return idx, [v * scale for v in weights]
 
@@ -309,6 +327,7 @@ def loop_moe(x, t, a):
             "scoring",
             "normalize",
             "norm_epsilon",
+            "norm_min",
             "scale",
             "n_group",
             "topk_group",
@@ -356,6 +375,7 @@ def test_layers_against_loops(tmp):
         "all_to_one": ["--preset", "mixtral", "--all-to-one-expert", "--capacity-factor", "1.0"],
         "idle": ["--preset", "olmoe", "--idle-experts", "--aux"],
         "minimax_m2_bf16": ["--preset", "minimax_m2", "--dtype", "bf16"],
+        "ernie4_5_moe_bf16": ["--preset", "ernie4_5_moe", "--dtype", "bf16"],
     }.items():
         case_dir = os.path.join(tmp, name)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -525,12 +545,10 @@ def test_hf(tmp):
             spec["layer"] == layer and results["output"].shape == (16, spec["hidden"]),
             f"{family}: layer {spec['layer']} output {results['output'].shape}",
         )
-        # The same block through the independent loop, from the raw checkpoint tensors.
+        # The same block through the independent loop, from the raw checkpoint tensors
+        # (ERNIE's [1, E] selection bias flattened).
         weights, _ = st.load(checkpoint)
-        t = {
-            r: np.stack([weights[n] for n in v]) if isinstance(v, list) else weights[v]
-            for r, v in spec["tensors"].items()
-        }
+        t = hf_reference.block_tensors(spec, weights.__getitem__)
         x, _ = st.load(os.path.join(out, "inputs.safetensors"))
         expect(
             close(results["output"], loop_moe(x["hidden_states"], t, spec["attrs"]), 1e-10),
@@ -560,6 +578,24 @@ def test_hf(tmp):
         and "shared_up" not in spec["tensors"],
         f"minimax_m2 block: {spec['attrs']}",
     )
+    # ERNIE-4.5: sparse iff (i + 1) % moe_layer_interval == 0 and start <= i <= end (-1: the
+    # last); the selection bias is stored [1, E]; num_experts_per_tok (an alias) wins over moe_k.
+    ernie = hf_fixtures.make_config("ernie4_5_moe", "f32")
+    expect(hf_reference.sparse_layers(ernie) == [1, 2], "ernie4_5_moe default sparse layers")
+    changed = dict(ernie, num_hidden_layers=8, moe_layer_interval=2, moe_layer_end_index=5)
+    expect(hf_reference.sparse_layers(changed) == [1, 3, 5], "ernie4_5_moe moe_layer_interval")
+    spec = hf_reference.block_spec(dict(ernie, num_experts_per_tok=3), 2)
+    expect(
+        spec["tensors"]["selection_bias"] == "model.layers.2.mlp.moe_statics.e_score_correction_bias"
+        and spec["shapes"]["selection_bias"] == (1, 16)
+        and spec["shapes"]["shared_up"] == (64, 64)
+        and spec["attrs"]["k"] == 3
+        and spec["attrs"]["scoring"] == "softmax"
+        and spec["attrs"]["normalize"]
+        and spec["attrs"]["norm_min"] == 1e-12
+        and spec["attrs"]["scale"] == 1.0,
+        f"ernie4_5_moe block: {spec['attrs']} {spec['shapes']}",
+    )
     for family, change, needle in [
         ("deepseek_v2", {"norm_topk_prob": True}, "norm_topk_prob"),
         ("deepseek_v2", {"moe_layer_freq": 2}, "moe_layer_freq"),
@@ -569,13 +605,17 @@ def test_hf(tmp):
         ("glm4_moe_lite", {"mlp_layer_types": ["dense", "sparse"]}, "mlp_layer_types"),
         ("minimax_m2", {"scoring_func": "softmax"}, "scoring_func"),
         ("minimax_m2", {"use_routing_bias": False}, "use_routing_bias"),
+        ("ernie4_5_moe", {"use_bias": True}, "use_bias"),
+        ("ernie4_5_moe", {"moe_layer_interval": 0}, "moe_layer_interval"),
+        ("ernie4_5_moe", {"moe_layer_end_index": -2}, "moe_layer_end_index"),
         ("mixtral", {"model_type": "llama"}, "model_type"),
         ("mixtral", {}, "dense"),
     ]:
         config = {**hf_fixtures.make_config(family, "f32"), **change}
         try:
-            # glm4_moe_lite's layer 0 is dense: ask for layer 2, so only the refusal can fail.
-            layer = 5 if needle == "dense" else 2 if family == "glm4_moe_lite" else 0
+            # glm4_moe_lite's and ernie4_5_moe's layer 0 is dense: ask for layer 2, so only the
+            # refusal can fail.
+            layer = 5 if needle == "dense" else 2 if family in ("glm4_moe_lite", "ernie4_5_moe") else 0
             hf_reference.block_spec(config, layer)
             expect(False, f"{family} {change} refused")
         except hf_reference.ConfigError as e:
@@ -699,6 +739,7 @@ def test_whole_model(tmp):
         ("dots1", {"layers": 3, "sliding_window": 2, "tie": True}),
         ("glm4_moe_lite", {"layers": 3, "rope": "yarn"}),
         ("minimax_m2", {"rope": "llama3", "tie": True}),
+        ("ernie4_5_moe", {"rope": "yarn"}),
         ("deepseek_v3", {"rope": "yarn", "layers": 1}),
     ]:
         directory = os.path.join(tmp, "model_" + family)
@@ -814,6 +855,36 @@ def test_whole_model(tmp):
                 try:
                     model_reference.Model(directory)
                     expect(False, f"minimax_m2 refuses {change}")
+                except model_reference.ModelError as e:
+                    expect(needle in str(e), f"refusal names '{needle}': {e}")
+            with open(os.path.join(directory, "config.json"), "w") as f:
+                json.dump(saved, f)
+        if family == "ernie4_5_moe":
+            # 3 layers, layer 0 dense; tied by default (no lm_head.weight); interleaved RoPE;
+            # the selection bias [1, E] in f32 of a bf16 checkpoint. use_bias and a partial
+            # rotary factor (transformers ignores it with default RoPE, fails with yarn) are
+            # refused.
+            bias = "model.layers.1.mlp.moe_statics.e_score_correction_bias"
+            expect(
+                sorted(model.sparse) == [1, 2]
+                and model.interleaved
+                and "lm_head.weight" not in model.weights
+                and model.weights[bias].shape == (1, 8)
+                and model.dtypes[bias] == "F32"
+                and model.dtypes["model.layers.1.mlp.gate.weight"] == "F32",
+                f"ernie4_5_moe structure: sparse {sorted(model.sparse)}, {model.weights[bias].shape}",
+            )
+            with open(os.path.join(directory, "config.json")) as f:
+                saved = json.load(f)
+            for change, needle in [
+                ({"use_bias": True}, "use_bias"),
+                ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+            ]:
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump({**saved, **change}, f)
+                try:
+                    model_reference.Model(directory)
+                    expect(False, f"ernie4_5_moe refuses {change}")
                 except model_reference.ModelError as e:
                     expect(needle in str(e), f"refusal names '{needle}': {e}")
             with open(os.path.join(directory, "config.json"), "w") as f:
