@@ -296,17 +296,21 @@ struct SparseBlock {
                          : "num_experts_per_tok");
       activation = r.activation("hidden_act", "silu");
       prefix = llvm::formatv("model.layers.{0}.mlp.", layer).str();
-      if (r.family == "mixtral") {
-        experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
-        width = r.positive("intermediate_size");
-        normalize = true;
-        // transformers 5.x names the block `mlp` in memory (checkpoints keep block_sparse_moe).
+      // Mixtral's names, which MiniMax-M2 keeps: transformers 5.x names the block `mlp` in
+      // memory (checkpoints keep block_sparse_moe) and the experts' matrices w1/w3/w2.
+      auto mixtralNames = [&] {
         prefix = llvm::formatv(fused ? "model.layers.{0}.mlp." : "model.layers.{0}.block_sparse_moe.",
                                layer)
                      .str();
         gateProj = "w1";
         upProj = "w3";
         downProj = "w2";
+      };
+      if (r.family == "mixtral") {
+        experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
+        width = r.positive("intermediate_size");
+        normalize = true;
+        mixtralNames();
       } else if (r.family == "olmoe" || r.family == "qwen2_moe" || r.family == "qwen3_moe") {
         experts = r.positive(r.expertCountKey(), std::nullopt, kMaxCount);
         width = r.positive(r.family == "olmoe" ? "intermediate_size" : "moe_intermediate_size");
@@ -354,12 +358,7 @@ struct SparseBlock {
         if (r.nonNegative("shared_intermediate_size", 0) != 0)
           r.fail("field 'shared_intermediate_size' is not supported for minimax_m2 "
                  "(transformers ignores it)");
-        prefix = llvm::formatv(fused ? "model.layers.{0}.mlp." : "model.layers.{0}.block_sparse_moe.",
-                               layer)
-                     .str();
-        gateProj = "w1";
-        upProj = "w3";
-        downProj = "w2";
+        mixtralNames();
         sigmoid = true;
         normalize = true;
         selectionBias = true;
