@@ -14,6 +14,7 @@ Models (transformers builds them from their config classes, random bf16 weights)
              theta 1e6; num_hidden_layers = 2 (of 48).
   deepseek_v2  DeepSeek-V2-Lite's (3 of 27 layers; see MODELS).
   glm4_moe   GLM-4.5-Air's (3 of 46 layers; see MODELS), only when named (a 12 GB checkpoint).
+  ernie4_5_moe  ERNIE-4.5-21B-A3B's (3 of 28 layers; see MODELS), only when named.
   olmoe_8l   olmoe at 8 layers, only when named (--models olmoe_8l; a 7.5 GB checkpoint): how the
              ratios move with depth.
 Weights (torch.manual_seed(seed), drawn once, kept in --workdir and reused): embeddings N(0,1);
@@ -182,6 +183,24 @@ MODELS = {
         "sigmoid_router": True,
         "optional": True,
     },
+    "ernie4_5_moe": {
+        "title": "ERNIE-4.5-21B-A3B config, 3 of 28 layers (1 dense + 2 MoE)",
+        "family": "ernie4_5_moe",
+        "class": "Ernie4_5_MoeConfig",
+        # The published baidu/ERNIE-4.5-21B-A3B-PT config.json, but 3 layers: 20 heads of 128
+        # (4 kv heads), RoPE on adjacent pairs (theta 5e5), 64 routed experts of 1536 top-6
+        # (softmax, selection bias) and 2 shared; layer 0 dense (12288); tied embeddings.
+        "config": dict(vocab_size=103424, hidden_size=2560, intermediate_size=12288, moe_intermediate_size=1536,
+                       num_hidden_layers=3, num_attention_heads=20, num_key_value_heads=4, hidden_act="silu",
+                       max_position_embeddings=131072, rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1,
+                       eos_token_id=2, tie_word_embeddings=True, use_bias=False, moe_num_experts=64, moe_k=6,
+                       moe_num_shared_experts=2, moe_layer_start_index=1, moe_layer_end_index=-1,
+                       moe_layer_interval=1, moe_norm_min=1e-12,
+                       rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+        "json_extra": {},
+        "experts": 64, "top_k": 6, "ffn": 1536,
+        "optional": True,
+    },
 }
 # The same OLMoE at 8 layers: how the ratios move with depth (the last layer's MLP runs for the
 # logit rows only, 1/L of the sparse work; the 4-layer model overstates that). Not in the default
@@ -338,6 +357,18 @@ def decode_bytes_per_token(conf):
     latent attention's projections, dense MLPs in the first first_k_dense_replace layers, shared
     experts beside the routed ones)."""
     D, V, L = conf["hidden_size"], conf["vocab_size"], conf["num_hidden_layers"]
+    if conf.get("model_type") == "ernie4_5_moe":
+        H, KV = conf["num_attention_heads"], conf["num_key_value_heads"]
+        hd = conf.get("head_dim") or D // H
+        attn = 2 * D * H * hd + 2 * D * KV * hd + 2 * D
+        start, interval = conf.get("moe_layer_start_index", 1), conf.get("moe_layer_interval", 1)
+        end = conf.get("moe_layer_end_index", -1)
+        end = L - 1 if end == -1 else end
+        sparse = sum(1 for i in range(L) if (i + 1) % interval == 0 and start <= i <= end)
+        F, E, k = conf["moe_intermediate_size"], conf["moe_num_experts"], conf["moe_k"]
+        moe = 2 * E * D + (k + conf.get("moe_num_shared_experts", 0)) * 3 * D * F  # f32 router
+        layers = (L - sparse) * (attn + 3 * D * conf["intermediate_size"]) + sparse * (attn + moe)
+        return 2 * (V * D + D + layers + D)
     if conf.get("model_type") in ("glm4_moe", "dots1"):
         H, KV = conf["num_attention_heads"], conf["num_key_value_heads"]
         hd = conf.get("head_dim") or D // H
@@ -943,7 +974,8 @@ def set_vocab_none(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 
 import conversion
-names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM", "Glm4MoeForCausalLM"}
+names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM", "Glm4MoeForCausalLM",
+         "Ernie4_5_MoeForCausalLM"}
 patched = []
 for arch in names:
     try:
