@@ -42,21 +42,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_reference  # noqa: E402
+import model_reference  # noqa: E402
 import safetensors_io  # noqa: E402
 
-FAMILIES = (
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
-    "olmoe",
-    "deepseek_v2",
-    "deepseek_v3",
-    "glm4_moe",
-    "dots1",
-    "glm4_moe_lite",
-    "minimax_m2",
-    "ernie4_5_moe",
-)
+# The families and which of them use latent attention: the whole-model reference's lists.
+FAMILIES = model_reference.FAMILIES
+MLA_FAMILIES = model_reference.MLA_FAMILIES
 TRANSFORMERS_VERSION = "5.24.0"
 ARCHITECTURES = {
     "mixtral": "MixtralForCausalLM",
@@ -82,7 +73,6 @@ F32_ROUTER_FAMILIES = (
     "glm4_moe_lite",
     "ernie4_5_moe",
 )
-MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
 # The config classes' default_theta (MixtralConfig, MiniMaxM2Config, Ernie4_5_MoeConfig); every
 # other family 1e4.
 DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6, "ernie4_5_moe": 5e5}
