@@ -689,14 +689,22 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
                   .str();
     llvm::json::Array symbolJson;
     llvm::json::Value shape = shapeJson(type, dims, symbolJson);
-    argsJson.push_back(llvm::json::Object{{"name", tensor},
-                                          {"c_name", cname},
-                                          {"dtype", dtypeName(type.getElementType())},
-                                          {"shape", std::move(shape)},
-                                          {"symbols", std::move(symbolJson)},
-                                          {"kind", state     ? "state"
-                                                   : dynamic ? "input"
-                                                             : "weight"}});
+    llvm::json::Object argJson{{"name", tensor},
+                               {"c_name", cname},
+                               {"dtype", dtypeName(type.getElementType())},
+                               {"shape", std::move(shape)},
+                               {"symbols", std::move(symbolJson)},
+                               {"kind", state     ? "state"
+                                        : dynamic ? "input"
+                                                  : "weight"}};
+    // A weight the checkpoint stores in another layout (mix.stored): the runtime builds it.
+    if (auto stored = func.getArgAttrOfType<DictionaryAttr>(i, MixDialect::kStoredAttr))
+      argJson["stored"] = llvm::json::Object{
+          {"name", stored.getAs<StringAttr>("name").str()},
+          {"stride", stored.getAs<IntegerAttr>("stride").getInt()},
+          {"offset", stored.getAs<IntegerAttr>("offset").getInt()},
+          {"transpose", static_cast<bool>(stored.get("transpose"))}};
+    argsJson.push_back(std::move(argJson));
   }
   tokenCount = llvm::is_contained(symbols, "T") ? "T"
                : llvm::is_contained(symbols, "B") && llvm::is_contained(symbols, "S")

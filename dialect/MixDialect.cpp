@@ -76,6 +76,30 @@ LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*reg
       return op->emitError() << "'mix.state' of argument #" << argIndex << " must be a unit attribute";
     return success();
   }
+  if (attribute.getName() == kStoredAttr) {
+    // {name = "<stored tensor>", stride = s, offset = o(, transpose)}: o < s, a static weight
+    // of rank 2 or more with transpose, of rank 1 or more without.
+    auto fields = dyn_cast<DictionaryAttr>(attribute.getValue());
+    auto function = dyn_cast<FunctionOpInterface>(op);
+    auto type = function ? dyn_cast<RankedTensorType>(function.getArgumentTypes()[argIndex])
+                         : RankedTensorType();
+    auto name = fields ? fields.getAs<StringAttr>("name") : StringAttr();
+    auto stride = fields ? fields.getAs<IntegerAttr>("stride") : IntegerAttr();
+    auto offset = fields ? fields.getAs<IntegerAttr>("offset") : IntegerAttr();
+    Attribute transpose = fields ? fields.get("transpose") : Attribute();
+    size_t expected = 3 + (transpose ? 1 : 0);
+    bool good = fields && fields.size() == expected && name && !name.getValue().empty() &&
+                stride && offset && stride.getInt() >= 1 && stride.getInt() <= 64 &&
+                offset.getInt() >= 0 && offset.getInt() < stride.getInt() &&
+                (!transpose || isa<UnitAttr>(transpose)) && type && type.hasStaticShape() &&
+                type.getRank() >= (transpose ? 2 : 1);
+    if (!good)
+      return op->emitError() << "'mix.stored' of argument #" << argIndex
+                             << " must be {name = \"<tensor>\", stride = s, offset = o"
+                                "(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static "
+                                "tensor (rank >= 2 with transpose)";
+    return success();
+  }
   if (attribute.getName() == kSymbolsAttr) {
     auto symbols = dyn_cast<ArrayAttr>(attribute.getValue());
     auto function = dyn_cast<FunctionOpInterface>(op);

@@ -64,6 +64,13 @@ def Mix_Dialect : Dialect {
     /// in the tensor `<name>_scale_inv`); the runtime dequantizes such a weight on binding.
     /// Copied to the manifest's "weight_quantization" object.
     static constexpr llvm::StringLiteral kWeightQuantizationAttr = "mix.weight_quantization";
+    /// A weight argument attribute: the checkpoint stores this weight as another tensor in
+    /// another layout, `{name = "<stored tensor>", stride = s, offset = o, transpose}`. The
+    /// stored tensor's last dim is read with stride `s` from `o` (one half of an interleaved
+    /// pair: gpt-oss's gate/up columns), then with `transpose` its last two dims swap (an
+    /// in-major [.., in, out] tensor read as [.., out, in]). The runtime builds that copy once
+    /// when it binds the weights (manifest "stored").
+    static constexpr llvm::StringLiteral kStoredAttr = "mix.stored";
   }];
 }
 
@@ -95,7 +102,10 @@ def Mix_Activation : I32EnumAttr<"Activation", "expert activation function", [
     I32EnumAttrCase<"silu", 0>,
     I32EnumAttrCase<"gelu", 1>,
     I32EnumAttrCase<"gelu_tanh", 2>,
-    I32EnumAttrCase<"relu", 3>]> {
+    I32EnumAttrCase<"relu", 3>,
+    // gpt-oss's clamped SwiGLU (routed experts only): with g = min(gate, limit) and
+    // u = clamp(up, -limit, limit), act = (u + 1) · g · sigmoid(alpha · g).
+    I32EnumAttrCase<"swiglu_oai", 4>]> {
   let cppNamespace = "::mlir::mix";
   let genSpecializedAttr = 0;
 }
@@ -128,6 +138,9 @@ def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
 // tensor of f32 block scales (Mix_BlockScales) and the op's `weight_block`.
 def Mix_ExpertWeight : RankedTensorOf<[F32, BF16, F16, F8E4M3FN]>;
 def Mix_BlockScales : RankedTensorOf<[F32]>;
+// Weights the kernels read as f32 whatever the checkpoint's dtype (expert biases, attention
+// sinks: few values; the runtime widens a bf16 or f16 one when it binds the weights).
+def Mix_F32Weight : RankedTensorOf<[F32]>;
 def Mix_Indices : RankedTensorOf<[I32]>;
 def Mix_Scalar : 0DTensorOf<[F32]>;
 

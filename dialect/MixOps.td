@@ -155,6 +155,11 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
     kernels multiply a segment of at most 4 rows with exactly that value, larger ones with
     it rounded to bf16 (as transformers dequantizes such a checkpoint on a CPU).
 
+    Expert biases (gpt-oss), f32 and stacked: `gate_bias`/`up_bias` `[E, F]` add to the gate
+    and up projections before the activation, `down_bias` `[E, D]` to the down projection's
+    output (before the routing weight scales it). `#mix.activation<swiglu_oai>` (gated only)
+    is gpt-oss's clamped SwiGLU with `swiglu_alpha` and `swiglu_limit`.
+
     ```mlir
     %h = mix.expert_ffn %x, %off, %tok
         gate(%w1 : tensor<8x14336x4096xbf16>) up(%w3 : tensor<8x14336x4096xbf16>)
@@ -166,7 +171,11 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
                        Variadic<Mix_ExpertWeight>:$gate, Variadic<Mix_ExpertWeight>:$up,
                        Variadic<Mix_ExpertWeight>:$down,
                        Variadic<Mix_BlockScales>:$gate_scale, Variadic<Mix_BlockScales>:$up_scale,
-                       Variadic<Mix_BlockScales>:$down_scale, Mix_ActivationAttr:$activation,
+                       Variadic<Mix_BlockScales>:$down_scale,
+                       Optional<Mix_F32Weight>:$gate_bias, Optional<Mix_F32Weight>:$up_bias,
+                       Optional<Mix_F32Weight>:$down_bias, Mix_ActivationAttr:$activation,
+                       DefaultValuedAttr<F64Attr, "1.702">:$swiglu_alpha,
+                       DefaultValuedAttr<F64Attr, "7.0">:$swiglu_limit,
                        OptionalAttr<DenseI64ArrayAttr>:$weight_block);
   let results = (outs Mix_Activations:$h);
   let assemblyFormat = [{
@@ -176,6 +185,9 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
     (`gate_scale` `(` $gate_scale^ `:` type($gate_scale) `)`)?
     (`up_scale` `(` $up_scale^ `:` type($up_scale) `)`)?
     (`down_scale` `(` $down_scale^ `:` type($down_scale) `)`)?
+    (`gate_bias` `(` $gate_bias^ `:` type($gate_bias) `)`)?
+    (`up_bias` `(` $up_bias^ `:` type($up_bias) `)`)?
+    (`down_bias` `(` $down_bias^ `:` type($down_bias) `)`)?
     attr-dict `:` type($x) `,` type($offsets) `,` type($tokens) `->` type($h)
   }];
   let hasVerifier = 1;
@@ -344,7 +356,8 @@ def Mix_SliceOp : Mix_Op<"slice", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> {
+def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>,
+                                           AttrSizedOperandSegments]> {
   let summary = "causal self-attention with rotary embeddings over a KV cache";
   let description = [{
     Token `t` sits at position `positions[t]` of cache row `sequences[t]`. The op first
@@ -364,7 +377,9 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
     with `rope_interleaved`; cos and sin are scaled by `rope_scale` (YaRN's attention
     factor). The compiler computes `inv_freq` from the config's RoPE type. With
     `clip > 0`, q, k and v are first clamped to `[-clip, clip]` (OLMoE's `clip_qkv`).
-    Scores are `q · k · softmax_scale`.
+    Scores are `q · k · softmax_scale`. With `sinks` (f32 `[heads]`, gpt-oss), each head's
+    softmax also counts one more logit, `sinks[h]`, whose probability is dropped: the weights
+    are `exp(s_j) / (Σ exp(s) + exp(sinks[h]))`.
 
     Multi-head latent attention (DeepSeek-V2/V3) over expanded keys and values takes three
     more pieces (`mix.latent_attention`, which `--model` uses, caches the latents instead).
@@ -389,6 +404,7 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
                        Mix_Indices:$positions, Mix_Indices:$sequences,
                        Mix_Tokens:$k_cache, Mix_Tokens:$v_cache,
                        Optional<Mix_Activations>:$rope_key,
+                       Optional<Mix_F32Weight>:$sinks,
                        Mix_Positive:$heads, Mix_Positive:$kv_heads, Mix_Positive:$head_dim,
                        DenseF64ArrayAttr:$inv_freq,
                        DefaultValuedAttr<F64Attr, "1.0">:$rope_scale,
@@ -401,7 +417,7 @@ def Mix_AttentionOp : Mix_Op<"attention", [MemoryEffects<[MemRead, MemWrite]>]> 
   let results = (outs Mix_Activations:$out);
   let assemblyFormat = [{
     $q `,` $k `,` $v `,` $positions `,` $sequences `,` $k_cache `,` $v_cache
-    (`rope_key` $rope_key^ `:` type($rope_key))? attr-dict `:`
+    (`rope_key` $rope_key^ `:` type($rope_key))? (`sinks` $sinks^ `:` type($sinks))? attr-dict `:`
     type($q) `,` type($k) `,` type($v) `,` type($positions) `,` type($sequences) `,`
     type($k_cache) `,` type($v_cache) `->` type($out)
   }];
@@ -696,6 +712,9 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     Optional<Mix_Weight>:$shared_up,
     Optional<Mix_Weight>:$shared_down,
     Optional<Mix_Weight>:$shared_expert_gate,
+    Optional<Mix_F32Weight>:$gate_bias,
+    Optional<Mix_F32Weight>:$up_bias,
+    Optional<Mix_F32Weight>:$down_bias,
     Mix_Positive:$k,
     DefaultValuedAttr<Mix_ScoringAttr, "::mlir::mix::Scoring::softmax">:$scoring,
     UnitAttr:$normalize,
@@ -707,6 +726,8 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     OptionalAttr<Mix_NonNegative>:$capacity,
     OptionalAttr<F64Attr>:$capacity_factor,
     Mix_ActivationAttr:$activation,
+    DefaultValuedAttr<F64Attr, "1.702">:$swiglu_alpha,
+    DefaultValuedAttr<F64Attr, "7.0">:$swiglu_limit,
     OptionalAttr<DenseI64ArrayAttr>:$weight_block
   );
   let results = (outs Mix_Tokens:$output,
@@ -726,6 +747,9 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     (`shared_up` `(` $shared_up^ `:` type($shared_up) `)`)?
     (`shared_down` `(` $shared_down^ `:` type($shared_down) `)`)?
     (`shared_expert_gate` `(` $shared_expert_gate^ `:` type($shared_expert_gate) `)`)?
+    (`gate_bias` `(` $gate_bias^ `:` type($gate_bias) `)`)?
+    (`up_bias` `(` $up_bias^ `:` type($up_bias) `)`)?
+    (`down_bias` `(` $down_bias^ `:` type($down_bias) `)`)?
     attr-dict `:` type($x) `->` type($output)
     (`router_logits` type($router_logits)^)?
     (`aux_loss` type($aux_loss)^)?

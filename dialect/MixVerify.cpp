@@ -149,6 +149,47 @@ LogicalResult verifyPerExpertVector(ShapeChecker &check, Value vector, StringRef
                          "the number of router rows");
 }
 
+/// gpt-oss's expert biases (f32, stacked [E, F], [E, F], [E, D]) and its clamped SwiGLU, which
+/// needs gate weights and a positive, finite alpha and limit.
+LogicalResult verifyExpertExtras(Operation *op, ShapeChecker &check,
+                                 const ExpertWeightShape &shape, Value gateBias, Value upBias,
+                                 Value downBias, Activation activation, double alpha,
+                                 double limit) {
+  if (gateBias && !shape.gated)
+    return op->emitOpError() << "operand 'gate_bias' needs gate weights";
+  for (auto [value, name, layout, cols, what] :
+       {std::tuple<Value, StringRef, StringRef, int64_t, StringRef>{
+            gateBias, "gate_bias", "[E, F]", shape.intermediate, "the experts' width F"},
+        {upBias, "up_bias", "[E, F]", shape.intermediate, "the experts' width F"},
+        {downBias, "down_bias", "[E, D]", shape.hidden, "the hidden size D"}}) {
+    if (!value)
+      continue;
+    if (failed(check.weight(value, name, layout)) ||
+        failed(check.staticDim(value, "operand", name, 0, "E", shape.numExperts,
+                               "the number of experts")) ||
+        failed(check.staticDim(value, "operand", name, 1, layout == "[E, D]" ? "D" : "F", cols,
+                               what)))
+      return failure();
+  }
+  if (activation == Activation::swiglu_oai) {
+    if (!shape.gated)
+      return op->emitOpError() << "activation 'swiglu_oai' needs gate weights";
+    if (!(alpha > 0.0) || !std::isfinite(alpha) || !(limit > 0.0) || !std::isfinite(limit))
+      return op->emitOpError() << "attributes 'swiglu_alpha' and 'swiglu_limit' must be finite "
+                                  "and positive, got "
+                               << alpha << " and " << limit;
+  }
+  return success();
+}
+
+/// swiglu_oai is an activation of routed experts only (mix.expert_ffn, mix.token_choice_moe).
+LogicalResult routedOnlyActivation(Operation *op, Activation activation) {
+  if (activation == Activation::swiglu_oai)
+    return op->emitOpError() << "activation 'swiglu_oai' is supported by mix.expert_ffn and "
+                                "mix.token_choice_moe only";
+  return success();
+}
+
 /// A [T, ...] result whose other dims are compile-time constants.
 LogicalResult verifyTokenResult(ShapeChecker &check, Value result, StringRef name,
                                 StringRef layout, int64_t tokens, ArrayRef<int64_t> rest,
@@ -495,7 +536,10 @@ LogicalResult ExpertFFNOp::verify() {
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), segments - 1,
                                  dimOf(getX(), 1), shape)) ||
       failed(verifyExpertScales(*this, shape, getGate(), getUp(), getDown(), getGateScale(),
-                                getUpScale(), getDownScale(), getWeightBlock())))
+                                getUpScale(), getDownScale(), getWeightBlock())) ||
+      failed(verifyExpertExtras(*this, check, shape, getGateBias(), getUpBias(), getDownBias(),
+                                getActivation(), getSwigluAlpha().convertToDouble(),
+                                getSwigluLimit().convertToDouble())))
     return failure();
   if (failed(check.rank(getH(), "result", "h", "[A, D]")) ||
       failed(check.dim(getH(), "result", "h", 0, "A", dimOf(getTokens(), 0),
@@ -544,7 +588,8 @@ static LogicalResult verifyDenseFFN(ShapeChecker &check, Value gate, Value up, V
 
 LogicalResult FFNOp::verify() {
   ShapeChecker check(*this);
-  if (failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
+  if (failed(routedOnlyActivation(*this, getActivation())) ||
+      failed(check.rank(getX(), "operand", "x", "[T, D]")) ||
       failed(verifyDenseFFN(check, getGate(), getUp(), getDown(), dimOf(getX(), 1))))
     return failure();
   return verifyTokenResult(check, getY(), "y", "[T, D]", dimOf(getX(), 0), {dimOf(getX(), 1)},
@@ -717,6 +762,11 @@ LogicalResult AttentionOp::verify() {
                                "2 x the frequencies in 'inv_freq'")))
       return failure();
   }
+  if (Value sinks = getSinks())
+    if (failed(check.weight(sinks, "sinks", "[heads]")) ||
+        failed(check.staticDim(sinks, "operand", "sinks", 0, "heads", heads,
+                               "attribute 'heads'")))
+      return failure();
   int64_t keyWidth = ropeKey ? ropeOffset : headDim;
   for (auto [value, name, width, what] :
        {std::tuple<Value, StringRef, int64_t, StringRef>{
@@ -933,7 +983,8 @@ LogicalResult TokenMixOp::verify() {
 
 LogicalResult BatchedExpertFFNOp::verify() {
   ShapeChecker check(*this);
-  if (failed(check.rank(getZ(), "operand", "z", "[E, N, D]")))
+  if (failed(routedOnlyActivation(*this, getActivation())) ||
+      failed(check.rank(getZ(), "operand", "z", "[E, N, D]")))
     return failure();
   int64_t numExperts = dimOf(getZ(), 0);
   if (ShapedType::isDynamic(numExperts))
@@ -1013,9 +1064,14 @@ LogicalResult TokenChoiceMoEOp::verify() {
                                  shape)) ||
       failed(verifyExpertScales(*this, shape, getGate(), getUp(), getDown(), getGateScale(),
                                 getUpScale(), getDownScale(), getWeightBlock())) ||
+      failed(verifyExpertExtras(*this, check, shape, getGateBias(), getUpBias(), getDownBias(),
+                                getActivation(), getSwigluAlpha().convertToDouble(),
+                                getSwigluLimit().convertToDouble())) ||
       failed(verifySharedExperts(check, getSharedGate(), getSharedUp(), getSharedDown(),
                                  getSharedExpertGate(), hidden)))
     return failure();
+  if (getSharedUp() && getActivation() == Activation::swiglu_oai)
+    return emitOpError() << "activation 'swiglu_oai' is not supported with shared experts";
   if (failed(sameTokenDtype(*this, getX(), "x", getOutput(), "output")))
     return failure();
   return verifyLayerResults(check, getOutput(), getRouterLogits(), dimOf(getX(), 0), hidden,
@@ -1031,7 +1087,8 @@ LogicalResult ExpertChoiceMoEOp::verify() {
     return failure();
   ExpertWeightShape shape;
   if (failed(verifyExpertWeights(*this, getGate(), getUp(), getDown(), numExperts, hidden,
-                                 shape)))
+                                 shape)) ||
+      failed(routedOnlyActivation(*this, getActivation())))
     return failure();
   if (failed(sameTokenDtype(*this, getX(), "x", getOutput(), "output")))
     return failure();
@@ -1041,7 +1098,8 @@ LogicalResult ExpertChoiceMoEOp::verify() {
 
 LogicalResult MixtureOfTokensOp::verify() {
   ShapeChecker check(*this);
-  if (failed(check.rank(getX(), "operand", "x", "[B, S, D]")) ||
+  if (failed(routedOnlyActivation(*this, getActivation())) ||
+      failed(check.rank(getX(), "operand", "x", "[B, S, D]")) ||
       failed(check.weight(getController(), "controller", "[E, D]")) ||
       failed(check.dim(getX(), "operand", "x", 2, "D", dimOf(getController(), 1),
                        "the input size of 'controller'")) ||

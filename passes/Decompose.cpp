@@ -29,16 +29,21 @@ Value buildRoutedExperts(OpBuilder &b, Location loc, Value x, Value weights, Val
                          int64_t numExperts, ValueRange gate, ValueRange up, ValueRange down,
                          ActivationAttr activation, Value init, ValueRange gateScale = {},
                          ValueRange upScale = {}, ValueRange downScale = {},
-                         DenseI64ArrayAttr weightBlock = {}) {
+                         DenseI64ArrayAttr weightBlock = {}, TokenChoiceMoEOp layer = {}) {
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
   int64_t hidden = dimOf(x, 1);
   auto dispatch = DispatchOp::create(
       b, loc, TypeRange{tensorOf({numExperts + 1}, i32), tensorOf({ShapedType::kDynamic}, i32),
                         tensorOf({ShapedType::kDynamic}, f32)},
       weights, experts, b.getI64IntegerAttr(numExperts));
-  auto ffn = ExpertFFNOp::create(b, loc, tensorOf({ShapedType::kDynamic, hidden}, f32), x,
-                                 dispatch.getOffsets(), dispatch.getTokens(), gate, up, down,
-                                 gateScale, upScale, downScale, activation, weightBlock);
+  // Expert biases and the clamped SwiGLU's constants (gpt-oss) come with a token-choice layer.
+  auto ffn = ExpertFFNOp::create(
+      b, loc, tensorOf({ShapedType::kDynamic, hidden}, f32), x, dispatch.getOffsets(),
+      dispatch.getTokens(), gate, up, down, gateScale, upScale, downScale,
+      layer ? layer.getGateBias() : Value(), layer ? layer.getUpBias() : Value(),
+      layer ? layer.getDownBias() : Value(), activation,
+      layer ? layer.getSwigluAlphaAttr() : b.getF64FloatAttr(1.702),
+      layer ? layer.getSwigluLimitAttr() : b.getF64FloatAttr(7.0), weightBlock);
   return CombineOp::create(b, loc, ffn.getH(), dispatch.getTokens(), dispatch.getGates(), init)
       .getY();
 }
@@ -80,7 +85,8 @@ void decompose(TokenChoiceMoEOp op) {
   Value output = buildRoutedExperts(b, loc, x, route.getWeights(), experts, numExperts,
                                     op.getGate(), op.getUp(), op.getDown(),
                                     op.getActivationAttr(), init, op.getGateScale(),
-                                    op.getUpScale(), op.getDownScale(), op.getWeightBlockAttr());
+                                    op.getUpScale(), op.getDownScale(), op.getWeightBlockAttr(),
+                                    op);
   op.getOutput().replaceAllUsesWith(output);
   if (Value logits = op.getRouterLogits())
     logits.replaceAllUsesWith(route.getLogits());
@@ -106,7 +112,9 @@ void decompose(ExpertChoiceMoEOp op) {
   auto ffn = ExpertFFNOp::create(b, loc, tensorOf({ShapedType::kDynamic, dimOf(x, 1)}, f32), x,
                                  choice.getOffsets(), choice.getTokens(), op.getGate(),
                                  op.getUp(), op.getDown(), ValueRange(), ValueRange(),
-                                 ValueRange(), op.getActivationAttr(), DenseI64ArrayAttr());
+                                 ValueRange(), Value(), Value(), Value(),
+                                 op.getActivationAttr(), b.getF64FloatAttr(1.702),
+                                 b.getF64FloatAttr(7.0), DenseI64ArrayAttr());
   Value zeros = ZerosLikeOp::create(b, loc, x).getZeros();
   Value output =
       CombineOp::create(b, loc, ffn.getH(), choice.getTokens(), choice.getGates(), zeros).getY();

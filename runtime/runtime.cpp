@@ -178,6 +178,14 @@ struct TensorSpec {
   std::vector<std::string> symbols;  // "" where static
   bool isWeight = false;             // kind "weight" (results: false)
   bool isState = false;              // kind "state": updated in place (a model's KV cache)
+  // "stored" (a weight the checkpoint holds in another layout, mix.stored): built from tensor
+  // `storedName`, whose last dim is read with storedStride from storedOffset, then with
+  // storedTranspose its last two dims swapped.
+  std::string storedName;
+  int64_t storedStride = 1, storedOffset = 0;
+  bool storedTranspose = false;
+  bool isStored() const { return !storedName.empty(); }
+  const std::string &fileName() const { return isStored() ? storedName : name; }
   bool hasSymbols() const {
     for (const std::string &symbol : symbols)
       if (!symbol.empty())
@@ -358,6 +366,28 @@ public:
         bad(named, "kind must be \"weight\", \"input\" or \"state\", got \"" + kind + "\"");
       spec.isWeight = kind == "weight";
       spec.isState = kind == "state";
+      if (json.contains("stored")) {
+        const nlohmann::json &stored = json["stored"];
+        const std::string at = named + ".stored";
+        spec.storedName = string(stored, "name", at);
+        const nlohmann::json &stride = field(stored, "stride", at);
+        const nlohmann::json &offset = field(stored, "offset", at);
+        const nlohmann::json &transpose = field(stored, "transpose", at);
+        if (!stride.is_number_integer() || !offset.is_number_integer() ||
+            stride.get<int64_t>() < 1 || stride.get<int64_t>() > 64 ||
+            offset.get<int64_t>() < 0 || offset.get<int64_t>() >= stride.get<int64_t>())
+          bad(at, "expected integers 1 <= stride <= 64 and 0 <= offset < stride, got " +
+                      stored.dump());
+        if (!transpose.is_boolean())
+          bad(at + ".transpose", "expected true or false, got " + transpose.dump());
+        spec.storedStride = stride.get<int64_t>();
+        spec.storedOffset = offset.get<int64_t>();
+        spec.storedTranspose = transpose.get<bool>();
+        if (!spec.isWeight || spec.hasSymbols() || spec.storedName.empty() ||
+            spec.shape.size() < (spec.storedTranspose ? 2u : 1u))
+          bad(at, "only a weight of static shape (rank 2 or more with transpose) can be stored "
+                  "as another tensor");
+      }
     }
     return spec;
   }
@@ -972,6 +1002,102 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
   return out;
 }
 
+// The stored tensor's shape a "stored" weight needs: its last dim `stride` times wider, and
+// with transpose the last two swapped.
+std::vector<int64_t> storedShape(const TensorSpec &spec) {
+  std::vector<int64_t> shape = spec.shape;
+  if (spec.storedTranspose)
+    std::swap(shape[shape.size() - 2], shape[shape.size() - 1]);
+  shape.back() *= spec.storedStride;
+  return shape;
+}
+
+// A weight the checkpoint stores in another layout (manifest "stored": gpt-oss's in-major
+// gate_up_proj with gate and up columns interleaved, its down_proj, their bias halves), built
+// once: out[..., r, c] = in[..., c, offset + stride * r] with transpose, out[..., c] =
+// in[..., offset + stride * c] without; the same dtype, or a bf16/f16 tensor widened to f32.
+// The mapped pages read are dropped as the copy proceeds (releaseMappedPages).
+const void *storedData(const TensorSpec &spec, const TensorView &view, AlignedBuffer &staging) {
+  const std::string what = "weight '" + spec.name + "' (stored as '" + spec.storedName + "', " +
+                           view.source + ")";
+  const std::vector<int64_t> expected = storedShape(spec);
+  const bool widen = spec.dtype == DType::F32 &&
+                     (view.dtype == DType::BF16 || view.dtype == DType::F16);
+  if ((view.dtype != spec.dtype && !widen) || view.shape != expected)
+    fail(MIXTILE_ERROR_BINDING,
+         what + ": expected " + manifestDTypeName(spec.dtype) + " " + formatShape(expected) +
+             (spec.dtype == DType::F32 ? " (or bf16/f16)" : "") + ", read " +
+             (spec.storedTranspose ? "transposed" : "as is") +
+             (spec.storedStride > 1 ? " from its columns " + std::to_string(spec.storedOffset) +
+                                          "::" + std::to_string(spec.storedStride)
+                                    : std::string()) +
+             ", got " + describeActual(view));
+  if (view.onDevice)
+    fail(MIXTILE_ERROR_BINDING, what + ": a weight stored in another layout is rearranged on "
+                                       "the host; give it in host memory");
+  const size_t rank = spec.shape.size();
+  const int64_t rows = spec.storedTranspose ? spec.shape[rank - 2] : 1, cols = spec.shape[rank - 1];
+  int64_t outer = 1;
+  for (size_t d = 0; d + (spec.storedTranspose ? 2 : 1) < rank; ++d)
+    outer *= spec.shape[d];
+  const size_t inBytes = dtypeBytes(view.dtype), outBytes = dtypeBytes(spec.dtype);
+  const int64_t stride = spec.storedStride, offset = spec.storedOffset;
+  const int64_t inRow = spec.storedTranspose ? rows * stride : cols * stride;  // stored last dim
+  const size_t slice = static_cast<size_t>(rows * cols);  // output elements per outer index
+  unsigned char *out = static_cast<unsigned char *>(staging.ensure(outer * slice * outBytes));
+  const unsigned char *in = static_cast<const unsigned char *>(view.data);
+  auto copy = [&](size_t to, size_t from) {
+    if (widen) {
+      const float v = widenElement(view.dtype, in, from);
+      std::memcpy(out + to * 4, &v, 4);
+    } else {
+      std::memcpy(out + to * outBytes, in + from * inBytes, outBytes);
+    }
+  };
+  // Outer slices [o0, o1): in 64 x 64 blocks when transposing (both sides stay in cache).
+  auto build = [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      const size_t base = static_cast<size_t>(o) * slice;
+      const size_t inBase = static_cast<size_t>(o) * (spec.storedTranspose ? cols : rows) * inRow;
+      if (!spec.storedTranspose) {
+        for (int64_t c = 0; c < cols; ++c)
+          copy(base + c, inBase + offset + stride * c);
+      } else {
+        constexpr int64_t kBlock = 64;
+        for (int64_t c0 = 0; c0 < cols; c0 += kBlock)
+          for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
+            for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c)
+              for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r)
+                copy(base + r * cols + c, inBase + c * inRow + offset + stride * r);
+      }
+      // The stored slice's pages (other halves of an interleaved tensor fault back in).
+      releaseMappedPages(view, inBase * inBytes,
+                         static_cast<size_t>((spec.storedTranspose ? cols : rows) * inRow) * inBytes);
+    }
+  };
+  constexpr int64_t kParallelElements = int64_t(1) << 22;
+  const int64_t parts =
+      static_cast<int64_t>(outer * slice) < kParallelElements
+          ? 1
+          : std::min<int64_t>({outer, 8, std::max(1u, std::thread::hardware_concurrency())});
+  std::vector<std::thread> helpers;
+  int64_t begun = parts;
+  for (int64_t t = 1; t < parts; ++t) {
+    try {
+      helpers.emplace_back(build, outer * t / parts, outer * (t + 1) / parts);
+    } catch (const std::system_error &) {
+      begun = t;
+      break;
+    }
+  }
+  build(0, outer / parts);
+  if (begun < parts)
+    build(outer * begun / parts, outer);
+  for (std::thread &helper : helpers)
+    helper.join();
+  return out;
+}
+
 void runSession(Session &session, const TensorSet *inputs, int numThreads,
                 const TensorSet *outputs = nullptr) {
   const EntryPoint &entry = *session.entry;
@@ -995,6 +1121,31 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     const TensorSpec &spec = entry.arguments[i];
     if (session.fixedArguments[i]) {
       pointers[i] = const_cast<void *>(session.fixedArguments[i]);
+      continue;
+    }
+    if (spec.isStored()) {
+      // Not in the session's weights (those were built when it was created): from the inputs,
+      // rebuilt for this run.
+      const TensorView *stored = inputs ? inputs->find(spec.storedName) : nullptr;
+      if (!stored)
+        fail(MIXTILE_ERROR_BINDING,
+             "missing tensor '" + spec.storedName + "' (weight, expected " +
+                 manifestDTypeName(spec.dtype) + " " + formatShape(storedShape(spec)) +
+                 ", which weight '" + spec.name + "' is read from): not in the inputs " +
+                 describeSet(inputs) + " nor in the weights " +
+                 describeSet(session.weights.get()));
+      checkPlacement(session, *stored, "tensor '" + spec.storedName + "'");
+      const void *host = storedData(spec, *stored, session.stagedInputs[i]);
+      if (session.cuda) {
+        const size_t bytes = tensorByteSize(spec.dtype, spec.shape, "weight '" + spec.name + "'");
+        void *device = session.cuda->arguments[i].ensure(bytes, "weight '" + spec.name + "'");
+        session.cuda->context.check(session.cuda->context.api->copy_to_device(
+                                        device, host, bytes, session.cuda->stream()),
+                                    "copying weight '" + spec.name + "' to the device");
+        pointers[i] = device;
+      } else {
+        pointers[i] = const_cast<void *>(host);
+      }
       continue;
     }
     const TensorSet *first = spec.isWeight ? session.weights.get() : inputs;
@@ -1520,21 +1671,22 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
       const TensorSpec &spec = entry->arguments[i];
       if (!spec.isWeight || spec.hasSymbols() || !state.weights)
         continue;
-      const TensorView *view = state.weights->find(spec.name);
+      const TensorView *view = state.weights->find(spec.fileName());
       if (!view)
         continue; // may come with the inputs; run() names it if it does not
-      const bool widen = widensToSpec(spec, *view);
-      const bool dequantize = dequantizesToSpec(spec, *view);
+      const bool stored = spec.isStored();
+      const bool widen = !stored && widensToSpec(spec, *view);
+      const bool dequantize = !stored && dequantizesToSpec(spec, *view);
       if (spec.dtype == DType::F8_E4M3 && view->dtype != DType::F8_E4M3)
         fail(MIXTILE_ERROR_BINDING,
              "tensor '" + spec.name + "' (" + view->source + "): expected " +
                  describeExpected(spec) + ", got " + describeActual(*view) +
                  ": this artifact multiplies an fp8 checkpoint's expert weights as they are "
                  "stored; compile it from this checkpoint's own config.json");
-      if (!widen && !dequantize)
+      if (!widen && !dequantize && !stored)
         checkTensor(spec, *view);
       checkPlacement(state, *view, "weight '" + spec.name + "'");
-      if (view->onDevice) {
+      if (view->onDevice && !stored) {
         if (widen || dequantize)
           fail(MIXTILE_ERROR_BINDING,
                "weight '" + spec.name + "' (device memory): expected " + describeExpected(spec) +
@@ -1544,12 +1696,14 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
         continue;
       }
       const void *host =
-          widen ? widenedData(*view, state.stagedWeights[i])
+          stored ? storedData(spec, *view, state.stagedWeights[i])
+          : widen ? widenedData(*view, state.stagedWeights[i])
           : dequantize
               ? dequantizedData(loaded, spec, *view, state.weights.get(), state.stagedWeights[i])
           : state.cuda ? view->data
                        : alignedData(*view, state.stagedWeights[i]);
-      const size_t bytes = widen        ? view->bytes * 2
+      const size_t bytes = stored ? tensorByteSize(spec.dtype, spec.shape, "weight '" + spec.name + "'")
+                           : widen      ? view->bytes * 2
                            : dequantize ? view->bytes * dtypeBytes(spec.dtype)
                                         : view->bytes;
       if (state.cuda) { // uploaded once; runs reuse the device copy
@@ -1797,9 +1951,13 @@ int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weig
     for (size_t i = 0; i < state.entry->arguments.size(); ++i) {
       const TensorSpec &spec = state.entry->arguments[i];
       if (spec.isWeight && !state.fixedArguments[i])
-        fail(MIXTILE_ERROR_BINDING, "the checkpoint " + describeSet(weights->impl.get()) +
-                                        " lacks tensor '" + spec.name + "' (expected " +
-                                        describeExpected(spec) + ")");
+        fail(MIXTILE_ERROR_BINDING,
+             "the checkpoint " + describeSet(weights->impl.get()) + " lacks tensor '" +
+                 spec.fileName() + "' (expected " +
+                 (spec.isStored() ? std::string(manifestDTypeName(spec.dtype)) + " " +
+                                        formatShape(storedShape(spec))
+                                  : describeExpected(spec)) +
+                 ")");
       if (!spec.isState)
         continue;
       mixtile_model::Cache cache;

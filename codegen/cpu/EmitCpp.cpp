@@ -237,7 +237,8 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                            std::string assignments, ActivationAttr activation,
                            std::string tokenCountExpr, ValueRange gateScale = {},
                            ValueRange upScale = {}, ValueRange downScale = {},
-                           std::optional<ArrayRef<int64_t>> block = std::nullopt) -> void {
+                           std::optional<ArrayRef<int64_t>> block = std::nullopt,
+                           ExpertFFNOp extras = {}) -> void {
     ExpertWeightShape shape;
     (void)verifyExpertWeights(op, gate, up, down, experts, hidden, shape);
     line("{");
@@ -269,6 +270,19 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                          "p.scale_block_rows = {1}; p.scale_block_cols = {2};",
                          shape.gated ? "gate_s" : "nullptr", (*block)[0], (*block)[1])
                .str());
+    // Expert biases and the clamped SwiGLU's constants (gpt-oss).
+    if (extras) {
+      for (auto [field, bias] : {std::pair<const char *, Value>{"gate_bias", extras.getGateBias()},
+                                 {"up_bias", extras.getUpBias()},
+                                 {"down_bias", extras.getDownBias()}})
+        if (bias)
+          line(llvm::formatv("p.{0} = {1};", field, ptr(bias)).str());
+      if (activation.getValue() == Activation::swiglu_oai)
+        line(llvm::formatv("p.act.alpha = {0}f; p.act.limit = {1}f;",
+                           floatLiteral(extras.getSwigluAlpha().convertToDouble()),
+                           floatLiteral(extras.getSwigluLimit().convertToDouble()))
+                 .str());
+    }
     helpers += pendingTiles;
     pendingTiles.clear();
     std::string path = pathArgument();
@@ -332,7 +346,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     emitExpertFFN(ffn.getX(), ptr(ffn.getOffsets()), ptr(ffn.getTokens()), o.gates, o.outRows,
                   o.y, o.zeroRows, ffn.getGate(), ffn.getUp(), ffn.getDown(), experts, hidden,
                   assignments, ffn.getActivationAttr(), tokenCount, ffn.getGateScale(),
-                  ffn.getUpScale(), ffn.getDownScale(), ffn.getWeightBlock());
+                  ffn.getUpScale(), ffn.getDownScale(), ffn.getWeightBlock(), ffn);
     return success();
   }
   if (auto combine = dyn_cast<CombineOp>(op)) {
@@ -403,8 +417,9 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
         llvm::formatv("attention_config_{0}_{1}", func.getSymName(), helperCount++).str();
     std::string freqs = frequencyList(attention.getInvFreq());
     helpers += llvm::formatv(
-                   "static mixtile::cpu::AttentionConfig {0}() {{\n  static const double "
-                   "inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig c;\n  c.heads = {2}; "
+                   "static mixtile::cpu::AttentionConfig {0}(const float *sinks = nullptr) {{\n  "
+                   "static const double inv_freq[] = {{{1}};\n  mixtile::cpu::AttentionConfig "
+                   "c;\n  c.sinks = sinks;\n  c.heads = {2}; "
                    "c.kv_heads = {3}; c.head_dim = {4}; c.rotary_dim = {5};\n{11}  c.inv_freq = "
                    "inv_freq; c.rope_scale = {6}f; c.rope_interleaved = {7};\n  c.softmax_scale "
                    "= {8}f; c.clip = {9}f; c.window = {10};\n  return c;\n}\n\n",
@@ -428,14 +443,15 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     Value cache = attention.getKCache();
     std::string t = dim(attention.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
     checkAmxReady();
-    line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}(), {2}, {3}, {4}, {5}, {14}, {6}, {7}, "
-                       "{8}, {9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
+    line(llvm::formatv("if (mixtile::cpu::attention<{0}>({1}({15}), {2}, {3}, {4}, {5}, {14}, {6}, "
+                       "{7}, {8}, {9}, {10}, {11}, {12}, scratch, threads) != 0)\n      return {13};",
                        weightType(elementOf(cache)) + pathArgument(), config, t, ptr(attention.getQ()),
                        ptr(attention.getK()), ptr(attention.getV()),
                        ptr(attention.getPositions()), ptr(attention.getSequences()), b, len,
                        ptr(cache), ptr(attention.getVCache()), ptr(attention.getOut()),
                        attentionErrorCode,
-                       attention.getRopeKey() ? ptr(attention.getRopeKey()) : "nullptr")
+                       attention.getRopeKey() ? ptr(attention.getRopeKey()) : "nullptr",
+                       attention.getSinks() ? ptr(attention.getSinks()) : "")
              .str());
     scratch.push_back(llvm::formatv("mixtile::cpu::attention_workspace_size({0}(), {1}, {2}, "
                                     "max_threads{3})",

@@ -255,7 +255,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                            std::string zeroRows, ValueRange gate, ValueRange up,
                            ValueRange down, int64_t experts, int64_t hidden,
                            std::string assignments, ActivationAttr activation,
-                           std::string tokenCountExpr) -> void {
+                           std::string tokenCountExpr, ExpertFFNOp extras = {}) -> void {
     ExpertWeightShape shape;
     (void)verifyExpertWeights(op, gate, up, down, experts, hidden, shape);
     int64_t size = hidden * shape.intermediate;
@@ -270,6 +270,19 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
              experts, hidden, shape.intermediate, segments, assignments, ptr(x), tokensPtr,
              gatesPtr, y, outRows, zeroRows)
              .str());
+    // Expert biases and the clamped SwiGLU's constants (gpt-oss).
+    if (extras) {
+      for (auto [field, bias] : {std::pair<const char *, Value>{"gate_bias", extras.getGateBias()},
+                                 {"up_bias", extras.getUpBias()},
+                                 {"down_bias", extras.getDownBias()}})
+        if (bias)
+          line(llvm::formatv("p.{0} = {1};", field, ptr(bias)).str());
+      if (activation.getValue() == Activation::swiglu_oai)
+        line(llvm::formatv("p.act.alpha = {0}f; p.act.limit = {1}f;",
+                           floatLiteral(extras.getSwigluAlpha().convertToDouble()),
+                           floatLiteral(extras.getSwigluLimit().convertToDouble()))
+                 .str());
+    }
     std::string weight = weightType(shape.elementType);
     std::string act = activationName(activation.getValue());
     emitTiledCall(tokenCountExpr, [&](const CudaTile &t) {
@@ -331,7 +344,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     ExpertOutput o = expertOutput(ffn);
     emitExpertFFN(ffn.getX(), segments, ptr(ffn.getTokens()), o.gates, o.outRows, o.y,
                   o.zeroRows, ffn.getGate(), ffn.getUp(), ffn.getDown(), experts, hidden,
-                  assignments, ffn.getActivationAttr(), tokenCount);
+                  assignments, ffn.getActivationAttr(), tokenCount, ffn);
     return success();
   }
   if (auto combine = dyn_cast<CombineOp>(op)) {
@@ -441,8 +454,9 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
                                    "i < {1}; ++i)\n    c.inv_freq[i] = inv_freq[i];\n",
                                    freqs, pairs)
                          .str();
-    helpers += llvm::formatv("static mixtile::cuda::AttentionConfig {0}() {{\n  "
-                             "mixtile::cuda::AttentionConfig c;\n  c.heads = {1}; c.kv_heads = "
+    helpers += llvm::formatv("static mixtile::cuda::AttentionConfig {0}(const float *sinks = "
+                             "nullptr) {{\n  mixtile::cuda::AttentionConfig c;\n  c.sinks = "
+                             "sinks;\n  c.heads = {1}; c.kv_heads = "
                              "{2}; c.head_dim = {3}; c.rotary_dim = {4};\n  c.v_head_dim = {5}; "
                              "c.rope_offset = {6};\n  c.rope_scale = {7}f; c.rope_interleaved = "
                              "{8};\n  c.softmax_scale = {9}f; c.clip = {10}f; c.window = {11};\n"
@@ -463,12 +477,13 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
     line("// Phase 1 writes the rotated keys and the values into the caches (a block per token);");
     line("// phase 2 attends, a warp per (token, head). A token outside the cache gets zeros.");
     emitLibraryCall("attention<" + weightType(elementOf(cache)) + ">",
-                    llvm::formatv("{0}(), {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, "
-                                  "{12}, scratch",
+                    llvm::formatv("{0}({13}), {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, "
+                                  "{11}, {12}, scratch",
                                   config, t, ptr(attention.getQ()), ptr(attention.getK()),
                                   ptr(attention.getV()), ropeKey, ptr(attention.getPositions()),
                                   ptr(attention.getSequences()), b, len, ptr(cache),
-                                  ptr(attention.getVCache()), ptr(attention.getOut()))
+                                  ptr(attention.getVCache()), ptr(attention.getOut()),
+                                  attention.getSinks() ? ptr(attention.getSinks()) : "")
                         .str());
     scratch.push_back(
         llvm::formatv("mixtile::cuda::attention_workspace_size({0}(), {1})", config, t).str());

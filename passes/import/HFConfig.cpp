@@ -245,7 +245,15 @@ struct Argument {
   std::string name;
   SmallVector<int64_t> shape;
   Type type;
+  DictionaryAttr stored;  // mix.stored: the checkpoint holds it as another tensor's layout
 };
+
+/// Names `func`'s argument `index` after `arg` (and records how it is stored).
+void nameArgument(func::FuncOp func, unsigned index, const Argument &arg) {
+  func.setArgAttr(index, MixDialect::kNameAttr, StringAttr::get(func.getContext(), arg.name));
+  if (arg.stored)
+    func.setArgAttr(index, MixDialect::kStoredAttr, arg.stored);
+}
 
 /// One layer's sparse block: the family's routing attributes and the checkpoint's tensor
 /// names (layers.md §2's table), then the op computing it from those weights.
@@ -256,6 +264,10 @@ struct SparseBlock {
   bool sharedExpertGate = false, selectionBias = false;
   bool selectionBiasRows = false;  // stored [1, E] (ERNIE-4.5), viewed as [E]
   bool fused = false;  // transformers 5.x's in-memory [E, 2F, D] gate_up_proj and [E, D, F] down_proj
+  // gpt-oss: stacked in-major experts (gate_up_proj [E, D, 2F] with gate/up columns
+  // interleaved, down_proj [E, F, D]), expert biases and the clamped SwiGLU.
+  bool oai = false;
+  double swigluAlpha = 1.702, swigluLimit = 7.0;
   // Set when the routed experts take the checkpoint's fp8 weights in place (e4m3 codes with
   // `<name>_scale_inv` block scales of this many rows x columns; see fp8ExpertBlock).
   std::optional<std::array<int64_t, 2>> fp8Block;
@@ -341,6 +353,21 @@ struct SparseBlock {
             prefix + (fused ? "gate.moe_statics." : "moe_statics.") + "e_score_correction_bias";
         sharedWidth = r.nonNegative("moe_num_shared_experts", 2, kMaxCount) * width;
         sharedPrefix = prefix + "shared_experts.";
+      } else if (r.family == "gpt_oss") {
+        // gpt-oss: a router with a bias; softmax over the k chosen logits, which is the
+        // softmax over all experts renormalized over the chosen ones. Experts with biases and
+        // the clamped SwiGLU (hidden_act is not read by GptOssExperts).
+        experts = r.positive("num_local_experts", std::nullopt, kMaxCount);
+        width = r.positive("intermediate_size");
+        normalize = true;
+        routerBias = true;
+        oai = true;
+        swigluAlpha = r.number("swiglu_alpha", 1.702);
+        swigluLimit = r.number("swiglu_limit", 7.0);
+        if (r.ok() && !(swigluAlpha > 0.0 && std::isfinite(swigluAlpha) && swigluLimit > 0.0 &&
+                        std::isfinite(swigluLimit)))
+          r.fail("fields 'swiglu_alpha' and 'swiglu_limit' must be finite positive numbers");
+        activation = Activation::swiglu_oai;
       } else if (r.family == "minimax_m2") {
         // MiniMax-M2: Mixtral's names (block_sparse_moe, w1/w3/w2) and expert width, sigmoid
         // scores chosen with the block's e_score_correction_bias, renormalized without an
@@ -424,7 +451,8 @@ struct SparseBlock {
         sharedWidth = r.nonNegative("n_shared_experts", 0, kMaxCount) * width;
         sharedPrefix = prefix + "shared_experts.";
       }
-      router = prefix + "gate.weight";
+      router = prefix + (oai ? "router.weight" : "gate.weight");
+      routerBiasName = prefix + "router.bias";
       expertName = [&](int64_t e, StringRef role) {
         StringRef proj = role == "gate" ? gateProj : role == "up" ? upProj : downProj;
         return llvm::formatv("{0}experts.{1}.{2}.weight", prefix, e, proj).str();
@@ -471,12 +499,36 @@ struct SparseBlock {
                          selectionBiasRows ? SmallVector<int64_t>{1, experts}
                                            : SmallVector<int64_t>{experts},
                          f32});
-    if (fused) {
+    if (oai) {
+      // Read as Mixtile's [E, F, D] gate and up, [E, D, F] down, from the stored layout; the
+      // biases as f32 (mix.stored, built once by the runtime when it binds the weights).
+      std::string gateUp = prefix + "experts.gate_up_proj", downs = prefix + "experts.down_proj";
+      auto stored = [&](const std::string &from, int64_t stride, int64_t offset, bool transpose) {
+        SmallVector<NamedAttribute> fields = {
+            b.getNamedAttr("name", b.getStringAttr(from)),
+            b.getNamedAttr("offset", b.getI64IntegerAttr(offset)),
+            b.getNamedAttr("stride", b.getI64IntegerAttr(stride))};
+        if (transpose)
+          fields.push_back(b.getNamedAttr("transpose", b.getUnitAttr()));
+        return b.getDictionaryAttr(fields);
+      };
+      weights.push_back({gateUp + "[gate]", {experts, width, hidden}, weightType,
+                         stored(gateUp, 2, 0, true)});
+      weights.push_back({gateUp + "[up]", {experts, width, hidden}, weightType,
+                         stored(gateUp, 2, 1, true)});
+      weights.push_back({downs + "[transposed]", {experts, hidden, width}, weightType,
+                         stored(downs, 1, 0, true)});
+      weights.push_back({gateUp + "_bias[gate]", {experts, width}, f32,
+                         stored(gateUp + "_bias", 2, 0, false)});
+      weights.push_back({gateUp + "_bias[up]", {experts, width}, f32,
+                         stored(gateUp + "_bias", 2, 1, false)});
+      weights.push_back({downs + "_bias", {experts, hidden}, f32});
+    } else if (fused) {
       weights.push_back({prefix + "experts.gate_up_proj", {experts, 2 * width, hidden}, weightType});
       weights.push_back({prefix + "experts.down_proj", {experts, hidden, width}, weightType});
     }
     for (StringRef role : {"gate", "up", "down"}) {
-      if (fused || (role == "gate" && !gated))
+      if (fused || oai || (role == "gate" && !gated))
         continue;
       SmallVector<int64_t> shape = role == "down" ? SmallVector<int64_t>{hidden, width}
                                                   : SmallVector<int64_t>{width, hidden};
@@ -513,7 +565,15 @@ struct SparseBlock {
           builder, loc, RankedTensorType::get({experts}, builder.getF32Type()),
           selectionBiasValue, SmallVector<ReassociationIndices>{{0, 1}});
     SmallVector<Value> gate, up, down, gateScale, upScale, downScale;
-    if (fused) {
+    Value gateBias, upBias, downBias;
+    if (oai) {
+      gate.push_back(next());
+      up.push_back(next());
+      down.push_back(next());
+      gateBias = next();
+      upBias = next();
+      downBias = next();
+    } else if (fused) {
       // Each expert's matrices are contiguous blocks of the fused tensors: views, no copy.
       Value gateUp = next(), downs = next();
       auto block = [&](Value t, int64_t e, int64_t row, int64_t rows, int64_t cols) -> Value {
@@ -555,7 +615,7 @@ struct SparseBlock {
     auto layerOp = TokenChoiceMoEOp::create(
         builder, loc, outputType, Type(), Type(), Type(), x, routerValue, routerBiasValue,
         selectionBiasValue, gate, up, down, gateScale, upScale, downScale, sharedGate, sharedUp,
-        sharedDown, sharedGateWeight,
+        sharedDown, sharedGateWeight, gateBias, upBias, downBias,
         builder.getI64IntegerAttr(k),
         ScoringAttr::get(context, sigmoid ? Scoring::sigmoid : Scoring::softmax),
         normalize ? builder.getUnitAttr() : UnitAttr(), builder.getF64FloatAttr(epsilon),
@@ -563,7 +623,8 @@ struct SparseBlock {
         builder.getI64IntegerAttr(topkGroup),
         GroupScoreAttr::get(context, top2Sum ? GroupScore::top2_sum : GroupScore::max),
         capacity ? builder.getI64IntegerAttr(*capacity) : IntegerAttr(), FloatAttr(),
-        ActivationAttr::get(context, *activation),
+        ActivationAttr::get(context, *activation), builder.getF64FloatAttr(swigluAlpha),
+        builder.getF64FloatAttr(swigluLimit),
         fp8Block ? builder.getDenseI64ArrayAttr(*fp8Block) : DenseI64ArrayAttr());
     return layerOp.getOutput();
   }
@@ -720,12 +781,13 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
                                    "olmoe",       "deepseek_v2", "deepseek_v3",
                                    "glm4_moe",    "glm4_moe_lite", "dots1",
-                                   "minimax_m2",  "ernie4_5_moe",  "switch_transformers"};
+                                   "minimax_m2",  "ernie4_5_moe",  "gpt_oss",
+                                   "switch_transformers"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a supported MoE family (mixtral, qwen2_moe, qwen3_moe, olmoe, "
             "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
-            "ernie4_5_moe, switch_transformers)";
+            "ernie4_5_moe, gpt_oss, switch_transformers)";
     return nullptr;
   }
 
@@ -792,7 +854,7 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   auto func = func::FuncOp::create(builder, loc, "sparse_block",
                                    builder.getFunctionType(inputTypes, {outputType}));
   for (auto [i, arg] : llvm::enumerate(args))
-    func.setArgAttr(i, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+    nameArgument(func, i, arg);
   func.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("output"));
   Block *entry = func.addEntryBlock();
   builder.setInsertionPointToEnd(entry);
@@ -1008,18 +1070,29 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
             "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe)";
+            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss)";
     return nullptr;
   }
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",     "olmoe",
                                    "deepseek_v2", "deepseek_v3", "glm4_moe",      "glm4_moe_lite",
-                                   "dots1",       "minimax_m2",  "ernie4_5_moe"};
+                                   "dots1",       "minimax_m2",  "ernie4_5_moe",  "gpt_oss"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
             "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
-            "ernie4_5_moe)";
+            "ernie4_5_moe, gpt_oss)";
     return nullptr;
+  }
+  // GptOssConfig: without rope parameters, YaRN x32 over 4096 positions without truncating
+  // the correction range, at theta 150000.
+  const bool gptOss = r.family == "gpt_oss";
+  if (gptOss && !r.config.get("rope_scaling") &&
+      (!r.config.get("rope_parameters") ||
+       r.config.get("rope_parameters")->kind() == llvm::json::Value::Null)) {
+    llvm::json::Object yarn{{"rope_type", "yarn"},   {"factor", 32.0},
+                            {"beta_fast", 32.0},     {"beta_slow", 1.0},
+                            {"truncate", false},     {"original_max_position_embeddings", 4096}};
+    (*parsed->getAsObject())["rope_parameters"] = std::move(yarn);
   }
   // DeepSeek's multi-head latent attention (MLA): queries through an optional low-rank latent,
   // keys and values expanded from one compressed latent per token, plus one rotary key head
@@ -1045,17 +1118,21 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   // the head count; Glm4MoeConfig's 8).
   int64_t kvHeads = mla ? heads
                         : r.positive("num_key_value_heads",
-                                     r.family == "dots1"                                 ? 32
-                                     : r.family == "glm4_moe" || r.family == "minimax_m2" ? 8
-                                     : r.family == "ernie4_5_moe"                        ? 4
-                                                                                          : heads,
+                                     r.family == "dots1" ? 32
+                                     : r.family == "glm4_moe" || r.family == "minimax_m2" ||
+                                             gptOss
+                                         ? 8
+                                     : r.family == "ernie4_5_moe" ? 4
+                                                                  : heads,
                                      kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
+  // GptOssConfig's head_dim defaults to 64 (not hidden_size / heads).
   int64_t headDim = r.config.get("head_dim") &&
                             r.config.get("head_dim")->kind() != llvm::json::Value::Null
                         ? r.positive("head_dim", std::nullopt, kMaxCount)
-                        : hidden / heads;
+                    : gptOss ? 64
+                             : hidden / heads;
   // MLA's sizes: head_dim is the query/key head (nope + rope dims); values are v_head_dim.
   int64_t qRank = 0, kvRank = 0, nopeDim = 0, ropeDim = 0, valueDim = 0;
   bool interleaved = false;
@@ -1081,7 +1158,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                          heads, std::max(headDim, valueDim), kMaxSize));
   double epsilon =
       r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ||
-                                       r.family == "ernie4_5_moe"
+                                       r.family == "ernie4_5_moe" || gptOss
                                    ? 1e-5
                                    : 1e-6);
   // Ernie4_5_MoeConfig ties the lm head to the embedding unless the config says otherwise.
@@ -1103,9 +1180,13 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     r.fail(llvm::formatv("num_attention_heads x head_dim ({0} x {1}) exceeds the bound {2}", heads,
                          headDim, kMaxSize));
   // Attention's biases and norms, by family.
-  bool qkvBias = false, outBias = false, headNorm = false, fullNorm = false;
+  bool qkvBias = false, outBias = false, headNorm = false, fullNorm = false, sinks = false;
   double clip = 0.0;
-  if (r.family == "qwen2_moe") {
+  if (gptOss) {
+    // gpt-oss: biases on all four projections by default, one learned sink logit per head.
+    qkvBias = outBias = r.boolean("attention_bias", true);
+    sinks = true;
+  } else if (r.family == "qwen2_moe") {
     qkvBias = r.boolean("qkv_bias", true);
   } else if (r.family == "glm4_moe") {
     // GLM-4.5: q/k/v biases, o_proj without one, per-head q/k norms when use_qk_norm.
@@ -1162,7 +1243,10 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   std::optional<Rope> rope =
       ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe" || r.family == "minimax_m2",
              defaultPartial,
-             r.family == "minimax_m2" ? 5e6 : r.family == "ernie4_5_moe" ? 5e5 : 10000.0);
+             r.family == "minimax_m2"     ? 5e6
+             : r.family == "ernie4_5_moe" ? 5e5
+             : gptOss                     ? 150000.0
+                                          : 10000.0);
   double softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
   if (rope && mla && rope->type != "default" && rope->mscaleAllDim != 0.0) {
     // DeepSeek's yarn correction of the softmax scale: mscale(factor, mscale_all_dim)².
@@ -1195,6 +1279,16 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "mixtral") {
     int64_t window = r.nonNegative("sliding_window", 0, int64_t(1) << 24);
     std::fill(windows.begin(), windows.end(), window);
+  } else if (gptOss) {
+    // GptOssConfig: without layer_types, even layers slide (window 128 unless set) and odd
+    // ones attend to everything.
+    const llvm::json::Value *w = r.config.get("sliding_window");
+    int64_t window = w && w->kind() == llvm::json::Value::Null
+                         ? 0
+                         : r.nonNegative("sliding_window", 128, int64_t(1) << 24);
+    if (!layerTypes(window))
+      for (int64_t i = 0; i < layerCount; i += 2)
+        windows[i] = window;
   } else if (r.family == "dots1") {
     // Dots1Config: without layer_types, the layers from max_window_layers on slide when
     // sliding_window is set (use_sliding_window is not read).
@@ -1295,6 +1389,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     out.push_back({a + "o_proj.weight", {hidden, outWidth}, weightType});
     if (outBias)
       out.push_back({a + "o_proj.bias", {hidden}, weightType});
+    if (sinks)  // read as f32 (widened once when bound)
+      out.push_back({a + "sinks", {heads}, f32});
     if (headNorm || fullNorm) {
       out.push_back({a + "q_norm.weight", {headNorm ? headDim : qWidth}, weightType});
       out.push_back({a + "k_norm.weight", {headNorm ? headDim : kvWidth}, weightType});
@@ -1353,7 +1449,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       func.setArgAttr(i, MixDialect::kSymbolsAttr, builder.getStrArrayAttr({"B", "S", "", ""}));
     }
     for (auto [i, arg] : llvm::enumerate(perLayer[layer]))
-      func.setArgAttr(prefix + i, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+      nameArgument(func, prefix + i, arg);
     func.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("hidden_states_out"));
     Block *entry = func.addEntryBlock();
     OpBuilder::InsertionGuard guard(builder);
@@ -1408,6 +1504,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     }
     Value wo = next();
     Value bo = outBias ? next() : Value();
+    Value sinkLogits = sinks ? next() : Value();
     if (fullNorm) {
       Value qn = next(), kn = next();
       q = norm(q, qn);
@@ -1442,7 +1539,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
             : (Value)AttentionOp::create(
                   builder, loc, tensor({dyn, outWidth}, f32), q, k, v, entry->getArgument(1),
                   entry->getArgument(2), entry->getArgument(cacheBase),
-                  entry->getArgument(cacheBase + 1), Value(),
+                  entry->getArgument(cacheBase + 1), Value(), sinkLogits,
                   builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(kvHeads),
                   builder.getI64IntegerAttr(headDim), builder.getDenseF64ArrayAttr(rope->invFreq),
                   builder.getF64FloatAttr(rope->scale),
@@ -1504,7 +1601,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       ++argIndex;
     }
   for (const Argument &arg : args)
-    forward.setArgAttr(argIndex++, MixDialect::kNameAttr, builder.getStringAttr(arg.name));
+    nameArgument(forward, argIndex++, arg);
   forward.setResultAttr(0, MixDialect::kNameAttr, builder.getStringAttr("logits"));
   Block *entry = forward.addEntryBlock();
   builder.setInsertionPointToEnd(entry);

@@ -7,11 +7,12 @@
 
 Each distinct block shape is compiled once (`--fused-experts`: the layer takes the module's own
 gate_up_proj [E, 2F, D] and down_proj [E, D, F]) and every layer of that shape binds its own
-parameters, without a copy. The router module is still called, so transformers' hooks on it
+parameters, without a copy (gpt-oss keeps its experts in-major with gate and up interleaved:
+the runtime builds Mixtile's layout from them once, when the layer is patched). The router module is still called, so transformers' hooks on it
 (router logits, auxiliary losses) keep firing; its result is not used: Mixtile routes again,
 as the config says, in f32. Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe. Inference only: the
-patched block has no backward.
+deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss. Inference only:
+the patched block has no backward.
 """
 
 import types
@@ -24,7 +25,7 @@ from .torch import SparseBlock
 __all__ = ["patch", "unpatch", "patched_layers"]
 
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe",
-            "glm4_moe_lite", "dots1", "minimax_m2", "ernie4_5_moe")
+            "glm4_moe_lite", "dots1", "minimax_m2", "ernie4_5_moe", "gpt_oss")
 _DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 
 
@@ -91,18 +92,24 @@ def patch(model, *, cpu=None, num_threads=0, out=None):
         plans.append((block, SparseBlock(artifact, weights, num_threads=num_threads)))
     for block, compiled in plans:
         block._mixtile = compiled
+        # GptOssMLP returns (hidden states, router scores); its decoder layer drops the scores.
+        block._mixtile_pair = family == "gpt_oss"
         block._mixtile_forward = block.forward
         block.forward = types.MethodType(_patched_forward, block)
     return model
 
 
 def _patched_forward(self, hidden_states):
-    gate = getattr(self, "gate", None)
+    gate = getattr(self, "gate", None) or getattr(self, "router", None)
+    scores = None
     if gate is not None and (gate._forward_hooks or gate._forward_pre_hooks or
                              torch.nn.modules.module._global_forward_hooks):
         # Hooks on the router (router logits, aux losses) still fire.
-        gate(hidden_states.reshape(-1, hidden_states.shape[-1]))
-    return self._mixtile(hidden_states)
+        routed = gate(hidden_states.reshape(-1, hidden_states.shape[-1]))
+        if self._mixtile_pair:
+            scores = routed[1]
+    out = self._mixtile(hidden_states)
+    return (out, scores) if self._mixtile_pair else out
 
 
 def unpatch(model):

@@ -2,7 +2,7 @@
 
 func.func @ffn_no_up(%x: tensor<?x8xf32>, %o: tensor<2xi32>, %t: tensor<?xi32>, %d: tensor<1x8x16xf32>) {
   // expected-error @+1 {{expert weights need 'up' and 'down' tensors}}
-  %h = "mix.expert_ffn"(%x, %o, %t, %d) <{activation = #mix.activation<silu>, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 1, 0, 0, 0>}>
+  %h = "mix.expert_ffn"(%x, %o, %t, %d) <{activation = #mix.activation<silu>, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0>}>
       : (tensor<?x8xf32>, tensor<2xi32>, tensor<?xi32>, tensor<1x8x16xf32>) -> tensor<?x8xf32>
   return
 }
@@ -495,5 +495,50 @@ func.func @linear_bias_rank(%x: tensor<?x8xf32>, %w: tensor<4x8xf32>, %b: tensor
 func.func @linear_result(%x: tensor<?x8xf32>, %w: tensor<4x8xf32>) {
   // expected-error @+1 {{result 'y' dim 1 (D_out) must be 4, fixed by the operands; got [?, 8]}}
   %y = mix.linear %x, %w : tensor<?x8xf32>, tensor<4x8xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @oai_ungated(%x: tensor<?x8xf32>, %o: tensor<3xi32>, %t: tensor<?xi32>, %u: tensor<2x16x8xf32>, %d: tensor<2x8x16xf32>) {
+  // expected-error @+1 {{activation 'swiglu_oai' needs gate weights}}
+  %h = mix.expert_ffn %x, %o, %t up(%u : tensor<2x16x8xf32>) down(%d : tensor<2x8x16xf32>)
+      {activation = #mix.activation<swiglu_oai>} : tensor<?x8xf32>, tensor<3xi32>, tensor<?xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @oai_limit(%x: tensor<?x8xf32>, %o: tensor<3xi32>, %t: tensor<?xi32>, %u: tensor<2x16x8xf32>, %d: tensor<2x8x16xf32>) {
+  // expected-error @+1 {{attributes 'swiglu_alpha' and 'swiglu_limit' must be finite and positive, got 1.702000e+00 and -1.000000e+00}}
+  %h = mix.expert_ffn %x, %o, %t gate(%u : tensor<2x16x8xf32>) up(%u : tensor<2x16x8xf32>) down(%d : tensor<2x8x16xf32>)
+      {activation = #mix.activation<swiglu_oai>, swiglu_limit = -1.0 : f64} : tensor<?x8xf32>, tensor<3xi32>, tensor<?xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @bias_shape(%x: tensor<?x8xf32>, %o: tensor<3xi32>, %t: tensor<?xi32>, %u: tensor<2x16x8xf32>, %d: tensor<2x8x16xf32>, %b: tensor<2x8xf32>) {
+  // expected-error @+1 {{operand 'up_bias' dim 1 (F) must be 16, the experts' width F; got [2, 8]}}
+  %h = mix.expert_ffn %x, %o, %t gate(%u : tensor<2x16x8xf32>) up(%u : tensor<2x16x8xf32>) down(%d : tensor<2x8x16xf32>) up_bias(%b : tensor<2x8xf32>)
+      {activation = #mix.activation<silu>} : tensor<?x8xf32>, tensor<3xi32>, tensor<?xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @gate_bias_ungated(%x: tensor<?x8xf32>, %o: tensor<3xi32>, %t: tensor<?xi32>, %u: tensor<2x16x8xf32>, %d: tensor<2x8x16xf32>, %b: tensor<2x16xf32>) {
+  // expected-error @+1 {{operand 'gate_bias' needs gate weights}}
+  %h = mix.expert_ffn %x, %o, %t up(%u : tensor<2x16x8xf32>) down(%d : tensor<2x8x16xf32>) gate_bias(%b : tensor<2x16xf32>)
+      {activation = #mix.activation<relu>} : tensor<?x8xf32>, tensor<3xi32>, tensor<?xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @oai_dense(%x: tensor<?x8xf32>, %u: tensor<16x8xf32>, %d: tensor<8x16xf32>) {
+  // expected-error @+1 {{activation 'swiglu_oai' is supported by mix.expert_ffn and mix.token_choice_moe only}}
+  %y = mix.ffn %x gate(%u : tensor<16x8xf32>) up(%u : tensor<16x8xf32>) down(%d : tensor<8x16xf32>)
+      {activation = #mix.activation<swiglu_oai>} : tensor<?x8xf32> -> tensor<?x8xf32>
   return
 }

@@ -269,3 +269,29 @@ func.func @latent_huge_heads(%q: tensor<?x48xf32>, %l: tensor<?x16xf32>, %r: ten
         tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
   return %a : tensor<?x32xf32>
 }
+
+// -----
+
+func.func @sinks_per_head(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xf32> {mix.state}, %vc: tensor<?x?x2x16xf32> {mix.state}, %s: tensor<2xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{operand 'sinks' dim 0 (heads) must be 4, attribute 'heads'; got [2]}}
+  %a = mix.attention %q, %k, %k, %p, %p, %kc, %vc sinks %s : tensor<2xf32>
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0>, softmax_scale = 0.25}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}
+
+// -----
+
+// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
+func.func @stored_offset(%w: tensor<2x8x4xbf16> {mix.stored = {name = "w", stride = 2, offset = 2, transpose}}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
+func.func @stored_rank(%w: tensor<8xbf16> {mix.stored = {name = "w", stride = 1, offset = 0, transpose}}) {
+  return
+}

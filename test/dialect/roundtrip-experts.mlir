@@ -83,3 +83,16 @@ func.func @mixture_of_tokens_primitives(%x: tensor<?x?x64xf32>, %c: tensor<32x64
   %y = mix.token_emit %h, %m {group_size = 4} : tensor<32x?x64xf32>, tensor<?x?x32xf32> -> tensor<?x?x64xf32>
   return %y : tensor<?x?x64xf32>
 }
+
+// gpt-oss: expert biases and the clamped SwiGLU.
+// CHECK-LABEL: func.func @expert_ffn_gpt_oss
+func.func @expert_ffn_gpt_oss(%x: tensor<?x64xf32>, %o: tensor<5xi32>, %t: tensor<?xi32>,
+    %g: tensor<4x32x64xbf16>, %u: tensor<4x32x64xbf16>, %d: tensor<4x64x32xbf16>,
+    %gb: tensor<4x32xf32>, %ub: tensor<4x32xf32>, %db: tensor<4x64xf32>) -> tensor<?x64xf32> {
+  // CHECK: mix.expert_ffn %{{.*}}, %{{.*}}, %{{.*}} gate(%{{.*}} : tensor<4x32x64xbf16>) up(%{{.*}} : tensor<4x32x64xbf16>) down(%{{.*}} : tensor<4x64x32xbf16>) gate_bias(%{{.*}} : tensor<4x32xf32>) up_bias(%{{.*}} : tensor<4x32xf32>) down_bias(%{{.*}} : tensor<4x64xf32>) {activation = #mix.activation<swiglu_oai>, swiglu_limit = 5.000000e+00 : f64}
+  %h = mix.expert_ffn %x, %o, %t gate(%g : tensor<4x32x64xbf16>) up(%u : tensor<4x32x64xbf16>)
+      down(%d : tensor<4x64x32xbf16>) gate_bias(%gb : tensor<4x32xf32>) up_bias(%ub : tensor<4x32xf32>)
+      down_bias(%db : tensor<4x64xf32>) {activation = #mix.activation<swiglu_oai>, swiglu_limit = 5.0 : f64}
+      : tensor<?x64xf32>, tensor<5xi32>, tensor<?xi32> -> tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}

@@ -89,3 +89,24 @@ func.func @latent_attention(%q: tensor<?x48xf32>, %latent: tensor<?x16xf32>,
         tensor<?xi32>, tensor<?x?x1x20xbf16> -> tensor<?x32xf32>
   return %a : tensor<?x32xf32>
 }
+
+// gpt-oss: a learned sink logit per head; an expert weight the checkpoint stores transposed and
+// interleaved (mix.stored).
+// CHECK-LABEL: func.func @sinks
+// CHECK-SAME: mix.stored = {name = "experts.gate_up_proj", offset = 1 : i64, stride = 2 : i64, transpose}
+func.func @sinks(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>,
+    %pos: tensor<?xi32>, %seq: tensor<?xi32>,
+    %kc: tensor<?x?x2x16xbf16> {mix.state}, %vc: tensor<?x?x2x16xbf16> {mix.state},
+    %s: tensor<4xf32>,
+    %up: tensor<2x8x64xbf16> {mix.name = "experts.gate_up_proj[up]",
+                              mix.stored = {name = "experts.gate_up_proj", stride = 2, offset = 1, transpose}})
+    -> tensor<?x64xf32> {
+  // CHECK: mix.attention %{{.*}} sinks %{{.*}} : tensor<4xf32>
+  // CHECK-SAME: window = 3 : i64
+  %a = mix.attention %q, %k, %v, %pos, %seq, %kc, %vc sinks %s : tensor<4xf32>
+      {heads = 4, kv_heads = 2, head_dim = 16, inv_freq = array<f64: 1.0, 0.1>,
+       softmax_scale = 0.25, window = 3}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?xi32>, tensor<?xi32>,
+        tensor<?x?x2x16xbf16>, tensor<?x?x2x16xbf16> -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
+}

@@ -28,6 +28,7 @@ OPERANDS = {
         "x", "router", "router_bias", "selection_bias", "gate", "up", "down",
         "gate_scale", "up_scale", "down_scale",  # fp8 experts' block scales (none in the examples)
         "shared_gate", "shared_up", "shared_down", "shared_expert_gate",
+        "gate_bias", "up_bias", "down_bias",  # expert biases (gpt-oss)
     ],
     "expert_choice_moe": ["x", "router", "gate", "up", "down"],
     "mixture_of_tokens": ["x", "controller", "gate", "up", "down"],

@@ -349,6 +349,45 @@ CONFIGS = {
         "rope_theta": 500000.0,
         "rms_norm_eps": 1e-5,
     },
+    # gpt-oss-20b's hub fields scaled down: legacy rope_scaling (yarn, truncate false) with
+    # rope_theta at the top level, alternating layer_types, q/k/v/o biases (attention_bias),
+    # head_dim 32 (heads x head_dim != hidden), swiglu_limit without swiglu_alpha (a 5.x field:
+    # 1.702 by default), and the hub's experts_per_token / initial_context_length, which
+    # transformers ignores.
+    "gpt_oss": {
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "hidden_act": "silu",
+        "num_local_experts": 16,
+        "num_experts_per_tok": 4,
+        "experts_per_token": 4,
+        "initial_context_length": 4096,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 128,
+        "attention_bias": True,
+        "swiglu_limit": 7.0,
+        "output_router_logits": False,
+        "router_aux_loss_coef": 0.9,
+        "rope_scaling": {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_type": "yarn",
+            "truncate": False,
+        },
+        "rope_theta": 150000,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "pad_token_id": 0,
+        "transformers_version": "4.55.0.dev0",
+    },
     "switch_transformers": {
         "architectures": ["SwitchTransformersForConditionalGeneration"],
         "model_type": "switch_transformers",
@@ -390,6 +429,9 @@ CONFIGS = {
 }
 FAMILIES = tuple(CONFIGS)
 ROUTER_STD = 2.0  # router logits ~ N(0, 2²) on N(0, 1) inputs: scores spread out
+# GPT-OSS: gate/up pre-activations ~ N(0, 5²) on N(0, 1) tokens, so ~16% of the up and ~8% of
+# the gate values pass swiglu_limit 7 (the clamp matters); its router and expert biases O(1).
+GPT_OSS_GATE_UP_STD, GPT_OSS_BIAS_STD = 5.0, 0.5
 # DeepSeek-V3, GLM, GLM-4.7-Flash, dots1 and ERNIE-4.5 (its [1, E] moe_statics) keep
 # e_score_correction_bias in f32 even in a bf16 checkpoint; MiniMax-M2's (a buffer of the
 # block, not of its gate) is in the model's dtype.
@@ -404,7 +446,8 @@ def make_config(family, dtype, transformers5=False):
     if transformers5:
         # As transformers 5.x's save_pretrained writes them (checked with 5.24): the dtype as
         # `dtype`, Qwen3-MoE's expert count as `num_local_experts`, DeepSeek-V3 without the
-        # scoring_func/topk_method it always implies (sigmoid, noaux_tc).
+        # scoring_func/topk_method it always implies (sigmoid, noaux_tc), GPT-OSS with
+        # swiglu_alpha and rope_parameters (theta inside) instead of rope_scaling.
         config["dtype"] = config.pop("torch_dtype")
         config["transformers_version"] = "5.24.0"
         if family == "qwen3_moe":
@@ -414,6 +457,12 @@ def make_config(family, dtype, transformers5=False):
             config.pop("topk_method", None)
         if family == "ernie4_5_moe":  # __post_init__ resolves the last sparse layer's -1
             config["moe_layer_end_index"] = config["num_hidden_layers"] - 1
+        if family == "gpt_oss":
+            config["swiglu_alpha"] = 1.702
+            config["rope_parameters"] = {
+                **config.pop("rope_scaling"),
+                "rope_theta": float(config.pop("rope_theta")),
+            }
     return config
 
 
@@ -428,6 +477,10 @@ def make_checkpoint(config, layer, dtype, rng):
         shape = spec["shapes"][role]
         if role == "router":
             std = ROUTER_STD / math.sqrt(shape[1])
+        elif role == "gate_up_proj":  # GPT-OSS [E, D, 2F]: fan-in D
+            std = GPT_OSS_GATE_UP_STD / math.sqrt(shape[1])
+        elif family == "gpt_oss" and role in ("router_bias", "gate_up_proj_bias", "down_proj_bias"):
+            std = GPT_OSS_BIAS_STD
         elif role in ("router_bias", "selection_bias"):
             std = 0.1
         else:

@@ -3,7 +3,9 @@
 table) and computes its float64 reference output straight from the checkpoint's own tensors.
 
 Owns the family -> (attributes, checkpoint tensor names) mapping, which hf_fixtures.py reuses
-to write checkpoints; the math itself is reference.py's. Refuses what layers.md refuses.
+to write checkpoints; the math itself is reference.py's, except GPT-OSS's biased experts with
+their clamped SwiGLU (evaluate_block, which routes through reference.route). Refuses what
+layers.md refuses.
 Usage: hf_reference.py CONFIG.json CHECKPOINT INPUTS.safetensors [--layer N] [-o REF.safetensors]
 """
 
@@ -48,7 +50,7 @@ SHARED_EXPERTS_FAMILIES = (
 )
 SUPPORTED = (
     "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
-    "glm4_moe_lite, minimax_m2, ernie4_5_moe, switch_transformers"
+    "glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss, switch_transformers"
 )
 # Ernie4_5_MoeConfig's defaults (moe_norm_min is ERNIE's only routing knob).
 ERNIE_DEFAULTS = {
@@ -58,6 +60,8 @@ ERNIE_DEFAULTS = {
     "moe_num_shared_experts": 2,
     "moe_norm_min": 1e-12,
 }
+# GptOssConfig's defaults of its experts' clamped SwiGLU.
+GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT = 1.702, 7.0
 
 
 class ConfigError(Exception):
@@ -94,7 +98,7 @@ def expert_count(config):
 def sparse_layers(config):
     """The layer indices holding a sparse block, by each family's rule in transformers."""
     family = config.get("model_type")
-    if family in ("mixtral", "olmoe", "minimax_m2"):
+    if family in ("mixtral", "olmoe", "minimax_m2", "gpt_oss"):
         return list(range(field(config, "num_hidden_layers")))
     if family == "glm4_moe_lite":
         return _mlp_layer_types_sparse(config)
@@ -232,9 +236,47 @@ def block_spec(config, layer):
             k = _ernie_alias(config, "num_experts_per_tok", "moe_k")
         else:
             k = field(config, "num_experts_per_tok")
-        act = activation(config, "hidden_act")
+        # GPT-OSS's experts ignore hidden_act (their clamped SwiGLU is fixed).
+        act = "silu" if family == "gpt_oss" else activation(config, "hidden_act")
         attrs.update(k=k, activation=act)
-        if family == "mixtral":
+        if family == "gpt_oss":
+            # GptOssMLP. GptOssTopKRouter: logits x·Wᵀ + b (a bias per expert), top-k of the
+            # logits, softmax over the k chosen ones (= the chosen softmax probabilities
+            # renormalized, no epsilon), no scaling, groups or shared experts. GptOssExperts
+            # keeps the experts fused in an in-major layout (x @ W, not nn.Linear's x @ Wᵀ),
+            # and 5.24's save_pretrained writes them so: gate_up_proj [E, D, 2F] (gate =
+            # columns 0::2, up = columns 1::2), gate_up_proj_bias [E, 2F], down_proj [E, F, D],
+            # down_proj_bias [E, D]. block_tensors splits them into the usual roles; the
+            # clamped SwiGLU (swiglu_alpha, swiglu_limit) is clamped_swiglu below.
+            # The hub checkpoints store the experts as MXFP4 (quant_method "mxfp4":
+            # gate_up_proj_blocks/_scales, down_proj_blocks/_scales): refused, as any other
+            # quantization of this family.
+            quant = config.get("quantization_config") or {}
+            if quant:
+                raise ConfigError(
+                    f"config.json: quantization_config (quant_method "
+                    f"'{quant.get('quant_method')}') is not supported for gpt_oss; the "
+                    "experts must be dequantized first"
+                )
+            num_experts = field(config, "num_local_experts", None, False) or field(
+                config, "num_experts"
+            )
+            ffn = field(config, "intermediate_size")
+            prefix = f"model.layers.{layer}.mlp."
+            tensors.update(
+                router=prefix + "router.weight",
+                router_bias=prefix + "router.bias",
+                gate_up_proj=prefix + "experts.gate_up_proj",
+                gate_up_proj_bias=prefix + "experts.gate_up_proj_bias",
+                down_proj=prefix + "experts.down_proj",
+                down_proj_bias=prefix + "experts.down_proj_bias",
+            )
+            attrs.update(
+                normalize=True,
+                swiglu_alpha=float(field(config, "swiglu_alpha", GPT_OSS_SWIGLU_ALPHA, False)),
+                swiglu_limit=float(field(config, "swiglu_limit", GPT_OSS_SWIGLU_LIMIT, False)),
+            )
+        elif family == "mixtral":
             num_experts, ffn = field(config, "num_local_experts"), field(
                 config, "intermediate_size"
             )
@@ -407,7 +449,8 @@ def block_spec(config, layer):
                 ):
                     tensors[role] = f"{prefix}shared_experts.{proj}.weight"
                 shared_width = shared * ffn
-        tensors["router"] = prefix + "gate.weight"
+        if family != "gpt_oss":
+            tensors["router"] = prefix + "gate.weight"
     shapes = {
         "router": (num_experts, hidden),
         "router_bias": (num_experts,),
@@ -418,6 +461,11 @@ def block_spec(config, layer):
         "up": (ffn, hidden),
         "down": (hidden, ffn),
         "shared_expert_gate": (1, hidden),
+        # GPT-OSS's fused experts, as stored.
+        "gate_up_proj": (num_experts, hidden, 2 * ffn),
+        "gate_up_proj_bias": (num_experts, 2 * ffn),
+        "down_proj": (num_experts, ffn, hidden),
+        "down_proj_bias": (num_experts, hidden),
     }
     if "shared_up" in tensors:
         shapes.update(
@@ -439,9 +487,10 @@ def block_spec(config, layer):
 
 
 def block_tensors(spec, lookup):
-    """The block's float64 tensors by role for reference.token_choice: each expert role
-    stacked [E, ...], the selection bias flattened to [E] (ERNIE-4.5 stores [1, E]);
-    `lookup(name)` gives a checkpoint tensor."""
+    """The block's float64 tensors by role for evaluate_block: each expert role stacked
+    [E, ...], the selection bias flattened to [E] (ERNIE-4.5 stores [1, E]), GPT-OSS's fused
+    experts split into gate/up [E, F, D], down [E, D, F] and their biases gate_bias/up_bias
+    [E, F], down_bias [E, D]; `lookup(name)` gives a checkpoint tensor."""
     tensors = {}
     for role, names in spec["tensors"].items():
         if isinstance(names, list):
@@ -450,7 +499,74 @@ def block_tensors(spec, lookup):
             tensors[role] = lookup(names)
     if "selection_bias" in tensors:
         tensors["selection_bias"] = tensors["selection_bias"].reshape(-1)
+    if "gate_up_proj" in tensors:
+        gate_up, bias = tensors.pop("gate_up_proj"), tensors.pop("gate_up_proj_bias")
+        # Column 2j of gate_up_proj[e] is gate unit j, column 2j + 1 up unit j.
+        tensors["gate"] = np.ascontiguousarray(gate_up[..., 0::2].transpose(0, 2, 1))
+        tensors["up"] = np.ascontiguousarray(gate_up[..., 1::2].transpose(0, 2, 1))
+        tensors["gate_bias"], tensors["up_bias"] = bias[:, 0::2], bias[:, 1::2]
+        tensors["down"] = np.ascontiguousarray(tensors.pop("down_proj").transpose(0, 2, 1))
+        tensors["down_bias"] = tensors.pop("down_proj_bias")
     return tensors
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT-OSS's experts (GptOssExperts): biases and a clamped SwiGLU. The routing is
+# reference.route's; only the experts differ from reference.token_choice.
+# ---------------------------------------------------------------------------------------------
+
+
+def clamped_swiglu(gate, up, alpha, limit):
+    """GptOssExperts._apply_gate: gate clamped from above only, up on both sides, then
+    (up + 1) · gate · sigmoid(alpha · gate). NaN passes through (as torch.clamp's)."""
+    gate = np.minimum(gate, limit)
+    up = np.clip(up, -limit, limit)
+    return (up + 1.0) * gate * reference.sigmoid(alpha * gate)
+
+
+def gpt_oss_expert(x, t, e, alpha, limit):
+    """Expert e on tokens x [m, D]: clamped_swiglu(x·gateᵀ + b_g, x·upᵀ + b_u)·downᵀ + b_d."""
+    h = clamped_swiglu(
+        x @ t["gate"][e].T + t["gate_bias"][e], x @ t["up"][e].T + t["up_bias"][e], alpha, limit
+    )
+    return h @ t["down"][e].T + t["down_bias"][e]
+
+
+def evaluate_block(x, t, a, unit_roundoff=0.0):
+    """One sparse block of an HF family: reference.token_choice, or for GPT-OSS's (attrs
+    swiglu_limit) the same routing with its biased, clamped experts: y_t = Σ_j w_tj ·
+    expert_{e_tj}(x_t) (each expert's down bias weighted too). Returns (results {output,
+    router_logits, aux_loss, z_loss}, near_tie [T], info) as reference.token_choice does."""
+    if a.get("swiglu_limit") is None:
+        return reference.token_choice(x, t, a, unit_roundoff)
+    routing = reference.route(
+        x, t["router"], a["k"], "softmax", t.get("router_bias"), normalize=a.get("normalize", True)
+    )
+    experts, weights = routing["experts"], routing["weights"]
+    alpha, limit = float(a["swiglu_alpha"]), float(a["swiglu_limit"])
+    y = np.zeros((x.shape[0], t["down"].shape[1]))
+    for e in range(t["router"].shape[0]):
+        rows, cols = np.nonzero(experts == e)
+        if rows.size:
+            np.add.at(y, rows, weights[rows, cols][:, None] * gpt_oss_expert(x[rows], t, e, alpha, limit))
+    results = {
+        "output": y,
+        "router_logits": routing["logits"],
+        "aux_loss": reference.load_balancing_loss(routing["logits"], experts),
+        "z_loss": reference.z_loss(routing["logits"]),
+    }
+    dl = reference.logit_error_bound(x, t["router"], unit_roundoff)
+    near = reference.token_choice_near_ties(routing, dl, "softmax")
+    num_experts = t["router"].shape[0]
+    info = {
+        "routing": routing,
+        "kept": experts.copy(),
+        "capacity": None,
+        "mean_prob": (
+            reference.softmax(routing["logits"]).mean(axis=0) if x.shape[0] else np.zeros(num_experts)
+        ),
+    }
+    return results, near, info
 
 
 def model_dtype(config):
@@ -551,7 +667,7 @@ def compute(config_path, checkpoint, inputs_path, layer=None, router_precision="
     router_dtype = dtypes[spec["tensors"]["router"]]
     # "f32": the implementation keeps tokens in f32 (only accumulation error remains).
     unit = UNIT_ROUNDOFF[router_dtype] if router_precision == "weights" else 0.0
-    results, near, info = reference.token_choice(x, tensors, spec["attrs"], unit)
+    results, near, info = evaluate_block(x, tensors, spec["attrs"], unit)
     info.update(spec=spec, router_dtype=router_dtype, weight_dtypes=sorted(set(dtypes.values())))
     return {"output": results["output"]}, near, info
 

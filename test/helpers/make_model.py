@@ -8,13 +8,16 @@ writes it: OUTDIR/config.json (every key 5.24 writes for that family, in its spe
 converts them back to the per-expert names every hub checkpoint uses, so this writes those:
 mixtral, minimax_m2  model.layers.L.block_sparse_moe.experts.E.{w1,w2,w3}.weight,
                     ...block_sparse_moe.gate.weight (minimax_m2: ...block_sparse_moe.e_score_correction_bias)
+gpt_oss             fused, as 5.24 holds them (no per-expert names exist for it):
+                    model.layers.L.mlp.experts.{gate_up_proj [E, D, 2F], gate_up_proj_bias [E, 2F],
+                    down_proj [E, F, D], down_proj_bias [E, D]}, ...mlp.router.{weight, bias}
 others              model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight, ...mlp.gate.weight
                     (ernie4_5_moe: ...mlp.moe_statics.e_score_correction_bias [1, E] f32, which
                     5.24 holds as mlp.gate.moe_statics.e_score_correction_bias and renames back)
 (checked against bench/hf_model_parity.py, which saves real transformers models).
 
 Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1,
-glm4_moe_lite, minimax_m2, ernie4_5_moe.
+glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss.
 Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
 (qwen3_moe, glm4_moe and minimax_m2: 32), 8 experts top-2 of width 32, dense MLP width 96,
 vocab 256, 2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2,
@@ -25,12 +28,20 @@ MLA (q_lora_rank 48) and router, 4 groups keep 2, scale 1.8, one shared expert, 
 (mlp_layer_types); minimax_m2: full-width q/k norms, rotary_dim 16 of head_dim 32, theta 5e6,
 sigmoid top-2 with a selection bias, every layer sparse; ernie4_5_moe: 3 layers by default,
 layer 0 dense (moe_layer_start_index 1), interleaved RoPE with theta 5e5, softmax top-2 with a
-selection bias, 2 shared experts, tied embeddings unless --no-tie.
+selection bias, 2 shared experts, tied embeddings unless --no-tie; gpt_oss: head_dim 32,
+q/k/v/o biases, attention sinks, layer_types sliding/full alternating with sliding_window 4
+(--sliding-window W), its own yarn by default (factor 32 over 4096 positions, truncate false,
+theta 1.5e5), every layer sparse: router with a bias, experts with biases and the clamped
+SwiGLU (swiglu_limit 7, swiglu_alpha 1.702).
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
+gpt_oss: gate_up_proj ~ N(0, (5/sqrt(D))²), so on RMS-normed tokens its pre-activations have a
+std of ~5: ~8% of the gates pass +swiglu_limit and ~16% of the ups ±swiglu_limit (the clamp
+matters); router and expert biases and sinks O(1). No --fp8 for gpt_oss.
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
        [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie|--no-tie] [--sharded]
+       (--rope: default for every family but gpt_oss, whose default is its own yarn)
 """
 
 import argparse
@@ -61,6 +72,7 @@ ARCHITECTURES = {
     "glm4_moe_lite": "Glm4MoeLiteForCausalLM",
     "minimax_m2": "MiniMaxM2ForCausalLM",
     "ernie4_5_moe": "Ernie4_5_MoeForCausalLM",
+    "gpt_oss": "GptOssForCausalLM",
 }
 # The families whose router weight and e_score_correction_bias stay f32 in a bf16 checkpoint
 # (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]); MiniMax-M2's
@@ -73,9 +85,19 @@ F32_ROUTER_FAMILIES = (
     "glm4_moe_lite",
     "ernie4_5_moe",
 )
-# The config classes' default_theta (MixtralConfig, MiniMaxM2Config, Ernie4_5_MoeConfig); every
-# other family 1e4.
-DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6, "ernie4_5_moe": 5e5}
+# The config classes' default_theta (MixtralConfig, MiniMaxM2Config, Ernie4_5_MoeConfig,
+# GptOssConfig); every other family 1e4.
+DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6, "ernie4_5_moe": 5e5, "gpt_oss": 150000.0}
+# Per-family defaults of --rope and --sliding-window: GPT-OSS always runs its yarn and
+# alternates sliding and full layers (a window of 4 slides within the tests' prompts; the real
+# models' is 128).
+DEFAULT_ROPE = {"gpt_oss": "yarn"}
+DEFAULT_SLIDING_WINDOW = {"gpt_oss": 4}
+# GPT-OSS: heads * head_dim (128) differs from hidden (64), as in the real models.
+GPT_OSS_HEAD_DIM = 32
+# GptOssConfig's clamped-SwiGLU defaults; gate_up_proj's std is this over sqrt(hidden), so its
+# pre-activations (on RMS-normed tokens) have a std of ~5 and some pass ±7.
+GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, GPT_OSS_GATE_UP_SCALE = 1.702, 7.0, 5.0
 # Per-family defaults of --layers and --tie (ERNIE-4.5: one dense layer, then two sparse ones
 # so that a sparse layer follows another; Ernie4_5_MoeConfig ties by default).
 DEFAULT_LAYERS = {"ernie4_5_moe": 3}
@@ -117,6 +139,17 @@ def _rope_kind(family, rope, max_positions, theta):
             "rope_theta": theta,
             "rope_type": "llama3",
         }
+    if rope == "yarn" and family == "gpt_oss":
+        # GptOssConfig's own default (__post_init__), rope_theta added by the standardization.
+        return {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_theta": theta,
+            "rope_type": "yarn",
+            "truncate": False,
+        }
     if rope == "yarn":
         params = {
             "beta_fast": 32.0,
@@ -135,16 +168,21 @@ def _rope_kind(family, rope, max_positions, theta):
 
 
 def make_config(
-    family, dtype="bf16", layers=None, vocab=256, sliding_window=None, rope="default", tie=None, qk_norm=False
+    family, dtype="bf16", layers=None, vocab=256, sliding_window=None, rope=None, tie=None, qk_norm=False
 ):
     """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys).
-    layers and tie None: the family's default (DEFAULT_LAYERS, else 2; DEFAULT_TIE, else no)."""
+    layers, tie, rope and (gpt_oss) sliding_window None: the family's default (DEFAULT_LAYERS,
+    else 2; DEFAULT_TIE, else no; DEFAULT_ROPE, else default; DEFAULT_SLIDING_WINDOW)."""
     if layers is None:
         layers = DEFAULT_LAYERS.get(family, 2)
     if tie is None:
         tie = DEFAULT_TIE.get(family, False)
-    if sliding_window is not None and family not in ("mixtral", "qwen2_moe", "dots1"):
-        raise ValueError("--sliding-window is for mixtral, qwen2_moe and dots1")
+    if rope is None:
+        rope = DEFAULT_ROPE.get(family, "default")
+    if sliding_window is not None and family not in ("mixtral", "qwen2_moe", "dots1", "gpt_oss"):
+        raise ValueError("--sliding-window is for mixtral, qwen2_moe, dots1 and gpt_oss")
+    if sliding_window is None:
+        sliding_window = DEFAULT_SLIDING_WINDOW.get(family)
     if qk_norm and family != "glm4_moe":
         raise ValueError("--qk-norm is for glm4_moe (qwen3_moe and dots1 always normalize q/k)")
     torch_dtype = {"bf16": "bfloat16", "f32": "float32"}[dtype]
@@ -410,6 +448,28 @@ def make_config(
             "use_bias": False,
         }
         del common["attention_dropout"]
+    elif family == "gpt_oss":
+        # GptOssConfig.__post_init__ derives layer_types (layers 0, 2, 4, ... slide) and
+        # 5.24 saves them; swiglu_alpha/swiglu_limit are fields (the hub configs lack alpha).
+        config = {
+            "attention_bias": True,
+            "bos_token_id": None,
+            "eos_token_id": 2,
+            "head_dim": GPT_OSS_HEAD_DIM,
+            "intermediate_size": EXPERT_WIDTH,
+            "layer_types": [
+                "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)
+            ],
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "num_local_experts": EXPERTS,
+            "pad_token_id": 1,
+            "rms_norm_eps": 1e-05,
+            "router_aux_loss_coef": 0.001,
+            "sliding_window": sliding_window,
+            "swiglu_alpha": GPT_OSS_SWIGLU_ALPHA,
+            "swiglu_limit": GPT_OSS_SWIGLU_LIMIT,
+        }
     else:
         raise ValueError(f"unknown family '{family}'")
     config.update(common)
@@ -433,7 +493,8 @@ def generation_config(config):
 
 def tensor_shapes(config):
     """[(name, shape, kind)] for every tensor 5.24 saves, kind in weight/norm/router/bias/
-    selection_bias/shared_gate. The sparse blocks' names come from hf_reference.block_spec."""
+    selection_bias/shared_gate, and gpt_oss's router_bias/sink/gate_up/expert_bias. The
+    sparse blocks' names come from hf_reference.block_spec."""
     family = config["model_type"]
     hidden, heads, vocab = config["hidden_size"], config["num_attention_heads"], config["vocab_size"]
     kv_heads = config.get("num_key_value_heads") or heads
@@ -467,16 +528,22 @@ def tensor_shapes(config):
         else:
             head_dim = config.get("head_dim") or hidden // heads
             q, kv = heads * head_dim, kv_heads * head_dim
-            qkv_bias = (family == "qwen2_moe" and config.get("qkv_bias", True)) or (
-                family in ("glm4_moe", "dots1") and config.get("attention_bias", False)
+            gpt_oss_bias = family == "gpt_oss" and config.get("attention_bias", True)
+            qkv_bias = (
+                (family == "qwen2_moe" and config.get("qkv_bias", True))
+                or (family in ("glm4_moe", "dots1") and config.get("attention_bias", False))
+                or gpt_oss_bias
             )
             for proj, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
                 out.append((a + proj + ".weight", (rows, hidden), "weight"))
                 if qkv_bias:
                     out.append((a + proj + ".bias", (rows,), "bias"))
             out.append((a + "o_proj.weight", (hidden, q), "weight"))
-            if family == "dots1" and config.get("attention_bias", False):  # GLM's o_proj has none
+            # GLM's o_proj has none.
+            if (family == "dots1" and config.get("attention_bias", False)) or gpt_oss_bias:
                 out.append((a + "o_proj.bias", (hidden,), "bias"))
+            if family == "gpt_oss":
+                out.append((a + "sinks", (heads,), "sink"))
             if family in ("qwen3_moe", "dots1") or (family == "glm4_moe" and config.get("use_qk_norm")):
                 out.append((a + "q_norm.weight", (head_dim,), "norm"))
                 out.append((a + "k_norm.weight", (head_dim,), "norm"))
@@ -490,6 +557,10 @@ def tensor_shapes(config):
                     "router": "router",
                     "selection_bias": "selection_bias",
                     "shared_expert_gate": "shared_gate",
+                    "router_bias": "router_bias",  # GPT-OSS's fused experts and their biases
+                    "gate_up_proj": "gate_up",
+                    "gate_up_proj_bias": "expert_bias",
+                    "down_proj_bias": "expert_bias",
                 }.get(role, "weight")
                 for name in names if isinstance(names, list) else [names]:
                     out.append((name, spec["shapes"][role], kind))
@@ -525,6 +596,12 @@ def make_tensors(config, dtype, rng, narrow_router=False):
             value = 0.05 * z
         elif kind == "shared_gate":
             value = 0.1 * z  # sigmoid gate logits ~ N(0, 0.8²): neither 0 nor 1
+        elif kind in ("router_bias", "sink"):
+            value = z  # O(1): moves some routing choices; a sink takes a real share
+        elif kind == "gate_up":
+            value = GPT_OSS_GATE_UP_SCALE / np.sqrt(shape[1]) * z  # [E, D, 2F]: fan-in D
+        elif kind == "expert_bias":
+            value = 0.5 * z
         else:
             value = WEIGHT_STD * z
         tensors[name] = value.astype(np.float32)
@@ -584,7 +661,7 @@ def write_model(
     seed=0,
     vocab=256,
     sliding_window=None,
-    rope="default",
+    rope=None,
     tie=None,
     sharded=False,
     narrow_router=False,
@@ -592,6 +669,9 @@ def write_model(
     fp8_scales="F32",
     qk_norm=False,
 ):
+    if fp8_block and family == "gpt_oss":
+        # Its hub checkpoints quantize the experts as MXFP4, which the references refuse.
+        raise ValueError("--fp8 is not for gpt_oss")
     config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie, qk_norm)
     tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if fp8_block:
@@ -625,10 +705,15 @@ def main(argv=None):
         "--sliding-window",
         type=int,
         help="mixtral: every layer; qwen2_moe: use_sliding_window, layers 0, 2, ... slide; "
-        "dots1: layers 1, 2, ... slide (max_window_layers 1)",
+        "dots1: layers 1, 2, ... slide (max_window_layers 1); gpt_oss: layers 0, 2, ... slide "
+        "(default 4)",
     )
     p.add_argument("--qk-norm", action="store_true", help="glm4_moe: use_qk_norm (per-head q/k RMSNorm)")
-    p.add_argument("--rope", choices=("default", "linear", "llama3", "yarn"), default="default")
+    p.add_argument(
+        "--rope",
+        choices=("default", "linear", "llama3", "yarn"),
+        help="default: default RoPE (gpt_oss: its own yarn, truncate false)",
+    )
     p.add_argument(
         "--tie",
         action=argparse.BooleanOptionalAction,

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Float64 reference of a WHOLE decoder-only MoE model read from a Hugging Face checkpoint
 directory (config.json + safetensors, sharded too): logits of a left-padded batch, and
-greedy generation. Numpy only; the sparse blocks are reference.token_choice through
-hf_reference.block_spec's family table, everything around them is here.
+greedy generation. Numpy only; the sparse blocks are reference.token_choice (GPT-OSS's:
+hf_reference.evaluate_block's biased, clamped experts) through hf_reference.block_spec's family
+table, everything around them (GPT-OSS's attention sinks included) is here.
 
 Families (transformers 5.24 semantics): mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2, ernie4_5_moe. Weights are the
+deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss. Weights are the
 checkpoint's values exactly (bf16 widened); every activation and the KV cache stay float64 (so
 is MiniMax-M2's router, which transformers runs in the model's dtype, and ERNIE-4.5's routing
 weights, which transformers rounds to the model's dtype).
@@ -45,6 +46,7 @@ FAMILIES = (
     "glm4_moe_lite",
     "minimax_m2",
     "ernie4_5_moe",
+    "gpt_oss",
 )
 # Multi-head latent attention (DeepSeek-V2's): GLM-4.7-Flash's is DeepSeek-V3's verbatim.
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
@@ -88,6 +90,25 @@ _DEFAULTS = {
         "tie_word_embeddings": True,
         "use_bias": False,
     },
+    # GptOssConfig: head_dim 64, default_theta 1.5e5, sliding_window 128, attention_bias true.
+    "gpt_oss": {
+        "rms_norm_eps": 1e-5,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "rope_theta": 150000.0,
+        "sliding_window": 128,
+        "attention_bias": True,
+    },
+}
+# GptOssConfig.__post_init__'s rope_parameters when config.json has none (nor rope_scaling):
+# yarn without truncating the correction range (rope_theta added as for any family).
+GPT_OSS_ROPE = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+    "original_max_position_embeddings": 4096,
 }
 # The families whose attention rotates only the first int(head_dim * partial_rotary_factor)
 # dims of each head; the others' apply_rotary_pos_emb rotates whole heads, so a factor other
@@ -119,6 +140,8 @@ def rope_parameters(config):
     family = config["model_type"]
     theta = config.get("rope_theta") or _DEFAULTS[family].get("rope_theta", 10000.0)
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if not params and family == "gpt_oss":
+        params = GPT_OSS_ROPE
     params = dict(params)
     if any(isinstance(v, dict) for v in params.values()):
         raise ModelError("config.json: per-layer-type rope_parameters are not supported")
@@ -333,6 +356,13 @@ class Model:
             self.inv_freq, self.attention_factor = rope_frequencies(
                 config, rotary_dim(config, self.rope_dim)
             )
+        elif family == "gpt_oss":
+            # GptOssConfig.__post_init__: a null head_dim is hidden / heads and a null
+            # num_key_value_heads the heads; absent ones are the class defaults (64, 8).
+            self.kv_heads = config.get("num_key_value_heads", self.defaults["num_key_value_heads"])
+            self.kv_heads = self.kv_heads or self.heads
+            self.head_dim = config.get("head_dim", self.defaults["head_dim"])
+            self.head_dim = self.head_dim or self.hidden // self.heads
         else:
             self.kv_heads = config.get("num_key_value_heads") or self.defaults.get(
                 "num_key_value_heads", self.heads
@@ -340,6 +370,7 @@ class Model:
             self.head_dim = (
                 config.get("head_dim") or self.defaults.get("head_dim") or self.hidden // self.heads
             )
+        if not self.mla:
             self.scaling = self.head_dim**-0.5
             # ERNIE-4.5 rotates adjacent pairs (2i, 2i+1) (its own rotate_half and
             # repeat_interleave'd cos/sin); the others rotate_half's (i, i + d/2).
@@ -358,8 +389,12 @@ class Model:
             self.attention_bias = ()
         elif family == "glm4_moe":  # attention_bias: q, k and v; o_proj never has one
             self.attention_bias = ("q", "k", "v") if self.get("attention_bias", False) else ()
-        else:  # attention_bias: q, k, v and o (DeepSeek: q_a_proj, kv_a_proj_with_mqa, o_proj)
+        else:  # attention_bias: q, k, v and o (DeepSeek: q_a_proj, kv_a_proj_with_mqa, o_proj;
+            # GPT-OSS: on by default)
             self.attention_bias = ("q", "k", "v", "o") if self.get("attention_bias", False) else ()
+        # GPT-OSS's attention sinks: a learned logit per head joins each query's softmax and
+        # its probability is dropped (self_attn.sinks [heads]).
+        self.sinks = family == "gpt_oss"
         self.clip_qkv = config.get("clip_qkv") if family == "olmoe" else None
         # Per-head q/k RMSNorm over head_dim before RoPE: Qwen3 and dots1 always, GLM when
         # use_qk_norm (olmoe's and MiniMax-M2's full-width norms are separate).
@@ -431,6 +466,27 @@ class Model:
                 for i in range(self.layers)
             ]
             if window is None and "sliding_attention" in types:
+                raise ModelError("config.json: sliding layer_types but sliding_window is null")
+            return [window if t == "sliding_attention" else None for t in types[: self.layers]]
+        if family == "gpt_oss":
+            # GptOssConfig.__post_init__: layers 0, 2, 4, ... slide unless config.json has
+            # layer_types; the window is sliding_window (absent: 128; a null one with sliding
+            # layers makes transformers fail, so it is refused).
+            window = config.get("sliding_window", self.defaults["sliding_window"])
+            types = config.get("layer_types") or [
+                "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(self.layers)
+            ]
+            if len(types) < self.layers:
+                raise ModelError(
+                    f"config.json: field 'layer_types' has {len(types)} entries for {self.layers} layers"
+                )
+            unknown = sorted(set(types) - {"sliding_attention", "full_attention"})
+            if unknown:
+                raise ModelError(
+                    f"config.json: field 'layer_types' holds {unknown} "
+                    "(only 'sliding_attention' and 'full_attention')"
+                )
+            if window is None and "sliding_attention" in types[: self.layers]:
                 raise ModelError("config.json: sliding layer_types but sliding_window is null")
             return [window if t == "sliding_attention" else None for t in types[: self.layers]]
         # olmoe, deepseek, glm4_moe(_lite), minimax_m2 and ernie4_5_moe build a plain causal mask
@@ -506,7 +562,13 @@ class Model:
         values = np.repeat(values, group, axis=1)
         scores = np.einsum("ihd,jhd->hij", q, keys) * self.scaling
         scores = np.where(visible[None], scores, -np.inf)
-        probs = reference.softmax(scores, axis=-1)
+        if self.sinks:
+            # softmax over [scores..., sink_h], then the sink's column dropped.
+            sink = self.tensor(f"model.layers.{layer}.self_attn.sinks")
+            column = np.broadcast_to(sink[:, None, None], (*scores.shape[:2], 1))
+            probs = reference.softmax(np.concatenate([scores, column], axis=-1), axis=-1)[..., :-1]
+        else:
+            probs = reference.softmax(scores, axis=-1)
         out = np.einsum("hij,jhd->ihd", probs, values).reshape(x.shape[0], -1)
         return self.linear(out, f"model.layers.{layer}.self_attn.o_proj", "o" in self.attention_bias)
 
@@ -515,7 +577,7 @@ class Model:
     def mlp(self, layer, x):
         if layer in self.blocks:
             tensors, attrs = self.blocks[layer]
-            results, _, _ = reference.token_choice(x, tensors, attrs)
+            results, _, _ = hf_reference.evaluate_block(x, tensors, attrs)
             return results["output"]
         m = f"model.layers.{layer}.mlp."
         return reference.ffn(

@@ -360,6 +360,31 @@ def loop_moe(x, t, a):
     return y
 
 
+def loop_gpt_oss(x, w, spec):
+    """GPT-OSS's sparse block (GptOssMLP) for one token at a time, straight from the fused
+    checkpoint tensors: top-k of the biased logits, softmax over those k, each chosen expert's
+    interleaved gate/up columns with their biases, the clamp, (up + 1)·gate·σ(α·gate), down
+    and its bias."""
+    p = {role: w[name] for role, name in spec["tensors"].items()}
+    k, alpha, limit = spec["attrs"]["k"], spec["attrs"]["swiglu_alpha"], spec["attrs"]["swiglu_limit"]
+    experts, ffn = spec["experts"], spec["ffn"]
+    y = np.zeros((x.shape[0], spec["hidden"]))
+    for i in range(x.shape[0]):
+        logits = [float(np.dot(row, x[i])) + float(b) for row, b in zip(p["router"], p["router_bias"])]
+        chosen = sorted(range(experts), key=lambda e: (-logits[e], e))[:k]
+        top = max(logits[e] for e in chosen)
+        total = sum(math.exp(logits[e] - top) for e in chosen)
+        for e in chosen:
+            h = x[i] @ p["gate_up_proj"][e] + p["gate_up_proj_bias"][e]
+            act = []
+            for j in range(ffn):
+                gate, up = min(h[2 * j], limit), min(max(h[2 * j + 1], -limit), limit)
+                act.append((up + 1.0) * gate / (1.0 + math.exp(-alpha * gate)))
+            out = np.array(act) @ p["down_proj"][e] + p["down_proj_bias"][e]
+            y[i] += math.exp(logits[e] - top) / total * out
+    return y
+
+
 def test_layers_against_loops(tmp):
     for name, argv in {
         "deepseek_v3": ["--preset", "deepseek_v3"],
@@ -546,14 +571,20 @@ def test_hf(tmp):
             f"{family}: layer {spec['layer']} output {results['output'].shape}",
         )
         # The same block through the independent loop, from the raw checkpoint tensors
-        # (ERNIE's [1, E] selection bias flattened).
+        # (ERNIE's [1, E] selection bias flattened; GPT-OSS's fused experts as stored).
         weights, _ = st.load(checkpoint)
-        t = hf_reference.block_tensors(spec, weights.__getitem__)
         x, _ = st.load(os.path.join(out, "inputs.safetensors"))
-        expect(
-            close(results["output"], loop_moe(x["hidden_states"], t, spec["attrs"]), 1e-10),
-            f"{family}: hf_reference vs loop",
-        )
+        if family == "gpt_oss":
+            loop = loop_gpt_oss(x["hidden_states"], weights, spec)
+            # The fixture reaches the clamp: some gate/up pre-activations pass ±swiglu_limit.
+            name = spec["tensors"]["gate_up_proj"]
+            pre = np.einsum("td,edf->tef", x["hidden_states"], weights[name])
+            beyond = (np.abs(pre) > spec["attrs"]["swiglu_limit"]).mean()
+            expect(0.02 < beyond < 0.5, f"gpt_oss fixture: {beyond:.1%} of gate/up values beyond the limit")
+        else:
+            t = hf_reference.block_tensors(spec, weights.__getitem__)
+            loop = loop_moe(x["hidden_states"], t, spec["attrs"])
+        expect(close(results["output"], loop, 1e-10), f"{family}: hf_reference vs loop")
     with open(os.path.join(tmp, "hf", "qwen2_moe", "model", "config.json")) as f:
         qwen = json.load(f)
     expect(hf_reference.sparse_layers(qwen) == [1, 2, 3], "qwen2_moe mlp_only_layers")
@@ -596,7 +627,59 @@ def test_hf(tmp):
         and spec["attrs"]["scale"] == 1.0,
         f"ernie4_5_moe block: {spec['attrs']} {spec['shapes']}",
     )
+    # GPT-OSS: every layer sparse, its fused experts' names and shapes, the router bias, the
+    # clamp's parameters (1.702 / 7.0 when config.json lacks them), the 5.x config the same.
+    gpt = hf_fixtures.make_config("gpt_oss", "f32")
+    spec = hf_reference.block_spec(gpt, 1)
+    expect(
+        hf_reference.sparse_layers(gpt) == [0, 1]
+        and spec["tensors"]["gate_up_proj"] == "model.layers.1.mlp.experts.gate_up_proj"
+        and spec["tensors"]["router_bias"] == "model.layers.1.mlp.router.bias"
+        and spec["shapes"]["gate_up_proj"] == (16, 64, 64)
+        and spec["shapes"]["down_proj"] == (16, 32, 64)
+        and spec["shapes"]["down_proj_bias"] == (16, 64)
+        and spec["attrs"]["normalize"]
+        and spec["attrs"]["swiglu_alpha"] == 1.702
+        and spec["attrs"]["swiglu_limit"] == 7.0
+        and spec == hf_reference.block_spec(hf_fixtures.make_config("gpt_oss", "f32", True), 1),
+        f"gpt_oss block: {spec['attrs']} {spec['shapes']}",
+    )
+    spec = hf_reference.block_spec(dict(gpt, swiglu_limit=3.0, swiglu_alpha=1.0), 0)
+    expect(
+        spec["attrs"]["swiglu_limit"] == 3.0 and spec["attrs"]["swiglu_alpha"] == 1.0,
+        "gpt_oss swiglu fields",
+    )
+    # block_tensors splits the interleaved columns: gate unit j is column 2j, up unit j 2j+1.
+    fused = np.arange(12, dtype=np.float64).reshape(1, 3, 4)  # E=1, D=3, 2F=4
+    values = {
+        "router": np.zeros((1, 3)),
+        "router_bias": np.zeros(1),
+        "gate_up_proj": fused,
+        "gate_up_proj_bias": np.array([[10.0, 11.0, 12.0, 13.0]]),
+        "down_proj": np.arange(6.0).reshape(1, 2, 3),
+        "down_proj_bias": np.array([[7.0, 8.0, 9.0]]),
+    }
+    t = hf_reference.block_tensors({"tensors": {r: r for r in values}}, values.__getitem__)
+    expect(
+        t["gate"][0].tolist() == [[0, 4, 8], [2, 6, 10]]
+        and t["up"][0].tolist() == [[1, 5, 9], [3, 7, 11]]
+        and t["gate_bias"][0].tolist() == [10, 12]
+        and t["up_bias"][0].tolist() == [11, 13]
+        and t["down"][0].tolist() == [[0, 3], [1, 4], [2, 5]],
+        f"gpt_oss gate/up de-interleave {t['gate'][0].tolist()} {t['up'][0].tolist()}",
+    )
+    # The clamped SwiGLU at hand-worked points: the gate clamps from above only, up both sides.
+    g = np.array([-10.0, 0.0, 2.0, 9.0])
+    u = np.array([-9.0, 8.0, -0.5, 1.0])
+    expected = [
+        (-7 + 1) * -10 / (1 + math.exp(17.02)),
+        0.0,
+        0.5 * 2 / (1 + math.exp(-3.404)),
+        2 * 7 / (1 + math.exp(-7 * 1.702)),
+    ]
+    expect(close(hf_reference.clamped_swiglu(g, u, 1.702, 7.0), expected), "clamped_swiglu points")
     for family, change, needle in [
+        ("gpt_oss", {"quantization_config": {"quant_method": "mxfp4"}}, "quantization_config"),
         ("deepseek_v2", {"norm_topk_prob": True}, "norm_topk_prob"),
         ("deepseek_v2", {"moe_layer_freq": 2}, "moe_layer_freq"),
         ("deepseek_v3", {"topk_method": "greedy"}, "topk_method"),
@@ -741,6 +824,7 @@ def test_whole_model(tmp):
         ("minimax_m2", {"rope": "llama3", "tie": True}),
         ("ernie4_5_moe", {"rope": "yarn"}),
         ("deepseek_v3", {"rope": "yarn", "layers": 1}),
+        ("gpt_oss", {"layers": 3}),
     ]:
         directory = os.path.join(tmp, "model_" + family)
         config = make_model.write_model(directory, family, seed=3, **options)
@@ -889,6 +973,8 @@ def test_whole_model(tmp):
                     expect(needle in str(e), f"refusal names '{needle}': {e}")
             with open(os.path.join(directory, "config.json"), "w") as f:
                 json.dump(saved, f)
+        if family == "gpt_oss":
+            _check_gpt_oss_model(directory, model, ids, mask, logits)
     # An eos the model emits first stops that row at once; the rest is padding.
     model.eos, model.fill = [int(sequences[0, seq])], 7
     out = model_reference.run(model, ids, mask, generate=3)["sequences"]
@@ -926,6 +1012,173 @@ def test_whole_model(tmp):
     expect(status == 1 and "left padding" in err.getvalue(), "model_reference refuses right padding")
 
 
+def _check_gpt_oss_model(directory, model, ids, mask, logits):
+    """GPT-OSS's whole-model structure: layers 0 and 2 slide (window 4) and 1 is full; the
+    clamp is reached; sinks behave as an extra key with a zero value; its yarn by default,
+    truncate honoured; layer_types/rope defaults as GptOssConfig's; refusals."""
+    expect(
+        model.windows == [4, None, 4] and sorted(model.sparse) == [0, 1, 2],
+        f"gpt_oss windows {model.windows}",
+    )
+    expect(
+        model.attention_bias == ("q", "k", "v", "o")
+        and model.head_dim == 32
+        and model.attention_factor > 1.3,
+        f"gpt_oss attention: biases {model.attention_bias}, head_dim {model.head_dim}, "
+        f"yarn attention factor {model.attention_factor}",
+    )
+    # The clamp is reached in the model's own experts (their inputs are RMS-normed tokens).
+    seen = []
+    original = hf_reference.clamped_swiglu
+
+    def recording(gate, up, alpha, limit):
+        seen.append(np.concatenate([gate.ravel(), up.ravel()]))
+        return original(gate, up, alpha, limit)
+
+    hf_reference.clamped_swiglu = recording
+    try:
+        model_reference.run(model, ids, mask)
+    finally:
+        hf_reference.clamped_swiglu = original
+    values = np.concatenate(seen)
+    beyond = (np.abs(values) > model.config["swiglu_limit"]).mean()
+    expect(0.02 < beyond < 0.5, f"gpt_oss model: {beyond:.1%} of gate/up values beyond the limit")
+    # A sink is a key whose score is the sink and whose value is 0: a huge sink leaves only
+    # o_proj's bias; a hugely negative one is plain softmax attention.
+    x = np.random.default_rng(2).standard_normal((3, model.hidden))
+    positions = np.arange(3)
+    name = "model.layers.1.self_attn.sinks"
+    saved = model.weights[name].copy()
+    try:
+        model.weights[name] = np.full_like(saved, 1e4)
+        out = model.attention(1, x, positions, [None, None])
+        bias = model.tensor("model.layers.1.self_attn.o_proj.bias")
+        expect(close(out, np.broadcast_to(bias, out.shape), 1e-9), "gpt_oss: a huge sink leaves o_proj's bias")
+        model.weights[name] = np.full_like(saved, -1e4)
+        with_sink = model.attention(1, x, positions, [None, None])
+        model.sinks = False
+        without = model.attention(1, x, positions, [None, None])
+        expect(close(with_sink, without, 1e-12), "gpt_oss: a hugely negative sink is no sink")
+        model.weights[name], model.sinks = saved, True
+        with_saved = model.attention(1, x, positions, [None, None])
+        expect(not close(with_saved, without, 1e-6), "gpt_oss: sinks matter")
+    finally:
+        model.weights[name], model.sinks = saved, True
+    with open(os.path.join(directory, "config.json")) as f:
+        saved_config = json.load(f)
+    legacy = {k: v for k, v in saved_config.items() if k not in ("rope_parameters", "layer_types")}
+    rope = {k: v for k, v in saved_config["rope_parameters"].items() if k != "rope_theta"}
+    truncated = dict(saved_config, rope_parameters=dict(saved_config["rope_parameters"], truncate=True))
+    for label, config, same in [
+        # GptOssConfig's defaults: layers 0, 2, ... slide; yarn factor 32 over 4096, untruncated.
+        ("defaults", legacy, True),
+        ("4.x rope_scaling + rope_theta", dict(legacy, rope_scaling=rope, rope_theta=150000), True),
+        ("truncate true", truncated, False),
+        ("window 2", dict(saved_config, sliding_window=2), False),
+    ]:
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            json.dump(config, f)
+        other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
+        expect(close(other, logits) == same, f"gpt_oss {label}")
+    for change, needle in [
+        ({"sliding_window": None}, "sliding_window"),
+        ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "layer_types"),
+        ({"layer_types": ["full_attention"]}, "layer_types"),
+        ({"quantization_config": {"quant_method": "mxfp4"}}, "quantization_config"),
+    ]:
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            json.dump({**saved_config, **change}, f)
+        try:
+            model_reference.Model(directory)
+            expect(False, f"gpt_oss refuses {change}")
+        except (model_reference.ModelError, hf_reference.ConfigError) as e:
+            expect(needle in str(e), f"refusal names '{needle}': {e}")
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(saved_config, f)
+
+
+def test_against_transformers(tmp):
+    """Only where torch and transformers 5.x import (the pyenv python3, not Debian's: lit
+    runs none of this): GPT-OSS's whole-model reference (logits and greedy tokens) and its
+    sparse block (hf_reference) against transformers itself, f32 and bf16 checkpoints. The
+    float64 references against transformers' f32 arithmetic: 1e-5 relative L2."""
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, GptOssConfig
+        from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
+    except ImportError:
+        return
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    rng = np.random.default_rng(13)
+    lengths, seq = (7, 4, 9), 9
+    ids = np.zeros((3, seq), np.int64)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        ids[b, seq - n :] = rng.integers(3, 256, n)
+        mask[b, seq - n :] = 1
+    keep = mask.astype(bool)
+    for dtype in ("f32", "bf16"):
+        directory = os.path.join(tmp, f"torch_gpt_oss_{dtype}")
+        make_model.write_model(directory, "gpt_oss", dtype=dtype, layers=3, seed=21)
+        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        with torch.no_grad():
+            hf_logits = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+            hf_logits = hf_logits.double().numpy()
+            generated = hf.generate(
+                input_ids=torch.tensor(ids),
+                attention_mask=torch.tensor(mask),
+                do_sample=False,
+                max_new_tokens=4,
+                min_new_tokens=4,
+                pad_token_id=1,
+            ).numpy()
+        out = model_reference.run(model_reference.Model(directory), ids, mask, generate=4)
+        error = np.linalg.norm(out["logits"][keep] - hf_logits[keep]) / np.linalg.norm(hf_logits[keep])
+        expect(error < 1e-5, f"gpt_oss {dtype} logits vs transformers: rel_l2 {error:.2e}")
+        # min_new_tokens keeps HF from stopping at eos: compare up to the reference's stop.
+        for b in range(3):
+            new, theirs = out["sequences"][b, seq:], generated[b, seq:]
+            stop = next((i + 1 for i, t in enumerate(new) if t == 2), len(new))
+            expect(
+                (new[:stop] == theirs[:stop]).all(),
+                f"gpt_oss {dtype} row {b} tokens {new} vs HF {theirs}",
+            )
+    for dtype in ("f32", "bf16"):
+        out_dir = os.path.join(tmp, f"torch_gpt_oss_layer_{dtype}")
+        layer = hf_fixtures.write_fixture(out_dir, "gpt_oss", dtype, tokens=24, seed=9)
+        with open(os.path.join(out_dir, "model", "config.json")) as f:
+            config = json.load(f)
+        skip = ("architectures", "model_type", "torch_dtype", "transformers_version")
+        fields = {k: v for k, v in config.items() if k not in skip}
+        block = GptOssMLP(GptOssConfig(**fields)).float().eval()
+        weights, _ = st.load(os.path.join(out_dir, "model", "model.safetensors"))
+        prefix = f"model.layers.{layer}.mlp."
+        block.load_state_dict(
+            {
+                n[len(prefix) :]: torch.tensor(v, dtype=torch.float32)
+                for n, v in weights.items()
+                if n.startswith(prefix)
+            }
+        )
+        x, _ = st.load(os.path.join(out_dir, "inputs.safetensors"))
+        with torch.no_grad():
+            theirs = block(torch.tensor(x["hidden_states"], dtype=torch.float32)[None])[0][0].double().numpy()
+        results, near, _ = hf_reference.compute(
+            os.path.join(out_dir, "model", "config.json"),
+            os.path.join(out_dir, "model", "model.safetensors"),
+            os.path.join(out_dir, "inputs.safetensors"),
+            router_precision="f32",  # transformers' router runs in f32 here
+        )
+        ours = results["output"][~near]
+        error = np.linalg.norm(ours - theirs[~near]) / np.linalg.norm(theirs[~near])
+        expect(
+            error < 1e-5 and near.sum() <= 1,
+            f"gpt_oss {dtype} block vs GptOssMLP: rel_l2 {error:.2e}, {near.sum()} near ties",
+        )
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         test_bf16_and_files(tmp)
@@ -939,6 +1192,7 @@ def main():
         test_nan_token_and_ir(tmp)
         test_check_cli(tmp)
         test_whole_model(tmp)
+        test_against_transformers(tmp)
     print(f"selftest: {'FAILED ' + str(len(FAILURES)) if FAILURES else 'all passed'}")
     return 1 if FAILURES else 0
 

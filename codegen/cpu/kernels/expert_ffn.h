@@ -93,6 +93,10 @@ struct ExpertFFNProblem {
   const float *const *up_scale = nullptr;
   const float *const *down_scale = nullptr;
   int64_t scale_block_rows = 0, scale_block_cols = 0;
+  // Expert biases (gpt-oss), f32 or null: gate and up [E, F], down [E, D] (added before the
+  // gate scale); the clamped SwiGLU's constants for Activation::swiglu_oai.
+  const float *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
+  ActParams act{};
   void *workspace = nullptr;
   int num_threads = 0;
 };
@@ -211,25 +215,53 @@ inline void with_weight_columns(const void *w, const void *w2, const Fp8Scales &
   }
 }
 
+// One expert's phase-1 extras: the biases of its first matrix (gate, or up when ungated) and of
+// its second (up), each [F] or null, and the activation's constants.
+struct HiddenExtras {
+  const float *first = nullptr, *second = nullptr;
+  ActParams act{};
+};
+template <bool Gated>
+inline HiddenExtras hidden_extras(const ExpertFFNProblem &p, int64_t e) {
+  const float *gb = p.gate_bias != nullptr ? p.gate_bias + e * p.inter : nullptr;
+  const float *ub = p.up_bias != nullptr ? p.up_bias + e * p.inter : nullptr;
+  return {Gated ? gb : ub, Gated ? ub : nullptr, p.act};
+}
+// Expert e's down bias [D], or null.
+inline const float *down_bias_of(const ExpertFFNProblem &p, int64_t e) {
+  return p.down_bias != nullptr ? p.down_bias + e * p.hidden : nullptr;
+}
+
+// h values of n <= kVecWidth columns from col: act(v + b1) (⊙ (u + b2)).
+template <Activation Act, bool Gated>
+inline void hidden_values(const HiddenExtras &x, int64_t col, int n, const float *v, const float *u, float *dst) {
+  if (n == kVecWidth) {
+    VecF g = vload(v), w = Gated ? vload(u) : vzero();
+    if (x.first != nullptr) g = vadd(g, vload(x.first + col));
+    if (Gated && x.second != nullptr) w = vadd(w, vload(x.second + col));
+    vstore(dst, vgated<Act, Gated>(g, w, x.act));
+  } else {
+    activate_partial<Act>(dst, v, Gated ? u : nullptr, n, x.act, x.first != nullptr ? x.first + col : nullptr,
+                          Gated && x.second != nullptr ? x.second + col : nullptr);
+  }
+}
+
 // Phase-1 epilogue: h[row] = act(g) (⊙ u).
 template <Activation Act, bool Gated>
 struct HiddenEpilogue {
   float *h;
   int64_t ldh;
   int64_t row_base;
+  HiddenExtras extras{};
   void row(int64_t i, int64_t col, int n, const float *v, const float *u) {
     float *dst = h + (row_base + i) * ldh + col;
-    int j = 0;
-    for (; j + kVecWidth <= n; j += kVecWidth) {
-      VecF r = vactivate<Act>(vload(v + j));
-      if constexpr (Gated) r = vmul(r, vload(u + j));
-      vstore(dst + j, r);
-    }
-    if (j < n) activate_partial<Act>(dst + j, v + j, Gated ? u + j : nullptr, n - j);
+    for (int j = 0; j < n; j += kVecWidth)
+      hidden_values<Act, Gated>(extras, col + j, std::min(kVecWidth, n - j), v + j, Gated ? u + j : nullptr,
+                                dst + j);
   }
 };
 
-// Phase-2 epilogue: gate scale, then scatter-add (out_rows) or plain store.
+// Phase-2 epilogue: the down bias, the gate scale, then scatter-add (out_rows) or plain store.
 struct OutputEpilogue {
   float *y;
   int64_t ldy;
@@ -237,15 +269,17 @@ struct OutputEpilogue {
   const float *gates;
   int64_t assignment_base;  // global assignment index of local row 0
   int64_t offset0;          // offsets[0], so plain stores start at y row 0
+  const float *bias = nullptr;  // this expert's down bias [D], or null
   void row(int64_t i, int64_t col, int n, const float *v, const float *) {
     const int64_t a = assignment_base + i;
     const float g = gates != nullptr ? gates[a] : 1.0f;
+    const float *b = bias != nullptr ? bias + col : nullptr;
     if (out_rows != nullptr) {
       float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
-      for (int j = 0; j < n; ++j) dst[j] += g * v[j];
+      for (int j = 0; j < n; ++j) dst[j] += g * (b != nullptr ? v[j] + b[j] : v[j]);
     } else {
       float *dst = y + (a - offset0) * ldy + col;
-      for (int j = 0; j < n; ++j) dst[j] = g * v[j];
+      for (int j = 0; j < n; ++j) dst[j] = g * (b != nullptr ? v[j] + b[j] : v[j]);
     }
   }
 };
@@ -336,20 +370,28 @@ struct HiddenTileEpilogue {
   uint16_t *packed_h;
   int64_t h_block;
   int64_t r0, r1;  // this expert's rows, relative to offsets[0]
+  HiddenExtras extras{};
+  // Column j (16 tokens at c + j * 16): its biases broadcast, then the activation.
+  __m512 column(int64_t j, const float *c, const float *u) const {
+    VecF g{_mm512_loadu_ps(c + j * 16)};
+    VecF w = Gated ? VecF{_mm512_loadu_ps(u + j * 16)} : vzero();
+    if (extras.first != nullptr) g = vadd(g, vset1(extras.first[j]));
+    if (Gated && extras.second != nullptr) w = vadd(w, vset1(extras.second[j]));
+    return vgated<Act, Gated>(g, w, extras.act).v;
+  }
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) {
     const int64_t t0 = b * kTokenBlock;
     const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
     const int hi = static_cast<int>(std::min<int64_t>(kTokenBlock, r1 - t0));
     const __mmask16 tokens = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
     uint16_t *dst = packed_h + b * h_block + (col / 2) * 32;
+    // Bias pointers moved to this tile's first column.
+    HiddenTileEpilogue at = *this;
+    if (at.extras.first != nullptr) at.extras.first += col;
+    if (at.extras.second != nullptr) at.extras.second += col;
     for (int q = 0; 2 * q < ncols; ++q) {
-      __m512 v0 = vactivate<Act>(VecF{_mm512_loadu_ps(c + 2 * q * 16)}).v;
-      if constexpr (Gated) v0 = _mm512_mul_ps(v0, _mm512_loadu_ps(u + 2 * q * 16));
-      __m512 v1 = _mm512_setzero_ps();
-      if (2 * q + 1 < ncols) {
-        v1 = vactivate<Act>(VecF{_mm512_loadu_ps(c + (2 * q + 1) * 16)}).v;
-        if constexpr (Gated) v1 = _mm512_mul_ps(v1, _mm512_loadu_ps(u + (2 * q + 1) * 16));
-      }
+      const __m512 v0 = at.column(2 * q, c, u);
+      const __m512 v1 = 2 * q + 1 < ncols ? at.column(2 * q + 1, c, u) : _mm512_setzero_ps();
       _mm512_mask_storeu_epi32(dst + q * 32, tokens, bf16_pairs(v0, v1));
     }
   }
@@ -361,14 +403,15 @@ struct HiddenPackedRowEpilogue {
   uint16_t *packed_h;
   int64_t h_block;
   int64_t row_base;  // relative row of local row 0
+  HiddenExtras extras{};
   void row(int64_t i, int64_t col, int n, const float *v, const float *u) {
     const int64_t r = row_base + i;
     uint16_t *dst = packed_h + (r / kTokenBlock) * h_block + (r % kTokenBlock) * 2;
-    alignas(64) float vals[kVecWidth];
+    alignas(64) float vals[kVecWidth] = {};
     alignas(64) uint32_t bits[kVecWidth];
     for (int j = 0; j < n; j += kVecWidth) {
       const int m = std::min(kVecWidth, n - j);
-      activate_partial<Act>(vals, v + j, Gated ? u + j : nullptr, m);
+      hidden_values<Act, Gated>(extras, col + j, m, v + j, Gated ? u + j : nullptr, vals);
       _mm512_store_si512(bits, bf16_bits(_mm512_load_ps(vals)));
       for (int q = 0; q < m; ++q) {
         const int64_t c = col + j + q;
@@ -388,6 +431,7 @@ struct OutputTileEpilogue {
   int64_t offset0;
   int64_t r0, r1;  // this expert's packed rows
   int64_t begin;   // its first assignment (offsets[e])
+  const float *bias = nullptr;  // this expert's down bias [D], or null
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *) {
     const int64_t t0 = b * kTokenBlock;
     const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
@@ -396,9 +440,12 @@ struct OutputTileEpilogue {
     for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(c + j * 16);
     transpose16x16_epi32(r);
     const __mmask16 cols = static_cast<__mmask16>((1u << ncols) - 1);
+    const __m512 bv = bias != nullptr ? _mm512_maskz_loadu_ps(cols, bias + col) : _mm512_setzero_ps();
     for (int t = lo; t < hi; ++t) {
       const int64_t a = begin + (t0 + t - r0);
-      const __m512 v = _mm512_mul_ps(_mm512_set1_ps(gates != nullptr ? gates[a] : 1.0f), _mm512_castsi512_ps(r[t]));
+      __m512 sum = _mm512_castsi512_ps(r[t]);
+      if (bias != nullptr) sum = _mm512_add_ps(sum, bv);
+      const __m512 v = _mm512_mul_ps(_mm512_set1_ps(gates != nullptr ? gates[a] : 1.0f), sum);
       if (out_rows != nullptr) {
         float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
         _mm512_mask_storeu_ps(dst, cols, _mm512_add_ps(_mm512_maskz_loadu_ps(cols, dst), v));
@@ -517,7 +564,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       const Fp8Scales s2 = scales_of(p, Gated ? p.up_scale : nullptr, e);
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
-        HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0};
+        HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, hidden_extras<Gated>(p, e)};
         [[maybe_unused]] uint16_t *xr = reinterpret_cast<uint16_t *>(small_h);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
         if constexpr (Path == MatmulPath::avx512_bf16) {
@@ -543,7 +590,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                  }
                                });
       } else {
-        HiddenTileEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, r1};
+        HiddenTileEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, r1, hidden_extras<Gated>(p, e)};
         with_weight_columns<W>(first, second, s1, s2, D, c0, c1, slab,
                                [&](const uint16_t *w1, const uint16_t *w2, int64_t a, int64_t b, int64_t shift) {
                                  ShiftedEpilogue<decltype(inner)> ep{inner, shift};
@@ -566,7 +613,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         const void *down = p.down_w[e];
         const Fp8Scales sd = scales_of(p, p.down_scale, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
-          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
+          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e)};
           // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
           // (dp_small) or f32 ones (gemm_small, the rounded values).
           if constexpr (Path == MatmulPath::avx512_bf16)
@@ -595,7 +642,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                    }
                                  });
         } else {
-          OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin};
+          OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin, down_bias_of(p, e)};
           with_weight_columns<W>(down, nullptr, sd, Fp8Scales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};
@@ -674,7 +721,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
       detail::split_columns(F, f_pieces, i % f_pieces, c0, c1);
       if (rows <= 0 || c0 >= c1) continue;
       const detail::RowSource src{p.x, D, p.tokens, begin};
-      detail::HiddenEpilogue<Act, Gated> inner{h, F, begin - off0};
+      detail::HiddenEpilogue<Act, Gated> inner{h, F, begin - off0, detail::hidden_extras<Gated>(p, e)};
       detail::with_weight_columns<W>(
           Gated ? p.gate_w[e] : p.up_w[e], Gated ? p.up_w[e] : nullptr,
           detail::scales_of(p, Gated ? p.gate_scale : p.up_scale, e), detail::scales_of(p, Gated ? p.up_scale : nullptr, e),
@@ -694,7 +741,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
         const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
         if (rows <= 0) continue;
         const detail::RowSource src{h, F, nullptr, begin - off0};
-        detail::OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0};
+        detail::OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, detail::down_bias_of(p, e)};
         detail::with_weight_columns<W>(
             p.down_w[e], nullptr, detail::scales_of(p, p.down_scale, e), Fp8Scales{}, F, c0, c1, slab,
             [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *, int64_t a, int64_t b, int64_t shift) {

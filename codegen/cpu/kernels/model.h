@@ -108,6 +108,8 @@ struct AttentionConfig {
   float softmax_scale = 0.0f;       // scores = q.k * softmax_scale
   float clip = 0.0f;                // > 0: q, k and v clamped to [-clip, clip] before the rotation (OLMoE clip_qkv)
   int64_t window = 0;               // > 0: token at position p sees keys at positions > p - window; 0: all
+  const float *sinks = nullptr;     // [heads] or null: one more logit per head in the softmax, its
+                                    // probability dropped (gpt-oss)
 };
 
 namespace detail {
@@ -417,7 +419,7 @@ template <WeightType C>
 inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, int64_t vdim,
                                 const WeightStorage<C> *keys, const WeightStorage<C> *values, int64_t ld,
                                 int64_t ldv, int64_t lo, int64_t hi, float *scores, float *key_row,
-                                float *const *out) {
+                                float *const *out, const float *sinks = nullptr) {
   const int64_t n = hi - lo + 1;
   keys += lo * ld;
   values += lo * ldv;
@@ -451,7 +453,13 @@ inline void attend_rows_grouped(int count, const float *const *q, int64_t dim, i
       m[h] = std::max(m[h], s[h]);
     }
   }
-  for (int h = 0; h < count; ++h) inv_sum[h] = 1.0f / exp_shifted_sum(scores + h * n, n, m[h]);
+  // A sink logit (sinks[h], or none) counts in the denominator only: exp(sink - m) at the shift
+  // exp_shifted_sum applied.
+  for (int h = 0; h < count; ++h) {
+    const float shift = std::isfinite(m[h]) ? m[h] : 0.0f;
+    inv_sum[h] = 1.0f / (exp_shifted_sum(scores + h * n, n, m[h]) +
+                         (sinks != nullptr ? std::exp(sinks[h] - shift) : 0.0f));
+  }
   int h = 0;
   auto sums = [&](auto heads) {
     constexpr int G = decltype(heads)::value;
@@ -550,7 +558,8 @@ struct AttentionTileScratch {
 template <WeightType C, int NV>
 inline void attend_tile(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
                         float *const *out, int64_t dim, int64_t vdim, const WeightStorage<C> *keys,
-                        const WeightStorage<C> *values, int64_t ld, int64_t ldv, const AttentionTileScratch &s) {
+                        const WeightStorage<C> *values, int64_t ld, int64_t ldv, const AttentionTileScratch &s,
+                        float sink = -std::numeric_limits<float>::infinity()) {
   constexpr int W = kVecWidth, lanes = NV * W, MR = kAttentionMicroRows<NV>;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   float *m = s.stats, *sum = s.stats + lanes, *neg_shift = s.stats + 2 * lanes, *alpha = s.stats + 3 * lanes;
@@ -622,7 +631,8 @@ inline void attend_tile(int64_t rows, const float *const *query, const int64_t *
     for (; d < vdim; ++d) tile_weighted_sum<1, NV>(s.values + d, vdim, p, n, s.out_t + d * lanes);
   }
   for (int r = 0; r < rows; ++r) {
-    const float inv_sum = 1.0f / sum[r];
+    // The sink logit (-inf: none) adds exp(sink - m) to the denominator only.
+    const float inv_sum = 1.0f / (sum[r] + std::exp(sink - m[r]));
     for (int64_t d = 0; d < vdim; ++d) out[r][d] = s.out_t[d * lanes + r] * inv_sum;
   }
 }
@@ -837,7 +847,8 @@ inline void dp_attention_values(const uint16_t *vt, int64_t dtiles, int ksteps, 
 template <MatmulPath Path>
 inline void attend_tile_bf16(int64_t rows, const float *const *query, const int64_t *lo, const int64_t *hi,
                              float *const *out, int64_t dim, int64_t vdim, const uint16_t *keys,
-                             const uint16_t *values, int64_t ld, int64_t ldv, Bf16AttentionScratch &s) {
+                             const uint16_t *values, int64_t ld, int64_t ldv, Bf16AttentionScratch &s,
+                             float sink = -std::numeric_limits<float>::infinity()) {
   static_assert(Path == MatmulPath::amx_bf16 || Path == MatmulPath::avx512_bf16, "a bf16 product path");
   constexpr int W = 16, lanes = kAttentionTileRows;
   static_assert(lanes == 2 * W, "two query blocks of 16 per tile");
@@ -1018,6 +1029,9 @@ inline void attend_tile_bf16(int64_t rows, const float *const *query, const int6
 #endif
     }
   }
+  // The sink logit (-inf: none) adds exp(sink - m) to each lane's denominator.
+  if (sink != kNegInf)
+    for (int r = 0; r < rows; ++r) sum[r] += std::exp(sink - m[r]);
   // out[r] = Oᵀ[.][r] / sum[r]: 16 x 16 blocks transposed back to query rows.
   for (int u = 0; u < nq; ++u) {
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_loadu_ps(sum + u * W));
@@ -1192,12 +1206,13 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
             dst[i] = out + (t * heads + h + i) * vdim;
           }
           attend_rows_grouped<C>(count, query, dim, vdim, keys, values, ld, ldv, window_start(positions[t]),
-                                 positions[t], scores, row, dst);
+                                 positions[t], scores, row, dst, c.sinks != nullptr ? c.sinks + h : nullptr);
         }
       } else {
         const float *query[kAttentionTileRows];
         float *dst[kAttentionTileRows];
         int64_t lo[kAttentionTileRows], hi[kAttentionTileRows];
+        const float sink = c.sinks != nullptr ? c.sinks[h] : -std::numeric_limits<float>::infinity();
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = t0 + r;
           query[r] = rotated_q + (t * heads + h) * dim;
@@ -1207,12 +1222,12 @@ int attention(const AttentionConfig &c, int64_t tokens, const float *q, const fl
         }
         if constexpr (Path != MatmulPath::fma_f32) {
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
-          attend_tile_bf16<Path>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, bf16_scratch);
+          attend_tile_bf16<Path>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, bf16_scratch, sink);
 #endif
         } else if (vectors == 1) {
-          attend_tile<C, 1>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
+          attend_tile<C, 1>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch, sink);
         } else {
-          attend_tile<C, 2>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch);
+          attend_tile<C, 2>(rows, query, lo, hi, dst, dim, vdim, keys, values, ld, ldv, scratch, sink);
         }
       }
     }

@@ -15,7 +15,11 @@
 
 namespace mixtile::cpu {
 
-enum class Activation { silu, gelu, gelu_tanh, relu };  // gelu = erf form
+enum class Activation { silu, gelu, gelu_tanh, relu, swiglu_oai };  // gelu = erf form
+// The clamped SwiGLU's constants (Activation::swiglu_oai, gpt-oss); other activations ignore them.
+struct ActParams {
+  float alpha = 1.702f, limit = 7.0f;
+};
 enum class WeightType { f32, bf16, f16, fp8_e4m3 };
 // The instructions a GEMM multiplies with, chosen by the compiler per target: f32 FMA (weights
 // widened to f32), AVX512-BF16 VDPBF16PS, or AMX TDPBF16PS tiles. The bf16 paths take bf16
@@ -110,6 +114,9 @@ inline VecF vdiv(VecF a, VecF b) { return {_mm512_div_ps(a.v, b.v)}; }
 inline float vhsum(VecF a) { return _mm512_reduce_add_ps(a.v); }
 // max(0, x) with NaN propagating: max_ps returns its second operand when either is NaN.
 inline VecF vrelu(VecF x) { return {_mm512_max_ps(_mm512_setzero_ps(), x.v)}; }
+// min(x, bound) and max(x, bound), a NaN x staying NaN (as torch.clamp).
+inline VecF vmin_bound(VecF x, VecF bound) { return {_mm512_min_ps(bound.v, x.v)}; }
+inline VecF vmax_bound(VecF x, VecF bound) { return {_mm512_max_ps(bound.v, x.v)}; }
 
 // exp(x): Cephes-style range reduction + degree-6 polynomial, ~1 ulp on the clamped range.
 inline VecF vexp(VecF xin) {
@@ -171,6 +178,8 @@ inline float vhsum(VecF a) {
   return _mm_cvtss_f32(s);
 }
 inline VecF vrelu(VecF x) { return {_mm256_max_ps(_mm256_setzero_ps(), x.v)}; }
+inline VecF vmin_bound(VecF x, VecF bound) { return {_mm256_min_ps(bound.v, x.v)}; }
+inline VecF vmax_bound(VecF x, VecF bound) { return {_mm256_max_ps(bound.v, x.v)}; }
 inline VecF vexp(VecF xin) {
   __m256 x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), xin.v);
   x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // keep 2^n a normal number
@@ -265,6 +274,16 @@ inline VecF vabs(VecF x) {
   for (int i = 0; i < 4; ++i) r.v[i] = std::fabs(x.v[i]);
   return r;
 }
+inline VecF vmin_bound(VecF x, VecF bound) {
+  VecF r;
+  for (int i = 0; i < 4; ++i) r.v[i] = x.v[i] > bound.v[i] ? bound.v[i] : x.v[i];
+  return r;
+}
+inline VecF vmax_bound(VecF x, VecF bound) {
+  VecF r;
+  for (int i = 0; i < 4; ++i) r.v[i] = x.v[i] < bound.v[i] ? bound.v[i] : x.v[i];
+  return r;
+}
 template <WeightType W>
 inline VecF vload_weight(const WeightStorage<W> *p) {
   VecF r;
@@ -305,21 +324,42 @@ inline VecF vactivate(VecF x) {
     const VecF u2 = vmul(vset1(2.0f * 0.7978845608028654f), vfma(vset1(0.044715f), x3, x));
     return vdiv(x, vadd(vset1(1.0f), vexp(vmul(u2, vset1(-1.0f)))));
   } else {
+    static_assert(A == Activation::relu, "swiglu_oai is gated: use vgated");
     return vrelu(x);
   }
 }
 
+// The hidden value of one vector of columns: act(g) ⊙ u (gated) or act(g); for swiglu_oai
+// (gpt-oss) (clamp(u, ±limit) + 1) · g' · sigmoid(alpha · g') with g' = min(g, limit).
+template <Activation A, bool Gated>
+inline VecF vgated(VecF g, VecF u, const ActParams &ap) {
+  if constexpr (A == Activation::swiglu_oai) {
+    const VecF one = vset1(1.0f);
+    const VecF gc = vmin_bound(g, vset1(ap.limit));
+    const VecF uc = Gated ? vmax_bound(vmin_bound(u, vset1(ap.limit)), vset1(-ap.limit)) : vzero();
+    const VecF glu = vdiv(gc, vadd(one, vexp(vmul(gc, vset1(-ap.alpha)))));
+    return vmul(vadd(uc, one), glu);
+  } else {
+    VecF r = vactivate<A>(g);
+    if constexpr (Gated) r = vmul(r, u);
+    return r;
+  }
+}
+
 // Applies the activation to n <= kVecWidth values through one padded vector, so remainders get the
-// same numerics as full vectors.
+// same numerics as full vectors. `bias`/`mul_bias` (or null) add to src and mul first.
 template <Activation A>
-inline void activate_partial(float *dst, const float *src, const float *mul, int n) {
+inline void activate_partial(float *dst, const float *src, const float *mul, int n, const ActParams &ap = {},
+                             const float *bias = nullptr, const float *mul_bias = nullptr) {
   alignas(64) float buf[kVecWidth] = {};
   alignas(64) float mbuf[kVecWidth] = {};
-  for (int i = 0; i < n; ++i) buf[i] = src[i];
-  VecF r = vactivate<A>(vload(buf));
+  for (int i = 0; i < n; ++i) buf[i] = src[i] + (bias != nullptr ? bias[i] : 0.0f);
+  VecF r;
   if (mul != nullptr) {
-    for (int i = 0; i < n; ++i) mbuf[i] = mul[i];
-    r = vmul(r, vload(mbuf));
+    for (int i = 0; i < n; ++i) mbuf[i] = mul[i] + (mul_bias != nullptr ? mul_bias[i] : 0.0f);
+    r = vgated<A, true>(vload(buf), vload(mbuf), ap);
+  } else {
+    r = vgated<A, false>(vload(buf), vzero(), ap);
   }
   vstore(buf, r);
   for (int i = 0; i < n; ++i) dst[i] = buf[i];

@@ -16,7 +16,11 @@
 namespace mixtile::cuda {
 
 enum class WeightType { f32, bf16, f16 };      // bf16/f16 tensors are uint16_t bits
-enum class Activation { silu, gelu, gelu_tanh, relu };  // gelu = erf form
+enum class Activation { silu, gelu, gelu_tanh, relu, swiglu_oai };  // gelu = erf form
+/// The clamped SwiGLU's constants (Activation::swiglu_oai, gpt-oss).
+struct ActParams {
+  float alpha = 1.702f, limit = 7.0f;
+};
 
 constexpr int kWarp = 32;
 
@@ -95,7 +99,23 @@ __device__ __forceinline__ float activate(float x) {
     const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
     return 0.5f * x * (1.0f + tanhf(u));
   } else {
+    static_assert(A == Activation::relu, "swiglu_oai is gated: use gated_activate");
     return x > 0.0f ? x : (x == x ? 0.0f : x);  // relu; NaN propagates
+  }
+}
+
+/// act(g) ⊙ u (gated) or act(g); swiglu_oai: (clamp(u, ±limit) + 1) · g' · sigmoid(alpha · g')
+/// with g' = min(g, limit), NaN propagating as torch.clamp.
+template <Activation A, bool Gated>
+__device__ __forceinline__ float gated_activate(float g, float u, const ActParams &ap) {
+  if constexpr (A == Activation::swiglu_oai) {
+    const float gc = g > ap.limit ? ap.limit : g;
+    const float uc = !Gated ? 0.0f : u > ap.limit ? ap.limit : u < -ap.limit ? -ap.limit : u;
+    return (uc + 1.0f) * (gc / (1.0f + expf(-ap.alpha * gc)));
+  } else if constexpr (Gated) {
+    return activate<A>(g) * u;
+  } else {
+    return activate<A>(g);
   }
 }
 

@@ -41,6 +41,10 @@ struct ExpertFFNProblem {
   float *y = nullptr;               // output rows, stride D
   const int32_t *out_rows = nullptr;  // [A] y row of each assignment (scatter-add); null => y[a]
   int64_t zero_rows = 0;            // scatter mode: rows [0, zero_rows) of y zeroed first
+  // Expert biases (gpt-oss), f32 on the device or null: gate and up [E, F], down [E, D]
+  // (added before the gate scale); the clamped SwiGLU's constants.
+  const float *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
+  ActParams act{};
 };
 
 namespace detail {
@@ -120,30 +124,37 @@ struct HiddenRows {
 __device__ inline const void *a_source_base(const GatherRows &a) { return a.x; }
 template <class C> __device__ const void *a_source_base(const HiddenRows<C> &a) { return a.h; }
 
-/// Epilogue of the first GEMM: h[a - first, col] = act(g) (⊙ u).
+// Epilogues take expert e's sums of output column col for assignment a: v (the first
+// weight's) and u (the second's when gated, else 0).
+
+/// Epilogue of the first GEMM: h[a - first, col] = act(g + b1) (⊙ (u + b2)), the biases of the
+/// first and second weights ([E, F] rows, or null).
 template <class C, Activation Act, bool Gated>
 struct HiddenEpilogue {
   C *h;
   int64_t ld;
-  __device__ static float combine(float g, float u) {
-    if constexpr (Gated)
-      return activate<Act>(g) * u;
-    else
-      return activate<Act>(g);
-  }
-  __device__ void store(int64_t a, int64_t first, int64_t col, float v) const {
-    h[(a - first) * ld + col] = from_float<C>(v);
+  const float *first_bias = nullptr, *second_bias = nullptr;
+  ActParams act{};
+  __device__ void store(int e, int64_t a, int64_t first, int64_t col, float v, float u) const {
+    if (first_bias)
+      v += first_bias[static_cast<int64_t>(e) * ld + col];
+    if (Gated && second_bias)
+      u += second_bias[static_cast<int64_t>(e) * ld + col];
+    h[(a - first) * ld + col] = from_float<C>(gated_activate<Act, Gated>(v, u, act));
   }
 };
 
-/// Epilogue of the second GEMM: gate scale, then scatter-add or plain store.
+/// Epilogue of the second GEMM: the down bias ([E, D] or null), the gate scale, then
+/// scatter-add or plain store.
 struct OutputEpilogue {
   float *y;
   int64_t ld;
   const int32_t *out_rows;
   const float *gates;
-  __device__ static float combine(float v, float) { return v; }
-  __device__ void store(int64_t a, int64_t first, int64_t col, float v) const {
+  const float *bias = nullptr;
+  __device__ void store(int e, int64_t a, int64_t first, int64_t col, float v, float) const {
+    if (bias)
+      v += bias[static_cast<int64_t>(e) * ld + col];
     const float g = gates ? gates[a] : 1.0f;
     if (out_rows)
       atomicAdd(&y[static_cast<int64_t>(out_rows[a]) * ld + col], g * v);
@@ -157,8 +168,7 @@ struct LinearEpilogue {
   float *y;
   int64_t ld;
   ExpertVector bias;
-  __device__ static float combine(float v, float) { return v; }
-  __device__ void store(int64_t a, int64_t first, int64_t col, float v) const {
+  __device__ void store(int, int64_t a, int64_t first, int64_t col, float v, float) const {
     y[(a - first) * ld + col] = v + (bias.data ? bias.at(col) : 0.0f);
   }
 };
@@ -325,24 +335,33 @@ __global__ void __launch_bounds__(WARPS * 32)
     __syncthreads();
   }
 
-  // Epilogue: combine in registers (gate and up fragments share one layout), stage each
-  // 16x16 fragment through this warp's shared buffer, store with bounds checks.
+  // Epilogue: stage each 16x16 fragment through this warp's shared buffer (the up fragment
+  // first, its 8 values per lane kept in registers), then store with bounds checks; the
+  // epilogue adds biases and combines gate and up knowing each value's column.
   #pragma unroll
   for (int i = 0; i < FM; ++i)
     #pragma unroll
     for (int j = 0; j < FN; ++j) {
+      float second[8] = {};
+      if constexpr (Gated) {
+        wmma::store_matrix_sync(staging[warp], acc1[Gated ? i : 0][Gated ? j : 0], 16, wmma::mem_row_major);
+        __syncwarp();
 #pragma unroll
-      for (int t = 0; t < acc0[i][j].num_elements; ++t)
-        acc0[i][j].x[t] = Epilogue::combine(acc0[i][j].x[t], Gated ? acc1[Gated ? i : 0][Gated ? j : 0].x[t] : 0.0f);
+        for (int m = 0; m < 8; ++m)
+          second[m] = staging[warp][lane + 32 * m];
+        __syncwarp();
+      }
       wmma::store_matrix_sync(staging[warp], acc0[i][j], 16, wmma::mem_row_major);
       __syncwarp();
       const int row0 = warp_m * FM * 16 + i * 16;
       const int64_t col0 = n0 + warp_n * FN * 16 + j * 16;
-      for (int idx = lane; idx < 256; idx += 32) {
+#pragma unroll
+      for (int m = 0; m < 8; ++m) {
+        const int idx = lane + 32 * m;
         const int r = row0 + idx / 16;
         const int64_t col = col0 + idx % 16;
         if (r < rows && col < Ncols)
-          g.epilogue.store(tile.begin + r, tile.first, col, staging[warp][idx]);
+          g.epilogue.store(tile.expert, tile.begin + r, tile.first, col, staging[warp][idx], second[m]);
       }
       __syncwarp();
     }
@@ -446,8 +465,8 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int j = 0; j < TN; ++j) {
       const int64_t col = n0 + tx + j * SN;
       if (col < Ncols)
-        g.epilogue.store(tile.begin + r, tile.first, col,
-                         Epilogue::combine(acc0[i][j], Gated ? acc1[Gated ? i : 0][Gated ? j : 0] : 0.0f));
+        g.epilogue.store(tile.expert, tile.begin + r, tile.first, col, acc0[i][j],
+                         Gated ? acc1[Gated ? i : 0][Gated ? j : 0] : 0.0f);
     }
   }
 }
@@ -508,13 +527,14 @@ cudaError_t expert_ffn(const ExpertFFNProblem &p, const ExpertPointers<N> &gate_
   C *h = static_cast<C *>(workspace);
   const int experts = static_cast<int>(p.num_experts);
   detail::GroupedGemm<detail::GatherRows, detail::HiddenEpilogue<C, Act, Gated>> first{
-      experts, p.hidden, p.inter, p.segments, {p.x, p.tokens}, {h, p.inter}};
+      experts, p.hidden, p.inter, p.segments, {p.x, p.tokens},
+      {h, p.inter, Gated ? p.gate_bias : p.up_bias, Gated ? p.up_bias : nullptr, p.act}};
   status = detail::launch_grouped_gemm<W, Gated, BM, BN, BK, WARPS, N>(
       first, p.max_assignments, Gated ? gate_w : up_w, up_w, stream);
   if (status != cudaSuccess)
     return status;
   detail::GroupedGemm<detail::HiddenRows<C>, detail::OutputEpilogue> second{
-      experts, p.inter, p.hidden, p.segments, {h}, {p.y, p.hidden, p.out_rows, p.gates}};
+      experts, p.inter, p.hidden, p.segments, {h}, {p.y, p.hidden, p.out_rows, p.gates, p.down_bias}};
   return detail::launch_grouped_gemm<W, false, BM, BN, BK, WARPS, N>(second, p.max_assignments,
                                                                      down_w, down_w, stream);
 }

@@ -139,6 +139,9 @@ struct AttentionConfig {
   // Angle of pair i at position p: p · inv_freq[i], in f64 (the frequencies as the compiler
   // computed them, not rounded to f32: at p = 1e5 that rounding alone moves an angle ~3e-3 rad).
   double inv_freq[kAttentionMaxHeadDim / 2] = {};
+  // [heads] on the device or null: one more logit per head in the softmax, its probability
+  // dropped (gpt-oss's sinks).
+  const float *sinks = nullptr;
 };
 
 namespace detail {
@@ -318,6 +321,9 @@ __global__ void attention_attend_kernel(AttentionConfig c, int64_t tokens, const
     }
     m = m_new;
   }
+  // The sink logit counts in the denominator only.
+  if (c.sinks)
+    sum += expf(c.sinks[h] - m);
   const float inv_sum = 1.0f / sum;
 #pragma unroll
   for (int i = 0; i < PER_LANE; ++i) {

@@ -39,8 +39,8 @@ def tiny(family, dtype):
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("mlp.gate.weight"):  # spread routers: no near-ties in top-k
-                p.normal_(0.0, 1.0)
+            if name.endswith(("mlp.gate.weight", "mlp.router.weight")):  # spread routers: no
+                p.normal_(0.0, 1.0)                                      # near-ties in top-k
             elif "norm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
     return model.to(dtype)
