@@ -704,6 +704,9 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
           {"stride", stored.getAs<IntegerAttr>("stride").getInt()},
           {"offset", stored.getAs<IntegerAttr>("offset").getInt()},
           {"transpose", static_cast<bool>(stored.get("transpose"))}};
+    if (auto stored = func.getArgAttrOfType<DictionaryAttr>(i, MixDialect::kStoredAttr))
+      if (auto format = stored.getAs<StringAttr>("format"))
+        (*argJson.getObject("stored"))["format"] = format.str();
     argsJson.push_back(std::move(argJson));
   }
   tokenCount = llvm::is_contained(symbols, "T") ? "T"

@@ -87,8 +87,10 @@ LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*reg
     auto stride = fields ? fields.getAs<IntegerAttr>("stride") : IntegerAttr();
     auto offset = fields ? fields.getAs<IntegerAttr>("offset") : IntegerAttr();
     Attribute transpose = fields ? fields.get("transpose") : Attribute();
-    size_t expected = 3 + (transpose ? 1 : 0);
+    auto format = fields ? fields.getAs<StringAttr>("format") : StringAttr();
+    size_t expected = 3 + (transpose ? 1 : 0) + (format ? 1 : 0);
     bool good = fields && fields.size() == expected && name && !name.getValue().empty() &&
+                (!format || (format.getValue() == "mxfp4" && transpose)) &&
                 stride && offset && stride.getInt() >= 1 && stride.getInt() <= 64 &&
                 offset.getInt() >= 0 && offset.getInt() < stride.getInt() &&
                 (!transpose || isa<UnitAttr>(transpose)) && type && type.hasStaticShape() &&
@@ -96,8 +98,8 @@ LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*reg
     if (!good)
       return op->emitError() << "'mix.stored' of argument #" << argIndex
                              << " must be {name = \"<tensor>\", stride = s, offset = o"
-                                "(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static "
-                                "tensor (rank >= 2 with transpose)";
+                                "(, transpose(, format = \"mxfp4\"))} with 1 <= s <= 64 and "
+                                "0 <= o < s, on a static tensor (rank >= 2 with transpose)";
     return success();
   }
   if (attribute.getName() == kSymbolsAttr) {

@@ -68,8 +68,10 @@ def Mix_Dialect : Dialect {
     /// another layout, `{name = "<stored tensor>", stride = s, offset = o, transpose}`. The
     /// stored tensor's last dim is read with stride `s` from `o` (one half of an interleaved
     /// pair: gpt-oss's gate/up columns), then with `transpose` its last two dims swap (an
-    /// in-major [.., in, out] tensor read as [.., out, in]). The runtime builds that copy once
-    /// when it binds the weights (manifest "stored").
+    /// in-major [.., in, out] tensor read as [.., out, in]). With `format = "mxfp4"` (and
+    /// transpose) the stored tensor is `<name>_blocks` [.., out, in / 32, 16] (two e2m1 codes a
+    /// byte, low nibble first) with `<name>_scales` [.., out, in / 32] (e8m0), gpt-oss's hub
+    /// experts. The runtime builds that copy once when it binds the weights (manifest "stored").
     static constexpr llvm::StringLiteral kStoredAttr = "mix.stored";
   }];
 }

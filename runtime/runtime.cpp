@@ -184,8 +184,14 @@ struct TensorSpec {
   std::string storedName;
   int64_t storedStride = 1, storedOffset = 0;
   bool storedTranspose = false;
+  // "format": "mxfp4": the stored tensor is `<storedName>_blocks` [.., N, K / 32, 16] U8 (two
+  // e2m1 codes a byte, low nibble first) with `<storedName>_scales` [.., N, K / 32] U8 (e8m0),
+  // for the [.., K, N] tensor transformers dequantizes them to (gpt-oss's hub experts).
+  bool storedMxfp4 = false;
   bool isStored() const { return !storedName.empty(); }
-  const std::string &fileName() const { return isStored() ? storedName : name; }
+  std::string fileName() const {
+    return !isStored() ? name : storedMxfp4 ? storedName + "_blocks" : storedName;
+  }
   bool hasSymbols() const {
     for (const std::string &symbol : symbols)
       if (!symbol.empty())
@@ -383,6 +389,13 @@ public:
         spec.storedStride = stride.get<int64_t>();
         spec.storedOffset = offset.get<int64_t>();
         spec.storedTranspose = transpose.get<bool>();
+        if (stored.contains("format")) {
+          if (string(stored, "format", at) != "mxfp4" || !spec.storedTranspose ||
+              (spec.dtype != DType::F32 && spec.dtype != DType::BF16 && spec.dtype != DType::F16))
+            bad(at + ".format", "expected \"mxfp4\" on a transposed f32/bf16/f16 weight, got " +
+                                    stored.dump());
+          spec.storedMxfp4 = true;
+        }
         if (!spec.isWeight || spec.hasSymbols() || spec.storedName.empty() ||
             spec.shape.size() < (spec.storedTranspose ? 2u : 1u))
           bad(at, "only a weight of static shape (rank 2 or more with transpose) can be stored "
@@ -1017,7 +1030,104 @@ std::vector<int64_t> storedShape(const TensorSpec &spec) {
 // once: out[..., r, c] = in[..., c, offset + stride * r] with transpose, out[..., c] =
 // in[..., offset + stride * c] without; the same dtype, or a bf16/f16 tensor widened to f32.
 // The mapped pages read are dropped as the copy proceeds (releaseMappedPages).
-const void *storedData(const TensorSpec &spec, const TensorView &view, AlignedBuffer &staging) {
+// MXFP4 (manifest "format": "mxfp4"): out[..., r, c] = e2m1(code of in[..., c, o + s·r]) ·
+// 2^(scale - 127), in[..., k, n] being the [.., K, N] tensor the blocks [.., N, K/32, 16] and
+// scales [.., N, K/32] hold (row n's values k in groups of 32, two codes a byte, low nibble
+// first), as transformers' convert_moe_packed_tensors dequantizes them; every value is exact
+// in bf16 unless its scale under- or overflows.
+const void *mxfp4Data(const TensorSpec &spec, const TensorView &blocks, const TensorSet *set,
+                      AlignedBuffer &staging) {
+  const std::string blocksName = spec.storedName + "_blocks", scalesName = spec.storedName + "_scales";
+  const std::string what = "weight '" + spec.name + "' (MXFP4 '" + blocksName + "', " +
+                           blocks.source + ")";
+  const std::vector<int64_t> logical = storedShape(spec);  // [.., K, N]
+  const size_t rank = logical.size();
+  const int64_t K = logical[rank - 2], N = logical[rank - 1];
+  std::vector<int64_t> blocksShape(logical.begin(), logical.end() - 2), scalesShape;
+  blocksShape.push_back(N);
+  blocksShape.push_back(K / 32);
+  scalesShape = blocksShape;
+  blocksShape.push_back(16);
+  if (K % 32 != 0 || blocks.dtype != DType::U8 || blocks.shape != blocksShape)
+    fail(MIXTILE_ERROR_BINDING, what + ": expected U8 " + formatShape(blocksShape) +
+                                    " (the MXFP4 blocks of a " + formatShape(logical) +
+                                    " tensor), got " + describeActual(blocks));
+  const TensorView *scales = set ? set->find(scalesName) : nullptr;
+  if (!scales)
+    fail(MIXTILE_ERROR_BINDING, what + ": missing its scales '" + scalesName + "' (expected U8 " +
+                                    formatShape(scalesShape) + ") in " + describeSet(set));
+  if (scales->dtype != DType::U8 || scales->shape != scalesShape)
+    fail(MIXTILE_ERROR_BINDING, "tensor '" + scalesName + "' (" + scales->source +
+                                    "): the MXFP4 scales of " + what + " must be U8 " +
+                                    formatShape(scalesShape) + ", got " + describeActual(*scales));
+  if (blocks.onDevice || scales->onDevice)
+    fail(MIXTILE_ERROR_BINDING, what + ": MXFP4 weights are dequantized on the host; give them "
+                                       "in host memory");
+  static const float kE2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  const size_t rows = static_cast<size_t>(spec.shape[rank - 2]), cols = static_cast<size_t>(K);
+  int64_t outer = 1;
+  for (size_t d = 0; d + 2 < rank; ++d)
+    outer *= spec.shape[d];
+  const size_t outBytes = dtypeBytes(spec.dtype);
+  unsigned char *out =
+      static_cast<unsigned char *>(staging.ensure(static_cast<size_t>(outer) * rows * cols * outBytes));
+  const uint8_t *codes = static_cast<const uint8_t *>(blocks.data);
+  const uint8_t *exps = static_cast<const uint8_t *>(scales->data);
+  const size_t groups = cols / 32;
+  auto build = [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t n = static_cast<size_t>(o) * N + spec.storedOffset + spec.storedStride * r;
+        const uint8_t *row = codes + n * groups * 16;
+        const size_t at = (static_cast<size_t>(o) * rows + r) * cols;
+        for (size_t g = 0; g < groups; ++g) {
+          const float scale = std::ldexp(1.0f, static_cast<int>(exps[n * groups + g]) - 127);
+          float v[32];
+          for (int b = 0; b < 16; ++b) {
+            v[2 * b] = kE2m1[row[g * 16 + b] & 0xf] * scale;
+            v[2 * b + 1] = kE2m1[row[g * 16 + b] >> 4] * scale;
+          }
+          for (int i = 0; i < 32; ++i) {
+            const size_t e = at + g * 32 + i;
+            if (spec.dtype == DType::F32)
+              std::memcpy(out + 4 * e, &v[i], 4);
+            else {
+              const uint16_t h = spec.dtype == DType::BF16 ? floatToBf16(v[i]) : floatToHalf(v[i]);
+              std::memcpy(out + 2 * e, &h, 2);
+            }
+          }
+        }
+      }
+    }
+  };
+  constexpr int64_t kParallelRows = int64_t(1) << 12;
+  const int64_t parts =
+      static_cast<int64_t>(outer * rows) < kParallelRows
+          ? 1
+          : std::min<int64_t>({outer, 8, std::max(1u, std::thread::hardware_concurrency())});
+  std::vector<std::thread> helpers;
+  int64_t begun = parts;
+  for (int64_t t = 1; t < parts; ++t) {
+    try {
+      helpers.emplace_back(build, outer * t / parts, outer * (t + 1) / parts);
+    } catch (const std::system_error &) {
+      begun = t;
+      break;
+    }
+  }
+  build(0, outer / parts);
+  if (begun < parts)
+    build(outer * begun / parts, outer);
+  for (std::thread &helper : helpers)
+    helper.join();
+  return out;
+}
+
+const void *storedData(const TensorSpec &spec, const TensorView &view, const TensorSet *set,
+                       AlignedBuffer &staging) {
+  if (spec.storedMxfp4)
+    return mxfp4Data(spec, view, set, staging);
   const std::string what = "weight '" + spec.name + "' (stored as '" + spec.storedName + "', " +
                            view.source + ")";
   const std::vector<int64_t> expected = storedShape(spec);
@@ -1126,16 +1236,18 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
     if (spec.isStored()) {
       // Not in the session's weights (those were built when it was created): from the inputs,
       // rebuilt for this run.
-      const TensorView *stored = inputs ? inputs->find(spec.storedName) : nullptr;
+      const TensorView *stored = inputs ? inputs->find(spec.fileName()) : nullptr;
       if (!stored)
         fail(MIXTILE_ERROR_BINDING,
-             "missing tensor '" + spec.storedName + "' (weight, expected " +
-                 manifestDTypeName(spec.dtype) + " " + formatShape(storedShape(spec)) +
+             "missing tensor '" + spec.fileName() + "' (weight, expected " +
+                 (spec.storedMxfp4 ? std::string("MXFP4 blocks of ")
+                                   : std::string(manifestDTypeName(spec.dtype)) + " ") +
+                 formatShape(storedShape(spec)) +
                  ", which weight '" + spec.name + "' is read from): not in the inputs " +
                  describeSet(inputs) + " nor in the weights " +
                  describeSet(session.weights.get()));
       checkPlacement(session, *stored, "tensor '" + spec.storedName + "'");
-      const void *host = storedData(spec, *stored, session.stagedInputs[i]);
+      const void *host = storedData(spec, *stored, inputs, session.stagedInputs[i]);
       if (session.cuda) {
         const size_t bytes = tensorByteSize(spec.dtype, spec.shape, "weight '" + spec.name + "'");
         void *device = session.cuda->arguments[i].ensure(bytes, "weight '" + spec.name + "'");
@@ -1696,7 +1808,7 @@ int mixtile_session_create(mixtile_artifact *artifact, const char *entryName,
         continue;
       }
       const void *host =
-          stored ? storedData(spec, *view, state.stagedWeights[i])
+          stored ? storedData(spec, *view, state.weights.get(), state.stagedWeights[i])
           : widen ? widenedData(*view, state.stagedWeights[i])
           : dequantize
               ? dequantizedData(loaded, spec, *view, state.weights.get(), state.stagedWeights[i])
@@ -1954,7 +2066,9 @@ int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weig
         fail(MIXTILE_ERROR_BINDING,
              "the checkpoint " + describeSet(weights->impl.get()) + " lacks tensor '" +
                  spec.fileName() + "' (expected " +
-                 (spec.isStored() ? std::string(manifestDTypeName(spec.dtype)) + " " +
+                 (spec.isStored() ? (spec.storedMxfp4 ? std::string("MXFP4 blocks of ")
+                                                       : std::string(manifestDTypeName(spec.dtype)) +
+                                                             " ") +
                                         formatShape(storedShape(spec))
                                   : describeExpected(spec)) +
                  ")");

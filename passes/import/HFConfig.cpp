@@ -267,6 +267,7 @@ struct SparseBlock {
   // gpt-oss: stacked in-major experts (gate_up_proj [E, D, 2F] with gate/up columns
   // interleaved, down_proj [E, F, D]), expert biases and the clamped SwiGLU.
   bool oai = false;
+  bool mxfp4 = false;  // gpt-oss's experts stored as MXFP4 blocks and scales (mxfp4Experts)
   double swigluAlpha = 1.702, swigluLimit = 7.0;
   // Set when the routed experts take the checkpoint's fp8 weights in place (e4m3 codes with
   // `<name>_scale_inv` block scales of this many rows x columns; see fp8ExpertBlock).
@@ -368,6 +369,10 @@ struct SparseBlock {
                         std::isfinite(swigluLimit)))
           r.fail("fields 'swiglu_alpha' and 'swiglu_limit' must be finite positive numbers");
         activation = Activation::swiglu_oai;
+        if (r.ok() && mxfp4 && (hidden % 32 != 0 || width % 32 != 0))
+          r.fail(llvm::formatv("MXFP4 experts need hidden_size ({0}) and intermediate_size ({1}) "
+                               "to be multiples of 32 (its blocks)",
+                               hidden, width));
       } else if (r.family == "minimax_m2") {
         // MiniMax-M2: Mixtral's names (block_sparse_moe, w1/w3/w2) and expert width, sigmoid
         // scores chosen with the block's e_score_correction_bias, renormalized without an
@@ -510,6 +515,9 @@ struct SparseBlock {
             b.getNamedAttr("stride", b.getI64IntegerAttr(stride))};
         if (transpose)
           fields.push_back(b.getNamedAttr("transpose", b.getUnitAttr()));
+        // The hub's MXFP4 experts: dequantized into the weight's dtype as they are rearranged.
+        if (transpose && mxfp4)
+          fields.push_back(b.getNamedAttr("format", b.getStringAttr("mxfp4")));
         return b.getDictionaryAttr(fields);
       };
       weights.push_back({gateUp + "[gate]", {experts, width, hidden}, weightType,
@@ -681,6 +689,16 @@ std::string weightDtype(ConfigReader &r, StringRef dtypeArg, std::string &error)
   return dtype;
 }
 
+/// Whether the checkpoint stores gpt-oss's experts as MXFP4 (quantization_config's quant_method
+/// mxfp4, as the hub's gpt-oss-20b/120b): `<name>_blocks` [E, out, in / 32, 16] bytes of two
+/// e2m1 codes and `<name>_scales` [E, out, in / 32] e8m0 exponents for the tensor transformers
+/// keeps as `<name>` [E, in, out]. weightQuantization checks the rest of the config.
+bool mxfp4Experts(const llvm::json::Object &config) {
+  const llvm::json::Object *q = config.getObject("quantization_config");
+  const llvm::json::Value *method = q ? q->get("quant_method") : nullptr;
+  return method && method->getAsString() == std::optional<StringRef>("mxfp4");
+}
+
 /// The checkpoint's weight quantization (`quantization_config`) as the module attribute
 /// mix.weight_quantization: a null attribute when the config has none, nullopt (with `error`
 /// set) when it names one Mixtile cannot bind. Supported: transformers' fine-grained fp8
@@ -711,6 +729,15 @@ std::optional<DictionaryAttr> weightQuantization(const llvm::json::Object &confi
   std::optional<std::string> method = text("quant_method", "");
   if (!method || method->empty())
     return refuse("field 'quantization_config.quant_method' must be a string");
+  // gpt-oss's hub checkpoints: MXFP4 experts (mxfp4Experts), everything else as the config's
+  // dtype; no module attribute, the expert arguments say how they are stored.
+  if (*method == "mxfp4") {
+    const llvm::json::Value *type = config.get("model_type");
+    if (!type || type->getAsString() != std::optional<StringRef>("gpt_oss"))
+      return refuse("field 'quantization_config.quant_method' = 'mxfp4' is supported for gpt_oss "
+                    "(its experts' blocks and scales) only");
+    return DictionaryAttr();
+  }
   if (*method != "fp8")
     return refuse("field 'quantization_config.quant_method' = '" +
                   StringRef(*method).take_front(64) +
@@ -828,6 +855,7 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   SparseBlock block;
   block.fused = fusedExperts;
   block.fp8Block = fp8ExpertBlock(*quantization, weightType, fusedExperts, r.family, fp8InPlace);
+  block.mxfp4 = mxfp4Experts(r.config);
   if (fusedExperts && r.family == "switch_transformers") {
     error = "--fused-experts applies to the gated families (transformers fuses their "
             "experts); switch_transformers keeps one module per expert";
@@ -1399,6 +1427,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     if (llvm::is_contained(sparse, layer)) {
       block.emplace();
       block->fp8Block = fp8ExpertBlock(*quantization, weightType, false, r.family, fp8InPlace);
+      block->mxfp4 = mxfp4Experts(r.config);
       if (!block->describe(r, layer, weightType, b))
         return false;
       out.insert(out.end(), block->weights.begin(), block->weights.end());

@@ -284,14 +284,14 @@ func.func @sinks_per_head(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %p: tensor
 
 // -----
 
-// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
+// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose(, format = "mxfp4"))} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
 func.func @stored_offset(%w: tensor<2x8x4xbf16> {mix.stored = {name = "w", stride = 2, offset = 2, transpose}}) {
   return
 }
 
 // -----
 
-// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose)} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
+// expected-error @+1 {{'mix.stored' of argument #0 must be {name = "<tensor>", stride = s, offset = o(, transpose(, format = "mxfp4"))} with 1 <= s <= 64 and 0 <= o < s, on a static tensor (rank >= 2 with transpose)}}
 func.func @stored_rank(%w: tensor<8xbf16> {mix.stored = {name = "w", stride = 1, offset = 0, transpose}}) {
   return
 }

@@ -249,10 +249,10 @@ def block_spec(config, layer):
             # down_proj_bias [E, D]. block_tensors splits them into the usual roles; the
             # clamped SwiGLU (swiglu_alpha, swiglu_limit) is clamped_swiglu below.
             # The hub checkpoints store the experts as MXFP4 (quant_method "mxfp4":
-            # gate_up_proj_blocks/_scales, down_proj_blocks/_scales): refused, as any other
-            # quantization of this family.
+            # gate_up_proj_blocks/_scales, down_proj_blocks/_scales), dequantized on load as
+            # transformers does on a CPU (dequantize_mxfp4); any other quantization is refused.
             quant = config.get("quantization_config") or {}
-            if quant:
+            if quant and quant.get("quant_method") != "mxfp4":
                 raise ConfigError(
                     f"config.json: quantization_config (quant_method "
                     f"'{quant.get('quant_method')}') is not supported for gpt_oss; the "
@@ -611,6 +611,45 @@ def dequantize_fp8(config, weights, dtypes):
     return used
 
 
+# e2m1 values by code (transformers' integrations/mxfp4.py FP4_VALUES).
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                       -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def mxfp4_values(blocks, scales):
+    """transformers' convert_moe_packed_tensors: blocks [..., N, G, 16] bytes (low nibble the
+    even element) and scales [..., N, G] (e8m0: 2^(s - 127)) -> [..., K, N] (K = 32 G), the
+    in-major tensor its experts keep. Every value is exact in bf16 at sane scales."""
+    blocks = np.asarray(blocks, np.uint8)
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    values = FP4_VALUES[codes] * np.ldexp(1.0, np.asarray(scales, np.int64) - 127)[..., None]
+    values = values.reshape(*blocks.shape[:-2], -1)  # [..., N, K]
+    return np.swapaxes(values, -1, -2)
+
+
+def dequantize_mxfp4(config, weights, dtypes):
+    """Replaces each `<name>_blocks` / `<name>_scales` pair of an MXFP4 checkpoint
+    (quantization_config quant_method "mxfp4": gpt-oss's experts) by `<name>`, dequantized as
+    transformers loads one on a CPU (in the model's dtype). Returns the names it removed."""
+    quant = config.get("quantization_config") or {}
+    if quant.get("quant_method") != "mxfp4":
+        return set()
+    target = model_dtype(config)
+    removed = set()
+    for blocks_name in [n for n in weights if n.endswith("_blocks")]:
+        name = blocks_name[: -len("_blocks")]
+        scales_name = name + "_scales"
+        if scales_name not in weights:
+            raise ConfigError(f"checkpoint: MXFP4 '{blocks_name}' has no '{scales_name}'")
+        weights[name] = safetensors_io.round_to_dtype(
+            mxfp4_values(weights[blocks_name], weights[scales_name]), target)
+        dtypes[name] = target
+        for n in (blocks_name, scales_name):
+            del weights[n], dtypes[n]
+            removed.add(n)
+    return removed
+
+
 def pick_layer(config, checkpoint_names):
     """The first sparse layer whose router tensor is in the checkpoint (else the first)."""
     layers = sparse_layers(config)
@@ -652,10 +691,12 @@ def compute(config_path, checkpoint, inputs_path, layer=None, router_precision="
     spec = block_spec(config, layer)
     wanted = {n for v in spec["tensors"].values() for n in (v if isinstance(v, list) else [v])}
     weights, dtypes = safetensors_io.load(
-        checkpoint, names=wanted | {n + "_scale_inv" for n in wanted}
+        checkpoint,
+        names=wanted | {n + s for n in wanted for s in ("_scale_inv", "_blocks", "_scales")},
     )
     for scale in dequantize_fp8(config, weights, dtypes):
         del weights[scale], dtypes[scale]
+    dequantize_mxfp4(config, weights, dtypes)
     missing = sorted(wanted - set(weights))
     if missing:
         raise ConfigError(

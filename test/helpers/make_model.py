@@ -653,6 +653,36 @@ def quantize_fp8(config, tensors, dtypes, block, scale_dtype="F32"):
     }
 
 
+def quantize_mxfp4(config, tensors, dtypes):
+    """Stores gpt-oss's experts as its hub checkpoints do (quantization_config quant_method
+    "mxfp4"): for each in-major `experts.gate_up_proj` [E, D, 2F] and `experts.down_proj`
+    [E, F, D] (logical [E, K, N]), `<name>_blocks` [E, N, K/32, 16] U8 (two e2m1 codes a byte,
+    the even element in the low nibble) and `<name>_scales` [E, N, K/32] U8 (e8m0: 127 + the
+    power of two each group of 32 values is divided by, the smallest putting its largest
+    magnitude within 6), codes rounded to the nearest e2m1 value (ties to the even code)."""
+    grid = hf_reference.FP4_VALUES[:8]  # 0, 0.5 .. 6
+    for name in [n for n in tensors if n.endswith((".experts.gate_up_proj", ".experts.down_proj"))]:
+        w = np.swapaxes(np.asarray(tensors[name], np.float64), -1, -2)  # [E, N, K]
+        if w.shape[-1] % 32:
+            raise ValueError(f"{name}: MXFP4 needs the input width to be a multiple of 32")
+        groups = w.reshape(*w.shape[:-1], w.shape[-1] // 32, 32)
+        top = np.abs(groups).max(axis=-1)
+        exponent = np.where(top > 0, np.ceil(np.log2(np.maximum(top, 1e-300) / 6.0)), 0).astype(np.int64)
+        exponent = np.clip(exponent, -127, 127)
+        scaled = groups / np.ldexp(1.0, exponent)[..., None]
+        index = np.abs(np.abs(scaled)[..., None] - grid).argmin(axis=-1)  # first = even on ties
+        codes = (index | np.where(scaled < 0, 8, 0)).astype(np.uint8)
+        packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+        del tensors[name], dtypes[name]
+        tensors[name + "_blocks"], dtypes[name + "_blocks"] = packed, "U8"
+        tensors[name + "_scales"], dtypes[name + "_scales"] = (exponent + 127).astype(np.uint8), "U8"
+    config["quantization_config"] = {
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"],
+        "quant_method": "mxfp4",
+    }
+
+
 def write_model(
     out_dir,
     family,
@@ -668,7 +698,10 @@ def write_model(
     fp8_block=None,
     fp8_scales="F32",
     qk_norm=False,
+    mxfp4=False,
 ):
+    if mxfp4 and family != "gpt_oss":
+        raise ValueError("--mxfp4 is for gpt_oss")
     if fp8_block and family == "gpt_oss":
         # Its hub checkpoints quantize the experts as MXFP4, which the references refuse.
         raise ValueError("--fp8 is not for gpt_oss")
@@ -676,6 +709,8 @@ def write_model(
     tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if fp8_block:
         quantize_fp8(config, tensors, dtypes, fp8_block, fp8_scales)
+    if mxfp4:
+        quantize_mxfp4(config, tensors, dtypes)
     os.makedirs(out_dir, exist_ok=True)
     for name, value in (("config.json", config), ("generation_config.json", generation_config(config))):
         with open(os.path.join(out_dir, name), "w") as f:
@@ -735,6 +770,8 @@ def main(argv=None):
     p.add_argument(
         "--fp8-scales", choices=("f32", "bf16"), default="f32", help="with --fp8: the scales' dtype"
     )
+    p.add_argument("--mxfp4", action="store_true",
+                   help="gpt_oss: the experts as MXFP4 blocks and scales, as its hub checkpoints")
     args = p.parse_args(argv)
     if (args.layers is not None and args.layers < 1) or args.vocab < 4:
         p.error("need --layers >= 1 and --vocab >= 4")
@@ -762,6 +799,7 @@ def main(argv=None):
             fp8_block,
             args.fp8_scales.upper(),
             args.qk_norm,
+            args.mxfp4,
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))

@@ -319,6 +319,7 @@ class Model:
         self.defaults = _DEFAULTS[family]
         self.weights, self.dtypes = safetensors_io.load(model_dir)
         hf_reference.dequantize_fp8(config, self.weights, self.dtypes)
+        hf_reference.dequantize_mxfp4(config, self.weights, self.dtypes)
         self.hidden = self.get("hidden_size")
         self.heads = self.get("num_attention_heads")
         self.layers = self.get("num_hidden_layers")

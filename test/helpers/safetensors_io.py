@@ -18,6 +18,7 @@ STORAGE = {
     "BF16": np.dtype("<u2"),
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
+    "U8": np.dtype("u1"),  # MXFP4 blocks and scales (gpt-oss)
     "F8_E4M3": np.dtype("u1"),  # raw e4m3fn codes
 }
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3")
