@@ -201,6 +201,29 @@ MODELS = {
         "experts": 64, "top_k": 6, "ffn": 1536,
         "optional": True,
     },
+    "gpt_oss": {
+        "title": "gpt-oss-20b config, 3 of 24 layers, bf16 experts",
+        "family": "gpt_oss",
+        "class": "GptOssConfig",
+        # The published openai/gpt-oss-20b config.json, but 3 layers (sliding, full, sliding)
+        # and the experts in bf16 (the hub's are MXFP4; unsloth/gpt-oss-20b-BF16's form, as
+        # transformers saves a dequantized model): 64 heads of 64 (8 kv heads) with biases and
+        # sinks, YaRN x32, 32 experts of 2880 top-4 with biases and the clamped SwiGLU.
+        "config": dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=3,
+                       num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=32,
+                       num_experts_per_tok=4, sliding_window=128,
+                       layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                       max_position_embeddings=131072, rms_norm_eps=1e-5, attention_bias=True,
+                       swiglu_limit=7.0, tie_word_embeddings=False, eos_token_id=200002,
+                       pad_token_id=199999, hidden_act="silu",
+                       rope_parameters={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                                        "beta_slow": 1.0, "truncate": False,
+                                        "original_max_position_embeddings": 4096,
+                                        "rope_theta": 150000.0}),
+        "json_extra": {},
+        "experts": 32, "top_k": 4, "ffn": 2880,
+        "optional": True,
+    },
 }
 # The same OLMoE at 8 layers: how the ratios move with depth (the last layer's MLP runs for the
 # logit rows only, 1/L of the sparse work; the 4-layer model overstates that). Not in the default
@@ -431,7 +454,7 @@ def init_weights(torch, model, seed, router_std, sigmoid=False):
             elif name.endswith("embed_tokens.weight"):
                 kind = "embedding"
                 p.normal_(0.0, 1.0)
-            elif re.search(r"\.mlp\.gate\.weight$", name):
+            elif re.search(r"\.mlp\.(gate|router)\.weight$", name):
                 kind = "router"
                 # A sigmoid router (GLM) with N(0, router_std^2) weights over thousands of
                 # inputs saturates: most scores round to 1.0 and the top-k is a tie. Its
@@ -439,8 +462,15 @@ def init_weights(torch, model, seed, router_std, sigmoid=False):
                 # (std router_std * 2 over the inputs: about N(0, 1)).
                 std = router_std * 2 / math.sqrt(p.shape[1]) if sigmoid else router_std
                 p.normal_(0.0, std)
+            elif name.endswith(("_proj_bias", ".sinks", ".mlp.router.bias")):
+                kind = "bias"  # gpt-oss: expert biases, sinks, router bias
+                p.normal_(0.0, 0.5 if name.endswith((".sinks", ".mlp.router.bias")) else 0.02)
             elif p.dim() == 2:
                 kind = "projection"
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]))
+            elif p.dim() == 3 and name.endswith((".experts.gate_up_proj", ".experts.down_proj")) \
+                    and "GptOss" in type(model).__name__:  # gpt-oss: in-major [E, in, out]
+                kind = "experts"
                 p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]))
             elif p.dim() == 3:  # fused experts [E, out, in] (transformers 5)
                 kind = "experts"
@@ -975,7 +1005,7 @@ def set_vocab_none(self):
 
 import conversion
 names = {"OlmoeForCausalLM", "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM", "Glm4MoeForCausalLM",
-         "Ernie4_5_MoeForCausalLM"}
+         "Ernie4_5_MoeForCausalLM", "GptOssForCausalLM"}
 patched = []
 for arch in names:
     try:

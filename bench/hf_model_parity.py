@@ -7,10 +7,13 @@ For each case (a family, plus variants that exercise sliding windows, linear/lla
 RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSeek RoPE, GLM's
 partial rotary with and without use_qk_norm, dots1's layer_types windows, GLM-4.7-Flash's MLA
 with biases, MiniMax-M2's partial rotary from rotary_dim, ERNIE-4.5's interleaved RoPE and
-moe_layer_interval),
+moe_layer_interval, gpt-oss's layer_types, attention without biases, clamped SwiGLU
+parameters, top-3 and yarn whose untruncated correction range reaches the prompts),
 this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
-std 1 so routing has no near-ties, norms/biases made non-trivial), save_pretrained's it in
+std 1 so routing has no near-ties, norms/biases made non-trivial, gpt-oss's experts, router
+biases and sinks drawn as make_model.py draws them but the experts' output side scaled down,
+GPT_OSS_OUTPUT_SCALE), save_pretrained's it in
 f32 and bf16, and checks against HF's own model(input_ids, attention_mask).logits and greedy
 generate() on a left-padded batch of 3 prompts of different lengths (mixtral, qwen3_moe,
 deepseek_v3 and minimax_m2 also as a fine-grained fp8 checkpoint, FP8_CASES, which HF
@@ -24,6 +27,11 @@ dequantizes on load):
              checkpoint, positions where a bf16-sized perturbation of the routers' inputs
              alone moves HF's logits past the tolerance (a routing near-tie at or before
              them, router_sensitivity) are left out of the logits check and counted
+For the gpt_oss cases (LAYER_CASES), also one sparse layer alone on 32 random hidden states,
+f32 and bf16, against HF's own model.model.layers[L].mlp: test/helpers/hf_reference.py's
+block reference, and with --mixtilec `mixtilec --hf-config DIR/config.json --layer L --dtype
+D` + mixtile-run (bf16: tokens whose routing hf_reference finds near a tie left out, as
+check.py does).
 One line per case and check, PASS/FAIL/SKIP; exit 1 on any FAIL.
 Usage: hf_model_parity.py [--families F ...] [--no-variants] [--save DIR]
                           [--mixtilec PATH --mixtile-run PATH] [--generate N]
@@ -33,6 +41,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -47,6 +56,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPERS = os.path.join(HERE, "..", "test", "helpers")
 sys.path.insert(0, HELPERS)
+import check  # noqa: E402
+import hf_reference  # noqa: E402
 import make_model  # noqa: E402
 import model_reference  # noqa: E402
 import safetensors_io  # noqa: E402
@@ -125,6 +136,38 @@ CASES = {
         {"rope": "llama3", "layers": 5},
         {"moe_layer_interval": 2, "moe_layer_end_index": 3},
     ),
+    # gpt-oss: q/k/v/o biases, a sink logit per head, layer 0 sliding (window 4) and layer 1
+    # full, its own yarn (factor 32, truncate false), a router with a bias, softmax over the
+    # top-2 chosen logits, biased experts with the clamped SwiGLU; heads x head_dim 32 (128)
+    # != hidden (64).
+    "gpt_oss": ("gpt_oss", {}, {}),
+    # layer_types other than the alternation __post_init__ derives (window 3 on layers 1 and
+    # 2), no q/k/v/o biases (the sinks stay), llama3, tied embeddings.
+    "gpt_oss_layer_types_tied": (
+        "gpt_oss",
+        {"layers": 3, "sliding_window": 3, "rope": "llama3", "tie": True},
+        {"layer_types": ["full_attention", "sliding_attention", "sliding_attention"], "attention_bias": False},
+    ),
+    # Another clamp and alpha, top-3, and yarn over 32 original positions: the untruncated
+    # correction range then matters within the prompts.
+    "gpt_oss_swiglu_short_yarn": (
+        "gpt_oss",
+        {},
+        {
+            "swiglu_limit": 3.0,
+            "swiglu_alpha": 1.3,
+            "num_experts_per_tok": 3,
+            "rope_parameters": {
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "factor": 32.0,
+                "original_max_position_embeddings": 32,
+                "rope_theta": 150000.0,
+                "rope_type": "yarn",
+                "truncate": False,
+            },
+        },
+    ),
 }
 SELECTION_BIAS_MEAN = {
     "deepseek_v3_negative_bias": -0.9,
@@ -137,8 +180,28 @@ SELECTION_BIAS_MEAN = {
 # scale grid and refuses ragged ones).
 FP8_CASES = {"mixtral": (8, 8), "qwen3_moe": (8, 8), "deepseek_v3": (8, 8), "minimax_m2": (8, 8)}
 PROMPT_LENGTHS = (9, 5, 12)
-ROUTER = re.compile(r"\.mlp\.gate\.weight$")
-ROUTER_MODULE = re.compile(r"\.mlp\.gate$")
+# One sparse layer of these cases also runs alone (check_layer): the layer, on LAYER_TOKENS
+# random hidden states.
+LAYER_CASES = {"gpt_oss": 1, "gpt_oss_layer_types_tied": 2, "gpt_oss_swiglu_short_yarn": 0}
+LAYER_TOKENS = 32
+# gpt-oss's experts as make_model.py draws them (gate_up_proj GPT_OSS_GATE_UP_SCALE/sqrt(D),
+# so the clamp is reached; down_proj 0.02, biases 0.5) put out clamped-SwiGLU activations of
+# rms ~13 and a block output of rms ~1.5, where every other family's block (HF's 0.02 init)
+# adds 1e-3..5e-3 to a residual stream of ~0.03 (embeddings 0.02, attention ~0.02). The
+# logits are then the routing weights' mix of expert outputs, the attention ~1.5% of the
+# hidden state: perturbing the routers' inputs by one bf16 step moves the top-k softmax
+# weights by up to ~0.03..0.04 and the logits of about half the positions past the bf16
+# tolerance with no routing choice changed (router_sensitivity: 11 of 26 positions, none at
+# a flip), and bf16 arithmetic itself (HF's own bf16 model) misses f32 by 1e-2..8e-2 rel-L2.
+# So the experts' output side (down_proj and down_proj_bias together) is scaled by this: the
+# block adds 1e-3..3e-3, a tenth of the residual stream as the other families' do, with the
+# clamp, the activations and the biases' share of each expert's output unchanged (without
+# the clamp the logits still move by 6e-2..1e-1; HF's own bf16 model then misses f32 by
+# 4.5e-3..6.2e-3, as mixtral's by 5.2e-3..5.5e-3).
+GPT_OSS_OUTPUT_SCALE = make_model.GPT_OSS_OUTPUT_SCALE
+# The routers (gpt-oss's is mlp.router, every other family's mlp.gate).
+ROUTER = re.compile(r"\.mlp\.(gate|router)\.weight$")
+ROUTER_MODULE = re.compile(r"\.mlp\.(gate|router)$")
 
 
 class Failure(Exception):
@@ -164,8 +227,14 @@ def hf_config(family, options, extra, dtype):
 
 def reinitialize(model, seed, bias_mean=0.0):
     """Routers N(0, 1), e_score_correction_bias bias_mean + 0.05·N, shared_expert_gate 0.1·N,
-    norms 1 + 0.1·N, biases 0.02·N (HF's init leaves the last three at 1 or 0)."""
+    norms 1 + 0.1·N, biases 0.02·N (HF's init leaves the last three at 1 or 0). gpt-oss's
+    experts, router biases and sinks as make_model.py draws them (router biases and sinks
+    N(0, 1), experts.gate_up_proj [E, D, 2F] GPT_OSS_GATE_UP_SCALE/sqrt(D)·N: pre-activations
+    of std ~5 on RMS-normed tokens, so the clamp is reached; gate_up_proj_bias 0.5·N), except
+    that the experts' output side, down_proj (0.02·N) and down_proj_bias (0.5·N), is scaled
+    by GPT_OSS_OUTPUT_SCALE."""
     g = torch.Generator().manual_seed(seed + 1)
+    gpt_oss = model.config.model_type == "gpt_oss"
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
             if not p.is_floating_point() or name.endswith(("inv_freq", "original_inv_freq")):
@@ -173,6 +242,16 @@ def reinitialize(model, seed, bias_mean=0.0):
             z = torch.randn(p.shape, generator=g, dtype=torch.float32)
             if ROUTER.search(name):
                 p.copy_(z)
+            elif gpt_oss and name.endswith((".mlp.router.bias", ".self_attn.sinks")):
+                p.copy_(z)
+            elif gpt_oss and name.endswith(".experts.gate_up_proj"):
+                p.copy_(make_model.GPT_OSS_GATE_UP_SCALE / p.shape[1] ** 0.5 * z)
+            elif gpt_oss and name.endswith(".experts.gate_up_proj_bias"):
+                p.copy_(0.5 * z)
+            elif gpt_oss and name.endswith(".experts.down_proj"):
+                p.copy_(GPT_OSS_OUTPUT_SCALE * make_model.WEIGHT_STD * z)
+            elif gpt_oss and name.endswith(".experts.down_proj_bias"):
+                p.copy_(GPT_OSS_OUTPUT_SCALE * 0.5 * z)
             elif name.endswith("e_score_correction_bias"):
                 p.copy_(bias_mean + 0.05 * z)
             elif name.endswith("shared_expert_gate.weight"):
@@ -237,7 +316,10 @@ def router_sensitivity(model, ids, mask, base, trials=4, rel=2.0**-8, seed=0):
     model's own hf_logits) move when only the routers' inputs are perturbed, each element by a
     factor 1 + rel * N(0, 1), rel one bf16 rounding step, over `trials` draws. Nothing else changes, so a position moves by more than
     the gate weights' own change only where a routing decision at it or before it in its
-    sequence flips: a near-tie that bf16 arithmetic decides either way."""
+    sequence flips: a near-tie that bf16 arithmetic decides either way. (That holds where a
+    sparse block's output is small beside the residual stream, so that the routing weights'
+    continuous change moves the logits far less than tol, as every family's is here: see
+    GPT_OSS_OUTPUT_SCALE.)"""
     gates = [m for n, m in model.named_modules() if ROUTER_MODULE.search(n)]
     g = torch.Generator().manual_seed(seed + 7)
 
@@ -409,14 +491,29 @@ def check_make_model(case, family, options, work, ids_path, ids, mask, new_token
 def run_mixtile(args, model_dir, ids_path, scratch, new_tokens):
     """(logits, sequences) from mixtilec + mixtile-run, or raises Failure."""
     out = os.path.join(scratch, "compiled")
-    steps = [
-        [args.mixtilec, "--hf-config", os.path.join(model_dir, "config.json"), "--model", "-o", out],
-        [args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path, "-o", os.path.join(scratch, "logits.safetensors")],
+    run_tools(
+        args,
         [
-            args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path,
-            "--generate", str(new_tokens), "-o", os.path.join(scratch, "seq.safetensors"),
+            [args.mixtilec, "--hf-config", os.path.join(model_dir, "config.json"), "--model", "-o", out],
+            [args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path, "-o", os.path.join(scratch, "logits.safetensors")],
+            [
+                args.mixtile_run, out, "--weights", model_dir, "--inputs", ids_path,
+                "--generate", str(new_tokens), "-o", os.path.join(scratch, "seq.safetensors"),
+            ],
         ],
-    ]
+        scratch,
+    )
+    try:
+        logits = safetensors_io.load(os.path.join(scratch, "logits.safetensors"))[0]["logits"]
+        sequences = safetensors_io.load(os.path.join(scratch, "seq.safetensors"), raw=True)[0]["sequences"]
+    except (KeyError, OSError, safetensors_io.SafetensorsError) as e:
+        raise Failure(f"reading mixtile-run output: {e}") from None
+    return logits, np.asarray(sequences).astype(np.int64)
+
+
+def run_tools(args, steps, scratch):
+    """Runs each command of `steps` in turn; raises Failure (the first error line, the whole
+    log under scratch) on a timeout or a nonzero exit."""
     for cmd in steps:
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.mixtile_timeout)
@@ -431,12 +528,99 @@ def run_mixtile(args, model_dir, ids_path, scratch, new_tokens):
             errors = [l for l in lines if "error" in l.lower()]
             first = (errors or lines[-1:] or [""])[0]
             raise Failure(f"{tool} exit {done.returncode}: {first[:300]} (log: {log})")
-    try:
-        logits = safetensors_io.load(os.path.join(scratch, "logits.safetensors"))[0]["logits"]
-        sequences = safetensors_io.load(os.path.join(scratch, "seq.safetensors"), raw=True)[0]["sequences"]
-    except (KeyError, OSError, safetensors_io.SafetensorsError) as e:
-        raise Failure(f"reading mixtile-run output: {e}") from None
-    return logits, np.asarray(sequences).astype(np.int64)
+
+
+def hf_block(model, layer, x):
+    """[T, D] float64: HF's own sparse block model.model.layers[layer].mlp on tokens x [T, D]
+    (GptOssMLP.forward returns (hidden, router_scores))."""
+    with torch.no_grad():
+        out = model.model.layers[layer].mlp(torch.tensor(x, dtype=torch.float32)[None])
+    if isinstance(out, tuple):
+        out = out[0]
+    return out[0].double().numpy()
+
+
+def compare_layer(name, y, ref, tol, near=None):
+    """One result line: rel-L2 / max-abs of a layer's output [T, D] against `ref`; with
+    `near` ([T] bool, hf_reference's near-tie tokens), those tokens are left out and counted,
+    at most check.py's MAX_NEAR_TIE of them (at least one)."""
+    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+    problems = []
+    if y.shape != ref.shape:
+        return f"{name}: output {list(y.shape)} vs HF {list(ref.shape)}  FAIL (shape)", False
+    keep = np.ones(ref.shape[0], dtype=bool)
+    excluded = ""
+    if near is not None:
+        keep = ~near
+        n_near = int(near.sum())
+        if n_near:
+            excluded = f" (excluded {n_near} of {ref.shape[0]} near-tie tokens)"
+        if n_near > max(1, math.ceil(check.MAX_NEAR_TIE * ref.shape[0])):
+            problems.append(f"{n_near} of {ref.shape[0]} tokens at near-ties")
+    r = rel_l2(y[keep], ref[keep])
+    m = float(np.abs(y[keep] - ref[keep]).max()) if keep.any() else 0.0
+    if not np.isfinite(r) or r > tol:
+        problems.append(f"rel_l2 {r:.2e} > {tol:.0e}")
+    status = "FAIL (" + "; ".join(problems) + ")" if problems else "PASS"
+    return f"{name}: output rel_l2={r:.2e} max_abs={m:.2e}{excluded}  {status}", not problems
+
+
+def check_layer(case, args, work, dirs, natives, layer):
+    """Sparse layer `layer` alone on LAYER_TOKENS random N(0, 1) hidden states (bf16-valued
+    for the bf16 checkpoint, as its block takes them), against HF's own block
+    (hf_block, run in f32 on each checkpoint as the whole model is): hf_reference.py's block
+    reference, and with --mixtilec `mixtilec --hf-config CONFIG --layer L --dtype D` +
+    mixtile-run. On the bf16 checkpoint Mixtile's tokens whose routing hf_reference finds
+    near a tie (check.py's rule: f32 router logits of bf16 tokens) are left out and counted."""
+    lines = []
+    rng = np.random.default_rng(args.seed + 2)
+    x = rng.standard_normal((LAYER_TOKENS, natives["f32"].config.hidden_size))
+    ran = {}
+    for dtype in ("f32", "bf16"):
+        directory = dirs[dtype]
+        config_path = os.path.join(directory, "config.json")
+        inputs_path = os.path.join(work, f"layer_inputs_{dtype}.safetensors")
+        safetensors_io.write_file(
+            inputs_path, {"hidden_states": x}, {"hidden_states": "F32" if dtype == "f32" else "BF16"}
+        )
+        tokens = safetensors_io.load(inputs_path)[0]["hidden_states"]
+        hf = hf_block(natives[dtype], layer, tokens)
+        results, near, _ = hf_reference.compute(config_path, directory, inputs_path, layer, "f32")
+        name = f"{case:<26} {dtype:<4} layer {layer} reference"
+        lines.append(compare_layer(name, results["output"], hf, args.tol))
+        ran[dtype] = (directory, config_path, inputs_path, hf, near)
+    if not (args.mixtilec or args.mixtile_run):
+        return lines
+    for dtype, (directory, config_path, inputs_path, hf, near) in ran.items():
+        name = f"{case:<26} {dtype:<4} layer {layer} mixtile"
+        missing = [p for p in (args.mixtilec, args.mixtile_run) if not p or not os.path.exists(p)]
+        if missing:
+            lines.append((f"{name}: SKIP (not found: {missing})", True))
+            continue
+        scratch = os.path.join(work, f"mixtile_layer_{dtype}")
+        os.makedirs(scratch, exist_ok=True)
+        out, result = os.path.join(scratch, "compiled"), os.path.join(scratch, "output.safetensors")
+        try:
+            run_tools(
+                args,
+                [
+                    [args.mixtilec, "--hf-config", config_path, "--layer", str(layer), "--dtype", dtype, "-o", out],
+                    [args.mixtile_run, out, "--weights", directory, "--inputs", inputs_path, "-o", result],
+                ],
+                scratch,
+            )
+            y = safetensors_io.load(result)[0]["output"]
+        except (KeyError, OSError, safetensors_io.SafetensorsError) as e:
+            lines.append((f"{name}: FAIL (reading mixtile-run output: {e})", False))
+            continue
+        except Failure as e:
+            lines.append((f"{name}: FAIL ({e})", False))
+            continue
+        if dtype == "f32":
+            lines.append(compare_layer(name, y, hf, args.mixtile_tol))
+        else:
+            lines.append(compare_layer(name, y, hf, args.mixtile_tol_bf16, near))
+    return lines
 
 
 def write_fp8(bf16_dir, out_dir, block):
@@ -483,7 +667,7 @@ def run_case(case, args, root):
     elif case in FP8_CASES:
         dirs["fp8"] = os.path.join(work, "fp8")
         write_fp8(dirs["bf16"], dirs["fp8"], FP8_CASES[case])
-    hf, sensitivity = {}, {}
+    hf, sensitivity, natives = {}, {}, {}
     for dtype, directory in dirs.items():
         if dtype == "f32":
             native = model
@@ -499,6 +683,7 @@ def run_case(case, args, root):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 native = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        natives[dtype] = native
         hf[dtype] = hf_outputs(native, ids, mask, args.generate)
         if dtype != "f32":
             sensitivity[dtype] = router_sensitivity(native, ids, mask, hf[dtype]["logits"], seed=args.seed)
@@ -530,6 +715,8 @@ def run_case(case, args, root):
                     sensitivity.get(dtype),
                 )
             )
+    if case in LAYER_CASES:
+        lines += check_layer(case, args, work, dirs, natives, LAYER_CASES[case])
     return lines + skipped
 
 

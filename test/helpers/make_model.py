@@ -37,7 +37,8 @@ Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), n
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 gpt_oss: gate_up_proj ~ N(0, (5/sqrt(D))²), so on RMS-normed tokens its pre-activations have a
 std of ~5: ~8% of the gates pass +swiglu_limit and ~16% of the ups ±swiglu_limit (the clamp
-matters); router and expert biases and sinks O(1). No --fp8 for gpt_oss.
+matters); router and gate/up biases and sinks O(1), the experts' output side (down_proj and
+its bias) scaled by GPT_OSS_OUTPUT_SCALE. No --fp8 for gpt_oss (--mxfp4: its hub form).
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
        [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie|--no-tie] [--sharded]
@@ -98,6 +99,13 @@ GPT_OSS_HEAD_DIM = 32
 # GptOssConfig's clamped-SwiGLU defaults; gate_up_proj's std is this over sqrt(hidden), so its
 # pre-activations (on RMS-normed tokens) have a std of ~5 and some pass ±7.
 GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, GPT_OSS_GATE_UP_SCALE = 1.702, 7.0, 5.0
+# The clamped activations of those draws have an rms of ~13: with down_proj at WEIGHT_STD and
+# its bias at 0.5, each block would add ~1.5 to a residual stream of ~0.03, the logits would be
+# almost only the routing weights' mix of expert outputs and bf16 arithmetic (transformers'
+# own included) would miss f32 by 1e-2..8e-2. down_proj and down_proj_bias are scaled by this
+# together: each block adds ~1e-3..3e-3, as the other families' do (bench/hf_model_parity.py
+# draws the same).
+GPT_OSS_OUTPUT_SCALE = 1 / 500
 # Per-family defaults of --layers and --tie (ERNIE-4.5: one dense layer, then two sparse ones
 # so that a sparse layer follows another; Ernie4_5_MoeConfig ties by default).
 DEFAULT_LAYERS = {"ernie4_5_moe": 3}
@@ -560,7 +568,8 @@ def tensor_shapes(config):
                     "router_bias": "router_bias",  # GPT-OSS's fused experts and their biases
                     "gate_up_proj": "gate_up",
                     "gate_up_proj_bias": "expert_bias",
-                    "down_proj_bias": "expert_bias",
+                    "down_proj": "expert_down",
+                    "down_proj_bias": "expert_down_bias",
                 }.get(role, "weight")
                 for name in names if isinstance(names, list) else [names]:
                     out.append((name, spec["shapes"][role], kind))
@@ -602,6 +611,10 @@ def make_tensors(config, dtype, rng, narrow_router=False):
             value = GPT_OSS_GATE_UP_SCALE / np.sqrt(shape[1]) * z  # [E, D, 2F]: fan-in D
         elif kind == "expert_bias":
             value = 0.5 * z
+        elif kind == "expert_down":  # the experts' output side, scaled (GPT_OSS_OUTPUT_SCALE)
+            value = GPT_OSS_OUTPUT_SCALE * WEIGHT_STD * z
+        elif kind == "expert_down_bias":
+            value = GPT_OSS_OUTPUT_SCALE * 0.5 * z
         else:
             value = WEIGHT_STD * z
         tensors[name] = value.astype(np.float32)
