@@ -679,7 +679,7 @@ def test_hf(tmp):
     ]
     expect(close(hf_reference.clamped_swiglu(g, u, 1.702, 7.0), expected), "clamped_swiglu points")
     for family, change, needle in [
-        ("gpt_oss", {"quantization_config": {"quant_method": "mxfp4"}}, "quantization_config"),
+        ("gpt_oss", {"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
         ("deepseek_v2", {"norm_topk_prob": True}, "norm_topk_prob"),
         ("deepseek_v2", {"moe_layer_freq": 2}, "moe_layer_freq"),
         ("deepseek_v3", {"topk_method": "greedy"}, "topk_method"),
@@ -1084,7 +1084,7 @@ def _check_gpt_oss_model(directory, model, ids, mask, logits):
         ({"sliding_window": None}, "sliding_window"),
         ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "layer_types"),
         ({"layer_types": ["full_attention"]}, "layer_types"),
-        ({"quantization_config": {"quant_method": "mxfp4"}}, "quantization_config"),
+        ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
     ]:
         with open(os.path.join(directory, "config.json"), "w") as f:
             json.dump({**saved_config, **change}, f)
@@ -1095,6 +1095,29 @@ def _check_gpt_oss_model(directory, model, ids, mask, logits):
             expect(needle in str(e), f"refusal names '{needle}': {e}")
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(saved_config, f)
+    # MXFP4 (the hub's form): worked codes and scales decode as transformers' FP4 table says
+    # (low nibble the even element, 2^(scale - 127), [N, K] blocks read as [K, N]), and
+    # make_model's --mxfp4 round-trips representable values exactly.
+    blocks = np.zeros((2, 1, 16), np.uint8)  # N = 2 rows of K = 32
+    blocks[0, 0, 0] = 0x71  # elements 0, 1: codes 1 (0.5) and 7 (6.0)
+    blocks[1, 0, 15] = 0xA9  # elements 30, 31: codes 9 (-0.5) and 10 (-1.0)
+    scales = np.array([[128], [125]], np.uint8)  # x2 and x1/4
+    values = hf_reference.mxfp4_values(blocks, scales)
+    expect(values.shape == (32, 2) and values[0, 0] == 1.0 and values[1, 0] == 12.0
+           and values[30, 1] == -0.125 and values[31, 1] == -0.25
+           and np.count_nonzero(values) == 4, "MXFP4 decoding (codes, nibble order, scales)")
+    w = np.ldexp(hf_reference.FP4_VALUES[np.arange(64 * 2 * 4) % 16].reshape(2, 64, 4), 3)
+    tensors = {"model.layers.0.mlp.experts.down_proj": w.copy()}
+    dtypes = {"model.layers.0.mlp.experts.down_proj": "BF16"}
+    config = {"model_type": "gpt_oss", "dtype": "bfloat16"}
+    make_model.quantize_mxfp4(config, tensors, dtypes)
+    expect(sorted(tensors) == ["model.layers.0.mlp.experts.down_proj_blocks",
+                               "model.layers.0.mlp.experts.down_proj_scales"]
+           and tensors["model.layers.0.mlp.experts.down_proj_blocks"].shape == (2, 4, 2, 16),
+           "make_model --mxfp4 writes blocks [E, N, K/32, 16] and scales")
+    hf_reference.dequantize_mxfp4(config, tensors, dtypes)
+    expect(np.array_equal(tensors["model.layers.0.mlp.experts.down_proj"], w),
+           "MXFP4 round trip of representable values")
 
 
 def test_against_transformers(tmp):
