@@ -170,6 +170,21 @@ std::string FunctionEmitter::activationName(Activation activation) const {
   return conventions.kernelNamespace + "::Activation::" + stringifyActivation(activation).str();
 }
 
+void FunctionEmitter::emitExpertExtras(ExpertFFNOp ffn, Activation activation) {
+  if (!ffn)
+    return;
+  for (auto [field, bias] : {std::pair<const char *, Value>{"gate_bias", ffn.getGateBias()},
+                             {"up_bias", ffn.getUpBias()},
+                             {"down_bias", ffn.getDownBias()}})
+    if (bias)
+      line(llvm::formatv("p.{0} = {1};", field, ptr(bias)).str());
+  if (activation == Activation::swiglu_oai)
+    line(llvm::formatv("p.act.alpha = {0}f; p.act.limit = {1}f;",
+                       floatLiteral(ffn.getSwigluAlpha().convertToDouble()),
+                       floatLiteral(ffn.getSwigluLimit().convertToDouble()))
+             .str());
+}
+
 void FunctionEmitter::copyTensor(Value to, Value from) {
   if (ptr(to) == ptr(from))
     return;

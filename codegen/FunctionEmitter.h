@@ -140,6 +140,10 @@ protected:
   /// The kernel library's spelling of a weight dtype and of an activation.
   std::string weightType(Type element) const;
   std::string activationName(Activation activation) const;
+  /// The expert FFN problem's gpt-oss fields (`p.gate_bias` ... `p.act`), set from `ffn`'s
+  /// expert biases and clamped-SwiGLU constants; nothing for other experts. Both targets'
+  /// problem structs name them alike.
+  void emitExpertExtras(ExpertFFNOp ffn, Activation activation);
 
   // ---- buffers -------------------------------------------------------------------------
   Buffer &bufferFor(Value v) {

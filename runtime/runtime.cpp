@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <new>
@@ -913,6 +914,30 @@ void releaseMappedPages(const TensorView &view, size_t offset, size_t bytes) {
     ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }
 
+// Runs fn(i0, i1) over [0, count) cut into up to 8 ranges, one per host core, when `large`
+// (else at once here). Where a thread cannot be started, the rest runs on this one.
+void splitOverCores(int64_t count, bool large, const std::function<void(int64_t, int64_t)> &fn) {
+  const int64_t parts =
+      !large ? 1
+             : std::max<int64_t>(1, std::min<int64_t>({count, 8,
+                                                       std::max(1u, std::thread::hardware_concurrency())}));
+  std::vector<std::thread> helpers;
+  int64_t begun = parts;
+  for (int64_t t = 1; t < parts; ++t) {
+    try {
+      helpers.emplace_back(fn, count * t / parts, count * (t + 1) / parts);
+    } catch (const std::system_error &) {
+      begun = t;
+      break;
+    }
+  }
+  fn(0, count / parts);
+  if (begun < parts)
+    fn(count * begun / parts, count);
+  for (std::thread &helper : helpers)
+    helper.join();
+}
+
 const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
                             const TensorView &view, const TensorSet *weights,
                             AlignedBuffer &staging) {
@@ -990,28 +1015,8 @@ const void *dequantizedData(const Artifact &artifact, const TensorSpec &spec,
     }
   };
   // Large weights are split by block rows over the host's cores (each thread writes and drops
-  // its own rows; a page two threads share is dropped by neither). Where a thread cannot be
-  // started, the rest runs here.
-  constexpr int64_t kParallelElements = int64_t(1) << 22;
-  const int64_t parts = static_cast<int64_t>(elements) < kParallelElements
-                            ? 1
-                            : std::min<int64_t>({grid[0], 8,
-                                                 std::max(1u, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  int64_t begun = parts;
-  for (int64_t t = 1; t < parts; ++t) {
-    try {
-      helpers.emplace_back(convert, grid[0] * t / parts, grid[0] * (t + 1) / parts);
-    } catch (const std::system_error &) {
-      begun = t;
-      break;
-    }
-  }
-  convert(0, grid[0] / parts);
-  if (begun < parts)
-    convert(grid[0] * begun / parts, grid[0]);
-  for (std::thread &helper : helpers)
-    helper.join();
+  // its own rows; a page two threads share is dropped by neither).
+  splitOverCores(grid[0], static_cast<int64_t>(elements) >= (int64_t(1) << 22), convert);
   return out;
 }
 
@@ -1101,26 +1106,7 @@ const void *mxfp4Data(const TensorSpec &spec, const TensorView &blocks, const Te
       }
     }
   };
-  constexpr int64_t kParallelRows = int64_t(1) << 12;
-  const int64_t parts =
-      static_cast<int64_t>(outer * rows) < kParallelRows
-          ? 1
-          : std::min<int64_t>({outer, 8, std::max(1u, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  int64_t begun = parts;
-  for (int64_t t = 1; t < parts; ++t) {
-    try {
-      helpers.emplace_back(build, outer * t / parts, outer * (t + 1) / parts);
-    } catch (const std::system_error &) {
-      begun = t;
-      break;
-    }
-  }
-  build(0, outer / parts);
-  if (begun < parts)
-    build(outer * begun / parts, outer);
-  for (std::thread &helper : helpers)
-    helper.join();
+  splitOverCores(outer, static_cast<int64_t>(outer * rows) >= (int64_t(1) << 12), build);
   return out;
 }
 
@@ -1185,26 +1171,7 @@ const void *storedData(const TensorSpec &spec, const TensorView &view, const Ten
                          static_cast<size_t>((spec.storedTranspose ? cols : rows) * inRow) * inBytes);
     }
   };
-  constexpr int64_t kParallelElements = int64_t(1) << 22;
-  const int64_t parts =
-      static_cast<int64_t>(outer * slice) < kParallelElements
-          ? 1
-          : std::min<int64_t>({outer, 8, std::max(1u, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  int64_t begun = parts;
-  for (int64_t t = 1; t < parts; ++t) {
-    try {
-      helpers.emplace_back(build, outer * t / parts, outer * (t + 1) / parts);
-    } catch (const std::system_error &) {
-      begun = t;
-      break;
-    }
-  }
-  build(0, outer / parts);
-  if (begun < parts)
-    build(outer * begun / parts, outer);
-  for (std::thread &helper : helpers)
-    helper.join();
+  splitOverCores(outer, static_cast<int64_t>(outer * slice) >= (int64_t(1) << 22), build);
   return out;
 }
 

@@ -270,19 +270,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                          "p.scale_block_rows = {1}; p.scale_block_cols = {2};",
                          shape.gated ? "gate_s" : "nullptr", (*block)[0], (*block)[1])
                .str());
-    // Expert biases and the clamped SwiGLU's constants (gpt-oss).
-    if (extras) {
-      for (auto [field, bias] : {std::pair<const char *, Value>{"gate_bias", extras.getGateBias()},
-                                 {"up_bias", extras.getUpBias()},
-                                 {"down_bias", extras.getDownBias()}})
-        if (bias)
-          line(llvm::formatv("p.{0} = {1};", field, ptr(bias)).str());
-      if (activation.getValue() == Activation::swiglu_oai)
-        line(llvm::formatv("p.act.alpha = {0}f; p.act.limit = {1}f;",
-                           floatLiteral(extras.getSwigluAlpha().convertToDouble()),
-                           floatLiteral(extras.getSwigluLimit().convertToDouble()))
-                 .str());
-    }
+    emitExpertExtras(extras, activation.getValue());  // gpt-oss's biases and clamp
     helpers += pendingTiles;
     pendingTiles.clear();
     std::string path = pathArgument();

@@ -270,19 +270,7 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
              experts, hidden, shape.intermediate, segments, assignments, ptr(x), tokensPtr,
              gatesPtr, y, outRows, zeroRows)
              .str());
-    // Expert biases and the clamped SwiGLU's constants (gpt-oss).
-    if (extras) {
-      for (auto [field, bias] : {std::pair<const char *, Value>{"gate_bias", extras.getGateBias()},
-                                 {"up_bias", extras.getUpBias()},
-                                 {"down_bias", extras.getDownBias()}})
-        if (bias)
-          line(llvm::formatv("p.{0} = {1};", field, ptr(bias)).str());
-      if (activation.getValue() == Activation::swiglu_oai)
-        line(llvm::formatv("p.act.alpha = {0}f; p.act.limit = {1}f;",
-                           floatLiteral(extras.getSwigluAlpha().convertToDouble()),
-                           floatLiteral(extras.getSwigluLimit().convertToDouble()))
-                 .str());
-    }
+    emitExpertExtras(extras, activation.getValue());  // gpt-oss's biases and clamp
     std::string weight = weightType(shape.elementType);
     std::string act = activationName(activation.getValue());
     emitTiledCall(tokenCountExpr, [&](const CudaTile &t) {
