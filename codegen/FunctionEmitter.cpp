@@ -713,15 +713,15 @@ LogicalResult FunctionEmitter::emit(std::string &declarations, std::string &defi
                                         : dynamic ? "input"
                                                   : "weight"}};
     // A weight the checkpoint stores in another layout (mix.stored): the runtime builds it.
-    if (auto stored = func.getArgAttrOfType<DictionaryAttr>(i, MixDialect::kStoredAttr))
-      argJson["stored"] = llvm::json::Object{
-          {"name", stored.getAs<StringAttr>("name").str()},
-          {"stride", stored.getAs<IntegerAttr>("stride").getInt()},
-          {"offset", stored.getAs<IntegerAttr>("offset").getInt()},
-          {"transpose", static_cast<bool>(stored.get("transpose"))}};
-    if (auto stored = func.getArgAttrOfType<DictionaryAttr>(i, MixDialect::kStoredAttr))
+    if (auto stored = func.getArgAttrOfType<DictionaryAttr>(i, MixDialect::kStoredAttr)) {
+      llvm::json::Object storedJson{{"name", stored.getAs<StringAttr>("name").str()},
+                                    {"stride", stored.getAs<IntegerAttr>("stride").getInt()},
+                                    {"offset", stored.getAs<IntegerAttr>("offset").getInt()},
+                                    {"transpose", static_cast<bool>(stored.get("transpose"))}};
       if (auto format = stored.getAs<StringAttr>("format"))
-        (*argJson.getObject("stored"))["format"] = format.str();
+        storedJson["format"] = format.str();
+      argJson["stored"] = std::move(storedJson);
+    }
     argsJson.push_back(std::move(argJson));
   }
   tokenCount = llvm::is_contained(symbols, "T") ? "T"

@@ -801,6 +801,21 @@ def test_check_cli(tmp):
         expect(check.self_test(verbose=False) == 0, "check.py --self-test")
 
 
+def _expect_refusals(directory, saved, family, cases, errors=(model_reference.ModelError,)):
+    """Each (config change, needle): the model directory's config.json with the change is refused
+    (one of `errors`) naming the needle; `saved` is written back after."""
+    for change, needle in cases:
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            json.dump({**saved, **change}, f)
+        try:
+            model_reference.Model(directory)
+            expect(False, f"{family} refuses {change}")
+        except errors as e:
+            expect(needle in str(e), f"refusal names '{needle}': {e}")
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(saved, f)
+
+
 def test_whole_model(tmp):
     """make_model.py + model_reference.py, without transformers (bench/hf_model_parity.py
     checks them against it): a left-padded row gives the logits of the same tokens alone,
@@ -896,19 +911,10 @@ def test_whole_model(tmp):
             )
             with open(os.path.join(directory, "config.json")) as f:
                 saved = json.load(f)
-            for change, needle in [
+            _expect_refusals(directory, saved, "glm4_moe_lite", [
                 ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
                 ({"num_key_value_heads": 2}, "num_key_value_heads"),
-            ]:
-                with open(os.path.join(directory, "config.json"), "w") as f:
-                    json.dump({**saved, **change}, f)
-                try:
-                    model_reference.Model(directory)
-                    expect(False, f"glm4_moe_lite refuses {change}")
-                except model_reference.ModelError as e:
-                    expect(needle in str(e), f"refusal names '{needle}': {e}")
-            with open(os.path.join(directory, "config.json"), "w") as f:
-                json.dump(saved, f)
+            ])
         if family == "minimax_m2":
             # q/k norms over all heads at once; rotary_dim 16 of head_dim 32 rotates. 5.24's
             # priority: rope_parameters' partial_rotary_factor, else the top-level one, else
@@ -930,19 +936,10 @@ def test_whole_model(tmp):
                     json.dump({**saved, **change}, f)
                 other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
                 expect(close(other, logits) == same, f"minimax_m2 {label}")
-            for change, needle in [
+            _expect_refusals(directory, saved, "minimax_m2", [
                 ({"use_qk_norm": False}, "use_qk_norm"),
                 ({"attn_type_list": [0, 1]}, "attn_type_list"),
-            ]:
-                with open(os.path.join(directory, "config.json"), "w") as f:
-                    json.dump({**saved, **change}, f)
-                try:
-                    model_reference.Model(directory)
-                    expect(False, f"minimax_m2 refuses {change}")
-                except model_reference.ModelError as e:
-                    expect(needle in str(e), f"refusal names '{needle}': {e}")
-            with open(os.path.join(directory, "config.json"), "w") as f:
-                json.dump(saved, f)
+            ])
         if family == "ernie4_5_moe":
             # 3 layers, layer 0 dense; tied by default (no lm_head.weight); interleaved RoPE;
             # the selection bias [1, E] in f32 of a bf16 checkpoint. use_bias and a partial
@@ -960,19 +957,10 @@ def test_whole_model(tmp):
             )
             with open(os.path.join(directory, "config.json")) as f:
                 saved = json.load(f)
-            for change, needle in [
+            _expect_refusals(directory, saved, "ernie4_5_moe", [
                 ({"use_bias": True}, "use_bias"),
                 ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
-            ]:
-                with open(os.path.join(directory, "config.json"), "w") as f:
-                    json.dump({**saved, **change}, f)
-                try:
-                    model_reference.Model(directory)
-                    expect(False, f"ernie4_5_moe refuses {change}")
-                except model_reference.ModelError as e:
-                    expect(needle in str(e), f"refusal names '{needle}': {e}")
-            with open(os.path.join(directory, "config.json"), "w") as f:
-                json.dump(saved, f)
+            ])
         if family == "gpt_oss":
             _check_gpt_oss_model(directory, model, ids, mask, logits)
     # An eos the model emits first stops that row at once; the rest is padding.
@@ -1080,21 +1068,12 @@ def _check_gpt_oss_model(directory, model, ids, mask, logits):
             json.dump(config, f)
         other = model_reference.run(model_reference.Model(directory), ids, mask)["logits"]
         expect(close(other, logits) == same, f"gpt_oss {label}")
-    for change, needle in [
+    _expect_refusals(directory, saved_config, "gpt_oss", [
         ({"sliding_window": None}, "sliding_window"),
         ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, "layer_types"),
         ({"layer_types": ["full_attention"]}, "layer_types"),
         ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
-    ]:
-        with open(os.path.join(directory, "config.json"), "w") as f:
-            json.dump({**saved_config, **change}, f)
-        try:
-            model_reference.Model(directory)
-            expect(False, f"gpt_oss refuses {change}")
-        except (model_reference.ModelError, hf_reference.ConfigError) as e:
-            expect(needle in str(e), f"refusal names '{needle}': {e}")
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(saved_config, f)
+    ], errors=(model_reference.ModelError, hf_reference.ConfigError))
     # MXFP4 (the hub's form): worked codes and scales decode as transformers' FP4 table says
     # (low nibble the even element, 2^(scale - 127), [N, K] blocks read as [K, N]), and
     # make_model's --mxfp4 round-trips representable values exactly.
