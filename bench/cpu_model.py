@@ -17,6 +17,9 @@ Models (transformers builds them from their config classes, random bf16 weights)
   ernie4_5_moe  ERNIE-4.5-21B-A3B's (3 of 28 layers; see MODELS), only when named.
   olmoe_8l   olmoe at 8 layers, only when named (--models olmoe_8l; a 7.5 GB checkpoint): how the
              ratios move with depth.
+  gpt_oss    gpt-oss-20b's (3 of 24 layers, the experts in bf16), only when named.
+  gpt_oss_mxfp4  the same with the experts in MXFP4, the hub's form (blocks and scales; see
+             MODELS), only when named.
 Weights (torch.manual_seed(seed), drawn once, kept in --workdir and reused): embeddings N(0,1);
 every projection (attention, experts, lm_head) N(0, 1/fan_in); routers N(0, --router-std^2)
 (0.5: routing far from ties and spread over the experts; GLM's sigmoid router N(0, (2 x
@@ -230,6 +233,73 @@ MODELS = {
 # set (`optional`): its checkpoint is 7.5 GB.
 MODELS["olmoe_8l"] = dict(MODELS["olmoe"], title="OLMoE-1B-7B-0924 config, 8 of 16 layers",
                           config=dict(MODELS["olmoe"]["config"], num_hidden_layers=8), optional=True)
+# gpt-oss-20b as the hub ships it: the experts in MXFP4 (`<name>_blocks` / `_scales`, the random
+# bf16 experts quantized as quantize_mxfp4 says), everything else bf16. Mixtile multiplies the
+# e2m1 codes as they are (4.25 bits a weight); transformers dequantizes them to bf16 on a CPU
+# (Mxfp4Config(dequantize=True)); llama.cpp's converter keeps them MXFP4.
+MODELS["gpt_oss_mxfp4"] = dict(MODELS["gpt_oss"], title="gpt-oss-20b config, 3 of 24 layers, MXFP4 experts",
+                               mxfp4=True)
+
+
+def quantize_mxfp4(torch, w):
+    """One expert's [N, K] weight (out-major) as the hub stores MXFP4: blocks [N, K/32, 16] U8
+    (two e2m1 codes a byte, the even element in the low nibble) and scales [N, K/32] U8 (e8m0:
+    127 + the power of two each group of 32 is divided by, the smallest putting its largest
+    magnitude within 6), each value rounded to the nearest e2m1 value (test/helpers/make_model.py's
+    quantize_mxfp4, in torch and per expert to bound the memory)."""
+    n, k = w.shape
+    g = w.float().reshape(n, k // 32, 32)
+    top = g.abs().amax(-1)
+    exp = torch.where(top > 0, torch.ceil(torch.log2(top.clamp_min(1e-30) / 6.0)), torch.zeros_like(top))
+    exp = exp.clamp(-127, 127)
+    scaled = g / torch.exp2(exp)[..., None]
+    grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    idx = (scaled.abs()[..., None] - grid).abs().argmin(-1)  # the first (even) code on ties
+    codes = (idx | ((scaled < 0).long() << 3)).to(torch.uint8)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+    return blocks.contiguous(), (exp + 127).to(torch.uint8).contiguous()
+
+
+def mxfp4_checkpoint(torch, d):
+    """Rewrites the bf16 gpt-oss checkpoint in `d` as the hub's MXFP4 form: each in-major
+    `experts.gate_up_proj` [E, D, 2F] / `experts.down_proj` [E, F, D] becomes `<name>_blocks` and
+    `<name>_scales` of its [E, out, in] transpose; config.json gains the quantization_config."""
+    from safetensors.torch import load_file, save_file
+    index = os.path.join(d, "model.safetensors.index.json")
+    weight_map = json.load(open(index))["weight_map"] if os.path.exists(index) else None
+    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+        tensors = load_file(f)
+        for name in [n for n in tensors if n.endswith((".experts.gate_up_proj", ".experts.down_proj"))]:
+            w = tensors.pop(name)
+            parts = [quantize_mxfp4(torch, w[e].transpose(0, 1)) for e in range(w.shape[0])]
+            tensors[name + "_blocks"] = torch.stack([b for b, _ in parts])
+            tensors[name + "_scales"] = torch.stack([s for _, s in parts])
+            if weight_map is not None:
+                shard = weight_map.pop(name)
+                weight_map[name + "_blocks"] = weight_map[name + "_scales"] = shard
+            del w, parts
+        save_file(tensors, f + ".tmp", metadata={"format": "pt"})
+        os.replace(f + ".tmp", f)
+        del tensors
+        gc.collect()
+    if weight_map is not None:
+        idx = json.load(open(index))
+        idx["weight_map"] = weight_map
+        json.dump(idx, open(index, "w"), indent=2)
+    cj = os.path.join(d, "config.json")
+    conf = json.load(open(cj))
+    conf["quantization_config"] = {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                              "model.embed_tokens", "lm_head"],
+                                   "quant_method": "mxfp4"}
+    json.dump(conf, open(cj, "w"), indent=2, sort_keys=True)
+
+
+def hf_load_kwargs(name):
+    """from_pretrained's extra arguments: an MXFP4 checkpoint dequantized to bf16 (as on any CPU)."""
+    if not MODELS[name].get("mxfp4"):
+        return {}
+    from transformers import Mxfp4Config
+    return {"quantization_config": Mxfp4Config(dequantize=True)}
 
 
 def log(*a):
@@ -421,7 +491,10 @@ def decode_bytes_per_token(conf):
     norms = 2 * D + (2 * D if conf.get("model_type") == "olmoe" else 2 * hd)
     per_layer = attn + norms + E * D + k * 3 * D * F
     params = V * D + D + L * per_layer + D  # lm_head, embedding row, layers, final norm
-    return 2 * params
+    # MXFP4 experts (gpt-oss's hub form): 4 bits a weight and one byte of scale per 32.
+    mxfp4 = (conf.get("quantization_config") or {}).get("quant_method") == "mxfp4"
+    experts = L * k * 3 * D * F
+    return 2 * (params - experts) + (17 / 32 if mxfp4 else 2) * experts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,6 +563,8 @@ def ensure_checkpoint(name, args, entry):
     meta_path = os.path.join(d, "cpu_model_meta.json")
     want = {"config": spec["config"], "json_extra": spec["json_extra"], "seed": args.seed,
             "router_std": args.router_std, "scheme": "v2" if spec.get("sigmoid_router") else "v1"}
+    if spec.get("mxfp4"):
+        want["mxfp4"] = True
     if os.path.exists(meta_path):
         try:
             have = json.load(open(meta_path))
@@ -514,6 +589,8 @@ def ensure_checkpoint(name, args, entry):
     n_params = sum(p.numel() for p in model.parameters())
     del model
     gc.collect()
+    if spec.get("mxfp4"):
+        mxfp4_checkpoint(torch, d)
     files = sorted(glob.glob(os.path.join(d, "*.safetensors")))
     meta = {"want": want, "params": n_params, "params_by_kind": counts,
             "bytes": sum(os.path.getsize(f) for f in files), "files": [os.path.basename(f) for f in files],
@@ -788,7 +865,7 @@ def run_hf_bf16(name, ckpt, inputs, args, entry):
     from transformers import AutoModelForCausalLM
     spec = MODELS[name]
     t0 = time.monotonic()
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16, **hf_load_kwargs(name)).eval()
     hf = entry["hf"] = {"load_s": time.monotonic() - t0,
                         "attn_implementation": model.config._attn_implementation,
                         "default_experts_implementation": model.config._experts_implementation,
@@ -933,7 +1010,7 @@ def run_hf_bf16(name, ckpt, inputs, args, entry):
 def run_hf_f32(name, ckpt, inputs, args, pad):
     import torch
     from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32, **hf_load_kwargs(name)).eval()
     xc = torch.tensor(inputs["check"])
     with torch.inference_mode():
         logits = model(input_ids=xc).logits.float()

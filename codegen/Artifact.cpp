@@ -42,6 +42,10 @@ StringRef mlir::mix::codegen::dtypeName(Type element) {
     return "i32";
   if (isa<Float8E4M3FNType>(element))
     return "f8_e4m3";
+  if (isa<Float4E2M1FNType>(element)) // two codes a byte, the even element in the low nibble
+    return "f4_e2m1";
+  if (isa<Float8E8M0FNUType>(element))
+    return "f8_e8m0";
   return "unsupported";
 }
 
@@ -52,16 +56,18 @@ StringRef mlir::mix::codegen::cTypeName(Type element) {
     return "uint16_t";
   if (element.isInteger(32))
     return "int32_t";
-  if (isa<Float8E4M3FNType>(element))
+  if (isa<Float8E4M3FNType, Float4E2M1FNType, Float8E8M0FNUType>(element))
     return "uint8_t";
   return "void";
 }
 
-int64_t mlir::mix::codegen::dtypeBytes(Type element) {
+double mlir::mix::codegen::dtypeBytes(Type element) {
   if (element.isBF16() || element.isF16())
     return 2;
-  if (isa<Float8E4M3FNType>(element))
+  if (isa<Float8E4M3FNType, Float8E8M0FNUType>(element))
     return 1;
+  if (isa<Float4E2M1FNType>(element))
+    return 0.5;
   return 4;
 }
 

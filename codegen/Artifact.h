@@ -59,9 +59,9 @@ LogicalResult writeArtifact(const EmittedArtifact &artifact, StringRef outdir,
 std::string cIdentifier(StringRef text);
 
 /// The dtype vocabulary of manifests and the C types behind it: the one home of that mapping.
-StringRef dtypeName(Type element);    // "f32", "bf16", "f16", "i32", "f8_e4m3"
-StringRef cTypeName(Type element);    // "float", "uint16_t", "int32_t"
-int64_t dtypeBytes(Type element);
+StringRef dtypeName(Type element);    // "f32", "bf16", "f16", "i32", "f8_e4m3", "f4_e2m1", "f8_e8m0"
+StringRef cTypeName(Type element);    // "float", "uint16_t", "int32_t", "uint8_t"
+double dtypeBytes(Type element);      // 0.5 for f4_e2m1 (two codes a byte)
 
 } // namespace mlir::mix::codegen
 

@@ -162,6 +162,7 @@ std::string FunctionEmitter::weightType(Type element) const {
   const char *name = element.isF32()                 ? "f32"
                      : element.isBF16()                ? "bf16"
                      : isa<Float8E4M3FNType>(element) ? "fp8_e4m3"
+                     : isa<Float4E2M1FNType>(element) ? "mxfp4"
                                                        : "f16";
   return conventions.kernelNamespace + "::WeightType::" + name;
 }
@@ -492,8 +493,10 @@ static std::pair<double, double> ffnCost(ValueRange gate, ValueRange up) {
   int64_t size = type.getRank() == 3 ? type.getDimSize(1) * type.getDimSize(2)
                                      : type.getDimSize(0) * type.getDimSize(1);
   int64_t matrices = gate.empty() ? 2 : 3;
-  return {2.0 * size * matrices,
-          static_cast<double>(size) * matrices * dtypeBytes(type.getElementType())};
+  // MXFP4 codes bring one e8m0 scale per 32.
+  double bytes = dtypeBytes(type.getElementType()) +
+                 (isa<Float4E2M1FNType>(type.getElementType()) ? 1.0 / 32 : 0.0);
+  return {2.0 * size * matrices, static_cast<double>(size) * matrices * bytes};
 }
 
 void FunctionEmitter::accountCost(Operation *op) {

@@ -100,6 +100,17 @@ LogicalResult MixDialect::verifyRegionArgAttribute(Operation *op, unsigned /*reg
                              << " must be {name = \"<tensor>\", stride = s, offset = o"
                                 "(, transpose(, format = \"mxfp4\"))} with 1 <= s <= 64 and "
                                 "0 <= o < s, on a static tensor (rank >= 2 with transpose)";
+    // MXFP4 codes and scales read in place: their rows come from `<name>_blocks` and
+    // `<name>_scales`, which only format = "mxfp4" names; their last dim is the stored one's.
+    Type element = type.getElementType();
+    bool mxfp4Element = isa<Float4E2M1FNType, Float8E8M0FNUType>(element);
+    if (mxfp4Element && !format)
+      return op->emitError() << "'mix.stored' of argument #" << argIndex << " (" << element
+                             << ") must say format = \"mxfp4\"";
+    if (isa<Float4E2M1FNType>(element) && type.getShape().back() % 32 != 0)
+      return op->emitError() << "'mix.stored' of argument #" << argIndex
+                             << ": MXFP4 codes need a last dim that is a multiple of 32, got "
+                             << type.getShape().back();
     return success();
   }
   if (attribute.getName() == kSymbolsAttr) {

@@ -137,9 +137,10 @@ def Mix_Activations : RankedTensorOf<[F32]>;
 def Mix_Tokens : RankedTensorOf<[F32, BF16, F16]>;
 def Mix_Weight : RankedTensorOf<[F32, BF16, F16]>;
 // Routed expert weights may also be e4m3 codes (fine-grained fp8 checkpoints), each with a
-// tensor of f32 block scales (Mix_BlockScales) and the op's `weight_block`.
-def Mix_ExpertWeight : RankedTensorOf<[F32, BF16, F16, F8E4M3FN]>;
-def Mix_BlockScales : RankedTensorOf<[F32]>;
+// tensor of f32 block scales (Mix_BlockScales) and the op's `weight_block`, or MXFP4: stacked
+// e2m1 codes with e8m0 scales, one per 32 values of a row (gpt-oss's hub checkpoints).
+def Mix_ExpertWeight : RankedTensorOf<[F32, BF16, F16, F8E4M3FN, F4E2M1FN]>;
+def Mix_BlockScales : RankedTensorOf<[F32, F8E8M0FNU]>;
 // Weights the kernels read as f32 whatever the checkpoint's dtype (expert biases, attention
 // sinks: few values; the runtime widens a bf16 or f16 one when it binds the weights).
 def Mix_F32Weight : RankedTensorOf<[F32]>;

@@ -155,6 +155,13 @@ def Mix_ExpertFFNOp : Mix_Op<"expert_ffn", [Pure, AttrSizedOperandSegments]> {
     kernels multiply a segment of at most 4 rows with exactly that value, larger ones with
     it rounded to bf16 (as transformers dequantizes such a checkpoint on a CPU).
 
+    MXFP4 weights (gpt-oss's hub checkpoints): stacked `f4E2M1FN` tensors, each with one
+    stacked `f8E8M0FNU` tensor of scales in `gate_scale`, `up_scale`, `down_scale`
+    (`[E, F, D / 32]`, `[E, F, D / 32]`, `[E, D, F / 32]`; D and F multiples of 32, no
+    `weight_block`): weight `[e, i, j]` is `code[e, i, j] * 2^(scale[e, i, j / 32] - 127)`, exact
+    in bf16 for every scale but the extremes, where it is rounded to bf16 as transformers does.
+    They are read in place (4.25 bits a weight).
+
     Expert biases (gpt-oss), f32 and stacked: `gate_bias`/`up_bias` `[E, F]` add to the gate
     and up projections before the activation, `down_bias` `[E, D]` to the down projection's
     output (before the routing weight scales it). `#mix.activation<swiglu_oai>` (gated only)
@@ -682,7 +689,7 @@ def Mix_TokenChoiceMoEOp : Mix_Op<"token_choice_moe",
     `y_t = Σ_j w_{t,j} · FFN_{idx_{t,j}}(x_t) (+ shared(x_t))` with routing as `mix.route`
     (all its attributes apply), optional capacity as `mix.capacity` (`capacity` or
     `capacity_factor`; neither means dropless), experts as `mix.expert_ffn` (fp8 experts with
-    their block scales and `weight_block` as there) and optional
+    their block scales and `weight_block`, MXFP4 experts with their e8m0 scales, as there) and optional
     shared experts as `mix.ffn`, optionally scaled by `sigmoid(x · shared_expert_gateᵀ)`.
 
     Optional results, in this order when present: `router_logits [T, E]`,

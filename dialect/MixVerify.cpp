@@ -480,15 +480,61 @@ LogicalResult DispatchOp::verify() {
 // Expert computation primitives
 //===----------------------------------------------------------------------===//
 
+/// MXFP4 experts: stacked f4E2M1FN codes, each role with one stacked f8E8M0FNU tensor of the
+/// scales of its rows' 32-value blocks ([E, F, D / 32] for gate/up, [E, D, F / 32] for down),
+/// so D and F are multiples of 32; the format fixes the block, so no 'weight_block'.
+static LogicalResult verifyMxfp4Scales(Operation *op, const ExpertWeightShape &shape,
+                                       ValueRange gate, ValueRange up, ValueRange down,
+                                       ValueRange gateScale, ValueRange upScale,
+                                       ValueRange downScale,
+                                       std::optional<ArrayRef<int64_t>> block) {
+  if (!shape.stacked)
+    return op->emitOpError() << "f4E2M1FN (MXFP4) expert weights must be stacked [E, F, D] / "
+                             << "[E, D, F], not one tensor per expert";
+  if (block)
+    return op->emitOpError() << "f4E2M1FN (MXFP4) expert weights take no 'weight_block' (each "
+                             << "scale covers 32 values of a row)";
+  if (shape.hidden % 32 != 0 || shape.intermediate % 32 != 0)
+    return op->emitOpError() << "f4E2M1FN (MXFP4) expert weights need D and F multiples of 32 "
+                             << "(blocks of 32 values), got D = " << shape.hidden
+                             << ", F = " << shape.intermediate;
+  auto group = [&](ValueRange weights, ValueRange scales, StringRef role) -> LogicalResult {
+    if (scales.size() != weights.size())
+      return op->emitOpError() << "operand group '" << role << "_scale' must hold the e8m0 "
+                               << "scales of each '" << role << "' weight (" << weights.size()
+                               << " tensor" << (weights.size() == 1 ? "" : "s") << "), got "
+                               << scales.size();
+    if (weights.empty())
+      return success();
+    auto w = cast<RankedTensorType>(weights[0].getType());
+    auto type = cast<RankedTensorType>(scales[0].getType());
+    SmallVector<int64_t> expected = {w.getDimSize(0), w.getDimSize(1), w.getDimSize(2) / 32};
+    if (type.getShape() != ArrayRef<int64_t>(expected) ||
+        !isa<Float8E8M0FNUType>(type.getElementType()))
+      return op->emitOpError() << "operand '" << role << "_scale' must be f8E8M0FNU ["
+                               << expected[0] << ", " << expected[1] << ", " << expected[2]
+                               << "] (one scale per 32 values of '" << role << "' "
+                               << shapeString(weights[0].getType()) << "), got "
+                               << shapeString(scales[0].getType());
+    return success();
+  };
+  if (failed(group(gate, gateScale, "gate")) || failed(group(up, upScale, "up")) ||
+      failed(group(down, downScale, "down")))
+    return failure();
+  return success();
+}
+
 LogicalResult mlir::mix::verifyExpertScales(Operation *op, const ExpertWeightShape &shape,
                                             ValueRange gate, ValueRange up, ValueRange down,
                                             ValueRange gateScale, ValueRange upScale,
                                             ValueRange downScale,
                                             std::optional<ArrayRef<int64_t>> block) {
+  if (isa<Float4E2M1FNType>(shape.elementType))
+    return verifyMxfp4Scales(op, shape, gate, up, down, gateScale, upScale, downScale, block);
   if (!isa<Float8E4M3FNType>(shape.elementType)) {
     if (!gateScale.empty() || !upScale.empty() || !downScale.empty() || block)
-      return op->emitOpError() << "block scales and 'weight_block' belong to f8E4M3FN expert "
-                               << "weights; these are " << shape.elementType;
+      return op->emitOpError() << "block scales and 'weight_block' belong to f8E4M3FN or "
+                               << "f4E2M1FN expert weights; these are " << shape.elementType;
     return success();
   }
   if (shape.stacked)
@@ -507,7 +553,7 @@ LogicalResult mlir::mix::verifyExpertScales(Operation *op, const ExpertWeightSha
       int64_t rows = dimOf(w, 0), cols = dimOf(w, 1);
       SmallVector<int64_t> expected = {(rows + br - 1) / br, (cols + bc - 1) / bc};
       auto type = cast<RankedTensorType>(scales[i].getType());
-      if (type.getShape() != ArrayRef<int64_t>(expected))
+      if (type.getShape() != ArrayRef<int64_t>(expected) || !type.getElementType().isF32())
         return op->emitOpError() << "operand '" << role << "_scale #" << i << "' must be f32 ["
                                  << expected[0] << ", " << expected[1] << "] (blocks of " << br
                                  << " x " << bc << " of '" << role << " #" << i << "' "

@@ -111,8 +111,10 @@ std::string mlir::mix::cpuTuningTable(const CpuTarget &cpu, StringRef path) {
 }
 
 StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
-  // fp8 expert weights become bf16 on their way into the same loops (kernels/fp8.h).
-  if (weights && (weights.isBF16() || isa<mlir::Float8E4M3FNType>(weights))) {
+  // fp8 and MXFP4 expert weights become bf16 on their way into the same loops (kernels/fp8.h,
+  // kernels/mxfp4.h).
+  if (weights &&
+      (weights.isBF16() || isa<mlir::Float8E4M3FNType, mlir::Float4E2M1FNType>(weights))) {
     if (cpu.has("amx_bf16") && cpu.has("amx_tile"))
       return "amx_bf16";
     // VDPBF16PS only where it outruns f32 FMA: AMD Zen 4/5 (two per cycle, twice the FMA's

@@ -187,11 +187,17 @@ struct TensorSpec {
   bool storedTranspose = false;
   // "format": "mxfp4": the stored tensor is `<storedName>_blocks` [.., N, K / 32, 16] U8 (two
   // e2m1 codes a byte, low nibble first) with `<storedName>_scales` [.., N, K / 32] U8 (e8m0),
-  // for the [.., K, N] tensor transformers dequantizes them to (gpt-oss's hub experts).
+  // for the [.., K, N] tensor transformers dequantizes them to (gpt-oss's hub experts). A
+  // float weight is dequantized from both; an f4_e2m1 weight [.., R, K] takes rows of the
+  // blocks as they are, an f8_e8m0 one [.., R, K / 32] rows of the scales (mxfp4Rows).
   bool storedMxfp4 = false;
   bool isStored() const { return !storedName.empty(); }
+  bool mxfp4Scales() const { return storedMxfp4 && dtype == DType::F8_E8M0; }
   std::string fileName() const {
-    return !isStored() ? name : storedMxfp4 ? storedName + "_blocks" : storedName;
+    return !isStored()     ? name
+           : mxfp4Scales() ? storedName + "_scales"
+           : storedMxfp4   ? storedName + "_blocks"
+                           : storedName;
   }
   bool hasSymbols() const {
     for (const std::string &symbol : symbols)
@@ -344,7 +350,8 @@ public:
     const std::string named = where + " ('" + spec.name + "')";
     std::string dtype = string(json, "dtype", named);
     if (!parseManifestDType(dtype, spec.dtype))
-      bad(named, "unknown dtype '" + dtype + "' (expected f32, bf16, f16, i32 or f8_e4m3)");
+      bad(named, "unknown dtype '" + dtype +
+                     "' (expected f32, bf16, f16, i32, f8_e4m3, f4_e2m1 or f8_e8m0)");
     const nlohmann::json &shape = array(json, "shape", named);
     const nlohmann::json &symbols = array(json, "symbols", named);
     if (symbols.size() != shape.size())
@@ -392,10 +399,15 @@ public:
         spec.storedTranspose = transpose.get<bool>();
         if (stored.contains("format")) {
           if (string(stored, "format", at) != "mxfp4" || !spec.storedTranspose ||
-              (spec.dtype != DType::F32 && spec.dtype != DType::BF16 && spec.dtype != DType::F16))
-            bad(at + ".format", "expected \"mxfp4\" on a transposed f32/bf16/f16 weight, got " +
-                                    stored.dump());
+              spec.dtype == DType::I32 || spec.dtype == DType::F8_E4M3)
+            bad(at + ".format", "expected \"mxfp4\" on a transposed f32/bf16/f16/f4_e2m1/f8_e8m0 "
+                                "weight, got " + stored.dump());
           spec.storedMxfp4 = true;
+          if (spec.dtype == DType::F4_E2M1 && spec.shape.back() % 32 != 0)
+            bad(at, "MXFP4 codes need a last dim that is a multiple of 32");
+        } else if (spec.dtype == DType::F4_E2M1 || spec.dtype == DType::F8_E8M0) {
+          bad(at, "an f4_e2m1 or f8_e8m0 weight is stored as MXFP4 (\"format\": \"mxfp4\"), got " +
+                      stored.dump());
         }
         if (!spec.isWeight || spec.hasSymbols() || spec.storedName.empty() ||
             spec.shape.size() < (spec.storedTranspose ? 2u : 1u))
@@ -1110,8 +1122,76 @@ const void *mxfp4Data(const TensorSpec &spec, const TensorView &blocks, const Te
   return out;
 }
 
+// What a stored weight reads, for messages: "bf16 [8, 64, 64]", "MXFP4 blocks of [8, 64, 64]",
+// "U8 [8, 64, 2, 16] (MXFP4 blocks)".
+std::string storedExpectation(const TensorSpec &spec);
+
+// MXFP4 codes or scales read as they are (an f4_e2m1 weight [.., R, K], an f8_e8m0 one
+// [.., R, K / 32]): row r of each outer slice is row offset + stride · r of the stored blocks
+// [.., R · stride, K / 32, 16] (U8) or scales [.., R · stride, K / 32] (U8 or F8_E8M0). With
+// stride 1 the mapped bytes are used in place; otherwise the rows are copied once, the pages
+// read dropped as the copy proceeds.
+const void *mxfp4Rows(const TensorSpec &spec, const TensorView &view, AlignedBuffer &staging) {
+  const bool scales = spec.mxfp4Scales();
+  const std::string what = "weight '" + spec.name + "' (MXFP4 " + (scales ? "scales" : "codes") +
+                           " of '" + spec.storedName + "', " + view.source + ")";
+  const size_t rank = spec.shape.size();
+  std::vector<int64_t> expected = spec.shape;
+  expected[rank - 2] *= spec.storedStride;
+  if (!scales) {
+    expected[rank - 1] /= 32;
+    expected.push_back(16);
+  }
+  if ((view.dtype != DType::U8 && !(scales && view.dtype == DType::F8_E8M0)) ||
+      view.shape != expected)
+    fail(MIXTILE_ERROR_BINDING, what + ": expected " + storedExpectation(spec) + ", got " +
+                                    describeActual(view));
+  if (view.onDevice)
+    fail(MIXTILE_ERROR_BINDING, what + ": MXFP4 weights are read on the host; give them in "
+                                       "host memory");
+  if (spec.storedStride == 1)
+    return view.data;
+  const int64_t rows = spec.shape[rank - 2];
+  const size_t rowBytes = static_cast<size_t>(scales ? spec.shape[rank - 1] : spec.shape[rank - 1] / 2);
+  int64_t outer = 1;
+  for (size_t d = 0; d + 2 < rank; ++d)
+    outer *= spec.shape[d];
+  const size_t slice = static_cast<size_t>(rows) * rowBytes;
+  unsigned char *out = static_cast<unsigned char *>(staging.ensure(static_cast<size_t>(outer) * slice));
+  const unsigned char *in = static_cast<const unsigned char *>(view.data);
+  auto copy = [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      const size_t inBase = static_cast<size_t>(o) * slice * spec.storedStride;
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(out + static_cast<size_t>(o) * slice + static_cast<size_t>(r) * rowBytes,
+                    in + inBase + static_cast<size_t>(spec.storedOffset + spec.storedStride * r) * rowBytes,
+                    rowBytes);
+      releaseMappedPages(view, inBase, slice * spec.storedStride);
+    }
+  };
+  splitOverCores(outer, static_cast<int64_t>(outer * slice) >= (int64_t(1) << 22), copy);
+  return out;
+}
+
+std::string storedExpectation(const TensorSpec &spec) {
+  if (spec.dtype == DType::F4_E2M1 || spec.dtype == DType::F8_E8M0) {
+    std::vector<int64_t> shape = spec.shape;
+    shape[shape.size() - 2] *= spec.storedStride;
+    if (spec.dtype == DType::F4_E2M1) {
+      shape.back() /= 32;
+      shape.push_back(16);
+    }
+    return "U8 " + formatShape(shape) + (spec.dtype == DType::F4_E2M1 ? " (MXFP4 blocks)" : " (MXFP4 scales)");
+  }
+  return (spec.storedMxfp4 ? std::string("MXFP4 blocks of ")
+                           : std::string(manifestDTypeName(spec.dtype)) + " ") +
+         formatShape(storedShape(spec));
+}
+
 const void *storedData(const TensorSpec &spec, const TensorView &view, const TensorSet *set,
                        AlignedBuffer &staging) {
+  if (spec.dtype == DType::F4_E2M1 || spec.dtype == DType::F8_E8M0)
+    return mxfp4Rows(spec, view, staging);
   if (spec.storedMxfp4)
     return mxfp4Data(spec, view, set, staging);
   const std::string what = "weight '" + spec.name + "' (stored as '" + spec.storedName + "', " +
@@ -1207,10 +1287,8 @@ void runSession(Session &session, const TensorSet *inputs, int numThreads,
       if (!stored)
         fail(MIXTILE_ERROR_BINDING,
              "missing tensor '" + spec.fileName() + "' (weight, expected " +
-                 (spec.storedMxfp4 ? std::string("MXFP4 blocks of ")
-                                   : std::string(manifestDTypeName(spec.dtype)) + " ") +
-                 formatShape(storedShape(spec)) +
-                 ", which weight '" + spec.name + "' is read from): not in the inputs " +
+                 storedExpectation(spec) + ", which weight '" + spec.name +
+                 "' is read from): not in the inputs " +
                  describeSet(inputs) + " nor in the weights " +
                  describeSet(session.weights.get()));
       checkPlacement(session, *stored, "tensor '" + spec.storedName + "'");
@@ -2033,11 +2111,7 @@ int mixtile_model_create(mixtile_artifact *artifact, const mixtile_tensors *weig
         fail(MIXTILE_ERROR_BINDING,
              "the checkpoint " + describeSet(weights->impl.get()) + " lacks tensor '" +
                  spec.fileName() + "' (expected " +
-                 (spec.isStored() ? (spec.storedMxfp4 ? std::string("MXFP4 blocks of ")
-                                                       : std::string(manifestDTypeName(spec.dtype)) +
-                                                             " ") +
-                                        formatShape(storedShape(spec))
-                                  : describeExpected(spec)) +
+                 (spec.isStored() ? storedExpectation(spec) : describeExpected(spec)) +
                  ")");
       if (!spec.isState)
         continue;

@@ -40,6 +40,8 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::U16, "U16", nullptr, 2}, {DType::U32, "U32", nullptr, 4},
     {DType::U64, "U64", nullptr, 8}, {DType::F8_E4M3, "F8_E4M3", "f8_e4m3", 1},
     {DType::F8_E5M2, "F8_E5M2", nullptr, 1},
+    {DType::F4_E2M1, "F4", "f4_e2m1", 1}, // bytes per element rounded up; see tensorByteSize
+    {DType::F8_E8M0, "F8_E8M0", "f8_e8m0", 1},
 };
 
 const DTypeInfo &info(DType dtype) {
@@ -174,7 +176,7 @@ size_t tensorByteSize(DType dtype, const std::vector<int64_t> &shape, const std:
     if (__builtin_mul_overflow(total, static_cast<size_t>(dim), &total))
       fail(what + ": shape " + formatShape(shape) + " is too large to address");
   }
-  return total;
+  return dtype == DType::F4_E2M1 ? total / 2 + total % 2 : total;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ enum class DType : int {
   U64 = 12,
   F8_E4M3 = 13,
   F8_E5M2 = 14,
+  F4_E2M1 = 15,  // "F4": two codes a byte, the even element in the low nibble
+  F8_E8M0 = 16,  // MXFP4's power-of-two scales
 };
 
 /// The one home of the dtype tables: safetensors spelling ("BF16"), manifest spelling
@@ -49,13 +51,15 @@ const char *manifestDTypeName(DType dtype);
 size_t dtypeBytes(DType dtype);
 /// Parses a safetensors spelling; false when unknown.
 bool parseSafetensorsDType(const std::string &text, DType &dtype);
-/// Parses a manifest spelling (only f32, bf16, f16, i32, f8_e4m3); false when unknown.
+/// Parses a manifest spelling (only f32, bf16, f16, i32, f8_e4m3, f4_e2m1, f8_e8m0); false
+/// when unknown.
 bool parseManifestDType(const std::string &text, DType &dtype);
 
 /// "[4, 8]"
 std::string formatShape(const std::vector<int64_t> &shape);
 
-/// product(shape) * dtypeBytes(dtype); throws on overflow. `what` names the tensor.
+/// product(shape) * dtypeBytes(dtype) (half of it, rounded up, for F4_E2M1); throws on
+/// overflow. `what` names the tensor.
 size_t tensorByteSize(DType dtype, const std::vector<int64_t> &shape, const std::string &what);
 
 /// A tensor inside a mapped file (or a caller's memory): the view never owns the bytes.

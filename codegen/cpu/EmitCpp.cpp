@@ -104,7 +104,8 @@ std::string CpuEmitter::expertWeightArrays(Operation *op, ValueRange gate, Value
     }
     text += "};\n";
   };
-  int64_t size = hidden * width;
+  // MXFP4 codes: two a byte.
+  int64_t size = hidden * width / (isa<Float4E2M1FNType>(elementOf(up[0])) ? 2 : 1);
   if (!gate.empty())
     emitArray("gate_w", gate, size);
   emitArray("up_w", up, size);
@@ -245,6 +246,21 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     line(expertWeightArrays(op, gate, up, down, experts, hidden, shape.intermediate).substr(4));
     // fp8 weights: each expert's block scales beside its codes (mix.expert_ffn's weight_block).
     bool fp8 = block.has_value();
+    // MXFP4 weights: each expert's e8m0 scales, [rows, depth / 32] slices of the stacked ones.
+    bool mxfp4 = isa<Float4E2M1FNType>(shape.elementType);
+    if (mxfp4) {
+      auto scales = [&](StringRef role, ValueRange values, int64_t perExpert) {
+        std::string text = llvm::formatv("const uint8_t *{0}[{1}] = {{", role, experts).str();
+        for (int64_t e = 0; e < experts; ++e)
+          text += llvm::formatv("{0}{1} + {2}", e ? ", " : "", ptr(values[0]), e * perExpert).str();
+        line(text + "};");
+      };
+      int64_t perExpert = hidden * shape.intermediate / 32;
+      if (shape.gated)
+        scales("gate_s", gateScale, perExpert);
+      scales("up_s", upScale, perExpert);
+      scales("down_s", downScale, perExpert);
+    }
     if (fp8) {
       auto scales = [&](StringRef role, ValueRange values) {
         std::string text = llvm::formatv("const float *{0}[{1}] = {{", role, experts).str();
@@ -270,6 +286,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                          "p.scale_block_rows = {1}; p.scale_block_cols = {2};",
                          shape.gated ? "gate_s" : "nullptr", (*block)[0], (*block)[1])
                .str());
+    if (mxfp4)
+      line(llvm::formatv("p.gate_mx_scale = {0}; p.up_mx_scale = up_s; p.down_mx_scale = down_s;",
+                         shape.gated ? "gate_s" : "nullptr")
+               .str());
     emitExpertExtras(extras, activation.getValue());  // gpt-oss's biases and clamp
     helpers += pendingTiles;
     pendingTiles.clear();
@@ -280,9 +300,9 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                        shape.gated ? "true" : "false", tiles, tokenCountExpr, path)
              .str());
     line("}");
-    // The workspace of fp8 weights holds each thread's slab of dequantized rows as well.
+    // The workspace of fp8 and MXFP4 weights holds each thread's slab of dequantized rows as well.
     std::string sizeTail =
-        fp8 ? ", mixtile::cpu::MatmulPath::" + currentPath + ", " + weightType(shape.elementType)
+        fp8 || mxfp4 ? ", mixtile::cpu::MatmulPath::" + currentPath + ", " + weightType(shape.elementType)
             : path;
     scratch.push_back(llvm::formatv("mixtile::cpu::expert_ffn_workspace_size({0}, {6}, {1}, {2}, "
                                     "max_threads, {3}({4}){5})",

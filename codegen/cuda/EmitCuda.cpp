@@ -323,6 +323,10 @@ LogicalResult CudaEmitter::emitOp(Operation *op, KernelOp kernel) {
       return ffn.emitOpError() << "f8E4M3FN expert weights are not supported by the cuda target "
                                   "(compile the checkpoint's config with --target cuda: its fp8 "
                                   "weights are dequantized when bound)";
+    if (isa<Float4E2M1FNType>(elementOf(ffn.getUp()[0])))
+      return ffn.emitOpError() << "f4E2M1FN (MXFP4) expert weights are not supported by the cuda "
+                                  "target (compile the checkpoint's config with --target cuda: "
+                                  "its MXFP4 experts are dequantized to bf16 when bound)";
     int64_t experts = staticDim(ffn.getOffsets(), 0) - 1, hidden = staticDim(ffn.getX(), 1);
     std::string assignments = dim(ffn.getTokens(), 0);
     std::string segments =

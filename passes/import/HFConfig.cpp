@@ -268,6 +268,9 @@ struct SparseBlock {
   // interleaved, down_proj [E, F, D]), expert biases and the clamped SwiGLU.
   bool oai = false;
   bool mxfp4 = false;  // gpt-oss's experts stored as MXFP4 blocks and scales (mxfp4Experts)
+  // ... and multiplied as they are (f4E2M1FN codes with f8E8M0FNU scales) rather than
+  // dequantized into the weight dtype when bound: bf16 models for the CPU (mxfp4InPlace).
+  bool mxfp4InPlace = false;
   double swigluAlpha = 1.702, swigluLimit = 7.0;
   // Set when the routed experts take the checkpoint's fp8 weights in place (e4m3 codes with
   // `<name>_scale_inv` block scales of this many rows x columns; see fp8ExpertBlock).
@@ -515,17 +518,28 @@ struct SparseBlock {
             b.getNamedAttr("stride", b.getI64IntegerAttr(stride))};
         if (transpose)
           fields.push_back(b.getNamedAttr("transpose", b.getUnitAttr()));
-        // The hub's MXFP4 experts: dequantized into the weight's dtype as they are rearranged.
+        // The hub's MXFP4 experts: their codes and scales rows, or dequantized into the
+        // weight's dtype, as they are rearranged.
         if (transpose && mxfp4)
           fields.push_back(b.getNamedAttr("format", b.getStringAttr("mxfp4")));
         return b.getDictionaryAttr(fields);
       };
-      weights.push_back({gateUp + "[gate]", {experts, width, hidden}, weightType,
+      Type expertType = mxfp4InPlace ? Type(b.getType<Float4E2M1FNType>()) : weightType;
+      weights.push_back({gateUp + "[gate]", {experts, width, hidden}, expertType,
                          stored(gateUp, 2, 0, true)});
-      weights.push_back({gateUp + "[up]", {experts, width, hidden}, weightType,
+      weights.push_back({gateUp + "[up]", {experts, width, hidden}, expertType,
                          stored(gateUp, 2, 1, true)});
-      weights.push_back({downs + "[transposed]", {experts, hidden, width}, weightType,
+      weights.push_back({downs + "[transposed]", {experts, hidden, width}, expertType,
                          stored(downs, 1, 0, true)});
+      if (mxfp4InPlace) { // each role's e8m0 scales, rows as its codes' (`<name>_scales`)
+        Type e8m0 = b.getType<Float8E8M0FNUType>();
+        weights.push_back({gateUp + "_scales[gate]", {experts, width, hidden / 32}, e8m0,
+                           stored(gateUp, 2, 0, true)});
+        weights.push_back({gateUp + "_scales[up]", {experts, width, hidden / 32}, e8m0,
+                           stored(gateUp, 2, 1, true)});
+        weights.push_back({downs + "_scales[transposed]", {experts, hidden, width / 32}, e8m0,
+                           stored(downs, 1, 0, true)});
+      }
       weights.push_back({gateUp + "_bias[gate]", {experts, width}, f32,
                          stored(gateUp + "_bias", 2, 0, false)});
       weights.push_back({gateUp + "_bias[up]", {experts, width}, f32,
@@ -578,6 +592,11 @@ struct SparseBlock {
       gate.push_back(next());
       up.push_back(next());
       down.push_back(next());
+      if (mxfp4InPlace) {
+        gateScale.push_back(next());
+        upScale.push_back(next());
+        downScale.push_back(next());
+      }
       gateBias = next();
       upBias = next();
       downBias = next();
@@ -856,6 +875,7 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
   block.fused = fusedExperts;
   block.fp8Block = fp8ExpertBlock(*quantization, weightType, fusedExperts, r.family, fp8InPlace);
   block.mxfp4 = mxfp4Experts(r.config);
+  block.mxfp4InPlace = block.mxfp4 && fp8InPlace && weightType.isBF16();
   if (fusedExperts && r.family == "switch_transformers") {
     error = "--fused-experts applies to the gated families (transformers fuses their "
             "experts); switch_transformers keeps one module per expert";
@@ -1428,6 +1448,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       block.emplace();
       block->fp8Block = fp8ExpertBlock(*quantization, weightType, false, r.family, fp8InPlace);
       block->mxfp4 = mxfp4Experts(r.config);
+      block->mxfp4InPlace = block->mxfp4 && fp8InPlace && weightType.isBF16();
       if (!block->describe(r, layer, weightType, b))
         return false;
       out.insert(out.end(), block->weights.begin(), block->weights.end());

@@ -47,3 +47,23 @@ func.func @fp8_layer(%x: tensor<?x64xbf16>, %r: tensor<2x64xf32>,
       : tensor<?x64xbf16> -> tensor<?x64xbf16>
   return %y : tensor<?x64xbf16>
 }
+
+// MXFP4 routed experts used in place (gpt-oss's hub checkpoints): stacked e2m1 codes, stacked
+// e8m0 scales of 32 values each, read from the checkpoint's blocks and scales (mix.stored).
+
+// CHECK-LABEL: func.func @mxfp4_experts
+// CHECK-SAME: tensor<2x32x64xf4E2M1FN> {mix.stored = {format = "mxfp4", name = "experts.gate_up_proj", offset = 0 : i64, stride = 2 : i64, transpose}}
+// CHECK: mix.expert_ffn %{{.*}}, %{{.*}}, %{{.*}} gate(%{{.*}} : tensor<2x32x64xf4E2M1FN>) up(%{{.*}} : tensor<2x32x64xf4E2M1FN>) down(%{{.*}} : tensor<2x64x32xf4E2M1FN>) gate_scale(%{{.*}} : tensor<2x32x2xf8E8M0FNU>) up_scale(%{{.*}} : tensor<2x32x2xf8E8M0FNU>) down_scale(%{{.*}} : tensor<2x64x1xf8E8M0FNU>) {activation = #mix.activation<silu>}
+func.func @mxfp4_experts(%x: tensor<?x64xf32>, %off: tensor<3xi32>, %tok: tensor<?xi32>,
+                         %g: tensor<2x32x64xf4E2M1FN> {mix.stored = {name = "experts.gate_up_proj", stride = 2, offset = 0, transpose, format = "mxfp4"}},
+                         %u: tensor<2x32x64xf4E2M1FN>, %d: tensor<2x64x32xf4E2M1FN>,
+                         %gs: tensor<2x32x2xf8E8M0FNU>, %us: tensor<2x32x2xf8E8M0FNU>,
+                         %ds: tensor<2x64x1xf8E8M0FNU>) -> tensor<?x64xf32> {
+  %h = mix.expert_ffn %x, %off, %tok gate(%g : tensor<2x32x64xf4E2M1FN>)
+      up(%u : tensor<2x32x64xf4E2M1FN>) down(%d : tensor<2x64x32xf4E2M1FN>)
+      gate_scale(%gs : tensor<2x32x2xf8E8M0FNU>) up_scale(%us : tensor<2x32x2xf8E8M0FNU>)
+      down_scale(%ds : tensor<2x64x1xf8E8M0FNU>)
+      {activation = #mix.activation<silu>}
+      : tensor<?x64xf32>, tensor<3xi32>, tensor<?xi32> -> tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}
