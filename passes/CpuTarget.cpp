@@ -123,6 +123,14 @@ StringRef mlir::mix::matmulPathFor(const CpuTarget &cpu, Type weights) {
     // there the f32 path is faster at every token count (passes/tuning/cpu-intel.json).
     if (cpu.has("avx512_bf16") && cpu.has("avx512f") && cpu.vendor != "intel")
       return "avx512_bf16";
+    // MXFP4 codes reach the f32 loops only through slabs of bf16 rows, which the f32 GEMM
+    // re-packs its tokens for, slab by slab; the VDPBF16PS loops pack the tokens once and
+    // multiply a decode segment's codes in registers. On Intel too they are faster at every
+    // token count (Emerald Rapids, 2 cores, gpt-oss-20b's experts: bench_expert_ffn 2 2880
+    // 2880 1,4,16,64,512 mxfp4 fma_f32,avx512_bf16 32 4, cold, ms: T=1 9.3 / 4.1, T=4 33.5 /
+    // 14.8, T=16 74.4 / 42.6, T=64 155 / 146, T=512 1013 / 810).
+    if (isa<mlir::Float4E2M1FNType>(weights) && cpu.has("avx512_bf16") && cpu.has("avx512f"))
+      return "avx512_bf16";
   }
   return "fma_f32";
 }

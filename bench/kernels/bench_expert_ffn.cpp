@@ -1,10 +1,12 @@
 // Benchmark of the CPU kernel library against the machine's own limits: streaming read bandwidth
 // (1 GiB buffer), OpenBLAS sgemm GFLOP/s, and expert_ffn (Mixtral-like shape, top-2 of 8, gated
 // SiLU) at T = 1, 32, 512, 2048 for f32 and bf16 weights, bf16 weights also on each bf16
-// MatmulPath this build enables (avx512_bf16, amx_bf16). Timings only; correctness lives in
-// test_expert_ffn.cpp. Usage: bench_expert_ffn [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048]
-// [dtypes=f32,bf16,fp8] [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B:
-// 2 2048 768 512 bf16 amx_bf16 128 8)
+// MatmulPath this build enables (avx512_bf16, amx_bf16); fp8 (block-scaled e4m3, 128 x 128
+// blocks) and mxfp4 (OCP MXFP4: e2m1 codes with an e8m0 scale per 32, around 2^-6) weights on
+// request. Timings only; correctness lives in test_expert_ffn.cpp. Usage: bench_expert_ffn
+// [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048] [dtypes=f32,bf16,fp8,mxfp4]
+// [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B: 2 2048 768 512 bf16
+// amx_bf16 128 8; gpt-oss-20b's experts: 2 2880 2880 1,8,32,512 bf16,fp8,mxfp4 avx512_bf16 32 4)
 // Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows[,
 // engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]
 // overrides the tiles of every
@@ -132,6 +134,7 @@ uint8_t to_e4m3(float v) {
 struct Experts {
   std::vector<const void *> gate, up, down;
   std::vector<const float *> gate_s, up_s, down_s;  // fp8: 128 x 128 block scales
+  std::vector<const uint8_t *> gate_mx, up_mx, down_mx;  // mxfp4: e8m0 scales [rows, depth / 32]
   std::vector<void *> owned;
 };
 
@@ -142,7 +145,12 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
   const float sd = 1.0f / std::sqrt(static_cast<float>(D)), sf = 1.0f / std::sqrt(static_cast<float>(F));
   auto make = [&](int64_t n, float scale) -> const void * {
     void *p;
-    if (w == WeightType::fp8_e4m3) {
+    if (w == WeightType::mxfp4) {
+      // Random codes, two a byte (every e2m1 value equally likely).
+      uint8_t *c = alloc_array<uint8_t>(n / 2);
+      for (int64_t i = 0; i < n / 2; ++i) c[i] = static_cast<uint8_t>(rng() & 0xff);
+      p = c;
+    } else if (w == WeightType::fp8_e4m3) {
       // The codes of uniform values over +-0.9 of each block's range, as a fine-grained fp8
       // checkpoint quantizes (scale = block max / 448; subnormal codes as rare as there), with
       // scales of 1/448 of the target range below.
@@ -168,6 +176,13 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
     ex.owned.push_back(s);
     return s;
   };
+  // MXFP4 scales around 2^-6 (gpt-oss's are of that order): 2^-7 .. 2^-5.
+  auto mx_scales = [&](int64_t rows, int64_t depth) -> const uint8_t * {
+    uint8_t *s = alloc_array<uint8_t>(rows * depth / 32);
+    for (int64_t i = 0; i < rows * depth / 32; ++i) s[i] = static_cast<uint8_t>(120 + rng() % 3);
+    ex.owned.push_back(s);
+    return s;
+  };
   for (int e = 0; e < E; ++e) {
     ex.gate.push_back(make(F * D, sd));
     ex.up.push_back(make(F * D, sd));
@@ -177,8 +192,18 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
       ex.up_s.push_back(scales(F, D, sd));
       ex.down_s.push_back(scales(D, F, sf));
     }
+    if (w == WeightType::mxfp4) {
+      ex.gate_mx.push_back(mx_scales(F, D));
+      ex.up_mx.push_back(mx_scales(F, D));
+      ex.down_mx.push_back(mx_scales(D, F));
+    }
   }
   return ex;
+}
+
+// Bytes per weight as stored (mxfp4: half a byte of code and 1/32 of a scale byte).
+double weight_bytes(WeightType w) {
+  return w == WeightType::f32 ? 4.0 : w == WeightType::fp8_e4m3 ? 1.0 : w == WeightType::mxfp4 ? 0.5 + 1.0 / 32 : 2.0;
 }
 
 struct Result {
@@ -223,6 +248,11 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
       p.down_scale = ex.down_s.data();
       p.scale_block_rows = p.scale_block_cols = 128;
     }
+    if (W == WeightType::mxfp4) {
+      p.gate_mx_scale = ex.gate_mx.data();
+      p.up_mx_scale = ex.up_mx.data();
+      p.down_mx_scale = ex.down_mx.data();
+    }
     p.y = y.data();
     p.out_rows = r.tokens.data();
     p.zero_rows = T;
@@ -237,7 +267,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
     if (rep < 0) continue;  // warm-up (page faults of the workspace, thread pool start)
     times.push_back(s);
     ++calls;
-    bytes += 3.0 * D * F * sizeof(WeightStorage<W>) * r.active_experts;
+    bytes += 3.0 * D * F * weight_bytes(W) * r.active_experts;
     flops += 2.0 * 3.0 * D * F * static_cast<double>(r.tokens.size());
   }
   std::free(ws);
@@ -304,6 +334,13 @@ int main(int argc, char **argv) {
   if (dtypes.find("f32") != std::string::npos) wts.push_back(WeightType::f32);
   if (dtypes.find("bf16") != std::string::npos) wts.push_back(WeightType::bf16);
   if (dtypes.find("fp8") != std::string::npos) wts.push_back(WeightType::fp8_e4m3);
+  if (dtypes.find("mxfp4") != std::string::npos) {
+    if (D % 32 != 0 || F % 32 != 0) {
+      std::fprintf(stderr, "bench_expert_ffn: mxfp4 needs D and F to be multiples of 32\n");
+      return 1;
+    }
+    wts.push_back(WeightType::mxfp4);
+  }
 
   // Bandwidth before and after the kernels (best of both): the host may be shared.
   double bw = mixtile_bench::measure_read_bandwidth(threads).median_gbs;
@@ -325,6 +362,16 @@ int main(int argc, char **argv) {
         Result r{};
         if (w == WeightType::f32) {
           r = bench_ffn<WeightType::f32>(ex, E, k, T, D, F, threads, reps);
+        } else if (w == WeightType::mxfp4) {
+          if (path == MatmulPath::fma_f32) r = bench_ffn<WeightType::mxfp4>(ex, E, k, T, D, F, threads, reps);
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+          if (path == MatmulPath::avx512_bf16)
+            r = bench_ffn<WeightType::mxfp4, MatmulPath::avx512_bf16>(ex, E, k, T, D, F, threads, reps);
+#endif
+#if defined(MIXTILE_HAVE_AMX_BF16)
+          if (path == MatmulPath::amx_bf16)
+            r = bench_ffn<WeightType::mxfp4, MatmulPath::amx_bf16>(ex, E, k, T, D, F, threads, reps);
+#endif
         } else if (w == WeightType::fp8_e4m3) {
           if (path == MatmulPath::fma_f32) r = bench_ffn<WeightType::fp8_e4m3>(ex, E, k, T, D, F, threads, reps);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
@@ -374,9 +421,12 @@ int main(int argc, char **argv) {
   for (const Row &row : rows) {
     const Result &r = row.r;
     const bool f32 = row.w == WeightType::f32;
-    const char *dtype = f32 ? "f32" : row.w == WeightType::bf16 ? "bf16" : "fp8";
-    const int elem = f32 ? 4 : row.w == WeightType::bf16 ? 2 : 1;
-    if (row.T == 1 && row.path == MatmulPath::fma_f32 && row.w != WeightType::fp8_e4m3)
+    const char *dtype = f32                              ? "f32"
+                        : row.w == WeightType::bf16      ? "bf16"
+                        : row.w == WeightType::fp8_e4m3 ? "fp8"
+                                                         : "mxfp4";
+    const double elem = weight_bytes(row.w);
+    if (row.T == 1 && row.path == MatmulPath::fma_f32 && (f32 || row.w == WeightType::bf16))
       (f32 ? f32_decode : bf16_decode) = r.seconds;
     const double gbs = r.weight_bytes / r.seconds / 1e9, gf = r.flops / r.seconds / 1e9;
     std::printf("%-5s %-12s %-5ld %9.3f %9.3f %11.1f %9.2f %9.1f %9.2f %8.1f\n", dtype,

@@ -4,8 +4,8 @@
 //
 // API (namespace mixtile::cpu):
 //
-//   enum class Activation { silu, gelu, gelu_tanh, relu };        // gelu = erf form
-//   enum class WeightType { f32, bf16, f16, fp8_e4m3 };            // bf16/f16 stored as uint16_t bits
+//   enum class Activation { silu, gelu, gelu_tanh, relu, swiglu_oai };  // gelu = erf form
+//   enum class WeightType { f32, bf16, f16, fp8_e4m3, mxfp4 };     // bf16/f16 stored as uint16_t bits
 //
 //   struct ExpertFFNProblem {
 //     int64_t num_experts, hidden /*D*/, inter /*F*/;
@@ -22,7 +22,11 @@
 //     int64_t zero_rows = 0;       // scatter mode only: rows [0, zero_rows) of y are zeroed first
 //     const float *const *gate_scale, *up_scale, *down_scale;  // fp8_e4m3 weights only: per expert,
 //     int64_t scale_block_rows, scale_block_cols;              //   block scales as in fp8.h
-//     void *workspace;             // >= expert_ffn_workspace_size(A, E, D, F, num_threads, tiles, Path) bytes,
+//     const uint8_t *const *gate_mx_scale, *up_mx_scale, *down_mx_scale;  // mxfp4 weights only: per
+//                                  // expert, e8m0 scales [rows, depth / 32] as in mxfp4.h
+//     const float *gate_bias, *up_bias, *down_bias;  // f32 or null: [E, F], [E, F], [E, D] (gpt-oss)
+//     ActParams act;               // Activation::swiglu_oai's alpha and limit
+//     void *workspace;             // >= expert_ffn_workspace_size(A, E, D, F, num_threads, tiles, Path, W) bytes,
 //                                  // 64-byte aligned; A = offsets[E] - offsets[0]
 //     int num_threads;             // <= 0: omp_get_max_threads()
 //   };
@@ -31,17 +35,23 @@
 //   void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_tile_config());
 //   size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_experts, int64_t D,
 //                                    int64_t F, int num_threads, const TileConfig &tiles = default_tile_config(),
-//                                    MatmulPath path = MatmulPath::fma_f32);
+//                                    MatmulPath path = MatmulPath::fma_f32, WeightType weights = WeightType::f32);
+//     weights: W of the call (fp8_e4m3 and mxfp4 need room for their slabs)
 //
 //   bool amx_ready();  // matrix_engines.h: call (once is enough) before a MatmulPath::amx_bf16 call
 //
-//   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16 or fp8_e4m3 only, and only in
-//   builds that enable their instructions (static_assert otherwise). The bf16 paths round x and h
-//   to bf16. fp8_e4m3 weights (uint8_t codes with block scales) are read in place: segments of
-//   up to 4 rows on avx512_bf16 (scale blocks of whole 32-deep steps) multiply the codes' exact
-//   values in registers and scale each block's partial sum (dp_small_fp8); every other segment
-//   reads slabs of at most 32 weight rows dequantized to bf16(code * scale) into the thread's
-//   workspace (fp8.h), which the bf16 loops read as the weight.
+//   Path: fma_f32 for any W; avx512_bf16 / amx_bf16 for W = bf16, fp8_e4m3 or mxfp4 only, and
+//   only in builds that enable their instructions (static_assert otherwise). The bf16 paths round
+//   x and h to bf16. fp8_e4m3 weights (uint8_t codes with block scales) are read in place:
+//   segments of up to 4 rows on avx512_bf16 (scale blocks of whole 32-deep steps) multiply the
+//   codes' exact values in registers and scale each block's partial sum (dp_small_fp8); every
+//   other segment reads slabs of at most 32 weight rows dequantized to bf16(code * scale) into the
+//   thread's workspace (fp8.h), which the bf16 loops read as the weight. mxfp4 weights (OCP
+//   MXFP4, gpt-oss: uint8_t [rows, depth / 2], two e2m1 codes a byte, low nibble first, with the
+//   *_mx_scale e8m0 bytes; depth D and F multiples of 32, which the compiler guarantees and the
+//   kernel assumes) are read in place the same way: each weight is bf16(e2m1 * 2^(s - 127)),
+//   exactly as the runtime dequantizes them (mxfp4.h); segments of up to 4 rows on avx512_bf16
+//   convert the codes in registers (dp_small_mxfp4), every other segment reads slabs.
 //
 //   Gated:  h = act(x · W_gateᵀ) ⊙ (x · W_upᵀ),  out = h · W_downᵀ
 //   Plain:  h = act(x · W_upᵀ),                 out = h · W_downᵀ
@@ -73,6 +83,7 @@
 #include "fp8.h"
 #include "gemm.h"
 #include "matrix_engines.h"
+#include "mxfp4.h"
 #include "simd.h"
 
 namespace mixtile::cpu {
@@ -93,6 +104,10 @@ struct ExpertFFNProblem {
   const float *const *up_scale = nullptr;
   const float *const *down_scale = nullptr;
   int64_t scale_block_rows = 0, scale_block_cols = 0;
+  // MXFP4 weights' e8m0 scales, per expert [rows, depth / 32] (mxfp4.h).
+  const uint8_t *const *gate_mx_scale = nullptr;
+  const uint8_t *const *up_mx_scale = nullptr;
+  const uint8_t *const *down_mx_scale = nullptr;
   // Expert biases (gpt-oss), f32 or null: gate and up [E, F], down [E, D] (added before the
   // gate scale); the clamped SwiGLU's constants for Activation::swiglu_oai.
   const float *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
@@ -133,17 +148,20 @@ inline void zero_columns(float *y, int64_t ld, int64_t rows, int64_t c0, int64_t
   for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ld + c0, 0, sizeof(float) * (c1 - c0));
 }
 
-// ---- fp8 weights: slabs of dequantized rows ---------------------------------------------------
+// ---- fp8 and MXFP4 weights: slabs of dequantized rows ------------------------------------------
 
-// The weight type the GEMM loops read: fp8 weights reach them as bf16 slabs.
+// Whether weights of this type reach the GEMM loops as slabs of dequantized bf16 rows.
+constexpr bool weights_in_slabs(WeightType w) { return w == WeightType::fp8_e4m3 || w == WeightType::mxfp4; }
+
+// The weight type the GEMM loops read: fp8 and MXFP4 weights reach them as bf16 slabs.
 template <WeightType W>
-constexpr WeightType kernel_weight_type = W == WeightType::fp8_e4m3 ? WeightType::bf16 : W;
+constexpr WeightType kernel_weight_type = weights_in_slabs(W) ? WeightType::bf16 : W;
 
 // Weight rows per slab for depth K: 32 (a column step of every loop) while two slabs of them stay
 // within half of a 1 MB L2, 16 beyond (DeepSeek-V3's D = 7168).
-inline int64_t fp8_slab_rows(int64_t K) { return K <= 2048 ? 32 : 16; }
+inline int64_t slab_rows(int64_t K) { return K <= 2048 ? 32 : 16; }
 // Per-thread slab bytes: two matrices (gate and up) of 32 rows at the deeper of D and F.
-inline size_t fp8_slab_bytes(int64_t D, int64_t F) {
+inline size_t slab_bytes(int64_t D, int64_t F) {
   return align64(sizeof(uint16_t) * 2 * 32 * static_cast<size_t>(std::max<int64_t>({D, F, 0})));
 }
 
@@ -166,10 +184,34 @@ struct ShiftedEpilogue {
 // (Zen 4, 2 threads, small_m_max 8, alternating), fused up to 4 / up to 8 rows, ms: T=64
 // 44.3 46.7 / 56.2 51.3, T=128 79.1 80.5 / 89.7 87.0, T=256 127 129 / 134 130.
 constexpr int64_t kDpFp8FusedRows = MIXTILE_DP_FP8_FUSED_ROWS;
+#ifndef MIXTILE_DP_MXFP4_FUSED_ROWS
+#define MIXTILE_DP_MXFP4_FUSED_ROWS 4
+#endif
+// The same for MXFP4 weights (dp_small_mxfp4, token groups of 4 rows as dp_small_fp8's; not
+// measured on its own yet).
+constexpr int64_t kDpMxfp4FusedRows = MIXTILE_DP_MXFP4_FUSED_ROWS;
 
-// Expert e's block scales from one of the problem's scale arrays (empty for weights without them).
-inline Fp8Scales scales_of(const ExpertFFNProblem &p, const float *const *scales, int64_t e) {
-  return {scales != nullptr ? scales[e] : nullptr, p.scale_block_rows, p.scale_block_cols};
+// Expert e's scales of one of its matrices, as its weight type reads them (both empty for weights
+// without scales).
+struct WeightScales {
+  Fp8Scales fp8;                // fp8_e4m3: block scales
+  const uint8_t *mx = nullptr;  // mxfp4: e8m0 bytes [rows, depth / 32]
+};
+enum class ExpertMatrix { gate, up, down };
+inline WeightScales scales_of(const ExpertFFNProblem &p, ExpertMatrix m, int64_t e) {
+  const float *const *fp8 = m == ExpertMatrix::gate ? p.gate_scale : m == ExpertMatrix::up ? p.up_scale : p.down_scale;
+  const uint8_t *const *mx =
+      m == ExpertMatrix::gate ? p.gate_mx_scale : m == ExpertMatrix::up ? p.up_mx_scale : p.down_mx_scale;
+  return {{fp8 != nullptr ? fp8[e] : nullptr, p.scale_block_rows, p.scale_block_cols}, mx != nullptr ? mx[e] : nullptr};
+}
+// Phase 1's matrices: the first (gate, or up when ungated) and the second (up when gated).
+template <bool Gated>
+inline WeightScales first_scales(const ExpertFFNProblem &p, int64_t e) {
+  return scales_of(p, Gated ? ExpertMatrix::gate : ExpertMatrix::up, e);
+}
+template <bool Gated>
+inline WeightScales second_scales(const ExpertFFNProblem &p, int64_t e) {
+  return Gated ? scales_of(p, ExpertMatrix::up, e) : WeightScales{};
 }
 
 // Whether a segment of `rows` rows multiplies fp8 weights of these scales in the fused GEMV.
@@ -181,34 +223,66 @@ inline bool fp8_fused(const Fp8Scales &s, int64_t rows) {
   return false;
 #endif
 }
+// Whether a segment of `rows` rows multiplies MXFP4 weights in the fused GEMV.
+inline bool mxfp4_fused(int64_t rows) {
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  return rows <= kDpMxfp4FusedRows;
+#else
+  (void)rows;
+  return false;
+#endif
+}
+
+// Rows [row0, row0 + n) of a weight of type W (fp8 or MXFP4, depth K) dequantized into dst.
+template <WeightType W>
+inline void dequantize_slab(uint16_t *dst, const void *w, const WeightScales &s, int64_t K, int64_t row0, int64_t n) {
+  if constexpr (W == WeightType::fp8_e4m3) {
+    dequantize_fp8_rows(dst, static_cast<const uint8_t *>(w), s.fp8, K, row0, n);
+  } else {
+    static_assert(W == WeightType::mxfp4, "weights in slabs are fp8_e4m3 or mxfp4");
+    dequantize_mxfp4_rows(dst, static_cast<const uint8_t *>(w), s.mx, K, row0, n);
+  }
+}
+// Bytes of one stored row of depth K of such a weight (MXFP4's scales apart).
+template <WeightType W>
+constexpr int64_t stored_row_bytes(int64_t K) {
+  return W == WeightType::mxfp4 ? K / 2 : K;
+}
 
 // Columns [c0, c1) of one expert's weight (w, and w2 when gated; depth K) as the GEMM loops read
-// them: fn(w, w2, c0, c1, shift). In place with shift 0, or for fp8 weights in slabs of
-// fp8_slab_rows(K) rows dequantized into `slab` (w's, then w2's), fn(slab, slab2, 0, n, c).
+// them: fn(w, w2, c0, c1, shift). In place with shift 0, or for fp8 and MXFP4 weights in slabs of
+// slab_rows(K) rows dequantized into `slab` (w's, then w2's), fn(slab, slab2, 0, n, c).
 template <WeightType W, class Fn>
-inline void with_weight_columns(const void *w, const void *w2, const Fp8Scales &s, const Fp8Scales &s2, int64_t K,
-                                int64_t c0, int64_t c1, uint16_t *slab, Fn &&fn) {
+inline void with_weight_columns(const void *w, const void *w2, const WeightScales &s, const WeightScales &s2,
+                                int64_t K, int64_t c0, int64_t c1, uint16_t *slab, Fn &&fn) {
   using KS = WeightStorage<kernel_weight_type<W>>;
-  if constexpr (W != WeightType::fp8_e4m3) {
+  if constexpr (!weights_in_slabs(W)) {
     (void)s, (void)s2, (void)K, (void)slab;
     fn(static_cast<const KS *>(w), static_cast<const KS *>(w2), c0, c1, int64_t(0));
   } else {
-    const int64_t rows = fp8_slab_rows(K);
+    const int64_t rows = slab_rows(K), row_bytes = stored_row_bytes<W>(K);
     for (int64_t c = c0; c < c1; c += rows) {
       const int64_t n = std::min(rows, c1 - c);
-      dequantize_fp8_rows(slab, static_cast<const uint8_t *>(w), s, K, c, n);
+      dequantize_slab<W>(slab, w, s, K, c, n);
       uint16_t *slab2 = nullptr;
       if (w2 != nullptr) {
         slab2 = slab + rows * K;
-        dequantize_fp8_rows(slab2, static_cast<const uint8_t *>(w2), s2, K, c, n);
+        dequantize_slab<W>(slab2, w2, s2, K, c, n);
       }
       // The next slab's codes head for L2 while the loops run over this one (each slab is read
-      // once, and the conversion alone would otherwise wait on DRAM with nothing to overlap).
+      // once, and the conversion alone would otherwise wait on DRAM with nothing to overlap);
+      // MXFP4's scales too (fp8's block scales are few).
       const int64_t next = std::min(rows, c1 - c - n);
-      for (const void *m : {w, w2}) {
-        if (m == nullptr || next <= 0) continue;
-        const char *base = static_cast<const char *>(m) + (c + n) * K;
-        for (int64_t b = 0; b < next * K; b += 64) _mm_prefetch(base + b, _MM_HINT_T1);
+      for (int m = 0; m < 2 && next > 0; ++m) {
+        const void *codes = m == 0 ? w : w2;
+        if (codes == nullptr) continue;
+        const char *base = static_cast<const char *>(codes) + (c + n) * row_bytes;
+        for (int64_t b = 0; b < next * row_bytes; b += 64) _mm_prefetch(base + b, _MM_HINT_T1);
+        if constexpr (W == WeightType::mxfp4) {
+          const int64_t row_scales = K / kMxfp4Block;
+          const char *sb = reinterpret_cast<const char *>((m == 0 ? s : s2).mx + (c + n) * row_scales);
+          for (int64_t b = 0; b < next * row_scales; b += 64) _mm_prefetch(sb + b, _MM_HINT_T1);
+        }
       }
       fn(static_cast<const KS *>(slab), static_cast<const KS *>(slab2), int64_t(0), n, c);
     }
@@ -284,14 +358,14 @@ struct OutputEpilogue {
   }
 };
 
-inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, const TileConfig &t, bool fp8) {
-  return gemm_scratch_bytes(t, A, std::max(D, F)) + (fp8 ? fp8_slab_bytes(D, F) : 0);
+inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, const TileConfig &t, bool slabs) {
+  return gemm_scratch_bytes(t, A, std::max(D, F)) + (slabs ? slab_bytes(D, F) : 0);
 }
 
 // Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, then per
 // thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc), the h
-// rows of one small segment (the GEMV path's down projection input) and, for fp8 weights, the
-// slab of dequantized weight rows. Sized for `threads`
+// rows of one small segment (the GEMV path's down projection input) and, for fp8 and MXFP4
+// weights (`slabs`), the slab of dequantized weight rows. Sized for `threads`
 // threads; a smaller team runs its wider column ranges in pieces of max_cols.
 //
 // Packed rows: experts follow each other in the packed blocks, and each expert whose segment runs
@@ -305,7 +379,7 @@ struct EngineWorkspace {
   int64_t small_rows, max_cols_f, max_cols_d, partial_floats;  // max_cols_*: per thread, phase 1 / 2
 };
 inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t F, int threads,
-                                        const TileConfig &t, bool fp8) {
+                                        const TileConfig &t, bool slabs) {
   EngineWorkspace w;
   A = std::max<int64_t>(A, 0);
   E = std::max<int64_t>(E, 0);
@@ -333,7 +407,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t
   // depth steps (avx512_bf16's dp_small).
   const int64_t small_row_bytes = std::max<int64_t>(sizeof(float) * F, sizeof(uint16_t) * padded_depth(std::max(D, F)));
   w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
-                 align64(static_cast<size_t>(w.small_rows * small_row_bytes)) + (fp8 ? fp8_slab_bytes(D, F) : 0);
+                 align64(static_cast<size_t>(w.small_rows * small_row_bytes)) + (slabs ? slab_bytes(D, F) : 0);
   return w;
 }
 
@@ -501,8 +575,9 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
   if (extent.empty) return;
   const int nt = resolve_threads(p.num_threads);
-  constexpr bool kFp8 = W == WeightType::fp8_e4m3;
-  const EngineWorkspace layout = engine_workspace(A, E, D, F, nt, tiles, kFp8);
+  constexpr bool kFp8 = W == WeightType::fp8_e4m3, kMxfp4 = W == WeightType::mxfp4;
+  constexpr bool kSlabs = weights_in_slabs(W);
+  const EngineWorkspace layout = engine_workspace(A, E, D, F, nt, tiles, kSlabs);
   char *ws = static_cast<char *>(p.workspace);
   uint16_t *packed_x = reinterpret_cast<uint16_t *>(ws);
   uint16_t *packed_h = reinterpret_cast<uint16_t *>(ws + layout.x_bytes);
@@ -524,7 +599,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     const EngineScratch scratch = carve_engine_scratch(mine);
     float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
     float *small_h = partial + align64(sizeof(float) * layout.partial_floats) / sizeof(float);
-    uint16_t *slab = reinterpret_cast<uint16_t *>(mine + layout.per_thread - (kFp8 ? fp8_slab_bytes(D, F) : 0));
+    uint16_t *slab = reinterpret_cast<uint16_t *>(mine + layout.per_thread - (kSlabs ? slab_bytes(D, F) : 0));
 #if defined(MIXTILE_HAVE_AMX_BF16)
     if constexpr (Path == MatmulPath::amx_bf16) amx_configure_tiles();
 #endif
@@ -560,8 +635,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
       const int64_t r0 = prow[e], r1 = r0 + rows;
       const void *first = Gated ? p.gate_w[e] : p.up_w[e];
       const void *second = Gated ? p.up_w[e] : nullptr;
-      const Fp8Scales s1 = scales_of(p, Gated ? p.gate_scale : p.up_scale, e);
-      const Fp8Scales s2 = scales_of(p, Gated ? p.up_scale : nullptr, e);
+      const WeightScales s1 = first_scales<Gated>(p, e), s2 = second_scales<Gated>(p, e);
       if (rows <= tiles.small_m_max) {
         const RowSource src{p.x, D, p.tokens, begin};
         HiddenPackedRowEpilogue<Act, Gated> inner{packed_h, layout.h_block, r0, hidden_extras<Gated>(p, e)};
@@ -569,11 +643,19 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
         if constexpr (Path == MatmulPath::avx512_bf16) {
           round_rows_bf16(xr, src, rows, D);
-          if (kFp8 && fp8_fused(s1, rows)) {  // codes converted in registers, no slab
+          if (kFp8 && fp8_fused(s1.fp8, rows)) {  // codes converted in registers, no slab
             dp_small_fp8<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
-                                static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), s1, s2, c0,
-                                c1, inner);
+                                static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), s1.fp8,
+                                s2.fp8, c0, c1, inner);
             continue;
+          }
+          if constexpr (kMxfp4) {
+            if (mxfp4_fused(rows)) {  // the same for MXFP4 codes
+              dp_small_mxfp4<Gated>(rows, D, RowsOf<uint16_t>{xr, padded_depth(D), nullptr, 0},
+                                    static_cast<const uint8_t *>(first), static_cast<const uint8_t *>(second), s1.mx,
+                                    s2.mx, c0, c1, inner);
+              continue;
+            }
           }
         }
 #endif
@@ -611,7 +693,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         if (rows <= 0) continue;
         const int64_t r0 = prow[e], r1 = r0 + rows;
         const void *down = p.down_w[e];
-        const Fp8Scales sd = scales_of(p, p.down_scale, e);
+        const WeightScales sd = scales_of(p, ExpertMatrix::down, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
           OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e)};
           // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
@@ -621,13 +703,21 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
           else
             unpack_segment(packed_h, layout.h_block, r0, r1, small_h, F, F);
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-          if (Path == MatmulPath::avx512_bf16 && kFp8 && fp8_fused(sd, rows)) {  // in registers, no slab
+          if (Path == MatmulPath::avx512_bf16 && kFp8 && fp8_fused(sd.fp8, rows)) {  // in registers, no slab
             dp_small_fp8<false>(rows, F, RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
-                                static_cast<const uint8_t *>(down), nullptr, sd, sd, c0, c1, inner);
+                                static_cast<const uint8_t *>(down), nullptr, sd.fp8, sd.fp8, c0, c1, inner);
             continue;
           }
+          if constexpr (Path == MatmulPath::avx512_bf16 && kMxfp4) {
+            if (mxfp4_fused(rows)) {
+              dp_small_mxfp4<false>(rows, F,
+                                    RowsOf<uint16_t>{reinterpret_cast<uint16_t *>(small_h), padded_depth(F), nullptr, 0},
+                                    static_cast<const uint8_t *>(down), nullptr, sd.mx, nullptr, c0, c1, inner);
+              continue;
+            }
+          }
 #endif
-          with_weight_columns<W>(down, nullptr, sd, Fp8Scales{}, F, c0, c1, slab,
+          with_weight_columns<W>(down, nullptr, sd, WeightScales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputEpilogue> ep{inner, shift};
                                    if constexpr (Path == MatmulPath::avx512_bf16) {
@@ -643,7 +733,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                  });
         } else {
           OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin, down_bias_of(p, e)};
-          with_weight_columns<W>(down, nullptr, sd, Fp8Scales{}, F, c0, c1, slab,
+          with_weight_columns<W>(down, nullptr, sd, WeightScales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};
                                    engine_gemm<Path, false>(w1, nullptr, F, packed_h, r0, r1, a, b, layout.max_cols_d,
@@ -669,13 +759,13 @@ inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_exp
   const int nt = detail::resolve_threads(num_threads);
   const int64_t A = std::max<int64_t>(num_assignments, 0);
   if (!detail::workspace_sizes_fit({A, num_experts, D, F, nt})) return detail::kWorkspaceOverflow;
-  const bool fp8 = weights == WeightType::fp8_e4m3;
+  const bool slabs = detail::weights_in_slabs(weights);
   if (path != MatmulPath::fma_f32) {
-    const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles, fp8);
+    const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles, slabs);
     return w.x_bytes + w.h_bytes + w.rows_bytes + static_cast<size_t>(nt) * w.per_thread;
   }
   return detail::align64(sizeof(float) * A * F) +
-         static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, fp8);
+         static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, slabs);
 }
 
 template <WeightType W, Activation Act, bool Gated, MatmulPath Path = MatmulPath::fma_f32>
@@ -688,7 +778,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
   }
 #endif
   constexpr WeightType KW = detail::kernel_weight_type<W>;
-  constexpr bool kFp8 = W == WeightType::fp8_e4m3;
+  constexpr bool kSlabs = detail::weights_in_slabs(W);
   const int64_t E = p.num_experts, D = p.hidden, F = p.inter;
   const detail::Extent extent = detail::extent_of(p);
   const int64_t off0 = extent.off0, A = extent.A, zero_rows = extent.zero_rows;
@@ -697,7 +787,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
   char *ws = static_cast<char *>(p.workspace);
   float *h = reinterpret_cast<float *>(ws);
   char *thread_ws = ws + detail::align64(sizeof(float) * std::max<int64_t>(A, 0) * F);
-  const size_t per_thread = detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, kFp8);
+  const size_t per_thread = detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, kSlabs);
   const int64_t active = detail::active_experts(p);
   detail::WorkCounter phase1, phase2;
 
@@ -708,7 +798,7 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
     const detail::GemmScratch scratch =
         detail::carve_scratch(thread_ws + per_thread * tid, tiles, std::max(D, F));
     uint16_t *slab = reinterpret_cast<uint16_t *>(thread_ws + per_thread * (tid + 1) -
-                                                  (kFp8 ? detail::fp8_slab_bytes(D, F) : 0));
+                                                  (kSlabs ? detail::slab_bytes(D, F) : 0));
     // Phase 1: h = act(x · Wgᵀ) ⊙ (x · Wuᵀ)  or  act(x · Wuᵀ), in (expert, column piece) items
     // taken from a WorkCounter: each active expert's F columns cut into column_pieces pieces
     // (whole experts when there are many; Mixture of Tokens' F = 16 is one piece). h rows
@@ -723,9 +813,8 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
       const detail::RowSource src{p.x, D, p.tokens, begin};
       detail::HiddenEpilogue<Act, Gated> inner{h, F, begin - off0, detail::hidden_extras<Gated>(p, e)};
       detail::with_weight_columns<W>(
-          Gated ? p.gate_w[e] : p.up_w[e], Gated ? p.up_w[e] : nullptr,
-          detail::scales_of(p, Gated ? p.gate_scale : p.up_scale, e), detail::scales_of(p, Gated ? p.up_scale : nullptr, e),
-          D, c0, c1, slab, [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *w2, int64_t a, int64_t b, int64_t shift) {
+          Gated ? p.gate_w[e] : p.up_w[e], Gated ? p.up_w[e] : nullptr, detail::first_scales<Gated>(p, e),
+          detail::second_scales<Gated>(p, e), D, c0, c1, slab, [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *w2, int64_t a, int64_t b, int64_t shift) {
             detail::ShiftedEpilogue<decltype(inner)> ep{inner, shift};
             detail::gemm_columns<KW, Gated>(rows, D, src, w1, w2, a, b, tiles, scratch, ep);
           });
@@ -743,7 +832,8 @@ void expert_ffn(const ExpertFFNProblem &p, const TileConfig &tiles = default_til
         const detail::RowSource src{h, F, nullptr, begin - off0};
         detail::OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, detail::down_bias_of(p, e)};
         detail::with_weight_columns<W>(
-            p.down_w[e], nullptr, detail::scales_of(p, p.down_scale, e), Fp8Scales{}, F, c0, c1, slab,
+            p.down_w[e], nullptr, detail::scales_of(p, detail::ExpertMatrix::down, e), detail::WeightScales{}, F, c0,
+            c1, slab,
             [&](const WeightStorage<KW> *w1, const WeightStorage<KW> *, int64_t a, int64_t b, int64_t shift) {
               detail::ShiftedEpilogue<detail::OutputEpilogue> ep{inner, shift};
               detail::gemm_columns<KW, false>(rows, F, src, w1, nullptr, a, b, tiles, scratch, ep);

@@ -18,6 +18,7 @@
 
 #include "fp8.h"
 #include "gemm.h"
+#include "mxfp4.h"
 #include "simd.h"
 
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
@@ -52,12 +53,14 @@ constexpr bool kHaveAvx512Bf16 = false;
 #endif
 
 // The rules of a MatmulPath, checked where a kernel is instantiated: the bf16 paths multiply bf16
-// weights (fp8 ones become bf16 first), and only in builds that enable their instructions (never a silent fallback).
+// weights (fp8 and MXFP4 ones become bf16 first), and only in builds that enable their instructions (never a silent fallback).
 template <WeightType W, MatmulPath Path>
 struct MatmulPathCheck {
-  static_assert(Path == MatmulPath::fma_f32 || W == WeightType::bf16 || W == WeightType::fp8_e4m3,
-                "MatmulPath::avx512_bf16 and MatmulPath::amx_bf16 multiply bf16 weights only (fp8 weights "
-                "dequantized to bf16 on the way, fp8.h); f32 and f16 weights take MatmulPath::fma_f32");
+  static_assert(Path == MatmulPath::fma_f32 || W == WeightType::bf16 || W == WeightType::fp8_e4m3 ||
+                    W == WeightType::mxfp4,
+                "MatmulPath::avx512_bf16 and MatmulPath::amx_bf16 multiply bf16 weights only (fp8 and MXFP4 "
+                "weights dequantized to bf16 on the way, fp8.h, mxfp4.h); f32 and f16 weights take "
+                "MatmulPath::fma_f32");
   static_assert(Path != MatmulPath::amx_bf16 || kHaveAmxBf16,
                 "MatmulPath::amx_bf16 is not enabled in this build: compile with -mamx-tile -mamx-bf16 "
                 "-mavx512f -mavx512bw (e.g. -march=sapphirerapids)");
@@ -926,6 +929,130 @@ void dp_small_fp8(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint8_t
           dp_fp8_dispatch<Gated, R>(mt, K, s.block_cols, x, wg, wu, sg, su, buf + j);
         } else {
           dp_fp8_dispatch<Gated, 1>(mt, K, s.block_cols, x, wg, wu, sg, su, buf + j);
+        }
+      }
+      for (int t = 0; t < mt; ++t)
+        ep.row(m + t, n0, ncols, buf + t * kSmallChunk, Gated ? buf + (kSmallMaxTokens + t) * kSmallChunk : nullptr);
+    }
+  }
+}
+
+// ---- AVX512-BF16 small path over MXFP4 weights --------------------------------------------------
+//
+// Segments of at most 4 rows with MXFP4 weights (mxfp4.h): the codes are read in place, one block
+// of 32 (16 bytes) per depth step, and turned into their values as bf16 in registers by a VPERMW
+// through the block's row of mxfp4_table (mxfp4_block_to_bf16), which VDPBF16PS multiplies with
+// the token rows. The table holds the scaled values, bf16(e2m1 * 2^(s - 127)), so the weights
+// multiplied are exactly the slab path's and no per-block partial sums are kept: a step costs a
+// scale byte, a 32-byte table row from L1 and four vector instructions per weight row, where
+// scaling each block's partial sum (dp_fp8_block's way, with the unscaled values) would add an
+// FMA per accumulator and step. Like dp_small_block, U independent chains per sum keep
+// VDPBF16PS's latency off the path when the rows are few. The loop is slower per byte than
+// dp_small's (a byte holds two weights), so it prefetches its code and scale streams into L2
+// kDpMxfp4PrefetchBytes ahead, as dp_fp8_block does (the fp8 GEMV's 16 KB at half the bytes per
+// weight; not tuned yet: MIXTILE_DP_MXFP4_PF_BYTES).
+#ifndef MIXTILE_DP_MXFP4_PF_BYTES
+#define MIXTILE_DP_MXFP4_PF_BYTES 8192
+#endif
+constexpr int64_t kDpMxfp4PrefetchBytes = MIXTILE_DP_MXFP4_PF_BYTES;
+constexpr int kDpMxfp4MaxTokens = 4;
+
+// One depth step (block j) of U: the weight rows' values, then every token row's products.
+template <bool Gated, int MT, int R>
+inline void dp_mxfp4_step(int64_t j, const uint16_t *const *x, const uint8_t *const *wg, const uint8_t *const *wu,
+                          const uint8_t *const *sg, const uint8_t *const *su, const Mxfp4Table &table,
+                          __m512 (&acc)[Gated ? 2 : 1][MT][R]) {
+  constexpr int G = Gated ? 2 : 1;
+  __m512i wv[G][R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) {
+      const uint8_t *codes = g == 0 ? wg[r] : wu[r];
+      const uint8_t *scales = g == 0 ? sg[r] : su[r];
+      if ((j & 3) == 0) _mm_prefetch(reinterpret_cast<const char *>(codes + j * 16 + kDpMxfp4PrefetchBytes), _MM_HINT_T1);
+      if ((j & 31) == 0) _mm_prefetch(reinterpret_cast<const char *>(scales + j + kDpMxfp4PrefetchBytes / 16), _MM_HINT_T1);
+      wv[g][r] = mxfp4_block_to_bf16(codes + j * 16, table.values[scales[j]]);
+    }
+#pragma GCC unroll 8
+  for (int t = 0; t < MT; ++t) {
+    const __m512i xv = _mm512_loadu_si512(x[t] + j * kMxfp4Block);
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[g][t][r] = _mm512_dpbf16_ps(acc[g][t][r], (__m512bh)wv[g][r], (__m512bh)xv);
+  }
+}
+
+template <bool Gated, int MT, int R>
+inline void dp_mxfp4_block(int64_t K, const uint16_t *const *x, const uint8_t *const *wg, const uint8_t *const *wu,
+                           const uint8_t *const *sg, const uint8_t *const *su, const Mxfp4Table &table, float *out) {
+  constexpr int G = Gated ? 2 : 1;
+  constexpr int U = std::max(1, std::min(4, 8 / (MT * G * R)));  // independent chains per sum
+  __m512 acc[U][G][MT][R];
+  for (int u = 0; u < U; ++u)
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < R; ++r) acc[u][g][t][r] = _mm512_setzero_ps();
+  const int64_t blocks = K / kMxfp4Block;
+  int64_t j = 0;
+  for (; j + U <= blocks; j += U)
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) dp_mxfp4_step<Gated, MT, R>(j + u, x, wg, wu, sg, su, table, acc[u]);
+  for (; j < blocks; ++j) dp_mxfp4_step<Gated, MT, R>(j, x, wg, wu, sg, su, table, acc[0]);
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < MT; ++t)
+      for (int r = 0; r < R; ++r) {
+        __m512 v = acc[0][g][t][r];
+        for (int u = 1; u < U; ++u) v = _mm512_add_ps(v, acc[u][g][t][r]);
+        out[(g * kSmallMaxTokens + t) * kSmallChunk + r] = _mm512_reduce_add_ps(v);
+      }
+}
+
+template <bool Gated, int R>
+inline void dp_mxfp4_dispatch(int mt, int64_t K, const uint16_t *const *x, const uint8_t *const *wg,
+                              const uint8_t *const *wu, const uint8_t *const *sg, const uint8_t *const *su,
+                              const Mxfp4Table &table, float *out) {
+  switch (mt) {
+    case 1: dp_mxfp4_block<Gated, 1, R>(K, x, wg, wu, sg, su, table, out); break;
+    case 2: dp_mxfp4_block<Gated, 2, R>(K, x, wg, wu, sg, su, table, out); break;
+    case 3: dp_mxfp4_block<Gated, 3, R>(K, x, wg, wu, sg, su, table, out); break;
+    default: dp_mxfp4_block<Gated, 4, R>(K, x, wg, wu, sg, su, table, out); break;
+  }
+}
+
+// C = A · Wᵀ over columns [c0, c1) for the M bf16 token rows `a` (zero-padded to
+// padded_depth(K)) and MXFP4 weights b (b2: the up projection when gated) of depth K (a multiple
+// of 32) with their e8m0 scales s (s2) ([rows, K / 32] bytes); epilogue calls as dp_small's,
+// chunks of kSmallChunk columns.
+template <bool Gated, class Epilogue>
+void dp_small_mxfp4(int64_t M, int64_t K, const RowsOf<uint16_t> &a, const uint8_t *b, const uint8_t *b2,
+                    const uint8_t *s, const uint8_t *s2, int64_t c0, int64_t c1, Epilogue &ep) {
+  constexpr int G = Gated ? 2 : 1;
+  constexpr int R = Gated ? 1 : 2;
+  alignas(64) float buf[G * kSmallMaxTokens * kSmallChunk];
+  const Mxfp4Table &table = mxfp4_table();
+  const int64_t row_bytes = K / 2, row_scales = K / kMxfp4Block;
+  for (int64_t n0 = c0; n0 < c1; n0 += kSmallChunk) {
+    const int ncols = static_cast<int>(std::min<int64_t>(kSmallChunk, c1 - n0));
+    for (int64_t m = 0; m < M; m += kDpMxfp4MaxTokens) {
+      const int mt = static_cast<int>(std::min<int64_t>(kDpMxfp4MaxTokens, M - m));
+      const uint16_t *x[kDpMxfp4MaxTokens];
+      for (int t = 0; t < kDpMxfp4MaxTokens; ++t) x[t] = a.row(m + std::min(t, mt - 1));
+      for (int j = 0; j < ncols; j += R) {
+        const int nr = std::min(R, ncols - j);
+        const uint8_t *wg[R], *wu[R], *sg[R], *su[R];
+        for (int r = 0; r < R; ++r) {
+          const int64_t row = n0 + j + std::min(r, nr - 1);
+          wg[r] = b + row * row_bytes;
+          sg[r] = s + row * row_scales;
+          wu[r] = Gated ? b2 + row * row_bytes : nullptr;
+          su[r] = Gated ? s2 + row * row_scales : nullptr;
+        }
+        if (nr == R) {
+          dp_mxfp4_dispatch<Gated, R>(mt, K, x, wg, wu, sg, su, table, buf + j);
+        } else {
+          dp_mxfp4_dispatch<Gated, 1>(mt, K, x, wg, wu, sg, su, table, buf + j);
         }
       }
       for (int t = 0; t < mt; ++t)

@@ -20,15 +20,19 @@ enum class Activation { silu, gelu, gelu_tanh, relu, swiglu_oai };  // gelu = er
 struct ActParams {
   float alpha = 1.702f, limit = 7.0f;
 };
-enum class WeightType { f32, bf16, f16, fp8_e4m3 };
+// fp8_e4m3: block-scaled e4m3 codes (fp8.h); mxfp4: OCP MXFP4, two e2m1 codes a byte and an e8m0
+// scale per 32 (mxfp4.h). Both reach the GEMM loops as bf16.
+enum class WeightType { f32, bf16, f16, fp8_e4m3, mxfp4 };
 // The instructions a GEMM multiplies with, chosen by the compiler per target: f32 FMA (weights
 // widened to f32), AVX512-BF16 VDPBF16PS, or AMX TDPBF16PS tiles. The bf16 paths take bf16
 // weights and round their activation operand to bf16 (matrix_engines.h).
 enum class MatmulPath { fma_f32, avx512_bf16, amx_bf16 };
 
+// The element type of a weight's storage (mxfp4: a byte of two codes).
 template <WeightType W>
 using WeightStorage = typename std::conditional<
-    W == WeightType::f32, float, typename std::conditional<W == WeightType::fp8_e4m3, uint8_t, uint16_t>::type>::type;
+    W == WeightType::f32, float,
+    typename std::conditional<W == WeightType::fp8_e4m3 || W == WeightType::mxfp4, uint8_t, uint16_t>::type>::type;
 
 namespace detail {
 
