@@ -25,9 +25,15 @@
 // table row: four instructions and a 32-byte load from L1 per 32 weights. Elsewhere (AVX2 and the
 // scalar builds, fma_f32 only) the same row is read byte by byte.
 //
-// Speed: not measured on a quiet machine yet. To be timed against bf16 and fp8 on gpt-oss-20b's
-// experts (D = F = 2880, 32 experts, top-4): bench_expert_ffn 2 2880 2880 1,4,16,64,512
-// bf16,fp8,mxfp4 fma_f32,avx512_bf16 32 4 (see bench/kernels/bench_expert_ffn.cpp).
+// Speed (Intel Emerald Rapids VM without AMX, 2 threads, gpt-oss-20b's experts: D = F = 2880,
+// 32 experts, top-4, cold; MIXTILE_BENCH_COLD=1 bench_expert_ffn 2 2880 2880 1,4,16,64,512
+// bf16,mxfp4 fma_f32,avx512_bf16 32 4, median ms; the VM read 27 GB/s): mxfp4 on avx512_bf16
+// T=1 4.1, T=4 14.8, T=16 42.6, T=64 146, T=512 810; bf16 weights on this CPU's faster path
+// (fma_f32) 11.8, 38.6, 82.3, 122, 633; mxfp4 on fma_f32 9.3, 33.5, 74.4, 155, 1013 (the f32
+// GEMM re-packs its tokens for every slab, so mix-tile runs MXFP4 experts on avx512_bf16 wherever
+// the CPU has it). At T=1 the fused GEMV reads 12.9 GB/s of codes and scales, 0.48 of the
+// machine's rate: converting (~15 G weights/s per core from L2) and VDPBF16PS, at half the FMA
+// rate on Intel, are the limit, not memory.
 //
 // API (namespace mixtile::cpu):
 //
