@@ -736,7 +736,8 @@ PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     ("experts FFN (MoE)", r"expert|hiddentileepilogue|outputtileepilogue|pack_token|swiglu|moe|route|topk|router|"
                           r"scatter|combine|small_block<[^,]*, true|small_block<true|"
                           r"small_blocks_of_chunk<[^,]*, true|small_block_loop<[^,]*, true|"
-                          r"dp_small_block<true|dp_tile<2,"),
+                          r"dp_small_block<true|dp_tile<2,|"
+                          r"mxfp4|fp8"),  # quantized weights are the routed experts' only
     # The avx512_bf16 register tiles: gated ones (dp_tile<2, ...>) are the experts' gate/up
     # GEMMs above; plain ones serve the dense linears and the experts' down projections alike.
     ("register tiles (q/k/v/o, lm_head, experts' down projection)", r"dp_tile<1,"),
