@@ -68,7 +68,7 @@ def patch(model, *, cpu=None, num_threads=0, out=None):
     config_dict = config.to_dict()
     # The layer binds the module's own parameters, which are float tensors (checked below): a
     # quantized checkpoint (gpt-oss's MXFP4, an fp8 one) was dequantized when transformers loaded
-    # it on this device, so its quantization_config no longer describes them.
+    # it, so a quantization_config left in the config (5.24 drops it then) does not describe them.
     config_dict.pop("quantization_config", None)
     plans = []
     artifacts = {}  # shapes -> (artifact, the layer it was compiled for)
