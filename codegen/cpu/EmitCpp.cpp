@@ -248,24 +248,16 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     bool fp8 = block.has_value();
     // MXFP4 weights: each expert's e8m0 scales, [rows, depth / 32] slices of the stacked ones.
     bool mxfp4 = isa<Float4E2M1FNType>(shape.elementType);
-    if (mxfp4) {
-      auto scales = [&](StringRef role, ValueRange values, int64_t perExpert) {
-        std::string text = llvm::formatv("const uint8_t *{0}[{1}] = {{", role, experts).str();
-        for (int64_t e = 0; e < experts; ++e)
-          text += llvm::formatv("{0}{1} + {2}", e ? ", " : "", ptr(values[0]), e * perExpert).str();
-        line(text + "};");
-      };
+    if (fp8 || mxfp4) {
+      // One tensor per expert (fp8), or slices of one stacked tensor (MXFP4).
       int64_t perExpert = hidden * shape.intermediate / 32;
-      if (shape.gated)
-        scales("gate_s", gateScale, perExpert);
-      scales("up_s", upScale, perExpert);
-      scales("down_s", downScale, perExpert);
-    }
-    if (fp8) {
       auto scales = [&](StringRef role, ValueRange values) {
-        std::string text = llvm::formatv("const float *{0}[{1}] = {{", role, experts).str();
-        for (auto [e, v] : llvm::enumerate(values))
-          text += (e ? ", " : "") + ptr(v);
+        std::string text =
+            llvm::formatv("const {0} *{1}[{2}] = {{", fp8 ? "float" : "uint8_t", role, experts).str();
+        for (int64_t e = 0; e < experts; ++e)
+          text += (e ? ", " : "") +
+                  (fp8 ? ptr(values[e])
+                       : llvm::formatv("{0} + {1}", ptr(values[0]), e * perExpert).str());
         line(text + "};");
       };
       if (shape.gated)
