@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the CPU kernel library's benchmark and correctness test (native ISA, AVX2, the scalar
 # fallback, and AVX512-BF16 without AMX).
-# Usage: bench/kernels/build.sh [OUTDIR=build/bench-kernels]; needs libopenblas-dev.
+# Usage: bench/kernels/build.sh [OUTDIR=build/bench-kernels]; installs what it needs
+# (libopenblas-dev, the benchmarks' sgemm peer) through scripts/setup.sh --bench.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bash "$ROOT/scripts/setup.sh" --bench
 OUT="${1:-$ROOT/build/bench-kernels}"
 mkdir -p "$OUT"
 CXX="${CXX:-g++}"

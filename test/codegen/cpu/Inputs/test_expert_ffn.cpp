@@ -41,6 +41,7 @@ double g_max_rel_fp8_engine = 0;     // worst relative L2 error of fp8 weights o
 int g_fp8_checks = 0, g_fp8_engine_checks = 0;
 double g_max_rel_mxfp4_engine = 0;  // the same for mxfp4 weights
 int g_mxfp4_checks = 0, g_mxfp4_engine_checks = 0;
+int g_oai_checks = 0, g_oai_engine_checks = 0;  // cases with swiglu_oai or expert biases
 double g_max_rel_path[3] = {0, 0, 0};  // worst relative L2 error per MatmulPath (bf16 paths: bf16 weights)
 int g_path_checks[3] = {0, 0, 0};
 double g_max_ratio_path[3] = {0, 0, 0};  // worst |error| / precision bound per MatmulPath (expert_ffn)
@@ -69,8 +70,14 @@ uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(h);
 }
 
-double act_ref(Activation a, double x) {
+// act(x); for swiglu_oai (gpt-oss) its gate half x' sigmoid(alpha x') with x' = min(x, limit) (the
+// up half, clamp(u, +-limit) + 1, multiplies it in run_case).
+double act_ref(Activation a, double x, const ActParams &ap = {}) {
   switch (a) {
+    case Activation::swiglu_oai: {
+      const double xc = std::min(x, static_cast<double>(ap.limit));
+      return xc / (1.0 + std::exp(-static_cast<double>(ap.alpha) * xc));
+    }
     case Activation::silu: return x / (1.0 + std::exp(-x));
     case Activation::gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case Activation::gelu_tanh:
@@ -87,15 +94,17 @@ double act_lipschitz(Activation a) {
     case Activation::gelu: return 1.13;       // max of Phi(x) + x phi(x): 1.1289
     case Activation::gelu_tanh: return 1.13;  // the tanh form's, within 1e-4 of the erf form's
     case Activation::relu: return 1.0;
+    case Activation::swiglu_oai: return 1.10;  // silu's in alpha x' (x' = min(x, limit) is 1-Lipschitz)
   }
   return 0;
 }
 
 // Bound on |kernel activation - exact| at an x with |x| <= x_mag and |act(x)| <= act_mag: the f32
 // evaluation (exp to ~1 ulp, a handful of roundings) and, for gelu, Abramowitz & Stegun's erf
-// (|error| <= 1.5e-7, times 0.5 |x|).
-double act_eval_error(Activation a, double x_mag, double act_mag) {
+// (|error| <= 1.5e-7, times 0.5 |x|); swiglu_oai evaluates silu's form at alpha x'.
+double act_eval_error(Activation a, double x_mag, double act_mag, const ActParams &ap = {}) {
   const double e32 = std::ldexp(1.0, -24);
+  if (a == Activation::swiglu_oai) x_mag *= ap.alpha;
   return 16 * e32 * (act_mag + x_mag) + (a == Activation::gelu ? 0.75e-7 * x_mag : 0.0);
 }
 
@@ -112,6 +121,7 @@ const char *act_name(Activation a) {
     case Activation::gelu: return "gelu";
     case Activation::gelu_tanh: return "gelu_tanh";
     case Activation::relu: return "relu";
+    case Activation::swiglu_oai: return "swiglu_oai";
   }
   return "?";
 }
@@ -252,6 +262,7 @@ FfnFn pick_act(Activation a) {
     case Activation::silu: return call_expert_ffn<W, Activation::silu, Gated, Path>;
     case Activation::gelu: return call_expert_ffn<W, Activation::gelu, Gated, Path>;
     case Activation::gelu_tanh: return call_expert_ffn<W, Activation::gelu_tanh, Gated, Path>;
+    case Activation::swiglu_oai: return call_expert_ffn<W, Activation::swiglu_oai, Gated, Path>;
     default: return call_expert_ffn<W, Activation::relu, Gated, Path>;
   }
 }
@@ -306,6 +317,10 @@ struct Case {
   // > 0: the call sees its assignments at offsets shifted by this much (offsets[0] = shift), with
   // that many poisoned entries before them in tokens, gates, out_rows (and x rows, contiguous).
   int64_t shift = 0;
+  // Expert biases (gpt-oss): gate and up [E, F] (up only when plain), down [E, D]; and the
+  // clamped SwiGLU's constants (Activation::swiglu_oai).
+  bool bias = false;
+  ActParams ap{};
 };
 
 void run_case(const Case &c, uint32_t seed) {
@@ -375,6 +390,13 @@ void run_case(const Case &c, uint32_t seed) {
       dm[e] = dw[e].mx_scales.data();
     }
   }
+  // Biases, drawn after the weights (cases without them keep their data).
+  std::vector<float> gbias, ubias, dbias;
+  if (c.bias) {
+    gbias.resize(E * F), ubias.resize(E * F), dbias.resize(E * D);
+    for (auto *v : {&gbias, &ubias, &dbias})
+      for (auto &b : *v) b = unit(rng) * 0.5f;
+  }
   // Experts with no assignment get a null weight pointer: proves they are never read.
   for (int64_t e = 0; e < E; ++e)
     if (offsets[e + 1] == offsets[e]) gp[e] = up[e] = dp[e] = nullptr, gm[e] = um[e] = dm[e] = nullptr;
@@ -411,17 +433,29 @@ void run_case(const Case &c, uint32_t seed) {
             ag += std::fabs(static_cast<double>(xr[d]) * gw[e].f32[f * D + d]);
           }
         }
-        const double dsu = (u_bf16 + gamma32(D)) * au, dsg = (u_bf16 + gamma32(D)) * ag;
+        // A bias is one more f32 term of the sum (not rounded to bf16).
+        const double bu = c.bias ? ubias[e * F + f] : 0.0, bg = c.bias && c.gated ? gbias[e * F + f] : 0.0;
+        su += bu, sg += bg;
+        const int64_t terms = D + (c.bias ? 1 : 0);
+        const double dsu = u_bf16 * au + gamma32(terms) * (au + std::fabs(bu));
+        const double dsg = u_bf16 * ag + gamma32(terms) * (ag + std::fabs(bg));
         double dh;
         if (c.gated) {
-          const double act = act_ref(c.act, sg);
-          hrow[f] = act * su;
+          const double act = act_ref(c.act, sg, c.ap);
+          // S: what multiplies the activation: u, or for swiglu_oai clamp(u, +-limit) + 1 (the clamp
+          // 1-Lipschitz, the + 1 one more f32 rounding).
+          const bool oai = c.act == Activation::swiglu_oai;
+          const double lim = c.ap.limit;
+          const double S = oai ? std::min(std::max(su, -lim), lim) + 1.0 : su;
+          const double dS = oai ? dsu + e32 * (std::fabs(S) + dsu) : dsu;
+          hrow[f] = act * S;
           // |A' S' - A S| <= |A| dS + |S'| dA, dA <= lip dsg + the evaluation error at sg.
-          const double dact = lip * dsg + act_eval_error(c.act, std::fabs(sg) + dsg, std::fabs(act) + lip * dsg);
-          dh = std::fabs(act) * dsu + (std::fabs(su) + dsu) * dact;
+          const double dact =
+              lip * dsg + act_eval_error(c.act, std::fabs(sg) + dsg, std::fabs(act) + lip * dsg, c.ap);
+          dh = std::fabs(act) * dS + (std::fabs(S) + dS) * dact;
         } else {
-          hrow[f] = act_ref(c.act, su);
-          dh = lip * dsu + act_eval_error(c.act, std::fabs(su) + dsu, std::fabs(hrow[f]) + lip * dsu);
+          hrow[f] = act_ref(c.act, su, c.ap);
+          dh = lip * dsu + act_eval_error(c.act, std::fabs(su) + dsu, std::fabs(hrow[f]) + lip * dsu, c.ap);
         }
         // The product's f32 rounding, then h rounded to bf16 before the second GEMM.
         dhrow[f] = dh + (u_bf16 + 2 * e32) * (std::fabs(hrow[f]) + dh);
@@ -436,7 +470,10 @@ void run_case(const Case &c, uint32_t seed) {
           ds += dhrow[f] * std::fabs(w);
           as += (std::fabs(hrow[f]) + dhrow[f]) * std::fabs(w);
         }
-        ds += gamma32(F) * as;
+        // The down bias joins the f32 sum before the gate scale.
+        const double db = c.bias ? dbias[e * D + d] : 0.0;
+        s += db;
+        ds += gamma32(F + (c.bias ? 1 : 0)) * (as + std::fabs(db));
         // g * s in f32: one more rounding.
         const double contribution = std::fabs(g) * (ds + e32 * (std::fabs(s) + ds));
         if (c.use_out_rows) ref[orow * D + d] += g * s;
@@ -487,6 +524,12 @@ void run_case(const Case &c, uint32_t seed) {
     p.scale_block_rows = g_fp8_block_rows;
     p.scale_block_cols = g_fp8_block_cols;
   }
+  if (c.bias) {
+    p.gate_bias = c.gated ? gbias.data() : nullptr;
+    p.up_bias = ubias.data();
+    p.down_bias = dbias.data();
+  }
+  p.act = c.ap;
   if (c.w == WeightType::mxfp4) {
     p.gate_mx_scale = c.gated ? gm.data() : nullptr;
     p.up_mx_scale = um.data();
@@ -527,6 +570,10 @@ void run_case(const Case &c, uint32_t seed) {
   } else {
     g_max_rel_path[static_cast<int>(c.path)] = std::max(g_max_rel_path[static_cast<int>(c.path)], rel);
   }
+  if (c.act == Activation::swiglu_oai || c.bias) {
+    ++g_oai_checks;
+    if (c.path != MatmulPath::fma_f32) ++g_oai_engine_checks;
+  }
   ++g_path_checks[static_cast<int>(c.path)];
   ++g_checks;
   if (!within) {
@@ -537,10 +584,10 @@ void run_case(const Case &c, uint32_t seed) {
   if (!finite || !(rel <= tol) || !(ratio <= 1.0)) {
     ++g_failures;
     std::printf("FAIL %s T=%ld D=%ld F=%ld E=%ld k=%ld %s %s %s tokens=%d gates=%d out_rows=%d zero=%d thr=%d "
-                "tiles=%s: rel_l2=%.3g error/bound=%.3g finite=%d\n",
+                "tiles=%s bias=%d limit=%g: rel_l2=%.3g error/bound=%.3g finite=%d\n",
                 path_name(c.path), (long)T, (long)D, (long)F, (long)E, (long)c.k, wt_name(c.w), act_name(c.act),
                 c.gated ? "gated" : "plain", c.use_tokens, c.use_gates, c.use_out_rows, c.zero_in_kernel,
-                c.threads, c.tile_name.c_str(), rel, ratio, finite);
+                c.threads, c.tile_name.c_str(), c.bias, c.ap.limit, rel, ratio, finite);
   }
 }
 
@@ -876,6 +923,40 @@ int main() {
                                            {13, 160, 96, 6, 2}, {40, 96, 160, 6, 2},   {3, 32, 32, 1, 1},
                                            {30, 224, 288, 5, 2}, {6, 2112, 64, 3, 2}, {20, 64, 2112, 3, 2}};
   run_mxfp4_cases(tile_sets, mxfp4_shapes, MatmulPath::fma_f32, 3);
+  // gpt-oss's FFN: the clamped SwiGLU (swiglu_oai, gated only, as mix.expert_ffn allows it) with
+  // gate/up/down biases, on every tile set and the mxfp4 shapes (depths multiples of 32, so every
+  // weight type fits); weight types, routing options and thread counts cycling; a limit of 0.75 in
+  // every other case clamps many of the gate and up values (7, gpt-oss's, few here). Every fourth
+  // gated case is silu with biases, every third swiglu_oai without; plain FFNs take the other
+  // activations with biases (up and down).
+  int oai_case = 0;
+  uint32_t oai_seed = 400000;
+  auto run_oai_cases = [&](const std::vector<std::pair<std::string, TileConfig>> &sets,
+                           const std::vector<Shape> &oai_shapes, const std::vector<WeightType> &oai_wts,
+                           MatmulPath path, int64_t shift) {
+    const int options[] = {0, 2, 7, 15};
+    for (const auto &ts : sets)
+      for (const Shape &s : oai_shapes)
+        for (int gated = 0; gated < 2; ++gated) {
+          Case c;
+          if (!option_case(s, options[(oai_case + gated) % 4], gated, c)) continue;
+          c.w = oai_wts[oai_case % oai_wts.size()];
+          c.act = !gated ? acts[oai_case % 4] : oai_case % 4 == 3 ? Activation::silu : Activation::swiglu_oai;
+          c.bias = c.act != Activation::swiglu_oai || oai_case % 3 != 2;
+          c.ap.limit = oai_case % 2 == 0 ? 0.75f : 7.0f;
+          c.threads = 1 + oai_case % 3;
+          c.tiles = ts.second;
+          c.tile_name = ts.first;
+          c.path = path;
+          c.shift = (oai_seed % 3 == 0) ? shift : 0;
+          if (c.w == WeightType::fp8_e4m3) g_fp8_block_rows = 16, g_fp8_block_cols = 32;
+          ++oai_case;
+          run_case(c, oai_seed++);
+        }
+  };
+  run_oai_cases(tile_sets, mxfp4_shapes,
+                {WeightType::mxfp4, WeightType::bf16, WeightType::f32, WeightType::fp8_e4m3, WeightType::f16},
+                MatmulPath::fma_f32, 3);
   // Linear: all dtypes, gather/bias, both paths and both thread splits.
   for (WeightType w : wts)
     for (int64_t rows : {int64_t(0), int64_t(1), int64_t(5), int64_t(37)})
@@ -980,6 +1061,8 @@ int main() {
     mxfp4_engine_shapes.push_back({37, 256, 160, 3, 1});
     mxfp4_engine_shapes.push_back({40, 2112, 32, 2, 1});
     run_mxfp4_cases(engine_tiles, mxfp4_engine_shapes, path, 5);
+    run_oai_cases(engine_tiles, mxfp4_engine_shapes, {WeightType::mxfp4, WeightType::bf16, WeightType::fp8_e4m3},
+                  path, 5);
     for (Activation a : acts)
       for (int gated = 0; gated < 2; ++gated)
         for (int64_t T : {int64_t(2), int64_t(25), int64_t(300)}) {
@@ -1008,6 +1091,8 @@ int main() {
               "(tolerance 1e-5), bf16 paths %.2g\n",
               g_mxfp4_checks, g_mxfp4_engine_checks, g_max_rel[static_cast<int>(WeightType::mxfp4)],
               g_max_rel_mxfp4_engine);
+  std::printf("gpt-oss FFN (swiglu_oai, expert biases): %d cases (%d on the bf16 paths)\n", g_oai_checks,
+              g_oai_engine_checks);
   std::printf("matmul paths tested:");
   for (MatmulPath path : {MatmulPath::fma_f32, MatmulPath::avx512_bf16, MatmulPath::amx_bf16})
     if (g_path_checks[static_cast<int>(path)] > 0) std::printf(" %s", path_name(path));
