@@ -736,7 +736,7 @@ PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     ("experts FFN (MoE)", r"expert|hiddentileepilogue|outputtileepilogue|pack_token|swiglu|moe|route|topk|router|"
                           r"scatter|combine|small_block<[^,]*, true|small_block<true|"
                           r"small_blocks_of_chunk<[^,]*, true|small_block_loop<[^,]*, true|"
-                          r"dp_small_block<true|dp_tile<2,|"
+                          r"dp_small_block<true|dp_tile<2,|small_block_dispatch<[^,]*, true|"
                           r"mxfp4|fp8"),  # quantized weights are the routed experts' only
     # The avx512_bf16 register tiles: gated ones (dp_tile<2, ...>) are the experts' gate/up
     # GEMMs above; plain ones serve the dense linears and the experts' down projections alike.
@@ -744,7 +744,7 @@ PERF_GROUPS = [  # (group, regex over the symbol, lower case), first match wins
     # The GEMV-shaped path's plain blocks serve both the dense linears and the experts' down
     # projections (one template, told apart only by a call graph).
     ("GEMV path (lm_head, q/k/v/o, experts' down projection)",
-     r"small_block<|small_blocks_of_chunk<|small_block_loop<|dp_small_block<"),
+     r"small_block<|small_blocks_of_chunk<|small_block_loop<|dp_small_block<|small_block_dispatch<"),
     ("dense linear (q/k/v/o, lm_head)", r"linear|gemm|matmul|dot<|transpose"),
     ("norms / residual / embedding", r"norm|add_rows|embed|gather|argmax"),
     ("memory", r"memcpy|memset|memmove|malloc|free"),
