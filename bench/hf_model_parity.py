@@ -8,7 +8,8 @@ RoPE, tied embeddings, MLA with and without q_lora_rank, non-interleaved DeepSee
 partial rotary with and without use_qk_norm, dots1's layer_types windows, GLM-4.7-Flash's MLA
 with biases, MiniMax-M2's partial rotary from rotary_dim, ERNIE-4.5's interleaved RoPE and
 moe_layer_interval, gpt-oss's layer_types, attention without biases, clamped SwiGLU
-parameters, top-3 and yarn whose untruncated correction range reaches the prompts),
+parameters, top-3 and yarn whose untruncated correction range reaches the prompts,
+Solar-Open's whole-head RoPE with and without q/k/v biases and group limits),
 this builds a tiny random model with transformers itself (AutoConfig.for_model +
 AutoModelForCausalLM.from_config, with make_model.py's sizes; routers re-initialized with
 std 1 so routing has no near-ties, norms/biases made non-trivial, gpt-oss's experts, router
@@ -168,11 +169,30 @@ CASES = {
             },
         },
     ),
+    # Solar-Open: Llama's attention (whole-head RoPE, theta 1e6, head_dim 32 x 4 heads != hidden,
+    # no biases) and GLM-4.5's router (4 groups keep 2, scale 1.0, one shared expert), every
+    # layer sparse. A partial_rotary_factor is not a case: transformers' SolarOpen attention
+    # rotates whole heads and fails on any other (mixtilec refuses it).
+    "solar_open": ("solar_open", {}, {}),
+    # attention_bias (q/k/v; o_proj has none), tied embeddings, yarn, and group-limited routing
+    # with selection biases ~ -0.9 (dropped groups masked to -inf, not 0).
+    "solar_open_bias_tied_yarn": (
+        "solar_open",
+        {"rope": "yarn", "tie": True, "layers": 3, "attention_bias": True},
+        {"n_group": 2, "topk_group": 1, "routed_scaling_factor": 2.5},
+    ),
+    # No group limit (Solar-Open-100B's n_group 1), llama3, top-3.
+    "solar_open_nogroup_llama3": (
+        "solar_open",
+        {"rope": "llama3"},
+        {"n_group": 1, "topk_group": 1, "num_experts_per_tok": 3},
+    ),
 }
 SELECTION_BIAS_MEAN = {
     "deepseek_v3_negative_bias": -0.9,
     "glm4_moe_negative_bias": -0.9,
     "glm4_moe_lite_negative_bias": -0.9,
+    "solar_open_bias_tied_yarn": -0.9,
 }
 # Cases that also run as a fine-grained fp8 checkpoint (the bf16 one's projections as e4m3 with
 # one f32 scale per block, quantization_config as DeepSeek-V3's): 8 x 8 blocks divide every

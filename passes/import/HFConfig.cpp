@@ -158,7 +158,9 @@ std::vector<int64_t> sparseLayers(ConfigReader &r) {
     return layers;
   }
   int64_t count = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
-  if (r.family == "mixtral" || r.family == "olmoe" || r.family == "minimax_m2") {
+  if (r.family == "mixtral" || r.family == "olmoe" || r.family == "minimax_m2" ||
+      r.family == "solar_open") {
+    // Solar-Open has no first_k_dense_replace: every layer is sparse.
     for (int64_t i = 0; i < count; ++i)
       layers.push_back(i);
   } else if (r.family == "ernie4_5_moe") {
@@ -398,10 +400,11 @@ struct SparseBlock {
         normalize = true;
         selectionBias = true;
         selectionBiasName = prefix + "e_score_correction_bias";
-      } else if (r.family == "glm4_moe" || r.family == "glm4_moe_lite" || r.family == "dots1") {
+      } else if (r.family == "glm4_moe" || r.family == "glm4_moe_lite" || r.family == "dots1" ||
+                 r.family == "solar_open") {
         // DeepSeek-V3's routing (sigmoid scores, the selection bias, group-limited top-k over
-        // the top-2 sums) with neither scoring_func nor topk_method: transformers' Glm4Moe(Lite)
-        // and Dots1 routers always route this way.
+        // the top-2 sums) with neither scoring_func nor topk_method: transformers' Glm4Moe(Lite),
+        // Dots1 and SolarOpen (Glm4MoeMoE) routers always route this way.
         bool glm = r.family != "dots1";
         experts = r.positive("n_routed_experts", std::nullopt, kMaxCount);
         width = r.positive("moe_intermediate_size");
@@ -496,7 +499,8 @@ struct SparseBlock {
     // narrower is widened once when bound.
     bool f32Router = r.family == "deepseek_v2" || r.family == "deepseek_v3" ||
                      r.family == "glm4_moe" || r.family == "glm4_moe_lite" ||
-                     r.family == "dots1" || r.family == "ernie4_5_moe";
+                     r.family == "dots1" || r.family == "ernie4_5_moe" ||
+                     r.family == "solar_open";
     weights.push_back({router, {experts, hidden}, f32Router ? f32 : weightType});
     if (routerBias)
       weights.push_back({routerBiasName, {experts}, weightType});
@@ -828,12 +832,12 @@ OwningOpRef<ModuleOp> importLayer(MLIRContext *context, StringRef configPath,
                                    "olmoe",       "deepseek_v2", "deepseek_v3",
                                    "glm4_moe",    "glm4_moe_lite", "dots1",
                                    "minimax_m2",  "ernie4_5_moe",  "gpt_oss",
-                                   "switch_transformers"};
+                                   "solar_open",  "switch_transformers"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a supported MoE family (mixtral, qwen2_moe, qwen3_moe, olmoe, "
             "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
-            "ernie4_5_moe, gpt_oss, switch_transformers)";
+            "ernie4_5_moe, gpt_oss, solar_open, switch_transformers)";
     return nullptr;
   }
 
@@ -1118,17 +1122,19 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   if (r.family == "switch_transformers") {
     error = "config.json: model_type 'switch_transformers' is an encoder-decoder model; --model "
             "compiles decoder-only models (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
-            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss)";
+            "deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss, "
+            "solar_open)";
     return nullptr;
   }
   static const char *families[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",     "olmoe",
                                    "deepseek_v2", "deepseek_v3", "glm4_moe",      "glm4_moe_lite",
-                                   "dots1",       "minimax_m2",  "ernie4_5_moe",  "gpt_oss"};
+                                   "dots1",       "minimax_m2",  "ernie4_5_moe",  "gpt_oss",
+                                   "solar_open"};
   if (!llvm::is_contained(families, r.family)) {
     error = "config.json: field 'model_type' = '" + r.family +
             "' is not a model family --model supports (mixtral, qwen2_moe, qwen3_moe, olmoe, "
             "deepseek_v2, deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, "
-            "ernie4_5_moe, gpt_oss)";
+            "ernie4_5_moe, gpt_oss, solar_open)";
     return nullptr;
   }
   // GptOssConfig: without rope parameters, YaRN x32 over 4096 positions without truncating
@@ -1163,24 +1169,26 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
   int64_t hidden = r.positive("hidden_size");
   int64_t heads = r.positive("num_attention_heads", std::nullopt, kMaxCount);
   // The config classes' defaults where a config omits the count (Dots1Config's is 32, not
-  // the head count; Glm4MoeConfig's 8).
+  // the head count; Glm4MoeConfig's and SolarOpenConfig's 8).
   int64_t kvHeads = mla ? heads
                         : r.positive("num_key_value_heads",
                                      r.family == "dots1" ? 32
                                      : r.family == "glm4_moe" || r.family == "minimax_m2" ||
-                                             gptOss
+                                             r.family == "solar_open" || gptOss
                                          ? 8
                                      : r.family == "ernie4_5_moe" ? 4
                                                                   : heads,
                                      kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
-  // GptOssConfig's head_dim defaults to 64 (not hidden_size / heads).
+  // GptOssConfig's head_dim defaults to 64 and SolarOpenConfig's to 128 (not hidden_size /
+  // heads).
   int64_t headDim = r.config.get("head_dim") &&
                             r.config.get("head_dim")->kind() != llvm::json::Value::Null
                         ? r.positive("head_dim", std::nullopt, kMaxCount)
-                    : gptOss ? 64
-                             : hidden / heads;
+                    : gptOss                     ? 64
+                    : r.family == "solar_open"   ? 128
+                                                 : hidden / heads;
   // MLA's sizes: head_dim is the query/key head (nope + rope dims); values are v_head_dim.
   int64_t qRank = 0, kvRank = 0, nopeDim = 0, ropeDim = 0, valueDim = 0;
   bool interleaved = false;
@@ -1206,7 +1214,8 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                          heads, std::max(headDim, valueDim), kMaxSize));
   double epsilon =
       r.number("rms_norm_eps", r.family == "glm4_moe" || r.family == "glm4_moe_lite" ||
-                                       r.family == "ernie4_5_moe" || gptOss
+                                       r.family == "ernie4_5_moe" || r.family == "solar_open" ||
+                                       gptOss
                                    ? 1e-5
                                    : 1e-6);
   // Ernie4_5_MoeConfig ties the lm head to the embedding unless the config says otherwise.
@@ -1240,6 +1249,9 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     // GLM-4.5: q/k/v biases, o_proj without one, per-head q/k norms when use_qk_norm.
     qkvBias = r.boolean("attention_bias", false);
     headNorm = r.boolean("use_qk_norm", false);
+  } else if (r.family == "solar_open") {
+    // Solar-Open: Llama's attention, q/k/v biases when attention_bias, o_proj never biased.
+    qkvBias = r.boolean("attention_bias", false);
   } else if (r.family == "minimax_m2") {
     // MiniMax-M2: q/k norms over the whole projections (as OLMoE's), no biases; transformers
     // ignores the hub config's switches for other choices, which are refused.
@@ -1278,7 +1290,9 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
     }
   }
   // Partial rotary: Glm4MoeConfig fills 0.5 where the key is absent (a null one is whole
-  // heads); MiniMaxM2Config derives it from rotary_dim.
+  // heads); MiniMaxM2Config derives it from rotary_dim. SolarOpen's rotary embedding reads one
+  // from rope_parameters but its attention rotates whole heads (transformers fails on any other
+  // value), so it is refused there as for the other whole-head families.
   double defaultPartial = 1.0;
   if (r.family == "glm4_moe" && !r.config.get("partial_rotary_factor"))
     defaultPartial = 0.5;
@@ -1292,6 +1306,7 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
       ropeOf(r, mla ? ropeDim : headDim, r.family == "glm4_moe" || r.family == "minimax_m2",
              defaultPartial,
              r.family == "minimax_m2"     ? 5e6
+             : r.family == "solar_open"   ? 1e6
              : r.family == "ernie4_5_moe" ? 5e5
              : gptOss                     ? 150000.0
                                           : 10000.0);

@@ -11,8 +11,8 @@ parameters, without a copy (gpt-oss keeps its experts in-major with gate and up 
 the runtime builds Mixtile's layout from them once, when the layer is patched). The router module is still called, so transformers' hooks on it
 (router logits, auxiliary losses) keep firing; its result is not used: Mixtile routes again,
 as the config says, in f32. Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss. Inference only:
-the patched block has no backward.
+deepseek_v3, glm4_moe, glm4_moe_lite, dots1, minimax_m2, ernie4_5_moe, gpt_oss, solar_open.
+Inference only: the patched block has no backward.
 """
 
 import types
@@ -25,7 +25,7 @@ from .torch import SparseBlock
 __all__ = ["patch", "unpatch", "patched_layers"]
 
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe",
-            "glm4_moe_lite", "dots1", "minimax_m2", "ernie4_5_moe", "gpt_oss")
+            "glm4_moe_lite", "dots1", "minimax_m2", "ernie4_5_moe", "gpt_oss", "solar_open")
 _DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 
 

@@ -388,6 +388,30 @@ CONFIGS = {
         "pad_token_id": 0,
         "transformers_version": "4.55.0.dev0",
     },
+    # SolarOpenConfig's fields scaled down: Glm4MoeConfig's less the dense layers, q/k norms and
+    # MTP layers; head_dim a field (heads x head_dim != hidden), theta 1e6, every layer sparse,
+    # no attention bias, 4 groups keep 2 (Solar-Open-100B itself has 1), one shared expert.
+    "solar_open": {
+        "architectures": ["SolarOpenForCausalLM"],
+        "model_type": "solar_open",
+        "hidden_size": 64,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "hidden_act": "silu",
+        "n_routed_experts": 16,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 4,
+        "routed_scaling_factor": 1.0,
+        "n_group": 4,
+        "topk_group": 2,
+        "norm_topk_prob": True,
+        "attention_bias": False,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-5,
+    },
     "switch_transformers": {
         "architectures": ["SwitchTransformersForConditionalGeneration"],
         "model_type": "switch_transformers",
@@ -432,7 +456,7 @@ ROUTER_STD = 2.0  # router logits ~ N(0, 2²) on N(0, 1) inputs: scores spread o
 # GPT-OSS: gate/up pre-activations ~ N(0, 5²) on N(0, 1) tokens, so ~16% of the up and ~8% of
 # the gate values pass swiglu_limit 7 (the clamp matters); its router and expert biases O(1).
 GPT_OSS_GATE_UP_STD, GPT_OSS_BIAS_STD = 5.0, 0.5
-# DeepSeek-V3, GLM, GLM-4.7-Flash, dots1 and ERNIE-4.5 (its [1, E] moe_statics) keep
+# DeepSeek-V3, GLM, GLM-4.7-Flash, dots1, Solar-Open and ERNIE-4.5 (its [1, E] moe_statics) keep
 # e_score_correction_bias in f32 even in a bf16 checkpoint; MiniMax-M2's (a buffer of the
 # block, not of its gate) is in the model's dtype.
 SELECTION_BIAS_IN_STORAGE_DTYPE = ("minimax_m2",)

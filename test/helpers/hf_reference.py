@@ -34,9 +34,9 @@ HF_ACTIVATIONS = {
 UNIT_ROUNDOFF = {"F32": 0.0, "BF16": 2.0**-8, "F16": 2.0**-11}
 # transformers 5.24's config-class defaults that differ between the DeepSeek-V3-style families.
 FIRST_DENSE_DEFAULT = {"glm4_moe": 1}
-NORM_TOPK_DEFAULT = {"glm4_moe": True, "glm4_moe_lite": True}
+NORM_TOPK_DEFAULT = {"glm4_moe": True, "glm4_moe_lite": True, "solar_open": True}
 # Dots1Config's is None, which transformers cannot build.
-SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1, "glm4_moe_lite": 1}
+SHARED_EXPERTS_DEFAULT = {"glm4_moe": 1, "glm4_moe_lite": 1, "solar_open": 1}
 SCALE_DEFAULT = {"glm4_moe_lite": 1.8}
 # The families whose shared experts are one gated MLP `mlp.shared_experts.{gate,up,down}_proj`
 # of width moe_intermediate_size * (their count).
@@ -47,10 +47,11 @@ SHARED_EXPERTS_FAMILIES = (
     "dots1",
     "glm4_moe_lite",
     "ernie4_5_moe",
+    "solar_open",
 )
 SUPPORTED = (
     "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1, "
-    "glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss, switch_transformers"
+    "glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss, solar_open, switch_transformers"
 )
 # Ernie4_5_MoeConfig's defaults (moe_norm_min is ERNIE's only routing knob).
 ERNIE_DEFAULTS = {
@@ -98,7 +99,8 @@ def expert_count(config):
 def sparse_layers(config):
     """The layer indices holding a sparse block, by each family's rule in transformers."""
     family = config.get("model_type")
-    if family in ("mixtral", "olmoe", "minimax_m2", "gpt_oss"):
+    if family in ("mixtral", "olmoe", "minimax_m2", "gpt_oss", "solar_open"):
+        # SolarOpenConfig has no first_k_dense_replace: every layer is sparse.
         return list(range(field(config, "num_hidden_layers")))
     if family == "glm4_moe_lite":
         return _mlp_layer_types_sparse(config)
@@ -409,8 +411,9 @@ def block_spec(config, layer):
             tensors.update(_gated_experts(prefix, num_experts, ("w1", "w3", "w2")))
             attrs.update(scoring="sigmoid", normalize=True)
             tensors["selection_bias"] = prefix + "e_score_correction_bias"
-        elif family in ("glm4_moe", "dots1", "glm4_moe_lite"):
-            # Glm4MoeTopkRouter / Dots1TopkRouter / Glm4MoeLiteTopkRouter: DeepSeek-V3's
+        elif family in ("glm4_moe", "dots1", "glm4_moe_lite", "solar_open"):
+            # Glm4MoeTopkRouter / Dots1TopkRouter / Glm4MoeLiteTopkRouter / SolarOpenTopkRouter
+            # (a copy of Glm4Moe's): DeepSeek-V3's
             # noaux_tc router without the scoring_func/topk_method fields (always sigmoid,
             # group top-2 sums, -inf masking).
             num_experts = field(config, "n_routed_experts", None, False) or field(

@@ -17,9 +17,9 @@ others              model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight, ...
 (checked against bench/hf_model_parity.py, which saves real transformers models).
 
 Families: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, dots1,
-glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss.
+glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss, solar_open.
 Sizes: hidden 64, 4 heads, 2 kv heads (MLA: 4, as real DeepSeek configs), head_dim 16
-(qwen3_moe, glm4_moe and minimax_m2: 32), 8 experts top-2 of width 32, dense MLP width 96,
+(qwen3_moe, glm4_moe, minimax_m2 and solar_open: 32), 8 experts top-2 of width 32, dense MLP width 96,
 vocab 256, 2 layers. glm4_moe: partial_rotary_factor 0.5, q/k/v biases, 4 groups keep 2,
 scale 2.5, one shared expert, layer 0 dense (--qk-norm: use_qk_norm); dots1: q/k/v/o biases
 and q/k norms, no group limit, top-k weights not normalized, scale 2.0, 2 shared experts,
@@ -32,7 +32,9 @@ selection bias, 2 shared experts, tied embeddings unless --no-tie; gpt_oss: head
 q/k/v/o biases, attention sinks, layer_types sliding/full alternating with sliding_window 4
 (--sliding-window W), its own yarn by default (factor 32 over 4096 positions, truncate false,
 theta 1.5e5), every layer sparse: router with a bias, experts with biases and the clamped
-SwiGLU (swiglu_limit 7, swiglu_alpha 1.702).
+SwiGLU (swiglu_limit 7, swiglu_alpha 1.702); solar_open: Llama's attention (whole-head RoPE
+at theta 1e6, no biases: attention_bias false as Solar-Open-100B), GLM-4.5's router with 4
+groups keep 2, scale 1.0, one shared expert, every layer sparse (--attention-bias: q/k/v biases).
 Weights ~ N(0, 0.02) like HF's init, routers ~ N(0, 1) (no routing near-ties), norm weights
 1 + 0.1·N(0, 1), biases (qkv, e_score_correction_bias) small and nonzero so they matter.
 gpt_oss: gate_up_proj ~ N(0, (5/sqrt(D))²), so on RMS-normed tokens its pre-activations have a
@@ -40,7 +42,7 @@ std of ~5: ~8% of the gates pass +swiglu_limit and ~16% of the ups ±swiglu_limi
 matters); router and gate/up biases and sinks O(1), the experts' output side (down_proj and
 its bias) scaled by GPT_OSS_OUTPUT_SCALE. No --fp8 for gpt_oss (--mxfp4: its hub form).
 Usage: make_model.py OUTDIR --family F [--dtype f32|bf16] [--layers N] [--seed S] [--vocab V]
-       [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm]
+       [--fp8 ROWS,COLS [--fp8-scales f32|bf16]] [--qk-norm] [--attention-bias]
        [--sliding-window W] [--rope default|linear|llama3|yarn] [--tie|--no-tie] [--sharded]
        (--rope: default for every family but gpt_oss, whose default is its own yarn)
 """
@@ -74,6 +76,7 @@ ARCHITECTURES = {
     "minimax_m2": "MiniMaxM2ForCausalLM",
     "ernie4_5_moe": "Ernie4_5_MoeForCausalLM",
     "gpt_oss": "GptOssForCausalLM",
+    "solar_open": "SolarOpenForCausalLM",
 }
 # The families whose router weight and e_score_correction_bias stay f32 in a bf16 checkpoint
 # (_keep_in_fp32_modules_strict = ["e_score_correction_bias", "gate.weight"]); MiniMax-M2's
@@ -85,10 +88,17 @@ F32_ROUTER_FAMILIES = (
     "dots1",
     "glm4_moe_lite",
     "ernie4_5_moe",
+    "solar_open",
 )
 # The config classes' default_theta (MixtralConfig, MiniMaxM2Config, Ernie4_5_MoeConfig,
-# GptOssConfig); every other family 1e4.
-DEFAULT_THETA = {"mixtral": 1e6, "minimax_m2": 5e6, "ernie4_5_moe": 5e5, "gpt_oss": 150000.0}
+# GptOssConfig, SolarOpenConfig); every other family 1e4.
+DEFAULT_THETA = {
+    "mixtral": 1e6,
+    "minimax_m2": 5e6,
+    "ernie4_5_moe": 5e5,
+    "gpt_oss": 150000.0,
+    "solar_open": 1e6,
+}
 # Per-family defaults of --rope and --sliding-window: GPT-OSS always runs its yarn and
 # alternates sliding and full layers (a window of 4 slides within the tests' prompts; the real
 # models' is 128).
@@ -176,7 +186,15 @@ def _rope_kind(family, rope, max_positions, theta):
 
 
 def make_config(
-    family, dtype="bf16", layers=None, vocab=256, sliding_window=None, rope=None, tie=None, qk_norm=False
+    family,
+    dtype="bf16",
+    layers=None,
+    vocab=256,
+    sliding_window=None,
+    rope=None,
+    tie=None,
+    qk_norm=False,
+    attention_bias=False,
 ):
     """config.json exactly as transformers 5.24 writes it for these sizes (sorted keys).
     layers, tie, rope and (gpt_oss) sliding_window None: the family's default (DEFAULT_LAYERS,
@@ -191,6 +209,8 @@ def make_config(
         raise ValueError("--sliding-window is for mixtral, qwen2_moe, dots1 and gpt_oss")
     if sliding_window is None:
         sliding_window = DEFAULT_SLIDING_WINDOW.get(family)
+    if attention_bias and family != "solar_open":
+        raise ValueError("--attention-bias is for solar_open (the other families' defaults hold)")
     if qk_norm and family != "glm4_moe":
         raise ValueError("--qk-norm is for glm4_moe (qwen3_moe and dots1 always normalize q/k)")
     torch_dtype = {"bf16": "bfloat16", "f32": "float32"}[dtype]
@@ -478,6 +498,26 @@ def make_config(
             "swiglu_alpha": GPT_OSS_SWIGLU_ALPHA,
             "swiglu_limit": GPT_OSS_SWIGLU_LIMIT,
         }
+    elif family == "solar_open":
+        # SolarOpenConfig: Glm4MoeConfig's fields less intermediate_size, first_k_dense_replace,
+        # use_qk_norm and the MTP layers; head_dim is a field (default 128).
+        config = {
+            "attention_bias": bool(attention_bias),
+            "bos_token_id": None,
+            "eos_token_id": 2,
+            "head_dim": 32,
+            "moe_intermediate_size": EXPERT_WIDTH,
+            "n_group": 4,
+            "n_routed_experts": EXPERTS,
+            "n_shared_experts": 1,
+            "norm_topk_prob": True,
+            "num_experts_per_tok": TOP_K,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": 1,
+            "rms_norm_eps": 1e-05,
+            "routed_scaling_factor": 1.0,
+            "topk_group": 2,
+        }
     else:
         raise ValueError(f"unknown family '{family}'")
     config.update(common)
@@ -539,7 +579,7 @@ def tensor_shapes(config):
             gpt_oss_bias = family == "gpt_oss" and config.get("attention_bias", True)
             qkv_bias = (
                 (family == "qwen2_moe" and config.get("qkv_bias", True))
-                or (family in ("glm4_moe", "dots1") and config.get("attention_bias", False))
+                or (family in ("glm4_moe", "dots1", "solar_open") and config.get("attention_bias", False))
                 or gpt_oss_bias
             )
             for proj, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
@@ -547,7 +587,7 @@ def tensor_shapes(config):
                 if qkv_bias:
                     out.append((a + proj + ".bias", (rows,), "bias"))
             out.append((a + "o_proj.weight", (hidden, q), "weight"))
-            # GLM's o_proj has none.
+            # GLM's and Solar-Open's o_proj have none.
             if (family == "dots1" and config.get("attention_bias", False)) or gpt_oss_bias:
                 out.append((a + "o_proj.bias", (hidden,), "bias"))
             if family == "gpt_oss":
@@ -712,13 +752,14 @@ def write_model(
     fp8_scales="F32",
     qk_norm=False,
     mxfp4=False,
+    attention_bias=False,
 ):
     if mxfp4 and family != "gpt_oss":
         raise ValueError("--mxfp4 is for gpt_oss")
     if fp8_block and family == "gpt_oss":
         # Its hub checkpoints quantize the experts as MXFP4, which the references refuse.
         raise ValueError("--fp8 is not for gpt_oss")
-    config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie, qk_norm)
+    config = make_config(family, dtype, layers, vocab, sliding_window, rope, tie, qk_norm, attention_bias)
     tensors, dtypes = make_tensors(config, dtype, np.random.default_rng(seed), narrow_router)
     if fp8_block:
         quantize_fp8(config, tensors, dtypes, fp8_block, fp8_scales)
@@ -758,6 +799,9 @@ def main(argv=None):
     )
     p.add_argument("--qk-norm", action="store_true", help="glm4_moe: use_qk_norm (per-head q/k RMSNorm)")
     p.add_argument(
+        "--attention-bias", action="store_true", help="solar_open: attention_bias (q/k/v biases, none on o_proj)"
+    )
+    p.add_argument(
         "--rope",
         choices=("default", "linear", "llama3", "yarn"),
         help="default: default RoPE (gpt_oss: its own yarn, truncate false)",
@@ -771,7 +815,7 @@ def main(argv=None):
     p.add_argument(
         "--narrow-router",
         action="store_true",
-        help="deepseek, glm4_moe, dots1, glm4_moe_lite, ernie4_5_moe: the router in the "
+        help="deepseek, glm4_moe, dots1, glm4_moe_lite, ernie4_5_moe, solar_open: the router in the "
         "checkpoint's dtype (as DeepSeek's hub checkpoints), not f32",
     )
     p.add_argument(
@@ -813,6 +857,7 @@ def main(argv=None):
             args.fp8_scales.upper(),
             args.qk_norm,
             args.mxfp4,
+            args.attention_bias,
         )
     except (ValueError, hf_reference.ConfigError) as e:
         p.error(str(e))

@@ -6,10 +6,10 @@ hf_reference.evaluate_block's biased, clamped experts) through hf_reference.bloc
 table, everything around them (GPT-OSS's attention sinks included) is here.
 
 Families (transformers 5.24 semantics): mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2,
-deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss. Weights are the
-checkpoint's values exactly (bf16 widened); every activation and the KV cache stay float64 (so
-is MiniMax-M2's router, which transformers runs in the model's dtype, and ERNIE-4.5's routing
-weights, which transformers rounds to the model's dtype).
+deepseek_v3, glm4_moe, dots1, glm4_moe_lite, minimax_m2, ernie4_5_moe, gpt_oss, solar_open.
+Weights are the checkpoint's values exactly (bf16 widened); every activation and the KV cache
+stay float64 (so is MiniMax-M2's router, which transformers runs in the model's dtype, and
+ERNIE-4.5's routing weights, which transformers rounds to the model's dtype).
 
 Contract (the runtime's): IDS.safetensors holds input_ids [B, S] and optionally
 attention_mask [B, S] (left padding only: each row zeros then ones). A row's unmasked tokens
@@ -47,6 +47,7 @@ FAMILIES = (
     "minimax_m2",
     "ernie4_5_moe",
     "gpt_oss",
+    "solar_open",
 )
 # Multi-head latent attention (DeepSeek-V2's): GLM-4.7-Flash's is DeepSeek-V3's verbatim.
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
@@ -98,6 +99,14 @@ _DEFAULTS = {
         "rope_theta": 150000.0,
         "sliding_window": 128,
         "attention_bias": True,
+    },
+    # SolarOpenConfig: head_dim is a field (128), default_theta 1e6; no partial rotary (its
+    # apply_rotary_pos_emb rotates whole heads).
+    "solar_open": {
+        "rms_norm_eps": 1e-5,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rope_theta": 1e6,
     },
 }
 # GptOssConfig.__post_init__'s rope_parameters when config.json has none (nor rope_scaling):
@@ -388,7 +397,7 @@ class Model:
             self.attention_bias = ("q", "k", "v") if self.get("qkv_bias") else ()
         elif family in ("mixtral", "minimax_m2", "ernie4_5_moe"):  # ERNIE: use_bias refused
             self.attention_bias = ()
-        elif family == "glm4_moe":  # attention_bias: q, k and v; o_proj never has one
+        elif family in ("glm4_moe", "solar_open"):  # attention_bias: q, k, v; o_proj never
             self.attention_bias = ("q", "k", "v") if self.get("attention_bias", False) else ()
         else:  # attention_bias: q, k, v and o (DeepSeek: q_a_proj, kv_a_proj_with_mqa, o_proj;
             # GPT-OSS: on by default)

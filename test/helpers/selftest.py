@@ -401,6 +401,7 @@ def test_layers_against_loops(tmp):
         "idle": ["--preset", "olmoe", "--idle-experts", "--aux"],
         "minimax_m2_bf16": ["--preset", "minimax_m2", "--dtype", "bf16"],
         "ernie4_5_moe_bf16": ["--preset", "ernie4_5_moe", "--dtype", "bf16"],
+        "solar_open_bf16": ["--preset", "solar_open", "--dtype", "bf16"],
     }.items():
         case_dir = os.path.join(tmp, name)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -816,6 +817,37 @@ def _expect_refusals(directory, saved, family, cases, errors=(model_reference.Mo
         json.dump(saved, f)
 
 
+def _check_solar_open_model(directory, model):
+    """Solar-Open: every layer sparse, whole heads rotated (head_dim 32 != hidden / heads),
+    no attention biases by default (q/k/v only with attention_bias, never o_proj), the router
+    and selection bias f32; a partial rotary factor (transformers' attention then fails) is
+    refused, at the top level or in rope_parameters."""
+    expect(
+        sorted(model.sparse) == [0, 1]
+        and model.head_dim == 32
+        and 2 * model.inv_freq.size == 32
+        and model.attention_bias == ()
+        and not model.head_qk_norm
+        and model.dtypes["model.layers.0.mlp.gate.weight"] == "F32"
+        and model.dtypes["model.layers.0.mlp.gate.e_score_correction_bias"] == "F32",
+        f"solar_open structure: sparse {sorted(model.sparse)}, head_dim {model.head_dim}",
+    )
+    with open(os.path.join(directory, "config.json")) as f:
+        saved = json.load(f)
+    biased = make_model.make_config("solar_open", "f32")
+    biased["attention_bias"] = True
+    names = [name for name, _, _ in make_model.tensor_shapes(biased)]
+    expect(
+        "model.layers.0.self_attn.q_proj.bias" in names
+        and "model.layers.0.self_attn.o_proj.bias" not in names,
+        "solar_open attention_bias: q/k/v biases, none on o_proj",
+    )
+    _expect_refusals(directory, saved, "solar_open", [
+        ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+        ({"rope_parameters": dict(saved["rope_parameters"], partial_rotary_factor=0.5)}, "partial_rotary_factor"),
+    ])
+
+
 def test_whole_model(tmp):
     """make_model.py + model_reference.py, without transformers (bench/hf_model_parity.py
     checks them against it): a left-padded row gives the logits of the same tokens alone,
@@ -840,6 +872,7 @@ def test_whole_model(tmp):
         ("ernie4_5_moe", {"rope": "yarn"}),
         ("deepseek_v3", {"rope": "yarn", "layers": 1}),
         ("gpt_oss", {"layers": 3}),
+        ("solar_open", {"rope": "llama3", "tie": True}),
     ]:
         directory = os.path.join(tmp, "model_" + family)
         config = make_model.write_model(directory, family, seed=3, **options)
@@ -963,6 +996,8 @@ def test_whole_model(tmp):
             ])
         if family == "gpt_oss":
             _check_gpt_oss_model(directory, model, ids, mask, logits)
+        if family == "solar_open":
+            _check_solar_open_model(directory, model)
     # An eos the model emits first stops that row at once; the rest is padding.
     model.eos, model.fill = [int(sequences[0, seq])], 7
     out = model_reference.run(model, ids, mask, generate=3)["sequences"]
