@@ -1181,13 +1181,13 @@ OwningOpRef<ModuleOp> importModel(MLIRContext *context, StringRef configPath,
                                      kMaxCount);
   int64_t layerCount = r.positive("num_hidden_layers", std::nullopt, kMaxCount);
   int64_t vocab = r.positive("vocab_size");
-  // GptOssConfig's head_dim defaults to 64 and SolarOpenConfig's to 128 (not hidden_size /
-  // heads).
+  // GptOssConfig's head_dim defaults to 64, SolarOpenConfig's and MiniMaxM2Config's to 128
+  // (not hidden_size / heads; a null one is hidden_size / heads in every family).
   int64_t headDim = r.config.get("head_dim") &&
                             r.config.get("head_dim")->kind() != llvm::json::Value::Null
                         ? r.positive("head_dim", std::nullopt, kMaxCount)
                     : gptOss                     ? 64
-                    : r.family == "solar_open"   ? 128
+                    : r.family == "solar_open" || r.family == "minimax_m2" ? 128
                                                  : hidden / heads;
   // MLA's sizes: head_dim is the query/key head (nope + rope dims); values are v_head_dim.
   int64_t qRank = 0, kvRank = 0, nopeDim = 0, ropeDim = 0, valueDim = 0;
