@@ -44,27 +44,43 @@ static LogicalResult verifyTensorName(Operation *op, unsigned index, bool isResu
   auto function = dyn_cast<FunctionOpInterface>(op);
   if (!function)
     return success();
-  // Report a clash on the later of the two: arguments come before results.
-  auto clash = [&](ArrayAttr all, bool allAreResults) -> std::optional<unsigned> {
-    if (!all)
-      return std::nullopt;
-    for (auto [i, dict] : llvm::enumerate(all.getAsRange<DictionaryAttr>())) {
-      if (allAreResults == isResult && i >= index)
-        break;
-      if (auto other = dict ? dict.getAs<StringAttr>(MixDialect::kNameAttr) : StringAttr())
-        if (other == name)
-          return i;
-    }
-    return std::nullopt;
+  // Names must differ. Checked once per function, at its last named argument (and its last
+  // named result), with one pass over the names: checking each name against all earlier ones
+  // would be quadratic, and a deep model's forward has tens of thousands of arguments. A clash
+  // is reported on the later of the two (the first such), arguments coming before results.
+  auto nameAt = [](ArrayAttr all, size_t i) {
+    auto dict = all ? dyn_cast_or_null<DictionaryAttr>(all[i]) : DictionaryAttr();
+    return dict ? dict.getAs<StringAttr>(MixDialect::kNameAttr) : StringAttr();
   };
-  if (auto i = clash(function.getArgAttrsAttr(), /*allAreResults=*/false))
-    return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of "
-                           << (isResult ? "result" : "argument") << " #" << index
-                           << " is already the name of argument #" << *i;
-  if (isResult)
-    if (auto i = clash(function.getResAttrsAttr(), /*allAreResults=*/true))
-      return op->emitError() << "'mix.name' \"" << name.getValue() << "\" of result #" << index
-                             << " is already the name of result #" << *i;
+  ArrayAttr args = function.getArgAttrsAttr(), results = function.getResAttrsAttr();
+  ArrayAttr own = isResult ? results : args;
+  for (size_t j = own ? own.size() : 0; j > index + 1; --j)
+    if (nameAt(own, j - 1))
+      return success();  // not the last named one
+  llvm::DenseMap<StringAttr, unsigned> argNames, resultNames;
+  for (size_t i = 0, e = args ? args.size() : 0; i < e; ++i) {
+    StringAttr n = nameAt(args, i);
+    if (!n)
+      continue;
+    auto [it, fresh] = argNames.try_emplace(n, i);
+    if (!fresh && !isResult)
+      return op->emitError() << "'mix.name' \"" << n.getValue() << "\" of argument #" << i
+                             << " is already the name of argument #" << it->second;
+  }
+  if (!isResult)
+    return success();
+  for (size_t i = 0, e = results ? results.size() : 0; i < e; ++i) {
+    StringAttr n = nameAt(results, i);
+    if (!n)
+      continue;
+    if (auto it = argNames.find(n); it != argNames.end())
+      return op->emitError() << "'mix.name' \"" << n.getValue() << "\" of result #" << i
+                             << " is already the name of argument #" << it->second;
+    auto [it, fresh] = resultNames.try_emplace(n, i);
+    if (!fresh)
+      return op->emitError() << "'mix.name' \"" << n.getValue() << "\" of result #" << i
+                             << " is already the name of result #" << it->second;
+  }
   return success();
 }
 
