@@ -121,26 +121,14 @@ PRESETS = {
         shared=64,
         activation="silu",
     ),
-    # Solar-Open: GLM-4.5's router (Glm4MoeMoE) at SolarOpenConfig's scale 1.0, one shared
-    # expert of width ffn; groups limited here (4 keep 2) so the group path is exercised.
-    "solar_open": dict(
-        kind="token_choice",
-        experts=16,
-        k=4,
-        scoring="sigmoid",
-        selection_bias=True,
-        n_group=4,
-        topk_group=2,
-        group_score="top2_sum",
-        normalize=True,
-        norm_epsilon=1e-20,
-        shared=32,
-        activation="silu",
-    ),
     "switch": dict(
         kind="token_choice", experts=8, k=1, capacity_factor=1.25, plain=True, activation="relu"
     ),
 }
+
+# Solar-Open: GLM-4.5's router (Glm4MoeMoE) at SolarOpenConfig's scale 1.0 (the default), one
+# shared expert of width ffn; groups limited here (4 keep 2) so the group path is exercised.
+PRESETS["solar_open"] = {key: v for key, v in PRESETS["glm4_moe"].items() if key != "scale"}
 
 DEFAULTS = dict(
     kind="token_choice",
