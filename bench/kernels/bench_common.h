@@ -1,6 +1,6 @@
-// Pieces shared by the kernel benchmarks: comma lists of sizes, the MIXTILE_TILES override of a
-// TileConfig, and evicting the caches before a cold call. Benchmarks only; the kernels take their
-// tiles from the compiler.
+// Pieces shared by the kernel benchmarks: comma lists of sizes, the tiles mixtilec would give a
+// kernel (its tuning table) and the MIXTILE_TILES override of them, and evicting the caches before
+// a cold call. Benchmarks only; the kernels take their tiles from the compiler.
 #pragma once
 
 #include <unistd.h>
@@ -10,7 +10,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "codegen/cpu/kernels/kernels.h"
 
@@ -39,6 +43,74 @@ inline void apply_tiles_env(mixtile::cpu::TileConfig &tiles) {
                 &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
                 &tiles.engine_panel_rows, &tiles.small_group_rows, &tiles.small_prefetch_l2_bytes,
                 &tiles.small_dp_rows);
+}
+
+/// The tuning table mix-tile reads for a kernel on `path` on this CPU (passes/CpuTarget.cpp,
+/// cpuTuningTable): the matrix path's own, or for f32 FMA the Intel or the default one.
+inline std::string tuning_table_name(mixtile::cpu::MatmulPath path) {
+  using mixtile::cpu::MatmulPath;
+  if (path == MatmulPath::amx_bf16) return "cpu-amx_bf16";
+  if (path == MatmulPath::avx512_bf16) return "cpu-avx512_bf16";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("vendor_id", 0) == 0) return line.find("GenuineIntel") != std::string::npos ? "cpu-intel" : "cpu";
+  return "cpu";
+}
+
+/// The tiles mixtilec gives kernel `kind` ("moe_experts", "linear", ...) on `path` for `tokens`
+/// tokens: default_tile_config(tokens), then the fields of the first bucket of the tuning table
+/// (passes/tuning/<table>.json, beside this file's checkout; MIXTILE_TUNING_DIR moves it) whose
+/// max_tokens holds them, as the emitted tiles_*() functions apply it (codegen/cpu/EmitCpp.cpp),
+/// then MIXTILE_TILES. A table that is missing or malformed ends the benchmark: timing a path on
+/// tiles the compiler would never emit is what this replaces (the engine paths ran on fma_f32's
+/// defaults, e.g. AMX at 32 rows per expert on the GEMV path where mixtilec uses tiles from 4).
+inline mixtile::cpu::TileConfig compiler_tiles(const char *kind, mixtile::cpu::MatmulPath path, int64_t tokens) {
+  mixtile::cpu::TileConfig tiles = mixtile::cpu::default_tile_config(tokens);
+  std::string dir;
+  if (const char *env = std::getenv("MIXTILE_TUNING_DIR")) {
+    dir = env;
+  } else {
+    const std::string here = __FILE__;  // <root>/bench/kernels/bench_common.h
+    const size_t cut = here.rfind("bench/kernels/");
+    dir = (cut == std::string::npos ? std::string() : here.substr(0, cut)) + "passes/tuning";
+  }
+  const std::string file = dir + "/" + tuning_table_name(path) + ".json";
+  std::ifstream in(file);
+  const nlohmann::json table = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json *buckets = nullptr;
+  if (table.is_object() && table.contains("kernels") && table["kernels"].is_object()) {
+    const nlohmann::json &kernels = table["kernels"];
+    if (kernels.contains(kind) && kernels[kind].is_array()) buckets = &kernels[kind];
+    else if (kernels.contains("default") && kernels["default"].is_array()) buckets = &kernels["default"];
+  }
+  if (buckets == nullptr) {
+    std::fprintf(stderr, "error: tuning table %s: missing, malformed or without buckets for '%s'\n", file.c_str(), kind);
+    std::exit(1);
+  }
+  for (const nlohmann::json &bucket : *buckets) {
+    if (!bucket.is_object() || !bucket.contains("max_tokens")) continue;
+    const nlohmann::json &max = bucket["max_tokens"];
+    if (!max.is_null() && !(max.is_number_integer() && tokens <= max.get<int64_t>())) continue;
+    const std::pair<const char *, int *> fields[] = {
+        {"mc", &tiles.mc},
+        {"kc", &tiles.kc},
+        {"nc", &tiles.nc},
+        {"small_m_max", &tiles.small_m_max},
+        {"small_prefetch_rows", &tiles.small_prefetch_rows},
+        {"small_group_rows", &tiles.small_group_rows},
+        {"small_prefetch_l2_bytes", &tiles.small_prefetch_l2_bytes},
+        {"small_dp_rows", &tiles.small_dp_rows},
+        {"engine_kc", &tiles.engine_kc},
+        {"engine_mc", &tiles.engine_mc},
+        {"engine_stream_rows", &tiles.engine_stream_rows},
+        {"engine_panel_rows", &tiles.engine_panel_rows}};
+    for (const auto &[name, field] : fields)
+      if (bucket.contains(name) && bucket[name].is_number_integer()) *field = bucket[name].get<int>();
+    break;
+  }
+  apply_tiles_env(tiles);
+  return tiles;
 }
 
 /// Reads max(min_bytes, twice the L3) with `threads` threads, a float per cache line, so the

@@ -7,11 +7,11 @@
 // [threads=2] [D=1024] [F=3584] [Ts=1,32,512,2048] [dtypes=f32,bf16,fp8,mxfp4]
 // [paths=fma_f32,avx512_bf16,amx_bf16] [experts=8] [top_k=2] (Qwen3-30B-A3B: 2 2048 768 512 bf16
 // amx_bf16 128 8; gpt-oss-20b's experts: 2 2880 2880 1,8,32,512 bf16,fp8,mxfp4 avx512_bf16 32 4)
-// Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,engine_stream_rows[,
-// engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]
-// overrides the tiles of every
-// path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how the small_m_max
-// crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
+// Tiles: each path's as mixtilec emits them for T tokens (its tuning table, passes/tuning/*.json;
+// bench_common.h, compiler_tiles). Env: MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
+// small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]
+// overrides them on every path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how
+// the small_m_max crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
 // default only for T <= 32), as a layer of a model whose weights exceed the L3 sees them.
 #include <cblas.h>
 #include <omp.h>
@@ -221,8 +221,7 @@ Result bench_ffn(const Experts &ex, int E, int k, int64_t T, int64_t D, int64_t 
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1, 1);
   for (auto &v : x) v = u(rng);
-  TileConfig tiles = default_tile_config(T * k / E);
-  mixtile_bench::apply_tiles_env(tiles);  // MIXTILE_TILES
+  const TileConfig tiles = mixtile_bench::compiler_tiles("moe_experts", Path, T);  // MIXTILE_TILES on top
   const size_t ws_bytes = expert_ffn_workspace_size(T * k, E, D, F, threads, tiles, Path, W);
   void *ws = std::aligned_alloc(64, (ws_bytes + 63) / 64 * 64 + 64);
   std::memset(ws, 0, ws_bytes);
@@ -405,11 +404,12 @@ int main(int argc, char **argv) {
   double sgemm_s = 1;
   const double sgemm = measure_sgemm(threads, 512, static_cast<int>(F), static_cast<int>(D), &sgemm_s);
 
-  const TileConfig t = default_tile_config();
   std::printf("threads %d, D %ld, F %ld, E %d, top-%d, gated SiLU, scatter-add with gates\n", threads, (long)D,
               (long)F, E, k);
-  std::printf("tiles: MR %d NR %d mc %d kc %d nc %d small_m_max %d\n", kMicroRows, kMicroCols, t.mc, t.kc, t.nc,
-              t.small_m_max);
+  std::printf("tiles: mixtilec's for each path and T (fma_f32: %s.json, avx512_bf16: cpu-avx512_bf16.json, amx_bf16: "
+              "cpu-amx_bf16.json)%s; f32 microkernel MR %d NR %d\n",
+              mixtile_bench::tuning_table_name(MatmulPath::fma_f32).c_str(),
+              std::getenv("MIXTILE_TILES") ? ", MIXTILE_TILES on top" : "", kMicroRows, kMicroCols);
   std::printf("read bandwidth (1 GiB, %d threads, bench/machine_limits.h, median pass): %.1f GB/s\n", threads, bw);
   std::printf("%s, core %s\n", openblas_get_config(), openblas_get_corename());
   std::printf("OpenBLAS sgemm M=512 N=%ld K=%ld (C = A·Bᵀ): %.1f GFLOP/s (%.2f ms)\n", (long)F, (long)D, sgemm,

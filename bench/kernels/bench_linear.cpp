@@ -4,7 +4,8 @@
 // split. Reports the median and best time, the weight bytes per second and the GFLOP/s.
 // Usage: bench_linear [threads=2] [in=2048] [out=50304] [Ms=1,2,4,8,16,32] [reps=15]
 //        [path=native|fma_f32]
-// Env: MIXTILE_TILES as bench_expert_ffn's (mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
+// Tiles: mixtilec's for the path and M (its tuning table's linear buckets; bench_common.h,
+// compiler_tiles). Env: MIXTILE_TILES on top, as bench_expert_ffn's (mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,
 // small_prefetch_rows[,engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes]]]]]]]), e.g.
 // small_m_max 0 forces the matrix-engine loops, 1000000 the small path. MIXTILE_BENCH_HOT=1 keeps
 // the weights in the caches (no eviction): with a matrix that fits in L2 (e.g. 2048 x 256) that
@@ -28,7 +29,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 template <MatmulPath Path>
-void run(int threads, int64_t in, int64_t out, int64_t M, int reps, const TileConfig &tiles) {
+void run(int threads, int64_t in, int64_t out, int64_t M, int reps) {
+  const TileConfig tiles = mixtile_bench::compiler_tiles("linear", Path, M);  // MIXTILE_TILES on top
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1, 1);
   // 8 bytes off a cache line, as a checkpoint's tensors are.
@@ -71,19 +73,17 @@ int main(int argc, char **argv) {
   const std::vector<int64_t> Ms = mixtile_bench::int_list(argc > 4 ? argv[4] : "1,2,4,8,16,32");
   const int reps = argc > 5 ? std::atoi(argv[5]) : 15;
   const std::string path = argc > 6 ? argv[6] : "native";
-  TileConfig tiles = default_tile_config();
-  mixtile_bench::apply_tiles_env(tiles);
   for (int64_t M : Ms) {
     if (path == "fma_f32") {
-      run<MatmulPath::fma_f32>(threads, in, out, M, reps, tiles);
+      run<MatmulPath::fma_f32>(threads, in, out, M, reps);
     } else {
 #if defined(MIXTILE_HAVE_AMX_BF16)
       amx_ready();
-      run<MatmulPath::amx_bf16>(threads, in, out, M, reps, tiles);
+      run<MatmulPath::amx_bf16>(threads, in, out, M, reps);
 #elif defined(MIXTILE_HAVE_AVX512_BF16)
-      run<MatmulPath::avx512_bf16>(threads, in, out, M, reps, tiles);
+      run<MatmulPath::avx512_bf16>(threads, in, out, M, reps);
 #else
-      run<MatmulPath::fma_f32>(threads, in, out, M, reps, tiles);
+      run<MatmulPath::fma_f32>(threads, in, out, M, reps);
 #endif
     }
   }
