@@ -85,7 +85,8 @@ inline mixtile::cpu::TileConfig compiler_tiles(const char *kind, mixtile::cpu::M
     else if (kernels.contains("default") && kernels["default"].is_array()) buckets = &kernels["default"];
   }
   if (buckets == nullptr) {
-    std::fprintf(stderr, "error: tuning table %s: missing, malformed or without buckets for '%s'\n", file.c_str(), kind);
+    std::fprintf(stderr, "error: tuning table %s: missing, malformed or without buckets for '%s' (MIXTILE_TUNING_DIR names "
+                 "the folder)\n", file.c_str(), kind);
     std::exit(1);
   }
   for (const nlohmann::json &bucket : *buckets) {
