@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -34,15 +35,35 @@ inline std::vector<int64_t> int_list(const char *text) {
   return values;
 }
 
+/// The TileConfig fields a tuning bucket may set (codegen/cpu/EmitCpp.cpp, kCpuTileFields), by
+/// name, in MIXTILE_TILES's order.
+struct TileField {
+  const char *name;
+  int mixtile::cpu::TileConfig::*field;
+};
+inline constexpr TileField kTileFields[] = {
+    {"mc", &mixtile::cpu::TileConfig::mc},
+    {"kc", &mixtile::cpu::TileConfig::kc},
+    {"nc", &mixtile::cpu::TileConfig::nc},
+    {"small_m_max", &mixtile::cpu::TileConfig::small_m_max},
+    {"engine_kc", &mixtile::cpu::TileConfig::engine_kc},
+    {"engine_mc", &mixtile::cpu::TileConfig::engine_mc},
+    {"small_prefetch_rows", &mixtile::cpu::TileConfig::small_prefetch_rows},
+    {"engine_stream_rows", &mixtile::cpu::TileConfig::engine_stream_rows},
+    {"engine_panel_rows", &mixtile::cpu::TileConfig::engine_panel_rows},
+    {"small_group_rows", &mixtile::cpu::TileConfig::small_group_rows},
+    {"small_prefetch_l2_bytes", &mixtile::cpu::TileConfig::small_prefetch_l2_bytes},
+    {"small_dp_rows", &mixtile::cpu::TileConfig::small_dp_rows}};
+
 /// MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
 /// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes[,small_dp_rows]]]]]]]] overrides those fields of
 /// `tiles`, in that order (fields not given keep their values).
 inline void apply_tiles_env(mixtile::cpu::TileConfig &tiles) {
-  if (const char *env = std::getenv("MIXTILE_TILES"))
-    std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &tiles.mc, &tiles.kc, &tiles.nc, &tiles.small_m_max,
-                &tiles.engine_kc, &tiles.engine_mc, &tiles.small_prefetch_rows, &tiles.engine_stream_rows,
-                &tiles.engine_panel_rows, &tiles.small_group_rows, &tiles.small_prefetch_l2_bytes,
-                &tiles.small_dp_rows);
+  const char *env = std::getenv("MIXTILE_TILES");
+  if (env == nullptr) return;
+  const std::vector<int64_t> values = int_list(env);
+  for (size_t i = 0; i < values.size() && i < std::size(kTileFields); ++i)
+    tiles.*kTileFields[i].field = static_cast<int>(values[i]);
 }
 
 /// The tuning table mix-tile reads for a kernel on `path` on this CPU (passes/CpuTarget.cpp,
@@ -93,21 +114,8 @@ inline mixtile::cpu::TileConfig compiler_tiles(const char *kind, mixtile::cpu::M
     if (!bucket.is_object() || !bucket.contains("max_tokens")) continue;
     const nlohmann::json &max = bucket["max_tokens"];
     if (!max.is_null() && !(max.is_number_integer() && tokens <= max.get<int64_t>())) continue;
-    const std::pair<const char *, int *> fields[] = {
-        {"mc", &tiles.mc},
-        {"kc", &tiles.kc},
-        {"nc", &tiles.nc},
-        {"small_m_max", &tiles.small_m_max},
-        {"small_prefetch_rows", &tiles.small_prefetch_rows},
-        {"small_group_rows", &tiles.small_group_rows},
-        {"small_prefetch_l2_bytes", &tiles.small_prefetch_l2_bytes},
-        {"small_dp_rows", &tiles.small_dp_rows},
-        {"engine_kc", &tiles.engine_kc},
-        {"engine_mc", &tiles.engine_mc},
-        {"engine_stream_rows", &tiles.engine_stream_rows},
-        {"engine_panel_rows", &tiles.engine_panel_rows}};
-    for (const auto &[name, field] : fields)
-      if (bucket.contains(name) && bucket[name].is_number_integer()) *field = bucket[name].get<int>();
+    for (const TileField &f : kTileFields)
+      if (bucket.contains(f.name) && bucket[f.name].is_number_integer()) tiles.*f.field = bucket[f.name].get<int>();
     break;
   }
   apply_tiles_env(tiles);
