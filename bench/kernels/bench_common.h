@@ -53,10 +53,13 @@ inline constexpr TileField kTileFields[] = {
     {"engine_panel_rows", &mixtile::cpu::TileConfig::engine_panel_rows},
     {"small_group_rows", &mixtile::cpu::TileConfig::small_group_rows},
     {"small_prefetch_l2_bytes", &mixtile::cpu::TileConfig::small_prefetch_l2_bytes},
-    {"small_dp_rows", &mixtile::cpu::TileConfig::small_dp_rows}};
+    {"small_dp_rows", &mixtile::cpu::TileConfig::small_dp_rows},
+    {"engine_l1_rows", &mixtile::cpu::TileConfig::engine_l1_rows},
+    {"engine_l1_kc", &mixtile::cpu::TileConfig::engine_l1_kc}};
 
 /// MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
-/// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes[,small_dp_rows]]]]]]]] overrides those fields of
+/// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes[,small_dp_rows[,engine_l1_rows[,
+/// engine_l1_kc]]]]]]]]]] overrides those fields of
 /// `tiles`, in that order (fields not given keep their values).
 inline void apply_tiles_env(mixtile::cpu::TileConfig &tiles) {
   const char *env = std::getenv("MIXTILE_TILES");

@@ -13,6 +13,7 @@
 // overrides them on every path (e.g. small_m_max 0 forces the engines, 1000000 the GEMV path: how
 // the small_m_max crossover is measured). MIXTILE_BENCH_COLD=1 evicts the caches before every timed call (by
 // default only for T <= 32), as a layer of a model whose weights exceed the L3 sees them.
+// MIXTILE_BENCH_OFFSET=8 puts bf16 weights 8 bytes past a cache line, as in a checkpoint.
 #include <cblas.h>
 #include <omp.h>
 
@@ -162,9 +163,17 @@ Experts make_experts(int E, int64_t D, int64_t F, WeightType w) {
       for (int64_t i = 0; i < n; ++i) f[i] = u(rng) * scale;
       p = f;
     } else {
-      uint16_t *h = alloc_array<uint16_t>(n);
+      // MIXTILE_BENCH_OFFSET=B (bytes, even): bf16 weights B bytes past a 64-byte line, as a
+      // checkpoint's tensors lie (safetensors aligns its data to 8 bytes).
+      static const int64_t offset = [] {
+        const char *e = std::getenv("MIXTILE_BENCH_OFFSET");
+        return e != nullptr ? std::clamp<int64_t>(std::atoll(e), 0, 62) / 2 : int64_t(0);
+      }();
+      uint16_t *base = alloc_array<uint16_t>(n + 32);
+      ex.owned.push_back(base);
+      uint16_t *h = base + offset;
       for (int64_t i = 0; i < n; ++i) h[i] = to_bf16(u(rng) * scale);
-      p = h;
+      return static_cast<const void *>(h);
     }
     ex.owned.push_back(p);
     return p;

@@ -399,14 +399,14 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t
   };
   w.max_cols_f = F < int64_t(threads) * kColumnUnit ? std::max(widest(F), F) : widest(F);
   w.max_cols_d = widest(D);
-  const int64_t kc = engine_slice_depth(t.engine_kc);  // the loops' slice depth
+  const int64_t kc = engine_min_slice(t);  // the loops' shallowest slice
   const int64_t pass_blocks = engine_pass_blocks(w.blocks, t.engine_mc);
   w.partial_floats = std::max(D > kc ? engine_partial_floats(w.max_cols_f, pass_blocks) : 0,
                               F > kc ? engine_partial_floats(w.max_cols_d, pass_blocks) : 0);
   // The small segment's rows: f32 h rows (gemm_small), or bf16 x or h rows padded to whole
   // depth steps (avx512_bf16's dp_small).
   const int64_t small_row_bytes = std::max<int64_t>(sizeof(float) * F, sizeof(uint16_t) * padded_depth(std::max(D, F)));
-  w.per_thread = engine_scratch_bytes(t.engine_kc) + align64(sizeof(float) * w.partial_floats) +
+  w.per_thread = engine_scratch_bytes(t) + align64(sizeof(float) * w.partial_floats) +
                  align64(static_cast<size_t>(w.small_rows * small_row_bytes)) + (slabs ? slab_bytes(D, F) : 0);
   return w;
 }
@@ -557,7 +557,7 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
     if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
       amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
-                      tiles.engine_panel_rows, partial, s, ep);
+                      tiles.engine_panel_rows, tiles.engine_l1_rows, tiles.engine_l1_kc, partial, s, ep);
 #endif
     } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)
@@ -597,7 +597,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     const int64_t d_pieces = column_pieces(D, 1, nthreads, kSharedPiecesPerThread);
     char *mine = thread_ws + layout.per_thread * tid;
     const EngineScratch scratch = carve_engine_scratch(mine);
-    float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
+    float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles));
     float *small_h = partial + align64(sizeof(float) * layout.partial_floats) / sizeof(float);
     uint16_t *slab = reinterpret_cast<uint16_t *>(mine + layout.per_thread - (kSlabs ? slab_bytes(D, F) : 0));
 #if defined(MIXTILE_HAVE_AMX_BF16)

@@ -90,6 +90,11 @@ struct TileConfig {
   // column step's weight tiles into a contiguous panel reused by every token pair (0: never;
   // matrix_engines.h, amx_gemm_pass).
   int engine_panel_rows = 0;
+  // ... and AMX GEMMs of at least this many rows (whole 16-row blocks, not streaming) slice their
+  // depth by engine_l1_kc instead of engine_kc (0: never): shallow enough that a column step's
+  // weight panel stays in L1 while the token tiles stream past it (matrix_engines.h, amx_gemm).
+  int engine_l1_rows = 0;
+  int engine_l1_kc = 512;
 };
 
 // Defaults per ISA, measured on Zen 5 (AVX-512) for the Mixtral-like D=1024/F=3584 expert shape:

@@ -76,8 +76,8 @@ inline LinearEngineWorkspace linear_engine_workspace(int64_t rows, int64_t in, i
   const int64_t units = (std::max<int64_t>(out, 1) + kColumnUnit - 1) / kColumnUnit;
   w.max_cols = std::max<int64_t>(kColumnUnit, (units + threads - 1) / threads * kColumnUnit);
   if (out < int64_t(threads) * kColumnUnit) w.max_cols = std::max(w.max_cols, out);
-  const bool sliced = in > engine_slice_depth(t.engine_kc);
-  w.per_thread = engine_scratch_bytes(t.engine_kc) +
+  const bool sliced = in > engine_min_slice(t);
+  w.per_thread = engine_scratch_bytes(t) +
                  (sliced ? align64(sizeof(float) * engine_partial_floats(w.max_cols, engine_pass_blocks(w.blocks, t.engine_mc)))
                          : 0);
   return w;
@@ -140,7 +140,7 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
     const int tid = omp_get_thread_num(), nthreads = omp_get_num_threads();
     char *mine = thread_ws + layout.per_thread * tid;
     const EngineScratch scratch = carve_engine_scratch(mine);
-    float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles.engine_kc));
+    float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles));
     for (int64_t b = tid; b < layout.blocks; b += nthreads) {
       const float *rows[kTokenBlock];
       for (int t = 0; t < kTokenBlock; ++t) {
@@ -162,7 +162,8 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
         if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
           amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
-                          tiles.engine_stream_rows, tiles.engine_panel_rows, partial, scratch, ep);
+                          tiles.engine_stream_rows, tiles.engine_panel_rows, tiles.engine_l1_rows, tiles.engine_l1_kc,
+                          partial, scratch, ep);
 #endif
         } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)

@@ -117,10 +117,20 @@ constexpr size_t kEngineScratchBytes = sizeof(float) * kEngineResultFloats + 2 *
 inline int64_t engine_slice_depth(int64_t engine_kc) {
   return std::max<int64_t>(kDepthStep, engine_kc / kDepthStep * kDepthStep);
 }
-// Bytes of one thread's EngineScratch for TileConfig::engine_kc: the panel holds two weight
-// tiles (2 KB) per depth step of a slice.
-inline size_t engine_scratch_bytes(int64_t engine_kc) {
-  return align64(kEngineScratchBytes) + static_cast<size_t>(engine_slice_depth(engine_kc)) * 64;
+// The shallowest and the deepest slice the engine loops take under `t` (engine_kc, and
+// engine_l1_kc where engine_l1_rows is set): workspace sizes follow from them.
+inline int64_t engine_min_slice(const TileConfig &t) {
+  const int64_t kc = engine_slice_depth(t.engine_kc);
+  return t.engine_l1_rows > 0 ? std::min(kc, engine_slice_depth(t.engine_l1_kc)) : kc;
+}
+inline int64_t engine_max_slice(const TileConfig &t) {
+  const int64_t kc = engine_slice_depth(t.engine_kc);
+  return t.engine_l1_rows > 0 ? std::max(kc, engine_slice_depth(t.engine_l1_kc)) : kc;
+}
+// Bytes of one thread's EngineScratch for the tiles `t`: the panel holds two weight tiles (2 KB)
+// per depth step of the deepest slice.
+inline size_t engine_scratch_bytes(const TileConfig &t) {
+  return align64(kEngineScratchBytes) + static_cast<size_t>(engine_max_slice(t)) * 64;
 }
 inline EngineScratch carve_engine_scratch(char *p) {
   EngineScratch s;
@@ -321,6 +331,29 @@ inline void amx_zero_results() {
   _tile_zero(3);
 }
 
+// A token tile (one 32-deep step of a packed block) into tile register `reg`; with `t1_tokens`
+// in scope true, by TILELOADDT1: a token tile is read once per column step, and kept out of L1
+// it leaves the column step's weight panel there (amx_gemm_pass).
+#define MIXTILE_AMX_LOAD_TOKENS(reg, p) \
+  do {                                  \
+    if (t1_tokens) {                    \
+      _tile_stream_loadd(reg, p, 64);   \
+    } else {                            \
+      _tile_loadd(reg, p, 64);          \
+    }                                   \
+  } while (0)
+
+// Partial-result bytes of one group of column steps (amx_gemm_pass) when the pass's packed
+// tokens fit kAmxGroupTokenBytes: the depth slices then run column group by column group, and
+// the partial results of a group (column steps x token pairs x 4 KB) stay in L2.
+// MIXTILE_AMX_GROUP_PARTIAL_BYTES: a test hook (kernel-library-amx-emulated.test makes every
+// group one column step).
+#ifndef MIXTILE_AMX_GROUP_PARTIAL_BYTES
+#define MIXTILE_AMX_GROUP_PARTIAL_BYTES (int64_t(256) << 10)
+#endif
+constexpr int64_t kAmxGroupPartialBytes = MIXTILE_AMX_GROUP_PARTIAL_BYTES;
+constexpr int64_t kAmxGroupTokenBytes = int64_t(1) << 20;
+
 // Columns [c0, c1) of C^T = W · Xᵀ (gated: gate rows from w, up rows from w2) over packed token
 // blocks [b0, b1) of depth K; ldw = K (row-major weights). Gated steps 16 columns (gate tile +
 // up tile), plain 32 (two weight tiles); both run two token blocks per step: 4 result tiles.
@@ -345,30 +378,59 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
   kc = stream ? kp : engine_slice_depth(kc);
   const int64_t pairs = (b1 - b0 + 1) / 2;
   uint16_t *edge0 = s.a_edge, *edge1 = s.a_edge + 16 * 32;
+  // Loop order: groups of column steps, then depth slices, then the group's column steps. When
+  // the pass's packed tokens (all depth) fit kAmxGroupTokenBytes they stay in L2 whatever the
+  // order, and a group is the column steps whose partial results fit kAmxGroupPartialBytes (a
+  // depth slice's partials come back from L2, not from DRAM); larger token sets take all columns
+  // as one group, so that one slice of tokens stays in L2 while every column step passes it.
+  // D=1024 F=3584 (gated and down) x 512 tokens of one expert, 2 threads, weights warm, 32-deep
+  // slices of 512 with T1 token loads: gated 3.5-3.9 TFLOP/s in groups of 256 KB against
+  // 3.35-3.54 in one group; down 3.0-3.1 in one group against 1.6 column step by column step.
+  const int64_t token_bytes = (b1 - b0) * kp * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t));
+  const int64_t group_steps = kp <= kc || token_bytes > kAmxGroupTokenBytes
+                                  ? (c1 - c0 + kColStep - 1) / kColStep
+                                  : std::max<int64_t>(1, kAmxGroupPartialBytes / (pairs * 4096));
+  // Token tiles by TILELOADDT1 unless streaming (MIXTILE_AMX_LOAD_TOKENS): with the slice's
+  // weight panel (32 KB at 512 deep) in L1 and the token tiles streaming past it from L2, half
+  // the tile loads hit L1 (the same loop, D=1024 F=3584 x 512 tokens: 2.5-2.7 TFLOP/s with
+  // plain loads at any depth slice, 3.2-3.6 with T1 loads and slices of 512).
+  const bool t1_tokens = !stream;
+  for (int64_t g0 = c0; g0 < c1; g0 += group_steps * kColStep) {
+  const int64_t g1 = std::min(c1, g0 + group_steps * kColStep);
   for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
     const int64_t k_end = std::min(kp, k_begin + kc);
     const bool first = k_begin == 0, last = k_end >= kp;
-    for (int64_t col = c0; col < c1; col += kColStep) {
+    for (int64_t col = g0; col < g1; col += kColStep) {
       const uint16_t *a0 = w + col * ldw;
       const uint16_t *a1 = Gated ? w2 + col * ldw : w + (col + 16) * ldw;
       const int n0 = static_cast<int>(std::min<int64_t>(16, c1 - col));
       const int n1 = Gated ? n0 : static_cast<int>(std::clamp<int64_t>(c1 - col - 16, 0, 16));
       const bool ragged = n0 < 16 || n1 < 16;
-      // The next column step's weight rows of this slice come from DRAM: prefetch them into L2
-      // while this step runs (32 rows x one line per depth step, spread over the token pairs).
-      // Not when streaming: then the prefetches only compete with the tile loads for the L1
-      // miss buffers.
-      const int64_t next = col + kColStep;
+      // The weight rows of the next (column step, slice) in this loop's order come from DRAM:
+      // prefetch them into L2 while this one runs (32 rows x one line per depth step, spread
+      // over the token pairs). Not when streaming: then the prefetches only compete with the
+      // tile loads for the L1 miss buffers.
+      int64_t next = col + kColStep, nk_begin = k_begin, nk_end = k_end;
+      if (next >= g1) {
+        if (k_end < kp) {
+          next = g0;
+          nk_begin = k_end;
+          nk_end = std::min(kp, k_end + kc);
+        } else {
+          nk_begin = 0;
+          nk_end = std::min(kp, kc);
+        }
+      }
       const int next_rows = stream ? 0 : static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
       const uint16_t *pf0 = w + next * ldw, *pf1 = Gated ? w2 + next * ldw : w + (next + 16) * ldw;
-      const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((k_end - k_begin) / kDepthStep);
+      const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((nk_end - nk_begin) / kDepthStep);
       const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
                                   std::max<int64_t>(1, pairs * ((k_end - k_begin) / kDepthStep));
       // Prefetch cursor: line pf_done is depth pf_k, row pf_row of rows_all (gate rows, then up
       // rows; plain: the first 16 rows, then the second tile's), kept incrementally (no division
       // per line inside the depth loop).
       const int rows_all = next_rows * (Gated ? 2 : 1), first_rows = Gated ? next_rows : 16;
-      int64_t pf_done = 0, pf_k = k_begin;
+      int64_t pf_done = 0, pf_k = nk_begin;
       int pf_row = 0;
       // The token pairs reuse this column step's weight tiles. Read in place they are 16 rows a
       // weight row apart (4 KiB at K = 2048: every row in the same L1 set) and come from L2
@@ -380,7 +442,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
         const bool fill = panel && b == b0, from_panel = panel && b > b0;
         const uint16_t *x0 = packed + b * blk;
         const uint16_t *x1 = x0 + blk;
-        float *cp = last && first ? nullptr : partial + (((col - c0) / kColStep) * pairs + (b - b0) / 2) * 1024;
+        float *cp = last && first ? nullptr : partial + (((col - g0) / kColStep) * pairs + (b - b0) / 2) * 1024;
         if (first) {
           amx_zero_results();
         } else {
@@ -419,7 +481,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
         int ld;
         sources(k_begin, s0, s1, ld);
         _tile_loadd(4, s0, ld);
-        _tile_loadd(6, x0 + k_begin * kTokenBlock, 64);
+        MIXTILE_AMX_LOAD_TOKENS(6, x0 + k_begin * kTokenBlock);
         for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
           if (pf_c != nullptr && pf_c_line < 64) {
             _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
@@ -440,7 +502,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
           // them at the top of the step, the kernel alone).
           _tile_dpbf16ps(0, 4, 6);
           if (two) {
-            _tile_loadd(7, x1 + k0 * kTokenBlock, 64);
+            MIXTILE_AMX_LOAD_TOKENS(7, x1 + k0 * kTokenBlock);
             _tile_dpbf16ps(1, 4, 7);
           }
           if (n1 > 0) {  // plain steps at the last columns may have no second weight tile
@@ -455,7 +517,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
           if (k0 + kDepthStep < k_end) {
             sources(k0 + kDepthStep, s0, s1, ld);
             _tile_loadd(4, s0, ld);
-            _tile_loadd(6, x0 + (k0 + kDepthStep) * kTokenBlock, 64);
+            MIXTILE_AMX_LOAD_TOKENS(6, x0 + (k0 + kDepthStep) * kTokenBlock);
           }
           if (n1 > 0 && two) _tile_dpbf16ps(3, 5, 7);
         }
@@ -477,6 +539,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
       }
     }
   }
+  }
 }
 
 // Token blocks in passes of at most `mc` rows (rounded to a pair of blocks): the packed tokens
@@ -490,12 +553,22 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
 // 4096, weights cold, 66.8 -> 50.9 ms; expert FFN D=1024 F=3584 with weights 32 bytes off a
 // line, T=2048 of 8 experts top-2, warm, 0.76x the time; Qwen3-30B-A3B's shape at T=2048, cold,
 // 0.85x (aligned weights: 0.92x at 512 rows of one expert).
+// `l1_rows`, `l1_kc`: TileConfig::engine_l1_rows / engine_l1_kc: GEMMs of at least l1_rows rows
+// (> 0) that do not stream slice their depth by l1_kc instead of kc. With 512-deep slices a
+// column step's panel (32 KB) stays in L1 and the token tiles, loaded with the T1 hint, stream
+// past it from L2 (amx_gemm_pass); the slices' partial results cost a round trip through L2,
+// which pays off only when many token pairs reuse each panel. Expert FFN D=1024 F=3584, weights
+// 8 bytes off a line, 2 threads, 512 against 1024: 512 rows per expert 48-50 against 57-60 ms
+// (T=2048 of 8 experts top-2), 256 rows 25-27 against 29 ms; Qwen3-30B-A3B's experts at 256
+// rows (T=4096, cold) 243 against 252-258 ms; at 128 rows 145-148 against 140-144 and 64-100
+// rows (DeepSeek-V3-like, T=2048 cold) 254-256 against 221-229: hence from 256 rows.
 template <bool Gated, class Epilogue>
 void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
-              int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, int64_t panel_rows, float *partial,
-              const EngineScratch &s, Epilogue &ep) {
+              int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, int64_t panel_rows, int64_t l1_rows,
+              int64_t l1_kc, float *partial, const EngineScratch &s, Epilogue &ep) {
   const bool stream = engine_streams(b1 - b0, stream_rows);
   const bool panel = !stream && panel_rows > 0 && (b1 - b0) * kTokenBlock >= panel_rows;
+  if (!stream && l1_rows > 0 && (b1 - b0) * kTokenBlock >= l1_rows) kc = l1_kc;
   const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
   const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;

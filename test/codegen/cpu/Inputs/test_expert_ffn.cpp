@@ -1025,6 +1025,14 @@ int main() {
   all_engine_sliced.engine_kc = 32;  // one tile step per slice
   all_engine_sliced.engine_mc = 16;  // one block group per pass
   engine_tiles.push_back({"all-engine-kc32", all_engine_sliced});
+  TileConfig mixed_l1 = mixed;
+  mixed_l1.engine_l1_rows = 48;  // AMX GEMMs from 3 blocks on slice by 64 instead of 96
+  mixed_l1.engine_l1_kc = 64;
+  engine_tiles.push_back({"mixed-l1", mixed_l1});
+  TileConfig sliced_l1_deeper = all_engine_sliced;
+  sliced_l1_deeper.engine_l1_rows = 16;  // every AMX GEMM: slices of 128, deeper than engine_kc
+  sliced_l1_deeper.engine_l1_kc = 128;   // (the scratch panel sized by the deeper one)
+  engine_tiles.push_back({"all-engine-l1-deeper", sliced_l1_deeper});
   engine_tiles.push_back({"all-small", all_small});
   engine_tiles.push_back({"all-small-groups3", small_groups});
   const Shape engine_shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
