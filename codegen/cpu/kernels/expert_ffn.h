@@ -594,7 +594,8 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     const int tid = omp_get_thread_num();
     const int nthreads = omp_get_num_threads();
     const int64_t f_pieces = column_pieces(F, active, nthreads, kPiecesPerThread);
-    const int64_t d_pieces = column_pieces(D, 1, nthreads, kSharedPiecesPerThread);
+    const int64_t d_pieces = column_pieces(
+        D, 1, nthreads, Path == MatmulPath::amx_bf16 ? kAmxSharedPiecesPerThread : kSharedPiecesPerThread);
     char *mine = thread_ws + layout.per_thread * tid;
     const EngineScratch scratch = carve_engine_scratch(mine);
     float *partial = reinterpret_cast<float *>(mine + engine_scratch_bytes(tiles));

@@ -808,6 +808,13 @@ class WorkCounter {
 // every expert) takes kSharedPiecesPerThread; pieces of different experts read different rows.
 constexpr int64_t kPiecesPerThread = 8;
 constexpr int64_t kSharedPiecesPerThread = 4;
+// ... and on the AMX path, where the tile loop runs fast enough that re-reading each expert's
+// packed h per piece shows: the down projection in half as many pieces. Same checkpoint, two
+// builds in one process (bench/ab_artifacts.py, 2-core Xeon with AMX, outputs bitwise equal):
+// Mixtral-style T=2048 0.954x the time [q1 0.942, q3 0.962], T=512 0.957x, T=1 and 32 cold
+// 0.976x / 0.986x; Qwen3-30B-A3B's block T=32 cold 0.984x, 512 0.982x, 2048 0.990x;
+// DeepSeek-V3-like T=512 / 2048 0.988x / 0.970x.
+constexpr int64_t kAmxSharedPiecesPerThread = 2;
 
 // Pieces to cut n columns into (aligned to kColumnUnit, at most one per unit) when `owners`
 // independent owners (experts) each have their own n columns: about per_thread items per
