@@ -353,6 +353,9 @@ inline void amx_zero_results() {
 #endif
 constexpr int64_t kAmxGroupPartialBytes = MIXTILE_AMX_GROUP_PARTIAL_BYTES;
 constexpr int64_t kAmxGroupTokenBytes = int64_t(1) << 20;
+// The most partial-result bytes a GEMM may keep between its depth slices for it to take
+// TileConfig::engine_l1_kc (amx_gemm): about half the 2 MB L2.
+constexpr int64_t kAmxL1PartialBytes = int64_t(1) << 20;
 
 // Columns [c0, c1) of C^T = W · Xᵀ (gated: gate rows from w, up rows from w2) over packed token
 // blocks [b0, b1) of depth K; ldw = K (row-major weights). Gated steps 16 columns (gate tile +
@@ -568,10 +571,21 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
               int64_t l1_kc, float *partial, const EngineScratch &s, Epilogue &ep) {
   const bool stream = engine_streams(b1 - b0, stream_rows);
   const bool panel = !stream && panel_rows > 0 && (b1 - b0) * kTokenBlock >= panel_rows;
-  if (!stream && l1_rows > 0 && (b1 - b0) * kTokenBlock >= l1_rows) kc = l1_kc;
   const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
   const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;
+  if (!stream && l1_rows > 0 && (b1 - b0) * kTokenBlock >= l1_rows) {
+    // Only where the slices' partial results stay in L2 (amx_gemm_pass's order): a linear map
+    // over 512 rows of depth 2048 has 2 MB of tokens, so its slices would run over all columns
+    // and spill partials of every column step (a 2048 x 50304 lm head: 50 MB) to DRAM
+    // (bench_linear, 512 rows: 56 -> 68-74 ms with slices of 512 there).
+    constexpr int64_t kColStep = Gated ? 16 : 32;
+    const int64_t pass_blocks = std::min(b1 - b0, step);
+    const bool grouped = pass_blocks * padded_depth(K) * kTokenBlock * int64_t(sizeof(uint16_t)) <= kAmxGroupTokenBytes;
+    const int64_t partial_bytes =
+        grouped ? kAmxGroupPartialBytes : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
+    if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc;
+  }
   for (int64_t g = b0; g < b1; g += step)
     amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, panel, partial, s, ep);
 }
