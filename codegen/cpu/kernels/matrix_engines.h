@@ -291,8 +291,11 @@ inline void copy_weight_edge(uint16_t *__restrict dst, const uint16_t *w, int64_
 // Measured on a 2-core Sapphire Rapids VM (D=1024, F=3584, E=8, top-2, gated SiLU, 2 threads):
 // 1.3 TFLOP/s at 128 rows per expert, 1.6 at 512 (a good hour of that shared VM; it measured
 // 2-3x less on others). Up to 3 rows per expert the weight-streaming vector path with software
-// prefetch is faster (cpu-amx_bf16.json). A lone thread reaches ~0.85 TFLOP/s, ~30% of the core's TDPBF16PS peak (~2.9): weight
-// and token tiles come from L2, and the product order in amx_gemm_pass matters.
+// prefetch is faster (cpu-amx_bf16.json). A lone thread reached ~0.85 TFLOP/s, ~30% of the
+// core's TDPBF16PS peak (~2.9): weight and token tiles came from L2, and the product order in
+// amx_gemm_pass matters. On a Xeon whose two cores each have a tile unit (2026-12-02; 3.7
+// TFLOP/s per core on registers) the same experts run at 2.2-2.3 TFLOP/s at 512 rows per expert
+// with the weight panel kept in L1 (engine_l1_kc, T1 token loads), 1.5-1.7 before.
 //
 // Tile registers: 0-3 results (C^T, 16 output columns x 16 tokens, f32), 4-5 weight tiles
 // (16 rows x 32 depth, loaded in place with the weight's row stride), 6-7 token tiles (one
@@ -386,7 +389,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
   // order, and a group is the column steps whose partial results fit kAmxGroupPartialBytes (a
   // depth slice's partials come back from L2, not from DRAM); larger token sets take all columns
   // as one group, so that one slice of tokens stays in L2 while every column step passes it.
-  // D=1024 F=3584 (gated and down) x 512 tokens of one expert, 2 threads, weights warm, 32-deep
+  // D=1024 F=3584 (gated and down) x 512 tokens of one expert, 2 threads, weights warm, depth
   // slices of 512 with T1 token loads: gated 3.5-3.9 TFLOP/s in groups of 256 KB against
   // 3.35-3.54 in one group; down 3.0-3.1 in one group against 1.6 column step by column step.
   const int64_t token_bytes = (b1 - b0) * kp * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t));
@@ -399,149 +402,149 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
   // plain loads at any depth slice, 3.2-3.6 with T1 loads and slices of 512).
   const bool t1_tokens = !stream;
   for (int64_t g0 = c0; g0 < c1; g0 += group_steps * kColStep) {
-  const int64_t g1 = std::min(c1, g0 + group_steps * kColStep);
-  for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
-    const int64_t k_end = std::min(kp, k_begin + kc);
-    const bool first = k_begin == 0, last = k_end >= kp;
-    for (int64_t col = g0; col < g1; col += kColStep) {
-      const uint16_t *a0 = w + col * ldw;
-      const uint16_t *a1 = Gated ? w2 + col * ldw : w + (col + 16) * ldw;
-      const int n0 = static_cast<int>(std::min<int64_t>(16, c1 - col));
-      const int n1 = Gated ? n0 : static_cast<int>(std::clamp<int64_t>(c1 - col - 16, 0, 16));
-      const bool ragged = n0 < 16 || n1 < 16;
-      // The weight rows of the next (column step, slice) in this loop's order come from DRAM:
-      // prefetch them into L2 while this one runs (32 rows x one line per depth step, spread
-      // over the token pairs). Not when streaming: then the prefetches only compete with the
-      // tile loads for the L1 miss buffers.
-      int64_t next = col + kColStep, nk_begin = k_begin, nk_end = k_end;
-      if (next >= g1) {
-        if (k_end < kp) {
-          next = g0;
-          nk_begin = k_end;
-          nk_end = std::min(kp, k_end + kc);
-        } else {
-          nk_begin = 0;
-          nk_end = std::min(kp, kc);
-        }
-      }
-      const int next_rows = stream ? 0 : static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
-      const uint16_t *pf0 = w + next * ldw, *pf1 = Gated ? w2 + next * ldw : w + (next + 16) * ldw;
-      const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((nk_end - nk_begin) / kDepthStep);
-      const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
-                                  std::max<int64_t>(1, pairs * ((k_end - k_begin) / kDepthStep));
-      // Prefetch cursor: line pf_done is depth pf_k, row pf_row of rows_all (gate rows, then up
-      // rows; plain: the first 16 rows, then the second tile's), kept incrementally (no division
-      // per line inside the depth loop).
-      const int rows_all = next_rows * (Gated ? 2 : 1), first_rows = Gated ? next_rows : 16;
-      int64_t pf_done = 0, pf_k = nk_begin;
-      int pf_row = 0;
-      // The token pairs reuse this column step's weight tiles. Read in place they are 16 rows a
-      // weight row apart (4 KiB at K = 2048: every row in the same L1 set) and come from L2
-      // for every pair; with `panel` the first pair stores the tiles it loaded into s.panel,
-      // contiguous tile by tile, and the later pairs load them from there (the copy costs two
-      // tile stores per depth step of one pair, nothing on the vector units).
-      for (int64_t b = b0; b < b1; b += 2) {
-        const bool two = b + 1 < b1;
-        const bool fill = panel && b == b0, from_panel = panel && b > b0;
-        const uint16_t *x0 = packed + b * blk;
-        const uint16_t *x1 = x0 + blk;
-        float *cp = last && first ? nullptr : partial + (((col - g0) / kColStep) * pairs + (b - b0) / 2) * 1024;
-        if (first) {
-          amx_zero_results();
-        } else {
-          _tile_loadd(0, cp, 64);
-          _tile_loadd(1, cp + 256, 64);
-          _tile_loadd(2, cp + 512, 64);
-          _tile_loadd(3, cp + 768, 64);
-        }
-        // Partial results of the next token pair (contiguous after this one) may be out of L2:
-        // prefetch them, two lines per depth step.
-        const char *pf_c = cp != nullptr ? reinterpret_cast<const char *>(cp + 1024) : nullptr;
-        int pf_c_line = 0;
-        // The panel's two weight tiles of depth step k (2 KB per step of the slice).
-        auto panel_at = [&](int64_t k) { return s.panel + (k - k_begin) / kDepthStep * 1024; };
-        // The weight tiles of depth step k: from the panel, from an edge copy (ragged columns,
-        // the depth's last partial step) or in place; the edge copy may overwrite the buffers
-        // once the previous step's tiles are loaded.
-        auto sources = [&](int64_t k, const uint16_t *&t0, const uint16_t *&t1, int &ld_tiles) {
-          if (from_panel) {
-            t0 = panel_at(k);
-            t1 = t0 + 512;
-            ld_tiles = 64;
-          } else if (ragged || k >= full_steps * kDepthStep) {
-            copy_weight_edge(edge0, a0, ldw, n0, k, K);
-            if (n1 > 0) copy_weight_edge(edge1, a1, ldw, n1, k, K);
-            t0 = edge0;
-            t1 = edge1;
-            ld_tiles = 64;
+    const int64_t g1 = std::min(c1, g0 + group_steps * kColStep);
+    for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
+      const int64_t k_end = std::min(kp, k_begin + kc);
+      const bool first = k_begin == 0, last = k_end >= kp;
+      for (int64_t col = g0; col < g1; col += kColStep) {
+        const uint16_t *a0 = w + col * ldw;
+        const uint16_t *a1 = Gated ? w2 + col * ldw : w + (col + 16) * ldw;
+        const int n0 = static_cast<int>(std::min<int64_t>(16, c1 - col));
+        const int n1 = Gated ? n0 : static_cast<int>(std::clamp<int64_t>(c1 - col - 16, 0, 16));
+        const bool ragged = n0 < 16 || n1 < 16;
+        // The weight rows of the next (column step, slice) in this loop's order come from DRAM:
+        // prefetch them into L2 while this one runs (32 rows x one line per depth step, spread
+        // over the token pairs). Not when streaming: then the prefetches only compete with the
+        // tile loads for the L1 miss buffers.
+        int64_t next = col + kColStep, nk_begin = k_begin, nk_end = k_end;
+        if (next >= g1) {
+          if (k_end < kp) {
+            next = g0;
+            nk_begin = k_end;
+            nk_end = std::min(kp, k_end + kc);
           } else {
-            t0 = a0 + k;
-            t1 = a1 + k;
-            ld_tiles = ld_bytes;
+            nk_begin = 0;
+            nk_end = std::min(kp, kc);
           }
-        };
-        const uint16_t *s0, *s1;
-        int ld;
-        sources(k_begin, s0, s1, ld);
-        _tile_loadd(4, s0, ld);
-        MIXTILE_AMX_LOAD_TOKENS(6, x0 + k_begin * kTokenBlock);
-        for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
-          if (pf_c != nullptr && pf_c_line < 64) {
-            _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
-            _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
+        }
+        const int next_rows = stream ? 0 : static_cast<int>(std::clamp<int64_t>(c1 - next, 0, Gated ? 16 : 32));
+        const uint16_t *pf0 = w + next * ldw, *pf1 = Gated ? w2 + next * ldw : w + (next + 16) * ldw;
+        const int64_t pf_lines = next_rows * (Gated ? 2 : 1) * ((nk_end - nk_begin) / kDepthStep);
+        const int64_t pf_per_step = (pf_lines + pairs * ((k_end - k_begin) / kDepthStep) - 1) /
+                                    std::max<int64_t>(1, pairs * ((k_end - k_begin) / kDepthStep));
+        // Prefetch cursor: line pf_done is depth pf_k, row pf_row of rows_all (gate rows, then up
+        // rows; plain: the first 16 rows, then the second tile's), kept incrementally (no division
+        // per line inside the depth loop).
+        const int rows_all = next_rows * (Gated ? 2 : 1), first_rows = Gated ? next_rows : 16;
+        int64_t pf_done = 0, pf_k = nk_begin;
+        int pf_row = 0;
+        // The token pairs reuse this column step's weight tiles. Read in place they are 16 rows a
+        // weight row apart (4 KiB at K = 2048: every row in the same L1 set) and come from L2
+        // for every pair; with `panel` the first pair stores the tiles it loaded into s.panel,
+        // contiguous tile by tile, and the later pairs load them from there (the copy costs two
+        // tile stores per depth step of one pair, nothing on the vector units).
+        for (int64_t b = b0; b < b1; b += 2) {
+          const bool two = b + 1 < b1;
+          const bool fill = panel && b == b0, from_panel = panel && b > b0;
+          const uint16_t *x0 = packed + b * blk;
+          const uint16_t *x1 = x0 + blk;
+          float *cp = last && first ? nullptr : partial + (((col - g0) / kColStep) * pairs + (b - b0) / 2) * 1024;
+          if (first) {
+            amx_zero_results();
+          } else {
+            _tile_loadd(0, cp, 64);
+            _tile_loadd(1, cp + 256, 64);
+            _tile_loadd(2, cp + 512, 64);
+            _tile_loadd(3, cp + 768, 64);
           }
-          for (int64_t i = 0; i < pf_per_step && pf_done < pf_lines; ++i, ++pf_done) {
-            const uint16_t *row = pf_row < first_rows ? pf0 + pf_row * ldw : pf1 + (pf_row - first_rows) * ldw;
-            _mm_prefetch(reinterpret_cast<const char *>(row + pf_k), _MM_HINT_T1);
-            if (++pf_row == rows_all) {
-              pf_row = 0;
-              pf_k += kDepthStep;
+          // Partial results of the next token pair (contiguous after this one) may be out of L2:
+          // prefetch them, two lines per depth step.
+          const char *pf_c = cp != nullptr ? reinterpret_cast<const char *>(cp + 1024) : nullptr;
+          int pf_c_line = 0;
+          // The panel's two weight tiles of depth step k (2 KB per step of the slice).
+          auto panel_at = [&](int64_t k) { return s.panel + (k - k_begin) / kDepthStep * 1024; };
+          // The weight tiles of depth step k: from the panel, from an edge copy (ragged columns,
+          // the depth's last partial step) or in place; the edge copy may overwrite the buffers
+          // once the previous step's tiles are loaded.
+          auto sources = [&](int64_t k, const uint16_t *&t0, const uint16_t *&t1, int &ld_tiles) {
+            if (from_panel) {
+              t0 = panel_at(k);
+              t1 = t0 + 512;
+              ld_tiles = 64;
+            } else if (ragged || k >= full_steps * kDepthStep) {
+              copy_weight_edge(edge0, a0, ldw, n0, k, K);
+              if (n1 > 0) copy_weight_edge(edge1, a1, ldw, n1, k, K);
+              t0 = edge0;
+              t1 = edge1;
+              ld_tiles = 64;
+            } else {
+              t0 = a0 + k;
+              t1 = a1 + k;
+              ld_tiles = ld_bytes;
             }
+          };
+          const uint16_t *s0, *s1;
+          int ld;
+          sources(k_begin, s0, s1, ld);
+          _tile_loadd(4, s0, ld);
+          MIXTILE_AMX_LOAD_TOKENS(6, x0 + k_begin * kTokenBlock);
+          for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepthStep) {
+            if (pf_c != nullptr && pf_c_line < 64) {
+              _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
+              _mm_prefetch(pf_c + 64 * pf_c_line++, _MM_HINT_T0);
+            }
+            for (int64_t i = 0; i < pf_per_step && pf_done < pf_lines; ++i, ++pf_done) {
+              const uint16_t *row = pf_row < first_rows ? pf0 + pf_row * ldw : pf1 + (pf_row - first_rows) * ldw;
+              _mm_prefetch(reinterpret_cast<const char *>(row + pf_k), _MM_HINT_T1);
+              if (++pf_row == rows_all) {
+                pf_row = 0;
+                pf_k += kDepthStep;
+              }
+            }
+            // Order: each product issues as soon as its two operands are in, the second weight
+            // tile loads while the first two products run (~14% over loading all four tiles
+            // first), and the next step's first weight and token tiles load before this step's
+            // last product (tile instructions execute in order: 0.79-0.86x the time of loading
+            // them at the top of the step, the kernel alone).
+            _tile_dpbf16ps(0, 4, 6);
+            if (two) {
+              MIXTILE_AMX_LOAD_TOKENS(7, x1 + k0 * kTokenBlock);
+              _tile_dpbf16ps(1, 4, 7);
+            }
+            if (n1 > 0) {  // plain steps at the last columns may have no second weight tile
+              _tile_loadd(5, s1, ld);
+              _tile_dpbf16ps(2, 5, 6);
+            }
+            if (fill) {
+              uint16_t *pt = panel_at(k0);
+              _tile_stored(4, pt, 64);
+              if (n1 > 0) _tile_stored(5, pt + 512, 64);
+            }
+            if (k0 + kDepthStep < k_end) {
+              sources(k0 + kDepthStep, s0, s1, ld);
+              _tile_loadd(4, s0, ld);
+              MIXTILE_AMX_LOAD_TOKENS(6, x0 + (k0 + kDepthStep) * kTokenBlock);
+            }
+            if (n1 > 0 && two) _tile_dpbf16ps(3, 5, 7);
           }
-          // Order: each product issues as soon as its two operands are in, the second weight
-          // tile loads while the first two products run (~14% over loading all four tiles
-          // first), and the next step's first weight and token tiles load before this step's
-          // last product (tile instructions execute in order: 0.79-0.86x the time of loading
-          // them at the top of the step, the kernel alone).
-          _tile_dpbf16ps(0, 4, 6);
-          if (two) {
-            MIXTILE_AMX_LOAD_TOKENS(7, x1 + k0 * kTokenBlock);
-            _tile_dpbf16ps(1, 4, 7);
-          }
-          if (n1 > 0) {  // plain steps at the last columns may have no second weight tile
-            _tile_loadd(5, s1, ld);
-            _tile_dpbf16ps(2, 5, 6);
-          }
-          if (fill) {
-            uint16_t *pt = panel_at(k0);
-            _tile_stored(4, pt, 64);
-            if (n1 > 0) _tile_stored(5, pt + 512, 64);
-          }
-          if (k0 + kDepthStep < k_end) {
-            sources(k0 + kDepthStep, s0, s1, ld);
-            _tile_loadd(4, s0, ld);
-            MIXTILE_AMX_LOAD_TOKENS(6, x0 + (k0 + kDepthStep) * kTokenBlock);
-          }
-          if (n1 > 0 && two) _tile_dpbf16ps(3, 5, 7);
-        }
-        float *c = last ? s.c : cp;
-        _tile_stored(0, c, 64);
-        _tile_stored(1, c + 256, 64);
-        _tile_stored(2, c + 512, 64);
-        _tile_stored(3, c + 768, 64);
-        if (!last) continue;
-        for (int j = 0; j < (two ? 2 : 1); ++j) {
-          const float *cj = s.c + j * 256;  // tiles 0/1: first weight tile, 2/3: second
-          if constexpr (Gated) {
-            ep.tile(b + j, col, n0, cj, cj + 512);
-          } else {
-            ep.tile(b + j, col, n0, cj, nullptr);
-            if (n1 > 0) ep.tile(b + j, col + 16, n1, cj + 512, nullptr);
+          float *c = last ? s.c : cp;
+          _tile_stored(0, c, 64);
+          _tile_stored(1, c + 256, 64);
+          _tile_stored(2, c + 512, 64);
+          _tile_stored(3, c + 768, 64);
+          if (!last) continue;
+          for (int j = 0; j < (two ? 2 : 1); ++j) {
+            const float *cj = s.c + j * 256;  // tiles 0/1: first weight tile, 2/3: second
+            if constexpr (Gated) {
+              ep.tile(b + j, col, n0, cj, cj + 512);
+            } else {
+              ep.tile(b + j, col, n0, cj, nullptr);
+              if (n1 > 0) ep.tile(b + j, col + 16, n1, cj + 512, nullptr);
+            }
           }
         }
       }
     }
-  }
   }
 }
 
