@@ -5,7 +5,8 @@
 // per-round ratio of this harness holds an A/A run at 1.00 +- 0.03.
 //
 //   ab linear  THREADS M K N [ROUNDS=15] [dp]     bf16 W [N, K]; dp: the avx512_bf16 path on both
-//   ab experts THREADS E D F T k [ROUNDS=15]      gated SiLU, bf16, T tokens routed top-k of E
+//   ab experts THREADS E D F T k [ROUNDS=15] [PATH=fma]   gated SiLU, bf16, T tokens routed top-k
+//                                                 of E; PATH fma, amx (amx_bf16) or dp (avx512_bf16)
 //
 // Prints each side's median time and rate and the median [quartiles] of the per-round ratio
 // time A / time B (> 1: B is faster), and the largest difference between the two sides' outputs.
@@ -26,9 +27,9 @@
 void ab_linear_A(int64_t, int64_t, int64_t, const float *, const uint16_t *, float *, int, int);
 void ab_linear_B(int64_t, int64_t, int64_t, const float *, const uint16_t *, float *, int, int);
 void ab_experts_A(int, int64_t, int64_t, int64_t, int64_t, const float *, const int32_t *, const int32_t *,
-                  const float *, const void *const *, const void *const *, const void *const *, float *, int);
+                  const float *, const void *const *, const void *const *, const void *const *, float *, int, int);
 void ab_experts_B(int, int64_t, int64_t, int64_t, int64_t, const float *, const int32_t *, const int32_t *,
-                  const float *, const void *const *, const void *const *, const void *const *, float *, int);
+                  const float *, const void *const *, const void *const *, const void *const *, float *, int, int);
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -90,7 +91,7 @@ void compare(int threads, int rounds, double units, const char *unit, const std:
 int usage() {
   std::fprintf(stderr,
                "usage: ab linear THREADS M K N [ROUNDS] [dp]\n"
-               "       ab experts THREADS E D F T k [ROUNDS]\n");
+               "       ab experts THREADS E D F T k [ROUNDS] [fma|amx|dp]\n");
   return 1;
 }
 }  // namespace
@@ -123,6 +124,9 @@ int main(int argc, char **argv) {
     const int64_t D = std::atoll(argv[4]), F = std::atoll(argv[5]), T = std::atoll(argv[6]);
     const int k = std::atoi(argv[7]);
     const int rounds = argc > 8 ? std::atoi(argv[8]) : 15;
+    const std::string path_name = argc > 9 ? argv[9] : "fma";
+    const int path = path_name == "amx" ? 1 : path_name == "dp" ? 2 : path_name == "fma" ? 0 : -1;
+    if (path < 0) return usage();
     if (threads < 1 || E < 1 || k < 1 || k > E || D < 1 || F < 1 || T < 1 || rounds < 1) return usage();
     // Top-k of E per token, distinct experts, gates normalized; assignments grouped by expert.
     std::vector<std::vector<std::pair<int32_t, float>>> per(E);
@@ -165,7 +169,7 @@ int main(int argc, char **argv) {
             [&](int side) {
               (side == 0 ? ab_experts_A : ab_experts_B)(E, D, F, T, rows_per_expert, x.data(), offsets.data(),
                                                         tokens.data(), gates.data(), gw.data(), uw.data(), dw.data(),
-                                                        side == 0 ? ya.data() : yb.data(), threads);
+                                                        side == 0 ? ya.data() : yb.data(), threads, path);
             },
             ya, yb);
     return 0;

@@ -21,13 +21,14 @@ TileConfig side_tiles(int64_t bucket_rows) {
   // Fields in MIXTILE_TILES's order (bench_common.h); read field by field so that a side built
   // from an older tree ignores fields it does not have.
   if (const char *env = std::getenv(AB_STR(AB_TILES_ENV))) {
-    int v[12];
-    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4],
-                              &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11]);
-    // AB_FIELD_11/12: &t.<field> where this tree's TileConfig has the field, else nullptr (ab.sh).
+    int v[14];
+    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4],
+                              &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13]);
+    // AB_FIELD_N: &t.<field> where this tree's TileConfig has the field, else nullptr (ab.sh).
     int *fields[] = {&t.mc, &t.kc, &t.nc, &t.small_m_max, &t.engine_kc, &t.engine_mc, &t.small_prefetch_rows,
-                     &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_FIELD_11, AB_FIELD_12};
-    for (int i = 0; i < n && i < 12; ++i)
+                     &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_FIELD_11, AB_FIELD_12,
+                     AB_FIELD_13, AB_FIELD_14};
+    for (int i = 0; i < n && i < 14; ++i)
       if (fields[i] != nullptr) *fields[i] = v[i];
   }
   return t;
@@ -65,11 +66,12 @@ void AB_CAT(ab_linear_, AB_SIDE)(int64_t M, int64_t K, int64_t N, const float *x
   linear<WeightType::bf16, MatmulPath::fma_f32>(p, t);
 }
 
-// Gated SiLU expert FFN, bf16 weights, scatter-add into y (zeroed first), fma_f32 path.
+// Gated SiLU expert FFN, bf16 weights, scatter-add into y (zeroed first), on the fma_f32 path or
+// (path 1, AMX builds on AMX hosts) amx_bf16 or (path 2, AVX512-BF16 builds) avx512_bf16.
 void AB_CAT(ab_experts_, AB_SIDE)(int E, int64_t D, int64_t F, int64_t T, int64_t rows_per_expert,
                                   const float *x, const int32_t *offsets, const int32_t *tokens, const float *gates,
                                   const void *const *gate_w, const void *const *up_w, const void *const *down_w,
-                                  float *y, int threads) {
+                                  float *y, int threads, int path) {
   static TileConfig t = side_tiles(rows_per_expert);
   static void *ws = nullptr;
   static size_t have = 0;
@@ -77,6 +79,32 @@ void AB_CAT(ab_experts_, AB_SIDE)(int E, int64_t D, int64_t F, int64_t T, int64_
   p.num_experts = E, p.hidden = D, p.inter = F, p.x = x, p.offsets = offsets, p.tokens = tokens, p.gates = gates;
   p.gate_w = gate_w, p.up_w = up_w, p.down_w = down_w, p.y = y, p.out_rows = tokens, p.zero_rows = T;
   p.num_threads = threads;
+#if defined(MIXTILE_HAVE_AMX_BF16)
+  if (path == 1) {
+    if (!amx_ready()) {
+      std::fprintf(stderr, "ab: this host grants no AMX tiles\n");
+      std::exit(1);
+    }
+    p.workspace = grow(ws, have,
+                       expert_ffn_workspace_size(offsets[E], E, D, F, threads, t, MatmulPath::amx_bf16,
+                                                 WeightType::bf16) + 64);
+    expert_ffn<WeightType::bf16, Activation::silu, true, MatmulPath::amx_bf16>(p, t);
+    return;
+  }
+#endif
+#if defined(MIXTILE_HAVE_AVX512_BF16)
+  if (path == 2) {
+    p.workspace = grow(ws, have,
+                       expert_ffn_workspace_size(offsets[E], E, D, F, threads, t, MatmulPath::avx512_bf16,
+                                                 WeightType::bf16) + 64);
+    expert_ffn<WeightType::bf16, Activation::silu, true, MatmulPath::avx512_bf16>(p, t);
+    return;
+  }
+#endif
+  if (path != 0) {
+    std::fprintf(stderr, "ab: this build has no %s path\n", path == 1 ? "amx_bf16" : "avx512_bf16");
+    std::exit(1);
+  }
   p.workspace = grow(ws, have, expert_ffn_workspace_size(offsets[E], E, D, F, threads, t) + 64);
   expert_ffn<WeightType::bf16, Activation::silu, true>(p, t);
 }
