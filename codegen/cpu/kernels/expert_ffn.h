@@ -173,6 +173,10 @@ struct ShiftedEpilogue {
   int64_t shift;
   void row(int64_t i, int64_t col, int n, const float *v, const float *u) { ep.row(i, col + shift, n, v, u); }
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) { ep.tile(b, col + shift, ncols, c, u); }
+  static constexpr int kTileParts = EpilogueTileParts<Epilogue>::value;
+  void tile_part(int64_t b, int64_t col, int ncols, const float *c, const float *u, int part) {
+    ep.tile_part(b, col + shift, ncols, c, u, part);
+  }
 };
 
 #ifndef MIXTILE_DP_FP8_FUSED_ROWS
@@ -436,6 +440,28 @@ inline int64_t assignment_at(const ExpertFFNProblem &p, const int64_t *rows, int
 
 #if defined(MIXTILE_HAVE_BF16_ENGINE)
 
+// silu(g) (⊙ u) for values rounded to bf16 right after (the engine paths' packed h): exp as a
+// degree-4 polynomial of 2^f and a 14-bit reciprocal instead of the division. Relative error at
+// most 9e-5 where |silu(g)| >= 1e-30 (checked over every 251st f32 bit pattern against float64),
+// under 1e-29 absolute below; bf16 rounding itself is up to 2^-9 = 2e-3. NaN stays NaN, silu(+inf)
+// = inf, silu(-inf) = NaN (as x / (1 + exp(-x)) in float64). Alone, 0.17 ms against vgated's
+// 0.27 ms for one expert's 512 x 1792 values (SPR core); within amx_gemm_pass 3-4% of the GEMM.
+template <bool Gated>
+inline __m512 silu_for_bf16(__m512 g, __m512 u) {
+  __m512 t = _mm512_mul_ps(g, _mm512_set1_ps(-1.44269504088896341f));  // exp(-g) = 2^t
+  t = _mm512_max_ps(_mm512_set1_ps(-150.0f), _mm512_min_ps(_mm512_set1_ps(128.0f), t));  // NaN stays
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);  // [-0.5, 0.5]
+  __m512 p = _mm512_set1_ps(0.00961812910762847716f);  // Taylor of 2^f: (ln 2)^i / i!
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0555041086648215800f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240226506959100712f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.693147180559945309f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
+  const __m512 s = _mm512_mul_ps(g, _mm512_rcp14_ps(d));  // before u: g * u may overflow
+  return Gated ? _mm512_mul_ps(s, u) : s;
+}
+
 // Phase-1 epilogue of the engine loops: h = act(g) (⊙ u) for the tokens of one expert, written as
 // bf16 pairs of adjacent columns into the packed block (col is even: column ranges start at
 // multiples of 32, engine column steps are even).
@@ -451,9 +477,15 @@ struct HiddenTileEpilogue {
     VecF w = Gated ? VecF{_mm512_loadu_ps(u + j * 16)} : vzero();
     if (extras.first != nullptr) g = vadd(g, vset1(extras.first[j]));
     if (Gated && extras.second != nullptr) w = vadd(w, vset1(extras.second[j]));
+    if constexpr (Act == Activation::silu) return silu_for_bf16<Gated>(g.v, w.v);
     return vgated<Act, Gated>(g, w, extras.act).v;
   }
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *u) {
+    for (int part = 0; part < kTileParts; ++part) tile_part(b, col, ncols, c, u, part);
+  }
+  // Column pairs [2 * part, 2 * part + 2) of the tile's 8 (amx_gemm_pass's deferred epilogue).
+  static constexpr int kTileParts = 4;
+  void tile_part(int64_t b, int64_t col, int ncols, const float *c, const float *u, int part) {
     const int64_t t0 = b * kTokenBlock;
     const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
     const int hi = static_cast<int>(std::min<int64_t>(kTokenBlock, r1 - t0));
@@ -463,7 +495,7 @@ struct HiddenTileEpilogue {
     HiddenTileEpilogue at = *this;
     if (at.extras.first != nullptr) at.extras.first += col;
     if (at.extras.second != nullptr) at.extras.second += col;
-    for (int q = 0; 2 * q < ncols; ++q) {
+    for (int q = 2 * part; q < 2 * part + 2 && 2 * q < ncols; ++q) {
       const __m512 v0 = at.column(2 * q, c, u);
       const __m512 v1 = 2 * q + 1 < ncols ? at.column(2 * q + 1, c, u) : _mm512_setzero_ps();
       _mm512_mask_storeu_epi32(dst + q * 32, tokens, bf16_pairs(v0, v1));

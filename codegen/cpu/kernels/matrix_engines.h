@@ -105,9 +105,18 @@ inline int64_t padded_depth(int64_t k) { return (k + kDepthStep - 1) / kDepthSte
 // bf16 elements of one packed block of depth k.
 inline int64_t packed_block_elems(int64_t k) { return padded_depth(k) * kTokenBlock; }
 
+// Epilogues may split their tile into E::kTileParts parts (tile_part(b, col, ncols, c, u, part),
+// part < kTileParts, together the same as tile()): amx_gemm_pass runs a token pair's epilogue
+// part by part between the next pair's tile products, so that the vector units work while the
+// tile unit does. Without kTileParts a whole tile() is one part.
+template <class E, class = void>
+struct EpilogueTileParts : std::integral_constant<int, 1> {};
+template <class E>
+struct EpilogueTileParts<E, std::void_t<decltype(E::kTileParts)>> : std::integral_constant<int, E::kTileParts> {};
+
 // Per-thread scratch of the engine loops, carved from the caller's workspace.
 struct EngineScratch {
-  float *c;          // result tiles: kEngineResultFloats floats
+  float *c;          // result tiles: kEngineResultFloats floats (AMX: two halves, amx_gemm_pass)
   uint16_t *a_edge;  // 2 weight tiles of 16 rows x 32 bf16 for ragged edges
   uint16_t *panel;   // one column step's weight tiles of one depth slice (AMX, see amx_gemm_pass)
 };
@@ -346,6 +355,46 @@ inline void amx_zero_results() {
     }                                   \
   } while (0)
 
+// One token pair's results waiting for their epilogue (amx_gemm_pass): C^T tiles in c (tiles 0/1:
+// the first weight tile's columns for blocks b and b + 1, 2/3: the second's), run part by part.
+template <bool Gated, class Epilogue>
+struct AmxDeferredEpilogue {
+  static constexpr int kParts = EpilogueTileParts<Epilogue>::value;
+  Epilogue &ep;
+  const float *c = nullptr;
+  int64_t b = 0, col = 0;
+  int n0 = 0, n1 = 0;
+  int calls_per_block = 0;  // tile() calls per token block: gated 1, plain 1 or 2 (n1 > 0)
+  int next = 0, total = 0;  // parts done, parts in all
+  void start(const float *results, int64_t block, int64_t column, int cols0, int cols1, bool two) {
+    c = results;
+    b = block;
+    col = column;
+    n0 = cols0;
+    n1 = cols1;
+    calls_per_block = Gated || n1 == 0 ? 1 : 2;
+    next = 0;
+    total = (two ? 2 : 1) * calls_per_block * kParts;
+  }
+  // Runs parts until `upto` (clamped to the total) are done.
+  void run_until(int upto) {
+    for (upto = std::min(upto, total); next < upto; ++next) {
+      const int call = next / kParts, part = next % kParts;
+      const int j = call / calls_per_block, second = call % calls_per_block;
+      const float *cj = c + j * 256 + second * 512;  // tiles 0/1: first weight tile, 2/3: second
+      const int64_t cc = col + second * 16;
+      const int n = second ? n1 : n0;
+      const float *up = Gated ? cj + 512 : nullptr;
+      if constexpr (kParts > 1) {
+        ep.tile_part(b + j, cc, n, cj, up, part);
+      } else {
+        ep.tile(b + j, cc, n, cj, up);
+      }
+    }
+  }
+  void finish() { run_until(total); }
+};
+
 // Partial-result bytes of one group of column steps (amx_gemm_pass) when the pass's packed
 // tokens fit kAmxGroupTokenBytes: the depth slices then run column group by column group, and
 // the partial results of a group (column steps x token pairs x 4 KB) stay in L2.
@@ -401,6 +450,10 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
   // the tile loads hit L1 (the same loop, D=1024 F=3584 x 512 tokens: 2.5-2.7 TFLOP/s with
   // plain loads at any depth slice, 3.2-3.6 with T1 loads and slices of 512).
   const bool t1_tokens = !stream;
+  // The epilogue of a token pair's finished results runs during the next pair's depth steps (in
+  // parts, AmxDeferredEpilogue), its results in the other half of s.c.
+  AmxDeferredEpilogue<Gated, Epilogue> pending{ep};
+  int result_half = 0;
   for (int64_t g0 = c0; g0 < c1; g0 += group_steps * kColStep) {
     const int64_t g1 = std::min(c1, g0 + group_steps * kColStep);
     for (int64_t k_begin = 0; k_begin < kp; k_begin += kc) {
@@ -483,6 +536,9 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
               ld_tiles = ld_bytes;
             }
           };
+          // The pending epilogue's parts spread over this pair's depth steps.
+          const int64_t depth_steps = (k_end - k_begin) / kDepthStep;
+          int64_t step_index = 0;
           const uint16_t *s0, *s1;
           int ld;
           sources(k_begin, s0, s1, ld);
@@ -507,6 +563,8 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
             // last product (tile instructions execute in order: 0.79-0.86x the time of loading
             // them at the top of the step, the kernel alone).
             _tile_dpbf16ps(0, 4, 6);
+            if (pending.next < pending.total)
+              pending.run_until(static_cast<int>(pending.total * ++step_index / depth_steps));
             if (two) {
               MIXTILE_AMX_LOAD_TOKENS(7, x1 + k0 * kTokenBlock);
               _tile_dpbf16ps(1, 4, 7);
@@ -527,25 +585,20 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
             }
             if (n1 > 0 && two) _tile_dpbf16ps(3, 5, 7);
           }
-          float *c = last ? s.c : cp;
+          pending.finish();
+          float *c = last ? s.c + result_half * 1024 : cp;
           _tile_stored(0, c, 64);
           _tile_stored(1, c + 256, 64);
           _tile_stored(2, c + 512, 64);
           _tile_stored(3, c + 768, 64);
           if (!last) continue;
-          for (int j = 0; j < (two ? 2 : 1); ++j) {
-            const float *cj = s.c + j * 256;  // tiles 0/1: first weight tile, 2/3: second
-            if constexpr (Gated) {
-              ep.tile(b + j, col, n0, cj, cj + 512);
-            } else {
-              ep.tile(b + j, col, n0, cj, nullptr);
-              if (n1 > 0) ep.tile(b + j, col + 16, n1, cj + 512, nullptr);
-            }
-          }
+          pending.start(c, b, col, n0, n1, two);
+          result_half ^= 1;
         }
       }
     }
   }
+  pending.finish();
 }
 
 // Token blocks in passes of at most `mc` rows (rounded to a pair of blocks): the packed tokens
