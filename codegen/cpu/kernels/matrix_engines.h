@@ -405,6 +405,12 @@ struct AmxDeferredEpilogue {
 #endif
 constexpr int64_t kAmxGroupPartialBytes = MIXTILE_AMX_GROUP_PARTIAL_BYTES;
 constexpr int64_t kAmxGroupTokenBytes = int64_t(1) << 20;
+// Whether amx_gemm_pass over `blocks` token blocks of depth K runs its depth slices group of
+// column steps by group (its packed tokens fit kAmxGroupTokenBytes) rather than over all columns;
+// amx_gemm asks the same before it takes engine_l1_kc.
+inline bool amx_slices_grouped(int64_t blocks, int64_t K) {
+  return blocks * padded_depth(K) * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t)) <= kAmxGroupTokenBytes;
+}
 // The most partial-result bytes a GEMM may keep between its depth slices for it to take
 // TileConfig::engine_l1_kc (amx_gemm): about half the 2 MB L2.
 constexpr int64_t kAmxL1PartialBytes = int64_t(1) << 20;
@@ -441,8 +447,7 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
   // D=1024 F=3584 (gated and down) x 512 tokens of one expert, 2 threads, weights warm, depth
   // slices of 512 with T1 token loads: gated 3.5-3.9 TFLOP/s in groups of 256 KB against
   // 3.35-3.54 in one group; down 3.0-3.1 in one group against 1.6 column step by column step.
-  const int64_t token_bytes = (b1 - b0) * kp * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t));
-  const int64_t group_steps = kp <= kc || token_bytes > kAmxGroupTokenBytes
+  const int64_t group_steps = kp <= kc || !amx_slices_grouped(b1 - b0, K)
                                   ? (c1 - c0 + kColStep - 1) / kColStep
                                   : std::max<int64_t>(1, kAmxGroupPartialBytes / (pairs * 4096));
   // Token tiles by TILELOADDT1 unless streaming (MIXTILE_AMX_LOAD_TOKENS): with the slice's
@@ -637,9 +642,8 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
     // (bench_linear, 512 rows: 56 -> 68-74 ms with slices of 512 there).
     constexpr int64_t kColStep = Gated ? 16 : 32;
     const int64_t pass_blocks = std::min(b1 - b0, step);
-    const bool grouped = pass_blocks * padded_depth(K) * kTokenBlock * int64_t(sizeof(uint16_t)) <= kAmxGroupTokenBytes;
     const int64_t partial_bytes =
-        grouped ? kAmxGroupPartialBytes : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
+        amx_slices_grouped(pass_blocks, K) ? kAmxGroupPartialBytes : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
     if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc;
   }
   for (int64_t g = b0; g < b1; g += step)
