@@ -304,7 +304,8 @@ inline void copy_weight_edge(uint16_t *__restrict dst, const uint16_t *w, int64_
 // core's TDPBF16PS peak (~2.9): weight and token tiles came from L2, and the product order in
 // amx_gemm_pass matters. On a Xeon whose two cores each have a tile unit (2026-12-02; 3.7
 // TFLOP/s per core on registers) the same experts run at 2.2-2.3 TFLOP/s at 512 rows per expert
-// with the weight panel kept in L1 (engine_l1_kc, T1 token loads), 1.5-1.7 before.
+// with the weight panel kept in L1 (engine_l1_kc, T1 token loads), 1.5-1.7 before; 2.5-2.6 at
+// T=2048 with each token pair's epilogue run between the next pair's products (AmxDeferredEpilogue).
 //
 // Tile registers: 0-3 results (C^T, 16 output columns x 16 tokens, f32), 4-5 weight tiles
 // (16 rows x 32 depth, loaded in place with the weight's row stride), 6-7 token tiles (one
