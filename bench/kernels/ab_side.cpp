@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 #include "codegen/cpu/kernels/kernels.h"
 
@@ -79,27 +80,24 @@ void AB_CAT(ab_experts_, AB_SIDE)(int E, int64_t D, int64_t F, int64_t T, int64_
   p.num_experts = E, p.hidden = D, p.inter = F, p.x = x, p.offsets = offsets, p.tokens = tokens, p.gates = gates;
   p.gate_w = gate_w, p.up_w = up_w, p.down_w = down_w, p.y = y, p.out_rows = tokens, p.zero_rows = T;
   p.num_threads = threads;
+  // The workspace for bf16 weights on the path, then the call.
+  auto run = [&](auto path_constant) {
+    constexpr MatmulPath kPath = decltype(path_constant)::value;
+    const size_t bytes = expert_ffn_workspace_size(offsets[E], E, D, F, threads, t, kPath, WeightType::bf16);
+    p.workspace = grow(ws, have, bytes + 64);
+    expert_ffn<WeightType::bf16, Activation::silu, true, kPath>(p, t);
+  };
 #if defined(MIXTILE_HAVE_AMX_BF16)
   if (path == 1) {
     if (!amx_ready()) {
       std::fprintf(stderr, "ab: this host grants no AMX tiles\n");
       std::exit(1);
     }
-    p.workspace = grow(ws, have,
-                       expert_ffn_workspace_size(offsets[E], E, D, F, threads, t, MatmulPath::amx_bf16,
-                                                 WeightType::bf16) + 64);
-    expert_ffn<WeightType::bf16, Activation::silu, true, MatmulPath::amx_bf16>(p, t);
-    return;
+    return run(std::integral_constant<MatmulPath, MatmulPath::amx_bf16>{});
   }
 #endif
 #if defined(MIXTILE_HAVE_AVX512_BF16)
-  if (path == 2) {
-    p.workspace = grow(ws, have,
-                       expert_ffn_workspace_size(offsets[E], E, D, F, threads, t, MatmulPath::avx512_bf16,
-                                                 WeightType::bf16) + 64);
-    expert_ffn<WeightType::bf16, Activation::silu, true, MatmulPath::avx512_bf16>(p, t);
-    return;
-  }
+  if (path == 2) return run(std::integral_constant<MatmulPath, MatmulPath::avx512_bf16>{});
 #endif
   if (path != 0) {
     std::fprintf(stderr, "ab: this build has no %s path\n", path == 1 ? "amx_bf16" : "avx512_bf16");

@@ -643,8 +643,9 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
     // (bench_linear, 512 rows: 56 -> 68-74 ms with slices of 512 there).
     constexpr int64_t kColStep = Gated ? 16 : 32;
     const int64_t pass_blocks = std::min(b1 - b0, step);
-    const int64_t partial_bytes =
-        amx_slices_grouped(pass_blocks, K) ? kAmxGroupPartialBytes : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
+    const int64_t partial_bytes = amx_slices_grouped(pass_blocks, K)
+                                      ? kAmxGroupPartialBytes
+                                      : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
     if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc;
   }
   for (int64_t g = b0; g < b1; g += step)
