@@ -12,8 +12,10 @@
 #   bench/kernels/ab.sh -- linear 2 4 2048 50304             # HEAD against the working tree
 #   TILES_B=112,256,512,32,0,0,1,0,0,0,32768 bench/kernels/ab.sh -- linear 2 4 2048 50304
 #   bench/kernels/ab.sh --base HEAD~3 -- experts 2 8 1024 3584 32 2
-#   TILES_A=112,256,1024,3,1024,512,1,64,65,0,0,0,256,512 TILES_B=$TILES_A \
-#     bench/kernels/ab.sh -- experts 2 8 1024 3584 2048 2 20 amx   # cpu-amx_bf16.json's tiles
+#   T=112,256,1024,3,1024,512,1,64,65,0,0,0,256,512   # cpu-amx_bf16.json's tiles, both sides:
+#   TILES_A=$T TILES_B=$T bench/kernels/ab.sh -- experts 2 8 1024 3584 2048 2 20 amx
+#   (not TILES_B=$TILES_A in the same command: it expands before TILES_A is set, and an unset
+#   side runs default_tile_config)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 base=HEAD flags_a="" flags_b=""

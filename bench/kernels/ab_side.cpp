@@ -103,6 +103,5 @@ void AB_CAT(ab_experts_, AB_SIDE)(int E, int64_t D, int64_t F, int64_t T, int64_
     std::fprintf(stderr, "ab: this build has no %s path\n", path == 1 ? "amx_bf16" : "avx512_bf16");
     std::exit(1);
   }
-  p.workspace = grow(ws, have, expert_ffn_workspace_size(offsets[E], E, D, F, threads, t) + 64);
-  expert_ffn<WeightType::bf16, Activation::silu, true>(p, t);
+  run(std::integral_constant<MatmulPath, MatmulPath::fma_f32>{});
 }
