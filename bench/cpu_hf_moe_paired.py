@@ -16,8 +16,12 @@ imported): the Mixtral-style block, Qwen3-30B-A3B's and the DeepSeek-V3-like one
 2048, bf16 by default.
 
 Cold: before every call of every side, the same 256-512 MiB buffer is read (untimed), as a layer
-inside a model sees its weights. Warm: every timed call right after an untimed call of the same
-side (what the other sides' calls pushed out of the caches is back). Both sides share one OpenMP runtime
+inside a model sees its weights. Warm: every timed call right after --warm-calls untimed calls of
+the same side (default 5), so that what the other sides' calls pushed out of the caches is back.
+One untimed call did not bring it back: Mixtral-style T=1 (44 MB of active experts, 2026-12-03,
+Sapphire Rapids VM) took 1.31 ms after one, 0.99 after three and 0.89 after six (0.88 with Mixtile
+alone); HF's grouped_mm 1.48, 1.36, 1.33, while each HF implementation also found the weights its
+siblings had just read (they share the block's tensors; Mixtile reads its own copy). Both sides share one OpenMP runtime
 (torch's libgomp, which the Mixtile kernels bind to in this process) with its default wait policy,
 as a Python user has them. The Mixtile time is the wall time of Session.run from Python (the ctypes
 call, the tensor set, the run); the runtime's own figure is recorded beside it.
@@ -29,6 +33,7 @@ Usage:
   python3 bench/cpu_hf_moe_paired.py --shapes mixtral --tokens 512,2048
   python3 bench/cpu_hf_moe_paired.py --quick               # tiny shapes: checks the script
 Options: --threads 2, --dtype bf16|f32, --seconds S (timed seconds per row and mode, default 8),
+--warm-calls N (default 5),
 --impls, --work DIR, --out FILE (default bench/results/cpu-hf-moe-paired-<date>.json).
 Exit status 1 when a correctness check or a shape failed.
 """
@@ -55,19 +60,19 @@ import traceback  # noqa: E402
 log = base.log
 
 
-def time_rounds(sides, evict, seconds, min_rounds, max_rounds):
+def time_rounds(sides, evict, seconds, min_rounds, max_rounds, warm_calls=1):
     """sides: {name: fn}. One warm-up call each, then rounds of one timed call per side (the
     order rotating). Cold (evict given): evict() before every timed call, untimed. Warm: the
-    side's call runs once untimed right before its timed call (its weights are where its own
-    previous call left them, not where the other sides pushed them). Returns {name: [ms per
-    round]}."""
+    side's call runs warm_calls times untimed right before its timed call (its weights are where
+    its own previous calls left them, not where the other sides pushed them). Returns {name: [ms
+    per round]}."""
     names = list(sides)
     t0 = time.perf_counter()
     for n in names:
         if evict is not None:
             evict()
         sides[n]()
-    est = (time.perf_counter() - t0) * (1 if evict is not None else 2)
+    est = (time.perf_counter() - t0) * (1 if evict is not None else 1 + warm_calls)
     rounds = int(max(min_rounds, min(max_rounds, seconds / max(est, 1e-6))))
     times = {n: [] for n in names}
     for r in range(rounds):
@@ -76,7 +81,8 @@ def time_rounds(sides, evict, seconds, min_rounds, max_rounds):
             if evict is not None:
                 evict()
             else:
-                sides[n]()
+                for _ in range(warm_calls):
+                    sides[n]()
             t = time.perf_counter()
             sides[n]()
             times[n].append((time.perf_counter() - t) * 1e3)
@@ -199,9 +205,9 @@ def run_shape(torch, mixtile, name, args, report, impls):
             for mode in ("cold", "warm"):
                 run_ms.clear()
                 times = time_rounds(sides, evict if mode == "cold" else None, args.seconds,
-                                    3 if args.quick else 7, 200)
+                                    3 if args.quick else 7, 200, args.warm_calls)
                 row[mode] = summarize(times, hf_names)
-                row[mode]["mixtile_runtime_median_ms"] = statistics.median((run_ms[1:] if mode == "cold" else run_ms[2::2]) or run_ms)
+                row[mode]["mixtile_runtime_median_ms"] = statistics.median((run_ms[1:] if mode == "cold" else run_ms[1 + args.warm_calls::args.warm_calls + 1]) or run_ms)
         flops = 2.0 * t * (k * 3 * D * F + 3 * D * S + D * E)
         row["flops"] = flops
         for mode in ("cold", "warm"):
@@ -265,6 +271,7 @@ def main():
     # system time in the call). batched_mm was 15-25x slower than grouped_mm at those sizes and
     # never the fastest HF side in any recorded run.
     p.add_argument("--batched-mm-cap-gb", type=float, default=1.0)
+    p.add_argument("--warm-calls", type=int, default=5, help="untimed calls of a side before each warm timed call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=os.path.join(base.tempfile.gettempdir(), "mixtile-cpu-hf-moe-paired"))
     p.add_argument("--out", default=None)
@@ -300,8 +307,9 @@ def main():
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "mixtile_git": git},
               "experts_implementations": impls,
               "timing": "one process; rounds of one call per side, order rotating; cold: a 256-512 MiB read before "
-                        "every call (untimed); speedups: median over rounds of best-HF-this-round / Mixtile-this-round",
-              "seconds_per_row_and_mode": args.seconds, "shapes": {}}
+                        "every call (untimed); warm: warm_calls untimed calls of the side before its timed call; "
+                        "speedups: median over rounds of best-HF-this-round / Mixtile-this-round",
+              "seconds_per_row_and_mode": args.seconds, "warm_calls": args.warm_calls, "shapes": {}}
     m = report["machine"]
     log(f"{m.get('model_name')}; amx_bf16={m.get('flags', {}).get('amx_bf16')}; torch {torch.__version__}, "
         f"transformers {transformers.__version__}; {args.threads} threads; HF experts implementations {impls}")
