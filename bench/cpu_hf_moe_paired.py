@@ -207,7 +207,8 @@ def run_shape(torch, mixtile, name, args, report, impls):
                 times = time_rounds(sides, evict if mode == "cold" else None, args.seconds,
                                     3 if args.quick else 7, 200, args.warm_calls)
                 row[mode] = summarize(times, hf_names)
-                row[mode]["mixtile_runtime_median_ms"] = statistics.median((run_ms[1:] if mode == "cold" else run_ms[1 + args.warm_calls::args.warm_calls + 1]) or run_ms)
+                timed = run_ms[1:] if mode == "cold" else run_ms[1 + args.warm_calls::args.warm_calls + 1]
+                row[mode]["mixtile_runtime_median_ms"] = statistics.median(timed or run_ms)
         flops = 2.0 * t * (k * 3 * D * F + 3 * D * S + D * E)
         row["flops"] = flops
         for mode in ("cold", "warm"):
