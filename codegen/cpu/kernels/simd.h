@@ -124,7 +124,9 @@ inline VecF vmax_bound(VecF x, VecF bound) { return {_mm512_max_ps(bound.v, x.v)
 
 // exp(x): Cephes-style range reduction + degree-6 polynomial, ~1 ulp on the clamped range.
 inline VecF vexp(VecF xin) {
-  __m512 x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), xin.v);  // NaN stays (2nd operand)
+  // Above 89 the result overflows to inf (scalef), as exp does: x / (1 + exp(-x)) for x below
+  // -89 is then -0, not x / 2.4e38 (silu(-3e38) was -1.25).
+  __m512 x = _mm512_min_ps(_mm512_set1_ps(89.0f), xin.v);  // NaN stays (2nd operand)
   x = _mm512_max_ps(_mm512_set1_ps(-88.3762626647949f), x);
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -185,7 +187,7 @@ inline VecF vrelu(VecF x) { return {_mm256_max_ps(_mm256_setzero_ps(), x.v)}; }
 inline VecF vmin_bound(VecF x, VecF bound) { return {_mm256_min_ps(bound.v, x.v)}; }
 inline VecF vmax_bound(VecF x, VecF bound) { return {_mm256_max_ps(bound.v, x.v)}; }
 inline VecF vexp(VecF xin) {
-  __m256 x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), xin.v);
+  __m256 x = _mm256_min_ps(_mm256_set1_ps(89.0f), xin.v);  // above: inf (n = 128, 2 * 2^127 * p)
   x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // keep 2^n a normal number
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -739,6 +739,67 @@ void test_mxfp4_dequantizer() {
 }
 
 // A NaN in one token row must poison exactly that token's output row (spec: edge cases).
+// Each activation of the build's vector code (activate_partial, vgated) at huge, overflowing and
+// non-finite inputs against float64: within 2e-6 of the result, and no more than 1e-7 |x| off for
+// |x| <= 16 (gelu's erf approximation, the tanh form's cancellation in the reference), else 1e-30;
+// NaN exactly where float64 gives NaN (silu(-inf) = -inf / inf, as x / (1 + exp(-x)) there). With
+// the engine paths compiled in, silu_for_bf16 (their hidden epilogue's SiLU, rounded to bf16 right
+// after) too, within 1e-4 of the result.
+int g_activation_checks = 0;
+void test_activation_extremes() {
+  const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
+  std::vector<float> xs = {0.0f, 1e-30f, 1.0f, 10.0f, 16.0f, 20.0f, 50.0f, 87.0f, 88.5f, 89.0f, 100.0f,
+                           1e4f, 1e10f, 1e30f, 3e38f, big, inf};
+  for (size_t i = 1, n = xs.size(); i < n; ++i) xs.push_back(-xs[i]);
+  xs.push_back(std::numeric_limits<float>::quiet_NaN());
+  const ActParams ap;  // swiglu_oai: gpt-oss's alpha and limit
+  auto check = [&](const char *what, float x, double got, double ref, double rel) {
+    const double ax = std::fabs(static_cast<double>(x));
+    const bool ok = std::isnan(ref) ? std::isnan(got)
+                                    : !std::isnan(got) && (got == ref || std::fabs(got - ref) <= rel * std::fabs(ref) +
+                                                                                                     (ax <= 16 ? 1e-7 * ax : 1e-30));
+    ++g_checks;
+    ++g_activation_checks;
+    if (!ok) {
+      ++g_failures;
+      std::printf("FAIL activation %s(%g) = %g, float64 %g\n", what, static_cast<double>(x), got, ref);
+    }
+  };
+  const Activation acts[] = {Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::relu,
+                             Activation::swiglu_oai};
+  for (Activation a : acts)
+    for (size_t i = 0; i < xs.size(); i += detail::kVecWidth) {
+      const int n = static_cast<int>(std::min<size_t>(detail::kVecWidth, xs.size() - i));
+      float out[detail::kVecWidth];
+      switch (a) {
+        case Activation::silu: detail::activate_partial<Activation::silu>(out, &xs[i], nullptr, n, ap); break;
+        case Activation::gelu: detail::activate_partial<Activation::gelu>(out, &xs[i], nullptr, n, ap); break;
+        case Activation::gelu_tanh: detail::activate_partial<Activation::gelu_tanh>(out, &xs[i], nullptr, n, ap); break;
+        case Activation::relu: detail::activate_partial<Activation::relu>(out, &xs[i], nullptr, n, ap); break;
+        case Activation::swiglu_oai: detail::activate_partial<Activation::swiglu_oai>(out, &xs[i], nullptr, n, ap); break;
+      }
+      for (int j = 0; j < n; ++j) {
+        const double x = xs[i + j];
+        // gelu_tanh as x sigmoid(2u): the reference's own 1 + tanh(u) cancels for x < -6.
+        const double u2 = 2 * std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+        const double ref = a == Activation::gelu_tanh ? x / (1.0 + std::exp(-u2))
+                           : a == Activation::relu    ? (std::isnan(x) ? x : act_ref(a, x, ap))  // NaN propagates
+                                                      : act_ref(a, x, ap);
+        check(act_name(a), xs[i + j], out[j], ref, 2e-6);
+      }
+    }
+#if defined(MIXTILE_HAVE_BF16_ENGINE)
+  for (size_t i = 0; i < xs.size(); i += 16) {
+    alignas(64) float in[16] = {}, out[16];
+    const int n = static_cast<int>(std::min<size_t>(16, xs.size() - i));
+    std::copy(xs.begin() + i, xs.begin() + i + n, in);
+    _mm512_store_ps(out, detail::silu_for_bf16<false>(_mm512_load_ps(in), _mm512_setzero_ps()));
+    for (int j = 0; j < n; ++j) check("silu_for_bf16", in[j], out[j], act_ref(Activation::silu, in[j]), 1e-4);
+  }
+#endif
+  std::printf("activations at extreme inputs: %d checks\n", g_activation_checks);
+}
+
 void test_nan_propagation(const TileConfig &tiles, const char *name, MatmulPath path = MatmulPath::fma_f32) {
   const WeightType wt = path == MatmulPath::fma_f32 ? WeightType::f32 : WeightType::bf16;
   const int64_t T = 40, D = 100, F = 37, E = 4;
@@ -901,6 +962,7 @@ int main() {
   // odd numbers of blocks); segments of 1-4 rows (fused GEMV on avx512_bf16) and more (slabs),
   // depths past 2048 (16-row slabs). Two routing options per shape (cycling through four).
   test_mxfp4_dequantizer();
+  test_activation_extremes();
   int mxfp4_case = 0;
   uint32_t mxfp4_seed = 300000;
   auto run_mxfp4_cases = [&](const std::vector<std::pair<std::string, TileConfig>> &sets,
