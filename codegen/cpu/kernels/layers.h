@@ -268,45 +268,6 @@ inline void pack_rows_interleaved(int64_t rows, int64_t depth, float *dst, Value
   }
 }
 
-/// True when every v[0..n) is finite (v · 0 is NaN exactly for NaN and ±Inf).
-inline bool all_finite(const float *v, int64_t n) {
-  VecF acc = vzero();
-  int64_t i = 0;
-  for (; i + kVecWidth <= n; i += kVecWidth) acc = vfma(vload(v + i), vzero(), acc);
-  float s = vhsum(acc);
-  for (; i < n; ++i) s += v[i] * 0.0f;
-  return s == 0.0f;
-}
-
-/// out[j] = exp(in[j] · inverse_temperature - shift[j]), or - shift_scalar when shift is
-/// null; vectorized. The caller guarantees finite inputs, so every argument is <= 0.
-inline void exp_shifted(const float *in, const float *shift, float shift_scalar, float inverse_temperature,
-                        float *out, int64_t n) {
-  const VecF it = vset1(inverse_temperature);
-  int64_t j = 0;
-  for (; j + kVecWidth <= n; j += kVecWidth) {
-    const VecF m = shift ? vload(shift + j) : vset1(shift_scalar);
-    // x·(1/τ) + (−m), rounded as the scalar softmax rounds it.
-    vstore(out + j, vexp(vadd(vmul(vload(in + j), it), vmul(m, vset1(-1.0f)))));
-  }
-  for (; j < n; ++j) out[j] = std::exp(in[j] * inverse_temperature - (shift ? shift[j] : shift_scalar));
-}
-
-/// softmax(in · inverse_temperature) of one row, vectorized; a row holding NaN or Inf takes
-/// the scalar softmax, whose NaN propagation the layer semantics rely on.
-inline void softmax_row(const float *in, float *out, int64_t n, float inverse_temperature) {
-  if (!all_finite(in, n)) {
-    softmax(in, out, n, inverse_temperature);
-    return;
-  }
-  float m = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, in[i] * inverse_temperature);
-  exp_shifted(in, nullptr, m, inverse_temperature, out, n);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += out[i];
-  for (int64_t i = 0; i < n; ++i) out[i] /= sum;
-}
-
 }  // namespace detail
 
 /// Workspace of token_mix: the controller GEMM's (linear.h) scratch.
