@@ -67,12 +67,14 @@ inline void router_logits(const float *x, const WeightStorage<W> *router, Expert
 constexpr int kRouteTokens = kVecWidth >= 16 ? 4 : 2;
 constexpr int kRouteExperts = 4;
 
-/// logits[t * experts + e] = x_t · router[e] (+ bias[e]) for kRouteTokens tokens (rows of x,
-/// ldx apart). One token's dot products, each router row read once per token, left its
-/// 2048-token calls bound by streaming the router from L2 (Qwen3-30B-A3B's 128 x 2048 router:
-/// 13 ms of a 128 ms block call at T=2048); here each router row serves kRouteTokens tokens from registers.
+/// logits[t * experts + e] = xs[t] · router[e] (+ bias[e]) for kRouteTokens token rows, each
+/// router row serving them all from registers. One token's dot products, each router row read
+/// once per token, left 2048-token calls bound by streaming the router from L2 (Qwen3-30B-A3B's
+/// 128 x 2048 router: 13 ms of a 128 ms block call). Each logit is its own accumulator's
+/// arithmetic, so a token's logits are the same in any tile: they depend neither on the token
+/// count nor on the threads (a short tile repeats a row).
 template <WeightType W>
-inline void router_logits_tile(const float *x, int64_t ldx, const WeightStorage<W> *router,
+inline void router_logits_tile(const float *const *xs, const WeightStorage<W> *router,
                                ExpertVector bias, int64_t experts, int64_t hidden, float *logits) {
   constexpr int NT = kRouteTokens, NE = kRouteExperts;
   int64_t e0 = 0;
@@ -87,7 +89,7 @@ inline void router_logits_tile(const float *x, int64_t ldx, const WeightStorage<
       for (int j = 0; j < NE; ++j)
         w[j] = vload_weight<W>(router + (e0 + j) * hidden + i);
       for (int t = 0; t < NT; ++t) {
-        const VecF xv = vload(x + t * ldx + i);
+        const VecF xv = vload(xs[t] + i);
         for (int j = 0; j < NE; ++j)
           acc[t][j] = vfma(xv, w[j], acc[t][j]);
       }
@@ -97,14 +99,13 @@ inline void router_logits_tile(const float *x, int64_t ldx, const WeightStorage<
         const WeightStorage<W> *row = router + (e0 + j) * hidden;
         float sum = vhsum(acc[t][j]);
         for (int64_t r = i; r < hidden; ++r)
-          sum += x[t * ldx + r] * load_weight_scalar<W>(row + r);
+          sum += xs[t][r] * load_weight_scalar<W>(row + r);
         logits[t * experts + e0 + j] = sum + (bias.data ? bias.at(e0 + j) : 0.0f);
       }
   }
   for (int t = 0; t < NT; ++t)  // experts past the last whole group of kRouteExperts
     for (int64_t e = e0; e < experts; ++e)
-      logits[t * experts + e] =
-          dot<W>(x + t * ldx, router + e * hidden, hidden) + (bias.data ? bias.at(e) : 0.0f);
+      logits[t * experts + e] = dot<W>(xs[t], router + e * hidden, hidden) + (bias.data ? bias.at(e) : 0.0f);
 }
 
 inline void softmax(const float *in, float *out, int64_t n, float inverse_temperature = 1.0f) {
@@ -228,7 +229,7 @@ void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightSto
   const int64_t E = c.experts, group_width = E / c.n_group;
 #pragma omp parallel num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
   {
-    std::vector<float> scores(E), choice(E), group_scores(c.n_group), best(c.k);
+    std::vector<float> scores(E), choice(E), group_scores(c.n_group), best(c.k), tile(detail::kRouteTokens * E);
     std::vector<uint8_t> taken(E), group_taken(c.n_group);
     // Scores, selection and weights of token t from its logits.
     auto select = [&](int64_t t) {
@@ -285,19 +286,19 @@ void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightSto
       for (int64_t j = 0; j < c.k; ++j)
         w[j] *= factor;
     };
-    // Logits a register tile of tokens at a time where every thread gets tiles, then each
-    // token's selection.
-    const int64_t per =
-        tokens >= detail::kRouteTokens * omp_get_num_threads() ? detail::kRouteTokens : 1;
+    // Logits a register tile of tokens at a time (the last tile repeats its last row into
+    // `tile`), then each token's selection.
+    constexpr int64_t NT = detail::kRouteTokens;
 #pragma omp for schedule(static)
-    for (int64_t u = 0; u < (tokens + per - 1) / per; ++u) {
-      const int64_t t0 = u * per, t1 = std::min(tokens, t0 + per);
-      if (t1 - t0 == detail::kRouteTokens)
-        detail::router_logits_tile<W>(x + t0 * c.hidden, c.hidden, router, router_bias, E, c.hidden,
-                                      logits + t0 * E);
-      else
-        for (int64_t t = t0; t < t1; ++t)
-          detail::router_logits<W>(x + t * c.hidden, router, router_bias, E, c.hidden, logits + t * E);
+    for (int64_t u = 0; u < (tokens + NT - 1) / NT; ++u) {
+      const int64_t t0 = u * NT, t1 = std::min(tokens, t0 + NT);
+      const float *rows[NT];
+      for (int64_t j = 0; j < NT; ++j)
+        rows[j] = x + std::min(t0 + j, tokens - 1) * c.hidden;
+      float *out = t1 - t0 == NT ? logits + t0 * E : tile.data();
+      detail::router_logits_tile<W>(rows, router, router_bias, E, c.hidden, out);
+      if (out != logits + t0 * E)
+        std::copy(out, out + (t1 - t0) * E, logits + t0 * E);
       for (int64_t t = t0; t < t1; ++t)
         select(t);
     }
