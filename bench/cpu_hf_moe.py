@@ -36,8 +36,8 @@ Peers, per dtype:
            1 GiB, median of 7, built here with g++ -fopenmp -lopenblas) as cpu_mixtral.py does;
            torch.sum over 1 GiB of f32 (median of 7) as well, the C figure is the one used.
 Timing: every side twice, COLD (caches evicted before each timed call, as a layer inside a model
-sees its weights: mixtile-run --bench N --cold, and for PyTorch the same 256-512 MiB read before
-each call, outside the timing) and WARM (nothing between calls: weights that fit the L3 stay
+sees its weights: mixtile-run --bench N --cold, and for PyTorch the same read of 4x the L3 (256 MiB
+to 2 GiB) before each call, outside the timing) and WARM (nothing between calls: weights that fit the L3 stay
 there). PyTorch: warm-up, then the median of >= 5 calls, OMP_WAIT_POLICY=PASSIVE so its OpenMP
 workers do not spin against Mixtile; Mixtile: N scaled so a row takes a few seconds, best median of
 2 invocations, after a 1 s pause. --rounds R (default 2) times every side R times per row, the
@@ -492,12 +492,13 @@ def best_round(kept, new, rnd):
 
 def make_evictor(torch):
     """Cold caches for PyTorch, as mixtile-run --cold makes them: reads (no writes) a buffer of 4x
-    the reported last-level cache, at least 256 MiB, at most 512 MiB."""
+    the reported last-level cache, at least 256 MiB, at most 2 GiB (a 512 MiB read leaves much of a
+    480 MiB L3's content in place: the cache keeps part of what a streaming pass meets)."""
     try:
         llc = os.sysconf("SC_LEVEL3_CACHE_SIZE")
     except (ValueError, OSError):
         llc = 0
-    nbytes = min(max(4 * max(llc, 0), 256 << 20), 512 << 20)
+    nbytes = min(max(4 * max(llc, 0), 256 << 20), 2048 << 20)
     buf = torch.ones(nbytes // 8, dtype=torch.int64)
     sink = []
 
@@ -791,7 +792,7 @@ def run_shape(torch, name, args, report, bandwidth, impls):
             if not chk["passed"]:
                 log(f"[{name}] !!! FAILED {dt} T={t}: Mixtile rel L2 {chk['rel_l2']:.3e} > {TOL} "
                     f"(without {chk['near_tie_tokens']} near-tie tokens: {chk['rel_l2_no_near_ties']})")
-            # N so that a row takes a few seconds (each cold run also streams 512 MiB to evict).
+            # N so that a row takes a few seconds (each cold run also streams 4x the L3, 256 MiB to 2 GiB, to evict).
             if args.quick:
                 mx = mixtile_bench(art["dir"], weights_path[dt], xin, args.threads, 3, 1, pause=0.2)
             else:
@@ -804,7 +805,7 @@ def run_shape(torch, name, args, report, bandwidth, impls):
                                        3 if args.quick else mx["runs"], 1 if args.quick else 2,
                                        pause=0.2 if args.quick else 1.0, cold=False)
             mx["warm"].pop("peak_rss_bytes", None)
-            mx["peak_rss_bytes_cold_bench"] = mx.pop("peak_rss_bytes")  # includes the 512 MiB eviction buffer
+            mx["peak_rss_bytes_cold_bench"] = mx.pop("peak_rss_bytes")  # includes the eviction buffer (4x the L3, 256 MiB to 2 GiB)
             mx["peak_rss_bytes"] = rss  # the plain call (mixtile-run -o): weights mapped + workspace
             row["mixtile"] = mx
             # More rounds, alternating the sides again: the VM's speed drifts over minutes, and a
@@ -955,7 +956,7 @@ def tables(report, impls):
             lines.append(f"{name}: ERRORS {' | '.join(e['errors'])}")
     lines.append("")
     lines.append(f"Mixtile: mixtile-run --bench N [--cold] --threads {report['threads']}, best median of "
-                 f"2 invocations; PyTorch: median of >= 5 calls, cold = a 256-512 MiB buffer read before each call "
+                 f"2 invocations; PyTorch: median of >= 5 calls, cold = a buffer of 4x the L3 (256 MiB to 2 GiB) read before each call "
                  f"(as mixtile-run --cold does), warm = nothing between calls. Read bandwidth {bw:.1f} GB/s "
                  f"({report['read_bandwidth']['source']}). dense = torch F.linear at the same FLOPs "
                  f"2T(k*3DF + 3DS + DE) in the same dtype. GB/s = router/bias/shared + distinct routed experts' bytes / "
@@ -1024,7 +1025,7 @@ def main():
                            "torch_mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)())},
               "experts_implementations": {"registered": registered, "run_on_cpu": impls},
               "timing": {"torch": "1 warm-up call, median of >= 5 calls (OMP_WAIT_POLICY=PASSIVE); warm: nothing "
-                                  "between calls; cold: a 256-512 MiB buffer read before each call, untimed",
+                                  "between calls; cold: a buffer of 4x the L3 (256 MiB to 2 GiB) read before each call, untimed",
                          "mixtile": "mixtile-run --bench N (warm) and --bench N --cold, best median of 2 invocations, "
                                     "1 s pause first",
                          "rounds": f"{args.rounds} per row, sides alternating, each side's best round kept",

@@ -15,8 +15,8 @@ Same shapes, weights, inputs and checkpoint layout as bench/cpu_hf_moe.py (its f
 imported): the Mixtral-style block, Qwen3-30B-A3B's and the DeepSeek-V3-like one, T = 1, 32, 512,
 2048, bf16 by default.
 
-Cold: before every call of every side, the same 256-512 MiB buffer is read (untimed), as a layer
-inside a model sees its weights. Warm: every timed call right after --warm-calls untimed calls of
+Cold: before every call of every side, the same buffer of 4x the L3 (256 MiB to 2 GiB) is read
+(untimed), as a layer inside a model sees its weights. Warm: every timed call right after --warm-calls untimed calls of
 the same side (default 5), so that what the other sides' calls pushed out of the caches is back.
 One untimed call did not bring it back: Mixtral-style T=1 (44 MB of active experts, 2026-12-03,
 Sapphire Rapids VM) took 1.31 ms after one, 0.99 after three and 0.89 after six (0.88 with Mixtile
@@ -307,7 +307,7 @@ def main():
               "machine": base.machine_info(), "loadavg_start": base.loadavg(),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "mixtile_git": git},
               "experts_implementations": impls,
-              "timing": "one process; rounds of one call per side, order rotating; cold: a 256-512 MiB read before "
+              "timing": "one process; rounds of one call per side, order rotating; cold: a read of 4x the L3 (256 MiB to 2 GiB) before "
                         "every call (untimed); warm: warm_calls untimed calls of the side before its timed call; "
                         "speedups: median over rounds of best-HF-this-round / Mixtile-this-round",
               "seconds_per_row_and_mode": args.seconds, "warm_calls": args.warm_calls, "shapes": {}}

@@ -30,10 +30,13 @@ void fill_normal(float *p, size_t n, float scale, unsigned seed) {
   for (size_t i = 0; i < n; ++i) p[i] = d(rng);
 }
 
-// Streams 512 MiB, as mixtile-run --cold does, so no weight or activation stays in cache.
+// Streams 4x the L3 (256 MiB to 2 GiB), as mixtile-run --cold does, so no weight or activation
+// stays in cache.
 void evict_caches(int threads) {
   static float *junk = nullptr;
-  const size_t n = (size_t(512) << 20) / sizeof(float);
+  const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  const size_t n = std::clamp<size_t>(llc > 0 ? 4 * size_t(llc) : 0, size_t(256) << 20, size_t(2048) << 20) /
+                   sizeof(float);
   if (junk == nullptr) {
     junk = alloc_floats(n);
 #pragma omp parallel for num_threads(threads)
