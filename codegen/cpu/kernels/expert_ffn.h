@@ -70,7 +70,9 @@
 // (packed_rows), so its tiles hold no rows of its neighbours. h is kept in the same packed bf16 form (rounded once), so
 // phase 2 reads it directly. Segments above small_m_max run the engine loops (weights read in
 // place, never copied); smaller ones the same GEMV path as fma_f32, with h rows unpacked to f32
-// per thread for the down projection.
+// per thread for the down projection. In scatter mode they do not zero y: between the phases one
+// thread marks each y row's first contribution (mark_first_contributions), which phase 2 stores
+// where the others add (Mixtral-style T=2048, bench/kernels/ab.sh: 1.024x, outputs bit-identical).
 #pragma once
 
 #include <omp.h>
@@ -146,6 +148,28 @@ inline int64_t active_experts(const ExpertFFNProblem &p) {
 inline void zero_columns(float *y, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
   if (c1 <= c0) return;
   for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ld + c0, 0, sizeof(float) * (c1 - c0));
+}
+
+// Scatter mode without zeroing y first (the engine paths): first[a - off0] = 1 where assignment a,
+// in the order phase 2 reaches them (experts in order, each one's assignments in order), is the
+// first to reach its y row among rows [0, zero_rows), which it then stores instead of adding to;
+// rows [0, zero_rows) that no assignment reaches are zeroed here, whole. Each row's first float
+// serves as its seen mark (y is the caller's output, overwritten anyway): it is 0 for unseen
+// rows, 1 once seen, and the first contribution's store overwrites the mark in phase 2. One
+// thread, O(A + zero_rows); saves the zeroing pass over y and the first load of each row.
+inline void mark_first_contributions(const ExpertFFNProblem &p, int64_t off0, int64_t A, int64_t zero_rows,
+                                     uint8_t *first) {
+  float *y = p.y;
+  const int64_t D = p.hidden;
+  for (int64_t r = 0; r < zero_rows; ++r) y[r * D] = 0.0f;
+  for (int64_t i = 0; i < A; ++i) {
+    const int64_t r = p.out_rows[off0 + i];
+    const bool mark = r < zero_rows && y[r * D] == 0.0f;
+    first[i] = mark ? 1 : 0;
+    if (mark) y[r * D] = 1.0f;
+  }
+  for (int64_t r = 0; r < zero_rows; ++r)
+    if (y[r * D] == 0.0f) std::memset(y + r * D, 0, sizeof(float) * D);
 }
 
 // ---- fp8 and MXFP4 weights: slabs of dequantized rows ------------------------------------------
@@ -348,12 +372,19 @@ struct OutputEpilogue {
   int64_t assignment_base;  // global assignment index of local row 0
   int64_t offset0;          // offsets[0], so plain stores start at y row 0
   const float *bias = nullptr;  // this expert's down bias [D], or null
+  // Scatter mode, engine paths: first[a - offset0] != 0 where assignment a is the first to reach
+  // its y row, which it then stores instead of adding to (mark_first_contributions); null: add.
+  const uint8_t *first = nullptr;
   void row(int64_t i, int64_t col, int n, const float *v, const float *) {
     const int64_t a = assignment_base + i;
     const float g = gates != nullptr ? gates[a] : 1.0f;
     const float *b = bias != nullptr ? bias + col : nullptr;
     if (out_rows != nullptr) {
       float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
+      if (first != nullptr && first[a - offset0] != 0) {
+        for (int j = 0; j < n; ++j) dst[j] = g * (b != nullptr ? v[j] + b[j] : v[j]);
+        return;
+      }
       for (int j = 0; j < n; ++j) dst[j] += g * (b != nullptr ? v[j] + b[j] : v[j]);
     } else {
       float *dst = y + (a - offset0) * ldy + col;
@@ -366,8 +397,8 @@ inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, c
   return gemm_scratch_bytes(t, A, std::max(D, F)) + (slabs ? slab_bytes(D, F) : 0);
 }
 
-// Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, then per
-// thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc), the h
+// Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, a byte
+// per assignment (mark_first_contributions), then per thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc), the h
 // rows of one small segment (the GEMV path's down projection input) and, for fp8 and MXFP4
 // weights (`slabs`), the slab of dequantized weight rows. Sized for `threads`
 // threads; a smaller team runs its wider column ranges in pieces of max_cols.
@@ -379,7 +410,7 @@ inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, c
 // E), each adding at most 15 rows.
 struct EngineWorkspace {
   int64_t blocks, x_block, h_block;  // packed blocks (an upper bound); bf16 elements per x / h block
-  size_t x_bytes, h_bytes, rows_bytes, per_thread;
+  size_t x_bytes, h_bytes, rows_bytes, first_bytes, per_thread;
   int64_t small_rows, max_cols_f, max_cols_d, partial_floats;  // max_cols_*: per thread, phase 1 / 2
 };
 inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t F, int threads,
@@ -394,6 +425,7 @@ inline EngineWorkspace engine_workspace(int64_t A, int64_t E, int64_t D, int64_t
   w.x_bytes = align64(sizeof(uint16_t) * w.blocks * w.x_block);
   w.h_bytes = align64(sizeof(uint16_t) * w.blocks * w.h_block);
   w.rows_bytes = align64(sizeof(int64_t) * (E + 1));
+  w.first_bytes = align64(static_cast<size_t>(A));  // mark_first_contributions' flags
   w.small_rows = std::clamp<int64_t>(t.small_m_max, 0, A);
   // Widest column range one engine_gemm call runs at once per phase (a wider item, such as a
   // whole expert's F columns, runs in pieces of this width).
@@ -538,6 +570,7 @@ struct OutputTileEpilogue {
   int64_t r0, r1;  // this expert's packed rows
   int64_t begin;   // its first assignment (offsets[e])
   const float *bias = nullptr;  // this expert's down bias [D], or null
+  const uint8_t *first = nullptr;  // as OutputEpilogue::first
   void tile(int64_t b, int64_t col, int ncols, const float *c, const float *) {
     const int64_t t0 = b * kTokenBlock;
     const int lo = static_cast<int>(std::max<int64_t>(0, r0 - t0));
@@ -554,7 +587,10 @@ struct OutputTileEpilogue {
       const __m512 v = _mm512_mul_ps(_mm512_set1_ps(gates != nullptr ? gates[a] : 1.0f), sum);
       if (out_rows != nullptr) {
         float *dst = y + static_cast<int64_t>(out_rows[a]) * ldy + col;
-        _mm512_mask_storeu_ps(dst, cols, _mm512_add_ps(_mm512_maskz_loadu_ps(cols, dst), v));
+        if (first != nullptr && first[a - offset0] != 0)
+          _mm512_mask_storeu_ps(dst, cols, v);
+        else
+          _mm512_mask_storeu_ps(dst, cols, _mm512_add_ps(_mm512_maskz_loadu_ps(cols, dst), v));
       } else {
         _mm512_mask_storeu_ps(y + (a - offset0) * ldy + col, cols, v);
       }
@@ -614,7 +650,9 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   uint16_t *packed_x = reinterpret_cast<uint16_t *>(ws);
   uint16_t *packed_h = reinterpret_cast<uint16_t *>(ws + layout.x_bytes);
   int64_t *prow = reinterpret_cast<int64_t *>(ws + layout.x_bytes + layout.h_bytes);
-  char *thread_ws = ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes;
+  uint8_t *first = reinterpret_cast<uint8_t *>(ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes);
+  char *thread_ws = ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes + layout.first_bytes;
+  const bool first_stores = p.out_rows != nullptr;  // scatter mode: y is not zeroed first
   const int64_t blocks = packed_rows(p, tiles, prow);
   bool any_engine = false;  // x is packed only when some segment runs on the engine
   for (int64_t e = 0; e < E; ++e) any_engine |= p.offsets[e + 1] - p.offsets[e] > tiles.small_m_max;
@@ -716,11 +754,16 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
     }
 
 #pragma omp barrier
+    // Scatter mode: one thread marks each y row's first contribution, which phase 2 stores
+    // instead of adding to a zeroed row. After phase 1, since y may be the caller's x.
+    if (first_stores) {
+      if (tid == nthreads - 1) mark_first_contributions(p, off0, A, zero_rows, first);
+#pragma omp barrier
+    }
     // Phase 2: pieces of y's D columns from a WorkCounter, each over every expert (the
     // scatter-add of one piece never races with another's).
     for (int64_t i; (i = phase2.take()) < d_pieces;) {
       split_columns(D, d_pieces, i, c0, c1);
-      zero_columns(p.y, D, zero_rows, c0, c1);
       for (int64_t e = 0; e < E && A > 0 && c0 < c1; ++e) {
         const int64_t begin = p.offsets[e], rows = p.offsets[e + 1] - begin;
         if (rows <= 0) continue;
@@ -728,7 +771,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         const void *down = p.down_w[e];
         const WeightScales sd = scales_of(p, ExpertMatrix::down, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
-          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e)};
+          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e), first_stores ? first : nullptr};
           // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
           // (dp_small) or f32 ones (gemm_small, the rounded values).
           if constexpr (Path == MatmulPath::avx512_bf16)
@@ -765,7 +808,8 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                    }
                                  });
         } else {
-          OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin, down_bias_of(p, e)};
+          OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin, down_bias_of(p, e),
+                                   first_stores ? first : nullptr};
           with_weight_columns<W>(down, nullptr, sd, WeightScales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};
@@ -795,7 +839,7 @@ inline size_t expert_ffn_workspace_size(int64_t num_assignments, int64_t num_exp
   const bool slabs = detail::weights_in_slabs(weights);
   if (path != MatmulPath::fma_f32) {
     const detail::EngineWorkspace w = detail::engine_workspace(A, num_experts, D, F, nt, tiles, slabs);
-    return w.x_bytes + w.h_bytes + w.rows_bytes + static_cast<size_t>(nt) * w.per_thread;
+    return w.x_bytes + w.h_bytes + w.rows_bytes + w.first_bytes + static_cast<size_t>(nt) * w.per_thread;
   }
   return detail::align64(sizeof(float) * A * F) +
          static_cast<size_t>(nt) * detail::expert_ffn_thread_scratch_bytes(A, D, F, tiles, slabs);
