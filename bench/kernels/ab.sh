@@ -40,7 +40,7 @@ field() {  # -DAB_FIELD_<N>=&t.<name> where that tree's TileConfig has the field
 }
 fields() {
   echo "$(field "$1" 11 small_prefetch_l2_bytes) $(field "$1" 12 small_dp_rows) $(field "$1" 13 engine_l1_rows)" \
-    "$(field "$1" 14 engine_l1_kc)"
+    "$(field "$1" 14 engine_l1_kc) $(field "$1" 15 engine_whole_depth_bytes)"
 }
 "$CXX" "${FLAGS[@]}" -I"$work" $flags_a -Dmixtile=mixtileA -DAB_SIDE=A -DAB_TILES_ENV=TILES_A \
   $(fields "$work") -c "$ROOT/bench/kernels/ab_side.cpp" -o "$work/a.o" &

@@ -22,14 +22,14 @@ TileConfig side_tiles(int64_t bucket_rows) {
   // Fields in MIXTILE_TILES's order (bench_common.h); read field by field so that a side built
   // from an older tree ignores fields it does not have.
   if (const char *env = std::getenv(AB_STR(AB_TILES_ENV))) {
-    int v[14];
-    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4],
-                              &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13]);
+    int v[15];
+    const int n = std::sscanf(env, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4],
+                              &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &v[14]);
     // AB_FIELD_N: &t.<field> where this tree's TileConfig has the field, else nullptr (ab.sh).
     int *fields[] = {&t.mc, &t.kc, &t.nc, &t.small_m_max, &t.engine_kc, &t.engine_mc, &t.small_prefetch_rows,
                      &t.engine_stream_rows, &t.engine_panel_rows, &t.small_group_rows, AB_FIELD_11, AB_FIELD_12,
-                     AB_FIELD_13, AB_FIELD_14};
-    for (int i = 0; i < n && i < 14; ++i)
+                     AB_FIELD_13, AB_FIELD_14, AB_FIELD_15};
+    for (int i = 0; i < n && i < 15; ++i)
       if (fields[i] != nullptr) *fields[i] = v[i];
   }
   return t;

@@ -55,11 +55,12 @@ inline constexpr TileField kTileFields[] = {
     {"small_prefetch_l2_bytes", &mixtile::cpu::TileConfig::small_prefetch_l2_bytes},
     {"small_dp_rows", &mixtile::cpu::TileConfig::small_dp_rows},
     {"engine_l1_rows", &mixtile::cpu::TileConfig::engine_l1_rows},
-    {"engine_l1_kc", &mixtile::cpu::TileConfig::engine_l1_kc}};
+    {"engine_l1_kc", &mixtile::cpu::TileConfig::engine_l1_kc},
+    {"engine_whole_depth_bytes", &mixtile::cpu::TileConfig::engine_whole_depth_bytes}};
 
 /// MIXTILE_TILES=mc,kc,nc,small_m_max[,engine_kc[,engine_mc[,small_prefetch_rows[,
 /// engine_stream_rows[,engine_panel_rows[,small_group_rows[,small_prefetch_l2_bytes[,small_dp_rows[,engine_l1_rows[,
-/// engine_l1_kc]]]]]]]]]] overrides those fields of
+/// engine_l1_kc[,engine_whole_depth_bytes]]]]]]]]]]] overrides those fields of
 /// `tiles`, in that order (fields not given keep their values).
 inline void apply_tiles_env(mixtile::cpu::TileConfig &tiles) {
   const char *env = std::getenv("MIXTILE_TILES");

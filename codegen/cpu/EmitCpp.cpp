@@ -119,7 +119,7 @@ std::string CpuEmitter::expertWeightArrays(Operation *op, ValueRange gate, Value
 static constexpr StringLiteral kCpuTileFields[] = {
     "mc", "kc", "nc", "small_m_max", "small_prefetch_rows", "small_group_rows",
     "small_prefetch_l2_bytes", "small_dp_rows", "engine_kc", "engine_mc", "engine_stream_rows",
-    "engine_panel_rows", "engine_l1_rows", "engine_l1_kc"};
+    "engine_panel_rows", "engine_l1_rows", "engine_l1_kc", "engine_whole_depth_bytes"};
 
 LogicalResult CpuEmitter::checkTiles(KernelOp kernel) {
   ArrayAttr tiles = kernel.getTilesAttr();

@@ -625,7 +625,8 @@ inline void engine_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const 
     if constexpr (Path == MatmulPath::amx_bf16) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
       amx_gemm<Gated>(w, w2, K, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc, tiles.engine_stream_rows,
-                      tiles.engine_panel_rows, tiles.engine_l1_rows, tiles.engine_l1_kc, partial, s, ep);
+                      tiles.engine_panel_rows, tiles.engine_l1_rows, tiles.engine_l1_kc,
+                      tiles.engine_whole_depth_bytes, partial, s, ep);
 #endif
     } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)

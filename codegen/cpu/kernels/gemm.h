@@ -95,6 +95,10 @@ struct TileConfig {
   // weight panel stays in L1 while the token tiles stream past it (matrix_engines.h, amx_gemm).
   int engine_l1_rows = 0;
   int engine_l1_kc = 512;
+  // ... and AMX GEMMs that neither stream nor take engine_l1_kc keep their depth whole (one slice,
+  // no partial results) when one pass's packed tokens over the whole depth fit this many bytes
+  // (0: never): they stay in L2 while the weights stream past (matrix_engines.h, amx_gemm).
+  int engine_whole_depth_bytes = 0;
 };
 
 // Defaults per ISA, measured on Zen 5 (AVX-512) for the Mixtral-like D=1024/F=3584 expert shape:

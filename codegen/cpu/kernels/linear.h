@@ -163,7 +163,7 @@ void linear_engine(const LinearProblem &p, const TileConfig &tiles) {
 #if defined(MIXTILE_HAVE_AMX_BF16)
           amx_gemm<false>(w, nullptr, p.in, packed, b0, b1, c, ce, tiles.engine_kc, tiles.engine_mc,
                           tiles.engine_stream_rows, tiles.engine_panel_rows, tiles.engine_l1_rows, tiles.engine_l1_kc,
-                          partial, scratch, ep);
+                          tiles.engine_whole_depth_bytes, partial, scratch, ep);
 #endif
         } else {
 #if defined(MIXTILE_HAVE_AVX512_BF16)

@@ -627,15 +627,24 @@ void amx_gemm_pass(const uint16_t *w, const uint16_t *w2, int64_t K, const uint1
 // (T=2048 of 8 experts top-2), 256 rows 25-27 against 29 ms; Qwen3-30B-A3B's experts at 256
 // rows (T=4096, cold) 243 against 252-258 ms; at 128 rows 145-148 against 140-144 and 64-100
 // rows (DeepSeek-V3-like, T=2048 cold) 254-256 against 221-229: hence from 256 rows.
+// `whole_bytes`: TileConfig::engine_whole_depth_bytes: a GEMM that neither streams nor takes l1_kc
+// runs its depth as one slice when a pass's packed tokens over the whole depth (blocks x padded
+// K x 32 bytes) fit whole_bytes: no partial results go out to L2 and back between slices, and
+// each column step's weight rows are read once, whole. bench/kernels/ab.sh, weights cold, 2
+// threads, against slices of 1024: Qwen3-30B-A3B's experts T=2048 (~128 rows, gate/up depth
+// 2048: 512 KB of tokens) 1.10x; DeepSeek-V3-like T=2048 (~64-128 rows, down depth 2048) 1.11x;
+// Mixtral-style T=512 (128 rows, down depth 3584: 917 KB) 1.035x, but T=768 (192 rows: 1.4 MB)
+// 0.94x: hence 1 MB, half the L2.
 template <bool Gated, class Epilogue>
 void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *packed, int64_t b0, int64_t b1,
               int64_t c0, int64_t c1, int64_t kc, int64_t mc, int64_t stream_rows, int64_t panel_rows, int64_t l1_rows,
-              int64_t l1_kc, float *partial, const EngineScratch &s, Epilogue &ep) {
+              int64_t l1_kc, int64_t whole_bytes, float *partial, const EngineScratch &s, Epilogue &ep) {
   const bool stream = engine_streams(b1 - b0, stream_rows);
   const bool panel = !stream && panel_rows > 0 && (b1 - b0) * kTokenBlock >= panel_rows;
   const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
   const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;
+  bool l1 = false;
   if (!stream && l1_rows > 0 && (b1 - b0) * kTokenBlock >= l1_rows) {
     // Only where the slices' partial results stay in L2 (amx_gemm_pass's order): a linear map
     // over 512 rows of depth 2048 has 2 MB of tokens, so its slices would run over all columns
@@ -646,8 +655,12 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
     const int64_t partial_bytes = amx_slices_grouped(pass_blocks, K)
                                       ? kAmxGroupPartialBytes
                                       : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
-    if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc;
+    if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc, l1 = true;
   }
+  const int64_t pass_blocks = std::min(b1 - b0, step);
+  if (!stream && !l1 && whole_bytes > 0 &&
+      pass_blocks * padded_depth(K) * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t)) <= whole_bytes)
+    kc = padded_depth(K);
   for (int64_t g = b0; g < b1; g += step)
     amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, panel, partial, s, ep);
 }

@@ -420,6 +420,12 @@ void run_case(const Case &c, uint32_t seed) {
   // correct kernel cannot exceed it, however much the sums cancel.
   const double u_bf16 = c.path == MatmulPath::fma_f32 ? 0.0 : std::ldexp(1.0, -8);
   const double e32 = std::ldexp(1.0, -24), lip = act_lipschitz(c.act);
+  // fp8 weights on avx512_bf16: segments of up to 4 rows multiply the exact code * scale
+  // (dp_small_fp8), the others and the reference bf16(code * scale): the weights then differ by
+  // their bf16 rounding, 2^-9 relative at most (x's rounding on top: the cross term included).
+  const double u_w = c.w == WeightType::fp8_e4m3 && c.path == MatmulPath::avx512_bf16
+                         ? std::ldexp(1.0, -9) * (1.0 + std::ldexp(1.0, -8))
+                         : 0.0;
   std::vector<double> bound(ref.size(), 0.0), magnitude(ref.size(), 0.0);
   std::vector<int64_t> adds(ref.size(), 0);
   std::vector<double> hrow(F), dhrow(F);
@@ -440,8 +446,8 @@ void run_case(const Case &c, uint32_t seed) {
         const double bu = c.bias ? ubias[e * F + f] : 0.0, bg = c.bias && c.gated ? gbias[e * F + f] : 0.0;
         su += bu, sg += bg;
         const int64_t terms = D + (c.bias ? 1 : 0);
-        const double dsu = u_bf16 * au + gamma32(terms) * (au + std::fabs(bu));
-        const double dsg = u_bf16 * ag + gamma32(terms) * (ag + std::fabs(bg));
+        const double dsu = (u_bf16 + u_w) * au + gamma32(terms) * (au + std::fabs(bu));
+        const double dsg = (u_bf16 + u_w) * ag + gamma32(terms) * (ag + std::fabs(bg));
         double dh;
         if (c.gated) {
           const double act = act_ref(c.act, sg, c.ap);
@@ -476,7 +482,7 @@ void run_case(const Case &c, uint32_t seed) {
         // The down bias joins the f32 sum before the gate scale.
         const double db = c.bias ? dbias[e * D + d] : 0.0;
         s += db;
-        ds += gamma32(F + (c.bias ? 1 : 0)) * (as + std::fabs(db));
+        ds += gamma32(F + (c.bias ? 1 : 0)) * (as + std::fabs(db)) + u_w * as;
         // g * s in f32: one more rounding.
         const double contribution = std::fabs(g) * (ds + e32 * (std::fabs(s) + ds));
         if (c.use_out_rows) ref[orow * D + d] += g * s;
@@ -1100,6 +1106,12 @@ int main() {
   engine_tiles.push_back({"all-engine-l1-deeper", sliced_l1_deeper});
   engine_tiles.push_back({"all-small", all_small});
   engine_tiles.push_back({"all-small-groups3", small_groups});
+  TileConfig mixed_whole = mixed;
+  mixed_whole.engine_whole_depth_bytes = 48 << 10;  // AMX GEMMs of small token sets unsliced, larger sliced
+  engine_tiles.push_back({"mixed-whole", mixed_whole});
+  TileConfig mixed_l1_whole = mixed_l1;
+  mixed_l1_whole.engine_whole_depth_bytes = 1 << 20;  // every non-l1, non-streaming AMX GEMM unsliced
+  engine_tiles.push_back({"mixed-l1-whole", mixed_l1_whole});
   const Shape engine_shapes[] = {{0, 100, 37, 5, 2},  {1, 100, 37, 5, 2},  {13, 100, 37, 6, 2},
                                  {40, 100, 37, 6, 2}, {9, 64, 96, 4, 2},   {50, 33, 70, 3, 3},
                                  {3, 17, 5, 1, 1},    {30, 130, 300, 5, 2}, {70, 96, 64, 2, 2},
