@@ -34,7 +34,8 @@ Usage:
   python3 bench/cpu_hf_moe_paired.py --quick               # tiny shapes: checks the script
 Options: --threads 2, --dtype bf16|f32, --seconds S (timed seconds per row and mode, default 8),
 --warm-calls N (default 5),
---impls, --work DIR, --out FILE (default bench/results/cpu-hf-moe-paired-<date>.json).
+--impls, --work DIR, --out FILE (default bench/results/cpu-hf-moe-paired-<date>.json, then
+-<date>-2.json, ... when that exists).
 Exit status 1 when a correctness check or a shape failed.
 """
 import os
@@ -290,6 +291,11 @@ def main():
         suffix = ("-quick" if args.quick else "") + ("" if set(shapes) == set(base.SHAPES) else "-" + "-".join(shapes))
         where = args.work if args.quick else os.path.join(base.ROOT, "bench", "results")
         args.out = os.path.join(where, f"cpu-hf-moe-paired-{date}{suffix}.json")
+        # A second full run on one day gets -2, -3, ...: the README cites the first by name.
+        n = 2
+        while not args.quick and os.path.exists(args.out):
+            args.out = os.path.join(where, f"cpu-hf-moe-paired-{date}{suffix}-{n}.json")
+            n += 1
     os.makedirs(args.work, exist_ok=True)
     if not os.access(base.MIXTILEC, os.X_OK):
         log(f"error: {base.MIXTILEC} missing (build first)")
