@@ -398,8 +398,8 @@ inline size_t expert_ffn_thread_scratch_bytes(int64_t A, int64_t D, int64_t F, c
 }
 
 // Workspace of the bf16 engine paths: packed x, packed h, the packed row of each expert, a byte
-// per assignment (mark_first_contributions), then per thread the engine scratch, the partial results of depth-sliced GEMMs (K > engine_kc), the h
-// rows of one small segment (the GEMV path's down projection input) and, for fp8 and MXFP4
+// per assignment (mark_first_contributions), then per thread the engine scratch, the partial
+// results of depth-sliced GEMMs (K > engine_kc), the h rows of one small segment (the GEMV path's down projection input) and, for fp8 and MXFP4
 // weights (`slabs`), the slab of dequantized weight rows. Sized for `threads`
 // threads; a smaller team runs its wider column ranges in pieces of max_cols.
 //
@@ -654,6 +654,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
   uint8_t *first = reinterpret_cast<uint8_t *>(ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes);
   char *thread_ws = ws + layout.x_bytes + layout.h_bytes + layout.rows_bytes + layout.first_bytes;
   const bool first_stores = p.out_rows != nullptr;  // scatter mode: y is not zeroed first
+  const uint8_t *first_or_null = first_stores ? first : nullptr;  // the output epilogues' `first`
   const int64_t blocks = packed_rows(p, tiles, prow);
   bool any_engine = false;  // x is packed only when some segment runs on the engine
   for (int64_t e = 0; e < E; ++e) any_engine |= p.offsets[e + 1] - p.offsets[e] > tiles.small_m_max;
@@ -772,7 +773,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
         const void *down = p.down_w[e];
         const WeightScales sd = scales_of(p, ExpertMatrix::down, e);
         if (rows <= tiles.small_m_max || F == 0) {  // F == 0: the GEMV path writes the zero sums
-          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e), first_stores ? first : nullptr};
+          OutputEpilogue inner{p.y, D, p.out_rows, p.gates, begin, off0, down_bias_of(p, e), first_or_null};
           // The GEMV path reads this segment's h rows out of their blocks, per thread: bf16 rows
           // (dp_small) or f32 ones (gemm_small, the rounded values).
           if constexpr (Path == MatmulPath::avx512_bf16)
@@ -810,7 +811,7 @@ void expert_ffn_engine(const ExpertFFNProblem &p, const TileConfig &tiles) {
                                  });
         } else {
           OutputTileEpilogue inner{p.y, D, p.out_rows, p.gates, off0, r0, r1, begin, down_bias_of(p, e),
-                                   first_stores ? first : nullptr};
+                                   first_or_null};
           with_weight_columns<W>(down, nullptr, sd, WeightScales{}, F, c0, c1, slab,
                                  [&](const uint16_t *w1, const uint16_t *, int64_t a, int64_t b, int64_t shift) {
                                    ShiftedEpilogue<OutputTileEpilogue> ep{inner, shift};

@@ -409,9 +409,11 @@ constexpr int64_t kAmxGroupTokenBytes = int64_t(1) << 20;
 // Whether amx_gemm_pass over `blocks` token blocks of depth K runs its depth slices group of
 // column steps by group (its packed tokens fit kAmxGroupTokenBytes) rather than over all columns;
 // amx_gemm asks the same before it takes engine_l1_kc.
-inline bool amx_slices_grouped(int64_t blocks, int64_t K) {
-  return blocks * padded_depth(K) * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t)) <= kAmxGroupTokenBytes;
+// Bytes of `blocks` packed token blocks over the whole depth K.
+inline int64_t packed_token_bytes(int64_t blocks, int64_t K) {
+  return blocks * packed_block_elems(K) * static_cast<int64_t>(sizeof(uint16_t));
 }
+inline bool amx_slices_grouped(int64_t blocks, int64_t K) { return packed_token_bytes(blocks, K) <= kAmxGroupTokenBytes; }
 // The most partial-result bytes a GEMM may keep between its depth slices for it to take
 // TileConfig::engine_l1_kc (amx_gemm): about half the 2 MB L2.
 constexpr int64_t kAmxL1PartialBytes = int64_t(1) << 20;
@@ -644,6 +646,7 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
   const int64_t most = std::max<int64_t>(2, mc / kTokenBlock / 2 * 2);
   const int64_t passes = (b1 - b0 + most - 1) / most;  // equal passes: no short tail re-reading W
   const int64_t step = passes > 1 ? ((b1 - b0 + passes - 1) / passes + 1) / 2 * 2 : most;
+  const int64_t pass_blocks = std::min(b1 - b0, step);
   bool l1 = false;
   if (!stream && l1_rows > 0 && (b1 - b0) * kTokenBlock >= l1_rows) {
     // Only where the slices' partial results stay in L2 (amx_gemm_pass's order): a linear map
@@ -651,16 +654,12 @@ void amx_gemm(const uint16_t *w, const uint16_t *w2, int64_t K, const uint16_t *
     // and spill partials of every column step (a 2048 x 50304 lm head: 50 MB) to DRAM
     // (bench_linear, 512 rows: 56 -> 68-74 ms with slices of 512 there).
     constexpr int64_t kColStep = Gated ? 16 : 32;
-    const int64_t pass_blocks = std::min(b1 - b0, step);
     const int64_t partial_bytes = amx_slices_grouped(pass_blocks, K)
                                       ? kAmxGroupPartialBytes
                                       : (c1 - c0 + kColStep - 1) / kColStep * ((pass_blocks + 1) / 2) * 4096;
     if (partial_bytes <= kAmxL1PartialBytes) kc = l1_kc, l1 = true;
   }
-  const int64_t pass_blocks = std::min(b1 - b0, step);
-  if (!stream && !l1 && whole_bytes > 0 &&
-      pass_blocks * padded_depth(K) * kTokenBlock * static_cast<int64_t>(sizeof(uint16_t)) <= whole_bytes)
-    kc = padded_depth(K);
+  if (!stream && !l1 && whole_bytes > 0 && packed_token_bytes(pass_blocks, K) <= whole_bytes) kc = padded_depth(K);
   for (int64_t g = b0; g < b1; g += step)
     amx_gemm_pass<Gated>(w, w2, K, packed, g, std::min(b1, g + step), c0, c1, kc, stream, panel, partial, s, ep);
 }
