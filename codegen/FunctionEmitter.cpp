@@ -284,6 +284,36 @@ std::string FunctionEmitter::rowCount(Value v) {
   return product(rows);
 }
 
+std::string FunctionEmitter::emitRouteConfig(RouteOp route) {
+  int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
+  const std::string &ns = conventions.kernelNamespace;
+  auto bias = [&](Value v) {
+    return v ? llvm::formatv("{0}::ExpertVector{{{1}, {2}}", ns, ptr(v), weightType(elementOf(v)))
+                   .str()
+             : ns + "::ExpertVector{}";
+  };
+  line("// Router: logits, scores, selection, top-k (ties to the lower index).");
+  line(llvm::formatv("{10}::RouteConfig config;\n    config.experts = {0}; "
+                     "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
+                     "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
+                     "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
+                     "config.group_top2_sum = {9};",
+                     experts, hidden, route.getK(),
+                     route.getScoring() == Scoring::sigmoid ? "true" : "false",
+                     route.getNormalize() ? "true" : "false",
+                     floatLiteral(route.getNormEpsilon().convertToDouble()),
+                     floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
+                     route.getTopkGroup(),
+                     route.getGroupScore() == GroupScore::top2_sum ? "true" : "false", ns)
+           .str());
+  return llvm::formatv("config, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}",
+                                  dim(route.getX(), 0), ptr(route.getX()), ptr(route.getRouter()),
+                                  bias(route.getRouterBias()), bias(route.getSelectionBias()),
+                                  ptr(route.getWeights()), ptr(route.getExperts()),
+                                  ptr(route.getLogits()))
+      .str();
+}
+
 bool FunctionEmitter::emitPortableOp(Operation *op) {
   if (isa<arith::ExtFOp, arith::TruncFOp>(op)) {
     // A bf16/f16 layer's tokens: widened at its entry, its output rounded once at its exit.
@@ -336,34 +366,8 @@ bool FunctionEmitter::emitPortableOp(Operation *op) {
     return true;
   }
   if (auto route = dyn_cast<RouteOp>(op)) {
-    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
-    const std::string &ns = conventions.kernelNamespace;
-    auto bias = [&](Value v) {
-      return v ? llvm::formatv("{0}::ExpertVector{{{1}, {2}}", ns, ptr(v), weightType(elementOf(v)))
-                     .str()
-               : ns + "::ExpertVector{}";
-    };
-    line("// Router: logits, scores, selection, top-k (ties to the lower index).");
-    line(llvm::formatv("{10}::RouteConfig config;\n    config.experts = {0}; "
-                       "config.hidden = {1}; config.k = {2};\n    config.sigmoid = {3}; "
-                       "config.normalize = {4}; config.norm_epsilon = {5}f; config.scale = "
-                       "{6}f;\n    config.n_group = {7}; config.topk_group = {8}; "
-                       "config.group_top2_sum = {9};",
-                       experts, hidden, route.getK(),
-                       route.getScoring() == Scoring::sigmoid ? "true" : "false",
-                       route.getNormalize() ? "true" : "false",
-                       floatLiteral(route.getNormEpsilon().convertToDouble()),
-                       floatLiteral(route.getScale().convertToDouble()), route.getNGroup(),
-                       route.getTopkGroup(),
-                       route.getGroupScore() == GroupScore::top2_sum ? "true" : "false", ns)
-             .str());
-    emitLibraryCall("route<" + weightType(elementOf(route.getRouter())) + ">",
-                    llvm::formatv("config, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}",
-                                  dim(route.getX(), 0), ptr(route.getX()), ptr(route.getRouter()),
-                                  bias(route.getRouterBias()), bias(route.getSelectionBias()),
-                                  ptr(route.getWeights()), ptr(route.getExperts()),
-                                  ptr(route.getLogits()))
-                        .str());
+    std::string args = emitRouteConfig(route);
+    emitLibraryCall("route<" + weightType(elementOf(route.getRouter())) + ">", args);
     return true;
   }
   if (auto lora = dyn_cast<MixLoRAOp>(op)) {

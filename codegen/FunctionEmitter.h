@@ -114,6 +114,9 @@ protected:
   /// Emits `op` when its kernel-library call takes the same arguments on every target;
   /// returns false (emitting nothing) for any other op.
   bool emitPortableOp(Operation *op);
+  /// A token-choice router's RouteConfig statements (variable `config`) and the arguments its
+  /// route<> call takes after the config: tokens, x, router, biases, outputs.
+  std::string emitRouteConfig(RouteOp route);
   /// The rows of `v` seen as [rows, last dim]: the product of every dim but the last.
   std::string rowCount(Value v);
   /// to = from, before an op that updates `to` in place (nothing when they share a buffer).

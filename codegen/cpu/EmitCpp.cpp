@@ -182,6 +182,22 @@ std::string CpuEmitter::tileFunction(KernelOp kernel, unsigned index) {
 LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   const std::string &tiles = currentTiles;
 
+  // A wide router on bf16 tokens: its logits as one GEMM on the matrix path mix-tile chose.
+  if (auto route = dyn_cast<RouteOp>(op); route && currentPath != "fma_f32") {
+    std::string args = emitRouteConfig(route), t = dim(route.getX(), 0);
+    int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
+    helpers += pendingTiles;
+    pendingTiles.clear();
+    checkAmxReady();
+    line(llvm::formatv("mixtile::cpu::route<{0}{1}>({2}, scratch, {3}({4}), threads);",
+                       weightType(elementOf(route.getRouter())), pathArgument(), args, tiles, t)
+             .str());
+    scratch.push_back(llvm::formatv("mixtile::cpu::route_workspace_size({0}, {1}, {2}, max_threads, "
+                                    "{3}({0}){4})",
+                                    t, experts, hidden, tiles, pathArgument())
+                          .str());
+    return success();
+  }
   if (emitPortableOp(op))
     return success();
   if (auto capacity = dyn_cast<CapacityOp>(op)) {

@@ -46,3 +46,38 @@ func.func @kernels(%x: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>)
   }
   return %a, %b : tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// Token-choice routers with AMX: a wide one (64 experts) on tokens widened from bf16 takes the
+// tiles; a narrow one (8 experts) and one on f32 tokens (the tiles would round them) keep f32
+// FMA, as does every router on CPUs without AMX.
+// INTEL-LABEL: func.func @routers
+// INTEL: mix.kernel "router"
+// INTEL: } attributes {mix.matmul_path = "amx_bf16"
+// INTEL: mix.kernel "narrow_router"
+// INTEL-NOT: mix.matmul_path
+// INTEL: mix.kernel "f32_router"
+// INTEL-NOT: mix.matmul_path
+// INTEL: return
+// GENERIC-LABEL: func.func @routers
+// GENERIC-NOT: mix.matmul_path
+// GENERIC: return
+func.func @routers(%h: tensor<?x64xbf16>, %f: tensor<?x64xf32>, %wide: tensor<64x64xbf16>,
+                   %narrow: tensor<8x64xbf16>) -> (tensor<?x2xi32>, tensor<?x2xi32>, tensor<?x2xi32>) {
+  %x = mix.kernel "widen_tokens" -> tensor<?x64xf32> {
+    %e = arith.extf %h : tensor<?x64xbf16> to tensor<?x64xf32>
+    mix.yield %e : tensor<?x64xf32>
+  }
+  %a = mix.kernel "router" -> tensor<?x2xi32> {
+    %w, %i, %l = mix.route %x, %wide {k = 2 : i64} : tensor<?x64xf32>, tensor<64x64xbf16> -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x64xf32>
+    mix.yield %i : tensor<?x2xi32>
+  }
+  %b = mix.kernel "narrow_router" -> tensor<?x2xi32> {
+    %w, %i, %l = mix.route %x, %narrow {k = 2 : i64} : tensor<?x64xf32>, tensor<8x64xbf16> -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+    mix.yield %i : tensor<?x2xi32>
+  }
+  %c = mix.kernel "f32_router" -> tensor<?x2xi32> {
+    %w, %i, %l = mix.route %f, %wide {k = 2 : i64} : tensor<?x64xf32>, tensor<64x64xbf16> -> tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x64xf32>
+    mix.yield %i : tensor<?x2xi32>
+  }
+  return %a, %b, %c : tensor<?x2xi32>, tensor<?x2xi32>, tensor<?x2xi32>
+}

@@ -222,70 +222,89 @@ struct RouteConfig {
 };
 
 /// Token-choice routing for T tokens: weights [T, k], experts [T, k], logits [T, E].
+namespace detail {
+/// Per-thread buffers of route_select.
+struct RouteScratch {
+  std::vector<float> scores, choice, group_scores, best;
+  std::vector<uint8_t> taken, group_taken;
+  explicit RouteScratch(const RouteConfig &c)
+      : scores(c.experts), choice(c.experts), group_scores(c.n_group), best(c.k), taken(c.experts),
+        group_taken(c.n_group) {}
+};
+
+/// Scores, selection and weights of token t from its logits (row t of `logits`, [tokens, E]).
+inline void route_select(const RouteConfig &c, int64_t t, const float *logits, ExpertVector selection_bias,
+                         float *weights, int32_t *experts, RouteScratch &s) {
+  const int64_t E = c.experts, group_width = E / c.n_group;
+  std::vector<float> &scores = s.scores, &choice = s.choice, &group_scores = s.group_scores, &best = s.best;
+  std::vector<uint8_t> &taken = s.taken, &group_taken = s.group_taken;
+  const float *row_logits = logits + t * E;
+  if (c.sigmoid)
+    detail::sigmoid_row(row_logits, scores.data(), E);
+  else
+    detail::softmax_row(row_logits, scores.data(), E, 1.0f);
+  for (int64_t e = 0; e < E; ++e)
+    choice[e] = scores[e] + (selection_bias.data ? selection_bias.at(e) : 0.0f);
+
+  if (c.n_group > 1) {
+    // Keep the topk_group best groups; experts of the others are masked to -inf, as
+    // transformers and DeepSeek's own inference code do (the verifier keeps k within the
+    // kept groups, so a masked expert is never chosen).
+    for (int64_t g = 0; g < c.n_group; ++g) {
+      const float *v = choice.data() + g * group_width;
+      float first = -INFINITY, second = -INFINITY;
+      for (int64_t i = 0; i < group_width; ++i) {
+        if (v[i] > first) {
+          second = first;
+          first = v[i];
+        } else if (v[i] > second) {
+          second = v[i];
+        }
+      }
+      group_scores[g] = c.group_top2_sum ? first + second : first;
+    }
+    std::fill(group_taken.begin(), group_taken.end(), 0);
+    for (int64_t j = 0; j < c.topk_group; ++j)
+      group_taken[detail::argmax_untaken(group_scores.data(), group_taken.data(), c.n_group)] = 1;
+    for (int64_t g = 0; g < c.n_group; ++g)
+      if (!group_taken[g])
+        std::fill(choice.begin() + g * group_width, choice.begin() + (g + 1) * group_width,
+                  -INFINITY);
+  }
+
+  float *w = weights + t * c.k;
+  int32_t *idx = experts + t * c.k;
+  if (!detail::top_k_ordered(choice.data(), E, c.k, idx, best.data())) {
+    std::fill(taken.begin(), taken.end(), 0);
+    for (int64_t j = 0; j < c.k; ++j) {
+      const int64_t e = detail::argmax_untaken(choice.data(), taken.data(), E);
+      taken[e] = 1;
+      idx[j] = static_cast<int32_t>(e);
+    }
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < c.k; ++j) {
+    w[j] = scores[idx[j]];
+    sum += w[j];
+  }
+  const float factor = (c.normalize ? 1.0f / (sum + c.norm_epsilon) : 1.0f) * c.scale;
+  for (int64_t j = 0; j < c.k; ++j)
+    w[j] *= factor;
+}
+}  // namespace detail
+
+/// Token-choice routing of `tokens` rows of x: logits (router · x, + router_bias), scores,
+/// selection and weights. The logits of each token come from one register tile's f32 FMAs
+/// (router_logits_tile), the same bits at any token count and thread count.
 template <WeightType W>
 void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightStorage<W> *router,
            ExpertVector router_bias, ExpertVector selection_bias, float *weights,
            int32_t *experts, float *logits, int num_threads) {
-  const int64_t E = c.experts, group_width = E / c.n_group;
+  const int64_t E = c.experts;
 #pragma omp parallel num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
   {
-    std::vector<float> scores(E), choice(E), group_scores(c.n_group), best(c.k), tile(detail::kRouteTokens * E);
-    std::vector<uint8_t> taken(E), group_taken(c.n_group);
-    // Scores, selection and weights of token t from its logits.
-    auto select = [&](int64_t t) {
-      const float *row_logits = logits + t * E;
-      if (c.sigmoid)
-        detail::sigmoid_row(row_logits, scores.data(), E);
-      else
-        detail::softmax_row(row_logits, scores.data(), E, 1.0f);
-      for (int64_t e = 0; e < E; ++e)
-        choice[e] = scores[e] + (selection_bias.data ? selection_bias.at(e) : 0.0f);
-
-      if (c.n_group > 1) {
-        // Keep the topk_group best groups; experts of the others are masked to -inf, as
-        // transformers and DeepSeek's own inference code do (the verifier keeps k within the
-        // kept groups, so a masked expert is never chosen).
-        for (int64_t g = 0; g < c.n_group; ++g) {
-          const float *v = choice.data() + g * group_width;
-          float first = -INFINITY, second = -INFINITY;
-          for (int64_t i = 0; i < group_width; ++i) {
-            if (v[i] > first) {
-              second = first;
-              first = v[i];
-            } else if (v[i] > second) {
-              second = v[i];
-            }
-          }
-          group_scores[g] = c.group_top2_sum ? first + second : first;
-        }
-        std::fill(group_taken.begin(), group_taken.end(), 0);
-        for (int64_t j = 0; j < c.topk_group; ++j)
-          group_taken[detail::argmax_untaken(group_scores.data(), group_taken.data(), c.n_group)] = 1;
-        for (int64_t g = 0; g < c.n_group; ++g)
-          if (!group_taken[g])
-            std::fill(choice.begin() + g * group_width, choice.begin() + (g + 1) * group_width,
-                      -INFINITY);
-      }
-
-      float *w = weights + t * c.k;
-      int32_t *idx = experts + t * c.k;
-      if (!detail::top_k_ordered(choice.data(), E, c.k, idx, best.data())) {
-        std::fill(taken.begin(), taken.end(), 0);
-        for (int64_t j = 0; j < c.k; ++j) {
-          const int64_t e = detail::argmax_untaken(choice.data(), taken.data(), E);
-          taken[e] = 1;
-          idx[j] = static_cast<int32_t>(e);
-        }
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < c.k; ++j) {
-        w[j] = scores[idx[j]];
-        sum += w[j];
-      }
-      const float factor = (c.normalize ? 1.0f / (sum + c.norm_epsilon) : 1.0f) * c.scale;
-      for (int64_t j = 0; j < c.k; ++j)
-        w[j] *= factor;
-    };
+    detail::RouteScratch scratch(c);
+    std::vector<float> tile(detail::kRouteTokens * E);
     // Logits a register tile of tokens at a time (the last tile repeats its last row into
     // `tile`), then each token's selection.
     constexpr int64_t NT = detail::kRouteTokens;
@@ -300,7 +319,54 @@ void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightSto
       if (out != logits + t0 * E)
         std::copy(out, out + (t1 - t0) * E, logits + t0 * E);
       for (int64_t t = t0; t < t1; ++t)
-        select(t);
+        detail::route_select(c, t, logits, selection_bias, weights, experts, scratch);
+    }
+  }
+}
+
+/// Workspace of route<W, Path> on a bf16 matrix path: the router GEMM's (linear.h).
+inline size_t route_workspace_size(int64_t tokens, int64_t experts, int64_t hidden, int num_threads,
+                                   const TileConfig &tiles, MatmulPath path) {
+  return linear_workspace_size(tokens, hidden, experts, num_threads, tiles, path);
+}
+
+/// route() with the logits of all tokens from one GEMM on a bf16 matrix path (AMX tiles or
+/// VDPBF16PS, linear.h): bf16 products accumulated in f32, as the FMA path's are. mix-tile picks
+/// it only where x holds bf16 values (hidden states widened from bf16, so that the GEMM's
+/// rounding of x to bf16 changes nothing) and the router is wide (Tile.cpp). Calls of at most
+/// tiles.small_m_max tokens take linear's small path. `workspace`: route_workspace_size bytes.
+template <WeightType W, MatmulPath Path>
+void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightStorage<W> *router,
+           ExpertVector router_bias, ExpertVector selection_bias, float *weights, int32_t *experts,
+           float *logits, void *workspace, const TileConfig &tiles, int num_threads) {
+  if constexpr (Path == MatmulPath::fma_f32) {
+    (void)workspace;
+    (void)tiles;
+    route<W>(c, tokens, x, router, router_bias, selection_bias, weights, experts, logits, num_threads);
+  } else {
+    if (tokens <= 0) return;
+    const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+    LinearProblem lp;
+    lp.rows = tokens;
+    lp.in = c.hidden;
+    lp.out = c.experts;
+    lp.x = x;
+    lp.w = router;
+    lp.y = logits;
+    lp.workspace = workspace;
+    lp.num_threads = nt;
+    linear<W, Path>(lp, tiles);
+    const int64_t E = c.experts;
+#pragma omp parallel num_threads(nt)
+    {
+      detail::RouteScratch scratch(c);
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < tokens; ++t) {
+        float *row = logits + t * E;
+        if (router_bias.data)
+          for (int64_t e = 0; e < E; ++e) row[e] += router_bias.at(e);
+        detail::route_select(c, t, logits, selection_bias, weights, experts, scratch);
+      }
     }
   }
 }
