@@ -67,8 +67,8 @@ constexpr int64_t kEngineRouterExperts = 32;
 
 /// The element type of the weights of a kernel's large GEMMs: its expert FFNs, dense linear
 /// maps, Mixture of Tokens' controller or a wide token-choice router on bf16 tokens (null when
-/// it has none).
-Type gemmWeightType(KernelOp kernel) {
+/// it has none). `routers` false: leaving routers out.
+Type gemmWeightType(KernelOp kernel, bool routers = true) {
   Type type;
   kernel.walk([&](Operation *op) {
     Value up;
@@ -87,7 +87,7 @@ Type gemmWeightType(KernelOp kernel) {
       up = linear.getWeight();
     else if (auto mix = dyn_cast<TokenMixOp>(op))
       up = mix.getController();
-    else if (auto route = dyn_cast<RouteOp>(op)) {
+    else if (auto route = dyn_cast<RouteOp>(op); route && routers) {
       auto router = cast<RankedTensorType>(route.getRouter().getType());
       if (router.getElementType().isBF16() && router.getDimSize(0) >= kEngineRouterExperts &&
           holdsBf16Values(route.getX()))
@@ -175,11 +175,9 @@ struct TileKernelsPass : mix::impl::TileKernelsBase<TileKernelsPass> {
         StringRef path = "fma_f32";  // kernels without GEMM weights: the f32 table
         if (Type weights = gemmWeightType(kernel)) {
           path = matmulPathFor(*host, weights);
-          // A router kernel leaves f32 FMA only for AMX tiles (measured there; VDPBF16PS on
-          // Zen was not).
-          bool router = false;
-          kernel.walk([&](RouteOp) { router = true; });
-          if (router && path != "amx_bf16")
+          // A kernel whose only large GEMM is a router leaves f32 FMA only for AMX tiles
+          // (measured there; VDPBF16PS on Zen was not).
+          if (path != "amx_bf16" && !gemmWeightType(kernel, /*routers=*/false))
             path = "fma_f32";
           else
             kernel->setAttr(kMatmulPathAttr, b.getStringAttr(path));
