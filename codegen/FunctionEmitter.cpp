@@ -306,11 +306,10 @@ std::string FunctionEmitter::emitRouteConfig(RouteOp route) {
                      route.getTopkGroup(),
                      route.getGroupScore() == GroupScore::top2_sum ? "true" : "false", ns)
            .str());
-  return llvm::formatv("config, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}",
-                                  dim(route.getX(), 0), ptr(route.getX()), ptr(route.getRouter()),
-                                  bias(route.getRouterBias()), bias(route.getSelectionBias()),
-                                  ptr(route.getWeights()), ptr(route.getExperts()),
-                                  ptr(route.getLogits()))
+  return llvm::formatv("config, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}", dim(route.getX(), 0),
+                       ptr(route.getX()), ptr(route.getRouter()), bias(route.getRouterBias()),
+                       bias(route.getSelectionBias()), ptr(route.getWeights()),
+                       ptr(route.getExperts()), ptr(route.getLogits()))
       .str();
 }
 

@@ -83,6 +83,11 @@ private:
   int attentionErrorCode = 0;  // one message for every attention of the function
   int helperCount = 0;
   std::string pendingTiles;  // its text, added to the helpers if a call uses it
+  /// The kernel's tile function joins the helpers: a call about to use it (once per kernel).
+  void useTiles() {
+    helpers += pendingTiles;
+    pendingTiles.clear();
+  }
 };
 
 
@@ -186,8 +191,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
   if (auto route = dyn_cast<RouteOp>(op); route && currentPath != "fma_f32") {
     std::string args = emitRouteConfig(route), t = dim(route.getX(), 0);
     int64_t experts = staticDim(route.getRouter(), 0), hidden = staticDim(route.getRouter(), 1);
-    helpers += pendingTiles;
-    pendingTiles.clear();
+    useTiles();
     checkAmxReady();
     line(llvm::formatv("mixtile::cpu::route<{0}{1}>({2}, scratch, {3}({4}), threads);",
                        weightType(elementOf(route.getRouter())), pathArgument(), args, tiles, t)
@@ -299,8 +303,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                          shape.gated ? "gate_s" : "nullptr")
                .str());
     emitExpertExtras(extras, activation.getValue());  // gpt-oss's biases and clamp
-    helpers += pendingTiles;
-    pendingTiles.clear();
+    useTiles();
     std::string path = pathArgument();
     checkAmxReady();
     line(llvm::formatv("mixtile::cpu::expert_ffn<{0}, {1}, {2}{5}>(p, {3}({4}));",
@@ -394,8 +397,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
                  .str());
       }
     }
-    helpers += pendingTiles;
-    pendingTiles.clear();
+    useTiles();
     checkAmxReady();
     line(llvm::formatv("mixtile::cpu::LinearProblem lp;\n    lp.rows = {0}; lp.in = {1}; lp.out = "
                        "{2}; lp.x = {3}; lp.w = {4}; lp.bias = {5}; lp.y = {6};\n    "
@@ -498,8 +500,7 @@ LogicalResult CpuEmitter::emitOp(Operation *op, KernelOp kernel) {
     Value cache = latent.getCache();
     std::string t = dim(latent.getQ(), 0), b = dim(cache, 0), len = dim(cache, 1);
     std::string storage = weightType(elementOf(cache));
-    helpers += pendingTiles;
-    pendingTiles.clear();
+    useTiles();
     checkAmxReady();
     line(llvm::formatv("if (mixtile::cpu::latent_attention<{0}>({1}(), {2}, {3}, {4}, {5}, {6}, "
                        "{7}, {8}, {9}, {10}, {11}, {12}, scratch, threads, {13}({2})) != 0)\n"

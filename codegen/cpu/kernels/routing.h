@@ -221,7 +221,6 @@ struct RouteConfig {
   bool group_top2_sum = false;  // group score: sum of its 2 best (DeepSeek-V3), else max (V2)
 };
 
-/// Token-choice routing for T tokens: weights [T, k], experts [T, k], logits [T, E].
 namespace detail {
 /// Per-thread buffers of route_select.
 struct RouteScratch {
@@ -294,8 +293,9 @@ inline void route_select(const RouteConfig &c, int64_t t, const float *logits, E
 }  // namespace detail
 
 /// Token-choice routing of `tokens` rows of x: logits (router · x, + router_bias), scores,
-/// selection and weights. The logits of each token come from one register tile's f32 FMAs
-/// (router_logits_tile), the same bits at any token count and thread count.
+/// selection and weights: weights [T, k], experts [T, k], logits [T, E]. The logits of each
+/// token come from one register tile's f32 FMAs (router_logits_tile), the same bits at any token
+/// count and thread count.
 template <WeightType W>
 void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightStorage<W> *router,
            ExpertVector router_bias, ExpertVector selection_bias, float *weights,
@@ -339,34 +339,28 @@ template <WeightType W, MatmulPath Path>
 void route(const RouteConfig &c, int64_t tokens, const float *x, const WeightStorage<W> *router,
            ExpertVector router_bias, ExpertVector selection_bias, float *weights, int32_t *experts,
            float *logits, void *workspace, const TileConfig &tiles, int num_threads) {
-  if constexpr (Path == MatmulPath::fma_f32) {
-    (void)workspace;
-    (void)tiles;
-    route<W>(c, tokens, x, router, router_bias, selection_bias, weights, experts, logits, num_threads);
-  } else {
-    if (tokens <= 0) return;
-    const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
-    LinearProblem lp;
-    lp.rows = tokens;
-    lp.in = c.hidden;
-    lp.out = c.experts;
-    lp.x = x;
-    lp.w = router;
-    lp.y = logits;
-    lp.workspace = workspace;
-    lp.num_threads = nt;
-    linear<W, Path>(lp, tiles);
-    const int64_t E = c.experts;
+  static_assert(Path != MatmulPath::fma_f32, "the f32 FMA router is route<W>(...)");
+  if (tokens <= 0) return;
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  LinearProblem lp;
+  lp.rows = tokens;
+  lp.in = c.hidden;
+  lp.out = c.experts;
+  lp.x = x;
+  lp.w = router;
+  lp.y = logits;
+  lp.workspace = workspace;
+  lp.num_threads = nt;
+  linear<W, Path>(lp, tiles);
+  const int64_t E = c.experts;
 #pragma omp parallel num_threads(nt)
-    {
-      detail::RouteScratch scratch(c);
+  {
+    detail::RouteScratch scratch(c);
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < tokens; ++t) {
-        float *row = logits + t * E;
-        if (router_bias.data)
-          for (int64_t e = 0; e < E; ++e) row[e] += router_bias.at(e);
-        detail::route_select(c, t, logits, selection_bias, weights, experts, scratch);
-      }
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (router_bias.data)
+        for (int64_t e = 0; e < E; ++e) logits[t * E + e] += router_bias.at(e);
+      detail::route_select(c, t, logits, selection_bias, weights, experts, scratch);
     }
   }
 }
